@@ -1,0 +1,29 @@
+//! Jewel's storage engine: everything below the network.
+//!
+//! - [`store`]: the content-addressed block store ([`FsStore`], [`MemStore`]), verified
+//!   reads through bao outboards.
+//! - [`crypto`]: file keys and the segment AEAD (STREAM construction).
+//! - [`manifest`]: the public, versioned description of a stored file.
+//! - [`caps`]: read and verify capabilities.
+//! - [`pipeline`]: put and get, streaming and parallel, over any block writers/readers.
+//! - [`offline`]: encode to and decode from local peer folders.
+//!
+//! The schemes themselves live in the `jewel-codec` crate, re-exported as [`codec`].
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod caps;
+pub mod crypto;
+mod id;
+pub mod manifest;
+pub mod offline;
+mod parallel;
+pub mod pipeline;
+pub mod store;
+
+pub use caps::{Cap, CapError, ReadCap, VerifyCap};
+pub use crypto::{CipherId, FileKey};
+pub use id::{BlockId, IdError};
+pub use jewel_codec as codec;
+pub use manifest::{Manifest, ManifestError};
+pub use pipeline::{get, put, GetStats, PipelineError, PutOptions, PutStats};
+pub use store::{BlockReader, BlockStore, BlockWriter, FsStore, MemStore, StoreError};

@@ -1,0 +1,230 @@
+//! Offline mode: encode a file into one folder per peer slot, and decode it back from
+//! whichever folders remain, the way par2 and zfec work on local disks.
+//!
+//! `DIR/peer-i` is a block store holding slot i's piece and a copy of the manifest;
+//! `DIR/manifest` is one more copy. Outputs are written to a temp path beside the target
+//! and renamed into place only when complete, so a failure leaves nothing partial.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::caps::ReadCap;
+use crate::id::BlockId;
+use crate::manifest::{Manifest, ManifestError};
+use crate::pipeline::{get, put, GetStats, PipelineError, PutOptions, PutStats};
+use crate::store::{BlockReader, BlockStore, BlockWriter, FsStore, StoreError};
+
+/// Why an offline encode or decode failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OfflineError {
+    #[error("cannot read {path}: {source}")]
+    InputUnreadable { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a regular file")]
+    NotAFile { path: PathBuf },
+    #[error("output folder {path} already exists and is not empty; choose a new folder")]
+    OutputExists { path: PathBuf },
+    #[error("cannot write {path}: {source}")]
+    OutputUnwritable { path: PathBuf, source: std::io::Error },
+    #[error("disk full while writing {path}")]
+    DiskFull { path: PathBuf },
+    #[error("{path} holds no peer folders (peer-0, peer-1, …)")]
+    NoPeerFolders { path: PathBuf },
+    #[error("manifest {id} was not found intact in {path}; the folder belongs to another file, or every copy is damaged")]
+    ManifestNotFound { id: String, path: PathBuf },
+    #[error("manifest is unreadable: {0}")]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn unwritable(path: &Path, source: std::io::Error) -> OfflineError {
+    if crate::store::is_disk_full(&source) {
+        OfflineError::DiskFull { path: path.to_path_buf() }
+    } else {
+        OfflineError::OutputUnwritable { path: path.to_path_buf(), source }
+    }
+}
+
+/// A temp path beside `target`: `.NAME.partial-RANDOM`.
+fn partial_path(target: &Path) -> PathBuf {
+    let mut b = [0u8; 6];
+    let _ = getrandom::getrandom(&mut b);
+    let suffix: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    target.with_file_name(format!(".{name}.partial-{suffix}"))
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn sync_dir(dir: &Path) {
+    // Best effort: some file systems refuse fsync on directories.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// The name of slot `i`'s folder.
+pub fn peer_dir(dir: &Path, slot: usize) -> PathBuf {
+    dir.join(format!("peer-{slot}"))
+}
+
+/// What an offline encode produced.
+#[derive(Debug)]
+pub struct EncodeReport {
+    pub cap: ReadCap,
+    pub manifest: Manifest,
+    pub stats: PutStats,
+}
+
+/// Encodes `input` into `out_dir/peer-*` with the options' scheme.
+pub fn encode_file(input: &Path, opts: &PutOptions, out_dir: &Path) -> Result<EncodeReport, OfflineError> {
+    let unreadable = |source| OfflineError::InputUnreadable { path: input.to_path_buf(), source };
+    let mut file = File::open(input).map_err(unreadable)?;
+    if !file.metadata().map_err(unreadable)?.is_file() {
+        return Err(OfflineError::NotAFile { path: input.to_path_buf() });
+    }
+    if out_dir.exists() {
+        let empty =
+            out_dir.is_dir() && fs::read_dir(out_dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+        if !empty {
+            return Err(OfflineError::OutputExists { path: out_dir.to_path_buf() });
+        }
+    }
+    let tmp = partial_path(out_dir);
+    fs::create_dir(&tmp).map_err(|e| unwritable(&tmp, e))?;
+    let result = encode_into(&mut file, opts, &tmp);
+    let finish = result.and_then(|report| {
+        sync_dir(&tmp);
+        fs::rename(&tmp, out_dir).map_err(|e| unwritable(out_dir, e))?;
+        sync_dir(&parent_of(out_dir));
+        Ok(report)
+    });
+    if finish.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    finish
+}
+
+fn encode_into(file: &mut File, opts: &PutOptions, dir: &Path) -> Result<EncodeReport, OfflineError> {
+    let slots = jewel_codec::build(&opts.scheme).map_err(PipelineError::from)?.slots();
+    let stores = (0..slots).map(|i| FsStore::open(peer_dir(dir, i), None)).collect::<Result<Vec<_>, _>>()?;
+    let sinks = stores.iter().map(|s| s.writer()).collect::<Result<Vec<Box<dyn BlockWriter>>, _>>()?;
+    let done = put(file, opts, sinks)?;
+    for store in &stores {
+        store.put(&done.manifest_bytes)?;
+    }
+    let mpath = dir.join("manifest");
+    let mut f = File::create(&mpath).map_err(|e| unwritable(&mpath, e))?;
+    f.write_all(&done.manifest_bytes).and_then(|_| f.sync_all()).map_err(|e| unwritable(&mpath, e))?;
+    Ok(EncodeReport { cap: done.cap, manifest: done.manifest, stats: done.stats })
+}
+
+/// Where a decode writes.
+#[derive(Clone, Debug)]
+pub enum Output {
+    Path(PathBuf),
+    Stdout,
+}
+
+/// Finds the peer stores in `dir`, in slot order where names say so.
+fn peer_stores(dir: &Path) -> Result<Vec<(Option<usize>, FsStore)>, OfflineError> {
+    let entries = fs::read_dir(dir)
+        .map_err(|source| OfflineError::InputUnreadable { path: dir.to_path_buf(), source })?;
+    let mut stores = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.is_dir() || !FsStore::is_store(&path) {
+            continue;
+        }
+        let slot =
+            entry.file_name().to_str().and_then(|n| n.strip_prefix("peer-")).and_then(|n| n.parse().ok());
+        stores.push((slot, FsStore::open_read_only(&path)));
+    }
+    stores.sort_by_key(|(slot, _)| *slot);
+    if stores.is_empty() {
+        return Err(OfflineError::NoPeerFolders { path: dir.to_path_buf() });
+    }
+    Ok(stores)
+}
+
+/// Reads the manifest `id` from any intact copy in `dir`.
+fn find_manifest(
+    dir: &Path,
+    stores: &[(Option<usize>, FsStore)],
+    id: &BlockId,
+) -> Result<Manifest, OfflineError> {
+    let from_stores = stores.iter().find_map(|(_, s)| s.get(id).ok());
+    let bytes = from_stores.or_else(|| fs::read(dir.join("manifest")).ok().filter(|b| BlockId::of(b) == *id));
+    let bytes = bytes
+        .ok_or_else(|| OfflineError::ManifestNotFound { id: id.to_string(), path: dir.to_path_buf() })?;
+    Ok(Manifest::decode(&bytes)?)
+}
+
+/// Opens the best source for every slot: the slot's own folder first, then any folder
+/// holding the same block (content addressing makes them interchangeable).
+fn open_sources(
+    manifest: &Manifest,
+    stores: &[(Option<usize>, FsStore)],
+) -> Vec<Option<Box<dyn BlockReader>>> {
+    manifest
+        .pieces
+        .iter()
+        .enumerate()
+        .map(|(slot, piece)| {
+            let own = stores.iter().filter(|(s, _)| *s == Some(slot));
+            let others = stores.iter().filter(|(s, _)| *s != Some(slot));
+            own.chain(others).find_map(|(_, store)| store.reader(piece).ok())
+        })
+        .collect()
+}
+
+/// Rebuilds the file behind `cap` from the peer folders left in `dir`.
+pub fn decode_dir(
+    cap: &ReadCap,
+    dir: &Path,
+    output: &Output,
+    threads: usize,
+) -> Result<GetStats, OfflineError> {
+    let stores = peer_stores(dir)?;
+    let manifest = find_manifest(dir, &stores, &cap.manifest)?;
+    manifest.check_key(&cap.key)?;
+    let sources = open_sources(&manifest, &stores);
+    match output {
+        Output::Stdout => {
+            let stdout = std::io::stdout();
+            let mut w = BufWriter::with_capacity(1 << 20, stdout.lock());
+            Ok(get(&manifest, &cap.key, sources, &mut w, threads)?)
+        }
+        Output::Path(target) => {
+            if target.is_dir() {
+                return Err(OfflineError::OutputExists { path: target.clone() });
+            }
+            let tmp = partial_path(target);
+            let file =
+                File::options().write(true).create_new(true).open(&tmp).map_err(|e| unwritable(&tmp, e))?;
+            let mut w = BufWriter::with_capacity(1 << 20, file);
+            let result = get(&manifest, &cap.key, sources, &mut w, threads)
+                .map_err(OfflineError::from)
+                .and_then(|stats| {
+                    let file = w.into_inner().map_err(|e| unwritable(target, e.into_error()))?;
+                    file.sync_all().map_err(|e| unwritable(target, e))?;
+                    fs::rename(&tmp, target).map_err(|e| unwritable(target, e))?;
+                    sync_dir(&parent_of(target));
+                    Ok(stats)
+                });
+            if result.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            result
+        }
+    }
+}

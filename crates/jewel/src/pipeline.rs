@@ -1,0 +1,495 @@
+//! The put and get pipelines: file ⇄ pieces, streaming, in bounded memory.
+//!
+//! Put: read a segment → zstd (only when a sample shows it helps) → seal with the file
+//! key (STREAM: segment index and last flag in the nonce) → encode with the scheme →
+//! append chunk i to piece i → finally hash every piece into a block. Get is the mirror
+//! image and needs only a sufficient set of pieces; a piece that fails verification is
+//! dropped and the segment is retried from the others. Segments are processed in
+//! parallel and written in order; at most a small window of segments is in memory.
+//!
+//! This module knows block writers and readers, not where they live: the offline
+//! commands, the tests and (later) the network each supply their own.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use jewel_codec::{CodecError, Encoded, Scheme, SchemeSpec};
+
+use crate::caps::ReadCap;
+use crate::crypto::{fill_random, CipherId, CryptoError, FileKey, SegmentCipher, NONCE_PREFIX_LEN, TAG_LEN};
+use crate::manifest::{Compression, Manifest, ManifestError, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
+use crate::parallel::ordered_map;
+use crate::store::{BlockReader, BlockWriter, StoreError};
+
+/// Plaintext bytes per segment unless told otherwise.
+pub const DEFAULT_SEGMENT_SIZE: u32 = 4 << 20;
+/// Bytes of each segment compressed as a trial before compressing the whole segment.
+const SAMPLE_LEN: usize = 64 << 10;
+/// A sample must shrink below this fraction for the segment to be compressed.
+const SAMPLE_RATIO: f64 = 0.9;
+const ZSTD_LEVEL: i32 = 3;
+const FLAG_RAW: u8 = 0;
+const FLAG_ZSTD: u8 = 1;
+
+/// Why a put or a get failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    #[error("reading the input: {0}")]
+    Input(std::io::Error),
+    #[error("writing the output: {0}")]
+    Output(std::io::Error),
+    #[error("disk full while writing the output")]
+    OutputDiskFull,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Spec(#[from] jewel_codec::SpecError),
+    #[error("{actual} piece slots were given, the scheme has {expected}")]
+    SlotCount { expected: usize, actual: usize },
+    #[error("segment size must be between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE} bytes (got {0})")]
+    SegmentSize(u32),
+    #[error("segment {segment} decodes to {actual} bytes, {expected} were expected")]
+    SegmentLength { segment: usize, expected: usize, actual: usize },
+    #[error("the file is too large: at most 2^32 segments")]
+    TooLarge,
+}
+
+impl PipelineError {
+    fn output(e: std::io::Error) -> Self {
+        if crate::store::is_disk_full(&e) {
+            PipelineError::OutputDiskFull
+        } else {
+            PipelineError::Output(e)
+        }
+    }
+}
+
+/// How to put a file.
+#[derive(Clone, Debug)]
+pub struct PutOptions {
+    pub scheme: SchemeSpec,
+    pub segment_size: u32,
+    pub cipher: CipherId,
+    /// Try zstd on each segment (it is kept only where a sample shows it helps).
+    pub compress: bool,
+    /// Worker threads for compress/encrypt/encode.
+    pub threads: usize,
+}
+
+impl PutOptions {
+    pub fn new(scheme: SchemeSpec) -> Self {
+        PutOptions {
+            scheme,
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            cipher: CipherId::preferred(),
+            compress: true,
+            threads: default_threads(),
+        }
+    }
+}
+
+/// The machine's parallelism (1 if unknown).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// What a put produced.
+#[derive(Debug)]
+pub struct Put {
+    pub manifest: Manifest,
+    /// The manifest's encoding: store it as a block under `cap.manifest`.
+    pub manifest_bytes: Vec<u8>,
+    pub cap: ReadCap,
+    pub stats: PutStats,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PutStats {
+    pub file_bytes: u64,
+    pub stored_bytes: u64,
+    pub segments: usize,
+    pub compressed_segments: usize,
+    pub elapsed: Duration,
+}
+
+/// Cuts a reader into segments, looking one segment ahead so that the last segment is
+/// known to be last (the STREAM construction seals it so).
+struct Segmenter<'a> {
+    input: &'a mut (dyn Read + Send),
+    size: usize,
+    ahead: Option<(Vec<u8>, bool)>,
+    finished: bool,
+}
+
+impl Segmenter<'_> {
+    /// One segment, with a byte of headroom for the flag and room for the tag; and
+    /// whether the input ended inside it.
+    fn read_one(&mut self) -> Result<(Vec<u8>, bool), PipelineError> {
+        let mut buf = Vec::with_capacity(1 + self.size + TAG_LEN);
+        buf.push(FLAG_RAW);
+        let mut limited = (&mut *self.input).take(self.size as u64);
+        limited.read_to_end(&mut buf).map_err(PipelineError::Input)?;
+        let eof = buf.len() < 1 + self.size;
+        Ok((buf, eof))
+    }
+
+    fn next_segment(&mut self) -> Option<Result<(Vec<u8>, bool), PipelineError>> {
+        if self.finished {
+            return None;
+        }
+        let r = self.step();
+        if r.is_err() {
+            self.finished = true;
+        }
+        Some(r)
+    }
+
+    fn step(&mut self) -> Result<(Vec<u8>, bool), PipelineError> {
+        let (cur, cur_eof) = match self.ahead.take() {
+            Some(x) => x,
+            None => self.read_one()?,
+        };
+        if cur_eof {
+            self.finished = true;
+            return Ok((cur, true));
+        }
+        let (next, next_eof) = self.read_one()?;
+        if next_eof && next.len() == 1 {
+            self.finished = true;
+            return Ok((cur, true));
+        }
+        self.ahead = Some((next, next_eof));
+        Ok((cur, false))
+    }
+}
+
+/// Whether zstd is worth running on `data`: compress a sample first, since zstd on
+/// incompressible data costs time for nothing.
+fn worth_compressing(data: &[u8]) -> bool {
+    let sample = &data[..data.len().min(SAMPLE_LEN)];
+    if sample.len() < 64 {
+        return false;
+    }
+    match zstd::bulk::compress(sample, 1) {
+        Ok(c) => (c.len() as f64) < sample.len() as f64 * SAMPLE_RATIO,
+        Err(_) => false,
+    }
+}
+
+/// Flag + payload, compressed where that helps. `buf` is `[FLAG_RAW, plaintext…]`.
+fn maybe_compress(buf: Vec<u8>) -> (Vec<u8>, bool) {
+    let plain = &buf[1..];
+    if !worth_compressing(plain) {
+        return (buf, false);
+    }
+    let mut out = vec![0u8; buf.len()];
+    out[0] = FLAG_ZSTD;
+    // Only a strictly smaller result fits the buffer; otherwise keep the raw bytes.
+    match zstd::bulk::compress_to_buffer(plain, &mut out[1..plain.len()], ZSTD_LEVEL) {
+        Ok(n) => {
+            out.truncate(1 + n);
+            out.reserve_exact(TAG_LEN);
+            (out, true)
+        }
+        Err(_) => (buf, false),
+    }
+}
+
+/// Encrypts, encodes and stores a file as one piece per slot.
+///
+/// `sinks[i]` receives the piece of slot `i`; all are committed at the end, in parallel.
+pub fn put(
+    input: &mut (dyn Read + Send),
+    opts: &PutOptions,
+    sinks: Vec<Box<dyn BlockWriter>>,
+) -> Result<Put, PipelineError> {
+    let start = Instant::now();
+    if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&opts.segment_size) {
+        return Err(PipelineError::SegmentSize(opts.segment_size));
+    }
+    let scheme = jewel_codec::build(&opts.scheme)?;
+    if sinks.len() != scheme.slots() {
+        return Err(PipelineError::SlotCount { expected: scheme.slots(), actual: sinks.len() });
+    }
+    let key = FileKey::random()?;
+    let mut nonce_prefix = [0u8; NONCE_PREFIX_LEN];
+    fill_random(&mut nonce_prefix)?;
+    let cipher = SegmentCipher::new(opts.cipher, &key, nonce_prefix);
+
+    let mut segmenter = Segmenter { input, size: opts.segment_size as usize, ahead: None, finished: false };
+    let mut sinks = sinks;
+    let mut segments: Vec<u32> = Vec::new();
+    let mut file_bytes = 0u64;
+    let mut compressed_segments = 0usize;
+    let threads = opts.threads.max(1);
+
+    ordered_map(
+        threads,
+        threads + 2,
+        |_| segmenter.next_segment(),
+        |i, (buf, last): (Vec<u8>, bool)| -> Result<_, PipelineError> {
+            let plain_len = buf.len() - 1;
+            let (mut buf, compressed) = if opts.compress { maybe_compress(buf) } else { (buf, false) };
+            cipher.seal(i as u64, last, &mut buf)?;
+            let mut enc = Encoded::default();
+            scheme.encode(&buf, &mut enc)?;
+            Ok((buf, enc, plain_len, compressed))
+        },
+        |i, (buf, enc, plain_len, compressed)| {
+            if i > u32::MAX as usize {
+                return Err(PipelineError::TooLarge);
+            }
+            for (slot, sink) in sinks.iter_mut().enumerate() {
+                for part in enc.parts(&buf, slot)? {
+                    sink.write(part)?;
+                }
+            }
+            segments.push(buf.len() as u32);
+            file_bytes += plain_len as u64;
+            compressed_segments += usize::from(compressed);
+            Ok(())
+        },
+    )?;
+
+    let pieces = commit_all(sinks, threads)?;
+    let manifest = Manifest {
+        scheme: opts.scheme.clone(),
+        segment_size: opts.segment_size,
+        file_len: file_bytes,
+        cipher: opts.cipher,
+        compression: if opts.compress { Compression::Zstd } else { Compression::None },
+        nonce_prefix,
+        key_check: key.check_value(),
+        segments,
+        pieces,
+    };
+    let manifest_bytes = manifest.encode();
+    let cap = ReadCap { manifest: crate::id::BlockId::of(&manifest_bytes), key };
+    let stats = PutStats {
+        file_bytes,
+        stored_bytes: manifest.stored_len(scheme.as_ref()),
+        segments: manifest.segments.len(),
+        compressed_segments,
+        elapsed: start.elapsed(),
+    };
+    Ok(Put { manifest, manifest_bytes, cap, stats })
+}
+
+/// Commits every writer (hashing each piece), `threads` at a time; ids in slot order.
+fn commit_all(
+    sinks: Vec<Box<dyn BlockWriter>>,
+    threads: usize,
+) -> Result<Vec<crate::id::BlockId>, PipelineError> {
+    let n = sinks.len();
+    let queue = Mutex::new(sinks.into_iter().enumerate().collect::<Vec<_>>());
+    let results = Mutex::new(vec![None; n]);
+    let first_error: Mutex<Option<StoreError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(n).max(1) {
+            scope.spawn(|| loop {
+                let next = queue.lock().ok().and_then(|mut q| q.pop());
+                let Some((slot, sink)) = next else { break };
+                match sink.commit(None) {
+                    Ok(id) => {
+                        if let Ok(mut r) = results.lock() {
+                            r[slot] = Some(id);
+                        }
+                    }
+                    Err(e) => {
+                        if let Ok(mut f) = first_error.lock() {
+                            f.get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e.into());
+    }
+    let results = results.into_inner().unwrap_or_default();
+    results.into_iter().map(|r| r.ok_or(PipelineError::SlotCount { expected: n, actual: 0 })).collect()
+}
+
+/// A piece that could not be used, and why.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PieceFault {
+    pub slot: usize,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct GetStats {
+    pub file_bytes: u64,
+    /// Bytes read from pieces (verified).
+    pub bytes_read: u64,
+    /// Pieces that were missing, foreign, the wrong size or corrupt.
+    pub faults: Vec<PieceFault>,
+    pub elapsed: Duration,
+}
+
+/// Rebuilds a file from whichever pieces are given (`sources[i]` for slot `i`, `None`
+/// if absent) and writes it to `out`. Corrupt or foreign pieces are skipped while
+/// enough good ones remain; the output is never wrong, only absent.
+pub fn get(
+    manifest: &Manifest,
+    key: &FileKey,
+    sources: Vec<Option<Box<dyn BlockReader>>>,
+    out: &mut dyn Write,
+    threads: usize,
+) -> Result<GetStats, PipelineError> {
+    let start = Instant::now();
+    manifest.check_key(key)?;
+    let scheme = manifest.build_scheme()?;
+    let n = scheme.slots();
+    if sources.len() != n {
+        return Err(PipelineError::SlotCount { expected: n, actual: sources.len() });
+    }
+    let mut faults = Vec::new();
+    let sources: Vec<Option<Box<dyn BlockReader>>> = sources
+        .into_iter()
+        .enumerate()
+        .map(|(slot, src)| {
+            let src = src?;
+            let want = manifest.pieces.get(slot).copied();
+            let reason = if Some(src.id()) != want {
+                Some("holds a block that is not this file's piece".to_string())
+            } else if src.len() != manifest.piece_len(scheme.as_ref(), slot) {
+                Some(format!(
+                    "is {} bytes, {} expected",
+                    src.len(),
+                    manifest.piece_len(scheme.as_ref(), slot)
+                ))
+            } else {
+                None
+            };
+            match reason {
+                Some(reason) => {
+                    faults.push(PieceFault { slot, reason });
+                    None
+                }
+                None => Some(src),
+            }
+        })
+        .collect();
+
+    // offsets[i][slot]: where segment i's chunk starts in each piece.
+    let mut offsets: Vec<Vec<u64>> = Vec::with_capacity(manifest.segments.len());
+    let mut running = vec![0u64; n];
+    for seg in &manifest.segments {
+        offsets.push(running.clone());
+        for (slot, off) in running.iter_mut().enumerate() {
+            *off += scheme.chunk_len(slot, *seg as usize) as u64;
+        }
+    }
+
+    let cipher = SegmentCipher::new(manifest.cipher, key, manifest.nonce_prefix);
+    let alive = Mutex::new(sources.iter().map(Option::is_some).collect::<Vec<bool>>());
+    let faults = Mutex::new(faults);
+    let bytes_read = AtomicU64::new(0);
+    let count = manifest.segments.len();
+    let mut file_bytes = 0u64;
+
+    let fetch = |i: usize| -> Result<Vec<u8>, PipelineError> {
+        let seg_len = manifest.segments[i] as usize;
+        let mut decoded = Vec::new();
+        loop {
+            let alive_now = alive.lock().map(|a| a.clone()).unwrap_or_default();
+            let Some(chosen) = scheme.select(&alive_now) else {
+                return Err(CodecError::NotEnoughPieces {
+                    needed: scheme.min_peers(),
+                    available: alive_now.iter().filter(|a| **a).count(),
+                }
+                .into());
+            };
+            let mut chunks: Vec<Option<Vec<u8>>> = vec![None; n];
+            let mut lost = None;
+            for (slot, use_it) in chosen.iter().enumerate() {
+                let (true, Some(src)) = (*use_it, sources[slot].as_ref()) else { continue };
+                let mut buf = vec![0u8; scheme.chunk_len(slot, seg_len)];
+                match src.read_at(offsets[i][slot], &mut buf) {
+                    Ok(()) => {
+                        bytes_read.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                        chunks[slot] = Some(buf);
+                    }
+                    Err(e) => {
+                        lost = Some((slot, e));
+                        break;
+                    }
+                }
+            }
+            match lost {
+                Some((slot, e)) => {
+                    tracing::warn!(slot, segment = i, error = %e, "piece failed; rebuilding from the others");
+                    if let Ok(mut a) = alive.lock() {
+                        a[slot] = false;
+                    }
+                    if let Ok(mut f) = faults.lock() {
+                        f.push(PieceFault { slot, reason: e.to_string() });
+                    }
+                }
+                None => {
+                    scheme.decode(seg_len, &mut chunks, &mut decoded)?;
+                    return Ok(decoded);
+                }
+            }
+        }
+    };
+
+    ordered_map(
+        threads.max(1),
+        threads.max(1) + 2,
+        |i| (i < count).then_some(Ok(i)),
+        |i, _| -> Result<(Vec<u8>, usize), PipelineError> {
+            let mut buf = fetch(i)?;
+            cipher.open(i as u64, i + 1 == count, &mut buf)?;
+            let expected = manifest.plain_len(i);
+            match buf.first() {
+                Some(&FLAG_ZSTD) => {
+                    let plain = zstd::bulk::decompress(&buf[1..], expected)
+                        .map_err(|_| PipelineError::SegmentLength { segment: i, expected, actual: 0 })?;
+                    if plain.len() != expected {
+                        return Err(PipelineError::SegmentLength {
+                            segment: i,
+                            expected,
+                            actual: plain.len(),
+                        });
+                    }
+                    Ok((plain, 0))
+                }
+                Some(&FLAG_RAW) if buf.len() - 1 == expected => Ok((buf, 1)),
+                _ => Err(PipelineError::SegmentLength {
+                    segment: i,
+                    expected,
+                    actual: buf.len().saturating_sub(1),
+                }),
+            }
+        },
+        |_, (buf, from)| {
+            out.write_all(&buf[from..]).map_err(PipelineError::output)?;
+            file_bytes += (buf.len() - from) as u64;
+            Ok(())
+        },
+    )?;
+    out.flush().map_err(PipelineError::output)?;
+    Ok(GetStats {
+        file_bytes,
+        bytes_read: bytes_read.into_inner(),
+        faults: faults.into_inner().unwrap_or_default(),
+        elapsed: start.elapsed(),
+    })
+}
+
+/// The scheme a manifest names, built.
+pub fn scheme_of(manifest: &Manifest) -> Result<Box<dyn Scheme>, PipelineError> {
+    Ok(manifest.build_scheme()?)
+}
