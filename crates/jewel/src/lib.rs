@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod offline;
 mod parallel;
 pub mod pipeline;
+mod pool;
 pub mod store;
 
 pub use caps::{Cap, CapError, ReadCap, VerifyCap};

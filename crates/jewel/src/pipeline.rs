@@ -21,6 +21,7 @@ use crate::caps::ReadCap;
 use crate::crypto::{fill_random, CipherId, CryptoError, FileKey, SegmentCipher, NONCE_PREFIX_LEN, TAG_LEN};
 use crate::manifest::{Compression, Manifest, ManifestError, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 use crate::parallel::ordered_map;
+use crate::pool::Pool;
 use crate::store::{BlockReader, BlockWriter, StoreError};
 
 /// Plaintext bytes per segment unless told otherwise.
@@ -125,6 +126,7 @@ pub struct PutStats {
 /// known to be last (the STREAM construction seals it so).
 struct Segmenter<'a> {
     input: &'a mut (dyn Read + Send),
+    pool: &'a Pool<Vec<u8>>,
     size: usize,
     ahead: Option<(Vec<u8>, bool)>,
     finished: bool,
@@ -134,7 +136,9 @@ impl Segmenter<'_> {
     /// One segment, with a byte of headroom for the flag and room for the tag; and
     /// whether the input ended inside it.
     fn read_one(&mut self) -> Result<(Vec<u8>, bool), PipelineError> {
-        let mut buf = Vec::with_capacity(1 + self.size + TAG_LEN);
+        let mut buf = self.pool.take();
+        buf.clear();
+        buf.reserve_exact(1 + self.size + TAG_LEN);
         buf.push(FLAG_RAW);
         let mut limited = (&mut *self.input).take(self.size as u64);
         limited.read_to_end(&mut buf).map_err(PipelineError::Input)?;
@@ -186,21 +190,27 @@ fn worth_compressing(data: &[u8]) -> bool {
 }
 
 /// Flag + payload, compressed where that helps. `buf` is `[FLAG_RAW, plaintext…]`.
-fn maybe_compress(buf: Vec<u8>) -> (Vec<u8>, bool) {
+fn maybe_compress(buf: Vec<u8>, pool: &Pool<Vec<u8>>) -> (Vec<u8>, bool) {
     let plain = &buf[1..];
     if !worth_compressing(plain) {
         return (buf, false);
     }
-    let mut out = vec![0u8; buf.len()];
+    let mut out = pool.take();
+    out.clear();
+    out.resize(buf.len(), 0);
     out[0] = FLAG_ZSTD;
     // Only a strictly smaller result fits the buffer; otherwise keep the raw bytes.
     match zstd::bulk::compress_to_buffer(plain, &mut out[1..plain.len()], ZSTD_LEVEL) {
         Ok(n) => {
             out.truncate(1 + n);
             out.reserve_exact(TAG_LEN);
+            pool.give(buf);
             (out, true)
         }
-        Err(_) => (buf, false),
+        Err(_) => {
+            pool.give(out);
+            (buf, false)
+        }
     }
 }
 
@@ -225,22 +235,27 @@ pub fn put(
     fill_random(&mut nonce_prefix)?;
     let cipher = SegmentCipher::new(opts.cipher, &key, nonce_prefix);
 
-    let mut segmenter = Segmenter { input, size: opts.segment_size as usize, ahead: None, finished: false };
+    let threads = opts.threads.max(1);
+    let window = threads + 2;
+    let buffers: Pool<Vec<u8>> = Pool::new(2 * window + 2);
+    let encodings: Pool<Encoded> = Pool::new(window + 1);
+    let mut segmenter =
+        Segmenter { input, pool: &buffers, size: opts.segment_size as usize, ahead: None, finished: false };
     let mut sinks = sinks;
     let mut segments: Vec<u32> = Vec::new();
     let mut file_bytes = 0u64;
     let mut compressed_segments = 0usize;
-    let threads = opts.threads.max(1);
 
     ordered_map(
         threads,
-        threads + 2,
+        window,
         |_| segmenter.next_segment(),
         |i, (buf, last): (Vec<u8>, bool)| -> Result<_, PipelineError> {
             let plain_len = buf.len() - 1;
-            let (mut buf, compressed) = if opts.compress { maybe_compress(buf) } else { (buf, false) };
+            let (mut buf, compressed) =
+                if opts.compress { maybe_compress(buf, &buffers) } else { (buf, false) };
             cipher.seal(i as u64, last, &mut buf)?;
-            let mut enc = Encoded::default();
+            let mut enc = encodings.take();
             scheme.encode(&buf, &mut enc)?;
             Ok((buf, enc, plain_len, compressed))
         },
@@ -256,6 +271,8 @@ pub fn put(
             segments.push(buf.len() as u32);
             file_bytes += plain_len as u64;
             compressed_segments += usize::from(compressed);
+            buffers.give(buf);
+            encodings.give(enc);
             Ok(())
         },
     )?;
@@ -398,10 +415,13 @@ pub fn get(
     let bytes_read = AtomicU64::new(0);
     let count = manifest.segments.len();
     let mut file_bytes = 0u64;
+    let threads = threads.max(1);
+    let window = threads + 2;
+    let buffers: Pool<Vec<u8>> = Pool::new((n + 2) * window);
 
     let fetch = |i: usize| -> Result<Vec<u8>, PipelineError> {
         let seg_len = manifest.segments[i] as usize;
-        let mut decoded = Vec::new();
+        let mut decoded = buffers.take();
         loop {
             let alive_now = alive.lock().map(|a| a.clone()).unwrap_or_default();
             let Some(chosen) = scheme.select(&alive_now) else {
@@ -415,7 +435,9 @@ pub fn get(
             let mut lost = None;
             for (slot, use_it) in chosen.iter().enumerate() {
                 let (true, Some(src)) = (*use_it, sources[slot].as_ref()) else { continue };
-                let mut buf = vec![0u8; scheme.chunk_len(slot, seg_len)];
+                let mut buf = buffers.take();
+                buf.clear();
+                buf.resize(scheme.chunk_len(slot, seg_len), 0);
                 match src.read_at(offsets[i][slot], &mut buf) {
                     Ok(()) => {
                         bytes_read.fetch_add(buf.len() as u64, Ordering::Relaxed);
@@ -438,16 +460,19 @@ pub fn get(
                     }
                 }
                 None => {
-                    scheme.decode(seg_len, &mut chunks, &mut decoded)?;
+                    let r = scheme.decode(seg_len, &mut chunks, &mut decoded);
+                    chunks.into_iter().flatten().for_each(|c| buffers.give(c));
+                    r?;
                     return Ok(decoded);
                 }
             }
+            chunks.into_iter().flatten().for_each(|c| buffers.give(c));
         }
     };
 
     ordered_map(
-        threads.max(1),
-        threads.max(1) + 2,
+        threads,
+        window,
         |i| (i < count).then_some(Ok(i)),
         |i, _| -> Result<(Vec<u8>, usize), PipelineError> {
             let mut buf = fetch(i)?;
@@ -477,6 +502,7 @@ pub fn get(
         |_, (buf, from)| {
             out.write_all(&buf[from..]).map_err(PipelineError::output)?;
             file_bytes += (buf.len() - from) as u64;
+            buffers.give(buf);
             Ok(())
         },
     )?;

@@ -1,0 +1,270 @@
+//! The `jewel` command. Parses arguments into validated options, runs one subcommand,
+//! and turns any error into one line on stderr and a non-zero exit.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod bench;
+mod demo;
+mod size;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use jewel::codec::SchemeSpec;
+use jewel::offline::{decode_dir, encode_file, Output};
+use jewel::pipeline::{default_threads, PutOptions};
+use jewel::{CipherId, ReadCap};
+
+use crate::size::parse_size;
+
+/// Store your own files on other people's peers: compressed, encrypted, and cut into
+/// pieces any sufficient set of which rebuilds the file.
+#[derive(Parser, Debug)]
+#[command(name = "jewel", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Store a sample file with every scheme on simulated peers, take the peers away one by
+    /// one, and show which schemes still return the file.
+    Demo {
+        /// Size of the sample file (e.g. 16MiB).
+        #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+        size: u64,
+        /// Seed for the order in which peers go offline.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// For a per-peer uptime, compare every scheme family's availability, redundancy D and
+    /// minimum peers M, and find the cheapest parameters that meet a target.
+    Plan {
+        /// Probability that any one peer is online (0..1).
+        #[arg(long)]
+        uptime: f64,
+        /// Availability the file must reach (0..1), e.g. 0.999999.
+        #[arg(long)]
+        target: f64,
+        /// Most peers one file may use.
+        #[arg(long, default_value_t = 16)]
+        max_peers: usize,
+        /// Also show the figures of these specs.
+        #[arg(long = "scheme", value_name = "SPEC")]
+        schemes: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Encode a file into one folder per peer slot (DIR/peer-0, …) and print its read cap.
+    Encode {
+        file: PathBuf,
+        /// hosting | replicate:N | shard:KxC[@P] | parity:K | jewels:K/N | nested:OUTER+INNER
+        #[arg(long)]
+        scheme: String,
+        /// Output folder; must not exist yet (or be empty).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        put: PutArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild a file from whichever peer folders remain.
+    Decode {
+        /// The read cap printed by `jewel encode`.
+        cap: String,
+        /// The folder `jewel encode` wrote.
+        #[arg(long)]
+        from: PathBuf,
+        /// Output file, or `-` for stdout.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        #[arg(long, default_value_t = default_threads())]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure the whole put/get pipeline (compress test, encrypt, encode, hash) in memory
+    /// and on disk.
+    Bench {
+        /// Bytes of random data to push through.
+        #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+        size: u64,
+        #[arg(long, default_value = "jewels:10/16")]
+        scheme: String,
+        /// Skip the on-disk runs.
+        #[arg(long)]
+        memory_only: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct PutArgs {
+    /// Plaintext bytes per segment.
+    #[arg(long, default_value = "4MiB", value_parser = parse_size)]
+    segment_size: u64,
+    /// aes (AES-256-GCM) or xchacha (XChaCha20-Poly1305); default: aes where the CPU has AES
+    /// instructions.
+    #[arg(long)]
+    cipher: Option<String>,
+    /// Never try zstd.
+    #[arg(long)]
+    no_compress: bool,
+    #[arg(long, default_value_t = default_threads())]
+    threads: usize,
+}
+
+impl PutArgs {
+    fn options(&self, scheme: SchemeSpec) -> Result<PutOptions> {
+        let mut opts = PutOptions::new(scheme);
+        opts.segment_size = u32::try_from(self.segment_size).context("segment size is too large")?;
+        if let Some(c) = &self.cipher {
+            opts.cipher = CipherId::parse(c)?;
+        }
+        opts.compress = !self.no_compress;
+        opts.threads = self.threads.clamp(1, 64);
+        Ok(opts)
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let line = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_spec(text: &str) -> Result<SchemeSpec> {
+    SchemeSpec::parse(text).with_context(|| format!("bad --scheme `{text}`"))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo { size, seed } => demo::run(size, seed),
+        Command::Plan { uptime, target, max_peers, schemes, json } => {
+            plan(uptime, target, max_peers, &schemes, json)
+        }
+        Command::Encode { file, scheme, out, put, json } => {
+            let opts = put.options(parse_spec(&scheme)?)?;
+            let report = encode_file(&file, &opts, &out)?;
+            let s = &report.stats;
+            if json {
+                let v = serde_json::json!({
+                    "cap": report.cap.to_string(),
+                    "verify_cap": report.cap.verify_cap().to_string(),
+                    "scheme": report.manifest.scheme.to_string(),
+                    "out": out,
+                    "stats": s,
+                });
+                println!("{v}");
+            } else {
+                println!("{}", report.cap);
+                eprintln!(
+                    "encoded {} bytes into {} pieces in {} ({} stored, {:.2}x; {}/{} segments compressed) in {:.2}s",
+                    s.file_bytes,
+                    report.manifest.pieces.len(),
+                    out.display(),
+                    s.stored_bytes,
+                    s.stored_bytes as f64 / (s.file_bytes.max(1)) as f64,
+                    s.compressed_segments,
+                    s.segments,
+                    s.elapsed.as_secs_f64()
+                );
+            }
+            Ok(())
+        }
+        Command::Decode { cap, from, output, threads, json } => {
+            let cap: ReadCap = cap.parse().context("bad cap")?;
+            let target =
+                if output.as_os_str() == "-" { Output::Stdout } else { Output::Path(output.clone()) };
+            let stats = decode_dir(&cap, &from, &target, threads.clamp(1, 64))?;
+            if json {
+                println!("{}", serde_json::to_string(&stats)?);
+            } else {
+                for f in &stats.faults {
+                    eprintln!("skipped piece {}: {}", f.slot, f.reason);
+                }
+                eprintln!(
+                    "decoded {} bytes to {} in {:.2}s",
+                    stats.file_bytes,
+                    output.display(),
+                    stats.elapsed.as_secs_f64()
+                );
+            }
+            Ok(())
+        }
+        Command::Bench { size, scheme, memory_only, json } => {
+            bench::run(size, &parse_spec(&scheme)?, memory_only, json)
+        }
+    }
+}
+
+fn plan(uptime: f64, target: f64, max_peers: usize, schemes: &[String], json: bool) -> Result<()> {
+    let plans = jewel::codec::plan(uptime, target, max_peers)?;
+    let extra = schemes
+        .iter()
+        .map(|s| Ok(jewel::codec::figures(&parse_spec(s)?, uptime)?))
+        .collect::<Result<Vec<_>>>()?;
+    if json {
+        let v = serde_json::json!({ "uptime": uptime, "target": target, "max_peers": max_peers, "plans": plans, "schemes": extra });
+        println!("{v}");
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "per-peer uptime {uptime}, target availability {target}, at most {max_peers} peers")?;
+    writeln!(out)?;
+    let header = format!(
+        "{:<10} {:<28} {:>4} {:>6} {:>4} {:>9} {:>14} {:>6}  {}",
+        "family", "cheapest spec", "N", "D", "M", "tolerates", "availability", "nines", "method"
+    );
+    writeln!(out, "{header}")?;
+    for p in &plans {
+        match &p.best {
+            Some(f) => writeln!(out, "{:<10} {}", p.family, row(f))?,
+            None => {
+                writeln!(out, "{:<10} {:<28} (searched {})", p.family, "none meets the target", p.searched)?
+            }
+        }
+    }
+    if !extra.is_empty() {
+        writeln!(out)?;
+        for f in &extra {
+            writeln!(out, "{:<10} {}", "asked", row(f))?;
+        }
+    }
+    writeln!(out)?;
+    writeln!(out, "N: peers used. D: bytes stored / file bytes. M: fewest peers that can be enough.")?;
+    writeln!(out, "tolerates: peers that may be lost, whichever they are.")?;
+    Ok(())
+}
+
+fn row(f: &jewel::codec::Figures) -> String {
+    format!(
+        "{:<28} {:>4} {:>6.3} {:>4} {:>9} {:>14.10} {:>6.2}  {}",
+        f.spec,
+        f.peers,
+        f.redundancy,
+        f.min_peers,
+        f.tolerates,
+        f.availability,
+        f.nines,
+        serde_json::to_value(f.method).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    )
+}
