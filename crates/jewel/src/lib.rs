@@ -13,6 +13,8 @@
 
 pub mod caps;
 pub mod crypto;
+#[doc(hidden)]
+pub mod fuzzing;
 mod id;
 pub mod manifest;
 pub mod offline;
