@@ -34,7 +34,9 @@ fn encode(bencher: Bencher, spec: &str) {
     let scheme = scheme(spec);
     let seg = segment();
     let mut enc = Encoded::default();
-    bencher.counter(BytesCount::new(SEGMENT)).bench_local(|| scheme.encode(divan::black_box(&seg), &mut enc).unwrap());
+    bencher
+        .counter(BytesCount::new(SEGMENT))
+        .bench_local(|| scheme.encode(divan::black_box(&seg), &mut enc).unwrap());
 }
 
 /// Decode with the most pieces missing, taken from the front (data shards first), so
@@ -53,7 +55,8 @@ fn decode_most_missing(bencher: Bencher, spec: &str) {
             alive[s] = true;
         }
     }
-    let chunks: Vec<Option<Vec<u8>>> = (0..n).map(|s| alive[s].then(|| enc.to_vec(&seg, s).unwrap())).collect();
+    let chunks: Vec<Option<Vec<u8>>> =
+        (0..n).map(|s| alive[s].then(|| enc.to_vec(&seg, s).unwrap())).collect();
     let mut out = Vec::new();
     bencher
         .counter(BytesCount::new(SEGMENT))

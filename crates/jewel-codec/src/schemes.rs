@@ -162,7 +162,8 @@ impl Scheme for Shard {
     ) -> Result<(), CodecError> {
         let present = check_chunks(self, len, chunks)?;
         let l = shard_len(len, self.k);
-        out.clear();
+        // Every byte is overwritten below (copied or rebuilt), so a reused buffer is not
+        // zeroed first: resize only fills what it grows by.
         out.resize(l * self.k, 0);
         for shard in 0..self.k {
             let source = self.layout.iter().enumerate().find_map(|(slot, shards)| {
@@ -263,7 +264,8 @@ impl Scheme for Parity {
             return Err(not_enough(self, present));
         }
         let l = shard_len(len, self.k);
-        out.clear();
+        // Every byte is overwritten below (copied or rebuilt), so a reused buffer is not
+        // zeroed first: resize only fills what it grows by.
         out.resize(l * self.k, 0);
         let missing = (0..self.k).find(|i| chunks[*i].is_none());
         for (i, chunk) in chunks.iter().take(self.k).enumerate() {
@@ -393,7 +395,8 @@ impl Scheme for Jewels {
             return Err(not_enough(self, present));
         }
         let l = shard_len(len, self.k);
-        out.clear();
+        // Every byte is overwritten below (copied or rebuilt), so a reused buffer is not
+        // zeroed first: resize only fills what it grows by.
         out.resize(l * self.k, 0);
         let missing_data = chunks.iter().take(self.k).filter(|c| c.is_none()).count();
         if missing_data > 0 && l > 0 {

@@ -12,7 +12,6 @@ fn main() {
     divan::main();
 }
 
-
 fn data() -> Vec<u8> {
     let mut rng = jewel::codec::SplitMix64(3);
     (0..LEN / 8).flat_map(|_| rng.next_u64().to_le_bytes()).collect()
@@ -68,5 +67,7 @@ fn zstd_sample_test(bencher: Bencher) {
     // What the pipeline spends per 4 MiB segment to decide that random data is not worth
     // compressing: one 64 KiB sample at level 1.
     let d = data();
-    bencher.counter(BytesCount::new(LEN)).bench_local(|| zstd::bulk::compress(divan::black_box(&d[..64 << 10]), 1).unwrap());
+    bencher
+        .counter(BytesCount::new(LEN))
+        .bench_local(|| zstd::bulk::compress(divan::black_box(&d[..64 << 10]), 1).unwrap());
 }

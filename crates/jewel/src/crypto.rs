@@ -6,7 +6,7 @@
 //! truncated away without failing authentication. It must not know about schemes, pieces
 //! or stores.
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::Aes256Gcm;
 use chacha20poly1305::XChaCha20Poly1305;
 use serde::Serialize;
