@@ -42,6 +42,36 @@ pub fn memcpy_gib_s() -> f64 {
     gib(n as u64, best)
 }
 
+/// Loopback TCP bandwidth, GiB/s: one connection on 127.0.0.1, 1 GiB in 1 MiB writes.
+pub fn loopback_gib_s() -> Result<f64> {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let total: u64 = 1 << 30;
+    let reader = std::thread::spawn(move || -> std::io::Result<u64> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                return Ok(got);
+            }
+            got += n as u64;
+        }
+    });
+    let t = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr)?;
+    let buf = vec![7u8; 1 << 20];
+    for _ in 0..(total >> 20) {
+        s.write_all(&buf)?;
+    }
+    drop(s);
+    let got = reader.join().map_err(|_| anyhow::anyhow!("loopback reader thread failed"))??;
+    anyhow::ensure!(got == total, "loopback transferred {got} of {total} bytes");
+    Ok(gib(total, t.elapsed().as_secs_f64()))
+}
+
 fn random(len: usize) -> Vec<u8> {
     let mut rng = SplitMix64(0xbe7c);
     let mut v = Vec::with_capacity(len + 8);
@@ -103,6 +133,7 @@ pub fn run(size: u64, spec: &SchemeSpec, memory_only: bool, json: bool) -> Resul
     let all = default_threads();
     let mut rows = Vec::new();
     let memcpy = memcpy_gib_s();
+    let loopback = loopback_gib_s()?;
     let mut push = |case: &str, threads: usize, secs: f64| {
         if !json {
             eprintln!("  {case:<40} {threads} thread(s) {:>7.3} s {:>7.2} GiB/s", secs, gib(size, secs));
@@ -131,9 +162,8 @@ pub fn run(size: u64, spec: &SchemeSpec, memory_only: bool, json: bool) -> Resul
         let sinks: Vec<Box<dyn BlockWriter>> = stores.iter().map(|s| s.writer()).collect::<Result<_, _>>()?;
         let mut opts = PutOptions::new(spec.clone());
         opts.threads = threads;
-        let t = Instant::now();
+        // The memory store is a test double; its put time is not a product figure.
         let done = put(&mut &data[..], &opts, sinks)?;
-        push("put, memory stores", threads, t.elapsed().as_secs_f64());
         push("get, memory stores", threads, stores_get(&stores, &done, &vec![true; n], threads, &expect)?);
         push(
             &format!("get, memory stores, {lost} pieces lost"),
@@ -165,6 +195,7 @@ pub fn run(size: u64, spec: &SchemeSpec, memory_only: bool, json: bool) -> Resul
             "bytes": size,
             "cipher": jewel::CipherId::preferred().name(),
             "memcpy_gib_per_s": memcpy,
+            "loopback_tcp_gib_per_s": loopback,
             "rows": rows,
         });
         println!("{v}");
@@ -173,11 +204,12 @@ pub fn run(size: u64, spec: &SchemeSpec, memory_only: bool, json: bool) -> Resul
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "\n{} of random data, {}, cipher {}, memory copy {:.1} GiB/s (1 thread)\n",
+        "\n{} of random data, {}, cipher {}; machine: memory copy {:.1} GiB/s (1 thread), loopback TCP {:.1} GiB/s\n",
         human(size),
         spec,
         jewel::CipherId::preferred().name(),
-        memcpy
+        memcpy,
+        loopback
     )?;
     writeln!(out, "{:<40} {:>7} {:>9} {:>9} {:>10}", "case", "threads", "seconds", "GiB/s", "of memcpy")?;
     for r in &rows {
