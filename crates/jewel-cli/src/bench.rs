@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use jewel::codec::{build, SchemeSpec, SplitMix64};
-use jewel::pipeline::{default_threads, get, put, PutOptions};
-use jewel::{BlockReader, BlockStore, BlockWriter, FsStore, MemStore};
+use jewel::pipeline::{default_threads, get, put, slot_sources, PutOptions};
+use jewel::{BlockStore, BlockWriter, FsStore, MemStore};
 use serde::Serialize;
 
 use crate::demo::HashWriter;
@@ -109,13 +109,7 @@ fn stores_get<S: BlockStore>(
     threads: usize,
     expect: &blake3::Hash,
 ) -> Result<f64> {
-    let sources: Vec<Option<Box<dyn BlockReader>>> = done
-        .manifest
-        .pieces
-        .iter()
-        .enumerate()
-        .map(|(slot, id)| if alive[slot] { stores[slot].reader(id).ok() } else { None })
-        .collect();
+    let sources = slot_sources(stores, &done.manifest, alive);
     let mut sink = HashWriter(blake3::Hasher::new());
     let t = Instant::now();
     get(&done.manifest, &done.cap.key, sources, &mut sink, threads)?;

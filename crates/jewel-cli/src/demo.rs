@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use jewel::codec::{build, SchemeSpec, SplitMix64};
-use jewel::pipeline::{get, put, PutOptions};
-use jewel::{BlockReader, BlockStore, BlockWriter, FsStore, Manifest, ReadCap};
+use jewel::pipeline::{get, put, slot_sources, PutOptions};
+use jewel::{BlockStore, BlockWriter, FsStore, Manifest, ReadCap};
 
 /// The schemes the demo compares.
 pub const DEMO_SCHEMES: &[&str] = &[
@@ -101,13 +101,7 @@ fn mbps(bytes: u64, secs: f64) -> f64 {
 }
 
 fn read_back(entry: &Entry, stores: &[FsStore], alive: &[bool], expect: &blake3::Hash) -> Result<bool> {
-    let sources: Vec<Option<Box<dyn BlockReader>>> = entry
-        .manifest
-        .pieces
-        .iter()
-        .enumerate()
-        .map(|(slot, id)| if alive[slot] { stores[slot].reader(id).ok() } else { None })
-        .collect();
+    let sources = slot_sources(stores, &entry.manifest, alive);
     let mut sink = HashWriter(blake3::Hasher::new());
     match get(&entry.manifest, &entry.cap.key, sources, &mut sink, jewel::pipeline::default_threads()) {
         Ok(_) => Ok(sink.0.finalize() == *expect),

@@ -219,6 +219,18 @@ struct Parity {
     k: usize,
 }
 
+/// Copies the present data shards (slots `0..k`, `l` bytes each) into their places in
+/// `out`, sized to `k * l`. Callers overwrite the missing places, so a reused buffer is not
+/// zeroed first: `resize` only fills what it grows by.
+fn place_data_shards(chunks: &[Option<Vec<u8>>], k: usize, l: usize, out: &mut Vec<u8>) {
+    out.resize(l * k, 0);
+    for (i, chunk) in chunks.iter().take(k).enumerate() {
+        if let Some(chunk) = chunk {
+            out[i * l..(i + 1) * l].copy_from_slice(chunk);
+        }
+    }
+}
+
 fn xor_into(acc: &mut [u8], src: &[u8]) {
     for (a, b) in acc.iter_mut().zip(src) {
         *a ^= b;
@@ -264,15 +276,8 @@ impl Scheme for Parity {
             return Err(not_enough(self, present));
         }
         let l = shard_len(len, self.k);
-        // Every byte is overwritten below (copied or rebuilt), so a reused buffer is not
-        // zeroed first: resize only fills what it grows by.
-        out.resize(l * self.k, 0);
         let missing = (0..self.k).find(|i| chunks[*i].is_none());
-        for (i, chunk) in chunks.iter().take(self.k).enumerate() {
-            if let Some(chunk) = chunk {
-                out[i * l..(i + 1) * l].copy_from_slice(chunk);
-            }
-        }
+        place_data_shards(chunks, self.k, l, out);
         if let Some(m) = missing {
             let mut rebuilt = chunks[self.k].take().ok_or_else(|| not_enough(self, present))?;
             for (i, chunk) in chunks.iter().take(self.k).enumerate() {
@@ -395,8 +400,8 @@ impl Scheme for Jewels {
             return Err(not_enough(self, present));
         }
         let l = shard_len(len, self.k);
-        // Every byte is overwritten below (copied or rebuilt), so a reused buffer is not
-        // zeroed first: resize only fills what it grows by.
+        // Sized first so missing shards can be rebuilt in place; not zeroed (see
+        // `place_data_shards`).
         out.resize(l * self.k, 0);
         let missing_data = chunks.iter().take(self.k).filter(|c| c.is_none()).count();
         if missing_data > 0 && l > 0 {
@@ -423,11 +428,7 @@ impl Scheme for Jewels {
             }
             rs.reconstruct_data(&mut shards)?;
         }
-        for (i, chunk) in chunks.iter().take(self.k).enumerate() {
-            if let Some(chunk) = chunk {
-                out[i * l..(i + 1) * l].copy_from_slice(chunk);
-            }
-        }
+        place_data_shards(chunks, self.k, l, out);
         out.truncate(len);
         Ok(())
     }

@@ -15,14 +15,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use jewel_codec::{CodecError, Encoded, Scheme, SchemeSpec};
+use jewel_codec::{CodecError, Encoded, SchemeSpec};
 
 use crate::caps::ReadCap;
 use crate::crypto::{fill_random, CipherId, CryptoError, FileKey, SegmentCipher, NONCE_PREFIX_LEN, TAG_LEN};
 use crate::manifest::{Compression, Manifest, ManifestError, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 use crate::parallel::ordered_map;
 use crate::pool::Pool;
-use crate::store::{BlockReader, BlockWriter, StoreError};
+use crate::store::{BlockReader, BlockStore, BlockWriter, StoreError};
 
 /// Plaintext bytes per segment unless told otherwise.
 pub const DEFAULT_SEGMENT_SIZE: u32 = 4 << 20;
@@ -515,7 +515,24 @@ pub fn get(
     })
 }
 
-/// The scheme a manifest names, built.
-pub fn scheme_of(manifest: &Manifest) -> Result<Box<dyn Scheme>, PipelineError> {
-    Ok(manifest.build_scheme()?)
+/// Readers for a file's pieces when slot `i` lives in `stores[i]` and only the slots
+/// marked alive may be used (missing blocks count as absent).
+pub fn slot_sources<S: BlockStore>(
+    stores: &[S],
+    manifest: &Manifest,
+    alive: &[bool],
+) -> Vec<Option<Box<dyn BlockReader>>> {
+    manifest
+        .pieces
+        .iter()
+        .enumerate()
+        .map(|(slot, id)| {
+            let up = alive.get(slot).copied().unwrap_or(false);
+            if up {
+                stores.get(slot).and_then(|s| s.reader(id).ok())
+            } else {
+                None
+            }
+        })
+        .collect()
 }

@@ -38,12 +38,7 @@ fn store_file(data: &[u8], spec: &str, cipher: CipherId, compress: bool, threads
 }
 
 fn sources(s: &Stored, alive: &[bool]) -> Vec<Option<Box<dyn BlockReader>>> {
-    s.stores
-        .iter()
-        .zip(&s.put.manifest.pieces)
-        .zip(alive)
-        .map(|((store, id), a)| if *a { Some(store.reader(id).unwrap()) } else { None })
-        .collect()
+    jewel::pipeline::slot_sources(&s.stores, &s.put.manifest, alive)
 }
 
 fn fetch(s: &Stored, alive: &[bool], threads: usize) -> Result<(Vec<u8>, jewel::GetStats), PipelineError> {
