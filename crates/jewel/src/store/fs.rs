@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bao_tree::io::outboard::PreOrderOutboard;
 use bao_tree::io::sync::outboard;
 
-use super::verify::{outboard_len, read_verified, tree, VerifyError};
+use super::verify::{encode_fragment, outboard_len, read_verified, tree, VerifyError};
 use super::{BlockReader, BlockStore, BlockWriter, StoreError, Usage};
 use crate::id::BlockId;
 
@@ -299,6 +299,19 @@ struct FsReader {
     path: PathBuf,
 }
 
+impl FsReader {
+    fn error(&self, e: VerifyError, at: u64) -> StoreError {
+        match e {
+            // A short read means the file shrank under us: corrupt, not an I/O fault.
+            VerifyError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                StoreError::Corrupt { id: self.id, offset: at }
+            }
+            VerifyError::Io(e) => StoreError::io(&self.path, e),
+            VerifyError::Mismatch { offset } => StoreError::Corrupt { id: self.id, offset },
+        }
+    }
+}
+
 impl BlockReader for FsReader {
     fn id(&self) -> BlockId {
         self.id
@@ -313,13 +326,14 @@ impl BlockReader for FsReader {
         if offset.checked_add(len).is_none_or(|end| end > self.size) {
             return Err(StoreError::OutOfRange { id: self.id, offset, len, size: self.size });
         }
-        read_verified(&self.data, &self.outboard, offset, buf).map_err(|e| match e {
-            // A short read means the file shrank under us: corrupt, not an I/O fault.
-            VerifyError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                StoreError::Corrupt { id: self.id, offset }
-            }
-            VerifyError::Io(e) => StoreError::io(&self.path, e),
-            VerifyError::Mismatch { offset } => StoreError::Corrupt { id: self.id, offset },
-        })
+        read_verified(&self.data, &self.outboard, offset, buf).map_err(|e| self.error(e, offset))
+    }
+
+    fn fragment(&self, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        let size = self.size;
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(StoreError::OutOfRange { id: self.id, offset, len, size });
+        }
+        encode_fragment(&self.data, &self.outboard, offset, len).map_err(|e| self.error(e, offset))
     }
 }

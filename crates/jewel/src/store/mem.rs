@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bao_tree::io::outboard::PreOrderMemOutboard;
 use bao_tree::BlockSize;
 
-use super::verify::{outboard_len, read_verified, VerifyError, CHUNK_GROUP_LOG};
+use super::verify::{encode_fragment, outboard_len, read_verified, VerifyError, CHUNK_GROUP_LOG};
 use super::{BlockReader, BlockStore, BlockWriter, StoreError, Usage};
 use crate::id::BlockId;
 
@@ -159,6 +159,17 @@ struct MemReader {
     block: Arc<MemBlock>,
 }
 
+impl MemReader {
+    /// In memory every failure is a mismatch: there is no I/O to fail.
+    fn error(&self, e: VerifyError, at: u64) -> StoreError {
+        let offset = match e {
+            VerifyError::Io(_) => at,
+            VerifyError::Mismatch { offset } => offset,
+        };
+        StoreError::Corrupt { id: self.id, offset }
+    }
+}
+
 impl BlockReader for MemReader {
     fn id(&self) -> BlockId {
         self.id
@@ -174,9 +185,15 @@ impl BlockReader for MemReader {
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(StoreError::OutOfRange { id: self.id, offset, len, size });
         }
-        read_verified(&self.block.data, &self.block.outboard, offset, buf).map_err(|e| match e {
-            VerifyError::Io(_) => StoreError::Corrupt { id: self.id, offset },
-            VerifyError::Mismatch { offset } => StoreError::Corrupt { id: self.id, offset },
-        })
+        read_verified(&self.block.data, &self.block.outboard, offset, buf).map_err(|e| self.error(e, offset))
+    }
+
+    fn fragment(&self, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        let size = self.len();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(StoreError::OutOfRange { id: self.id, offset, len, size });
+        }
+        encode_fragment(&self.block.data, &self.block.outboard, offset, len)
+            .map_err(|e| self.error(e, offset))
     }
 }

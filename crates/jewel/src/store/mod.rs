@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 pub use fs::FsStore;
 pub use mem::MemStore;
-pub use verify::{outboard_len, CHUNK_GROUP_LOG, CHUNK_GROUP_SIZE};
+pub use verify::{decode_fragment, outboard_len, FragmentError, CHUNK_GROUP_LOG, CHUNK_GROUP_SIZE};
 
 use crate::id::BlockId;
 
@@ -118,6 +118,9 @@ pub trait BlockReader: Send + Sync {
     }
     /// Fills `buf` with the bytes at `offset`, verified.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError>;
+    /// The verified fragment (bao encoding) covering `len` bytes at `offset`, for sending
+    /// to a peer, who checks it with [`decode_fragment`].
+    fn fragment(&self, offset: u64, len: u64) -> Result<Vec<u8>, StoreError>;
 }
 
 #[cfg(test)]

@@ -121,10 +121,122 @@ pub(crate) fn read_verified<D: ReadAt, O: Outboard>(
     Ok(())
 }
 
+/// The chunk ranges (rounded out to whole chunk groups) covering `len` bytes at `offset`.
+fn group_ranges(tree: &BaoTree, offset: u64, len: u64) -> ChunkRanges {
+    let end = offset.saturating_add(len).min(tree.size());
+    let ranges = ChunkRanges::from(ChunkNum(offset / 1024)..ChunkNum(end.div_ceil(1024)));
+    round_up_to_chunks_groups(ranges, tree.block_size())
+}
+
+/// A verified fragment: the bao encoding (parent hashes + chunk groups) of the byte range,
+/// checked against the root while it is produced, so a rotten store serves an error, not
+/// bad bytes. The receiver checks it again with [`decode_fragment`].
+pub(crate) fn encode_fragment<D: ReadAt, O: Outboard>(
+    data: &D,
+    outboard: &O,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, VerifyError> {
+    let tree = outboard.tree();
+    let ranges = group_ranges(&tree, offset, len);
+    let mut out = Vec::new();
+    bao_tree::io::sync::encode_ranges_validated(data, outboard, &ranges, &mut out).map_err(|e| match e {
+        bao_tree::io::EncodeError::Io(e) => VerifyError::Io(e),
+        _ => VerifyError::Mismatch { offset },
+    })?;
+    Ok(out)
+}
+
+/// Why a received fragment was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FragmentError {
+    #[error("fragment does not verify against the block id at byte {offset}")]
+    Mismatch { offset: u64 },
+    #[error("fragment is truncated")]
+    Truncated,
+    #[error("fragment has {0} bytes past its end")]
+    Trailing(usize),
+}
+
+/// Checks a fragment received for block `root` of `size` bytes and returns exactly the
+/// `len` bytes at `offset`. Any mismatch, truncation or excess is an error.
+pub fn decode_fragment(
+    root: Hash,
+    size: u64,
+    offset: u64,
+    len: u64,
+    encoded: &[u8],
+) -> Result<Vec<u8>, FragmentError> {
+    use bao_tree::io::sync::DecodeResponseIter;
+    use bao_tree::io::BaoContentItem;
+    let end = offset.checked_add(len).filter(|e| *e <= size).ok_or(FragmentError::Truncated)?;
+    let tree = tree(size);
+    let ranges = group_ranges(&tree, offset, len);
+    let mut reader = std::io::Cursor::new(encoded);
+    let mut out = vec![0u8; len as usize];
+    let mut covered = 0u64;
+    for item in DecodeResponseIter::new(root, tree, &mut reader, &ranges) {
+        match item {
+            Ok(BaoContentItem::Parent(_)) => {}
+            Ok(BaoContentItem::Leaf(leaf)) => {
+                let start = leaf.offset;
+                let stop = start + leaf.data.len() as u64;
+                let from = offset.max(start);
+                let to = end.min(stop);
+                if from < to {
+                    out[(from - offset) as usize..(to - offset) as usize]
+                        .copy_from_slice(&leaf.data[(from - start) as usize..(to - start) as usize]);
+                    covered += to - from;
+                }
+            }
+            Err(bao_tree::io::DecodeError::Io(_)) => return Err(FragmentError::Truncated),
+            Err(_) => return Err(FragmentError::Mismatch { offset }),
+        }
+    }
+    if covered != len {
+        return Err(FragmentError::Truncated);
+    }
+    let rest = encoded.len() as u64 - reader.position();
+    if rest != 0 {
+        return Err(FragmentError::Trailing(rest as usize));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use bao_tree::io::outboard::PreOrderMemOutboard;
+
+    #[test]
+    fn fragments_round_trip_and_lies_are_caught() {
+        let len = 300_000usize;
+        let d = data(len);
+        let ob = PreOrderMemOutboard::create(&d, BlockSize::from_chunk_log(CHUNK_GROUP_LOG));
+        for (off, n) in [(0u64, len as u64), (5, 10), (100_000, 50_000), (len as u64 - 1, 1), (7, 0)] {
+            let frag = encode_fragment(&d, &ob, off, n).unwrap();
+            let got = decode_fragment(ob.root, len as u64, off, n, &frag).unwrap();
+            assert_eq!(got, d[off as usize..(off + n) as usize]);
+            if n > 0 {
+                // A lying server: flipped byte, truncated fragment, wrong block.
+                let mut bad = frag.clone();
+                let i = bad.len() - 1;
+                bad[i] ^= 1;
+                assert!(decode_fragment(ob.root, len as u64, off, n, &bad).is_err());
+                assert!(decode_fragment(ob.root, len as u64, off, n, &frag[..frag.len() - 1]).is_err());
+                assert!(decode_fragment(blake3::hash(b"x"), len as u64, off, n, &frag).is_err());
+                let mut long = frag.clone();
+                long.push(0);
+                assert_eq!(
+                    decode_fragment(ob.root, len as u64, off, n, &long),
+                    Err(FragmentError::Trailing(1))
+                );
+            }
+        }
+        // A fragment for a small range is small: one chunk group plus the path to it.
+        let frag = encode_fragment(&d, &ob, 150_000, 1).unwrap();
+        assert!(frag.len() < CHUNK_GROUP_SIZE + 64 * 8, "{}", frag.len());
+    }
 
     fn data(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 31 % 251) as u8).collect()
