@@ -17,6 +17,7 @@ pub mod crypto;
 pub mod fuzzing;
 mod id;
 pub mod manifest;
+pub mod net;
 pub mod offline;
 mod parallel;
 pub mod pipeline;
