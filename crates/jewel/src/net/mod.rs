@@ -1,6 +1,72 @@
-//! The peer-to-peer layer (in progress): the block protocol's wire format.
+//! The peer-to-peer layer on rust-libp2p: the swarm and its event loop ([`swarm`]), the
+//! block protocol ([`block`], format in [`wire`]).
 //!
-//! Owns how blocks move between peers. It knows blocks and peers, never schemes,
-//! manifests or keys.
+//! Owns how peers find each other and how blocks move between them. It knows blocks and
+//! peers, never schemes, manifests or keys.
 
+pub mod block;
+pub mod swarm;
 pub mod wire;
+
+use std::sync::Arc;
+
+pub use block::BLOCK_PROTOCOL;
+/// Multiaddr protocol components, e.g. `Protocol::P2p(peer)`.
+pub use libp2p::multiaddr::Protocol as MultiaddrProtocol;
+pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
+pub use swarm::{NetConfig, NetError, NetHandle, PeerInfo, KAD_PROTOCOL};
+
+use crate::store::BlockStore;
+
+/// A running network node: the event loop and the block server, stopped together.
+pub struct Network {
+    handle: NetHandle,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Network {
+    /// Starts listening, serves `store` to peers, dials the bootstrap peers and fills the
+    /// routing table from them. Must run inside a Tokio runtime.
+    pub async fn start(
+        keypair: Keypair,
+        config: NetConfig,
+        store: Arc<dyn BlockStore>,
+    ) -> Result<Network, NetError> {
+        let (handle, event_loop) = swarm::EventLoop::start(keypair, &config).await?;
+        let (shutdown, watch) = tokio::sync::watch::channel(false);
+        let mut tasks = vec![tokio::spawn(event_loop.run(watch.clone()))];
+        let server_handle = handle.clone();
+        let mut stop = watch;
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                r = block::serve(server_handle, store) => {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "block server stopped");
+                    }
+                }
+                _ = stop.changed() => {}
+            }
+        }));
+        let net = Network { handle, shutdown, tasks };
+        for addr in &config.bootstrap {
+            net.handle.dial(addr.clone()).await?;
+        }
+        if !config.bootstrap.is_empty() {
+            net.handle.bootstrap().await?;
+        }
+        Ok(net)
+    }
+
+    pub fn handle(&self) -> &NetHandle {
+        &self.handle
+    }
+
+    /// Stops the event loop and the block server, and waits for them.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! request  := "JB" version(u8 = 1) op(u8) body
-//!   PUT   1: id[32] size(u64)            then exactly `size` bytes of block data
+//!   PUT   1: id[32] size(u64)            the peer answers a status (go, or e.g. full);
+//!                                        then exactly `size` bytes of block data, and
+//!                                        the peer answers a final status
 //!   GET   2: id[32] offset(u64) len(u64) (len ≤ MAX_GET)
 //!   HAS   3: count(u16 ≤ MAX_HAS) id[32]*count
 //!   PROVE 4: id[32] group(u64)           (one 16 KiB chunk group, chosen by the asker)

@@ -1,0 +1,302 @@
+//! The block protocol, `/jewel/block/1.0.0`: serving a store to peers, and asking peers.
+//!
+//! Server: every inbound stream carries one request. A global and a per-peer limit bound
+//! concurrent requests (over the limit: `Busy`); a request header must arrive within
+//! [`REQUEST_TIMEOUT`]. A put is streamed into the store, which checks the hash before it
+//! commits; gets and proofs are served as verified fragments. Store work runs on the
+//! blocking pool, never on the event loop.
+//!
+//! Client: `put_block`, `get_range` (verified against the id before it is returned),
+//! `has`, and `prove` (a random-fragment storage proof).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use futures::StreamExt;
+use libp2p::{PeerId, Stream, StreamProtocol};
+use tokio::sync::Semaphore;
+
+use super::swarm::{NetError, NetHandle};
+use super::wire::{self, Request, Status, WireError};
+use crate::id::BlockId;
+use crate::store::{decode_fragment, BlockStore, StoreError, CHUNK_GROUP_SIZE};
+
+/// The block protocol's name and version.
+pub const BLOCK_PROTOCOL: StreamProtocol = StreamProtocol::new("/jewel/block/1.0.0");
+/// Requests served at once, over all peers.
+pub const MAX_CONCURRENT: usize = 64;
+/// Requests served at once for one peer.
+pub const MAX_PER_PEER: usize = 8;
+/// A request header must arrive within this time.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes per read while receiving a put.
+const PUT_CHUNK: usize = 256 << 10;
+
+/// Serves `store` on the block protocol until the network stops. Spawn it.
+pub async fn serve(net: NetHandle, store: Arc<dyn BlockStore>) -> Result<(), NetError> {
+    let mut control = net.control.clone();
+    let mut incoming = control
+        .accept(BLOCK_PROTOCOL)
+        .map_err(|_| NetError::Transport("block protocol already being served".into()))?;
+    let global = Arc::new(Semaphore::new(MAX_CONCURRENT));
+    let per_peer: Arc<Mutex<HashMap<PeerId, Arc<Semaphore>>>> = Arc::default();
+    while let Some((peer, mut stream)) = incoming.next().await {
+        let store = store.clone();
+        let peer_sem = match per_peer.lock() {
+            Ok(mut m) => {
+                // Forget idle peers so the map stays bounded by the active ones.
+                if m.len() > 4 * MAX_CONCURRENT {
+                    m.retain(|_, s| s.available_permits() < MAX_PER_PEER);
+                }
+                m.entry(peer).or_insert_with(|| Arc::new(Semaphore::new(MAX_PER_PEER))).clone()
+            }
+            Err(_) => Arc::new(Semaphore::new(MAX_PER_PEER)),
+        };
+        let permits = global.clone().try_acquire_owned().ok().zip(peer_sem.try_acquire_owned().ok());
+        tokio::spawn(async move {
+            let Some(_permits) = permits else {
+                let _ = wire::write_error(&mut stream, Status::Busy, "too many requests; retry later").await;
+                let _ = stream.close().await;
+                return;
+            };
+            if let Err(e) = handle(&mut stream, store).await {
+                tracing::debug!(%peer, error = %e, "block request failed");
+            }
+            let _ = stream.close().await;
+        });
+    }
+    Ok(())
+}
+
+fn status_of(e: &StoreError) -> Status {
+    match e {
+        StoreError::NotFound(_) => Status::NotFound,
+        StoreError::Full { .. } | StoreError::DiskFull { .. } => Status::Full,
+        StoreError::HashMismatch { .. } => Status::HashMismatch,
+        StoreError::Corrupt { .. } => Status::Corrupt,
+        StoreError::OutOfRange { .. } => Status::BadRequest,
+        _ => Status::Internal,
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, (Status, String)> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err((status_of(&e), e.to_string())),
+        Err(_) => Err((Status::Internal, "internal error".into())),
+    }
+}
+
+async fn handle(stream: &mut Stream, store: Arc<dyn BlockStore>) -> Result<(), WireError> {
+    let req = match tokio::time::timeout(REQUEST_TIMEOUT, Request::read(stream)).await {
+        Err(_) => return Ok(()),
+        Ok(Err(WireError::UnsupportedVersion(v))) => {
+            let reason = format!("version {v} is not supported; this peer speaks {}", wire::VERSION);
+            return Ok(wire::write_error(stream, Status::UnsupportedVersion, &reason).await?);
+        }
+        Ok(Err(WireError::Io(e))) => return Err(WireError::Io(e)),
+        Ok(Err(e)) => return Ok(wire::write_error(stream, Status::BadRequest, &e.to_string()).await?),
+        Ok(Ok(r)) => r,
+    };
+    match req {
+        Request::Put { id, size } => receive_put(stream, store, id, size).await,
+        Request::Get { id, offset, len } => {
+            let r = blocking(move || {
+                let reader = store.reader(&id)?;
+                Ok((reader.len(), reader.fragment(offset, len)?))
+            })
+            .await;
+            reply_fragment(stream, r).await
+        }
+        Request::Prove { id, group } => {
+            let r = blocking(move || {
+                let reader = store.reader(&id)?;
+                let size = reader.len();
+                let offset = group.saturating_mul(CHUNK_GROUP_SIZE as u64);
+                let len = (CHUNK_GROUP_SIZE as u64).min(size.saturating_sub(offset));
+                Ok((size, reader.fragment(offset, len)?))
+            })
+            .await;
+            reply_fragment(stream, r).await
+        }
+        Request::Has { ids } => {
+            let r =
+                blocking(move || ids.iter().map(|id| store.has(id)).collect::<Result<Vec<bool>, _>>()).await;
+            match r {
+                Ok(present) => Ok(wire::write_has(stream, &present).await?),
+                Err((status, reason)) => Ok(wire::write_error(stream, status, &reason).await?),
+            }
+        }
+    }
+}
+
+async fn reply_fragment(
+    stream: &mut Stream,
+    r: Result<(u64, Vec<u8>), (Status, String)>,
+) -> Result<(), WireError> {
+    match r {
+        Ok((size, frag)) => Ok(wire::write_fragment(stream, size, &frag).await?),
+        Err((status, reason)) => Ok(wire::write_error(stream, status, &reason).await?),
+    }
+}
+
+/// Streams `size` bytes from the peer into the store; the store checks the hash against
+/// `id` before it commits. Over capacity, the put is refused before any data is read.
+async fn receive_put(
+    stream: &mut Stream,
+    store: Arc<dyn BlockStore>,
+    id: BlockId,
+    size: u64,
+) -> Result<(), WireError> {
+    let usage = store.usage();
+    if let Some(capacity) = usage.capacity {
+        if usage.used.saturating_add(size) > capacity {
+            let reason =
+                format!("store is full: {size} bytes offered, {} free", capacity.saturating_sub(usage.used));
+            return Ok(wire::write_error(stream, Status::Full, &reason).await?);
+        }
+    }
+    // Go ahead: the sender waits for this before sending data.
+    wire::write_ok(stream).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let writer = tokio::task::spawn_blocking(move || -> Result<BlockId, StoreError> {
+        let mut w = store.writer()?;
+        while let Some(chunk) = rx.blocking_recv() {
+            w.write(&chunk)?;
+        }
+        if w.written() != size {
+            return Err(StoreError::OutOfRange { id, offset: w.written(), len: 0, size });
+        }
+        w.commit(Some(id))
+    });
+    let mut remaining = size;
+    let mut read_error = None;
+    while remaining > 0 {
+        let mut buf = vec![0u8; (remaining as usize).min(PUT_CHUNK)];
+        match stream.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.truncate(n);
+                remaining -= n as u64;
+                if tx.send(buf).await.is_err() {
+                    break; // the writer failed; its error is reported below
+                }
+            }
+            Err(e) => {
+                read_error = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let result = writer.await;
+    if let Some(e) = read_error {
+        return Err(WireError::Io(e));
+    }
+    match result {
+        Ok(Ok(_)) => Ok(wire::write_ok(stream).await?),
+        Ok(Err(StoreError::OutOfRange { offset, .. })) => {
+            let reason = format!("stream ended after {offset} of {size} bytes");
+            Ok(wire::write_error(stream, Status::BadRequest, &reason).await?)
+        }
+        Ok(Err(e)) => Ok(wire::write_error(stream, status_of(&e), &e.to_string()).await?),
+        Err(_) => Ok(wire::write_error(stream, Status::Internal, "internal error").await?),
+    }
+}
+
+impl NetHandle {
+    async fn open(&self, peer: PeerId) -> Result<Stream, NetError> {
+        let mut control = self.control.clone();
+        control
+            .open_stream(peer, BLOCK_PROTOCOL)
+            .await
+            .map_err(|e| NetError::OpenStream { peer, reason: e.to_string() })
+    }
+
+    /// Sends a whole block to `peer`, which verifies it against `id` before storing it.
+    pub async fn put_block(&self, peer: PeerId, id: BlockId, data: &[u8]) -> Result<(), NetError> {
+        let mut s = self.open(peer).await?;
+        let req = Request::Put { id, size: data.len() as u64 }.encode();
+        s.write_all(&req).await.map_err(WireError::Io)?;
+        s.flush().await.map_err(WireError::Io)?;
+        // The peer says go (or why not, e.g. full) before any data is sent.
+        wire::read_status(&mut s).await?;
+        let mut sent = Ok(());
+        for chunk in data.chunks(PUT_CHUNK) {
+            if sent.is_err() {
+                break;
+            }
+            sent = s.write_all(chunk).await;
+        }
+        if sent.is_ok() {
+            sent = s.flush().await;
+        }
+        // A peer that refuses (full, busy) answers at once and stops reading: its reason
+        // is worth more than our broken write.
+        match (wire::read_status(&mut s).await, sent) {
+            (Ok(()), Ok(())) => {}
+            (Err(refused @ WireError::Refused { .. }), _) => return Err(refused.into()),
+            (_, Err(e)) => return Err(WireError::Io(e).into()),
+            (Err(e), Ok(())) => return Err(e.into()),
+        }
+        let _ = s.close().await;
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `offset` of block `id` (of `size` bytes) from `peer`, verified
+    /// against the id: a lying peer gets an error, never into the output.
+    pub async fn get_range(
+        &self,
+        peer: PeerId,
+        id: BlockId,
+        size: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, NetError> {
+        let mut s = self.open(peer).await?;
+        s.write_all(&Request::Get { id, offset, len }.encode()).await.map_err(WireError::Io)?;
+        s.flush().await.map_err(WireError::Io)?;
+        let (their_size, frag) = wire::read_fragment(&mut s).await?;
+        let _ = s.close().await;
+        if their_size != size {
+            return Err(NetError::Fragment { peer, source: crate::store::FragmentError::Truncated });
+        }
+        decode_fragment(id.into(), size, offset, len, &frag)
+            .map_err(|source| NetError::Fragment { peer, source })
+    }
+
+    /// Which of `ids` the peer holds.
+    pub async fn has(&self, peer: PeerId, ids: &[BlockId]) -> Result<Vec<bool>, NetError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(wire::MAX_HAS) {
+            let mut s = self.open(peer).await?;
+            s.write_all(&Request::Has { ids: batch.to_vec() }.encode()).await.map_err(WireError::Io)?;
+            s.flush().await.map_err(WireError::Io)?;
+            out.extend(wire::read_has(&mut s, batch.len()).await?);
+            let _ = s.close().await;
+        }
+        Ok(out)
+    }
+
+    /// Asks `peer` to prove it holds block `id` (of `size` bytes) by sending chunk group
+    /// `group` with its proof; verifies the answer. Returns the bytes the proof moved.
+    pub async fn prove(&self, peer: PeerId, id: BlockId, size: u64, group: u64) -> Result<usize, NetError> {
+        let mut s = self.open(peer).await?;
+        s.write_all(&Request::Prove { id, group }.encode()).await.map_err(WireError::Io)?;
+        s.flush().await.map_err(WireError::Io)?;
+        let (their_size, frag) = wire::read_fragment(&mut s).await?;
+        let _ = s.close().await;
+        let offset = group.saturating_mul(CHUNK_GROUP_SIZE as u64);
+        let len = (CHUNK_GROUP_SIZE as u64).min(size.saturating_sub(offset));
+        if their_size != size {
+            return Err(NetError::Fragment { peer, source: crate::store::FragmentError::Truncated });
+        }
+        decode_fragment(id.into(), size, offset, len, &frag)
+            .map_err(|source| NetError::Fragment { peer, source })?;
+        Ok(frag.len())
+    }
+}

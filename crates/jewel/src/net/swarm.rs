@@ -1,0 +1,468 @@
+//! The libp2p swarm and the event-loop actor that owns it.
+//!
+//! Transports: TCP and QUIC, noise, yamux, plus a relay client. Behaviours: Kademlia
+//! (`/jewel/kad/1.0.0`, server mode), identify, ping, AutoNAT, DCUtR, optional mDNS, and
+//! `libp2p-stream` for the block protocol. The [`EventLoop`] owns the `Swarm`; a cloneable
+//! [`NetHandle`] sends it bounded commands with oneshot replies. If the loop is gone,
+//! every call returns `NetError::Closed`; nothing panics.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{autonat, dcutr, identify, identity, kad, mdns, noise, ping, relay, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::id::BlockId;
+
+/// The Kademlia protocol name: only Jewel peers share this DHT.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/jewel/kad/1.0.0");
+/// The identify protocol name.
+pub const IDENTIFY_PROTOCOL: &str = "/jewel/id/1.0.0";
+/// Commands queued for the event loop at most.
+const COMMAND_QUEUE: usize = 64;
+/// Provider records per node at most (bounded memory).
+const MAX_PROVIDED: usize = 1 << 20;
+
+/// Why a network operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    #[error("the network task has stopped")]
+    Closed,
+    #[error("transport: {0}")]
+    Transport(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: Multiaddr, reason: String },
+    #[error("cannot reach {target}: {reason}")]
+    Dial { target: String, reason: String },
+    #[error("no known peers to bootstrap from")]
+    NoPeers,
+    #[error("DHT: {0}")]
+    Dht(String),
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, &'static str),
+    #[error("cannot open a block stream to {peer}: {reason}")]
+    OpenStream { peer: PeerId, reason: String },
+    #[error(transparent)]
+    Wire(#[from] super::wire::WireError),
+    #[error("peer {peer} sent a bad fragment: {source}")]
+    Fragment { peer: PeerId, source: crate::store::FragmentError },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// How to start the network.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub mdns: bool,
+    /// A failure domain this peer announces (through identify), if any.
+    pub zone: Option<String>,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap_or_else(|_| Multiaddr::empty())],
+            bootstrap: Vec::new(),
+            mdns: false,
+            zone: None,
+        }
+    }
+}
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    kad: kad::Behaviour<MemoryStore>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    autonat: autonat::Behaviour,
+    relay: relay::client::Behaviour,
+    dcutr: dcutr::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    pub(crate) stream: libp2p_stream::Behaviour,
+}
+
+fn agent_version(zone: &Option<String>) -> String {
+    match zone {
+        Some(z) => format!("jewel/{} zone={z}", env!("CARGO_PKG_VERSION")),
+        None => format!("jewel/{}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// The zone a peer announced in its identify agent string, if any.
+pub fn zone_of(agent: &str) -> Option<String> {
+    agent.split_whitespace().find_map(|w| w.strip_prefix("zone=")).map(str::to_string)
+}
+
+pub(crate) fn build_swarm(
+    keypair: identity::Keypair,
+    config: &NetConfig,
+) -> Result<Swarm<Behaviour>, NetError> {
+    let transport = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
+    let mdns_on = config.mdns;
+    let agent = agent_version(&config.zone);
+    let swarm = SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| transport(&e))?
+        .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| transport(&e))?
+        .with_behaviour(|key, relay| {
+            let peer_id = key.public().to_peer_id();
+            let mut kcfg = kad::Config::new(KAD_PROTOCOL);
+            kcfg.set_query_timeout(Duration::from_secs(30));
+            kcfg.set_provider_publication_interval(Some(Duration::from_secs(3600)));
+            kcfg.set_provider_record_ttl(Some(Duration::from_secs(4 * 3600)));
+            let store_cfg = MemoryStoreConfig { max_provided_keys: MAX_PROVIDED, ..Default::default() };
+            let mut kad =
+                kad::Behaviour::with_config(peer_id, MemoryStore::with_config(peer_id, store_cfg), kcfg);
+            kad.set_mode(Some(kad::Mode::Server));
+            let mdns = if mdns_on {
+                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
+            } else {
+                None
+            };
+            Ok(Behaviour {
+                kad,
+                identify: identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
+                        .with_agent_version(agent),
+                ),
+                ping: ping::Behaviour::default(),
+                autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+                relay,
+                dcutr: dcutr::Behaviour::new(peer_id),
+                mdns: Toggle::from(mdns),
+                stream: libp2p_stream::Behaviour::new(),
+            })
+        })
+        .map_err(|e| transport(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    Ok(swarm)
+}
+
+/// What is known about one peer.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PeerInfo {
+    pub peer: String,
+    pub addrs: Vec<String>,
+    pub connected: bool,
+    pub zone: Option<String>,
+}
+
+pub(crate) enum Command {
+    Listeners { reply: oneshot::Sender<Vec<Multiaddr>> },
+    Dial { addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, NetError>> },
+    Bootstrap { reply: oneshot::Sender<Result<(), NetError>> },
+    Provide { id: BlockId, reply: oneshot::Sender<Result<(), NetError>> },
+    Providers { id: BlockId, reply: oneshot::Sender<Vec<PeerId>> },
+    Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
+    RoutingTable { reply: oneshot::Sender<Vec<PeerId>> },
+}
+
+enum Pending {
+    Bootstrap(oneshot::Sender<Result<(), NetError>>),
+    Provide(oneshot::Sender<Result<(), NetError>>),
+    Providers(oneshot::Sender<Vec<PeerId>>, HashSet<PeerId>),
+}
+
+/// Owns the swarm; runs until every [`NetHandle`] is dropped or shutdown is signalled.
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    pending: HashMap<kad::QueryId, Pending>,
+    dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, NetError>>>,
+    zones: HashMap<PeerId, String>,
+    addrs: HashMap<PeerId, Vec<Multiaddr>>,
+}
+
+/// A cloneable handle to the network.
+#[derive(Clone)]
+pub struct NetHandle {
+    commands: mpsc::Sender<Command>,
+    pub(crate) control: libp2p_stream::Control,
+    peer_id: PeerId,
+}
+
+impl NetHandle {
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// A control for opening raw block-protocol streams (tests of malformed frames).
+    pub fn stream_control(&self) -> libp2p_stream::Control {
+        self.control.clone()
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| NetError::Closed)?;
+        rx.await.map_err(|_| NetError::Closed)
+    }
+
+    /// The addresses this node listens on.
+    pub async fn listeners(&self) -> Result<Vec<Multiaddr>, NetError> {
+        self.ask(|reply| Command::Listeners { reply }).await
+    }
+
+    /// Connects to a peer by address; returns its id.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, NetError> {
+        self.ask(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// Walks the DHT to fill the routing table.
+    pub async fn bootstrap(&self) -> Result<(), NetError> {
+        self.ask(|reply| Command::Bootstrap { reply }).await?
+    }
+
+    /// Announces in the DHT that this node holds `id`.
+    pub async fn provide(&self, id: BlockId) -> Result<(), NetError> {
+        self.ask(|reply| Command::Provide { id, reply }).await?
+    }
+
+    /// Peers that announced they hold `id`.
+    pub async fn providers(&self, id: BlockId) -> Result<Vec<PeerId>, NetError> {
+        self.ask(|reply| Command::Providers { id, reply }).await
+    }
+
+    /// Every peer known: routing table and connections.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, NetError> {
+        self.ask(|reply| Command::Peers { reply }).await
+    }
+
+    /// Peers in the Kademlia routing table.
+    pub async fn routing_table(&self) -> Result<Vec<PeerId>, NetError> {
+        self.ask(|reply| Command::RoutingTable { reply }).await
+    }
+}
+
+fn kad_key(id: &BlockId) -> kad::RecordKey {
+    kad::RecordKey::new(&id.0)
+}
+
+impl EventLoop {
+    /// Builds the swarm, starts listening, and waits until every listener has an address.
+    pub(crate) async fn start(
+        keypair: identity::Keypair,
+        config: &NetConfig,
+    ) -> Result<(NetHandle, EventLoop), NetError> {
+        let mut swarm = build_swarm(keypair, config)?;
+        let peer_id = *swarm.local_peer_id();
+        let mut waiting = HashSet::new();
+        for addr in &config.listen {
+            let id = swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NetError::Listen { addr: addr.clone(), reason: e.to_string() })?;
+            waiting.insert(id);
+        }
+        let deadline = tokio::time::sleep(Duration::from_secs(10));
+        tokio::pin!(deadline);
+        while !waiting.is_empty() {
+            tokio::select! {
+                event = swarm.select_next_some() => match event {
+                    SwarmEvent::NewListenAddr { listener_id, .. } => { waiting.remove(&listener_id); }
+                    SwarmEvent::ListenerError { error, .. } => return Err(NetError::Transport(error.to_string())),
+                    SwarmEvent::ListenerClosed { reason: Err(e), .. } => return Err(NetError::Transport(e.to_string())),
+                    _ => {}
+                },
+                _ = &mut deadline => return Err(NetError::Timeout(Duration::from_secs(10), "listen addresses")),
+            }
+        }
+        let control = swarm.behaviour().stream.new_control();
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let handle = NetHandle { commands: tx, control, peer_id };
+        let ev = EventLoop {
+            swarm,
+            commands: rx,
+            pending: HashMap::new(),
+            dials: HashMap::new(),
+            zones: HashMap::new(),
+            addrs: HashMap::new(),
+        };
+        Ok((handle, ev))
+    }
+
+    /// Runs until `shutdown` fires or every handle is dropped.
+    pub(crate) async fn run(mut self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut shutdown = shutdown;
+        loop {
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.event(event),
+                _ = shutdown.changed() => break,
+            }
+        }
+        tracing::debug!("network event loop stopped");
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        match cmd {
+            Command::Listeners { reply } => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Dial { addr, reply } => {
+                let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.dials.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply
+                            .send(Err(NetError::Dial { target: addr.to_string(), reason: e.to_string() }));
+                    }
+                }
+            }
+            Command::Bootstrap { reply } => match kad.bootstrap() {
+                Ok(q) => {
+                    self.pending.insert(q, Pending::Bootstrap(reply));
+                }
+                Err(_) => {
+                    let _ = reply.send(Err(NetError::NoPeers));
+                }
+            },
+            Command::Provide { id, reply } => match kad.start_providing(kad_key(&id)) {
+                Ok(q) => {
+                    self.pending.insert(q, Pending::Provide(reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(NetError::Dht(e.to_string())));
+                }
+            },
+            Command::Providers { id, reply } => {
+                let q = kad.get_providers(kad_key(&id));
+                self.pending.insert(q, Pending::Providers(reply, HashSet::new()));
+            }
+            Command::RoutingTable { reply } => {
+                let peers =
+                    kad.kbuckets().flat_map(|b| b.iter().map(|e| *e.node.key.preimage()).collect::<Vec<_>>());
+                let _ = reply.send(peers.collect());
+            }
+            Command::Peers { reply } => {
+                let mut known: Vec<PeerId> = kad
+                    .kbuckets()
+                    .flat_map(|b| b.iter().map(|e| *e.node.key.preimage()).collect::<Vec<_>>())
+                    .collect();
+                for p in self.swarm.connected_peers() {
+                    if !known.contains(p) {
+                        known.push(*p);
+                    }
+                }
+                let infos = known
+                    .into_iter()
+                    .map(|p| PeerInfo {
+                        peer: p.to_string(),
+                        addrs: self
+                            .addrs
+                            .get(&p)
+                            .map(|a| a.iter().map(|m| m.to_string()).collect())
+                            .unwrap_or_default(),
+                        connected: self.swarm.is_connected(&p),
+                        zone: self.zones.get(&p).cloned(),
+                    })
+                    .collect();
+                let _ = reply.send(infos);
+            }
+        }
+    }
+
+    fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                if let Some(reply) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(peer_id));
+                }
+                if endpoint.is_dialer() {
+                    let addr = endpoint.get_remote_address().clone();
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+                if let Some(reply) = self.dials.remove(&connection_id) {
+                    let _ =
+                        reply.send(Err(NetError::Dial { target: "peer".into(), reason: error.to_string() }));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                if let Some(zone) = zone_of(&info.agent_version) {
+                    self.zones.insert(peer_id, zone);
+                }
+                if info.protocols.contains(&KAD_PROTOCOL) {
+                    for addr in &info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                    }
+                }
+                let mut addrs = info.listen_addrs;
+                addrs.truncate(16);
+                self.addrs.insert(peer_id, addrs);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result,
+                step,
+                ..
+            })) => {
+                self.query(id, result, step.last);
+            }
+            _ => {}
+        }
+    }
+
+    fn query(&mut self, id: kad::QueryId, result: kad::QueryResult, last: bool) {
+        match result {
+            kad::QueryResult::Bootstrap(r) if last => {
+                if let Some(Pending::Bootstrap(reply)) = self.pending.remove(&id) {
+                    let _ = reply.send(r.map(|_| ()).map_err(|e| NetError::Dht(e.to_string())));
+                }
+            }
+            kad::QueryResult::StartProviding(r) => {
+                if let Some(Pending::Provide(reply)) = self.pending.remove(&id) {
+                    // A node with no peers yet still records itself; that is not a failure.
+                    let _ = reply.send(r.map(|_| ()).or_else(|e| match e {
+                        kad::AddProviderError::Timeout { .. } => Ok(()),
+                    }));
+                }
+            }
+            kad::QueryResult::GetProviders(r) => {
+                let done = match r {
+                    Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                        if let Some(Pending::Providers(_, found)) = self.pending.get_mut(&id) {
+                            found.extend(providers);
+                        }
+                        false
+                    }
+                    Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) | Err(_) => true,
+                };
+                if done || last {
+                    if let Some(Pending::Providers(reply, found)) = self.pending.remove(&id) {
+                        let _ = reply.send(found.into_iter().collect());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The network layer in one process: nodes on 127.0.0.1 find each other through the DHT
+//! and move verified blocks; lying, full and overloaded peers are refused cleanly.
+
+use std::sync::Arc;
+
+use jewel::net::wire::{self, Request, Status, WireError};
+use jewel::net::{Keypair, NetConfig, NetError, Network, BLOCK_PROTOCOL};
+use jewel::{BlockId, BlockStore, MemStore};
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed)).collect()
+}
+
+async fn start(store: MemStore, bootstrap: Vec<jewel::net::Multiaddr>) -> Network {
+    let config = NetConfig { bootstrap, ..NetConfig::default() };
+    Network::start(Keypair::generate_ed25519(), config, Arc::new(store)).await.unwrap()
+}
+
+/// Node 0 first, then the others bootstrapping from it.
+async fn network(n: usize, capacity: Option<u64>) -> (Vec<Network>, Vec<MemStore>) {
+    let stores: Vec<MemStore> = (0..n).map(|_| MemStore::new(capacity)).collect();
+    let first = start(stores[0].clone(), vec![]).await;
+    let addr = first.handle().listeners().await.unwrap()[0].clone();
+    let boot = addr.with(libp2p_peer(first.handle().peer_id()));
+    let mut nodes = vec![first];
+    for s in &stores[1..] {
+        nodes.push(start(s.clone(), vec![boot.clone()]).await);
+    }
+    (nodes, stores)
+}
+
+fn libp2p_peer(p: jewel::net::PeerId) -> jewel::net::MultiaddrProtocol<'static> {
+    jewel::net::MultiaddrProtocol::P2p(p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_nodes_move_verified_blocks_and_find_providers() {
+    let (nodes, stores) = network(8, None).await;
+    // Every node knows some others through the DHT.
+    for node in &nodes[1..] {
+        assert!(!node.handle().routing_table().await.unwrap().is_empty());
+    }
+    let block = data(300_000, 1);
+    let id = BlockId::of(&block);
+    let holder = nodes[5].handle().peer_id();
+    nodes[1].handle().put_block(holder, id, &block).await.unwrap();
+    assert!(stores[5].has(&id).unwrap());
+
+    // The holder announces it; a node that never talked to it finds it through the DHT.
+    nodes[5].handle().provide(id).await.unwrap();
+    let found = nodes[7].handle().providers(id).await.unwrap();
+    assert!(found.contains(&holder), "{found:?}");
+
+    // Verified range reads, has, and a storage proof.
+    let got = nodes[7].handle().get_range(holder, id, block.len() as u64, 100_000, 50_000).await.unwrap();
+    assert_eq!(got, block[100_000..150_000]);
+    let other = BlockId::of(b"absent");
+    assert_eq!(nodes[2].handle().has(holder, &[id, other]).await.unwrap(), vec![true, false]);
+    let moved = nodes[3].handle().prove(holder, id, block.len() as u64, 7).await.unwrap();
+    assert!(moved < 20_000, "a proof moves one chunk group and its path, not {moved} bytes");
+
+    // A block that is not there is NotFound, not a hang.
+    let err = nodes[2].handle().get_range(holder, other, 10, 0, 10).await.unwrap_err();
+    assert!(matches!(err, NetError::Wire(WireError::Refused { status: Status::NotFound, .. })), "{err}");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_full_and_mismatched_peers_are_refused() {
+    let (nodes, stores) = network(3, Some(200_000)).await;
+    let a = nodes[0].handle();
+    let b = nodes[1].handle().peer_id();
+
+    // Data that does not match the announced id is refused and not stored.
+    let block = data(50_000, 2);
+    let wrong = BlockId::of(b"something else");
+    let err = a.put_block(b, wrong, &block).await.unwrap_err();
+    assert!(matches!(err, NetError::Wire(WireError::Refused { status: Status::HashMismatch, .. })), "{err}");
+    assert!(stores[1].list().unwrap().is_empty());
+
+    // Over capacity: refused with a reason, before the data is sent.
+    let big = data(300_000, 3);
+    let err = a.put_block(b, BlockId::of(&big), &big).await.unwrap_err();
+    match err {
+        NetError::Wire(WireError::Refused { status: Status::Full, reason }) => {
+            assert!(reason.contains("full"))
+        }
+        other => panic!("{other}"),
+    }
+
+    // A peer whose disk rotted: it refuses to serve (its own check fails) ...
+    let id = BlockId::of(&block);
+    a.put_block(b, id, &block).await.unwrap();
+    assert!(stores[1].tamper(&id, |d| d[10] ^= 1));
+    let err = nodes[2].handle().get_range(b, id, block.len() as u64, 0, 100).await.unwrap_err();
+    assert!(matches!(err, NetError::Wire(WireError::Refused { status: Status::Corrupt, .. })), "{err}");
+    // ... and a peer that lies about the size is caught by verification.
+    let err = nodes[2].handle().get_range(b, id, block.len() as u64 + 1, 40_000, 100).await.unwrap_err();
+    assert!(matches!(err, NetError::Fragment { .. }), "{err}");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_get_clear_refusals() {
+    use futures::AsyncWriteExt;
+    let (nodes, _stores) = network(2, None).await;
+    let peer = nodes[1].handle().peer_id();
+    let mut control = nodes[0].handle().stream_control();
+    // An unknown protocol version.
+    let mut s = control.open_stream(peer, BLOCK_PROTOCOL).await.unwrap();
+    s.write_all(b"JB\x09\x02").await.unwrap();
+    let err = wire::read_status(&mut s).await.unwrap_err();
+    assert!(matches!(err, WireError::Refused { status: Status::UnsupportedVersion, .. }), "{err}");
+    // An oversized request.
+    let mut s = control.open_stream(peer, BLOCK_PROTOCOL).await.unwrap();
+    let req = Request::Get { id: BlockId::of(b"x"), offset: 0, len: wire::MAX_GET }.encode();
+    let mut req = req;
+    req[44..52].copy_from_slice(&(wire::MAX_GET * 4).to_le_bytes());
+    s.write_all(&req).await.unwrap();
+    let err = wire::read_status(&mut s).await.unwrap_err();
+    assert!(matches!(err, WireError::Refused { status: Status::BadRequest, .. }), "{err}");
+    // A put whose stream ends early is refused, and the server keeps serving.
+    let mut s = control.open_stream(peer, BLOCK_PROTOCOL).await.unwrap();
+    s.write_all(&Request::Put { id: BlockId::of(b"y"), size: 1000 }.encode()).await.unwrap();
+    wire::read_status(&mut s).await.unwrap();
+    s.write_all(&[0u8; 10]).await.unwrap();
+    s.close().await.unwrap();
+    let err = wire::read_status(&mut s).await.unwrap_err();
+    assert!(matches!(err, WireError::Refused { status: Status::BadRequest, .. }), "{err}");
+    let block = data(1000, 9);
+    nodes[0].handle().put_block(peer, BlockId::of(&block), &block).await.unwrap();
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
