@@ -12,6 +12,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod caps;
+pub mod client;
 pub mod crypto;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -44,6 +44,7 @@ pub async fn serve(net: NetHandle, store: Arc<dyn BlockStore>) -> Result<(), Net
     let per_peer: Arc<Mutex<HashMap<PeerId, Arc<Semaphore>>>> = Arc::default();
     while let Some((peer, mut stream)) = incoming.next().await {
         let store = store.clone();
+        let net = net.clone();
         let peer_sem = match per_peer.lock() {
             Ok(mut m) => {
                 // Forget idle peers so the map stays bounded by the active ones.
@@ -61,7 +62,7 @@ pub async fn serve(net: NetHandle, store: Arc<dyn BlockStore>) -> Result<(), Net
                 let _ = stream.close().await;
                 return;
             };
-            if let Err(e) = handle(&mut stream, store).await {
+            if let Err(e) = handle(&mut stream, store, &net).await {
                 tracing::debug!(%peer, error = %e, "block request failed");
             }
             let _ = stream.close().await;
@@ -91,7 +92,7 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn handle(stream: &mut Stream, store: Arc<dyn BlockStore>) -> Result<(), WireError> {
+async fn handle(stream: &mut Stream, store: Arc<dyn BlockStore>, net: &NetHandle) -> Result<(), WireError> {
     let req = match tokio::time::timeout(REQUEST_TIMEOUT, Request::read(stream)).await {
         Err(_) => return Ok(()),
         Ok(Err(WireError::UnsupportedVersion(v))) => {
@@ -103,7 +104,19 @@ async fn handle(stream: &mut Stream, store: Arc<dyn BlockStore>) -> Result<(), W
         Ok(Ok(r)) => r,
     };
     match req {
-        Request::Put { id, size } => receive_put(stream, store, id, size).await,
+        Request::Put { id, size } => {
+            let stored = receive_put(stream, store, id, size).await?;
+            if stored {
+                // Holders announce what they hold: the block book's DHT side.
+                let net = net.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = net.provide(id).await {
+                        tracing::debug!(block = %id, error = %e, "provide failed");
+                    }
+                });
+            }
+            Ok(())
+        }
         Request::Get { id, offset, len } => {
             let r = blocking(move || {
                 let reader = store.reader(&id)?;
@@ -146,18 +159,20 @@ async fn reply_fragment(
 
 /// Streams `size` bytes from the peer into the store; the store checks the hash against
 /// `id` before it commits. Over capacity, the put is refused before any data is read.
+/// Returns whether the block was stored.
 async fn receive_put(
     stream: &mut Stream,
     store: Arc<dyn BlockStore>,
     id: BlockId,
     size: u64,
-) -> Result<(), WireError> {
+) -> Result<bool, WireError> {
     let usage = store.usage();
     if let Some(capacity) = usage.capacity {
         if usage.used.saturating_add(size) > capacity {
             let reason =
                 format!("store is full: {size} bytes offered, {} free", capacity.saturating_sub(usage.used));
-            return Ok(wire::write_error(stream, Status::Full, &reason).await?);
+            wire::write_error(stream, Status::Full, &reason).await?;
+            return Ok(false);
         }
     }
     // Go ahead: the sender waits for this before sending data.
@@ -198,14 +213,18 @@ async fn receive_put(
         return Err(WireError::Io(e));
     }
     match result {
-        Ok(Ok(_)) => Ok(wire::write_ok(stream).await?),
+        Ok(Ok(_)) => {
+            wire::write_ok(stream).await?;
+            return Ok(true);
+        }
         Ok(Err(StoreError::OutOfRange { offset, .. })) => {
             let reason = format!("stream ended after {offset} of {size} bytes");
-            Ok(wire::write_error(stream, Status::BadRequest, &reason).await?)
+            wire::write_error(stream, Status::BadRequest, &reason).await?
         }
-        Ok(Err(e)) => Ok(wire::write_error(stream, status_of(&e), &e.to_string()).await?),
-        Err(_) => Ok(wire::write_error(stream, Status::Internal, "internal error").await?),
+        Ok(Err(e)) => wire::write_error(stream, status_of(&e), &e.to_string()).await?,
+        Err(_) => wire::write_error(stream, Status::Internal, "internal error").await?,
     }
+    Ok(false)
 }
 
 impl NetHandle {
@@ -219,24 +238,66 @@ impl NetHandle {
 
     /// Sends a whole block to `peer`, which verifies it against `id` before storing it.
     pub async fn put_block(&self, peer: PeerId, id: BlockId, data: &[u8]) -> Result<(), NetError> {
+        self.put_stream(peer, id, data.len() as u64, |off, n| {
+            let chunk = data.get(off as usize..off as usize + n).map(<[u8]>::to_vec);
+            std::future::ready(chunk.ok_or(NetError::Closed))
+        })
+        .await
+    }
+
+    /// Sends a stored block to `peer`, reading it chunk by chunk (verified) from `reader`.
+    pub async fn put_block_from(
+        &self,
+        peer: PeerId,
+        reader: Arc<dyn crate::store::BlockReader>,
+    ) -> Result<(), NetError> {
+        let (id, size) = (reader.id(), reader.len());
+        self.put_stream(peer, id, size, |off, n| {
+            let reader = reader.clone();
+            async move {
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; n];
+                    reader.read_at(off, &mut buf).map(|()| buf)
+                });
+                match read.await {
+                    Ok(r) => Ok(r?),
+                    Err(_) => Err(NetError::Closed),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn put_stream<F, Fut>(
+        &self,
+        peer: PeerId,
+        id: BlockId,
+        size: u64,
+        mut chunk: F,
+    ) -> Result<(), NetError>
+    where
+        F: FnMut(u64, usize) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<u8>, NetError>>,
+    {
         let mut s = self.open(peer).await?;
-        let req = Request::Put { id, size: data.len() as u64 }.encode();
+        let req = Request::Put { id, size }.encode();
         s.write_all(&req).await.map_err(WireError::Io)?;
         s.flush().await.map_err(WireError::Io)?;
         // The peer says go (or why not, e.g. full) before any data is sent.
         wire::read_status(&mut s).await?;
         let mut sent = Ok(());
-        for chunk in data.chunks(PUT_CHUNK) {
-            if sent.is_err() {
-                break;
-            }
-            sent = s.write_all(chunk).await;
+        let mut off = 0u64;
+        while off < size && sent.is_ok() {
+            let n = ((size - off) as usize).min(PUT_CHUNK);
+            let data = chunk(off, n).await?;
+            sent = s.write_all(&data).await;
+            off += n as u64;
         }
         if sent.is_ok() {
             sent = s.flush().await;
         }
-        // A peer that refuses (full, busy) answers at once and stops reading: its reason
-        // is worth more than our broken write.
+        // A peer that gives up mid-way answers at once and stops reading: its reason is
+        // worth more than our broken write.
         match (wire::read_status(&mut s).await, sent) {
             (Ok(()), Ok(())) => {}
             (Err(refused @ WireError::Refused { .. }), _) => return Err(refused.into()),
@@ -280,6 +341,20 @@ impl NetHandle {
             let _ = s.close().await;
         }
         Ok(out)
+    }
+
+    /// The size of block `id` on `peer`, verified: the peer proves its first chunk group
+    /// against the id for the size it claims.
+    pub async fn block_size(&self, peer: PeerId, id: BlockId) -> Result<u64, NetError> {
+        let mut s = self.open(peer).await?;
+        s.write_all(&Request::Prove { id, group: 0 }.encode()).await.map_err(WireError::Io)?;
+        s.flush().await.map_err(WireError::Io)?;
+        let (size, frag) = wire::read_fragment(&mut s).await?;
+        let _ = s.close().await;
+        let len = (CHUNK_GROUP_SIZE as u64).min(size);
+        decode_fragment(id.into(), size, 0, len, &frag)
+            .map_err(|source| NetError::Fragment { peer, source })?;
+        Ok(size)
     }
 
     /// Asks `peer` to prove it holds block `id` (of `size` bytes) by sending chunk group

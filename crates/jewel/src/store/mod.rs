@@ -37,6 +37,8 @@ pub enum StoreError {
     OutOfRange { id: BlockId, offset: u64, len: u64, size: u64 },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("block {id} is unavailable: {reason}")]
+    Unavailable { id: BlockId, reason: String },
 }
 
 impl StoreError {
