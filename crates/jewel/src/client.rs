@@ -31,15 +31,21 @@ pub enum ClientError {
     #[error("the scheme needs {needed} distinct peers, but only {found} were found")]
     NotEnoughPeers { needed: usize, found: usize },
     #[error("uploading piece {slot} to {peer}: {source}")]
-    Upload { slot: usize, peer: PeerId, source: NetError },
+    Upload { slot: usize, peer: PeerId, source: Box<NetError> },
     #[error("manifest {0} was not found on any peer")]
     ManifestNotFound(BlockId),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
     #[error(transparent)]
-    Net(#[from] NetError),
+    Net(Box<NetError>),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<NetError> for ClientError {
+    fn from(e: NetError) -> Self {
+        ClientError::Net(Box::new(e))
+    }
 }
 
 /// A candidate peer for placement.
@@ -111,7 +117,7 @@ pub fn put_file(
         let net = net.clone();
         let peer = *peer;
         async move {
-            let wrap = |source| ClientError::Upload { slot, peer, source };
+            let wrap = |source| ClientError::Upload { slot, peer, source: Box::new(source) };
             let reader: Arc<dyn BlockReader> = reader?;
             net.put_block_from(peer, reader).await.map_err(wrap)?;
             let manifest: Arc<dyn BlockReader> = manifest?;
