@@ -4,6 +4,7 @@
 
 mod bench;
 mod demo;
+mod remote;
 mod size;
 
 use std::io::Write;
@@ -24,6 +25,9 @@ use crate::size::parse_size;
 #[derive(Parser, Debug)]
 #[command(name = "jewel", version, about, propagate_version = true)]
 struct Cli {
+    /// The node's folder, for put/get/check/peers/dir/rm (and `node`).
+    #[arg(long, global = true, env = "JEWEL_HOME")]
+    home: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -87,6 +91,60 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a peer: a block store on the libp2p network, with a local control API.
+    Node {
+        /// Address to listen on (repeatable).
+        #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
+        listen: Vec<String>,
+        /// A peer to join the network through, with its /p2p/ id (repeatable).
+        #[arg(long)]
+        bootstrap: Vec<String>,
+        /// The control API's address; loopback only.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        api: std::net::SocketAddr,
+        /// Most bytes this peer stores for others.
+        #[arg(long, value_parser = parse_size)]
+        capacity: Option<u64>,
+        /// A failure domain to announce, so files spread over zones.
+        #[arg(long)]
+        zone: Option<String>,
+        /// Find peers on the local network with mDNS.
+        #[arg(long)]
+        mdns: bool,
+    },
+    /// Store a file on the network through the node; prints its read cap.
+    Put {
+        file: PathBuf,
+        #[arg(long)]
+        scheme: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch a file from the network by its read cap.
+    Get {
+        cap: String,
+        /// Output file, or `-` for stdout.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+    /// Show each piece of a file with its holder and state, and whether it is recoverable.
+    Check {
+        cap: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The peers this node knows.
+    Peers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What this node stores, and the files it put.
+    Dir {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release a file this node put.
+    Rm { cap: String },
     /// Measure the whole put/get pipeline (compress test, encrypt, encode, hash) in memory
     /// and on disk.
     Bench {
@@ -156,7 +214,41 @@ fn parse_spec(text: &str) -> Result<SchemeSpec> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let home = cli.home.as_deref();
     match cli.command {
+        Command::Node { listen, bootstrap, api, capacity, zone, mdns } => {
+            let Some(home) = cli.home.clone() else {
+                anyhow::bail!(
+                    "`jewel node` needs --home DIR (or JEWEL_HOME): where its identity and store live"
+                );
+            };
+            let parse = |a: &String| a.parse().with_context(|| format!("`{a}` is not a multiaddr"));
+            let config = jewel::node::NodeConfig {
+                home,
+                listen: listen.iter().map(parse).collect::<Result<_>>()?,
+                bootstrap: bootstrap.iter().map(parse).collect::<Result<_>>()?,
+                api,
+                capacity,
+                zone,
+                mdns,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(jewel::node::run(config, |info| {
+                println!("peer id: {}", info.peer_id);
+                for a in &info.listen {
+                    println!("listening on {a}/p2p/{}", info.peer_id);
+                }
+                println!("api: {}", info.api);
+                let _ = std::io::stdout().flush();
+            }))?;
+            Ok(())
+        }
+        Command::Put { file, scheme, json } => remote::put(home, &file, scheme.as_deref(), json),
+        Command::Get { cap, output } => remote::get(home, &cap, &output),
+        Command::Check { cap, json } => remote::check(home, &cap, json),
+        Command::Peers { json } => remote::peers(home, json),
+        Command::Dir { json } => remote::dir(home, json),
+        Command::Rm { cap } => remote::rm(home, &cap),
         Command::Demo { size, seed } => demo::run(size, seed),
         Command::Plan { uptime, target, max_peers, schemes, json } => {
             plan(uptime, target, max_peers, &schemes, json)

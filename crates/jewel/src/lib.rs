@@ -19,6 +19,7 @@ pub mod fuzzing;
 mod id;
 pub mod manifest;
 pub mod net;
+pub mod node;
 pub mod offline;
 mod parallel;
 pub mod pipeline;

@@ -1,0 +1,189 @@
+//! The client side of a running node's control API: `jewel put/get/check/peers/dir/rm`
+//! reach the node named by `--home` (or `JEWEL_HOME`) through `HOME/api.json`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use jewel::node::ApiInfo;
+use serde_json::Value;
+
+pub struct Api {
+    base: String,
+    token: String,
+}
+
+impl Api {
+    /// Reads `HOME/api.json`.
+    pub fn open(home: Option<&Path>) -> Result<Api> {
+        let Some(home) = home else {
+            bail!("no node given: pass --home DIR (or set JEWEL_HOME) for a running `jewel node --home DIR`");
+        };
+        let path = home.join("api.json");
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "no running node at {} (start one with `jewel node --home {}`)",
+                home.display(),
+                home.display()
+            )
+        })?;
+        let info: ApiInfo =
+            serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged", path.display()))?;
+        Ok(Api { base: format!("http://{}", info.api), token: info.token })
+    }
+
+    fn handle(&self, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Value> {
+        let mut resp = r.with_context(|| format!("cannot reach the node's API at {}", self.base))?;
+        let status = resp.status();
+        let body: Value = resp.body_mut().read_json().context("the node sent a malformed reply")?;
+        if !status.is_success() {
+            let msg = body.get("error").and_then(Value::as_str).unwrap_or("unknown error");
+            bail!("{msg}");
+        }
+        Ok(body)
+    }
+
+    fn agent(&self) -> ureq::Agent {
+        ureq::Agent::config_builder().http_status_as_error(false).build().into()
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value> {
+        let r = self
+            .agent()
+            .get(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {}", self.token))
+            .call();
+        self.handle(r)
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> Result<Value> {
+        let r = self
+            .agent()
+            .post(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {}", self.token))
+            .send_json(body);
+        self.handle(r)
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    Ok(if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) })
+}
+
+pub fn put(home: Option<&Path>, file: &Path, scheme: Option<&str>, json: bool) -> Result<()> {
+    let api = Api::open(home)?;
+    let v = api.post("/v1/put", serde_json::json!({ "path": absolute(file)?, "scheme": scheme }))?;
+    if json {
+        println!("{v}");
+    } else {
+        println!("{}", v["cap"].as_str().unwrap_or_default());
+        let holders = v["holders"].as_array().map(Vec::len).unwrap_or(0);
+        eprintln!("stored {} bytes as {holders} pieces on {holders} peers", v["stats"]["file_bytes"]);
+    }
+    Ok(())
+}
+
+pub fn get(home: Option<&Path>, cap: &str, out: &Path) -> Result<()> {
+    let api = Api::open(home)?;
+    let to_stdout = out.as_os_str() == "-";
+    let target = if to_stdout {
+        let home = home.map(Path::to_path_buf).unwrap_or_default();
+        absolute(&home.join(format!("stdout-{}.tmp", std::process::id())))?
+    } else {
+        absolute(out)?
+    };
+    let v = api.post("/v1/get", serde_json::json!({ "cap": cap, "out": target }))?;
+    if to_stdout {
+        let mut f = std::fs::File::open(&target)?;
+        std::io::copy(&mut f, &mut std::io::stdout().lock()).context("writing to stdout")?;
+        let _ = std::fs::remove_file(&target);
+    } else {
+        eprintln!("got {} bytes into {}", v["file_bytes"], out.display());
+    }
+    Ok(())
+}
+
+pub fn check(home: Option<&Path>, cap: &str, json: bool) -> Result<()> {
+    let v = Api::open(home)?.post("/v1/check", serde_json::json!({ "cap": cap }))?;
+    if json {
+        println!("{v}");
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:>4}  {:<10} {:<54} {:<8}", "slot", "piece", "holder", "state")?;
+    for p in v["pieces"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "{:>4}  {:<10} {:<54} {:<8}",
+            p["slot"],
+            p["piece"].as_str().unwrap_or_default().get(..8).unwrap_or_default(),
+            p["holder"].as_str().unwrap_or("-"),
+            p["state"].as_str().unwrap_or_default()
+        )?;
+    }
+    writeln!(
+        out,
+        "{}: N={} D={:.2} M={}, {} of {} pieces alive, {}",
+        v["scheme"].as_str().unwrap_or_default(),
+        v["n"],
+        v["d"].as_f64().unwrap_or_default(),
+        v["m"],
+        v["alive"],
+        v["n"],
+        if v["recoverable"].as_bool().unwrap_or(false) { "recoverable" } else { "NOT recoverable" }
+    )?;
+    Ok(())
+}
+
+pub fn peers(home: Option<&Path>, json: bool) -> Result<()> {
+    let v = Api::open(home)?.get("/v1/peers")?;
+    if json {
+        println!("{v}");
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for p in v.as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "{} {} {}{}",
+            p["peer"].as_str().unwrap_or_default(),
+            if p["connected"].as_bool().unwrap_or(false) { "connected" } else { "known" },
+            p["addrs"].as_array().and_then(|a| a.first()).and_then(Value::as_str).unwrap_or("-"),
+            p["zone"].as_str().map(|z| format!(" zone={z}")).unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}
+
+pub fn dir(home: Option<&Path>, json: bool) -> Result<()> {
+    let v = Api::open(home)?.get("/v1/dir")?;
+    if json {
+        println!("{v}");
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "blocks held for peers:")?;
+    for b in v["blocks"].as_array().into_iter().flatten() {
+        writeln!(out, "  {} {:>12} bytes", b["id"].as_str().unwrap_or_default(), b["size"])?;
+    }
+    writeln!(out, "files this node put:")?;
+    for (id, f) in v["files"].as_object().into_iter().flatten() {
+        writeln!(
+            out,
+            "  {} {} {} bytes, {}",
+            &id[..8.min(id.len())],
+            f["name"].as_str().unwrap_or_default(),
+            f["size"],
+            f["scheme"].as_str().unwrap_or_default()
+        )?;
+    }
+    let capacity = v["capacity"].as_u64().map_or("unlimited".to_string(), |c| format!("{c} bytes"));
+    writeln!(out, "used {} bytes, capacity {capacity}", v["used"])?;
+    Ok(())
+}
+
+pub fn rm(home: Option<&Path>, cap: &str) -> Result<()> {
+    let v = Api::open(home)?.post("/v1/rm", serde_json::json!({ "cap": cap }))?;
+    eprintln!("released {}", v["released"].as_str().unwrap_or_default());
+    Ok(())
+}

@@ -1,0 +1,448 @@
+//! The node daemon: a block store and the network, with a local control API.
+//!
+//! `DIR/identity.key` (ed25519, kept across restarts), `DIR/store` (blocks served to
+//! peers), `DIR/staging` (pieces on their way out), `DIR/files.json` (placement of the
+//! files this node put: the block book's fast path), and `DIR/api.json`, written only once
+//! the node is ready and removed on shutdown. The API is HTTP/JSON on 127.0.0.1 only and
+//! needs the token from `api.json` (`Authorization: Bearer TOKEN`). Work that blocks
+//! (pipelines, store scans) runs on the blocking pool.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use jewel_codec::SchemeSpec;
+use libp2p::{identity::Keypair, Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+
+use crate::caps::{Cap, ReadCap};
+use crate::client::{self, Candidate};
+use crate::id::BlockId;
+use crate::net::{NetConfig, NetHandle, Network};
+use crate::pipeline::{default_threads, PutOptions};
+use crate::store::{BlockStore, FsStore, CHUNK_GROUP_SIZE};
+
+/// The scheme `put` uses when none is given.
+pub const DEFAULT_SCHEME: &str = "jewels:3/5";
+
+/// Why the node could not start or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("identity file {0} is damaged; move it away to make a new identity")]
+    Identity(PathBuf),
+    #[error("the control API must listen on a loopback address, not {0}")]
+    NotLoopback(SocketAddr),
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
+    move |source| NodeError::Io { path: path.to_path_buf(), source }
+}
+
+/// How to run a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub home: PathBuf,
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub api: SocketAddr,
+    pub capacity: Option<u64>,
+    pub zone: Option<String>,
+    pub mdns: bool,
+}
+
+/// What `api.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiInfo {
+    pub api: String,
+    pub token: String,
+    pub peer_id: String,
+    pub listen: Vec<String>,
+}
+
+/// A file this node put: where its pieces went.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub scheme: String,
+    pub size: u64,
+    pub holders: Vec<String>,
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename).
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600));
+    }
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+fn load_identity(home: &Path) -> Result<Keypair, NodeError> {
+    let path = home.join("identity.key");
+    match std::fs::read(&path) {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|_| NodeError::Identity(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Keypair::generate_ed25519();
+            let bytes = key.to_protobuf_encoding().map_err(|_| NodeError::Identity(path.clone()))?;
+            write_atomic(&path, &bytes)?;
+            Ok(key)
+        }
+        Err(e) => Err(NodeError::Io { path, source: e }),
+    }
+}
+
+struct NodeState {
+    home: PathBuf,
+    store: FsStore,
+    staging: FsStore,
+    net: NetHandle,
+    token: String,
+    files: Mutex<BTreeMap<String, FileEntry>>,
+}
+
+impl NodeState {
+    fn save_files(&self) -> Result<(), NodeError> {
+        let files = self.files.lock().map(|f| f.clone()).unwrap_or_default();
+        let json = serde_json::to_vec_pretty(&files).unwrap_or_default();
+        write_atomic(&self.home.join("files.json"), &json)
+    }
+}
+
+/// An API error: an HTTP status and one line of text.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, e.to_string())
+}
+
+fn failed(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// Runs a node until SIGINT or SIGTERM. `ready` is called once `api.json` is written.
+pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(), NodeError> {
+    if !config.api.ip().is_loopback() {
+        return Err(NodeError::NotLoopback(config.api));
+    }
+    std::fs::create_dir_all(&config.home).map_err(io_err(&config.home))?;
+    let keypair = load_identity(&config.home)?;
+    let store = FsStore::open(config.home.join("store"), config.capacity)?;
+    let staging = FsStore::open(config.home.join("staging"), None)?;
+    let net_config = NetConfig {
+        listen: config.listen.clone(),
+        bootstrap: config.bootstrap.clone(),
+        mdns: config.mdns,
+        zone: config.zone.clone(),
+    };
+    let network = Network::start(keypair, net_config, Arc::new(store.clone())).await?;
+    let listener = tokio::net::TcpListener::bind(config.api).await.map_err(io_err(&config.home))?;
+    let api_addr = listener.local_addr().map_err(io_err(&config.home))?;
+    let mut token = [0u8; 16];
+    crate::crypto::fill_random(&mut token).map_err(|e| NodeError::Io {
+        path: config.home.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
+    let files_path = config.home.join("files.json");
+    let files =
+        std::fs::read(&files_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let state = Arc::new(NodeState {
+        home: config.home.clone(),
+        store,
+        staging,
+        net: network.handle().clone(),
+        token: token.clone(),
+        files: Mutex::new(files),
+    });
+    let app = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/peers", get(peers))
+        .route("/v1/dir", get(dir))
+        .route("/v1/put", post(put))
+        .route("/v1/get", post(get_file))
+        .route("/v1/check", post(check))
+        .route("/v1/rm", post(rm))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state);
+    let listen = network.handle().listeners().await?.iter().map(|a| a.to_string()).collect();
+    let info =
+        ApiInfo { api: api_addr.to_string(), token, peer_id: network.handle().peer_id().to_string(), listen };
+    let api_json = config.home.join("api.json");
+    write_atomic(&api_json, &serde_json::to_vec_pretty(&info).unwrap_or_default())?;
+    ready(&info);
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    let _ = std::fs::remove_file(&api_json);
+    network.shutdown().await;
+    served.map_err(io_err(&config.home))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn auth(State(state): State<Arc<NodeState>>, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == state.token);
+    if !ok {
+        return ApiError(
+            StatusCode::UNAUTHORIZED,
+            "wrong or missing API token; it is in HOME/api.json".into(),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| failed("internal error"))?
+}
+
+async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let listen: Vec<String> =
+        s.net.listeners().await.map_err(failed)?.iter().map(|a| a.to_string()).collect();
+    Ok(Json(serde_json::json!({
+        "peer_id": s.net.peer_id().to_string(),
+        "listen": listen,
+        "usage": s.store.usage(),
+    })))
+}
+
+async fn peers(State(s): State<Arc<NodeState>>) -> Result<Json<Vec<crate::net::PeerInfo>>, ApiError> {
+    Ok(Json(s.net.peers().await.map_err(failed)?))
+}
+
+async fn dir(State(s): State<Arc<NodeState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = s.store.clone();
+    let blocks = blocking(move || store.list().map_err(failed)).await?;
+    let usage = s.store.usage();
+    let files = s.files.lock().map(|f| f.clone()).unwrap_or_default();
+    let blocks: Vec<serde_json::Value> =
+        blocks.iter().map(|(id, size)| serde_json::json!({ "id": id.to_string(), "size": size })).collect();
+    Ok(Json(serde_json::json!({
+        "blocks": blocks,
+        "used": usage.used,
+        "capacity": usage.capacity,
+        "free": usage.capacity.map(|c| c.saturating_sub(usage.used)),
+        "files": files,
+    })))
+}
+
+#[derive(Deserialize)]
+struct PutBody {
+    path: PathBuf,
+    scheme: Option<String>,
+}
+
+async fn put(
+    State(s): State<Arc<NodeState>>,
+    Json(body): Json<PutBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let spec = SchemeSpec::parse(body.scheme.as_deref().unwrap_or(DEFAULT_SCHEME)).map_err(bad)?;
+    let me = s.net.peer_id();
+    let known = s.net.peers().await.map_err(failed)?;
+    let candidates: Vec<Candidate> = known
+        .into_iter()
+        .filter_map(|p| Some(Candidate { peer: p.peer.parse::<PeerId>().ok()?, zone: p.zone }))
+        .filter(|c| c.peer != me)
+        .collect();
+    let slots = jewel_codec::build(&spec).map_err(bad)?.slots();
+    let holders = client::place(slots, &candidates).map_err(bad)?;
+    let rt = tokio::runtime::Handle::current();
+    let state = s.clone();
+    let path = body.path.clone();
+    let placed = blocking(move || {
+        let mut file =
+            std::fs::File::open(&path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+        let opts = PutOptions::new(spec);
+        client::put_file(&rt, &state.net, &mut file, &opts, &holders, &state.staging).map_err(failed)
+    })
+    .await?;
+    let name = body.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let entry = FileEntry {
+        name,
+        scheme: placed.put.manifest.scheme.to_string(),
+        size: placed.put.manifest.file_len,
+        holders: placed.holders.iter().map(|p| p.to_string()).collect(),
+    };
+    if let Ok(mut f) = s.files.lock() {
+        f.insert(placed.put.cap.manifest.to_string(), entry);
+    }
+    s.save_files().map_err(failed)?;
+    Ok(Json(serde_json::json!({
+        "cap": placed.put.cap.to_string(),
+        "verify_cap": placed.put.cap.verify_cap().to_string(),
+        "holders": placed.holders.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "stats": placed.put.stats,
+    })))
+}
+
+/// The recorded holders of a file, if this node put it.
+fn recorded_holders(s: &NodeState, manifest: &BlockId) -> Option<Vec<PeerId>> {
+    let files = s.files.lock().ok()?;
+    let entry = files.get(&manifest.to_string())?;
+    entry.holders.iter().map(|h| h.parse().ok()).collect()
+}
+
+#[derive(Deserialize)]
+struct GetBody {
+    cap: String,
+    out: PathBuf,
+}
+
+async fn get_file(
+    State(s): State<Arc<NodeState>>,
+    Json(body): Json<GetBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let cap: ReadCap = body.cap.parse().map_err(bad)?;
+    let rt = tokio::runtime::Handle::current();
+    let stats = blocking(move || {
+        let holders = recorded_holders(&s, &cap.manifest);
+        let manifest =
+            client::fetch_manifest(&rt, &s.net, cap.manifest, holders.as_deref().unwrap_or_default())
+                .map_err(failed)?;
+        manifest.check_key(&cap.key).map_err(bad)?;
+        let located = client::locate(&rt, &s.net, &manifest, holders.as_deref());
+        let tmp = body.out.with_file_name(format!(
+            ".{}.partial",
+            body.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        ));
+        let file =
+            std::fs::File::create(&tmp).map_err(|e| bad(format!("cannot write {}: {e}", tmp.display())))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        let result = client::get_file(&rt, &s.net, &manifest, &cap.key, &located, &mut w, default_threads())
+            .map_err(failed)
+            .and_then(|stats| {
+                let file = w.into_inner().map_err(|e| failed(e.into_error()))?;
+                file.sync_all().map_err(failed)?;
+                std::fs::rename(&tmp, &body.out).map_err(failed)?;
+                Ok(stats)
+            });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    })
+    .await?;
+    Ok(Json(serde_json::to_value(stats).unwrap_or_default()))
+}
+
+#[derive(Deserialize)]
+struct CapBody {
+    cap: String,
+}
+
+async fn check(
+    State(s): State<Arc<NodeState>>,
+    Json(body): Json<CapBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let cap = Cap::parse(&body.cap).map_err(bad)?;
+    let id = cap.manifest();
+    let rt = tokio::runtime::Handle::current();
+    blocking(move || {
+        let holders = recorded_holders(&s, &id);
+        let manifest = client::fetch_manifest(&rt, &s.net, id, holders.as_deref().unwrap_or_default())
+            .map_err(failed)?;
+        let scheme = manifest.build_scheme().map_err(failed)?;
+        let located = client::locate(&rt, &s.net, &manifest, holders.as_deref());
+        let mut pieces = Vec::new();
+        let mut alive = Vec::new();
+        for (slot, (piece, holder)) in manifest.pieces.iter().zip(&located).enumerate() {
+            let size = manifest.piece_len(scheme.as_ref(), slot);
+            let groups = size.div_ceil(CHUNK_GROUP_SIZE as u64).max(1);
+            let mut pick = [0u8; 8];
+            let _ = crate::crypto::fill_random(&mut pick);
+            let group = u64::from_le_bytes(pick) % groups;
+            let state = match holder {
+                None => "missing".to_string(),
+                Some(peer) => match rt.block_on(s.net.prove(*peer, *piece, size, group)) {
+                    Ok(_) => "alive".to_string(),
+                    Err(crate::net::NetError::Wire(crate::net::wire::WireError::Refused {
+                        status: crate::net::wire::Status::Corrupt,
+                        ..
+                    }))
+                    | Err(crate::net::NetError::Fragment { .. }) => "corrupt".to_string(),
+                    Err(_) => "missing".to_string(),
+                },
+            };
+            alive.push(state == "alive");
+            pieces.push(serde_json::json!({
+                "slot": slot,
+                "piece": piece.to_string(),
+                "holder": holder.map(|p| p.to_string()),
+                "state": state,
+            }));
+        }
+        Ok(Json(serde_json::json!({
+            "pieces": pieces,
+            "scheme": manifest.scheme.to_string(),
+            "n": scheme.slots(),
+            "d": scheme.redundancy(),
+            "m": scheme.min_peers(),
+            "alive": alive.iter().filter(|a| **a).count(),
+            "recoverable": scheme.can_decode(&alive),
+        })))
+    })
+    .await
+}
+
+async fn rm(
+    State(s): State<Arc<NodeState>>,
+    Json(body): Json<CapBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let cap = Cap::parse(&body.cap).map_err(bad)?;
+    let removed =
+        s.files.lock().map(|mut f| f.remove(&cap.manifest().to_string()).is_some()).unwrap_or(false);
+    if !removed {
+        return Err(bad(format!("this node has no file with manifest {}", cap.manifest())));
+    }
+    s.save_files().map_err(failed)?;
+    Ok(Json(serde_json::json!({ "released": cap.manifest().to_string() })))
+}
