@@ -33,6 +33,15 @@ pub const MAX_PER_PEER: usize = 8;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes per read while receiving a put.
 const PUT_CHUNK: usize = 256 << 10;
+/// Requests this node has in flight to one peer at once.
+pub const CLIENT_PER_PEER: usize = 2;
+/// Attempts for a request that failed in transport (never for a refusal or a bad proof).
+pub const ATTEMPTS: usize = 3;
+
+/// Whether a failure was in transport (worth a retry) rather than an answer.
+pub fn is_transient(e: &NetError) -> bool {
+    matches!(e, NetError::OpenStream { .. } | NetError::Wire(WireError::Io(_)))
+}
 
 /// Serves `store` on the block protocol until the network stops. Spawn it.
 pub async fn serve(net: NetHandle, store: Arc<dyn BlockStore>) -> Result<(), NetError> {
@@ -236,6 +245,83 @@ impl NetHandle {
             .map_err(|e| NetError::OpenStream { peer, reason: e.to_string() })
     }
 
+    /// A permit for one request to `peer` (at most [`CLIENT_PER_PEER`] at once).
+    async fn permit(&self, peer: PeerId) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let sem = {
+            let mut map = self.per_peer.lock().ok()?;
+            if map.len() > 1024 {
+                map.retain(|_, s| s.available_permits() < CLIENT_PER_PEER);
+            }
+            map.entry(peer).or_insert_with(|| Arc::new(Semaphore::new(CLIENT_PER_PEER))).clone()
+        };
+        sem.acquire_owned().await.ok()
+    }
+
+    /// Runs a request with a per-peer permit, retrying transport failures a few times.
+    async fn request<T, F, Fut>(&self, peer: PeerId, mut f: F) -> Result<T, NetError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, NetError>>,
+    {
+        let _permit = self.permit(peer).await;
+        let mut attempt = 1;
+        loop {
+            match f().await {
+                Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
+                    tracing::debug!(%peer, attempt, error = %e, "retrying block request");
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Reads `len` bytes at `offset` of block `id` (of `size` bytes) from `peer`, verified
+    /// against the id: a lying peer gets an error, never into the output.
+    pub async fn get_range(
+        &self,
+        peer: PeerId,
+        id: BlockId,
+        size: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, NetError> {
+        self.request(peer, || self.get_range_once(peer, id, size, offset, len)).await
+    }
+
+    /// The size of block `id` on `peer`, verified: the peer proves its first chunk group
+    /// against the id for the size it claims.
+    pub async fn block_size(&self, peer: PeerId, id: BlockId) -> Result<u64, NetError> {
+        self.request(peer, || self.block_size_once(peer, id)).await
+    }
+
+    /// Asks `peer` to prove it holds block `id` (of `size` bytes) by sending chunk group
+    /// `group` with its proof; verifies the answer. Returns the bytes the proof moved.
+    pub async fn prove(&self, peer: PeerId, id: BlockId, size: u64, group: u64) -> Result<usize, NetError> {
+        self.request(peer, || self.prove_once(peer, id, size, group)).await
+    }
+
+    async fn put_stream<F, Fut>(
+        &self,
+        peer: PeerId,
+        id: BlockId,
+        size: u64,
+        mut chunk: F,
+    ) -> Result<(), NetError>
+    where
+        F: FnMut(u64, usize) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<u8>, NetError>>,
+    {
+        let _permit = self.permit(peer).await;
+        let mut attempt = 1;
+        loop {
+            match self.put_stream_once(peer, id, size, &mut chunk).await {
+                Err(e) if attempt < ATTEMPTS && is_transient(&e) => attempt += 1,
+                r => return r,
+            }
+        }
+    }
+
     /// Sends a whole block to `peer`, which verifies it against `id` before storing it.
     pub async fn put_block(&self, peer: PeerId, id: BlockId, data: &[u8]) -> Result<(), NetError> {
         self.put_stream(peer, id, data.len() as u64, |off, n| {
@@ -268,12 +354,12 @@ impl NetHandle {
         .await
     }
 
-    async fn put_stream<F, Fut>(
+    async fn put_stream_once<F, Fut>(
         &self,
         peer: PeerId,
         id: BlockId,
         size: u64,
-        mut chunk: F,
+        chunk: &mut F,
     ) -> Result<(), NetError>
     where
         F: FnMut(u64, usize) -> Fut,
@@ -310,7 +396,7 @@ impl NetHandle {
 
     /// Reads `len` bytes at `offset` of block `id` (of `size` bytes) from `peer`, verified
     /// against the id: a lying peer gets an error, never into the output.
-    pub async fn get_range(
+    async fn get_range_once(
         &self,
         peer: PeerId,
         id: BlockId,
@@ -334,18 +420,23 @@ impl NetHandle {
     pub async fn has(&self, peer: PeerId, ids: &[BlockId]) -> Result<Vec<bool>, NetError> {
         let mut out = Vec::with_capacity(ids.len());
         for batch in ids.chunks(wire::MAX_HAS) {
-            let mut s = self.open(peer).await?;
-            s.write_all(&Request::Has { ids: batch.to_vec() }.encode()).await.map_err(WireError::Io)?;
-            s.flush().await.map_err(WireError::Io)?;
-            out.extend(wire::read_has(&mut s, batch.len()).await?);
-            let _ = s.close().await;
+            out.extend(self.request(peer, || self.has_once(peer, batch)).await?);
         }
         Ok(out)
     }
 
+    async fn has_once(&self, peer: PeerId, batch: &[BlockId]) -> Result<Vec<bool>, NetError> {
+        let mut s = self.open(peer).await?;
+        s.write_all(&Request::Has { ids: batch.to_vec() }.encode()).await.map_err(WireError::Io)?;
+        s.flush().await.map_err(WireError::Io)?;
+        let present = wire::read_has(&mut s, batch.len()).await?;
+        let _ = s.close().await;
+        Ok(present)
+    }
+
     /// The size of block `id` on `peer`, verified: the peer proves its first chunk group
     /// against the id for the size it claims.
-    pub async fn block_size(&self, peer: PeerId, id: BlockId) -> Result<u64, NetError> {
+    async fn block_size_once(&self, peer: PeerId, id: BlockId) -> Result<u64, NetError> {
         let mut s = self.open(peer).await?;
         s.write_all(&Request::Prove { id, group: 0 }.encode()).await.map_err(WireError::Io)?;
         s.flush().await.map_err(WireError::Io)?;
@@ -359,7 +450,7 @@ impl NetHandle {
 
     /// Asks `peer` to prove it holds block `id` (of `size` bytes) by sending chunk group
     /// `group` with its proof; verifies the answer. Returns the bytes the proof moved.
-    pub async fn prove(&self, peer: PeerId, id: BlockId, size: u64, group: u64) -> Result<usize, NetError> {
+    async fn prove_once(&self, peer: PeerId, id: BlockId, size: u64, group: u64) -> Result<usize, NetError> {
         let mut s = self.open(peer).await?;
         s.write_all(&Request::Prove { id, group }.encode()).await.map_err(WireError::Io)?;
         s.flush().await.map_err(WireError::Io)?;

@@ -192,6 +192,10 @@ pub struct NetHandle {
     commands: mpsc::Sender<Command>,
     pub(crate) control: libp2p_stream::Control,
     peer_id: PeerId,
+    /// Block requests in flight per remote peer, from this node (bounded: libp2p-stream
+    /// drops inbound streams when a peer's accept queue is full).
+    pub(crate) per_peer:
+        std::sync::Arc<std::sync::Mutex<HashMap<PeerId, std::sync::Arc<tokio::sync::Semaphore>>>>,
 }
 
 impl NetHandle {
@@ -280,7 +284,7 @@ impl EventLoop {
         }
         let control = swarm.behaviour().stream.new_control();
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let handle = NetHandle { commands: tx, control, peer_id };
+        let handle = NetHandle { commands: tx, control, peer_id, per_peer: Default::default() };
         let ev = EventLoop {
             swarm,
             commands: rx,
