@@ -394,8 +394,6 @@ impl NetHandle {
         Ok(())
     }
 
-    /// Reads `len` bytes at `offset` of block `id` (of `size` bytes) from `peer`, verified
-    /// against the id: a lying peer gets an error, never into the output.
     async fn get_range_once(
         &self,
         peer: PeerId,
@@ -434,8 +432,6 @@ impl NetHandle {
         Ok(present)
     }
 
-    /// The size of block `id` on `peer`, verified: the peer proves its first chunk group
-    /// against the id for the size it claims.
     async fn block_size_once(&self, peer: PeerId, id: BlockId) -> Result<u64, NetError> {
         let mut s = self.open(peer).await?;
         s.write_all(&Request::Prove { id, group: 0 }.encode()).await.map_err(WireError::Io)?;
@@ -448,8 +444,6 @@ impl NetHandle {
         Ok(size)
     }
 
-    /// Asks `peer` to prove it holds block `id` (of `size` bytes) by sending chunk group
-    /// `group` with its proof; verifies the answer. Returns the bytes the proof moved.
     async fn prove_once(&self, peer: PeerId, id: BlockId, size: u64, group: u64) -> Result<usize, NetError> {
         let mut s = self.open(peer).await?;
         s.write_all(&Request::Prove { id, group }.encode()).await.map_err(WireError::Io)?;
