@@ -126,4 +126,4 @@ pub trait BlockReader: Send + Sync {
 }
 
 #[cfg(test)]
-mod tests;
+mod suite_test;
