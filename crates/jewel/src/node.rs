@@ -157,6 +157,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         bootstrap: config.bootstrap.clone(),
         mdns: config.mdns,
         zone: config.zone.clone(),
+        serve_blocks: true,
     };
     let network = Network::start(keypair, net_config, Arc::new(store.clone())).await?;
     let listener = tokio::net::TcpListener::bind(config.api).await.map_err(io_err(&config.home))?;

@@ -154,3 +154,74 @@ fn placement_uses_distinct_peers_and_spreads_over_zones() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A peer that answers every read with forged bytes: the client's verification catches it,
+/// skips it, and the file still comes back exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_peer_is_detected_and_skipped() {
+    use futures::{AsyncWriteExt, StreamExt};
+    use jewel::net::wire::{self, Request};
+
+    let nodes = network(6).await;
+    let client = nodes[0].handle().clone();
+    let honest: Vec<PeerId> = nodes[1..5].iter().map(|n| n.handle().peer_id()).collect();
+    // The liar joins the network but plays the block protocol by hand.
+    let config = NetConfig {
+        bootstrap: vec![nodes[0].handle().listeners().await.unwrap()[0]
+            .clone()
+            .with(MultiaddrProtocol::P2p(nodes[0].handle().peer_id()))],
+        serve_blocks: false,
+        ..NetConfig::default()
+    };
+    let liar =
+        Network::start(Keypair::generate_ed25519(), config, Arc::new(MemStore::new(None))).await.unwrap();
+    let mut incoming = liar.handle().stream_control().accept(jewel::net::BLOCK_PROTOCOL).unwrap();
+    let forged = tokio::spawn(async move {
+        let mut lies = 0;
+        while let Some((_, mut s)) = incoming.next().await {
+            if let Ok(Request::Get { len, .. } | Request::Prove { group: len, .. }) =
+                Request::read(&mut s).await
+            {
+                // Right-looking size, wrong bytes.
+                let _ =
+                    wire::write_fragment(&mut s, 1 << 20, &vec![0xAB; len.min(1 << 16) as usize + 64]).await;
+                lies += 1;
+            }
+            let _ = s.close().await;
+        }
+        lies
+    });
+
+    let rt = tokio::runtime::Handle::current();
+    let data = random(500_000, 99);
+    let (placed, data) = {
+        let (rt, client, holders) = (rt.clone(), client.clone(), honest.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut opts = PutOptions::new(SchemeSpec::parse("jewels:2/4").unwrap());
+            opts.segment_size = 64 << 10;
+            let placed =
+                put_file(&rt, &client, &mut &data[..], &opts, &holders, &MemStore::new(None)).unwrap();
+            (placed, data)
+        })
+        .await
+        .unwrap()
+    };
+    // Tell the client that the liar holds slot 0 (say, a stale placement record).
+    let mut holders: Vec<Option<PeerId>> = placed.holders.iter().copied().map(Some).collect();
+    holders[0] = Some(liar.handle().peer_id());
+    let (manifest, key) = (placed.put.manifest.clone(), placed.put.cap.key.clone());
+    let (out, stats) = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let stats = get_file(&rt, &client, &manifest, &key, &holders, &mut out, 2).unwrap();
+        (out, stats)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out, data, "the output is exact");
+    assert!(stats.faults.iter().any(|f| f.slot == 0), "the liar is recorded: {:?}", stats.faults);
+    liar.shutdown().await;
+    assert!(forged.await.unwrap() >= 1, "the liar was asked and lied");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

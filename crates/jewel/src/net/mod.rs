@@ -38,16 +38,18 @@ impl Network {
         let mut tasks = vec![tokio::spawn(event_loop.run(watch.clone()))];
         let server_handle = handle.clone();
         let mut stop = watch;
-        tasks.push(tokio::spawn(async move {
-            tokio::select! {
-                r = block::serve(server_handle, store) => {
-                    if let Err(e) = r {
-                        tracing::warn!(error = %e, "block server stopped");
+        if config.serve_blocks {
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    r = block::serve(server_handle, store) => {
+                        if let Err(e) = r {
+                            tracing::warn!(error = %e, "block server stopped");
+                        }
                     }
+                    _ = stop.changed() => {}
                 }
-                _ = stop.changed() => {}
-            }
-        }));
+            }));
+        }
         let net = Network { handle, shutdown, tasks };
         for addr in &config.bootstrap {
             net.handle.dial(addr.clone()).await?;

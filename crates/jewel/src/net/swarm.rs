@@ -65,6 +65,8 @@ pub struct NetConfig {
     pub mdns: bool,
     /// A failure domain this peer announces (through identify), if any.
     pub zone: Option<String>,
+    /// Serve the block store to peers (off only for tests that play a peer by hand).
+    pub serve_blocks: bool,
 }
 
 impl Default for NetConfig {
@@ -74,6 +76,7 @@ impl Default for NetConfig {
             bootstrap: Vec::new(),
             mdns: false,
             zone: None,
+            serve_blocks: true,
         }
     }
 }
