@@ -192,7 +192,7 @@ pub fn run(size: u64, spec: &SchemeSpec, memory_only: bool, json: bool) -> Resul
             "loopback_tcp_gib_per_s": loopback,
             "rows": rows,
         });
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
     let mut out = std::io::stdout().lock();

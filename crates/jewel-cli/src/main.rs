@@ -2,8 +2,17 @@
 //! and turns any error into one line on stderr and a non-zero exit.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+/// Prints a line to stdout, returning an error (never panicking) if stdout is closed.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod bench;
 mod demo;
+mod devnet;
 mod remote;
 mod size;
 
@@ -145,6 +154,11 @@ enum Command {
     },
     /// Release a file this node put.
     Rm { cap: String },
+    /// A local network of node processes on 127.0.0.1, for trying things out.
+    Devnet {
+        #[command(subcommand)]
+        command: DevnetCommand,
+    },
     /// Measure the whole put/get pipeline (compress test, encrypt, encode, hash) in memory
     /// and on disk.
     Bench {
@@ -158,6 +172,42 @@ enum Command {
         memory_only: bool,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DevnetCommand {
+    /// Start N peers (peer 0 first, the others bootstrapping from it) and wait until each
+    /// knows all the others.
+    Up {
+        #[arg(long, default_value_t = 6)]
+        peers: usize,
+        #[arg(long, default_value = "./live")]
+        dir: PathBuf,
+    },
+    /// Which peers are running.
+    Status {
+        #[arg(long, default_value = "./live")]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every peer.
+    Down {
+        #[arg(long, default_value = "./live")]
+        dir: PathBuf,
+    },
+    /// Take peer I offline abruptly (SIGKILL).
+    Kill {
+        index: usize,
+        #[arg(long, default_value = "./live")]
+        dir: PathBuf,
+    },
+    /// Bring peer I back, with its identity and store.
+    Start {
+        index: usize,
+        #[arg(long, default_value = "./live")]
+        dir: PathBuf,
     },
 }
 
@@ -201,12 +251,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let line = format!("{e:#}").replace('\n', " ");
             eprintln!("error: {line}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// A reader that closed our stdout (`jewel … | head`) is not an error worth a line.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn parse_spec(text: &str) -> Result<SchemeSpec> {
@@ -234,12 +292,14 @@ fn run(cli: Cli) -> Result<()> {
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(jewel::node::run(config, |info| {
-                println!("peer id: {}", info.peer_id);
+                // The node's readiness lines; a closed stdout must not stop the node.
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "peer id: {}", info.peer_id);
                 for a in &info.listen {
-                    println!("listening on {a}/p2p/{}", info.peer_id);
+                    let _ = writeln!(out, "listening on {a}/p2p/{}", info.peer_id);
                 }
-                println!("api: {}", info.api);
-                let _ = std::io::stdout().flush();
+                let _ = writeln!(out, "api: {}", info.api);
+                let _ = out.flush();
             }))?;
             Ok(())
         }
@@ -249,6 +309,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Peers { json } => remote::peers(home, json),
         Command::Dir { json } => remote::dir(home, json),
         Command::Rm { cap } => remote::rm(home, &cap),
+        Command::Devnet { command } => match command {
+            DevnetCommand::Up { peers, dir } => devnet::up(&dir, peers),
+            DevnetCommand::Status { dir, json } => devnet::status(&dir, json),
+            DevnetCommand::Down { dir } => devnet::down(&dir),
+            DevnetCommand::Kill { index, dir } => devnet::kill(&dir, index),
+            DevnetCommand::Start { index, dir } => devnet::start(&dir, index),
+        },
         Command::Demo { size, seed } => demo::run(size, seed),
         Command::Plan { uptime, target, max_peers, schemes, json } => {
             plan(uptime, target, max_peers, &schemes, json)
@@ -265,9 +332,9 @@ fn run(cli: Cli) -> Result<()> {
                     "out": out,
                     "stats": s,
                 });
-                println!("{v}");
+                outln!("{v}");
             } else {
-                println!("{}", report.cap);
+                outln!("{}", report.cap);
                 eprintln!(
                     "encoded {} bytes into {} pieces in {} ({} stored, {:.2}x; {}/{} segments compressed) in {:.2}s",
                     s.file_bytes,
@@ -288,7 +355,7 @@ fn run(cli: Cli) -> Result<()> {
                 if output.as_os_str() == "-" { Output::Stdout } else { Output::Path(output.clone()) };
             let stats = decode_dir(&cap, &from, &target, threads.clamp(1, 64))?;
             if json {
-                println!("{}", serde_json::to_string(&stats)?);
+                outln!("{}", serde_json::to_string(&stats)?);
             } else {
                 for f in &stats.faults {
                     eprintln!("skipped piece {}: {}", f.slot, f.reason);
@@ -316,7 +383,7 @@ fn plan(uptime: f64, target: f64, max_peers: usize, schemes: &[String], json: bo
         .collect::<Result<Vec<_>>>()?;
     if json {
         let v = serde_json::json!({ "uptime": uptime, "target": target, "max_peers": max_peers, "plans": plans, "schemes": extra });
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
     let mut out = std::io::stdout().lock();

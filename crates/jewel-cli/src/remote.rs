@@ -74,9 +74,9 @@ pub fn put(home: Option<&Path>, file: &Path, scheme: Option<&str>, json: bool) -
     let api = Api::open(home)?;
     let v = api.post("/v1/put", serde_json::json!({ "path": absolute(file)?, "scheme": scheme }))?;
     if json {
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!("{}", v["cap"].as_str().unwrap_or_default());
+        outln!("{}", v["cap"].as_str().unwrap_or_default());
         let holders = v["holders"].as_array().map(Vec::len).unwrap_or(0);
         eprintln!("stored {} bytes as {holders} pieces on {holders} peers", v["stats"]["file_bytes"]);
     }
@@ -106,7 +106,7 @@ pub fn get(home: Option<&Path>, cap: &str, out: &Path) -> Result<()> {
 pub fn check(home: Option<&Path>, cap: &str, json: bool) -> Result<()> {
     let v = Api::open(home)?.post("/v1/check", serde_json::json!({ "cap": cap }))?;
     if json {
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
@@ -138,7 +138,7 @@ pub fn check(home: Option<&Path>, cap: &str, json: bool) -> Result<()> {
 pub fn peers(home: Option<&Path>, json: bool) -> Result<()> {
     let v = Api::open(home)?.get("/v1/peers")?;
     if json {
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
@@ -158,7 +158,7 @@ pub fn peers(home: Option<&Path>, json: bool) -> Result<()> {
 pub fn dir(home: Option<&Path>, json: bool) -> Result<()> {
     let v = Api::open(home)?.get("/v1/dir")?;
     if json {
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
