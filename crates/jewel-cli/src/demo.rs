@@ -1,7 +1,9 @@
-//! `jewel demo`: every scheme side by side on simulated peers (one folder each).
+//! `jewel demo`: every scheme side by side on a real local network.
 //!
-//! Stores an embedded sample file with every scheme, then takes peers offline one at a
-//! time (in a seeded random order) and tries to read every file back after each loss.
+//! Starts 10 libp2p peers on 127.0.0.1 (each with an on-disk block store) and a client
+//! node, stores an embedded sample file with every scheme (slot i on peer i), then takes
+//! peers offline one at a time (in a seeded random order) and tries to read every file
+//! back after each loss.
 //! Prints, per scheme, N, D, M, how many of its peers were offline the last time its
 //! file came back whole, and its put and get speed. Everything lives in a temp folder
 //! that is removed at the end.
@@ -11,17 +13,22 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use jewel::codec::{build, SchemeSpec, SplitMix64};
-use jewel::pipeline::{get, put, slot_sources, PutOptions};
-use jewel::{BlockStore, BlockWriter, FsStore, Manifest, ReadCap};
+use std::path::Path;
+use std::sync::Arc;
 
-/// The schemes the demo compares.
+use jewel::client;
+use jewel::net::{Keypair, MultiaddrProtocol, NetConfig, Network, PeerId};
+use jewel::pipeline::{default_threads, PutOptions};
+use jewel::{BlockStore, FsStore, Manifest, ReadCap};
+
+/// The schemes the demo compares (each fits on the demo's 10 peers).
 pub const DEMO_SCHEMES: &[&str] = &[
     "hosting",
     "replicate:3",
     "shard:3x2",
     "parity:4",
     "jewels:4/8",
-    "jewels:10/16",
+    "jewels:6/10",
     "nested:jewels:2/3+parity:2",
 ];
 
@@ -89,6 +96,8 @@ struct Entry {
     spec: SchemeSpec,
     manifest: Manifest,
     cap: ReadCap,
+    /// The demo peer (index) holding each slot.
+    holders: Vec<usize>,
     put_mbps: f64,
     get_mbps: f64,
     /// Its peers offline at the last successful read.
@@ -100,15 +109,64 @@ fn mbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / secs.max(1e-9) / 1e6
 }
 
-fn read_back(entry: &Entry, stores: &[FsStore], alive: &[bool], expect: &blake3::Hash) -> Result<bool> {
-    let sources = slot_sources(stores, &entry.manifest, alive);
-    let mut sink = HashWriter(blake3::Hasher::new());
-    match get(&entry.manifest, &entry.cap.key, sources, &mut sink, jewel::pipeline::default_threads()) {
-        Ok(_) => Ok(sink.0.finalize() == *expect),
-        Err(jewel::PipelineError::Codec(jewel::codec::CodecError::NotEnoughPieces { .. })) => Ok(false),
-        Err(e) => Err(e.into()),
+struct Demo {
+    rt: tokio::runtime::Runtime,
+    client: Network,
+    peers: Vec<Option<Network>>,
+    ids: Vec<PeerId>,
+}
+
+impl Demo {
+    fn read_back(&self, entry: &Entry, expect: &blake3::Hash) -> Result<bool> {
+        let holders: Vec<Option<PeerId>> =
+            entry.holders.iter().map(|i| self.peers[*i].as_ref().map(|_| self.ids[*i])).collect();
+        let mut sink = HashWriter(blake3::Hasher::new());
+        let net = self.client.handle();
+        match client::get_file(
+            self.rt.handle(),
+            net,
+            &entry.manifest,
+            &entry.cap.key,
+            &holders,
+            &mut sink,
+            default_threads(),
+        ) {
+            Ok(_) => Ok(sink.0.finalize() == *expect),
+            Err(client::ClientError::Pipeline(jewel::PipelineError::Codec(
+                jewel::codec::CodecError::NotEnoughPieces { .. },
+            ))) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 }
+
+/// Starts `n` peers with on-disk stores under `dir`, plus the demo's own client node.
+fn start_network(dir: &Path, n: usize) -> Result<Demo> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (client, peers) = rt.block_on(async {
+        let store = |name: String| -> Result<Arc<dyn BlockStore>> {
+            Ok(Arc::new(FsStore::open(dir.join(name), None)?))
+        };
+        let client =
+            Network::start(Keypair::generate_ed25519(), NetConfig::default(), store("client".into())?)
+                .await?;
+        let boot = client.handle().listeners().await?.first().cloned().context("no listen address")?;
+        let boot = boot.with(MultiaddrProtocol::P2p(client.handle().peer_id()));
+        let mut peers = Vec::with_capacity(n);
+        for i in 0..n {
+            let config = NetConfig { bootstrap: vec![boot.clone()], ..NetConfig::default() };
+            peers.push(Some(
+                Network::start(Keypair::generate_ed25519(), config, store(format!("peer-{i:02}"))?).await?,
+            ));
+        }
+        Ok::<_, anyhow::Error>((client, peers))
+    })?;
+    let ids = peers.iter().flatten().map(|p| p.handle().peer_id()).collect();
+    Ok(Demo { rt, client, peers, ids })
+}
+
+/// The peers a demo uses: enough for the widest scheme below.
+pub const DEMO_PEERS: usize = 10;
 
 pub fn run(size: u64, seed: u64) -> Result<()> {
     let dir =
@@ -118,46 +176,46 @@ pub fn run(size: u64, seed: u64) -> Result<()> {
     let expect = blake3::hash(&data);
     let specs: Vec<SchemeSpec> =
         DEMO_SCHEMES.iter().map(|s| SchemeSpec::parse(s)).collect::<Result<_, _>>()?;
-    let peers = specs.iter().map(|s| s.slots()).max().unwrap_or(1);
+    let peers = DEMO_PEERS;
     eprintln!(
-        "jewel demo: a {} KiB sample, {} schemes, {} simulated peers in {}",
+        "jewel demo: a {} KiB sample, {} schemes, {} libp2p peers on 127.0.0.1 (stores in {})",
         size >> 10,
         specs.len(),
         peers,
         dir.path().display()
     );
-    let stores: Vec<FsStore> = (0..peers)
-        .map(|i| FsStore::open(dir.path().join(format!("peer-{i:02}")), None))
-        .collect::<Result<_, _>>()?;
+    let mut demo = start_network(dir.path(), peers)?;
+    let staging = FsStore::open(dir.path().join("staging"), None)?;
 
     let mut entries = Vec::new();
     for spec in specs {
         let slots = build(&spec)?.slots();
-        let sinks: Vec<Box<dyn BlockWriter>> =
-            stores[..slots].iter().map(|s| s.writer()).collect::<Result<_, _>>()?;
+        let holders: Vec<usize> = (0..slots).collect();
+        let peer_ids: Vec<PeerId> = holders.iter().map(|i| demo.ids[*i]).collect();
         let mut opts = PutOptions::new(spec.clone());
         opts.segment_size = 1 << 20;
         let t = Instant::now();
-        let done = put(&mut &data[..], &opts, sinks)?;
-        for s in &stores[..slots] {
-            s.put(&done.manifest_bytes)?;
-        }
+        let placed = client::put_file(
+            demo.rt.handle(),
+            demo.client.handle(),
+            &mut &data[..],
+            &opts,
+            &peer_ids,
+            &staging,
+        )?;
         let put_mbps = mbps(size as u64, t.elapsed().as_secs_f64());
         let mut entry = Entry {
             spec,
-            manifest: done.manifest,
-            cap: done.cap,
+            manifest: placed.put.manifest,
+            cap: placed.put.cap,
+            holders,
             put_mbps,
             get_mbps: 0.0,
             lost_at_last_read: 0,
             readable: true,
         };
         let t = Instant::now();
-        anyhow::ensure!(
-            read_back(&entry, &stores, &vec![true; peers], &expect)?,
-            "{} did not read back",
-            entry.spec
-        );
+        anyhow::ensure!(demo.read_back(&entry, &expect)?, "{} did not read back", entry.spec);
         entry.get_mbps = mbps(size as u64, t.elapsed().as_secs_f64());
         eprintln!(
             "  stored with {:<28} put {:>7.1} MB/s, get {:>7.1} MB/s",
@@ -175,23 +233,21 @@ pub fn run(size: u64, seed: u64) -> Result<()> {
         order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
     }
     eprintln!("  taking peers offline in the order {order:?}");
-    let mut alive = vec![true; peers];
     for &victim in &order {
-        alive[victim] = false;
-        std::fs::remove_dir_all(stores[victim].root()).with_context(|| format!("removing peer {victim}"))?;
+        if let Some(net) = demo.peers[victim].take() {
+            demo.rt.block_on(net.shutdown());
+        }
         for e in entries.iter_mut().filter(|e| e.readable) {
-            let slots = e.manifest.pieces.len();
-            if victim >= slots {
+            if !e.holders.contains(&victim) {
                 continue;
             }
-            if read_back(e, &stores, &alive, &expect)? {
-                e.lost_at_last_read = alive[..slots].iter().filter(|a| !**a).count();
+            if demo.read_back(e, &expect)? {
+                e.lost_at_last_read = e.holders.iter().filter(|h| demo.peers[**h].is_none()).count();
             } else {
                 e.readable = false;
             }
         }
     }
-
     let mut out = std::io::stdout().lock();
     writeln!(out)?;
     writeln!(
@@ -219,6 +275,13 @@ pub fn run(size: u64, seed: u64) -> Result<()> {
     writeln!(out, "tolerates: peers that may be lost, whichever they are. lost, still read: its peers offline at the last")?;
     writeln!(out, "successful read in this run (striped shards can outlive their guarantee when the right peers survive).")?;
     drop(out);
+    let Demo { rt, client, peers, .. } = demo;
+    rt.block_on(async {
+        for p in peers.into_iter().flatten() {
+            p.shutdown().await;
+        }
+        client.shutdown().await;
+    });
     dir.close().context("cleaning up the demo folder")?;
     Ok(())
 }
