@@ -125,6 +125,12 @@ impl NodeState {
     }
 }
 
+impl From<crate::offline::OfflineError> for ApiError {
+    fn from(e: crate::offline::OfflineError) -> Self {
+        bad(e)
+    }
+}
+
 /// An API error: an HTTP status and one line of text.
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);
@@ -351,25 +357,9 @@ async fn get_file(
                 .map_err(failed)?;
         manifest.check_key(&cap.key).map_err(bad)?;
         let located = client::locate(&rt, &s.net, &manifest, holders.as_deref());
-        let tmp = body.out.with_file_name(format!(
-            ".{}.partial",
-            body.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-        ));
-        let file =
-            std::fs::File::create(&tmp).map_err(|e| bad(format!("cannot write {}: {e}", tmp.display())))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-        let result = client::get_file(&rt, &s.net, &manifest, &cap.key, &located, &mut w, default_threads())
-            .map_err(failed)
-            .and_then(|stats| {
-                let file = w.into_inner().map_err(|e| failed(e.into_error()))?;
-                file.sync_all().map_err(failed)?;
-                std::fs::rename(&tmp, &body.out).map_err(failed)?;
-                Ok(stats)
-            });
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        crate::offline::write_atomically(&body.out, |w| {
+            client::get_file(&rt, &s.net, &manifest, &cap.key, &located, w, default_threads()).map_err(failed)
+        })
     })
     .await?;
     Ok(Json(serde_json::to_value(stats).unwrap_or_default()))

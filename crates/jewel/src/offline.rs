@@ -208,23 +208,30 @@ pub fn decode_dir(
             if target.is_dir() {
                 return Err(OfflineError::OutputExists { path: target.clone() });
             }
-            let tmp = partial_path(target);
-            let file =
-                File::options().write(true).create_new(true).open(&tmp).map_err(|e| unwritable(&tmp, e))?;
-            let mut w = BufWriter::with_capacity(1 << 20, file);
-            let result = get(&manifest, &cap.key, sources, &mut w, threads)
-                .map_err(OfflineError::from)
-                .and_then(|stats| {
-                    let file = w.into_inner().map_err(|e| unwritable(target, e.into_error()))?;
-                    file.sync_all().map_err(|e| unwritable(target, e))?;
-                    fs::rename(&tmp, target).map_err(|e| unwritable(target, e))?;
-                    sync_dir(&parent_of(target));
-                    Ok(stats)
-                });
-            if result.is_err() {
-                let _ = fs::remove_file(&tmp);
-            }
-            result
+            write_atomically(target, |w| Ok(get(&manifest, &cap.key, sources, w, threads)?))
         }
     }
+}
+
+/// Writes `target` through `write`, into a temp file beside it that is fsynced and renamed
+/// into place only on success; on any error the temp file is removed and `target` is
+/// untouched. Used by offline decode and by the node's network get.
+pub(crate) fn write_atomically<T, E: From<OfflineError>>(
+    target: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<T, E>,
+) -> Result<T, E> {
+    let tmp = partial_path(target);
+    let file = File::options().write(true).create_new(true).open(&tmp).map_err(|e| unwritable(&tmp, e))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let result = write(&mut w).and_then(|value| {
+        let file = w.into_inner().map_err(|e| unwritable(target, e.into_error()))?;
+        file.sync_all().map_err(|e| unwritable(target, e))?;
+        fs::rename(&tmp, target).map_err(|e| unwritable(target, e))?;
+        sync_dir(&parent_of(target));
+        Ok(value)
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
