@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use jewel::client;
 use jewel::net::{Keypair, MultiaddrProtocol, NetConfig, Network, PeerId};
-use jewel::pipeline::{default_threads, PutOptions};
+use jewel::pipeline::PutOptions;
 use jewel::{BlockStore, FsStore, Manifest, ReadCap};
 
 /// The schemes the demo compares (each fits on the demo's 10 peers).
@@ -128,8 +128,9 @@ impl Demo {
             &entry.manifest,
             &entry.cap.key,
             &holders,
+            jewel::pipeline::ByteRange::ALL,
             &mut sink,
-            default_threads(),
+            client::GET_THREADS,
         ) {
             Ok(_) => Ok(sink.0.finalize() == *expect),
             Err(client::ClientError::Pipeline(jewel::PipelineError::Codec(
@@ -185,7 +186,6 @@ pub fn run(size: u64, seed: u64) -> Result<()> {
         dir.path().display()
     );
     let mut demo = start_network(dir.path(), peers)?;
-    let staging = FsStore::open(dir.path().join("staging"), None)?;
 
     let mut entries = Vec::new();
     for spec in specs {
@@ -199,9 +199,9 @@ pub fn run(size: u64, seed: u64) -> Result<()> {
             demo.rt.handle(),
             demo.client.handle(),
             &mut &data[..],
+            data.len() as u64,
             &opts,
             &peer_ids,
-            &staging,
         )?;
         let put_mbps = mbps(size as u64, t.elapsed().as_secs_f64());
         let mut entry = Entry {

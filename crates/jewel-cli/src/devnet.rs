@@ -50,7 +50,7 @@ fn save(dir: &Path, net: &Devnet) -> Result<()> {
     Ok(())
 }
 
-fn alive(pid: u32) -> bool {
+pub fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false)
 }
@@ -64,7 +64,7 @@ fn signal(pid: u32, sig: &str) -> Result<()> {
 }
 
 /// Starts one node process; returns once its api.json is written.
-fn spawn(index: usize, home: &Path, bootstrap: Option<&str>) -> Result<Peer> {
+pub fn spawn(index: usize, home: &Path, bootstrap: Option<&str>) -> Result<Peer> {
     std::fs::create_dir_all(home)?;
     let _ = std::fs::remove_file(home.join("api.json"));
     let log = std::fs::File::create(home.join("node.log"))?;
@@ -96,7 +96,7 @@ fn spawn(index: usize, home: &Path, bootstrap: Option<&str>) -> Result<Peer> {
 }
 
 /// Waits until `peer` knows at least `want` other peers.
-fn wait_known(peer: &Peer, want: usize) -> Result<()> {
+pub fn wait_known(peer: &Peer, want: usize) -> Result<()> {
     let api = Api::open(Some(&peer.home))?;
     let start = Instant::now();
     loop {
@@ -111,7 +111,9 @@ fn wait_known(peer: &Peer, want: usize) -> Result<()> {
     }
 }
 
-pub fn up(dir: &Path, n: usize) -> Result<()> {
+/// Starts a devnet of `n` peers in `dir` and waits until every peer knows every other.
+/// Returns it with the time that took.
+pub fn launch(dir: &Path, n: usize) -> Result<(Devnet, Duration)> {
     if n == 0 || n > 64 {
         bail!("a devnet has 1 to 64 peers (got {n})");
     }
@@ -145,11 +147,12 @@ pub fn up(dir: &Path, n: usize) -> Result<()> {
     for p in &net.peers {
         wait_known(p, n - 1)?;
     }
-    outln!(
-        "devnet of {n} peers ready in {:.2}s; state in {}",
-        started.elapsed().as_secs_f64(),
-        state_path(dir).display()
-    );
+    Ok((net, started.elapsed()))
+}
+
+pub fn up(dir: &Path, n: usize) -> Result<()> {
+    let (net, took) = launch(dir, n)?;
+    outln!("devnet of {n} peers ready in {:.2}s; state in {}", took.as_secs_f64(), state_path(dir).display());
     for p in &net.peers {
         outln!("peer {:>2}  pid {:>7}  {}  --home {}", p.index, p.pid, p.peer_id, p.home.display());
     }
@@ -182,7 +185,8 @@ fn wait_exit(pid: u32) -> Result<()> {
     Ok(())
 }
 
-pub fn down(dir: &Path) -> Result<()> {
+/// Stops every peer of the devnet in `dir` (SIGTERM, then waits); returns how many it had.
+pub fn stop(dir: &Path) -> Result<usize> {
     let net = load(dir)?;
     for p in net.peers.iter().filter(|p| alive(p.pid)) {
         signal(p.pid, "-TERM")?;
@@ -191,7 +195,12 @@ pub fn down(dir: &Path) -> Result<()> {
         wait_exit(p.pid)?;
     }
     std::fs::remove_file(state_path(dir))?;
-    outln!("devnet in {} stopped ({} peers); their folders are kept", dir.display(), net.peers.len());
+    Ok(net.peers.len())
+}
+
+pub fn down(dir: &Path) -> Result<()> {
+    let n = stop(dir)?;
+    outln!("devnet in {} stopped ({n} peers); their folders are kept", dir.display());
     Ok(())
 }
 

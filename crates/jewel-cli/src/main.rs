@@ -11,6 +11,7 @@ macro_rules! outln {
 }
 
 mod bench;
+mod bench_net;
 mod demo;
 mod devnet;
 mod remote;
@@ -160,8 +161,11 @@ enum Command {
         command: DevnetCommand,
     },
     /// Measure the whole put/get pipeline (compress test, encrypt, encode, hash) in memory
-    /// and on disk.
+    /// and on disk; `jewel bench net` measures a network of node processes.
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
+        #[command(subcommand)]
+        target: Option<BenchCommand>,
         /// Bytes of random data to push through.
         #[arg(long, default_value = "256MiB", value_parser = parse_size)]
         size: u64,
@@ -170,6 +174,27 @@ enum Command {
         /// Skip the on-disk runs.
         #[arg(long)]
         memory_only: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Start-up, idle cost, put/get throughput, client memory and small-file latency on a
+    /// devnet of node processes on 127.0.0.1.
+    Net {
+        /// Bytes of random data to put and get.
+        #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+        size: u64,
+        /// Holders in the devnet (the owner node comes on top).
+        #[arg(long, default_value_t = 16)]
+        peers: usize,
+        #[arg(long, default_value = "jewels:10/16")]
+        scheme: String,
+        /// Seconds of the idle-CPU window.
+        #[arg(long, default_value_t = 10)]
+        idle_secs: u64,
         #[arg(long)]
         json: bool,
     },
@@ -369,7 +394,16 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Bench { size, scheme, memory_only, json } => {
+        Command::Bench {
+            target: Some(BenchCommand::Net { size, peers, scheme, idle_secs, json }), ..
+        } => bench_net::run(&bench_net::NetBench {
+            size,
+            peers,
+            scheme: parse_spec(&scheme)?,
+            idle: std::time::Duration::from_secs(idle_secs),
+            json,
+        }),
+        Command::Bench { target: None, size, scheme, memory_only, json } => {
             bench::run(size, &parse_spec(&scheme)?, memory_only, json)
         }
     }

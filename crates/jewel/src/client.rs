@@ -1,9 +1,9 @@
 //! Files over the network: the put and get pipelines with peers as piece stores.
 //!
-//! Put: pieces are staged in a local store while the pipeline runs (so memory stays
-//! bounded and a failed upload can be retried from disk), then each piece is uploaded to
-//! its own peer, chosen by [`place`]; the manifest goes to every holder. Holders verify
-//! each block and announce it in the DHT. Get: each slot's holder comes from the placement
+//! Put: each piece streams to its own peer (chosen by [`place`]) while the pipeline makes
+//! it, so memory stays bounded by a few chunks per slot and nothing is staged on disk; the
+//! manifest then goes to every holder. Holders verify each block and announce it in the
+//! DHT. Get: each slot's holder comes from the placement
 //! recorded at upload (the fast path) or a DHT provider lookup, and is read through
 //! [`RemotePiece`], a verified `BlockReader`, so the pipeline is the same as offline.
 //!
@@ -12,17 +12,22 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use tokio::runtime::Handle;
 
 use crate::crypto::FileKey;
 use crate::id::BlockId;
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, SEGMENT_OVERHEAD};
+use crate::net::wire;
 use crate::net::{NetError, NetHandle};
-use crate::pipeline::{self, GetStats, PipelineError, Put, PutOptions};
-use crate::store::{BlockReader, BlockStore, BlockWriter, StoreError};
+use crate::pipeline::{self, ByteRange, Fetch, GetStats, PieceFault, PipelineError, Put, PutOptions};
+use crate::pool::Pool;
+use crate::store::{BlockWriter, StoreError};
+use jewel_codec::CodecError;
 
 /// Why a network put or get failed.
 #[derive(Debug, thiserror::Error)]
@@ -92,92 +97,367 @@ pub struct Placed {
     pub holders: Vec<PeerId>,
 }
 
-/// Encrypts and encodes `input`, uploads slot i's piece to `peers[i]`, and the manifest
-/// to every one of them. Staged pieces are removed from `staging` afterwards.
-pub fn put_file(
-    rt: &Handle,
-    net: &NetHandle,
-    input: &mut (dyn Read + Send),
-    opts: &PutOptions,
-    peers: &[PeerId],
-    staging: &dyn BlockStore,
-) -> Result<Placed, ClientError> {
-    let slots = jewel_codec::build(&opts.scheme).map_err(PipelineError::from)?.slots();
-    if peers.len() < slots {
-        return Err(ClientError::NotEnoughPeers { needed: slots, found: peers.len() });
-    }
-    let sinks = (0..slots).map(|_| staging.writer()).collect::<Result<Vec<Box<dyn BlockWriter>>, _>>()?;
-    let put = pipeline::put(input, opts, sinks)?;
-    let manifest_id = put.cap.manifest;
-    staging.put(&put.manifest_bytes)?;
-    let holders: Vec<PeerId> = peers[..slots].to_vec();
-    let uploads = holders.iter().enumerate().map(|(slot, peer)| {
-        let reader = staging.reader(&put.manifest.pieces[slot]).map(Arc::from);
-        let manifest = staging.reader(&manifest_id).map(Arc::from);
-        let net = net.clone();
-        let peer = *peer;
-        async move {
-            let wrap = |source| ClientError::Upload { slot, peer, source: Box::new(source) };
-            let reader: Arc<dyn BlockReader> = reader?;
-            net.put_block_from(peer, reader).await.map_err(wrap)?;
-            let manifest: Arc<dyn BlockReader> = manifest?;
-            net.put_block_from(peer, manifest).await.map_err(wrap)?;
-            Ok::<(), ClientError>(())
-        }
-    });
-    // At most 8 uploads at once; each peer gets one stream at a time.
-    let results: Vec<Result<(), ClientError>> = rt.block_on(async {
-        use futures::StreamExt;
-        futures::stream::iter(uploads).buffer_unordered(8).collect().await
-    });
-    for id in put.manifest.pieces.iter().chain(std::iter::once(&manifest_id)) {
-        let _ = staging.remove(id);
-    }
-    results.into_iter().collect::<Result<Vec<()>, _>>()?;
-    Ok(Placed { put, holders })
+/// The most bytes each slot's piece can have for a file of `file_len` bytes: every
+/// segment stored uncompressed, plus its flag and tag.
+fn max_piece_lens(scheme: &dyn jewel_codec::Scheme, file_len: u64, segment_size: u32) -> Vec<u64> {
+    let segments = crate::manifest::Manifest::segment_count(file_len, segment_size);
+    let full = segment_size as usize + SEGMENT_OVERHEAD;
+    let last = (file_len - (segments - 1) * u64::from(segment_size)) as usize + SEGMENT_OVERHEAD;
+    (0..scheme.slots())
+        .map(|slot| {
+            (segments - 1) * scheme.chunk_len(slot, full) as u64 + scheme.chunk_len(slot, last) as u64
+        })
+        .collect()
 }
 
-/// A piece held by a peer, read through the block protocol and verified against its id.
-pub struct RemotePiece {
+/// Chunks a slot's piece may have queued for its peer: bounds the memory of a put.
+const SEND_QUEUE: usize = 4;
+
+/// A piece on its way to a peer, as the pipeline writes it: each chunk is handed to a
+/// task that streams it to the peer (see [`NetHandle::send_block`]). A failed upload does
+/// not stop the pipeline; the id is still computed, and the failure is kept in `outcome`.
+struct NetWriter {
+    tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    task: Option<tokio::task::JoinHandle<(BlockId, Result<(), NetError>)>>,
     rt: Handle,
-    net: NetHandle,
-    peer: PeerId,
-    id: BlockId,
-    size: u64,
+    written: u64,
+    outcome: Arc<std::sync::Mutex<Option<Result<(), NetError>>>>,
 }
 
-impl RemotePiece {
-    pub fn new(rt: Handle, net: NetHandle, peer: PeerId, id: BlockId, size: u64) -> Self {
-        RemotePiece { rt, net, peer, id, size }
-    }
-}
-
-impl BlockReader for RemotePiece {
-    fn id(&self) -> BlockId {
-        self.id
-    }
-
-    fn len(&self) -> u64 {
-        self.size
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let n = (buf.len() - done).min(crate::net::wire::MAX_GET as usize);
-            let at = offset + done as u64;
-            let got = self
-                .rt
-                .block_on(self.net.get_range(self.peer, self.id, self.size, at, n as u64))
-                .map_err(|e| StoreError::Unavailable { id: self.id, reason: e.to_string() })?;
-            buf[done..done + n].copy_from_slice(&got);
-            done += n;
+impl BlockWriter for NetWriter {
+    fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.written += data.len() as u64;
+        let sent = self.tx.as_ref().map(|tx| tx.blocking_send(data.to_vec()));
+        if let Some(Err(_)) = sent {
+            return Err(StoreError::Unavailable { id: BlockId([0; 32]), reason: "upload task ended".into() });
         }
         Ok(())
     }
 
-    fn fragment(&self, _offset: u64, _len: u64) -> Result<Vec<u8>, StoreError> {
-        Err(StoreError::Unavailable { id: self.id, reason: "a remote piece is not served onwards".into() })
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn commit(mut self: Box<Self>, _expected: Option<BlockId>) -> Result<BlockId, StoreError> {
+        drop(self.tx.take());
+        let task = self.task.take();
+        let ended = task.map(|t| self.rt.block_on(t));
+        let Some(Ok((id, result))) = ended else {
+            return Err(StoreError::Unavailable {
+                id: BlockId([0; 32]),
+                reason: "upload task failed".into(),
+            });
+        };
+        if let Ok(mut o) = self.outcome.lock() {
+            *o = Some(result);
+        }
+        Ok(id)
+    }
+}
+
+/// Encrypts and encodes `input` (of `size` bytes), streaming slot i's piece straight to
+/// `peers[i]` as it is made (nothing is staged on disk), then sends the manifest to every
+/// holder. If any upload fails, the put fails with that slot's error and reports nothing
+/// as stored. (Pieces already sent stay with their holders; nothing frees them yet.)
+pub fn put_file(
+    rt: &Handle,
+    net: &NetHandle,
+    input: &mut (dyn Read + Send),
+    size: u64,
+    opts: &PutOptions,
+    peers: &[PeerId],
+) -> Result<Placed, ClientError> {
+    let scheme = jewel_codec::build(&opts.scheme).map_err(PipelineError::from)?;
+    let slots = scheme.slots();
+    if peers.len() < slots {
+        return Err(ClientError::NotEnoughPeers { needed: slots, found: peers.len() });
+    }
+    let holders: Vec<PeerId> = peers[..slots].to_vec();
+    let max = max_piece_lens(scheme.as_ref(), size, opts.segment_size);
+    let mut outcomes = Vec::with_capacity(slots);
+    let mut sinks: Vec<Box<dyn BlockWriter>> = Vec::with_capacity(slots);
+    for (slot, peer) in holders.iter().enumerate() {
+        let (tx, rx) = tokio::sync::mpsc::channel(SEND_QUEUE);
+        let outcome = Arc::new(std::sync::Mutex::new(None));
+        let (net, peer, max) = (net.clone(), *peer, max[slot]);
+        let task = rt.spawn(async move { net.send_block(peer, max, rx).await });
+        outcomes.push(outcome.clone());
+        sinks.push(Box::new(NetWriter {
+            tx: Some(tx),
+            task: Some(task),
+            rt: rt.clone(),
+            written: 0,
+            outcome,
+        }));
+    }
+    let put = pipeline::put(input, opts, sinks)?;
+    for (slot, outcome) in outcomes.iter().enumerate() {
+        let result = outcome.lock().ok().and_then(|mut o| o.take());
+        if let Some(Err(e)) = result {
+            return Err(ClientError::Upload { slot, peer: holders[slot], source: Box::new(e) });
+        }
+    }
+    let manifest_id = put.cap.manifest;
+    let uploads = holders.iter().enumerate().map(|(slot, peer)| {
+        let (net, peer, bytes) = (net.clone(), *peer, &put.manifest_bytes);
+        async move {
+            net.put_block(peer, manifest_id, bytes).await.map_err(|e| ClientError::Upload {
+                slot,
+                peer,
+                source: Box::new(e),
+            })
+        }
+    });
+    let results: Vec<Result<(), ClientError>> = rt.block_on(async {
+        use futures::StreamExt;
+        futures::stream::iter(uploads).buffer_unordered(8).collect().await
+    });
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    Ok(Placed { put, holders })
+}
+
+/// How one holder has answered during a get.
+#[derive(Clone, Copy, Debug, Default)]
+struct Health {
+    /// Failed once: never asked again in this get.
+    dead: bool,
+    /// Smoothed seconds per request (0 until the first answer).
+    latency: f64,
+    answered: u32,
+}
+
+/// Segments a network get works on at once: more than the cores, as each mostly waits
+/// for holders.
+pub const GET_THREADS: usize = 3;
+
+/// Before any answer has been timed, extra holders are asked after this long.
+const FIRST_HEDGE: Duration = Duration::from_millis(300);
+/// Bounds of the hedge delay once answers have been timed.
+const MIN_HEDGE: Duration = Duration::from_millis(20);
+const MAX_HEDGE: Duration = Duration::from_secs(2);
+/// A request is hedged once it takes this many times the typical answer.
+const HEDGE_FACTOR: f64 = 3.0;
+
+/// Chunks from holders over the network, for [`pipeline::get_with`]. For each segment it
+/// asks the fastest set of holders that can decode it, all at once; when one fails it is
+/// dropped for the rest of the get and another holder is asked; when one is slow (longer
+/// than [`HEDGE_FACTOR`] × the typical answer), spare holders are asked too. The first
+/// decodable set of verified chunks wins and the other requests are cancelled.
+pub struct NetFetch {
+    rt: Handle,
+    net: NetHandle,
+    holders: Vec<Option<PeerId>>,
+    ids: Vec<BlockId>,
+    sizes: Vec<u64>,
+    health: Mutex<Vec<Health>>,
+    faults: Mutex<Vec<PieceFault>>,
+    bytes_read: AtomicU64,
+}
+
+type Answer = (usize, Result<Vec<u8>, NetError>, Duration);
+
+impl NetFetch {
+    pub fn new(
+        rt: Handle,
+        net: NetHandle,
+        manifest: &Manifest,
+        holders: &[Option<PeerId>],
+    ) -> Result<NetFetch, ClientError> {
+        let scheme = manifest.build_scheme().map_err(PipelineError::from)?;
+        let n = scheme.slots();
+        let sizes = (0..n).map(|slot| manifest.piece_len(scheme.as_ref(), slot)).collect();
+        let mut holders = holders.to_vec();
+        holders.resize(n, None);
+        Ok(NetFetch {
+            rt,
+            net,
+            holders,
+            ids: manifest.pieces.clone(),
+            sizes,
+            health: Mutex::new(vec![Health::default(); n]),
+            faults: Mutex::new(Vec::new()),
+            bytes_read: AtomicU64::new(0),
+        })
+    }
+
+    /// Usable slots, fastest first (untimed holders count as average).
+    fn order(&self) -> Vec<usize> {
+        let health = self.health.lock().map(|h| h.clone()).unwrap_or_default();
+        let timed: Vec<f64> = health.iter().filter(|h| h.answered > 0).map(|h| h.latency).collect();
+        let typical = if timed.is_empty() { 0.0 } else { timed.iter().sum::<f64>() / timed.len() as f64 };
+        let mut slots: Vec<usize> =
+            (0..self.holders.len()).filter(|&s| self.holders[s].is_some() && !health[s].dead).collect();
+        let cost = |s: usize| if health[s].answered > 0 { health[s].latency } else { typical };
+        slots.sort_by(|a, b| cost(*a).total_cmp(&cost(*b)));
+        slots
+    }
+
+    fn hedge_delay(&self) -> Duration {
+        let health = self.health.lock().map(|h| h.clone()).unwrap_or_default();
+        let mut timed: Vec<f64> = health.iter().filter(|h| h.answered > 0).map(|h| h.latency).collect();
+        if timed.is_empty() {
+            return FIRST_HEDGE;
+        }
+        timed.sort_by(f64::total_cmp);
+        let median = timed[timed.len() / 2];
+        Duration::from_secs_f64(median * HEDGE_FACTOR).clamp(MIN_HEDGE, MAX_HEDGE)
+    }
+
+    fn record(&self, slot: usize, took: Duration) {
+        if let Ok(mut h) = self.health.lock() {
+            let h = &mut h[slot];
+            let t = took.as_secs_f64();
+            h.latency = if h.answered == 0 { t } else { 0.7 * h.latency + 0.3 * t };
+            h.answered = h.answered.saturating_add(1);
+        }
+    }
+
+    /// A request outrun by others still tells how slow its holder is: at least `took`.
+    fn record_slow(&self, slot: usize, took: Duration) {
+        if let Ok(mut h) = self.health.lock() {
+            let h = &mut h[slot];
+            h.latency = h.latency.max(took.as_secs_f64());
+            h.answered = h.answered.max(1);
+        }
+    }
+
+    fn fail(&self, slot: usize, segment: usize, e: &NetError) {
+        tracing::warn!(slot, segment, error = %e, "piece failed; using the others");
+        let first =
+            self.health.lock().map(|mut h| !std::mem::replace(&mut h[slot].dead, true)).unwrap_or(false);
+        if first {
+            if let Ok(mut f) = self.faults.lock() {
+                f.push(PieceFault { slot, reason: e.to_string() });
+            }
+        }
+    }
+
+    /// The fastest usable slots, outside `exclude`, that make `held` decodable; empty if
+    /// `held` already decodes or no choice can.
+    fn complete(&self, scheme: &dyn jewel_codec::Scheme, held: &[bool], exclude: &[bool]) -> Vec<usize> {
+        let mut mask = held.to_vec();
+        let mut add = Vec::new();
+        for slot in self.order() {
+            if scheme.can_decode(&mask) {
+                break;
+            }
+            if !mask[slot] && !exclude[slot] {
+                mask[slot] = true;
+                add.push(slot);
+            }
+        }
+        if scheme.can_decode(&mask) {
+            add
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Reads `len` bytes at `offset` of slot `slot`'s piece, verified, in requests of at
+    /// most [`wire::MAX_GET`] bytes.
+    async fn read(
+        &self,
+        slot: usize,
+        offset: u64,
+        len: usize,
+        pool: &Pool<Vec<u8>>,
+    ) -> Result<Vec<u8>, NetError> {
+        let peer = self.holders[slot].ok_or(NetError::Closed)?;
+        let (id, size) = (self.ids[slot], self.sizes[slot]);
+        let mut out = pool.take();
+        out.clear();
+        while out.len() < len {
+            let n = (len - out.len()).min(wire::MAX_GET as usize);
+            let at = offset + out.len() as u64;
+            out.extend_from_slice(&self.net.get_range(peer, id, size, at, n as u64).await?);
+        }
+        Ok(out)
+    }
+}
+
+impl Fetch for NetFetch {
+    fn fetch(
+        &self,
+        scheme: &dyn jewel_codec::Scheme,
+        segment: usize,
+        want: &[(u64, usize)],
+        pool: &Pool<Vec<u8>>,
+    ) -> Result<Vec<Option<Vec<u8>>>, PipelineError> {
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let n = want.len();
+        let mut have: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut asked = vec![false; n];
+        let mut pending: FuturesUnordered<
+            std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send + '_>>,
+        > = FuturesUnordered::new();
+        let ask = |slot: usize, asked: &mut Vec<bool>| {
+            asked[slot] = true;
+            let (offset, len) = want[slot];
+            Box::pin(async move {
+                let t = Instant::now();
+                let r = self.read(slot, offset, len, pool).await;
+                (slot, r, t.elapsed())
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send + '_>>
+        };
+        self.rt.block_on(async {
+            let started = Instant::now();
+            for slot in self.complete(scheme, &asked, &asked) {
+                pending.push(ask(slot, &mut asked));
+            }
+            let hedge = tokio::time::sleep(self.hedge_delay());
+            tokio::pin!(hedge);
+            let mut hedged = false;
+            let mut failed = vec![false; n];
+            loop {
+                let got: Vec<bool> = have.iter().map(Option::is_some).collect();
+                if scheme.can_decode(&got) {
+                    // The rest are cancelled; what they cost so far marks them slow.
+                    for slot in 0..n {
+                        if asked[slot] && !got[slot] && !failed[slot] {
+                            self.record_slow(slot, started.elapsed());
+                        }
+                    }
+                    return Ok(have);
+                }
+                if pending.is_empty() {
+                    let available = self.order().len();
+                    return Err(CodecError::NotEnoughPieces { needed: scheme.min_peers(), available }.into());
+                }
+                tokio::select! {
+                    Some((slot, r, took)) = pending.next() => match r {
+                        Ok(buf) => {
+                            self.record(slot, took);
+                            self.bytes_read.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                            have[slot] = Some(buf);
+                        }
+                        Err(e) => {
+                            self.fail(slot, segment, &e);
+                            failed[slot] = true;
+                            // What is held or still coming, if it cannot decode, gets the
+                            // fastest holders not asked yet.
+                            let coming: Vec<bool> = (0..n).map(|s| asked[s] && !failed[s]).collect();
+                            for extra in self.complete(scheme, &coming, &asked) {
+                                pending.push(ask(extra, &mut asked));
+                            }
+                        }
+                    },
+                    () = &mut hedge, if !hedged => {
+                        hedged = true;
+                        // As many spares as answers are late, fastest first.
+                        let late = (0..n).filter(|&s| asked[s] && !got[s] && !failed[s]).count();
+                        let spares: Vec<usize> = self.order().into_iter().filter(|s| !asked[*s]).take(late).collect();
+                        for extra in spares {
+                            pending.push(ask(extra, &mut asked));
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    fn report(&self) -> (u64, Vec<PieceFault>) {
+        let faults = self.faults.lock().map(|f| f.clone()).unwrap_or_default();
+        (self.bytes_read.load(Ordering::Relaxed), faults)
     }
 }
 
@@ -224,26 +504,19 @@ pub fn fetch_manifest(
     Err(ClientError::ManifestNotFound(id))
 }
 
-/// Rebuilds a file from its holders (`holders[i]` for slot i, `None` if unknown).
+/// Rebuilds bytes `range` of a file from its holders (`holders[i]` for slot i, `None` if
+/// unknown), asking them in parallel and hedging (see [`NetFetch`]).
+#[allow(clippy::too_many_arguments)]
 pub fn get_file(
     rt: &Handle,
     net: &NetHandle,
     manifest: &Manifest,
     key: &FileKey,
     holders: &[Option<PeerId>],
+    range: ByteRange,
     out: &mut dyn Write,
     threads: usize,
 ) -> Result<GetStats, ClientError> {
-    let scheme = manifest.build_scheme().map_err(PipelineError::from)?;
-    let sources: Vec<Option<Box<dyn BlockReader>>> = manifest
-        .pieces
-        .iter()
-        .enumerate()
-        .map(|(slot, id)| {
-            let peer = holders.get(slot).copied().flatten()?;
-            let size = manifest.piece_len(scheme.as_ref(), slot);
-            Some(Box::new(RemotePiece::new(rt.clone(), net.clone(), peer, *id, size)) as Box<dyn BlockReader>)
-        })
-        .collect();
-    Ok(pipeline::get(manifest, key, sources, out, threads)?)
+    let fetch = NetFetch::new(rt.clone(), net.clone(), manifest, holders)?;
+    Ok(pipeline::get_with(manifest, key, &fetch, range, out, threads)?)
 }

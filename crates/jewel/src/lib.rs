@@ -23,7 +23,7 @@ pub mod node;
 pub mod offline;
 mod parallel;
 pub mod pipeline;
-mod pool;
+pub mod pool;
 pub mod store;
 
 pub use caps::{Cap, CapError, ReadCap, VerifyCap};

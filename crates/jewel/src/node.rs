@@ -1,7 +1,7 @@
 //! The node daemon: a block store and the network, with a local control API.
 //!
 //! `DIR/identity.key` (ed25519, kept across restarts), `DIR/store` (blocks served to
-//! peers), `DIR/staging` (pieces on their way out), `DIR/files.json` (placement of the
+//! peers), `DIR/files.json` (placement of the
 //! files this node put: the block book's fast path), and `DIR/api.json`, written only once
 //! the node is ready and removed on shutdown. The API is HTTP/JSON on 127.0.0.1 only and
 //! needs the token from `api.json` (`Authorization: Bearer TOKEN`). Work that blocks
@@ -26,7 +26,7 @@ use crate::caps::{Cap, ReadCap};
 use crate::client::{self, Candidate};
 use crate::id::BlockId;
 use crate::net::{NetConfig, NetHandle, Network};
-use crate::pipeline::{default_threads, PutOptions};
+use crate::pipeline::{ByteRange, PutOptions};
 use crate::store::{BlockStore, FsStore, CHUNK_GROUP_SIZE};
 
 /// The scheme `put` uses when none is given.
@@ -111,7 +111,6 @@ fn load_identity(home: &Path) -> Result<Keypair, NodeError> {
 struct NodeState {
     home: PathBuf,
     store: FsStore,
-    staging: FsStore,
     net: NetHandle,
     token: String,
     files: Mutex<BTreeMap<String, FileEntry>>,
@@ -157,7 +156,6 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     std::fs::create_dir_all(&config.home).map_err(io_err(&config.home))?;
     let keypair = load_identity(&config.home)?;
     let store = FsStore::open(config.home.join("store"), config.capacity)?;
-    let staging = FsStore::open(config.home.join("staging"), None)?;
     let net_config = NetConfig {
         listen: config.listen.clone(),
         bootstrap: config.bootstrap.clone(),
@@ -180,7 +178,6 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     let state = Arc::new(NodeState {
         home: config.home.clone(),
         store,
-        staging,
         net: network.handle().clone(),
         token: token.clone(),
         files: Mutex::new(files),
@@ -306,10 +303,11 @@ async fn put(
     let state = s.clone();
     let path = body.path.clone();
     let placed = blocking(move || {
-        let mut file =
-            std::fs::File::open(&path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+        let cannot = |e: std::io::Error| bad(format!("cannot read {}: {e}", path.display()));
+        let mut file = std::fs::File::open(&path).map_err(cannot)?;
+        let size = file.metadata().map_err(cannot)?.len();
         let opts = PutOptions::new(spec);
-        client::put_file(&rt, &state.net, &mut file, &opts, &holders, &state.staging).map_err(failed)
+        client::put_file(&rt, &state.net, &mut file, size, &opts, &holders).map_err(failed)
     })
     .await?;
     let name = body.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -358,7 +356,17 @@ async fn get_file(
         manifest.check_key(&cap.key).map_err(bad)?;
         let located = client::locate(&rt, &s.net, &manifest, holders.as_deref());
         crate::offline::write_atomically(&body.out, |w| {
-            client::get_file(&rt, &s.net, &manifest, &cap.key, &located, w, default_threads()).map_err(failed)
+            client::get_file(
+                &rt,
+                &s.net,
+                &manifest,
+                &cap.key,
+                &located,
+                ByteRange::ALL,
+                w,
+                client::GET_THREADS,
+            )
+            .map_err(failed)
         })
     })
     .await?;

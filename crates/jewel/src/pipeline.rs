@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use jewel_codec::{CodecError, Encoded, SchemeSpec};
+use jewel_codec::{CodecError, Encoded, Scheme, SchemeSpec};
 
 use crate::caps::ReadCap;
 use crate::crypto::{fill_random, CipherId, CryptoError, FileKey, SegmentCipher, NONCE_PREFIX_LEN, TAG_LEN};
@@ -354,6 +354,88 @@ pub struct GetStats {
     pub elapsed: Duration,
 }
 
+/// Where a get finds the chunks of each segment. The local implementation reads the
+/// given pieces in turn; the network one asks holders in parallel and hedges.
+pub trait Fetch: Sync {
+    /// Returns chunks (indexed by slot) that together decode segment `segment`. Slot
+    /// `slot`'s chunk is `want[slot].1` bytes at offset `want[slot].0` of its piece.
+    /// Buffers come from, and may be given back to, `pool`. A piece that fails is recorded
+    /// as a fault and routed around; only when no decodable set is left does this fail.
+    fn fetch(
+        &self,
+        scheme: &dyn Scheme,
+        segment: usize,
+        want: &[(u64, usize)],
+        pool: &Pool<Vec<u8>>,
+    ) -> Result<Vec<Option<Vec<u8>>>, PipelineError>;
+
+    /// Verified bytes read so far, and the pieces found faulty.
+    fn report(&self) -> (u64, Vec<PieceFault>);
+}
+
+/// Reads the given pieces one after another (local stores).
+struct LocalFetch {
+    sources: Vec<Option<Box<dyn BlockReader>>>,
+    alive: Mutex<Vec<bool>>,
+    faults: Mutex<Vec<PieceFault>>,
+    bytes_read: AtomicU64,
+}
+
+impl Fetch for LocalFetch {
+    fn fetch(
+        &self,
+        scheme: &dyn Scheme,
+        segment: usize,
+        want: &[(u64, usize)],
+        pool: &Pool<Vec<u8>>,
+    ) -> Result<Vec<Option<Vec<u8>>>, PipelineError> {
+        let n = want.len();
+        loop {
+            let alive_now = self.alive.lock().map(|a| a.clone()).unwrap_or_default();
+            let Some(chosen) = scheme.select(&alive_now) else {
+                return Err(CodecError::NotEnoughPieces {
+                    needed: scheme.min_peers(),
+                    available: alive_now.iter().filter(|a| **a).count(),
+                }
+                .into());
+            };
+            let mut chunks: Vec<Option<Vec<u8>>> = vec![None; n];
+            let mut lost = None;
+            for (slot, use_it) in chosen.iter().enumerate() {
+                let (true, Some(src)) = (*use_it, self.sources[slot].as_ref()) else { continue };
+                let mut buf = pool.take();
+                buf.clear();
+                buf.resize(want[slot].1, 0);
+                match src.read_at(want[slot].0, &mut buf) {
+                    Ok(()) => {
+                        self.bytes_read.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                        chunks[slot] = Some(buf);
+                    }
+                    Err(e) => {
+                        pool.give(buf);
+                        lost = Some((slot, e));
+                        break;
+                    }
+                }
+            }
+            let Some((slot, e)) = lost else { return Ok(chunks) };
+            tracing::warn!(slot, segment, error = %e, "piece failed; rebuilding from the others");
+            if let Ok(mut a) = self.alive.lock() {
+                a[slot] = false;
+            }
+            if let Ok(mut f) = self.faults.lock() {
+                f.push(PieceFault { slot, reason: e.to_string() });
+            }
+            chunks.into_iter().flatten().for_each(|c| pool.give(c));
+        }
+    }
+
+    fn report(&self) -> (u64, Vec<PieceFault>) {
+        let faults = self.faults.lock().map(|f| f.clone()).unwrap_or_default();
+        (self.bytes_read.load(Ordering::Relaxed), faults)
+    }
+}
+
 /// Rebuilds a file from whichever pieces are given (`sources[i]` for slot `i`, `None`
 /// if absent) and writes it to `out`. Corrupt or foreign pieces are skipped while
 /// enough good ones remain; the output is never wrong, only absent.
@@ -364,8 +446,6 @@ pub fn get(
     out: &mut dyn Write,
     threads: usize,
 ) -> Result<GetStats, PipelineError> {
-    let start = Instant::now();
-    manifest.check_key(key)?;
     let scheme = manifest.build_scheme()?;
     let n = scheme.slots();
     if sources.len() != n {
@@ -378,14 +458,11 @@ pub fn get(
         .map(|(slot, src)| {
             let src = src?;
             let want = manifest.pieces.get(slot).copied();
+            let expected = manifest.piece_len(scheme.as_ref(), slot);
             let reason = if Some(src.id()) != want {
                 Some("holds a block that is not this file's piece".to_string())
-            } else if src.len() != manifest.piece_len(scheme.as_ref(), slot) {
-                Some(format!(
-                    "is {} bytes, {} expected",
-                    src.len(),
-                    manifest.piece_len(scheme.as_ref(), slot)
-                ))
+            } else if src.len() != expected {
+                Some(format!("is {} bytes, {expected} expected", src.len()))
             } else {
                 None
             };
@@ -398,87 +475,91 @@ pub fn get(
             }
         })
         .collect();
+    let fetch = LocalFetch {
+        alive: Mutex::new(sources.iter().map(Option::is_some).collect()),
+        sources,
+        faults: Mutex::new(faults),
+        bytes_read: AtomicU64::new(0),
+    };
+    get_with(manifest, key, &fetch, ByteRange::ALL, out, threads)
+}
 
-    // offsets[i][slot]: where segment i's chunk starts in each piece.
-    let mut offsets: Vec<Vec<u64>> = Vec::with_capacity(manifest.segments.len());
-    let mut running = vec![0u64; n];
+/// A range of a file's plaintext bytes: `start..end`, `end` exclusive and clamped to the
+/// file's length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    pub const ALL: ByteRange = ByteRange { start: 0, end: u64::MAX };
+}
+
+/// Where segment `i`'s chunk starts in each piece, for every segment.
+pub fn chunk_offsets(manifest: &Manifest, scheme: &dyn Scheme) -> Vec<Vec<u64>> {
+    let mut offsets = Vec::with_capacity(manifest.segments.len());
+    let mut running = vec![0u64; scheme.slots()];
     for seg in &manifest.segments {
         offsets.push(running.clone());
         for (slot, off) in running.iter_mut().enumerate() {
             *off += scheme.chunk_len(slot, *seg as usize) as u64;
         }
     }
+    offsets
+}
+
+/// Rebuilds bytes `range` of a file, reading only the segments that cover it, with
+/// chunks from `fetch`, and writes them to `out`.
+pub fn get_with(
+    manifest: &Manifest,
+    key: &FileKey,
+    fetch: &dyn Fetch,
+    range: ByteRange,
+    out: &mut dyn Write,
+    threads: usize,
+) -> Result<GetStats, PipelineError> {
+    let start = Instant::now();
+    manifest.check_key(key)?;
+    let scheme = manifest.build_scheme()?;
+    let n = scheme.slots();
+    if manifest.segments.len() != Manifest::segment_count(manifest.file_len, manifest.segment_size) as usize {
+        return Err(ManifestError::Invalid("segment count does not match the file length").into());
+    }
+    let offsets = chunk_offsets(manifest, scheme.as_ref());
+    let count = manifest.segments.len();
+    let end = range.end.min(manifest.file_len);
+    let seg_size = u64::from(manifest.segment_size);
+    // Segments overlapping start..end; an empty range still reads nothing.
+    let first = (range.start / seg_size) as usize;
+    let last = if range.start >= end { first } else { end.div_ceil(seg_size) as usize };
+    let (first, last) = if manifest.file_len == 0 && range.start == 0 { (0, count) } else { (first, last) };
 
     let cipher = SegmentCipher::new(manifest.cipher, key, manifest.nonce_prefix);
-    let alive = Mutex::new(sources.iter().map(Option::is_some).collect::<Vec<bool>>());
-    let faults = Mutex::new(faults);
-    let bytes_read = AtomicU64::new(0);
-    let count = manifest.segments.len();
     let mut file_bytes = 0u64;
     let threads = threads.max(1);
     let window = threads + 2;
+    // Chunk-sized and segment-sized buffers apart, so a pooled chunk buffer never holds a
+    // whole segment's worth of resident memory.
     let buffers: Pool<Vec<u8>> = Pool::new((n + 2) * window);
-
-    let fetch = |i: usize| -> Result<Vec<u8>, PipelineError> {
-        let seg_len = manifest.segments[i] as usize;
-        let mut decoded = buffers.take();
-        loop {
-            let alive_now = alive.lock().map(|a| a.clone()).unwrap_or_default();
-            let Some(chosen) = scheme.select(&alive_now) else {
-                return Err(CodecError::NotEnoughPieces {
-                    needed: scheme.min_peers(),
-                    available: alive_now.iter().filter(|a| **a).count(),
-                }
-                .into());
-            };
-            let mut chunks: Vec<Option<Vec<u8>>> = vec![None; n];
-            let mut lost = None;
-            for (slot, use_it) in chosen.iter().enumerate() {
-                let (true, Some(src)) = (*use_it, sources[slot].as_ref()) else { continue };
-                let mut buf = buffers.take();
-                buf.clear();
-                buf.resize(scheme.chunk_len(slot, seg_len), 0);
-                match src.read_at(offsets[i][slot], &mut buf) {
-                    Ok(()) => {
-                        bytes_read.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                        chunks[slot] = Some(buf);
-                    }
-                    Err(e) => {
-                        lost = Some((slot, e));
-                        break;
-                    }
-                }
-            }
-            match lost {
-                Some((slot, e)) => {
-                    tracing::warn!(slot, segment = i, error = %e, "piece failed; rebuilding from the others");
-                    if let Ok(mut a) = alive.lock() {
-                        a[slot] = false;
-                    }
-                    if let Ok(mut f) = faults.lock() {
-                        f.push(PieceFault { slot, reason: e.to_string() });
-                    }
-                }
-                None => {
-                    let r = scheme.decode(seg_len, &mut chunks, &mut decoded);
-                    chunks.into_iter().flatten().for_each(|c| buffers.give(c));
-                    r?;
-                    return Ok(decoded);
-                }
-            }
-            chunks.into_iter().flatten().for_each(|c| buffers.give(c));
-        }
-    };
+    let segments: Pool<Vec<u8>> = Pool::new(window + 1);
 
     ordered_map(
         threads,
         window,
-        |i| (i < count).then_some(Ok(i)),
-        |i, _| -> Result<(Vec<u8>, usize), PipelineError> {
-            let mut buf = fetch(i)?;
+        |i| (first + i < last).then_some(Ok(first + i)),
+        |_, i| -> Result<(Vec<u8>, usize, usize), PipelineError> {
+            let seg_len = manifest.segments[i] as usize;
+            let want: Vec<(u64, usize)> =
+                (0..n).map(|slot| (offsets[i][slot], scheme.chunk_len(slot, seg_len))).collect();
+            let mut chunks = fetch.fetch(scheme.as_ref(), i, &want, &buffers)?;
+            let mut buf = segments.take();
+            let r = scheme.decode(seg_len, &mut chunks, &mut buf);
+            chunks.into_iter().flatten().for_each(|c| buffers.give(c));
+            r?;
             cipher.open(i as u64, i + 1 == count, &mut buf)?;
             let expected = manifest.plain_len(i);
-            match buf.first() {
+            let (plain, from) = match buf.first() {
                 Some(&FLAG_ZSTD) => {
                     let plain = zstd::bulk::decompress(&buf[1..], expected)
                         .map_err(|_| PipelineError::SegmentLength { segment: i, expected, actual: 0 })?;
@@ -489,30 +570,34 @@ pub fn get(
                             actual: plain.len(),
                         });
                     }
-                    Ok((plain, 0))
+                    segments.give(buf);
+                    (plain, 0)
                 }
-                Some(&FLAG_RAW) if buf.len() - 1 == expected => Ok((buf, 1)),
-                _ => Err(PipelineError::SegmentLength {
-                    segment: i,
-                    expected,
-                    actual: buf.len().saturating_sub(1),
-                }),
-            }
+                Some(&FLAG_RAW) if buf.len() - 1 == expected => (buf, 1),
+                _ => {
+                    return Err(PipelineError::SegmentLength {
+                        segment: i,
+                        expected,
+                        actual: buf.len().saturating_sub(1),
+                    })
+                }
+            };
+            // Trim to the range: segment i holds plaintext bytes i*seg_size.. .
+            let seg_start = i as u64 * seg_size;
+            let lo = range.start.saturating_sub(seg_start).min(expected as u64) as usize;
+            let hi = end.saturating_sub(seg_start).min(expected as u64) as usize;
+            Ok((plain, from + lo, from + hi.max(lo)))
         },
-        |_, (buf, from)| {
-            out.write_all(&buf[from..]).map_err(PipelineError::output)?;
-            file_bytes += (buf.len() - from) as u64;
-            buffers.give(buf);
+        |_, (buf, from, to)| {
+            out.write_all(&buf[from..to]).map_err(PipelineError::output)?;
+            file_bytes += (to - from) as u64;
+            segments.give(buf);
             Ok(())
         },
     )?;
     out.flush().map_err(PipelineError::output)?;
-    Ok(GetStats {
-        file_bytes,
-        bytes_read: bytes_read.into_inner(),
-        faults: faults.into_inner().unwrap_or_default(),
-        elapsed: start.elapsed(),
-    })
+    let (bytes_read, faults) = fetch.report();
+    Ok(GetStats { file_bytes, bytes_read, faults, elapsed: start.elapsed() })
 }
 
 /// Readers for a file's pieces when slot `i` lives in `stores[i]` and only the slots

@@ -4,23 +4,23 @@
 
 use std::sync::Mutex;
 
-pub(crate) struct Pool<T> {
+pub struct Pool<T> {
     items: Mutex<Vec<T>>,
     max: usize,
 }
 
 impl<T: Default> Pool<T> {
-    pub(crate) fn new(max: usize) -> Self {
+    pub fn new(max: usize) -> Self {
         Pool { items: Mutex::new(Vec::new()), max }
     }
 
     /// A pooled item, or a new one.
-    pub(crate) fn take(&self) -> T {
+    pub fn take(&self) -> T {
         self.items.lock().ok().and_then(|mut v| v.pop()).unwrap_or_default()
     }
 
     /// Returns an item; beyond `max` pooled items it is dropped.
-    pub(crate) fn give(&self, item: T) {
+    pub fn give(&self, item: T) {
         if let Ok(mut v) = self.items.lock() {
             if v.len() < self.max {
                 v.push(item);

@@ -72,9 +72,8 @@ async fn every_scheme_survives_exactly_what_it_promises() {
         let (placed, data) = {
             let (rt, client, holders) = (rt.clone(), client.clone(), holders.clone());
             tokio::task::spawn_blocking(move || {
-                let staging = MemStore::new(None);
-                let placed = put_file(&rt, &client, &mut &data[..], &opts, &holders, &staging).unwrap();
-                assert!(jewel::BlockStore::list(&staging).unwrap().is_empty(), "staging is emptied");
+                let placed =
+                    put_file(&rt, &client, &mut &data[..], data.len() as u64, &opts, &holders).unwrap();
                 (placed, data)
             })
             .await
@@ -85,7 +84,17 @@ async fn every_scheme_survives_exactly_what_it_promises() {
                 (rt.clone(), client.clone(), placed.put.manifest.clone(), placed.put.cap.key.clone());
             tokio::task::spawn_blocking(move || {
                 let mut out = Vec::new();
-                get_file(&rt, &client, &manifest, &key, &holders, &mut out, 2).map(|_| out)
+                get_file(
+                    &rt,
+                    &client,
+                    &manifest,
+                    &key,
+                    &holders,
+                    jewel::pipeline::ByteRange::ALL,
+                    &mut out,
+                    2,
+                )
+                .map(|_| out)
             })
         };
         let all: Vec<Option<PeerId>> = placed.holders.iter().copied().map(Some).collect();
@@ -199,8 +208,7 @@ async fn a_lying_peer_is_detected_and_skipped() {
         tokio::task::spawn_blocking(move || {
             let mut opts = PutOptions::new(SchemeSpec::parse("jewels:2/4").unwrap());
             opts.segment_size = 64 << 10;
-            let placed =
-                put_file(&rt, &client, &mut &data[..], &opts, &holders, &MemStore::new(None)).unwrap();
+            let placed = put_file(&rt, &client, &mut &data[..], data.len() as u64, &opts, &holders).unwrap();
             (placed, data)
         })
         .await
@@ -212,7 +220,9 @@ async fn a_lying_peer_is_detected_and_skipped() {
     let (manifest, key) = (placed.put.manifest.clone(), placed.put.cap.key.clone());
     let (out, stats) = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
-        let stats = get_file(&rt, &client, &manifest, &key, &holders, &mut out, 2).unwrap();
+        let stats =
+            get_file(&rt, &client, &manifest, &key, &holders, jewel::pipeline::ByteRange::ALL, &mut out, 2)
+                .unwrap();
         (out, stats)
     })
     .await

@@ -80,6 +80,25 @@ pub async fn serve(net: NetHandle, store: Arc<dyn BlockStore>) -> Result<(), Net
     Ok(())
 }
 
+/// Receives a put and, once the block is stored, announces it in the DHT: holders announce
+/// what they hold (the block book's DHT side).
+async fn stored(
+    net: &NetHandle,
+    stream: &mut Stream,
+    store: Arc<dyn BlockStore>,
+    incoming: Incoming,
+) -> Result<(), WireError> {
+    if let Some(id) = receive(stream, store, incoming).await? {
+        let net = net.clone();
+        tokio::spawn(async move {
+            if let Err(e) = net.provide(id).await {
+                tracing::debug!(block = %id, error = %e, "provide failed");
+            }
+        });
+    }
+    Ok(())
+}
+
 fn status_of(e: &StoreError) -> Status {
     match e {
         StoreError::NotFound(_) => Status::NotFound,
@@ -113,19 +132,8 @@ async fn handle(stream: &mut Stream, store: Arc<dyn BlockStore>, net: &NetHandle
         Ok(Ok(r)) => r,
     };
     match req {
-        Request::Put { id, size } => {
-            let stored = receive_put(stream, store, id, size).await?;
-            if stored {
-                // Holders announce what they hold: the block book's DHT side.
-                let net = net.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = net.provide(id).await {
-                        tracing::debug!(block = %id, error = %e, "provide failed");
-                    }
-                });
-            }
-            Ok(())
-        }
+        Request::Put { id, size } => stored(net, stream, store, Incoming::Sized { id, size }).await,
+        Request::Send { max_size } => stored(net, stream, store, Incoming::Framed { max_size }).await,
         Request::Get { id, offset, len } => {
             let r = blocking(move || {
                 let reader = store.reader(&id)?;
@@ -166,74 +174,142 @@ async fn reply_fragment(
     }
 }
 
-/// Streams `size` bytes from the peer into the store; the store checks the hash against
-/// `id` before it commits. Over capacity, the put is refused before any data is read.
-/// Returns whether the block was stored.
-async fn receive_put(
+/// How a put's data arrives: a known id and size, then raw bytes (PUT), or frames whose
+/// id comes at the end (SEND).
+#[derive(Clone, Copy)]
+enum Incoming {
+    Sized { id: BlockId, size: u64 },
+    Framed { max_size: u64 },
+}
+
+/// Streams a put's data from the peer into the store, which checks the hash against the
+/// id before it commits. Over capacity, the put is refused before any data is read.
+/// Returns the id of the block stored, if one was.
+async fn receive(
     stream: &mut Stream,
     store: Arc<dyn BlockStore>,
-    id: BlockId,
-    size: u64,
-) -> Result<bool, WireError> {
+    incoming: Incoming,
+) -> Result<Option<BlockId>, WireError> {
+    let most = match incoming {
+        Incoming::Sized { size, .. } => size,
+        Incoming::Framed { max_size } => max_size,
+    };
     let usage = store.usage();
     if let Some(capacity) = usage.capacity {
-        if usage.used.saturating_add(size) > capacity {
+        if usage.used.saturating_add(most) > capacity {
             let reason =
-                format!("store is full: {size} bytes offered, {} free", capacity.saturating_sub(usage.used));
+                format!("store is full: {most} bytes offered, {} free", capacity.saturating_sub(usage.used));
             wire::write_error(stream, Status::Full, &reason).await?;
-            return Ok(false);
+            return Ok(None);
         }
     }
     // Go ahead: the sender waits for this before sending data.
     wire::write_ok(stream).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let (id_tx, id_rx) = tokio::sync::oneshot::channel::<BlockId>();
     let writer = tokio::task::spawn_blocking(move || -> Result<BlockId, StoreError> {
         let mut w = store.writer()?;
         while let Some(chunk) = rx.blocking_recv() {
             w.write(&chunk)?;
         }
-        if w.written() != size {
-            return Err(StoreError::OutOfRange { id, offset: w.written(), len: 0, size });
+        // No id means the stream broke before its end: nothing is committed.
+        let id = id_rx.blocking_recv().map_err(|_| StoreError::Unavailable {
+            id: BlockId([0; 32]),
+            reason: "the sender stopped before the end".into(),
+        })?;
+        if w.written() > most || matches!(incoming, Incoming::Sized { size, .. } if w.written() != size) {
+            return Err(StoreError::OutOfRange { id, offset: w.written(), len: 0, size: most });
         }
         w.commit(Some(id))
     });
-    let mut remaining = size;
-    let mut read_error = None;
-    while remaining > 0 {
-        let mut buf = vec![0u8; (remaining as usize).min(PUT_CHUNK)];
-        match stream.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => {
-                buf.truncate(n);
-                remaining -= n as u64;
-                if tx.send(buf).await.is_err() {
-                    break; // the writer failed; its error is reported below
-                }
-            }
-            Err(e) => {
-                read_error = Some(e);
-                break;
-            }
-        }
-    }
+    let received = match incoming {
+        Incoming::Sized { id, size } => receive_raw(stream, &tx, size).await.map(|()| id),
+        Incoming::Framed { max_size } => receive_frames(stream, &tx, max_size).await,
+    };
     drop(tx);
-    let result = writer.await;
-    if let Some(e) = read_error {
-        return Err(WireError::Io(e));
-    }
-    match result {
-        Ok(Ok(_)) => {
+    let id = match received {
+        Ok(id) => id,
+        Err(e) => {
+            drop(id_tx);
+            let _ = writer.await;
+            return match e {
+                WireError::Io(e) => Err(WireError::Io(e)),
+                e => {
+                    Ok(wire::write_error(stream, Status::BadRequest, &e.to_string()).await.map(|()| None)?)
+                }
+            };
+        }
+    };
+    let _ = id_tx.send(id);
+    match writer.await {
+        Ok(Ok(id)) => {
             wire::write_ok(stream).await?;
-            return Ok(true);
+            return Ok(Some(id));
         }
         Ok(Err(StoreError::OutOfRange { offset, .. })) => {
-            let reason = format!("stream ended after {offset} of {size} bytes");
+            let reason = format!("{offset} bytes arrived; {most} were announced");
             wire::write_error(stream, Status::BadRequest, &reason).await?
         }
         Ok(Err(e)) => wire::write_error(stream, status_of(&e), &e.to_string()).await?,
         Err(_) => wire::write_error(stream, Status::Internal, "internal error").await?,
     }
-    Ok(false)
+    Ok(None)
+}
+
+/// Reads exactly `size` raw bytes into `tx` (a PUT). A stream that ends early is an error.
+async fn receive_raw(
+    stream: &mut Stream,
+    tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
+    size: u64,
+) -> Result<(), WireError> {
+    let mut remaining = size;
+    while remaining > 0 {
+        let mut buf = vec![0u8; (remaining as usize).min(PUT_CHUNK)];
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(WireError::Truncated { got: size - remaining, want: size });
+        }
+        buf.truncate(n);
+        remaining -= n as u64;
+        if tx.send(buf).await.is_err() {
+            break; // the writer failed; its error is reported by the caller
+        }
+    }
+    Ok(())
+}
+
+/// Reads SEND frames into `tx` until the end frame; returns the id it names.
+async fn receive_frames(
+    stream: &mut Stream,
+    tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
+    max_size: u64,
+) -> Result<BlockId, WireError> {
+    let mut got = 0u64;
+    loop {
+        match wire::read_frame(stream).await? {
+            wire::Frame::End(id) => return Ok(id),
+            wire::Frame::Data(data) => {
+                got += data.len() as u64;
+                if got > max_size {
+                    return Err(WireError::TooLarge { what: "sent block", size: got, max: max_size });
+                }
+                // A failed writer stops taking data; keep reading to the end so its
+                // reason, not a broken stream, reaches the sender.
+                let _ = tx.send(data).await;
+            }
+        }
+    }
+}
+
+/// A put's outcome from the peer's final status and our own writes. A peer that gives up
+/// mid-way answers at once and stops reading: its reason is worth more than our broken write.
+fn final_status(status: Result<(), WireError>, sent: std::io::Result<()>) -> Result<(), NetError> {
+    match (status, sent) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(refused @ WireError::Refused { .. }), _) => Err(refused.into()),
+        (_, Err(e)) => Err(WireError::Io(e).into()),
+        (Err(e), Ok(())) => Err(e.into()),
+    }
 }
 
 impl NetHandle {
@@ -354,6 +430,72 @@ impl NetHandle {
         .await
     }
 
+    /// Streams a block whose id is known only at its end to `peer`, which stores it after
+    /// checking the data against that id. `chunks` yields the data; it is hashed on the way
+    /// and, after a failure, still drained and hashed, so the id is always returned, with
+    /// whether the peer stored the block. `max_size` bounds the block (the peer refuses at
+    /// once if it cannot take that much).
+    pub async fn send_block(
+        &self,
+        peer: PeerId,
+        max_size: u64,
+        mut chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    ) -> (BlockId, Result<(), NetError>) {
+        let mut hasher = blake3::Hasher::new();
+        let result = {
+            let _permit = self.permit(peer).await;
+            self.send_block_once(peer, max_size, &mut chunks, &mut hasher).await
+        };
+        while let Some(chunk) = chunks.recv().await {
+            hasher.update(&chunk);
+        }
+        (BlockId::from(hasher.finalize()), result)
+    }
+
+    async fn send_block_once(
+        &self,
+        peer: PeerId,
+        max_size: u64,
+        chunks: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+        hasher: &mut blake3::Hasher,
+    ) -> Result<(), NetError> {
+        let mut s = self.open(peer).await?;
+        s.write_all(&Request::Send { max_size }.encode()).await.map_err(WireError::Io)?;
+        s.flush().await.map_err(WireError::Io)?;
+        wire::read_status(&mut s).await?;
+        let mut sent = Ok(());
+        while let Some(chunk) = chunks.recv().await {
+            hasher.update(&chunk);
+            for frame in chunk.chunks(wire::MAX_FRAME as usize) {
+                // A peer that stops reading must not hold the put forever.
+                sent = match tokio::time::timeout(REQUEST_TIMEOUT, wire::write_frame(&mut s, frame)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer stopped reading")),
+                };
+                if sent.is_err() {
+                    break;
+                }
+            }
+            if sent.is_err() {
+                break;
+            }
+        }
+        if sent.is_ok() {
+            // The data is all here only once the writer closed the channel.
+            let id = BlockId::from(hasher.clone().finalize());
+            sent = wire::write_end(&mut s, &id).await;
+        }
+        let status = match tokio::time::timeout(REQUEST_TIMEOUT, wire::read_status(&mut s)).await {
+            Ok(r) => r,
+            Err(_) => {
+                Err(WireError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "no final status")))
+            }
+        };
+        final_status(status, sent)?;
+        let _ = s.close().await;
+        Ok(())
+    }
+
     async fn put_stream_once<F, Fut>(
         &self,
         peer: PeerId,
@@ -382,14 +524,7 @@ impl NetHandle {
         if sent.is_ok() {
             sent = s.flush().await;
         }
-        // A peer that gives up mid-way answers at once and stops reading: its reason is
-        // worth more than our broken write.
-        match (wire::read_status(&mut s).await, sent) {
-            (Ok(()), Ok(())) => {}
-            (Err(refused @ WireError::Refused { .. }), _) => return Err(refused.into()),
-            (_, Err(e)) => return Err(WireError::Io(e).into()),
-            (Err(e), Ok(())) => return Err(e.into()),
-        }
+        final_status(wire::read_status(&mut s).await, sent)?;
         let _ = s.close().await;
         Ok(())
     }

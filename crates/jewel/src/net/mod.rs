@@ -5,6 +5,7 @@
 //! peers, never schemes, manifests or keys.
 
 pub mod block;
+pub mod mux;
 pub mod swarm;
 pub mod wire;
 

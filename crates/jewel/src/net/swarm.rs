@@ -14,7 +14,7 @@ use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{autonat, dcutr, identify, identity, kad, mdns, noise, ping, relay, tcp, yamux};
+use libp2p::{autonat, dcutr, identify, identity, kad, mdns, noise, ping, relay, tcp};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder};
 use tokio::sync::{mpsc, oneshot};
 
@@ -114,10 +114,10 @@ pub(crate) fn build_swarm(
     let agent = agent_version(&config.zone);
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, super::mux::Yamux::new)
         .map_err(|e| transport(&e))?
         .with_quic()
-        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .with_relay_client(noise::Config::new, super::mux::Yamux::new)
         .map_err(|e| transport(&e))?
         .with_behaviour(|key, relay| {
             let peer_id = key.public().to_peer_id();

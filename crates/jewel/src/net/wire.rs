@@ -8,6 +8,11 @@
 //!   GET   2: id[32] offset(u64) len(u64) (len ≤ MAX_GET)
 //!   HAS   3: count(u16 ≤ MAX_HAS) id[32]*count
 //!   PROVE 4: id[32] group(u64)           (one 16 KiB chunk group, chosen by the asker)
+//!   SEND  5: max-size(u64)               a put whose id is known only at its end: the
+//!                                        peer answers go (or why not) for up to max-size
+//!                                        bytes; then frames `len(u32 ≤ MAX_FRAME) data`, a
+//!                                        frame of length 0, the id[32], and the peer's
+//!                                        final status
 //! response := status(u8) body
 //!   OK for PUT:         nothing
 //!   OK for GET, PROVE:  size(u64) fragment-len(u32 ≤ MAX_FRAGMENT) fragment (bao encoding)
@@ -36,11 +41,14 @@ pub const MAX_FRAGMENT: u32 = (MAX_GET + (MAX_GET / 16384 + 64) * 64) as u32;
 pub const MAX_REASON: usize = 1024;
 /// The largest block a PUT may announce.
 pub const MAX_BLOCK: u64 = 1 << 40;
+/// The largest data frame of a SEND.
+pub const MAX_FRAME: u32 = 1 << 20;
 
 const OP_PUT: u8 = 1;
 const OP_GET: u8 = 2;
 const OP_HAS: u8 = 3;
 const OP_PROVE: u8 = 4;
+const OP_SEND: u8 = 5;
 
 /// A request, as the first bytes of a stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +57,15 @@ pub enum Request {
     Get { id: BlockId, offset: u64, len: u64 },
     Has { ids: Vec<BlockId> },
     Prove { id: BlockId, group: u64 },
+    Send { max_size: u64 },
+}
+
+/// One frame of a SEND.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    Data(Vec<u8>),
+    /// The end: the id the data must hash to.
+    End(BlockId),
 }
 
 /// A response status.
@@ -103,6 +120,8 @@ pub enum WireError {
     Refused { status: Status, reason: String },
     #[error("{0} bytes follow the end of a message")]
     Trailing(usize),
+    #[error("the stream ended after {got} of {want} bytes")]
+    Truncated { got: u64, want: u64 },
 }
 
 fn too_large(what: &'static str, size: u64, max: u64) -> Result<(), WireError> {
@@ -155,6 +174,10 @@ impl Request {
                 out.extend_from_slice(&id.0);
                 out.extend_from_slice(&group.to_le_bytes());
             }
+            Request::Send { max_size } => {
+                out.push(OP_SEND);
+                out.extend_from_slice(&max_size.to_le_bytes());
+            }
         }
         out
     }
@@ -192,6 +215,11 @@ impl Request {
                 Request::Has { ids }
             }
             OP_PROVE => Request::Prove { id: read_id(r).await?, group: read_u64(r).await? },
+            OP_SEND => {
+                let max_size = read_u64(r).await?;
+                too_large("block size", max_size, MAX_BLOCK)?;
+                Request::Send { max_size }
+            }
             op => return Err(WireError::UnknownOp(op)),
         })
     }
@@ -201,7 +229,7 @@ impl Request {
     pub fn decode(bytes: &[u8]) -> Result<Request, WireError> {
         let mut r = bytes;
         let req = futures::executor::block_on(Request::read(&mut r))?;
-        if !r.is_empty() && !matches!(req, Request::Put { .. }) {
+        if !r.is_empty() && !matches!(req, Request::Put { .. } | Request::Send { .. }) {
             return Err(WireError::Trailing(r.len()));
         }
         Ok(req)
@@ -260,6 +288,32 @@ pub async fn write_has<W: AsyncWrite + Unpin>(w: &mut W, present: &[bool]) -> st
     w.flush().await
 }
 
+/// Writes one SEND data frame (`data` at most [`MAX_FRAME`] bytes, never empty).
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) -> std::io::Result<()> {
+    w.write_all(&(data.len() as u32).to_le_bytes()).await?;
+    w.write_all(data).await
+}
+
+/// Writes the end of a SEND: an empty frame and the id.
+pub async fn write_end<W: AsyncWrite + Unpin>(w: &mut W, id: &BlockId) -> std::io::Result<()> {
+    let mut out = [0u8; 36];
+    out[4..].copy_from_slice(&id.0);
+    w.write_all(&out).await?;
+    w.flush().await
+}
+
+/// Reads one SEND frame, checking its length before allocating.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, WireError> {
+    let len = u32::from_le_bytes(read_array(r).await?);
+    if len == 0 {
+        return Ok(Frame::End(read_id(r).await?));
+    }
+    too_large("frame", u64::from(len), u64::from(MAX_FRAME))?;
+    let mut data = vec![0u8; len as usize];
+    r.read_exact(&mut data).await?;
+    Ok(Frame::Data(data))
+}
+
 /// Reads a status; an error status becomes `WireError::Refused` with its reason.
 pub async fn read_status<R: AsyncRead + Unpin>(r: &mut R) -> Result<(), WireError> {
     let [b] = read_array::<1, _>(r).await?;
@@ -315,6 +369,7 @@ mod tests {
             Request::Has { ids: vec![id; 3] },
             Request::Has { ids: vec![] },
             Request::Prove { id, group: 9 },
+            Request::Send { max_size: 1 << 30 },
         ] {
             assert_eq!(Request::decode(&req.encode()).unwrap(), req);
         }
@@ -358,6 +413,22 @@ mod tests {
         buf.extend_from_slice(&0u64.to_le_bytes());
         buf.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(block_on(read_fragment(&mut &buf[..])), Err(WireError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn frames_round_trip_and_are_bounded() {
+        let id = BlockId::of(b"y");
+        let mut buf = Vec::new();
+        block_on(write_frame(&mut buf, b"abc")).unwrap();
+        block_on(write_end(&mut buf, &id)).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(block_on(read_frame(&mut r)).unwrap(), Frame::Data(b"abc".to_vec()));
+        assert_eq!(block_on(read_frame(&mut r)).unwrap(), Frame::End(id));
+        assert!(r.is_empty());
+        let huge = (MAX_FRAME + 1).to_le_bytes();
+        assert!(matches!(block_on(read_frame(&mut &huge[..])), Err(WireError::TooLarge { .. })));
+        let too_big = Request::Send { max_size: MAX_BLOCK + 1 }.encode();
+        assert!(matches!(Request::decode(&too_big), Err(WireError::TooLarge { .. })));
     }
 
     proptest! {

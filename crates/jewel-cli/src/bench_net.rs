@@ -1,0 +1,278 @@
+//! `jewel bench net`: issue 3's network figures, measured on real node processes.
+//!
+//! 1. Start-up, idle RSS and idle CPU: a devnet of 10 peers; how long until every peer knows
+//!    every other, then each node's RSS and the CPU all ten use over a quiet window.
+//! 2. Throughput: a devnet of `peers` holders plus one owner node (the client: it runs the
+//!    pipeline); a random file is put with the scheme and got back through the owner's API,
+//!    end to end, counting file bytes; the output is compared by hash. The owner's peak RSS.
+//! 3. Small files: `jewel put` of a 4 KiB file as a separate CLI process, wall time.
+//!
+//! Everything runs on 127.0.0.1 in a temporary folder, which is removed afterwards.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use jewel::codec::{SchemeSpec, SplitMix64};
+use serde::Serialize;
+
+use crate::devnet;
+use crate::remote::Api;
+
+/// What to measure.
+pub struct NetBench {
+    pub size: u64,
+    pub peers: usize,
+    pub scheme: SchemeSpec,
+    pub idle: Duration,
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Row {
+    case: String,
+    value: f64,
+    unit: &'static str,
+    target: Option<String>,
+}
+
+/// Stops a devnet when dropped, so a failed bench leaves no processes behind.
+struct Running(PathBuf);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = devnet::stop(&self.0);
+    }
+}
+
+fn proc_field(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+}
+
+/// User + system CPU time of `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(100.0)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+fn mb_per_s(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / secs.max(1e-9) / 1e6
+}
+
+/// Writes `size` bytes of seeded random data to `path`; returns their hash.
+fn write_random(path: &Path, size: u64) -> Result<blake3::Hash> {
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut rng = SplitMix64(0x6e65_7462);
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = (left as usize).min(buf.len());
+        for word in buf[..n].chunks_mut(8) {
+            let r = rng.next_u64().to_le_bytes();
+            word.copy_from_slice(&r[..word.len()]);
+        }
+        hasher.update(&buf[..n]);
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(hasher.finalize())
+}
+
+fn hash_file(path: &Path) -> Result<blake3::Hash> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finalize());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+pub fn run(b: &NetBench) -> Result<()> {
+    let slots = jewel::codec::build(&b.scheme)?.slots();
+    if b.peers < slots {
+        bail!("{} needs {slots} holders; --peers is {}", b.scheme, b.peers);
+    }
+    let tmp = tempfile::Builder::new().prefix("jewel-bench-net-").tempdir()?;
+    let mut rows = Vec::new();
+    let mut push = |case: &str, value: f64, unit: &'static str, target: Option<&str>| {
+        if !b.json {
+            eprintln!("  {case}: {value:.2} {unit}");
+        }
+        rows.push(Row { case: case.into(), value, unit, target: target.map(str::to_string) });
+    };
+
+    // 1. Start-up and idle.
+    let idle_dir = tmp.path().join("idle");
+    let (idle_net, took) = devnet::launch(&idle_dir, 10)?;
+    let idle_guard = Running(idle_dir.clone());
+    push("devnet up --peers 10: every peer knows the others", took.as_secs_f64(), "s", Some("<= 5 s"));
+    let pids: Vec<u32> = idle_net.peers.iter().map(|p| p.pid).collect();
+    // Let the start-up DHT traffic (bootstrap, first provider lookups) settle first.
+    std::thread::sleep(Duration::from_secs(2));
+    let before: u64 = pids.iter().filter_map(|p| cpu_ticks(*p)).sum();
+    let t = Instant::now();
+    std::thread::sleep(b.idle);
+    let after: u64 = pids.iter().filter_map(|p| cpu_ticks(*p)).sum();
+    let cpu = (after.saturating_sub(before)) as f64 / clock_ticks_per_second() / t.elapsed().as_secs_f64();
+    push(
+        &format!("idle CPU, 10 nodes together, {:.0} s window", b.idle.as_secs_f64()),
+        100.0 * cpu,
+        "% of a core",
+        Some("< 2%"),
+    );
+    let idle_rss = pids.iter().filter_map(|p| proc_field(*p, "VmRSS:")).max().unwrap_or(0);
+    push("idle node RSS, the largest of 10", mib(idle_rss), "MiB", Some("<= 40 MiB"));
+    drop(idle_guard);
+
+    // 2. Throughput through an owner node.
+    let dir = tmp.path().join("net");
+    let (net, _) = devnet::launch(&dir, b.peers)?;
+    let _guard = Running(dir.clone());
+    let boot = net.peers.first().and_then(|p| p.listen.first().cloned()).context("no bootstrap address")?;
+    let owner_home = tmp.path().join("owner");
+    let owner = devnet::spawn(b.peers, &owner_home, Some(&boot))?;
+    let _owner_guard = Killer(owner.pid);
+    devnet::wait_known(&owner, b.peers)?;
+    let api = Api::open(Some(&owner_home))?;
+
+    let input = tmp.path().join("input.bin");
+    let expect = write_random(&input, b.size)?;
+    let holder_pids: Vec<u32> = net.peers.iter().map(|p| p.pid).collect();
+    let ticks = clock_ticks_per_second();
+    let cpu_now = || {
+        let holders: u64 = holder_pids.iter().filter_map(|p| cpu_ticks(*p)).sum();
+        (cpu_ticks(owner.pid).unwrap_or(0) as f64 / ticks, holders as f64 / ticks)
+    };
+    let gib = b.size as f64 / (1u64 << 30) as f64;
+    let cpu_before = cpu_now();
+    let t = Instant::now();
+    let v = api.post("/v1/put", serde_json::json!({ "path": input, "scheme": b.scheme.to_string() }))?;
+    let put_secs = t.elapsed().as_secs_f64();
+    let cap = v["cap"].as_str().context("put returned no cap")?.to_string();
+    push(
+        &format!("put {:.0} MiB, {}, file bytes", mib(b.size), b.scheme),
+        mb_per_s(b.size, put_secs),
+        "MB/s",
+        Some(">= 300 MB/s"),
+    );
+    let cpu_after = cpu_now();
+    let put_peak = proc_field(owner.pid, "VmHWM:").unwrap_or(0);
+    push("put CPU, owner node, per GiB", (cpu_after.0 - cpu_before.0) / gib, "CPU-s", None);
+    push("put CPU, all holders together, per GiB", (cpu_after.1 - cpu_before.1) / gib, "CPU-s", None);
+    let _ = std::fs::remove_file(&input);
+    let output = tmp.path().join("output.bin");
+    let t = Instant::now();
+    api.post("/v1/get", serde_json::json!({ "cap": cap, "out": output }))?;
+    let get_secs = t.elapsed().as_secs_f64();
+    let cpu_end = cpu_now();
+    if hash_file(&output)? != expect {
+        bail!("bench net: get returned different bytes than were put");
+    }
+    let _ = std::fs::remove_file(&output);
+    push(
+        &format!("get {:.0} MiB, {}, file bytes", mib(b.size), b.scheme),
+        mb_per_s(b.size, get_secs),
+        "MB/s",
+        Some(">= 400 MB/s"),
+    );
+    push("get CPU, owner node, per GiB", (cpu_end.0 - cpu_after.0) / gib, "CPU-s", None);
+    push("get CPU, all holders together, per GiB", (cpu_end.1 - cpu_after.1) / gib, "CPU-s", None);
+    let owner_peak = proc_field(owner.pid, "VmHWM:").unwrap_or(0);
+    push("client (owner node) peak RSS during put", mib(put_peak), "MiB", Some("<= 128 MiB"));
+    push("client (owner node) peak RSS over put and get", mib(owner_peak), "MiB", Some("<= 128 MiB"));
+
+    // 3. A 4 KiB put through the CLI, as a user runs it.
+    let small = tmp.path().join("small.bin");
+    write_random(&small, 4096)?;
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        let out = Command::new(std::env::current_exe()?)
+            .arg("--home")
+            .arg(&owner_home)
+            .args(["put", "--scheme", "jewels:3/5"])
+            .arg(&small)
+            .output()?;
+        if !out.status.success() {
+            bail!("small put failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        times.push(t.elapsed().as_secs_f64());
+    }
+    push("put 4 KiB, jewels:3/5, CLI process, first", 1000.0 * times[0], "ms", Some("<= 50 ms"));
+    let mut rest = times[1..].to_vec();
+    rest.sort_by(f64::total_cmp);
+    push("put 4 KiB, jewels:3/5, CLI process, median of 6 more", 1000.0 * rest[rest.len() / 2], "ms", None);
+
+    if b.json {
+        let v = serde_json::json!({
+            "scheme": b.scheme.to_string(),
+            "bytes": b.size,
+            "holders": b.peers,
+            "memcpy_gib_per_s": crate::bench::memcpy_gib_s(),
+            "loopback_tcp_gib_per_s": crate::bench::loopback_gib_s()?,
+            "rows": rows,
+        });
+        outln!("{v}");
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "\n{} holders + 1 owner node on 127.0.0.1; machine: memory copy {:.1} GiB/s (1 thread), loopback TCP {:.1} GiB/s\n",
+        b.peers,
+        crate::bench::memcpy_gib_s(),
+        crate::bench::loopback_gib_s()?
+    )?;
+    writeln!(out, "{:<56} {:>10} {:<12} target", "case", "value", "unit")?;
+    for r in &rows {
+        writeln!(
+            out,
+            "{:<56} {:>10.2} {:<12} {}",
+            r.case,
+            r.value,
+            r.unit,
+            r.target.as_deref().unwrap_or("-")
+        )?;
+    }
+    Ok(())
+}
+
+/// Terminates a process when dropped.
+struct Killer(u32);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.to_string()).status();
+        let start = Instant::now();
+        while devnet::alive(self.0) && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
