@@ -121,6 +121,9 @@ enum Command {
         /// Find peers on the local network with mDNS.
         #[arg(long)]
         mdns: bool,
+        /// Most bytes per second to serve to peers (e.g. 20MiB); unlimited if not given.
+        #[arg(long, value_parser = parse_size)]
+        max_upload: Option<u64>,
     },
     /// Store a file on the network through the node; prints its read cap.
     Put {
@@ -299,7 +302,7 @@ fn parse_spec(text: &str) -> Result<SchemeSpec> {
 fn run(cli: Cli) -> Result<()> {
     let home = cli.home.as_deref();
     match cli.command {
-        Command::Node { listen, bootstrap, api, capacity, zone, mdns } => {
+        Command::Node { listen, bootstrap, api, capacity, zone, mdns, max_upload } => {
             let Some(home) = cli.home.clone() else {
                 anyhow::bail!(
                     "`jewel node` needs --home DIR (or JEWEL_HOME): where its identity and store live"
@@ -314,6 +317,7 @@ fn run(cli: Cli) -> Result<()> {
                 capacity,
                 zone,
                 mdns,
+                max_upload,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(jewel::node::run(config, |info| {

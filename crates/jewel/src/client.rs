@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +23,9 @@ use crate::id::BlockId;
 use crate::manifest::{Manifest, SEGMENT_OVERHEAD};
 use crate::net::wire;
 use crate::net::{NetError, NetHandle};
-use crate::pipeline::{self, ByteRange, Fetch, GetStats, PieceFault, PipelineError, Put, PutOptions};
+use crate::pipeline::{
+    self, ByteRange, Fetch, GetStats, PieceFault, PipelineError, Put, PutOptions, ReadCounts,
+};
 use crate::pool::Pool;
 use crate::store::{BlockWriter, StoreError};
 use jewel_codec::CodecError;
@@ -251,7 +252,7 @@ pub struct NetFetch {
     sizes: Vec<u64>,
     health: Mutex<Vec<Health>>,
     faults: Mutex<Vec<PieceFault>>,
-    bytes_read: AtomicU64,
+    read: ReadCounts,
 }
 
 type Answer = (usize, Result<Vec<u8>, NetError>, Duration);
@@ -276,7 +277,7 @@ impl NetFetch {
             sizes,
             health: Mutex::new(vec![Health::default(); n]),
             faults: Mutex::new(Vec::new()),
-            bytes_read: AtomicU64::new(0),
+            read: ReadCounts::new(n),
         })
     }
 
@@ -427,7 +428,7 @@ impl Fetch for NetFetch {
                     Some((slot, r, took)) = pending.next() => match r {
                         Ok(buf) => {
                             self.record(slot, took);
-                            self.bytes_read.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                            self.read.add(slot, buf.len());
                             have[slot] = Some(buf);
                         }
                         Err(e) => {
@@ -455,9 +456,9 @@ impl Fetch for NetFetch {
         })
     }
 
-    fn report(&self) -> (u64, Vec<PieceFault>) {
+    fn report(&self) -> (Vec<u64>, Vec<PieceFault>) {
         let faults = self.faults.lock().map(|f| f.clone()).unwrap_or_default();
-        (self.bytes_read.load(Ordering::Relaxed), faults)
+        (self.read.get(), faults)
     }
 }
 

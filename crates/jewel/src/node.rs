@@ -62,6 +62,8 @@ pub struct NodeConfig {
     pub capacity: Option<u64>,
     pub zone: Option<String>,
     pub mdns: bool,
+    /// Most bytes per second served to peers.
+    pub max_upload: Option<u64>,
 }
 
 /// What `api.json` holds.
@@ -162,6 +164,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         mdns: config.mdns,
         zone: config.zone.clone(),
         serve_blocks: true,
+        max_upload: config.max_upload,
     };
     let network = Network::start(keypair, net_config, Arc::new(store.clone())).await?;
     let listener = tokio::net::TcpListener::bind(config.api).await.map_err(io_err(&config.home))?;

@@ -349,6 +349,8 @@ pub struct GetStats {
     pub file_bytes: u64,
     /// Bytes read from pieces (verified).
     pub bytes_read: u64,
+    /// Of those, from each slot's piece.
+    pub read_by_slot: Vec<u64>,
     /// Pieces that were missing, foreign, the wrong size or corrupt.
     pub faults: Vec<PieceFault>,
     pub elapsed: Duration,
@@ -369,8 +371,27 @@ pub trait Fetch: Sync {
         pool: &Pool<Vec<u8>>,
     ) -> Result<Vec<Option<Vec<u8>>>, PipelineError>;
 
-    /// Verified bytes read so far, and the pieces found faulty.
-    fn report(&self) -> (u64, Vec<PieceFault>);
+    /// Verified bytes read so far from each slot, and the faults seen.
+    fn report(&self) -> (Vec<u64>, Vec<PieceFault>);
+}
+
+/// Verified bytes read from each slot, counted as reads complete.
+pub struct ReadCounts(Vec<AtomicU64>);
+
+impl ReadCounts {
+    pub fn new(slots: usize) -> Self {
+        ReadCounts((0..slots).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    pub fn add(&self, slot: usize, bytes: usize) {
+        if let Some(c) = self.0.get(slot) {
+            c.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self) -> Vec<u64> {
+        self.0.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
 }
 
 /// Reads the given pieces one after another (local stores).
@@ -378,7 +399,7 @@ struct LocalFetch {
     sources: Vec<Option<Box<dyn BlockReader>>>,
     alive: Mutex<Vec<bool>>,
     faults: Mutex<Vec<PieceFault>>,
-    bytes_read: AtomicU64,
+    read: ReadCounts,
 }
 
 impl Fetch for LocalFetch {
@@ -408,7 +429,7 @@ impl Fetch for LocalFetch {
                 buf.resize(want[slot].1, 0);
                 match src.read_at(want[slot].0, &mut buf) {
                     Ok(()) => {
-                        self.bytes_read.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                        self.read.add(slot, buf.len());
                         chunks[slot] = Some(buf);
                     }
                     Err(e) => {
@@ -430,9 +451,9 @@ impl Fetch for LocalFetch {
         }
     }
 
-    fn report(&self) -> (u64, Vec<PieceFault>) {
+    fn report(&self) -> (Vec<u64>, Vec<PieceFault>) {
         let faults = self.faults.lock().map(|f| f.clone()).unwrap_or_default();
-        (self.bytes_read.load(Ordering::Relaxed), faults)
+        (self.read.get(), faults)
     }
 }
 
@@ -479,7 +500,7 @@ pub fn get(
         alive: Mutex::new(sources.iter().map(Option::is_some).collect()),
         sources,
         faults: Mutex::new(faults),
-        bytes_read: AtomicU64::new(0),
+        read: ReadCounts::new(n),
     };
     get_with(manifest, key, &fetch, ByteRange::ALL, out, threads)
 }
@@ -596,8 +617,14 @@ pub fn get_with(
         },
     )?;
     out.flush().map_err(PipelineError::output)?;
-    let (bytes_read, faults) = fetch.report();
-    Ok(GetStats { file_bytes, bytes_read, faults, elapsed: start.elapsed() })
+    let (read_by_slot, faults) = fetch.report();
+    Ok(GetStats {
+        file_bytes,
+        bytes_read: read_by_slot.iter().sum(),
+        read_by_slot,
+        faults,
+        elapsed: start.elapsed(),
+    })
 }
 
 /// Readers for a file's pieces when slot `i` lives in `stores[i]` and only the slots

@@ -137,3 +137,64 @@ async fn bad_frames_get_clear_refusals() {
         n.shutdown().await;
     }
 }
+
+/// Sends `block` with SEND (id at the end) in 70 kB chunks, announcing `max` bytes.
+async fn send(
+    net: &jewel::net::NetHandle,
+    peer: jewel::net::PeerId,
+    max: u64,
+    block: &[u8],
+) -> (BlockId, Result<(), NetError>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let chunks: Vec<Vec<u8>> = block.chunks(70_000).map(<[u8]>::to_vec).collect();
+    let feed = tokio::spawn(async move {
+        for c in chunks {
+            if tx.send(c).await.is_err() {
+                break;
+            }
+        }
+    });
+    let r = net.send_block(peer, max, rx).await;
+    feed.await.unwrap();
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_streams_a_block_whose_id_comes_last() {
+    use futures::AsyncWriteExt;
+    let (nodes, stores) = network(2, Some(400_000)).await;
+    let a = nodes[0].handle();
+    let b = nodes[1].handle().peer_id();
+
+    // A good send: the id is the data's hash, known to both sides only at the end.
+    let block = data(250_000, 4);
+    let (id, r) = send(a, b, 250_000, &block).await;
+    r.unwrap();
+    assert_eq!(id, BlockId::of(&block));
+    assert!(stores[1].has(&id).unwrap());
+
+    // More data than announced: refused, nothing stored, and the id is still computed.
+    let other = data(120_000, 5);
+    let (id, r) = send(a, b, 100_000, &other).await;
+    assert_eq!(id, BlockId::of(&other));
+    assert!(matches!(r, Err(NetError::Wire(WireError::Refused { status: Status::BadRequest, .. }))), "{r:?}");
+    assert!(!stores[1].has(&id).unwrap());
+
+    // Over capacity: refused before any data moves.
+    let (_, r) = send(a, b, 300_000, &other).await;
+    assert!(matches!(r, Err(NetError::Wire(WireError::Refused { status: Status::Full, .. }))), "{r:?}");
+
+    // A sender whose end names another id: refused as a hash mismatch, nothing stored.
+    let mut s = a.stream_control().open_stream(b, BLOCK_PROTOCOL).await.unwrap();
+    s.write_all(&Request::Send { max_size: 1000 }.encode()).await.unwrap();
+    wire::read_status(&mut s).await.unwrap();
+    wire::write_frame(&mut s, &[7u8; 500]).await.unwrap();
+    wire::write_end(&mut s, &BlockId::of(b"not this")).await.unwrap();
+    let err = wire::read_status(&mut s).await.unwrap_err();
+    assert!(matches!(err, WireError::Refused { status: Status::HashMismatch, .. }), "{err}");
+    assert!(!stores[1].has(&BlockId::of(&[7u8; 500])).unwrap());
+    assert_eq!(stores[1].list().unwrap().len(), 1, "only the good block is stored");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

@@ -235,3 +235,64 @@ async fn a_lying_peer_is_detected_and_skipped() {
         n.shutdown().await;
     }
 }
+
+/// Hedged reads: the holder of slot 0 (the one a naive reader asks first) serves at
+/// 200 KB/s, about 50× slower than the others, and slot 1's holder is gone. The get is
+/// exact, reads little from the slow holder (it is outrun and then asked last), and the
+/// dead one costs at most one failed request per segment in flight, not one per segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_holder_is_outrun_and_a_dead_one_is_asked_once() {
+    let mut nodes = network(6).await;
+    let boot = nodes[0].handle().listeners().await.unwrap()[0]
+        .clone()
+        .with(MultiaddrProtocol::P2p(nodes[0].handle().peer_id()));
+    let config = NetConfig { bootstrap: vec![boot], max_upload: Some(200_000), ..NetConfig::default() };
+    let slow =
+        Network::start(Keypair::generate_ed25519(), config, Arc::new(MemStore::new(None))).await.unwrap();
+    let client = nodes[0].handle().clone();
+    let mut holders: Vec<PeerId> = vec![slow.handle().peer_id()];
+    holders.extend(nodes[1..].iter().map(|n| n.handle().peer_id()));
+    let rt = tokio::runtime::Handle::current();
+    let data = random(2 << 20, 5);
+    let segments = (2usize << 20) / (64 << 10);
+    let placed = {
+        let (rt, client, holders, data) = (rt.clone(), client.clone(), holders.clone(), data.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut opts = PutOptions::new(SchemeSpec::parse("jewels:3/6").unwrap());
+            opts.segment_size = 64 << 10;
+            opts.compress = false;
+            put_file(&rt, &client, &mut &data[..], data.len() as u64, &opts, &holders).unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    // Slot 1's holder goes away.
+    nodes.remove(1).shutdown().await;
+    let threads = 2;
+    let (out, stats) = {
+        let (manifest, key) = (placed.put.manifest.clone(), placed.put.cap.key.clone());
+        let all: Vec<Option<PeerId>> = holders.iter().copied().map(Some).collect();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let range = jewel::pipeline::ByteRange::ALL;
+            let stats = get_file(&rt, &client, &manifest, &key, &all, range, &mut out, threads).unwrap();
+            (out, stats)
+        })
+        .await
+        .unwrap()
+    };
+    assert!(out == data, "the file comes back exact");
+    let chunk = stats.read_by_slot.iter().max().unwrap() / segments as u64;
+    assert!(
+        stats.read_by_slot[0] <= 2 * threads as u64 * chunk,
+        "the slow holder served {} bytes; a chunk is {chunk}",
+        stats.read_by_slot[0]
+    );
+    let dead = stats.faults.iter().filter(|f| f.slot == 1).count();
+    assert!((1..=threads).contains(&dead), "the dead holder was asked {dead} times for {segments} segments");
+    assert_eq!(stats.read_by_slot[1], 0);
+    slow.shutdown().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

@@ -43,8 +43,41 @@ pub fn is_transient(e: &NetError) -> bool {
     matches!(e, NetError::OpenStream { .. } | NetError::Wire(WireError::Io(_)))
 }
 
-/// Serves `store` on the block protocol until the network stops. Spawn it.
-pub async fn serve(net: NetHandle, store: Arc<dyn BlockStore>) -> Result<(), NetError> {
+/// A node-wide limit on the bytes served per second: each reply waits for its turn, so
+/// replies leave at most at `rate` bytes per second on average, whatever their number.
+pub struct RateLimit {
+    rate: f64,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl RateLimit {
+    pub fn new(bytes_per_second: u64) -> Self {
+        RateLimit {
+            rate: bytes_per_second.max(1) as f64,
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits until `bytes` more may be sent.
+    pub async fn wait(&self, bytes: usize) {
+        let until = {
+            let mut next = self.next.lock().await;
+            let start = (*next).max(tokio::time::Instant::now());
+            *next = start + Duration::from_secs_f64(bytes as f64 / self.rate);
+            *next
+        };
+        tokio::time::sleep_until(until).await;
+    }
+}
+
+/// Serves `store` on the block protocol until the network stops, sending at most
+/// `max_upload` bytes per second of replies if given. Spawn it.
+pub async fn serve(
+    net: NetHandle,
+    store: Arc<dyn BlockStore>,
+    max_upload: Option<u64>,
+) -> Result<(), NetError> {
+    let limit = max_upload.map(|r| Arc::new(RateLimit::new(r)));
     let mut control = net.control.clone();
     let mut incoming = control
         .accept(BLOCK_PROTOCOL)
@@ -54,6 +87,7 @@ pub async fn serve(net: NetHandle, store: Arc<dyn BlockStore>) -> Result<(), Net
     while let Some((peer, mut stream)) = incoming.next().await {
         let store = store.clone();
         let net = net.clone();
+        let limit = limit.clone();
         let peer_sem = match per_peer.lock() {
             Ok(mut m) => {
                 // Forget idle peers so the map stays bounded by the active ones.
@@ -71,7 +105,7 @@ pub async fn serve(net: NetHandle, store: Arc<dyn BlockStore>) -> Result<(), Net
                 let _ = stream.close().await;
                 return;
             };
-            if let Err(e) = handle(&mut stream, store, &net).await {
+            if let Err(e) = handle(&mut stream, store, &net, limit.as_deref()).await {
                 tracing::debug!(%peer, error = %e, "block request failed");
             }
             let _ = stream.close().await;
@@ -120,7 +154,12 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn handle(stream: &mut Stream, store: Arc<dyn BlockStore>, net: &NetHandle) -> Result<(), WireError> {
+async fn handle(
+    stream: &mut Stream,
+    store: Arc<dyn BlockStore>,
+    net: &NetHandle,
+    limit: Option<&RateLimit>,
+) -> Result<(), WireError> {
     let req = match tokio::time::timeout(REQUEST_TIMEOUT, Request::read(stream)).await {
         Err(_) => return Ok(()),
         Ok(Err(WireError::UnsupportedVersion(v))) => {
@@ -140,7 +179,7 @@ async fn handle(stream: &mut Stream, store: Arc<dyn BlockStore>, net: &NetHandle
                 Ok((reader.len(), reader.fragment(offset, len)?))
             })
             .await;
-            reply_fragment(stream, r).await
+            reply_fragment(stream, r, limit).await
         }
         Request::Prove { id, group } => {
             let r = blocking(move || {
@@ -151,7 +190,7 @@ async fn handle(stream: &mut Stream, store: Arc<dyn BlockStore>, net: &NetHandle
                 Ok((size, reader.fragment(offset, len)?))
             })
             .await;
-            reply_fragment(stream, r).await
+            reply_fragment(stream, r, limit).await
         }
         Request::Has { ids } => {
             let r =
@@ -167,9 +206,15 @@ async fn handle(stream: &mut Stream, store: Arc<dyn BlockStore>, net: &NetHandle
 async fn reply_fragment(
     stream: &mut Stream,
     r: Result<(u64, Vec<u8>), (Status, String)>,
+    limit: Option<&RateLimit>,
 ) -> Result<(), WireError> {
     match r {
-        Ok((size, frag)) => Ok(wire::write_fragment(stream, size, &frag).await?),
+        Ok((size, frag)) => {
+            if let Some(limit) = limit {
+                limit.wait(frag.len()).await;
+            }
+            Ok(wire::write_fragment(stream, size, &frag).await?)
+        }
         Err((status, reason)) => Ok(wire::write_error(stream, status, &reason).await?),
     }
 }

@@ -39,10 +39,11 @@ impl Network {
         let mut tasks = vec![tokio::spawn(event_loop.run(watch.clone()))];
         let server_handle = handle.clone();
         let mut stop = watch;
+        let max_upload = config.max_upload;
         if config.serve_blocks {
             tasks.push(tokio::spawn(async move {
                 tokio::select! {
-                    r = block::serve(server_handle, store) => {
+                    r = block::serve(server_handle, store, max_upload) => {
                         if let Err(e) = r {
                             tracing::warn!(error = %e, "block server stopped");
                         }

@@ -67,6 +67,8 @@ pub struct NetConfig {
     pub zone: Option<String>,
     /// Serve the block store to peers (off only for tests that play a peer by hand).
     pub serve_blocks: bool,
+    /// Most bytes per second this node serves to peers (reads and proofs), if limited.
+    pub max_upload: Option<u64>,
 }
 
 impl Default for NetConfig {
@@ -77,6 +79,7 @@ impl Default for NetConfig {
             mdns: false,
             zone: None,
             serve_blocks: true,
+            max_upload: None,
         }
     }
 }
