@@ -136,9 +136,13 @@ enum Command {
     /// Fetch a file from the network by its read cap.
     Get {
         cap: String,
-        /// Output file, or `-` for stdout.
+        /// Output file, or `-` for stdout. An interrupted get into a file resumes when run
+        /// again.
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
+        /// Only bytes START-END of the file (END inclusive; `START-` to the end).
+        #[arg(long)]
+        range: Option<String>,
     },
     /// Show each piece of a file with its holder and state, and whether it is recoverable.
     Check {
@@ -333,7 +337,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Put { file, scheme, json } => remote::put(home, &file, scheme.as_deref(), json),
-        Command::Get { cap, output } => remote::get(home, &cap, &output),
+        Command::Get { cap, output, range } => {
+            let range = range.as_deref().map(remote::parse_range).transpose()?;
+            remote::get(home, &cap, &output, range)
+        }
         Command::Check { cap, json } => remote::check(home, &cap, json),
         Command::Peers { json } => remote::peers(home, json),
         Command::Dir { json } => remote::dir(home, json),

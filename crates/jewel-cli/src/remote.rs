@@ -70,9 +70,57 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     Ok(if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) })
 }
 
+/// Runs `call` (a put or get naming job `id`, if any) with a progress bar on stderr that
+/// follows the node's `/v1/progress/{id}`, when stderr is a terminal.
+fn with_progress<T>(api: &Api, label: &str, call: impl FnOnce(Option<&str>) -> Result<T>) -> Result<T> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return call(None);
+    }
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let job = format!("{}-{nanos:x}", std::process::id());
+    // Hidden until the node reports the job: no empty bar for a call that ends at once.
+    let bar = indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::hidden());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:32}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(label.to_string());
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let result = std::thread::scope(|scope| {
+        let (bar, job) = (&bar, &job);
+        scope.spawn(move || {
+            // Refresh ten times a second until the call returns.
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(std::time::Duration::from_millis(100))
+            {
+                if let Ok(v) = api.get(&format!("/v1/progress/{job}")) {
+                    if bar.is_hidden() {
+                        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    }
+                    bar.set_length(v["total"].as_u64().unwrap_or(0));
+                    bar.set_position(v["done"].as_u64().unwrap_or(0));
+                }
+            }
+        });
+        let r = call(Some(job));
+        let _ = stop.send(());
+        r
+    });
+    bar.finish_and_clear();
+    result
+}
+
 pub fn put(home: Option<&Path>, file: &Path, scheme: Option<&str>, json: bool) -> Result<()> {
     let api = Api::open(home)?;
-    let v = api.post("/v1/put", serde_json::json!({ "path": absolute(file)?, "scheme": scheme }))?;
+    let path = absolute(file)?;
+    let v = with_progress(&api, "put", |job| {
+        api.post("/v1/put", serde_json::json!({ "path": path, "scheme": scheme, "job": job }))
+    })?;
     if json {
         outln!("{v}");
     } else {
@@ -83,7 +131,25 @@ pub fn put(home: Option<&Path>, file: &Path, scheme: Option<&str>, json: bool) -
     Ok(())
 }
 
-pub fn get(home: Option<&Path>, cap: &str, out: &Path) -> Result<()> {
+/// Parses `START-END` (END inclusive, as in HTTP) or `START-` into a half-open range.
+pub fn parse_range(text: &str) -> Result<(u64, u64)> {
+    let (a, b) = text.split_once('-').with_context(|| format!("bad --range `{text}`: expected START-END"))?;
+    let start: u64 =
+        a.trim().parse().with_context(|| format!("bad --range `{text}`: START is not a number"))?;
+    let end = if b.trim().is_empty() {
+        u64::MAX
+    } else {
+        let last: u64 =
+            b.trim().parse().with_context(|| format!("bad --range `{text}`: END is not a number"))?;
+        if last < start {
+            bail!("bad --range `{text}`: END is before START");
+        }
+        last.saturating_add(1)
+    };
+    Ok((start, end))
+}
+
+pub fn get(home: Option<&Path>, cap: &str, out: &Path, range: Option<(u64, u64)>) -> Result<()> {
     let api = Api::open(home)?;
     let to_stdout = out.as_os_str() == "-";
     let target = if to_stdout {
@@ -92,13 +158,17 @@ pub fn get(home: Option<&Path>, cap: &str, out: &Path) -> Result<()> {
     } else {
         absolute(out)?
     };
-    let v = api.post("/v1/get", serde_json::json!({ "cap": cap, "out": target }))?;
+    let v = with_progress(&api, "get", |job| {
+        api.post("/v1/get", serde_json::json!({ "cap": cap, "out": target, "range": range, "job": job }))
+    })?;
     if to_stdout {
         let mut f = std::fs::File::open(&target)?;
         std::io::copy(&mut f, &mut std::io::stdout().lock()).context("writing to stdout")?;
         let _ = std::fs::remove_file(&target);
     } else {
-        eprintln!("got {} bytes into {}", v["file_bytes"], out.display());
+        let resumed = v["resumed_from"].as_u64().unwrap_or(0);
+        let note = if resumed > 0 { format!(" (resumed after {resumed} bytes)") } else { String::new() };
+        eprintln!("got {} bytes into {}{note}", v["file_bytes"], out.display());
     }
     Ok(())
 }

@@ -96,6 +96,12 @@ fn six_peers_put_get_and_survive_what_the_scheme_promises() {
     let out = tmp.path().join("out.bin");
     ok(&home0, &["get", &cap, "-o", out.to_str().unwrap()]);
     assert_eq!(std::fs::read(&out).unwrap(), data);
+    // A range: only those bytes (END inclusive).
+    let part = tmp.path().join("part.bin");
+    ok(&home0, &["get", &cap, "-o", part.to_str().unwrap(), "--range", "1000000-1299999"]);
+    assert!(std::fs::read(&part).unwrap() == data[1_000_000..1_300_000]);
+    let e = err_line(&home0, &["get", &cap, "-o", part.to_str().unwrap(), "--range", "9-3"]);
+    assert!(e.contains("END is before START"), "{e}");
     let check: serde_json::Value = serde_json::from_str(&ok(&home0, &["check", &cap, "--json"])).unwrap();
     assert_eq!(check["alive"], 5);
     assert_eq!(check["recoverable"], true);

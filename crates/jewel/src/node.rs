@@ -26,7 +26,7 @@ use crate::caps::{Cap, ReadCap};
 use crate::client::{self, Candidate};
 use crate::id::BlockId;
 use crate::net::{NetConfig, NetHandle, Network};
-use crate::pipeline::{ByteRange, PutOptions};
+use crate::pipeline::{self, ByteRange, PutOptions};
 use crate::store::{BlockStore, FsStore, CHUNK_GROUP_SIZE};
 
 /// The scheme `put` uses when none is given.
@@ -116,6 +116,111 @@ struct NodeState {
     net: NetHandle,
     token: String,
     files: Mutex<BTreeMap<String, FileEntry>>,
+    jobs: Jobs,
+}
+
+/// Jobs whose progress a client may follow, by the id the client chose.
+const MAX_JOBS: usize = 64;
+
+/// How far one put or get is: bytes of the file done, of `total`.
+#[derive(Default)]
+pub struct Progress {
+    done: std::sync::atomic::AtomicU64,
+    total: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct Jobs(Mutex<BTreeMap<String, Arc<Progress>>>);
+
+impl Jobs {
+    /// Starts following job `id` (if the client named one and there is room).
+    fn start(&self, id: Option<&str>, total: u64) -> Option<JobGuard<'_>> {
+        let id = id?;
+        if id.is_empty() || id.len() > 64 {
+            return None;
+        }
+        let mut jobs = self.0.lock().ok()?;
+        if jobs.len() >= MAX_JOBS {
+            return None;
+        }
+        let p = Arc::new(Progress::default());
+        p.total.store(total, std::sync::atomic::Ordering::Relaxed);
+        jobs.insert(id.to_string(), p.clone());
+        Some(JobGuard { jobs: self, id: id.to_string(), progress: p })
+    }
+
+    fn get(&self, id: &str) -> Option<(u64, u64)> {
+        let jobs = self.0.lock().ok()?;
+        let p = jobs.get(id)?;
+        Some((
+            p.done.load(std::sync::atomic::Ordering::Relaxed),
+            p.total.load(std::sync::atomic::Ordering::Relaxed),
+        ))
+    }
+}
+
+/// Removes its job when the put or get ends, however it ends.
+struct JobGuard<'a> {
+    jobs: &'a Jobs,
+    id: String,
+    progress: Arc<Progress>,
+}
+
+impl Drop for JobGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut jobs) = self.jobs.0.lock() {
+            jobs.remove(&self.id);
+        }
+    }
+}
+
+/// Counts each segment fetched (its plaintext length) into a job's progress.
+struct CountedFetch<'a> {
+    inner: &'a dyn pipeline::Fetch,
+    progress: Option<Arc<Progress>>,
+    manifest: &'a crate::manifest::Manifest,
+}
+
+impl pipeline::Fetch for CountedFetch<'_> {
+    fn fetch(
+        &self,
+        scheme: &dyn jewel_codec::Scheme,
+        segment: usize,
+        want: &[(u64, usize)],
+        pool: &crate::pool::Pool<Vec<u8>>,
+    ) -> Result<Vec<Option<Vec<u8>>>, pipeline::PipelineError> {
+        let chunks = self.inner.fetch(scheme, segment, want, pool)?;
+        if let Some(p) = &self.progress {
+            p.done.fetch_add(self.manifest.plain_len(segment) as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(chunks)
+    }
+
+    fn report(&self) -> (Vec<u64>, Vec<pipeline::PieceFault>) {
+        self.inner.report()
+    }
+}
+
+/// Counts the bytes that pass through a reader into a job's progress.
+struct Counted<T> {
+    inner: T,
+    progress: Option<Arc<Progress>>,
+}
+
+impl<T> Counted<T> {
+    fn add(&self, n: usize) {
+        if let Some(p) = &self.progress {
+            p.done.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.add(n);
+        Ok(n)
+    }
 }
 
 impl NodeState {
@@ -184,6 +289,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         net: network.handle().clone(),
         token: token.clone(),
         files: Mutex::new(files),
+        jobs: Jobs::default(),
     });
     let app = Router::new()
         .route("/v1/status", get(status))
@@ -193,6 +299,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         .route("/v1/get", post(get_file))
         .route("/v1/check", post(check))
         .route("/v1/rm", post(rm))
+        .route("/v1/progress/{job}", get(progress))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state);
     let listen = network.handle().listeners().await?.iter().map(|a| a.to_string()).collect();
@@ -286,6 +393,18 @@ async fn dir(State(s): State<Arc<NodeState>>) -> Result<Json<serde_json::Value>,
 struct PutBody {
     path: PathBuf,
     scheme: Option<String>,
+    /// An id the client picks to follow progress at `/v1/progress/{job}`.
+    job: Option<String>,
+}
+
+async fn progress(
+    State(s): State<Arc<NodeState>>,
+    axum::extract::Path(job): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match s.jobs.get(&job) {
+        Some((done, total)) => Ok(Json(serde_json::json!({ "done": done, "total": total }))),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no job {job} is running"))),
+    }
 }
 
 async fn put(
@@ -307,10 +426,12 @@ async fn put(
     let path = body.path.clone();
     let placed = blocking(move || {
         let cannot = |e: std::io::Error| bad(format!("cannot read {}: {e}", path.display()));
-        let mut file = std::fs::File::open(&path).map_err(cannot)?;
+        let file = std::fs::File::open(&path).map_err(cannot)?;
         let size = file.metadata().map_err(cannot)?.len();
+        let job = state.jobs.start(body.job.as_deref(), size);
+        let mut input = Counted { inner: file, progress: job.as_ref().map(|j| j.progress.clone()) };
         let opts = PutOptions::new(spec);
-        client::put_file(&rt, &state.net, &mut file, size, &opts, &holders).map_err(failed)
+        client::put_file(&rt, &state.net, &mut input, size, &opts, &holders).map_err(failed)
     })
     .await?;
     let name = body.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -343,37 +464,67 @@ fn recorded_holders(s: &NodeState, manifest: &BlockId) -> Option<Vec<PeerId>> {
 struct GetBody {
     cap: String,
     out: PathBuf,
+    /// Plaintext bytes `start..end` only (end exclusive); the whole file if absent.
+    range: Option<(u64, u64)>,
+    /// An id the client picks to follow progress at `/v1/progress/{job}`.
+    job: Option<String>,
 }
 
+/// Gets a file into `out`. A whole-file get is resumable: an interrupted one leaves a
+/// hidden part file beside `out`, and the next get of the same cap continues from it.
 async fn get_file(
     State(s): State<Arc<NodeState>>,
     Json(body): Json<GetBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let cap: ReadCap = body.cap.parse().map_err(bad)?;
+    if let Some((start, end)) = body.range {
+        if start > end {
+            return Err(bad(format!("range {start}-{end} ends before it starts")));
+        }
+    }
     let rt = tokio::runtime::Handle::current();
-    let stats = blocking(move || {
+    let (stats, resumed_from) = blocking(move || {
         let holders = recorded_holders(&s, &cap.manifest);
         let manifest =
             client::fetch_manifest(&rt, &s.net, cap.manifest, holders.as_deref().unwrap_or_default())
                 .map_err(failed)?;
         manifest.check_key(&cap.key).map_err(bad)?;
         let located = client::locate(&rt, &s.net, &manifest, holders.as_deref());
-        crate::offline::write_atomically(&body.out, |w| {
-            client::get_file(
-                &rt,
-                &s.net,
-                &manifest,
-                &cap.key,
-                &located,
-                ByteRange::ALL,
-                w,
-                client::GET_THREADS,
-            )
-            .map_err(failed)
-        })
+        // Progress counts whole segments fetched, of the segments the get covers.
+        let seg = u64::from(manifest.segment_size);
+        let (start, end) = body.range.unwrap_or((0, manifest.file_len));
+        let end = end.min(manifest.file_len);
+        let covered = (end.div_ceil(seg) * seg).min(manifest.file_len).saturating_sub(start / seg * seg);
+        let job = s.jobs.start(body.job.as_deref(), covered);
+        if let (Some(j), None) = (&job, body.range) {
+            let already = crate::offline::resume_offset(&body.out, &manifest);
+            j.progress.done.store(already, std::sync::atomic::Ordering::Relaxed);
+        }
+        let fetch = client::NetFetch::new(rt.clone(), s.net.clone(), &manifest, &located).map_err(failed)?;
+        let fetch = CountedFetch {
+            inner: &fetch,
+            progress: job.as_ref().map(|j| j.progress.clone()),
+            manifest: &manifest,
+        };
+        match body.range {
+            Some((start, end)) => {
+                let stats = crate::offline::write_atomically(&body.out, |w| {
+                    let range = ByteRange { start, end };
+                    pipeline::get_with(&manifest, &cap.key, &fetch, range, w, client::GET_THREADS)
+                        .map_err(failed)
+                })?;
+                Ok((stats, 0))
+            }
+            None => {
+                crate::offline::get_resumable(&body.out, &manifest, &cap.key, &fetch, client::GET_THREADS)
+                    .map_err(failed)
+            }
+        }
     })
     .await?;
-    Ok(Json(serde_json::to_value(stats).unwrap_or_default()))
+    let mut v = serde_json::to_value(stats).unwrap_or_default();
+    v["resumed_from"] = serde_json::json!(resumed_from);
+    Ok(Json(v))
 }
 
 #[derive(Deserialize)]

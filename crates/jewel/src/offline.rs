@@ -235,3 +235,73 @@ pub(crate) fn write_atomically<T, E: From<OfflineError>>(
     }
     result
 }
+
+/// The fixed name of a resumable download's partial file: beside `target`, hidden, and
+/// tagged (with the manifest id) so a part of another file is never resumed into this one.
+pub fn resumable_path(target: &Path, tag: &str) -> PathBuf {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    target.with_file_name(format!(".{name}.{tag}.jewel-part"))
+}
+
+/// The offset a [`get_resumable`] into `target` would resume from: the last whole segment
+/// of its part file, or 0.
+pub fn resume_offset(target: &Path, manifest: &Manifest) -> u64 {
+    let have = fs::metadata(resumable_path(target, &resume_tag(manifest))).map(|m| m.len()).unwrap_or(0);
+    have - have % u64::from(manifest.segment_size).max(1)
+}
+
+fn resume_tag(manifest: &Manifest) -> String {
+    let id = BlockId::of(&manifest.encode()).to_string();
+    id[..16].to_string()
+}
+
+/// Gets a whole file into `target`, resumably: an interrupted get (a failure, or the
+/// process stopped) leaves a hidden part file beside `target` ([`resumable_path`]), and the
+/// next call for the same manifest continues from its last whole segment. Returns the
+/// stats and the offset it resumed from.
+pub fn get_resumable(
+    target: &Path,
+    manifest: &Manifest,
+    key: &crate::crypto::FileKey,
+    fetch: &dyn crate::pipeline::Fetch,
+    threads: usize,
+) -> Result<(GetStats, u64), OfflineError> {
+    write_resumable(target, &resume_tag(manifest), u64::from(manifest.segment_size), |from, w| {
+        let range = crate::pipeline::ByteRange { start: from, end: u64::MAX };
+        Ok(crate::pipeline::get_with(manifest, key, fetch, range, w, threads)?)
+    })
+}
+
+/// Like [`write_atomically`], but resumable: the partial file has a fixed name
+/// ([`resumable_path`]) and is kept when `write` fails or the process is stopped. A later
+/// call continues from the last whole `unit` (segment) already in it: `write` gets the
+/// offset to start from and a writer that appends there. Returns what `write` returned and
+/// that offset.
+fn write_resumable<T, E: From<OfflineError>>(
+    target: &Path,
+    tag: &str,
+    unit: u64,
+    write: impl FnOnce(u64, &mut dyn Write) -> Result<T, E>,
+) -> Result<(T, u64), E> {
+    let part = resumable_path(target, tag);
+    let file = File::options().read(true).write(true).create(true).truncate(false).open(&part);
+    let file = file.map_err(|e| unwritable(&part, e))?;
+    let have = file.metadata().map_err(|e| unwritable(&part, e))?.len();
+    // A segment cut short by the interruption is fetched again.
+    let from = have - have % unit.max(1);
+    file.set_len(from).map_err(|e| unwritable(&part, e))?;
+    let mut file = file;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(from)).map_err(|e| unwritable(&part, e))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let written = write(from, &mut w);
+    let file = w.into_inner().map_err(|e| unwritable(&part, e.into_error()));
+    if written.is_err() && fs::metadata(&part).map(|m| m.len() == 0).unwrap_or(false) {
+        let _ = fs::remove_file(&part); // nothing worth resuming
+    }
+    let value = written?;
+    let file = file?;
+    file.sync_all().map_err(|e| unwritable(target, e))?;
+    fs::rename(&part, target).map_err(|e| unwritable(target, e))?;
+    sync_dir(&parent_of(target));
+    Ok((value, from))
+}

@@ -467,6 +467,16 @@ pub fn get(
     out: &mut dyn Write,
     threads: usize,
 ) -> Result<GetStats, PipelineError> {
+    let fetch = local_fetch(manifest, sources)?;
+    get_with(manifest, key, &fetch, ByteRange::ALL, out, threads)
+}
+
+/// A [`Fetch`] over the given pieces (`sources[i]` for slot `i`, `None` if absent), read
+/// in turn. Pieces that are foreign or the wrong size are faults from the start.
+pub fn local_fetch(
+    manifest: &Manifest,
+    sources: Vec<Option<Box<dyn BlockReader>>>,
+) -> Result<impl Fetch, PipelineError> {
     let scheme = manifest.build_scheme()?;
     let n = scheme.slots();
     if sources.len() != n {
@@ -496,13 +506,12 @@ pub fn get(
             }
         })
         .collect();
-    let fetch = LocalFetch {
+    Ok(LocalFetch {
         alive: Mutex::new(sources.iter().map(Option::is_some).collect()),
         sources,
         faults: Mutex::new(faults),
         read: ReadCounts::new(n),
-    };
-    get_with(manifest, key, &fetch, ByteRange::ALL, out, threads)
+    })
 }
 
 /// A range of a file's plaintext bytes: `start..end`, `end` exclusive and clamped to the

@@ -195,3 +195,81 @@ proptest! {
         prop_assert_eq!(out, data);
     }
 }
+
+/// A fetch that fails from segment `fail_at` on: an interrupted download.
+struct Interrupted<F> {
+    inner: F,
+    fail_at: usize,
+}
+
+impl<F: jewel::pipeline::Fetch> jewel::pipeline::Fetch for Interrupted<F> {
+    fn fetch(
+        &self,
+        scheme: &dyn jewel::codec::Scheme,
+        segment: usize,
+        want: &[(u64, usize)],
+        pool: &jewel::pool::Pool<Vec<u8>>,
+    ) -> Result<Vec<Option<Vec<u8>>>, PipelineError> {
+        if segment >= self.fail_at {
+            return Err(CodecError::NotEnoughPieces { needed: 3, available: 0 }.into());
+        }
+        self.inner.fetch(scheme, segment, want, pool)
+    }
+
+    fn report(&self) -> (Vec<u64>, Vec<jewel::pipeline::PieceFault>) {
+        self.inner.report()
+    }
+}
+
+#[test]
+fn an_interrupted_get_resumes_from_its_last_whole_segment() {
+    let data = random(10 * SEG as usize + 123, 31);
+    let s = store_file(&data, "jewels:3/5", CipherId::Aes256Gcm, false, 2);
+    let m = &s.put.manifest;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out.bin");
+    let all = vec![true; 5];
+    let broken =
+        Interrupted { inner: jewel::pipeline::local_fetch(m, sources(&s, &all)).unwrap(), fail_at: 6 };
+    let err = jewel::offline::get_resumable(&target, m, &s.put.cap.key, &broken, 2).unwrap_err();
+    assert!(err.to_string().contains("pieces"), "{err}");
+    assert!(!target.exists(), "nothing at the target until the file is whole");
+    let part = jewel::offline::resumable_path(&target, &jewel::BlockId::of(&m.encode()).to_string()[..16]);
+    assert_eq!(std::fs::metadata(&part).unwrap().len(), 6 * u64::from(SEG));
+    // Cut the part mid-segment, as a killed process might leave it.
+    let f = std::fs::OpenOptions::new().write(true).open(&part).unwrap();
+    f.set_len(5 * u64::from(SEG) + 100).unwrap();
+    assert_eq!(jewel::offline::resume_offset(&target, m), 5 * u64::from(SEG));
+
+    let whole = jewel::pipeline::local_fetch(m, sources(&s, &all)).unwrap();
+    let (stats, from) = jewel::offline::get_resumable(&target, m, &s.put.cap.key, &whole, 2).unwrap();
+    assert_eq!(from, 5 * u64::from(SEG));
+    assert_eq!(stats.file_bytes, data.len() as u64 - from, "only the rest is fetched");
+    assert!(std::fs::read(&target).unwrap() == data, "the resumed file is exact");
+    assert!(!part.exists());
+}
+
+#[test]
+fn a_range_reads_only_the_segments_that_cover_it() {
+    let data = random(20 * SEG as usize + 7, 32);
+    let s = store_file(&data, "jewels:3/5", CipherId::Aes256Gcm, false, 2);
+    let m = &s.put.manifest;
+    let chunk = (SEG as usize + jewel::manifest::SEGMENT_OVERHEAD).div_ceil(3) as u64;
+    for (start, end) in
+        [(0u64, 1u64), (SEG as u64 - 1, SEG as u64 + 1), (5000, 17000), (data.len() as u64 - 3, u64::MAX)]
+    {
+        let fetch = jewel::pipeline::local_fetch(m, sources(&s, &[true; 5])).unwrap();
+        let mut out = Vec::new();
+        let range = jewel::pipeline::ByteRange { start, end };
+        let stats = jewel::pipeline::get_with(m, &s.put.cap.key, &fetch, range, &mut out, 2).unwrap();
+        let end = end.min(data.len() as u64);
+        assert!(out == data[start as usize..end as usize], "{start}-{end}");
+        let segments = end.div_ceil(u64::from(SEG)) - start / u64::from(SEG);
+        assert!(stats.bytes_read <= segments * 3 * chunk, "{start}-{end}: read {} bytes", stats.bytes_read);
+        assert!(
+            stats.bytes_read >= (segments - 1) * 3 * chunk,
+            "{start}-{end}: read {} bytes",
+            stats.bytes_read
+        );
+    }
+}
