@@ -14,6 +14,7 @@ mod bench;
 mod bench_net;
 mod demo;
 mod devnet;
+mod menu;
 mod remote;
 mod size;
 
@@ -162,6 +163,8 @@ enum Command {
     },
     /// Release a file this node put.
     Rm { cap: String },
+    /// An interactive menu over the node: dir, store, delete, get, default scheme, help.
+    Menu,
     /// A local network of node processes on 127.0.0.1, for trying things out.
     Devnet {
         #[command(subcommand)]
@@ -345,6 +348,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Peers { json } => remote::peers(home, json),
         Command::Dir { json } => remote::dir(home, json),
         Command::Rm { cap } => remote::rm(home, &cap),
+        Command::Menu => menu::run(home),
         Command::Devnet { command } => match command {
             DevnetCommand::Up { peers, dir } => devnet::up(&dir, peers),
             DevnetCommand::Status { dir, json } => devnet::status(&dir, json),

@@ -141,3 +141,145 @@ fn six_peers_put_get_and_survive_what_the_scheme_promises() {
     // The node keeps serving after all of that.
     assert!(ok(&home0, &["dir"]).contains("files this node put"));
 }
+
+/// A process on a pseudo-terminal: what it prints is collected by a thread, and the test
+/// waits for text (never for time) before it types.
+struct Pty {
+    master: std::fs::File,
+    child: Child,
+    output: std::sync::mpsc::Receiver<Vec<u8>>,
+    seen: String,
+}
+
+impl Pty {
+    fn spawn(home: &Path, args: &[&str]) -> Pty {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::process::CommandExt;
+        let (mut master, mut slave) = (0, 0);
+        let size = libc::winsize { ws_row: 50, ws_col: 160, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: openpty fills two new descriptors, which are owned by the Files below.
+        let r =
+            unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size) };
+        assert_eq!(r, 0, "openpty failed");
+        // SAFETY: both descriptors were just opened and are not owned elsewhere.
+        let (master, slave) =
+            unsafe { (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave)) };
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--home").arg(home).args(args);
+        cmd.stdin(slave.try_clone().unwrap()).stdout(slave.try_clone().unwrap()).stderr(slave);
+        // SAFETY: only async-signal-safe calls: a new session with the pty as its terminal.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY as _, 0);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        drop(cmd);
+        let mut reader = master.try_clone().unwrap();
+        let (tx, output) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Pty { master, child, output, seen: String::new() }
+    }
+
+    /// Waits until the program has printed `text`, and forgets everything up to it.
+    fn expect(&mut self, text: &str) {
+        loop {
+            if let Some(at) = self.seen.find(text) {
+                self.seen.drain(..at + text.len());
+                return;
+            }
+            match self.output.recv_timeout(std::time::Duration::from_secs(30)) {
+                Ok(bytes) => self.seen.push_str(&String::from_utf8_lossy(&bytes)),
+                Err(_) => panic!("never saw {text:?}; the screen ends with {:?}", self.seen),
+            }
+        }
+    }
+
+    fn send(&mut self, keys: &str) {
+        use std::io::Write;
+        self.master.write_all(keys.as_bytes()).unwrap();
+        self.master.flush().unwrap();
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_menu_works_with_arrow_keys_and_letters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = Node::spawn(&tmp.path().join("n0"), None);
+    let boot = first.addr.clone();
+    let _others: Vec<Node> =
+        (1..3).map(|i| Node::spawn(&tmp.path().join(format!("n{i}")), Some(&boot))).collect();
+    let file = tmp.path().join("notes.txt");
+    let data = b"menu test: dear diary, today I stored a file with the arrow keys.\n".repeat(500);
+    std::fs::write(&file, &data).unwrap();
+    let out = tmp.path().join("back.txt");
+
+    let mut menu = Pty::spawn(&first.home, &["menu"]);
+    menu.expect("q/Esc back");
+    // A letter: set the default scheme to one that fits three peers.
+    menu.send("c");
+    menu.expect("new default scheme");
+    menu.send("replicate:2\n");
+    menu.expect("default scheme is now replicate:2");
+    menu.expect("press Enter");
+    menu.send("\n");
+    // The arrow keys: one down from "dir" is "store".
+    menu.expect("q/Esc back");
+    menu.send("\x1b[B");
+    menu.expect("> [s] store");
+    menu.send("\r");
+    menu.expect("file to store");
+    menu.send(&format!("{}\n", file.display()));
+    menu.expect("jewel:r1:");
+    menu.expect("2 pieces on 2 peers");
+    menu.expect("press Enter");
+    menu.send("\n");
+    menu.expect("q/Esc back");
+    menu.send("d");
+    menu.expect("files this node put:");
+    menu.expect("notes.txt");
+    menu.expect("press Enter");
+    menu.send("\n");
+    menu.expect("q/Esc back");
+    menu.send("g");
+    menu.expect("which file to get?");
+    menu.send("\r");
+    menu.expect("save as");
+    menu.send(&format!("{}\n", out.display()));
+    menu.expect("got ");
+    menu.expect("press Enter");
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    menu.send("\n");
+    menu.expect("q/Esc back");
+    menu.send("x");
+    menu.expect("which file to delete?");
+    menu.send("\r");
+    menu.expect("type yes");
+    menu.send("yes\n");
+    menu.expect("released");
+    menu.expect("press Enter");
+    menu.send("\n");
+    menu.expect("q/Esc back");
+    menu.send("q");
+    menu.expect("bye");
+    assert!(menu.child.wait().unwrap().success());
+    let dir: serde_json::Value = serde_json::from_str(&ok(&first.home, &["dir", "--json"])).unwrap();
+    assert!(dir["files"].as_object().unwrap().is_empty(), "the file was released");
+}

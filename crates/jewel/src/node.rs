@@ -79,6 +79,9 @@ pub struct ApiInfo {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FileEntry {
     pub name: String,
+    /// The read cap, so the owner can get the file back by name (files.json is 0600).
+    #[serde(default)]
+    pub cap: Option<String>,
     pub scheme: String,
     pub size: u64,
     pub holders: Vec<String>,
@@ -223,7 +226,27 @@ impl<R: std::io::Read> std::io::Read for Counted<R> {
     }
 }
 
+/// The owner's settings, in `DIR/settings.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Settings {
+    /// The scheme `put` uses when none is given.
+    pub default_scheme: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { default_scheme: DEFAULT_SCHEME.to_string() }
+    }
+}
+
 impl NodeState {
+    fn settings(&self) -> Settings {
+        std::fs::read(self.home.join("settings.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
     fn save_files(&self) -> Result<(), NodeError> {
         let files = self.files.lock().map(|f| f.clone()).unwrap_or_default();
         let json = serde_json::to_vec_pretty(&files).unwrap_or_default();
@@ -300,6 +323,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         .route("/v1/check", post(check))
         .route("/v1/rm", post(rm))
         .route("/v1/progress/{job}", get(progress))
+        .route("/v1/settings", get(settings).post(set_settings))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state);
     let listen = network.handle().listeners().await?.iter().map(|a| a.to_string()).collect();
@@ -397,6 +421,21 @@ struct PutBody {
     job: Option<String>,
 }
 
+async fn settings(State(s): State<Arc<NodeState>>) -> Json<Settings> {
+    Json(s.settings())
+}
+
+async fn set_settings(
+    State(s): State<Arc<NodeState>>,
+    Json(body): Json<Settings>,
+) -> Result<Json<Settings>, ApiError> {
+    let spec = SchemeSpec::parse(&body.default_scheme).map_err(|e| bad(format!("bad scheme: {e}")))?;
+    let settings = Settings { default_scheme: spec.to_string() };
+    let json = serde_json::to_vec_pretty(&settings).map_err(failed)?;
+    write_atomic(&s.home.join("settings.json"), &json).map_err(failed)?;
+    Ok(Json(settings))
+}
+
 async fn progress(
     State(s): State<Arc<NodeState>>,
     axum::extract::Path(job): axum::extract::Path<String>,
@@ -411,7 +450,8 @@ async fn put(
     State(s): State<Arc<NodeState>>,
     Json(body): Json<PutBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let spec = SchemeSpec::parse(body.scheme.as_deref().unwrap_or(DEFAULT_SCHEME)).map_err(bad)?;
+    let default = s.settings().default_scheme;
+    let spec = SchemeSpec::parse(body.scheme.as_deref().unwrap_or(&default)).map_err(bad)?;
     let me = s.net.peer_id();
     let known = s.net.peers().await.map_err(failed)?;
     let candidates: Vec<Candidate> = known
@@ -437,6 +477,7 @@ async fn put(
     let name = body.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let entry = FileEntry {
         name,
+        cap: Some(placed.put.cap.to_string()),
         scheme: placed.put.manifest.scheme.to_string(),
         size: placed.put.manifest.file_len,
         holders: placed.holders.iter().map(|p| p.to_string()).collect(),
