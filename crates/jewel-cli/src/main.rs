@@ -125,6 +125,12 @@ enum Command {
         /// Most bytes per second to serve to peers (e.g. 20MiB); unlimited if not given.
         #[arg(long, value_parser = parse_size)]
         max_upload: Option<u64>,
+        /// Seconds between audits of the files this node put (each may trigger a repair).
+        #[arg(long, default_value_t = 600)]
+        audit_every: u64,
+        /// Repair a file once fewer than k + R pieces are alive; default (n-k)/2.
+        #[arg(long, value_name = "R")]
+        repair_margin: Option<usize>,
     },
     /// Store a file on the network through the node; prints its read cap.
     Put {
@@ -163,6 +169,12 @@ enum Command {
     },
     /// Release a file this node put.
     Rm { cap: String },
+    /// Rebuild the lost or damaged pieces of a file onto new peers (same ids, same cap).
+    Repair {
+        cap: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// An interactive menu over the node: dir, store, delete, get, default scheme, help.
     Menu,
     /// A local network of node processes on 127.0.0.1, for trying things out.
@@ -309,7 +321,17 @@ fn parse_spec(text: &str) -> Result<SchemeSpec> {
 fn run(cli: Cli) -> Result<()> {
     let home = cli.home.as_deref();
     match cli.command {
-        Command::Node { listen, bootstrap, api, capacity, zone, mdns, max_upload } => {
+        Command::Node {
+            listen,
+            bootstrap,
+            api,
+            capacity,
+            zone,
+            mdns,
+            max_upload,
+            audit_every,
+            repair_margin,
+        } => {
             let Some(home) = cli.home.clone() else {
                 anyhow::bail!(
                     "`jewel node` needs --home DIR (or JEWEL_HOME): where its identity and store live"
@@ -325,6 +347,8 @@ fn run(cli: Cli) -> Result<()> {
                 zone,
                 mdns,
                 max_upload,
+                audit_every: std::time::Duration::from_secs(audit_every.max(1)),
+                repair_margin,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(jewel::node::run(config, |info| {
@@ -348,6 +372,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Peers { json } => remote::peers(home, json),
         Command::Dir { json } => remote::dir(home, json),
         Command::Rm { cap } => remote::rm(home, &cap),
+        Command::Repair { cap, json } => remote::repair(home, &cap, json),
         Command::Menu => menu::run(home),
         Command::Devnet { command } => match command {
             DevnetCommand::Up { peers, dir } => devnet::up(&dir, peers),

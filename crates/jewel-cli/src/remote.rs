@@ -179,13 +179,36 @@ pub fn check(home: Option<&Path>, cap: &str, json: bool) -> Result<()> {
         outln!("{v}");
         return Ok(());
     }
+    print_check(&v)
+}
+
+pub fn repair(home: Option<&Path>, cap: &str, json: bool) -> Result<()> {
+    let v = Api::open(home)?.post("/v1/repair", serde_json::json!({ "cap": cap }))?;
+    if json {
+        outln!("{v}");
+        return Ok(());
+    }
+    let r = &v["repaired"];
+    let slots = r["slots"].as_array().map(Vec::len).unwrap_or(0);
+    if slots == 0 {
+        eprintln!("nothing to repair: every piece is alive");
+    } else {
+        eprintln!(
+            "rebuilt {slots} piece(s) onto new peers: read {} bytes, wrote {} bytes for {} bytes lost",
+            r["bytes_read"], r["bytes_written"], r["bytes_lost"]
+        );
+    }
+    print_check(&v["check"])
+}
+
+fn print_check(v: &Value) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{:>4}  {:<10} {:<54} {:<8}", "slot", "piece", "holder", "state")?;
     for p in v["pieces"].as_array().into_iter().flatten() {
         writeln!(
             out,
             "{:>4}  {:<10} {:<54} {:<8}",
-            p["slot"],
+            p["slot"].as_u64().unwrap_or_default(),
             p["piece"].as_str().unwrap_or_default().get(..8).unwrap_or_default(),
             p["holder"].as_str().unwrap_or("-"),
             p["state"].as_str().unwrap_or_default()

@@ -38,6 +38,8 @@ pub enum ClientError {
     NotEnoughPeers { needed: usize, found: usize },
     #[error("uploading piece {slot} to {peer}: {source}")]
     Upload { slot: usize, peer: PeerId, source: Box<NetError> },
+    #[error("rebuilt piece {slot} does not match its manifest id; nothing was recorded")]
+    RebuildMismatch { slot: usize },
     #[error("manifest {0} was not found on any peer")]
     ManifestNotFound(BlockId),
     #[error(transparent)]
@@ -175,12 +177,30 @@ pub fn put_file(
     }
     let holders: Vec<PeerId> = peers[..slots].to_vec();
     let max = max_piece_lens(scheme.as_ref(), size, opts.segment_size);
-    let mut outcomes = Vec::with_capacity(slots);
-    let mut sinks: Vec<Box<dyn BlockWriter>> = Vec::with_capacity(slots);
-    for (slot, peer) in holders.iter().enumerate() {
+    let (sinks, outcomes) = net_sinks(rt, net, &holders, &max);
+    let put = pipeline::put(input, opts, sinks)?;
+    let slots: Vec<usize> = (0..holders.len()).collect();
+    uploaded(&outcomes, &slots, &holders)?;
+    send_manifest(rt, net, &put.manifest_bytes, &slots, &holders)?;
+    Ok(Placed { put, holders })
+}
+
+type Outcome = Arc<std::sync::Mutex<Option<Result<(), NetError>>>>;
+
+/// One streaming writer per peer (see [`NetWriter`]), each bounded by `max[i]` bytes, and
+/// where each upload's outcome will be.
+fn net_sinks(
+    rt: &Handle,
+    net: &NetHandle,
+    peers: &[PeerId],
+    max: &[u64],
+) -> (Vec<Box<dyn BlockWriter>>, Vec<Outcome>) {
+    let mut outcomes = Vec::with_capacity(peers.len());
+    let mut sinks: Vec<Box<dyn BlockWriter>> = Vec::with_capacity(peers.len());
+    for (peer, max) in peers.iter().zip(max) {
         let (tx, rx) = tokio::sync::mpsc::channel(SEND_QUEUE);
         let outcome = Arc::new(std::sync::Mutex::new(None));
-        let (net, peer, max) = (net.clone(), *peer, max[slot]);
+        let (net, peer, max) = (net.clone(), *peer, *max);
         let task = rt.spawn(async move { net.send_block(peer, max, rx).await });
         outcomes.push(outcome.clone());
         sinks.push(Box::new(NetWriter {
@@ -191,18 +211,33 @@ pub fn put_file(
             outcome,
         }));
     }
-    let put = pipeline::put(input, opts, sinks)?;
-    for (slot, outcome) in outcomes.iter().enumerate() {
+    (sinks, outcomes)
+}
+
+/// The first failed upload among `outcomes` (for `slots[i]` on `peers[i]`), as an error.
+fn uploaded(outcomes: &[Outcome], slots: &[usize], peers: &[PeerId]) -> Result<(), ClientError> {
+    for ((outcome, slot), peer) in outcomes.iter().zip(slots).zip(peers) {
         let result = outcome.lock().ok().and_then(|mut o| o.take());
         if let Some(Err(e)) = result {
-            return Err(ClientError::Upload { slot, peer: holders[slot], source: Box::new(e) });
+            return Err(ClientError::Upload { slot: *slot, peer: *peer, source: Box::new(e) });
         }
     }
-    let manifest_id = put.cap.manifest;
-    let uploads = holders.iter().enumerate().map(|(slot, peer)| {
-        let (net, peer, bytes) = (net.clone(), *peer, &put.manifest_bytes);
+    Ok(())
+}
+
+/// Sends the manifest to every one of `peers` (holders of `slots`), a few at a time.
+fn send_manifest(
+    rt: &Handle,
+    net: &NetHandle,
+    manifest_bytes: &[u8],
+    slots: &[usize],
+    peers: &[PeerId],
+) -> Result<(), ClientError> {
+    let id = BlockId::of(manifest_bytes);
+    let uploads = slots.iter().zip(peers).map(|(slot, peer)| {
+        let (net, peer, slot) = (net.clone(), *peer, *slot);
         async move {
-            net.put_block(peer, manifest_id, bytes).await.map_err(|e| ClientError::Upload {
+            net.put_block(peer, id, manifest_bytes).await.map_err(|e| ClientError::Upload {
                 slot,
                 peer,
                 source: Box::new(e),
@@ -214,7 +249,70 @@ pub fn put_file(
         futures::stream::iter(uploads).buffer_unordered(8).collect().await
     });
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
-    Ok(Placed { put, holders })
+    Ok(())
+}
+
+/// What a repair did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Repaired {
+    /// The slots rebuilt, and the peer that now holds each.
+    pub slots: Vec<usize>,
+    pub holders: Vec<String>,
+    /// Verified bytes read from the surviving pieces.
+    pub bytes_read: u64,
+    /// Bytes of rebuilt pieces written (plus the manifest copies sent to new holders).
+    pub bytes_written: u64,
+    /// Bytes of the pieces that were lost.
+    pub bytes_lost: u64,
+}
+
+/// Rebuilds the pieces of `missing` slots from the other holders (`holders[i]` for slot
+/// i; missing slots are never read) and streams each to its peer in `targets`, which also
+/// gets the manifest. Every rebuilt piece is checked to have its manifest id. Stopping
+/// half-way leaves the file as it was: the old placement stays valid until the caller
+/// records the new one.
+pub fn repair_slots(
+    rt: &Handle,
+    net: &NetHandle,
+    manifest: &Manifest,
+    holders: &[Option<PeerId>],
+    missing: &[usize],
+    targets: &[PeerId],
+    threads: usize,
+) -> Result<Repaired, ClientError> {
+    let scheme = manifest.build_scheme().map_err(PipelineError::from)?;
+    if targets.len() < missing.len() {
+        return Err(ClientError::NotEnoughPeers { needed: missing.len(), found: targets.len() });
+    }
+    let targets = &targets[..missing.len()];
+    let mut sources = holders.to_vec();
+    sources.resize(scheme.slots(), None);
+    for slot in missing {
+        if let Some(s) = sources.get_mut(*slot) {
+            *s = None;
+        }
+    }
+    let fetch = NetFetch::new(rt.clone(), net.clone(), manifest, &sources)?;
+    let sizes: Vec<u64> = missing.iter().map(|s| manifest.piece_len(scheme.as_ref(), *s)).collect();
+    let (sinks, outcomes) = net_sinks(rt, net, targets, &sizes);
+    let ids = pipeline::rebuild(manifest, &fetch, missing, sinks, threads)?;
+    uploaded(&outcomes, missing, targets)?;
+    for (slot, id) in missing.iter().zip(&ids) {
+        if manifest.pieces.get(*slot) != Some(id) {
+            return Err(ClientError::RebuildMismatch { slot: *slot });
+        }
+    }
+    let manifest_bytes = manifest.encode();
+    send_manifest(rt, net, &manifest_bytes, missing, targets)?;
+    let lost: u64 = sizes.iter().sum();
+    let (read, _) = fetch.report();
+    Ok(Repaired {
+        slots: missing.to_vec(),
+        holders: targets.iter().map(|p| p.to_string()).collect(),
+        bytes_read: read.iter().sum(),
+        bytes_written: lost + (manifest_bytes.len() * targets.len()) as u64,
+        bytes_lost: lost,
+    })
 }
 
 /// How one holder has answered during a get.

@@ -64,6 +64,10 @@ pub struct NodeConfig {
     pub mdns: bool,
     /// Most bytes per second served to peers.
     pub max_upload: Option<u64>,
+    /// How often this node audits the files it put (and repairs them if needed).
+    pub audit_every: std::time::Duration,
+    /// Repair a file once fewer than k + margin pieces are alive (default (n-k)/2).
+    pub repair_margin: Option<usize>,
 }
 
 /// What `api.json` holds.
@@ -85,6 +89,9 @@ pub struct FileEntry {
     pub scheme: String,
     pub size: u64,
     pub holders: Vec<String>,
+    /// The last audit, if any.
+    #[serde(default)]
+    pub audit: Option<Audit>,
 }
 
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename).
@@ -120,6 +127,7 @@ struct NodeState {
     token: String,
     files: Mutex<BTreeMap<String, FileEntry>>,
     jobs: Jobs,
+    repairing: Mutex<std::collections::HashSet<BlockId>>,
 }
 
 /// Jobs whose progress a client may follow, by the id the client chose.
@@ -313,7 +321,9 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         token: token.clone(),
         files: Mutex::new(files),
         jobs: Jobs::default(),
+        repairing: Mutex::default(),
     });
+    let maintenance = tokio::spawn(maintain(state.clone(), config.audit_every, config.repair_margin));
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
@@ -321,6 +331,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         .route("/v1/put", post(put))
         .route("/v1/get", post(get_file))
         .route("/v1/check", post(check))
+        .route("/v1/repair", post(repair))
         .route("/v1/rm", post(rm))
         .route("/v1/progress/{job}", get(progress))
         .route("/v1/settings", get(settings).post(set_settings))
@@ -334,6 +345,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     ready(&info);
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
     let _ = std::fs::remove_file(&api_json);
+    maintenance.abort();
     network.shutdown().await;
     served.map_err(io_err(&config.home))
 }
@@ -481,6 +493,7 @@ async fn put(
         scheme: placed.put.manifest.scheme.to_string(),
         size: placed.put.manifest.file_len,
         holders: placed.holders.iter().map(|p| p.to_string()).collect(),
+        audit: None,
     };
     if let Ok(mut f) = s.files.lock() {
         f.insert(placed.put.cap.manifest.to_string(), entry);
@@ -573,58 +586,259 @@ struct CapBody {
     cap: String,
 }
 
+/// What an audit found of one piece.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PieceState {
+    /// Proved it holds the piece, in time.
+    Alive,
+    /// Proved it, but only after [`AUDIT_LATE`].
+    Late,
+    /// Answered with bytes that do not verify, or said its copy is damaged.
+    Corrupt,
+    /// Did not answer, does not have it, or no holder is known.
+    Missing,
+}
+
+impl PieceState {
+    /// Whether the piece can be counted on to rebuild the file.
+    pub fn usable(self) -> bool {
+        matches!(self, PieceState::Alive | PieceState::Late)
+    }
+}
+
+/// An audit answer slower than this marks its holder late.
+pub const AUDIT_LATE: std::time::Duration = std::time::Duration::from_secs(2);
+/// An audit answer slower than this counts as missing.
+pub const AUDIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The last audit of a file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Audit {
+    /// Unix seconds.
+    pub at: u64,
+    pub states: Vec<PieceState>,
+    /// Bytes the proofs moved.
+    pub bytes: u64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Asks every holder, in parallel, to prove its piece with a random chunk group and its
+/// bao proof, verified against the piece id.
+async fn audit(net: &NetHandle, manifest: &crate::manifest::Manifest, located: &[Option<PeerId>]) -> Audit {
+    let Ok(scheme) = manifest.build_scheme() else { return Audit::default() };
+    let probes = manifest.pieces.iter().enumerate().map(|(slot, piece)| {
+        let holder = located.get(slot).copied().flatten();
+        let size = manifest.piece_len(scheme.as_ref(), slot);
+        let groups = size.div_ceil(CHUNK_GROUP_SIZE as u64).max(1);
+        let mut pick = [0u8; 8];
+        let _ = crate::crypto::fill_random(&mut pick);
+        let group = u64::from_le_bytes(pick) % groups;
+        async move {
+            let Some(peer) = holder else { return (PieceState::Missing, 0) };
+            let t = std::time::Instant::now();
+            match tokio::time::timeout(AUDIT_TIMEOUT, net.prove(peer, *piece, size, group)).await {
+                Ok(Ok(moved)) if t.elapsed() > AUDIT_LATE => (PieceState::Late, moved as u64),
+                Ok(Ok(moved)) => (PieceState::Alive, moved as u64),
+                Ok(Err(crate::net::NetError::Wire(crate::net::wire::WireError::Refused {
+                    status: crate::net::wire::Status::Corrupt,
+                    ..
+                })))
+                | Ok(Err(crate::net::NetError::Fragment { .. })) => (PieceState::Corrupt, 0),
+                _ => (PieceState::Missing, 0),
+            }
+        }
+    });
+    let results = futures::future::join_all(probes).await;
+    Audit {
+        at: unix_now(),
+        bytes: results.iter().map(|r| r.1).sum(),
+        states: results.into_iter().map(|r| r.0).collect(),
+    }
+}
+
+/// A file's manifest and where its pieces are: the recorded placement, else the DHT.
+fn locate_file(
+    s: &NodeState,
+    rt: &tokio::runtime::Handle,
+    id: BlockId,
+) -> Result<(crate::manifest::Manifest, Vec<Option<PeerId>>), ApiError> {
+    let holders = recorded_holders(s, &id);
+    let manifest =
+        client::fetch_manifest(rt, &s.net, id, holders.as_deref().unwrap_or_default()).map_err(failed)?;
+    let located = client::locate(rt, &s.net, &manifest, holders.as_deref());
+    Ok((manifest, located))
+}
+
+/// Audits a file (any cap; for this node's own files the result is kept for `check`).
+async fn audit_file(
+    s: &Arc<NodeState>,
+    id: BlockId,
+) -> Result<(crate::manifest::Manifest, Vec<Option<PeerId>>, Audit), ApiError> {
+    let rt = tokio::runtime::Handle::current();
+    let state = s.clone();
+    let (manifest, located) = blocking(move || locate_file(&state, &rt, id)).await?;
+    let result = audit(&s.net, &manifest, &located).await;
+    if let Ok(mut files) = s.files.lock() {
+        if let Some(entry) = files.get_mut(&id.to_string()) {
+            entry.audit = Some(result.clone());
+        }
+    }
+    let _ = s.save_files();
+    Ok((manifest, located, result))
+}
+
+fn check_report(
+    manifest: &crate::manifest::Manifest,
+    located: &[Option<PeerId>],
+    audit: &Audit,
+) -> Result<serde_json::Value, ApiError> {
+    let scheme = manifest.build_scheme().map_err(failed)?;
+    let pieces: Vec<serde_json::Value> = manifest
+        .pieces
+        .iter()
+        .enumerate()
+        .map(|(slot, piece)| {
+            serde_json::json!({
+                "slot": slot,
+                "piece": piece.to_string(),
+                "holder": located.get(slot).copied().flatten().map(|p| p.to_string()),
+                "state": audit.states.get(slot).copied().unwrap_or(PieceState::Missing),
+            })
+        })
+        .collect();
+    let usable: Vec<bool> = audit.states.iter().map(|s| s.usable()).collect();
+    Ok(serde_json::json!({
+        "pieces": pieces,
+        "scheme": manifest.scheme.to_string(),
+        "n": scheme.slots(),
+        "d": scheme.redundancy(),
+        "m": scheme.min_peers(),
+        "alive": usable.iter().filter(|a| **a).count(),
+        "recoverable": scheme.can_decode(&usable),
+        "audit_bytes": audit.bytes,
+        "audited_at": audit.at,
+    }))
+}
+
 async fn check(
     State(s): State<Arc<NodeState>>,
     Json(body): Json<CapBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let cap = Cap::parse(&body.cap).map_err(bad)?;
-    let id = cap.manifest();
+    let (manifest, located, audit) = audit_file(&s, cap.manifest()).await?;
+    Ok(Json(check_report(&manifest, &located, &audit)?))
+}
+
+/// Slots whose pieces are not usable in `audit`.
+fn lost_slots(audit: &Audit) -> Vec<usize> {
+    audit.states.iter().enumerate().filter(|(_, st)| !st.usable()).map(|(slot, _)| slot).collect()
+}
+
+/// Audits a file and rebuilds every piece that is not usable onto new distinct peers (not
+/// the file's current holders, not this node), then records the new placement.
+async fn repair_file(s: &Arc<NodeState>, id: BlockId) -> Result<serde_json::Value, ApiError> {
+    let _guard = match RepairGuard::take(s, id) {
+        Some(g) => g,
+        None => return Err(ApiError(StatusCode::CONFLICT, format!("file {id} is being repaired already"))),
+    };
+    let (manifest, located, before) = audit_file(s, id).await?;
+    let lost = lost_slots(&before);
+    if lost.is_empty() {
+        return Ok(
+            serde_json::json!({ "repaired": client::Repaired::default(), "check": check_report(&manifest, &located, &before)? }),
+        );
+    }
+    let me = s.net.peer_id();
+    let taken: std::collections::HashSet<PeerId> = located.iter().flatten().copied().collect();
+    let candidates: Vec<Candidate> = s
+        .net
+        .peers()
+        .await
+        .map_err(failed)?
+        .into_iter()
+        .filter_map(|p| Some(Candidate { peer: p.peer.parse::<PeerId>().ok()?, zone: p.zone }))
+        .filter(|c| c.peer != me && !taken.contains(&c.peer))
+        .collect();
+    let targets = client::place(lost.len(), &candidates).map_err(bad)?;
     let rt = tokio::runtime::Handle::current();
-    blocking(move || {
-        let holders = recorded_holders(&s, &id);
-        let manifest = client::fetch_manifest(&rt, &s.net, id, holders.as_deref().unwrap_or_default())
-            .map_err(failed)?;
-        let scheme = manifest.build_scheme().map_err(failed)?;
-        let located = client::locate(&rt, &s.net, &manifest, holders.as_deref());
-        let mut pieces = Vec::new();
-        let mut alive = Vec::new();
-        for (slot, (piece, holder)) in manifest.pieces.iter().zip(&located).enumerate() {
-            let size = manifest.piece_len(scheme.as_ref(), slot);
-            let groups = size.div_ceil(CHUNK_GROUP_SIZE as u64).max(1);
-            let mut pick = [0u8; 8];
-            let _ = crate::crypto::fill_random(&mut pick);
-            let group = u64::from_le_bytes(pick) % groups;
-            let state = match holder {
-                None => "missing".to_string(),
-                Some(peer) => match rt.block_on(s.net.prove(*peer, *piece, size, group)) {
-                    Ok(_) => "alive".to_string(),
-                    Err(crate::net::NetError::Wire(crate::net::wire::WireError::Refused {
-                        status: crate::net::wire::Status::Corrupt,
-                        ..
-                    }))
-                    | Err(crate::net::NetError::Fragment { .. }) => "corrupt".to_string(),
-                    Err(_) => "missing".to_string(),
-                },
-            };
-            alive.push(state == "alive");
-            pieces.push(serde_json::json!({
-                "slot": slot,
-                "piece": piece.to_string(),
-                "holder": holder.map(|p| p.to_string()),
-                "state": state,
-            }));
-        }
-        Ok(Json(serde_json::json!({
-            "pieces": pieces,
-            "scheme": manifest.scheme.to_string(),
-            "n": scheme.slots(),
-            "d": scheme.redundancy(),
-            "m": scheme.min_peers(),
-            "alive": alive.iter().filter(|a| **a).count(),
-            "recoverable": scheme.can_decode(&alive),
-        })))
+    let (state, sources) = (s.clone(), located.clone());
+    let (m, lost2, targets2) = (manifest.clone(), lost.clone(), targets.clone());
+    let repaired = blocking(move || {
+        client::repair_slots(&rt, &state.net, &m, &sources, &lost2, &targets2, client::GET_THREADS)
+            .map_err(failed)
     })
-    .await
+    .await?;
+    let mut now = located.clone();
+    for (slot, peer) in lost.iter().zip(&targets) {
+        now[*slot] = Some(*peer);
+    }
+    if let Ok(mut files) = s.files.lock() {
+        if let Some(entry) = files.get_mut(&id.to_string()) {
+            entry.holders = now.iter().map(|p| p.map(|p| p.to_string()).unwrap_or_default()).collect();
+        }
+    }
+    s.save_files().map_err(failed)?;
+    let (manifest, located, after) = audit_file(s, id).await?;
+    Ok(serde_json::json!({ "repaired": repaired, "check": check_report(&manifest, &located, &after)? }))
+}
+
+/// At most one repair per file at a time.
+struct RepairGuard {
+    state: Arc<NodeState>,
+    id: BlockId,
+}
+
+impl RepairGuard {
+    fn take(s: &Arc<NodeState>, id: BlockId) -> Option<RepairGuard> {
+        let mut busy = s.repairing.lock().ok()?;
+        busy.insert(id).then(|| RepairGuard { state: s.clone(), id })
+    }
+}
+
+impl Drop for RepairGuard {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.state.repairing.lock() {
+            busy.remove(&self.id);
+        }
+    }
+}
+
+async fn repair(
+    State(s): State<Arc<NodeState>>,
+    Json(body): Json<CapBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let cap = Cap::parse(&body.cap).map_err(bad)?;
+    Ok(Json(repair_file(&s, cap.manifest()).await?))
+}
+
+/// Audits every file this node put, every `every`; repairs a file when more pieces are
+/// lost than its scheme tolerates minus the margin (`margin`, else half the tolerance:
+/// (n-k)/2 for jewels).
+async fn maintain(s: Arc<NodeState>, every: std::time::Duration, margin: Option<usize>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let ids: Vec<String> = s.files.lock().map(|f| f.keys().cloned().collect()).unwrap_or_default();
+        for id in ids.iter().filter_map(|i| i.parse::<BlockId>().ok()) {
+            let Ok((manifest, _, audit)) = audit_file(&s, id).await else { continue };
+            let Ok(scheme) = manifest.build_scheme() else { continue };
+            let tolerates = scheme.tolerates();
+            let margin = margin.unwrap_or(tolerates / 2).min(tolerates);
+            let lost = lost_slots(&audit).len();
+            if lost > tolerates - margin {
+                match repair_file(&s, id).await {
+                    Ok(v) => tracing::info!(file = %id, repaired = %v["repaired"], "repaired"),
+                    Err(e) => tracing::warn!(file = %id, error = %e.1, "repair failed"),
+                }
+            }
+        }
+    }
 }
 
 async fn rm(

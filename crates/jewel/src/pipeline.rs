@@ -514,6 +514,76 @@ pub fn local_fetch(
     })
 }
 
+/// Fetches a decodable set of segment `i`'s chunks and decodes them into `out` (the
+/// stored segment: flag, payload and tag, still sealed).
+fn fetch_segment(
+    manifest: &Manifest,
+    scheme: &dyn Scheme,
+    offsets: &[Vec<u64>],
+    fetch: &dyn Fetch,
+    i: usize,
+    buffers: &Pool<Vec<u8>>,
+    out: &mut Vec<u8>,
+) -> Result<(), PipelineError> {
+    let seg_len = manifest.segments[i] as usize;
+    let want: Vec<(u64, usize)> =
+        (0..scheme.slots()).map(|slot| (offsets[i][slot], scheme.chunk_len(slot, seg_len))).collect();
+    let mut chunks = fetch.fetch(scheme, i, &want, buffers)?;
+    let r = scheme.decode(seg_len, &mut chunks, out);
+    chunks.into_iter().flatten().for_each(|c| buffers.give(c));
+    Ok(r?)
+}
+
+/// Rebuilds the pieces of `slots` from whatever `fetch` can read: each segment is decoded
+/// from a decodable set of the other pieces and encoded again, and the chunks of `slots`
+/// go to `sinks` (one per entry of `slots`, in order). Encoding is deterministic, so a
+/// rebuilt piece is byte-identical to the lost one and keeps its id; the ids are returned
+/// for the caller to check against the manifest. No key is needed: only ciphertext moves.
+pub fn rebuild(
+    manifest: &Manifest,
+    fetch: &dyn Fetch,
+    slots: &[usize],
+    sinks: Vec<Box<dyn BlockWriter>>,
+    threads: usize,
+) -> Result<Vec<crate::id::BlockId>, PipelineError> {
+    let scheme = manifest.build_scheme()?;
+    let n = scheme.slots();
+    if sinks.len() != slots.len() || slots.iter().any(|s| *s >= n) {
+        return Err(PipelineError::SlotCount { expected: slots.len(), actual: sinks.len() });
+    }
+    let offsets = chunk_offsets(manifest, scheme.as_ref());
+    let count = manifest.segments.len();
+    let threads = threads.max(1);
+    let window = threads + 2;
+    let buffers: Pool<Vec<u8>> = Pool::new((n + 2) * window);
+    let segments: Pool<Vec<u8>> = Pool::new(window + 1);
+    let encodings: Pool<Encoded> = Pool::new(window + 1);
+    let mut sinks = sinks;
+    ordered_map(
+        threads,
+        window,
+        |i| (i < count).then_some(Ok(i)),
+        |_, i| -> Result<(Vec<u8>, Encoded), PipelineError> {
+            let mut buf = segments.take();
+            fetch_segment(manifest, scheme.as_ref(), &offsets, fetch, i, &buffers, &mut buf)?;
+            let mut enc = encodings.take();
+            scheme.encode(&buf, &mut enc)?;
+            Ok((buf, enc))
+        },
+        |_, (buf, enc)| {
+            for (sink, slot) in sinks.iter_mut().zip(slots) {
+                for part in enc.parts(&buf, *slot)? {
+                    sink.write(part)?;
+                }
+            }
+            segments.give(buf);
+            encodings.give(enc);
+            Ok(())
+        },
+    )?;
+    commit_all(sinks, threads)
+}
+
 /// A range of a file's plaintext bytes: `start..end`, `end` exclusive and clamped to the
 /// file's length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -579,14 +649,8 @@ pub fn get_with(
         window,
         |i| (first + i < last).then_some(Ok(first + i)),
         |_, i| -> Result<(Vec<u8>, usize, usize), PipelineError> {
-            let seg_len = manifest.segments[i] as usize;
-            let want: Vec<(u64, usize)> =
-                (0..n).map(|slot| (offsets[i][slot], scheme.chunk_len(slot, seg_len))).collect();
-            let mut chunks = fetch.fetch(scheme.as_ref(), i, &want, &buffers)?;
             let mut buf = segments.take();
-            let r = scheme.decode(seg_len, &mut chunks, &mut buf);
-            chunks.into_iter().flatten().for_each(|c| buffers.give(c));
-            r?;
+            fetch_segment(manifest, scheme.as_ref(), &offsets, fetch, i, &buffers, &mut buf)?;
             cipher.open(i as u64, i + 1 == count, &mut buf)?;
             let expected = manifest.plain_len(i);
             let (plain, from) = match buf.first() {

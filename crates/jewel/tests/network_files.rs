@@ -296,3 +296,145 @@ async fn a_slow_holder_is_outrun_and_a_dead_one_is_asked_once() {
         n.shutdown().await;
     }
 }
+
+/// Repair over the network, for every scheme: the holders of the worst tolerated set stop;
+/// their pieces are rebuilt onto fresh peers with their old ids, and the file then comes
+/// back from a set that needs the rebuilt pieces. Repair writes just the lost bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_rebuilds_exactly_the_lost_pieces_for_every_scheme() {
+    use jewel::client::repair_slots;
+    for (i, text) in SPECS.iter().enumerate() {
+        let spec = SchemeSpec::parse(text).unwrap();
+        let scheme = build(&spec).unwrap();
+        let n = scheme.slots();
+        let lost: Vec<usize> = breaking_set(&spec).split_last().map(|(_, rest)| rest.to_vec()).unwrap();
+        if lost.is_empty() {
+            continue;
+        }
+        let mut nodes: Vec<Option<Network>> =
+            network(1 + n + lost.len()).await.into_iter().map(Some).collect();
+        let client = nodes[0].as_ref().unwrap().handle().clone();
+        let ids: Vec<PeerId> = nodes.iter().map(|n| n.as_ref().unwrap().handle().peer_id()).collect();
+        let (holders, spares) = (ids[1..=n].to_vec(), ids[n + 1..].to_vec());
+        let rt = tokio::runtime::Handle::current();
+        let data = random(200_000 + i, 70 + i as u64);
+        let placed = {
+            let (rt, client, holders, data) = (rt.clone(), client.clone(), holders.clone(), data.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut opts = PutOptions::new(spec);
+                opts.segment_size = 32 << 10;
+                put_file(&rt, &client, &mut &data[..], data.len() as u64, &opts, &holders).unwrap()
+            })
+            .await
+            .unwrap()
+        };
+        for &slot in &lost {
+            nodes[1 + slot].take().unwrap().shutdown().await;
+        }
+        let mut located: Vec<Option<PeerId>> = holders.iter().copied().map(Some).collect();
+        let manifest = placed.put.manifest.clone();
+        let repaired = {
+            let (rt, client, manifest, located, lost) =
+                (rt.clone(), client.clone(), manifest.clone(), located.clone(), lost.clone());
+            tokio::task::spawn_blocking(move || {
+                repair_slots(&rt, &client, &manifest, &located, &lost, &spares, 2)
+            })
+            .await
+            .unwrap()
+            .unwrap()
+        };
+        let lost_bytes: u64 = lost.iter().map(|s| manifest.piece_len(scheme.as_ref(), *s)).sum();
+        assert_eq!(repaired.bytes_lost, lost_bytes, "{text}");
+        assert!(repaired.bytes_written as f64 <= 1.05 * lost_bytes as f64 + 2048.0, "{text}: {repaired:?}");
+        for (j, slot) in lost.iter().enumerate() {
+            located[*slot] = Some(repaired.holders[j].parse().unwrap());
+        }
+        // Now stop originals until the rebuilt pieces are needed: the worst set that
+        // avoids the rebuilt slots, if the scheme allows one, else any tolerated loss.
+        let others: Vec<usize> = (0..n).filter(|s| !lost.contains(s)).take(scheme.tolerates()).collect();
+        for &slot in &others {
+            if let Some(node) = nodes[1 + slot].take() {
+                node.shutdown().await;
+            }
+        }
+        let out = {
+            let (manifest, key) = (manifest.clone(), placed.put.cap.key.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                let range = jewel::pipeline::ByteRange::ALL;
+                get_file(&rt, &client, &manifest, &key, &located, range, &mut out, 2).map(|_| out)
+            })
+            .await
+            .unwrap()
+            .unwrap()
+        };
+        assert!(out == data, "{text}: exact after repair");
+        for n in nodes.into_iter().flatten() {
+            n.shutdown().await;
+        }
+    }
+}
+
+/// A repair whose new holder vanishes fails cleanly and changes nothing recorded; the file
+/// is still whole, and running the repair again (to a live peer) completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_repair_leaves_the_file_no_worse_and_can_be_run_again() {
+    use jewel::client::repair_slots;
+    let mut nodes: Vec<Option<Network>> = network(8).await.into_iter().map(Some).collect();
+    let client = nodes[0].as_ref().unwrap().handle().clone();
+    let ids: Vec<PeerId> = nodes.iter().map(|n| n.as_ref().unwrap().handle().peer_id()).collect();
+    let holders = ids[1..6].to_vec();
+    let rt = tokio::runtime::Handle::current();
+    let data = random(300_000, 80);
+    let placed = {
+        let (rt, client, holders, data) = (rt.clone(), client.clone(), holders.clone(), data.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut opts = PutOptions::new(SchemeSpec::parse("jewels:3/5").unwrap());
+            opts.segment_size = 32 << 10;
+            put_file(&rt, &client, &mut &data[..], data.len() as u64, &opts, &holders).unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    nodes[1].take().unwrap().shutdown().await;
+    // The chosen new holder is gone before the repair starts.
+    nodes[6].take().unwrap().shutdown().await;
+    let located: Vec<Option<PeerId>> = holders.iter().copied().map(Some).collect();
+    let manifest = placed.put.manifest.clone();
+    let run = |target: PeerId| {
+        let (rt, client, manifest, located) = (rt.clone(), client.clone(), manifest.clone(), located.clone());
+        tokio::task::spawn_blocking(move || {
+            repair_slots(&rt, &client, &manifest, &located, &[0], &[target], 2)
+        })
+    };
+    let err = run(ids[6]).await.unwrap().unwrap_err();
+    assert!(matches!(err, ClientError::Upload { slot: 0, .. }), "{err}");
+    let again = run(ids[7]).await.unwrap().unwrap();
+    assert_eq!(again.slots, vec![0]);
+    // Slot 0 from its new holder, slots 1 and 2 stopped: only the rebuilt piece makes k.
+    nodes[2].take().unwrap().shutdown().await;
+    nodes[3].take().unwrap().shutdown().await;
+    let mut now = located.clone();
+    now[0] = Some(ids[7]);
+    let out = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        get_file(
+            &rt,
+            &client,
+            &manifest,
+            &placed.put.cap.key,
+            &now,
+            jewel::pipeline::ByteRange::ALL,
+            &mut out,
+            2,
+        )
+        .map(|_| out)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(out == data);
+    for n in nodes.into_iter().flatten() {
+        n.shutdown().await;
+    }
+}
