@@ -318,8 +318,10 @@ pub fn repair_slots(
 /// How one holder has answered during a get.
 #[derive(Clone, Copy, Debug, Default)]
 struct Health {
-    /// Failed once: never asked again in this get.
+    /// Failed: not asked again in this get, unless nothing else is left.
     dead: bool,
+    /// The failure was a stream cut mid-way, not an unreachable peer or a bad answer.
+    transient: bool,
     /// Smoothed seconds per request (0 until the first answer).
     latency: f64,
     answered: u32,
@@ -420,6 +422,19 @@ impl NetFetch {
         }
     }
 
+    /// Makes a holder that failed in transport (not with a bad answer) usable again.
+    fn revive(&self, slot: usize) -> bool {
+        let Ok(mut h) = self.health.lock() else { return false };
+        if h[slot].dead && h[slot].transient {
+            h[slot].dead = false;
+            return true;
+        }
+        false
+    }
+
+    /// A failed request: its holder is not asked again in this get (see [`Self::revive`]).
+    /// Every failed request is a fault, so a holder asked once per segment would show as
+    /// many.
     fn fail(&self, slot: usize, segment: usize, e: &NetError) {
         tracing::warn!(slot, segment, error = %e, "piece failed; using the others");
         let first =
@@ -507,6 +522,7 @@ impl Fetch for NetFetch {
             tokio::pin!(hedge);
             let mut hedged = false;
             let mut failed = vec![false; n];
+            let mut retried = vec![false; n];
             loop {
                 let got: Vec<bool> = have.iter().map(Option::is_some).collect();
                 if scheme.can_decode(&got) {
@@ -519,8 +535,20 @@ impl Fetch for NetFetch {
                     return Ok(have);
                 }
                 if pending.is_empty() {
-                    let available = self.order().len();
-                    return Err(CodecError::NotEnoughPieces { needed: scheme.min_peers(), available }.into());
+                    // Last resort: holders dropped after a transport error (a stream cut
+                    // under load looks the same as a dead peer) get one more chance.
+                    let retry: Vec<usize> =
+                        (0..n).filter(|&s| failed[s] && !retried[s] && self.revive(s)).collect();
+                    for slot in retry {
+                        retried[slot] = true;
+                        failed[slot] = false;
+                        pending.push(ask(slot, &mut asked));
+                    }
+                    if pending.is_empty() {
+                        let available = self.order().len();
+                        return Err(CodecError::NotEnoughPieces { needed: scheme.min_peers(), available }.into());
+                    }
+                    continue;
                 }
                 tokio::select! {
                     Some((slot, r, took)) = pending.next() => match r {

@@ -37,6 +37,13 @@ const PUT_CHUNK: usize = 256 << 10;
 pub const CLIENT_PER_PEER: usize = 2;
 /// Attempts for a request that failed in transport (never for a refusal or a bad proof).
 pub const ATTEMPTS: usize = 3;
+/// How long one attempt of a request may take, from opening the stream to the last byte
+/// of the answer (a 16 MiB read at a slow 2 MB/s fits).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting to a peer may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Wait before the second attempt (twice that before the third).
+const RETRY_BACKOFF: Duration = Duration::from_millis(20);
 
 /// Whether a failure was in transport (worth a retry) rather than an answer.
 pub fn is_transient(e: &NetError) -> bool {
@@ -359,6 +366,18 @@ fn final_status(status: Result<(), WireError>, sent: std::io::Result<()>) -> Res
 
 impl NetHandle {
     async fn open(&self, peer: PeerId) -> Result<Stream, NetError> {
+        // Connect first, through the event loop: libp2p-stream's own dial can wait forever
+        // when several streams to an unreachable peer are opened at once.
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.connect(peer)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(NetError::OpenStream { peer, reason: e.to_string() }),
+            Err(_) => {
+                return Err(NetError::OpenStream {
+                    peer,
+                    reason: format!("no connection within {CONNECT_TIMEOUT:?}"),
+                })
+            }
+        }
         let mut control = self.control.clone();
         control
             .open_stream(peer, BLOCK_PROTOCOL)
@@ -387,9 +406,20 @@ impl NetHandle {
         let _permit = self.permit(peer).await;
         let mut attempt = 1;
         loop {
-            match f().await {
+            // A peer that accepted the stream but never answers must not hold us forever.
+            let answer = match tokio::time::timeout(ANSWER_TIMEOUT, f()).await {
+                Ok(r) => r,
+                Err(_) => Err(NetError::Wire(WireError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {ANSWER_TIMEOUT:?}"),
+                )))),
+            };
+            match answer {
                 Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
                     tracing::debug!(%peer, attempt, error = %e, "retrying block request");
+                    // A stream dropped under a burst of others is likely to be dropped
+                    // again at once: back off a little.
+                    tokio::time::sleep(RETRY_BACKOFF * attempt as u32).await;
                     attempt += 1;
                 }
                 r => return r,

@@ -169,6 +169,7 @@ pub struct PeerInfo {
 pub(crate) enum Command {
     Listeners { reply: oneshot::Sender<Vec<Multiaddr>> },
     Dial { addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, NetError>> },
+    Connect { peer: PeerId, reply: oneshot::Sender<Result<PeerId, NetError>> },
     Bootstrap { reply: oneshot::Sender<Result<(), NetError>> },
     Provide { id: BlockId, reply: oneshot::Sender<Result<(), NetError>> },
     Providers { id: BlockId, reply: oneshot::Sender<Vec<PeerId>> },
@@ -231,6 +232,12 @@ impl NetHandle {
     }
 
     /// Walks the DHT to fill the routing table.
+    /// Makes sure there is a connection to `peer`, dialing its known addresses if there
+    /// is none; fails if the dial fails.
+    pub async fn connect(&self, peer: PeerId) -> Result<PeerId, NetError> {
+        self.ask(|reply| Command::Connect { peer, reply }).await?
+    }
+
     pub async fn bootstrap(&self) -> Result<(), NetError> {
         self.ask(|reply| Command::Bootstrap { reply }).await?
     }
@@ -318,6 +325,19 @@ impl EventLoop {
         tracing::debug!("network event loop stopped");
     }
 
+    /// Starts a dial; `reply` hears when it connects or fails.
+    fn dial(&mut self, opts: DialOpts, target: String, reply: oneshot::Sender<Result<PeerId, NetError>>) {
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dials.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NetError::Dial { target, reason: e.to_string() }));
+            }
+        }
+    }
+
     fn command(&mut self, cmd: Command) {
         let kad = &mut self.swarm.behaviour_mut().kad;
         match cmd {
@@ -325,17 +345,15 @@ impl EventLoop {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }
             Command::Dial { addr, reply } => {
-                let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
-                let id = opts.connection_id();
-                match self.swarm.dial(opts) {
-                    Ok(()) => {
-                        self.dials.insert(id, reply);
-                    }
-                    Err(e) => {
-                        let _ = reply
-                            .send(Err(NetError::Dial { target: addr.to_string(), reason: e.to_string() }));
-                    }
+                let target = addr.to_string();
+                self.dial(DialOpts::unknown_peer_id().address(addr).build(), target, reply);
+            }
+            Command::Connect { peer, reply } => {
+                if self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Ok(peer));
+                    return;
                 }
+                self.dial(DialOpts::peer_id(peer).build(), peer.to_string(), reply);
             }
             Command::Bootstrap { reply } => match kad.bootstrap() {
                 Ok(q) => {
