@@ -131,6 +131,10 @@ enum Command {
         /// Repair a file once fewer than k + R pieces are alive; default (n-k)/2.
         #[arg(long, value_name = "R")]
         repair_margin: Option<usize>,
+        /// Seconds the leases on this node's files run (renewed at every audit); holders
+        /// delete pieces whose leases ran out.
+        #[arg(long, default_value_t = 30 * 24 * 3600)]
+        lease_secs: u64,
     },
     /// Store a file on the network through the node; prints its read cap.
     Put {
@@ -331,6 +335,7 @@ fn run(cli: Cli) -> Result<()> {
             max_upload,
             audit_every,
             repair_margin,
+            lease_secs,
         } => {
             let Some(home) = cli.home.clone() else {
                 anyhow::bail!(
@@ -349,6 +354,7 @@ fn run(cli: Cli) -> Result<()> {
                 max_upload,
                 audit_every: std::time::Duration::from_secs(audit_every.max(1)),
                 repair_margin,
+                lease: std::time::Duration::from_secs(lease_secs.max(1)),
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(jewel::node::run(config, |info| {

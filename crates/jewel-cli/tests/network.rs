@@ -224,7 +224,7 @@ fn the_menu_works_with_arrow_keys_and_letters() {
     let tmp = tempfile::tempdir().unwrap();
     let first = Node::spawn(&tmp.path().join("n0"), None);
     let boot = first.addr.clone();
-    let _others: Vec<Node> =
+    let others: Vec<Node> =
         (1..3).map(|i| Node::spawn(&tmp.path().join(format!("n{i}")), Some(&boot))).collect();
     let file = tmp.path().join("notes.txt");
     let data = b"menu test: dear diary, today I stored a file with the arrow keys.\n".repeat(500);
@@ -282,4 +282,10 @@ fn the_menu_works_with_arrow_keys_and_letters() {
     assert!(menu.child.wait().unwrap().success());
     let dir: serde_json::Value = serde_json::from_str(&ok(&first.home, &["dir", "--json"])).unwrap();
     assert!(dir["files"].as_object().unwrap().is_empty(), "the file was released");
+    // Released means freed: the holders deleted the pieces and account for it exactly.
+    for holder in &others {
+        let dir: serde_json::Value = serde_json::from_str(&ok(&holder.home, &["dir", "--json"])).unwrap();
+        assert_eq!(dir["blocks"].as_array().unwrap().len(), 0, "{dir}");
+        assert_eq!(dir["used"], 0, "{dir}");
+    }
 }

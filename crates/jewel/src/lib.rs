@@ -17,6 +17,7 @@ pub mod crypto;
 #[doc(hidden)]
 pub mod fuzzing;
 mod id;
+pub mod lease;
 pub mod manifest;
 pub mod net;
 pub mod node;

@@ -68,7 +68,12 @@ pub struct NodeConfig {
     pub audit_every: std::time::Duration,
     /// Repair a file once fewer than k + margin pieces are alive (default (n-k)/2).
     pub repair_margin: Option<usize>,
+    /// How long the leases on this node's files run; they are renewed at every audit.
+    pub lease: std::time::Duration,
 }
+
+/// Leases run this long unless told otherwise.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// What `api.json` holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -92,6 +97,9 @@ pub struct FileEntry {
     /// The last audit, if any.
     #[serde(default)]
     pub audit: Option<Audit>,
+    /// Slots whose holder said, at the last lease renewal, that it no longer has the piece.
+    #[serde(default)]
+    pub lease_missing: Vec<usize>,
 }
 
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename).
@@ -128,6 +136,8 @@ struct NodeState {
     files: Mutex<BTreeMap<String, FileEntry>>,
     jobs: Jobs,
     repairing: Mutex<std::collections::HashSet<BlockId>>,
+    leases: Arc<crate::lease::LeaseBook>,
+    lease_secs: u32,
 }
 
 /// Jobs whose progress a client may follow, by the id the client chose.
@@ -294,6 +304,9 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     std::fs::create_dir_all(&config.home).map_err(io_err(&config.home))?;
     let keypair = load_identity(&config.home)?;
     let store = FsStore::open(config.home.join("store"), config.capacity)?;
+    let leases = Arc::new(crate::lease::LeaseBook::open(&config.home.join("leases.redb")).map_err(|e| {
+        NodeError::Io { path: config.home.join("leases.redb"), source: std::io::Error::other(e.to_string()) }
+    })?);
     let net_config = NetConfig {
         listen: config.listen.clone(),
         bootstrap: config.bootstrap.clone(),
@@ -301,6 +314,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         zone: config.zone.clone(),
         serve_blocks: true,
         max_upload: config.max_upload,
+        leases: Some(leases.clone()),
     };
     let network = Network::start(keypair, net_config, Arc::new(store.clone())).await?;
     let listener = tokio::net::TcpListener::bind(config.api).await.map_err(io_err(&config.home))?;
@@ -322,6 +336,8 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         files: Mutex::new(files),
         jobs: Jobs::default(),
         repairing: Mutex::default(),
+        leases,
+        lease_secs: u32::try_from(config.lease.as_secs()).unwrap_or(u32::MAX).max(1),
     });
     let maintenance = tokio::spawn(maintain(state.clone(), config.audit_every, config.repair_margin));
     let app = Router::new()
@@ -494,7 +510,14 @@ async fn put(
         size: placed.put.manifest.file_len,
         holders: placed.holders.iter().map(|p| p.to_string()).collect(),
         audit: None,
+        lease_missing: Vec::new(),
     };
+    let file = placed.put.cap.manifest;
+    let holders: Vec<Option<PeerId>> = placed.holders.iter().copied().map(Some).collect();
+    let missing = lease_file(&s.net, file, &placed.put.manifest.pieces, &holders, s.lease_secs).await;
+    if !missing.is_empty() {
+        return Err(failed(format!("holders of pieces {missing:?} lost them before they could be leased")));
+    }
     if let Ok(mut f) = s.files.lock() {
         f.insert(placed.put.cap.manifest.to_string(), entry);
     }
@@ -730,7 +753,11 @@ async fn check(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let cap = Cap::parse(&body.cap).map_err(bad)?;
     let (manifest, located, audit) = audit_file(&s, cap.manifest()).await?;
-    Ok(Json(check_report(&manifest, &located, &audit)?))
+    let mut report = check_report(&manifest, &located, &audit)?;
+    let missing =
+        s.files.lock().ok().and_then(|f| f.get(&cap.manifest().to_string()).map(|e| e.lease_missing.clone()));
+    report["lease_missing"] = serde_json::json!(missing.unwrap_or_default());
+    Ok(Json(report))
 }
 
 /// Slots whose pieces are not usable in `audit`.
@@ -776,6 +803,9 @@ async fn repair_file(s: &Arc<NodeState>, id: BlockId) -> Result<serde_json::Valu
     for (slot, peer) in lost.iter().zip(&targets) {
         now[*slot] = Some(*peer);
     }
+    let fresh: Vec<Option<PeerId>> =
+        (0..now.len()).map(|slot| if lost.contains(&slot) { now[slot] } else { None }).collect();
+    lease_file(&s.net, id, &manifest.pieces, &fresh, s.lease_secs).await;
     if let Ok(mut files) = s.files.lock() {
         if let Some(entry) = files.get_mut(&id.to_string()) {
             entry.holders = now.iter().map(|p| p.map(|p| p.to_string()).unwrap_or_default()).collect();
@@ -815,7 +845,50 @@ async fn repair(
     Ok(Json(repair_file(&s, cap.manifest()).await?))
 }
 
-/// Audits every file this node put, every `every`; repairs a file when more pieces are
+/// Leases (or, with 0 seconds, releases) each holder's piece and the manifest for `file`.
+/// Returns the slots whose holder answered that it does not have its piece: a renewal for
+/// a block that is gone is reported, not ignored. Holders that cannot be reached are left
+/// to the audit.
+async fn lease_file(
+    net: &NetHandle,
+    file: BlockId,
+    pieces: &[BlockId],
+    holders: &[Option<PeerId>],
+    seconds: u32,
+) -> Vec<usize> {
+    let asks = pieces.iter().zip(holders).enumerate().filter_map(|(slot, (piece, holder))| {
+        let peer = (*holder)?;
+        Some(async move { (slot, net.lease(peer, file, seconds, &[*piece, file]).await) })
+    });
+    let mut missing = Vec::new();
+    for (slot, answer) in futures::future::join_all(asks).await {
+        match answer {
+            Ok(held) if held.first() == Some(&false) => {
+                tracing::warn!(%file, slot, "a holder no longer has its piece (lease renewal)");
+                missing.push(slot);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(%file, slot, error = %e, "lease request failed"),
+        }
+    }
+    missing
+}
+
+/// Renews the leases of one of this node's files and records what holders reported.
+async fn renew(s: &Arc<NodeState>, id: BlockId) {
+    let rt = tokio::runtime::Handle::current();
+    let state = s.clone();
+    let Ok((manifest, located)) = blocking(move || locate_file(&state, &rt, id)).await else { return };
+    let missing = lease_file(&s.net, id, &manifest.pieces, &located, s.lease_secs).await;
+    if let Ok(mut files) = s.files.lock() {
+        if let Some(entry) = files.get_mut(&id.to_string()) {
+            entry.lease_missing = missing;
+        }
+    }
+}
+
+/// Every `every`: collects expired blocks held for others, then renews the leases of every
+/// file this node put and audits it; repairs a file when more pieces are
 /// lost than its scheme tolerates minus the margin (`margin`, else half the tolerance:
 /// (n-k)/2 for jewels).
 async fn maintain(s: Arc<NodeState>, every: std::time::Duration, margin: Option<usize>) {
@@ -825,7 +898,16 @@ async fn maintain(s: Arc<NodeState>, every: std::time::Duration, margin: Option<
     loop {
         tick.tick().await;
         let ids: Vec<String> = s.files.lock().map(|f| f.keys().cloned().collect()).unwrap_or_default();
+        // Blocks held for others whose leases all ran out go first.
+        let (store, book) = (s.store.clone(), s.leases.clone());
+        match tokio::task::spawn_blocking(move || crate::lease::gc(&store, &book, crate::lease::now())).await
+        {
+            Ok(Ok(c)) if c.blocks > 0 => tracing::info!(blocks = c.blocks, bytes = c.bytes, "collected"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "garbage collection failed"),
+            _ => {}
+        }
         for id in ids.iter().filter_map(|i| i.parse::<BlockId>().ok()) {
+            renew(&s, id).await;
             let Ok((manifest, _, audit)) = audit_file(&s, id).await else { continue };
             let Ok(scheme) = manifest.build_scheme() else { continue };
             let tolerates = scheme.tolerates();
@@ -846,11 +928,18 @@ async fn rm(
     Json(body): Json<CapBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let cap = Cap::parse(&body.cap).map_err(bad)?;
-    let removed =
-        s.files.lock().map(|mut f| f.remove(&cap.manifest().to_string()).is_some()).unwrap_or(false);
-    if !removed {
-        return Err(bad(format!("this node has no file with manifest {}", cap.manifest())));
+    let id = cap.manifest();
+    if !s.files.lock().map(|f| f.contains_key(&id.to_string())).unwrap_or(false) {
+        return Err(bad(format!("this node has no file with manifest {id}")));
+    }
+    // Release every piece now: holders delete what no other lease keeps.
+    let rt = tokio::runtime::Handle::current();
+    let state = s.clone();
+    let (manifest, located) = blocking(move || locate_file(&state, &rt, id)).await?;
+    lease_file(&s.net, id, &manifest.pieces, &located, 0).await;
+    if let Ok(mut f) = s.files.lock() {
+        f.remove(&id.to_string());
     }
     s.save_files().map_err(failed)?;
-    Ok(Json(serde_json::json!({ "released": cap.manifest().to_string() })))
+    Ok(Json(serde_json::json!({ "released": id.to_string() })))
 }

@@ -198,3 +198,27 @@ async fn send_streams_a_block_whose_id_comes_last() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_keep_blocks_until_no_file_needs_them() {
+    let (nodes, stores) = network(2, None).await;
+    let a = nodes[0].handle();
+    let b = nodes[1].handle().peer_id();
+    let block = data(40_000, 6);
+    let id = BlockId::of(&block);
+    a.put_block(b, id, &block).await.unwrap();
+    let (f1, f2) = (BlockId::of(b"file one"), BlockId::of(b"file two"));
+    // Two files share the block (same content).
+    assert_eq!(a.lease(b, f1, 3600, &[id]).await.unwrap(), vec![true]);
+    assert_eq!(a.lease(b, f2, 3600, &[id]).await.unwrap(), vec![true]);
+    // Releasing one file keeps it; releasing the other deletes it at once.
+    a.lease(b, f1, 0, &[id]).await.unwrap();
+    assert!(stores[1].has(&id).unwrap(), "file two still needs it");
+    a.lease(b, f2, 0, &[id]).await.unwrap();
+    assert!(!stores[1].has(&id).unwrap(), "nobody needs it any more");
+    // A renewal for a block the holder does not have is answered as such.
+    assert_eq!(a.lease(b, f1, 3600, &[id]).await.unwrap(), vec![false]);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

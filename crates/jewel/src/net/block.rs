@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use super::swarm::{NetError, NetHandle};
 use super::wire::{self, Request, Status, WireError};
 use crate::id::BlockId;
+use crate::lease::{Lease, LeaseBook};
 use crate::store::{decode_fragment, BlockStore, StoreError, CHUNK_GROUP_SIZE};
 
 /// The block protocol's name and version.
@@ -82,6 +83,7 @@ impl RateLimit {
 pub async fn serve(
     net: NetHandle,
     store: Arc<dyn BlockStore>,
+    leases: Arc<LeaseBook>,
     max_upload: Option<u64>,
 ) -> Result<(), NetError> {
     let limit = max_upload.map(|r| Arc::new(RateLimit::new(r)));
@@ -92,8 +94,7 @@ pub async fn serve(
     let global = Arc::new(Semaphore::new(MAX_CONCURRENT));
     let per_peer: Arc<Mutex<HashMap<PeerId, Arc<Semaphore>>>> = Arc::default();
     while let Some((peer, mut stream)) = incoming.next().await {
-        let store = store.clone();
-        let net = net.clone();
+        let server = Server { net: net.clone(), store: store.clone(), leases: leases.clone(), peer };
         let limit = limit.clone();
         let peer_sem = match per_peer.lock() {
             Ok(mut m) => {
@@ -112,7 +113,7 @@ pub async fn serve(
                 let _ = stream.close().await;
                 return;
             };
-            if let Err(e) = handle(&mut stream, store, &net, limit.as_deref()).await {
+            if let Err(e) = handle(&mut stream, &server, limit.as_deref()).await {
                 tracing::debug!(%peer, error = %e, "block request failed");
             }
             let _ = stream.close().await;
@@ -121,16 +122,19 @@ pub async fn serve(
     Ok(())
 }
 
+/// What one request is served with: the store, its leases, and who asks.
+struct Server {
+    net: NetHandle,
+    store: Arc<dyn BlockStore>,
+    leases: Arc<LeaseBook>,
+    peer: PeerId,
+}
+
 /// Receives a put and, once the block is stored, announces it in the DHT: holders announce
 /// what they hold (the block book's DHT side).
-async fn stored(
-    net: &NetHandle,
-    stream: &mut Stream,
-    store: Arc<dyn BlockStore>,
-    incoming: Incoming,
-) -> Result<(), WireError> {
-    if let Some(id) = receive(stream, store, incoming).await? {
-        let net = net.clone();
+async fn stored(server: &Server, stream: &mut Stream, incoming: Incoming) -> Result<(), WireError> {
+    if let Some(id) = receive(stream, server, incoming).await? {
+        let net = server.net.clone();
         tokio::spawn(async move {
             if let Err(e) = net.provide(id).await {
                 tracing::debug!(block = %id, error = %e, "provide failed");
@@ -161,12 +165,8 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn handle(
-    stream: &mut Stream,
-    store: Arc<dyn BlockStore>,
-    net: &NetHandle,
-    limit: Option<&RateLimit>,
-) -> Result<(), WireError> {
+async fn handle(stream: &mut Stream, server: &Server, limit: Option<&RateLimit>) -> Result<(), WireError> {
+    let store = server.store.clone();
     let req = match tokio::time::timeout(REQUEST_TIMEOUT, Request::read(stream)).await {
         Err(_) => return Ok(()),
         Ok(Err(WireError::UnsupportedVersion(v))) => {
@@ -178,8 +178,16 @@ async fn handle(
         Ok(Ok(r)) => r,
     };
     match req {
-        Request::Put { id, size } => stored(net, stream, store, Incoming::Sized { id, size }).await,
-        Request::Send { max_size } => stored(net, stream, store, Incoming::Framed { max_size }).await,
+        Request::Put { id, size } => stored(server, stream, Incoming::Sized { id, size }).await,
+        Request::Send { max_size } => stored(server, stream, Incoming::Framed { max_size }).await,
+        Request::Lease { file, seconds, ids } => {
+            let (leases, owner) = (server.leases.clone(), server.peer.to_bytes());
+            let r = blocking(move || lease(store.as_ref(), &leases, &owner, file, seconds, &ids)).await;
+            match r {
+                Ok(held) => Ok(wire::write_has(stream, &held).await?),
+                Err((status, reason)) => Ok(wire::write_error(stream, status, &reason).await?),
+            }
+        }
         Request::Get { id, offset, len } => {
             let r = blocking(move || {
                 let reader = store.reader(&id)?;
@@ -208,6 +216,46 @@ async fn handle(
             }
         }
     }
+}
+
+/// Leases `ids` (those held) to `owner` for `file` for `seconds` from now; 0 releases
+/// them, and a released block that no other lease keeps is deleted at once. Returns which
+/// ids are held, so a renewal for a block that is gone is reported to the owner.
+fn lease(
+    store: &dyn BlockStore,
+    leases: &LeaseBook,
+    owner: &[u8],
+    file: BlockId,
+    seconds: u32,
+    ids: &[BlockId],
+) -> Result<Vec<bool>, StoreError> {
+    let held = ids.iter().map(|id| store.has(id)).collect::<Result<Vec<bool>, _>>()?;
+    let now = crate::lease::now();
+    let expires = if seconds == 0 { 0 } else { now + u64::from(seconds) };
+    let mut changes: Vec<Lease> = ids
+        .iter()
+        .zip(&held)
+        .filter(|(_, h)| **h)
+        .map(|(id, _)| Lease { block: *id, file, owner: owner.to_vec(), expires })
+        .collect();
+    // A lease for a file replaces the owner's first, unassigned one.
+    let firsts: Vec<Lease> = changes
+        .iter()
+        .map(|l| Lease { block: l.block, file: crate::lease::UNASSIGNED, owner: owner.to_vec(), expires: 0 })
+        .collect();
+    changes.extend(firsts);
+    let unavailable =
+        |e: crate::lease::LeaseError| StoreError::Unavailable { id: file, reason: e.to_string() };
+    leases.apply(&changes).map_err(unavailable)?;
+    if seconds == 0 {
+        for l in &changes {
+            if leases.expiry(&l.block).map_err(unavailable)?.is_none_or(|e| e <= now) {
+                store.remove(&l.block)?;
+                leases.forget(&l.block).map_err(unavailable)?;
+            }
+        }
+    }
+    Ok(held)
 }
 
 async fn reply_fragment(
@@ -239,9 +287,11 @@ enum Incoming {
 /// Returns the id of the block stored, if one was.
 async fn receive(
     stream: &mut Stream,
-    store: Arc<dyn BlockStore>,
+    server: &Server,
     incoming: Incoming,
 ) -> Result<Option<BlockId>, WireError> {
+    let store = server.store.clone();
+    let (leases, owner) = (server.leases.clone(), server.peer.to_bytes());
     let most = match incoming {
         Incoming::Sized { size, .. } => size,
         Incoming::Framed { max_size } => max_size,
@@ -272,6 +322,14 @@ async fn receive(
         if w.written() > most || matches!(incoming, Incoming::Sized { size, .. } if w.written() != size) {
             return Err(StoreError::OutOfRange { id, offset: w.written(), len: 0, size: most });
         }
+        // Lease before commit, so a collection running meanwhile never sees it unleased.
+        let first = Lease {
+            block: id,
+            file: crate::lease::UNASSIGNED,
+            owner,
+            expires: crate::lease::now() + crate::lease::INITIAL_LEASE_SECS,
+        };
+        leases.apply(&[first]).map_err(|e| StoreError::Unavailable { id, reason: e.to_string() })?;
         w.commit(Some(id))
     });
     let received = match incoming {
@@ -624,20 +682,39 @@ impl NetHandle {
             .map_err(|source| NetError::Fragment { peer, source })
     }
 
-    /// Which of `ids` the peer holds.
-    pub async fn has(&self, peer: PeerId, ids: &[BlockId]) -> Result<Vec<bool>, NetError> {
+    /// Leases `ids` on `peer` for `file` for `seconds` (0 releases them); returns which of
+    /// them the peer holds.
+    pub async fn lease(
+        &self,
+        peer: PeerId,
+        file: BlockId,
+        seconds: u32,
+        ids: &[BlockId],
+    ) -> Result<Vec<bool>, NetError> {
         let mut out = Vec::with_capacity(ids.len());
         for batch in ids.chunks(wire::MAX_HAS) {
-            out.extend(self.request(peer, || self.has_once(peer, batch)).await?);
+            let req = Request::Lease { file, seconds, ids: batch.to_vec() };
+            out.extend(self.request(peer, || self.ask_ids(peer, &req, batch.len())).await?);
         }
         Ok(out)
     }
 
-    async fn has_once(&self, peer: PeerId, batch: &[BlockId]) -> Result<Vec<bool>, NetError> {
+    /// Which of `ids` the peer holds.
+    pub async fn has(&self, peer: PeerId, ids: &[BlockId]) -> Result<Vec<bool>, NetError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(wire::MAX_HAS) {
+            let req = Request::Has { ids: batch.to_vec() };
+            out.extend(self.request(peer, || self.ask_ids(peer, &req, batch.len())).await?);
+        }
+        Ok(out)
+    }
+
+    /// Sends a request about `count` ids (HAS or LEASE) and reads the held-bitmap reply.
+    async fn ask_ids(&self, peer: PeerId, req: &Request, count: usize) -> Result<Vec<bool>, NetError> {
         let mut s = self.open(peer).await?;
-        s.write_all(&Request::Has { ids: batch.to_vec() }.encode()).await.map_err(WireError::Io)?;
+        s.write_all(&req.encode()).await.map_err(WireError::Io)?;
         s.flush().await.map_err(WireError::Io)?;
-        let present = wire::read_has(&mut s, batch.len()).await?;
+        let present = wire::read_has(&mut s, count).await?;
         let _ = s.close().await;
         Ok(present)
     }

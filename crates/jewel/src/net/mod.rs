@@ -40,10 +40,16 @@ impl Network {
         let server_handle = handle.clone();
         let mut stop = watch;
         let max_upload = config.max_upload;
+        let leases = match &config.leases {
+            Some(l) => l.clone(),
+            None => Arc::new(
+                crate::lease::LeaseBook::in_memory().map_err(|e| NetError::Transport(e.to_string()))?,
+            ),
+        };
         if config.serve_blocks {
             tasks.push(tokio::spawn(async move {
                 tokio::select! {
-                    r = block::serve(server_handle, store, max_upload) => {
+                    r = block::serve(server_handle, store, leases, max_upload) => {
                         if let Err(e) = r {
                             tracing::warn!(error = %e, "block server stopped");
                         }

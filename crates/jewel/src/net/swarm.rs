@@ -7,6 +7,7 @@
 //! every call returns `NetError::Closed`; nothing panics.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -69,6 +70,8 @@ pub struct NetConfig {
     pub serve_blocks: bool,
     /// Most bytes per second this node serves to peers (reads and proofs), if limited.
     pub max_upload: Option<u64>,
+    /// The leases of the served store; in memory if not given.
+    pub leases: Option<Arc<crate::lease::LeaseBook>>,
 }
 
 impl Default for NetConfig {
@@ -80,6 +83,7 @@ impl Default for NetConfig {
             zone: None,
             serve_blocks: true,
             max_upload: None,
+            leases: None,
         }
     }
 }

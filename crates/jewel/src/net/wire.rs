@@ -8,6 +8,10 @@
 //!   GET   2: id[32] offset(u64) len(u64) (len ≤ MAX_GET)
 //!   HAS   3: count(u16 ≤ MAX_HAS) id[32]*count
 //!   PROVE 4: id[32] group(u64)           (one 16 KiB chunk group, chosen by the asker)
+//!   LEASE 6: file[32] seconds(u32) count(u16 ≤ MAX_HAS) id[32]*count
+//!                                        lease the blocks for the file for that long
+//!                                        from now (0 releases them); the reply is a HAS
+//!                                        reply: which of the blocks the peer holds
 //!   SEND  5: max-size(u64)               a put whose id is known only at its end: the
 //!                                        peer answers go (or why not) for up to max-size
 //!                                        bytes; then frames `len(u32 ≤ MAX_FRAME) data`, a
@@ -49,6 +53,7 @@ const OP_GET: u8 = 2;
 const OP_HAS: u8 = 3;
 const OP_PROVE: u8 = 4;
 const OP_SEND: u8 = 5;
+const OP_LEASE: u8 = 6;
 
 /// A request, as the first bytes of a stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +63,7 @@ pub enum Request {
     Has { ids: Vec<BlockId> },
     Prove { id: BlockId, group: u64 },
     Send { max_size: u64 },
+    Lease { file: BlockId, seconds: u32, ids: Vec<BlockId> },
 }
 
 /// One frame of a SEND.
@@ -145,6 +151,17 @@ async fn read_id<R: AsyncRead + Unpin>(r: &mut R) -> Result<BlockId, WireError> 
     Ok(BlockId(read_array(r).await?))
 }
 
+/// A count (at most [`MAX_HAS`]) and that many ids.
+async fn read_ids<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<BlockId>, WireError> {
+    let count = u16::from_le_bytes(read_array(r).await?) as usize;
+    too_large("id count", count as u64, MAX_HAS as u64)?;
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count {
+        ids.push(read_id(r).await?);
+    }
+    Ok(ids)
+}
+
 impl Request {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
@@ -178,6 +195,15 @@ impl Request {
                 out.push(OP_SEND);
                 out.extend_from_slice(&max_size.to_le_bytes());
             }
+            Request::Lease { file, seconds, ids } => {
+                out.push(OP_LEASE);
+                out.extend_from_slice(&file.0);
+                out.extend_from_slice(&seconds.to_le_bytes());
+                out.extend_from_slice(&(ids.len() as u16).to_le_bytes());
+                for id in ids {
+                    out.extend_from_slice(&id.0);
+                }
+            }
         }
         out
     }
@@ -205,14 +231,11 @@ impl Request {
                 too_large("get length", len, MAX_GET)?;
                 Request::Get { id, offset, len }
             }
-            OP_HAS => {
-                let count = u16::from_le_bytes(read_array(r).await?) as usize;
-                too_large("has count", count as u64, MAX_HAS as u64)?;
-                let mut ids = Vec::with_capacity(count);
-                for _ in 0..count {
-                    ids.push(read_id(r).await?);
-                }
-                Request::Has { ids }
+            OP_HAS => Request::Has { ids: read_ids(r).await? },
+            OP_LEASE => {
+                let file = read_id(r).await?;
+                let seconds = u32::from_le_bytes(read_array(r).await?);
+                Request::Lease { file, seconds, ids: read_ids(r).await? }
             }
             OP_PROVE => Request::Prove { id: read_id(r).await?, group: read_u64(r).await? },
             OP_SEND => {
@@ -370,6 +393,7 @@ mod tests {
             Request::Has { ids: vec![] },
             Request::Prove { id, group: 9 },
             Request::Send { max_size: 1 << 30 },
+            Request::Lease { file: id, seconds: 60, ids: vec![id; 2] },
         ] {
             assert_eq!(Request::decode(&req.encode()).unwrap(), req);
         }
