@@ -289,3 +289,131 @@ fn the_menu_works_with_arrow_keys_and_letters() {
         assert_eq!(dir["used"], 0, "{dir}");
     }
 }
+
+/// A tiny deterministic generator for the chaos loop.
+struct Dice(u64);
+
+impl Dice {
+    fn roll(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Churn: 12 peers (one owner, eleven holders); a chaos loop kills holders (SIGKILL),
+/// restarts them (a third of the time with their disk wiped), while files are put and
+/// got. It never takes down more than n-k of one file's holders at once. Every get must
+/// be exact; once the chaos stops, `jewel repair` brings every file back to all n pieces
+/// alive; nothing is lost.
+#[test]
+fn churn_never_loses_a_file_and_repair_heals_it() {
+    const HOLDERS: usize = 11;
+    const TOLERATES: usize = 2; // jewels:3/5
+    let tmp = tempfile::tempdir().unwrap();
+    let owner = Node::spawn(&tmp.path().join("owner"), None);
+    let boot = owner.addr.clone();
+    let homes: Vec<PathBuf> = (0..HOLDERS).map(|i| tmp.path().join(format!("h{i}"))).collect();
+    let mut holders: Vec<Option<Node>> = homes.iter().map(|h| Some(Node::spawn(h, Some(&boot)))).collect();
+    let ids: Vec<String> = holders.iter().map(|n| n.as_ref().unwrap().peer.clone()).collect();
+    // Per file: its cap, its bytes, and the holder index of each slot.
+    let mut files: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+    // Holders whose pieces are gone for good (wiped), until repair moves them.
+    let mut wiped = [false; HOLDERS];
+    let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
+    let (mut gets, mut kills) = (0, 0);
+    let put = |i: usize, files: &mut Vec<(String, Vec<u8>, Vec<usize>)>| {
+        // Incompressible, so pieces (and repairs) move real bytes.
+        let mut rng = Dice(0x1234_5678 + i as u64);
+        let data: Vec<u8> = (0..200_000 + i * 1000).map(|_| rng.roll(256) as u8).collect();
+        let file = tmp.path().join(format!("f{i}"));
+        std::fs::write(&file, &data).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&ok(
+            &owner.home,
+            &["put", file.to_str().unwrap(), "--scheme", "jewels:3/5", "--json"],
+        ))
+        .unwrap();
+        let slots: Vec<usize> = v["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| ids.iter().position(|p| p == h.as_str().unwrap()).unwrap())
+            .collect();
+        files.push((v["cap"].as_str().unwrap().to_string(), data, slots));
+    };
+    for i in 0..4 {
+        put(i, &mut files);
+    }
+    for round in 0..80 {
+        let down: Vec<bool> = (0..HOLDERS).map(|h| holders[h].is_none() || wiped[h]).collect();
+        let alive = holders.iter().filter(|h| h.is_some()).count();
+        match dice.roll(3) {
+            // Kill a holder whose loss every file can afford (keeping enough for new puts).
+            0 | 1 if alive > 7 => {
+                let ok_to_kill = |h: usize| {
+                    holders[h].is_some()
+                        && files.iter().all(|(_, _, slots)| {
+                            slots.iter().filter(|s| down[**s] || **s == h).count() <= TOLERATES
+                        })
+                };
+                let choices: Vec<usize> = (0..HOLDERS).filter(|h| ok_to_kill(*h)).collect();
+                if !choices.is_empty() {
+                    let h = choices[dice.roll(choices.len())];
+                    drop(holders[h].take());
+                    kills += 1;
+                }
+            }
+            // Bring one back, a third of the time with an empty disk.
+            _ => {
+                let dead: Vec<usize> = (0..HOLDERS).filter(|h| holders[*h].is_none()).collect();
+                if !dead.is_empty() {
+                    let h = dead[dice.roll(dead.len())];
+                    if dice.roll(3) == 0 {
+                        std::fs::remove_dir_all(homes[h].join("store")).unwrap();
+                        wiped[h] = true;
+                    }
+                    holders[h] = Some(Node::spawn(&homes[h], Some(&boot)));
+                }
+            }
+        }
+        if round % 10 == 9 {
+            put(files.len(), &mut files);
+        }
+        let _ = alive;
+        let (cap, data, _) = &files[dice.roll(files.len())];
+        let out = tmp.path().join(format!("out{round}"));
+        ok(&owner.home, &["get", cap, "-o", out.to_str().unwrap()]);
+        assert!(std::fs::read(&out).unwrap() == *data, "round {round}: a get returned other bytes");
+        std::fs::remove_file(&out).unwrap();
+        gets += 1;
+    }
+    // The chaos stops with some holders still down: repair every file onto live peers.
+    let (mut repairs, mut bytes) = (0, 0u64);
+    for (cap, data, _) in &files {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&owner.home, &["repair", cap, "--json"])).unwrap();
+        let r = &v["repaired"];
+        let n = r["slots"].as_array().unwrap().len();
+        if n > 0 {
+            repairs += 1;
+            bytes += r["bytes_written"].as_u64().unwrap();
+            assert!(
+                r["bytes_written"].as_u64().unwrap() as f64
+                    <= 1.05 * r["bytes_lost"].as_u64().unwrap() as f64 + 2048.0,
+                "{r}"
+            );
+        }
+        let check: serde_json::Value =
+            serde_json::from_str(&ok(&owner.home, &["check", cap, "--json"])).unwrap();
+        assert_eq!(check["alive"], 5, "every piece alive after repair: {check}");
+        let out = tmp.path().join("final");
+        ok(&owner.home, &["get", cap, "-o", out.to_str().unwrap()]);
+        assert!(std::fs::read(&out).unwrap() == *data, "nothing is lost");
+    }
+    println!(
+        "churn: files {}, gets {gets}, kills {kills}, repairs {repairs}, bytes repaired {bytes}",
+        files.len()
+    );
+    assert!(kills > 5, "the chaos loop killed only {kills} peers");
+}

@@ -10,7 +10,6 @@
 //! The pipelines are synchronous; call these functions from a blocking thread (e.g.
 //! `spawn_blocking`), never from inside an async task.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -64,23 +63,27 @@ pub struct Candidate {
 }
 
 /// Chooses a distinct peer for each of `slots` slots, taking peers from each zone in turn
-/// so pieces spread over failure domains (peers without a zone each count as their own).
+/// so pieces spread over failure domains (peers without a zone each count as their own);
+/// within that, earlier candidates are preferred.
 pub fn place(slots: usize, candidates: &[Candidate]) -> Result<Vec<PeerId>, ClientError> {
-    let mut zones: BTreeMap<String, Vec<PeerId>> = BTreeMap::new();
+    // Zones in the order they first appear, so a caller's preference order is kept.
+    let mut zones: Vec<(String, std::collections::VecDeque<PeerId>)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for c in candidates {
         if seen.insert(c.peer) {
             let zone = c.zone.clone().unwrap_or_else(|| format!("peer:{}", c.peer));
-            zones.entry(zone).or_default().push(c.peer);
+            match zones.iter_mut().find(|(z, _)| *z == zone) {
+                Some((_, q)) => q.push_back(c.peer),
+                None => zones.push((zone, std::collections::VecDeque::from([c.peer]))),
+            }
         }
     }
     if seen.len() < slots {
         return Err(ClientError::NotEnoughPeers { needed: slots, found: seen.len() });
     }
-    let mut queues: Vec<std::collections::VecDeque<PeerId>> = zones.into_values().map(Into::into).collect();
     let mut out = Vec::with_capacity(slots);
     while out.len() < slots {
-        for q in queues.iter_mut() {
+        for (_, q) in zones.iter_mut() {
             if out.len() == slots {
                 break;
             }
@@ -160,8 +163,10 @@ impl BlockWriter for NetWriter {
 
 /// Encrypts and encodes `input` (of `size` bytes), streaming slot i's piece straight to
 /// `peers[i]` as it is made (nothing is staged on disk), then sends the manifest to every
-/// holder. If any upload fails, the put fails with that slot's error and reports nothing
-/// as stored. (Pieces already sent stay with their holders; nothing frees them yet.)
+/// holder. A piece whose peer vanished mid-put is rebuilt from the others and placed on
+/// the next of `peers` (those after the first n are spares), as a repair would; if that
+/// is impossible the put fails with the slot's error and reports nothing as stored. (Pieces
+/// already sent keep only their first, short lease and are collected.)
 pub fn put_file(
     rt: &Handle,
     net: &NetHandle,
@@ -179,9 +184,45 @@ pub fn put_file(
     let max = max_piece_lens(scheme.as_ref(), size, opts.segment_size);
     let (sinks, outcomes) = net_sinks(rt, net, &holders, &max);
     let put = pipeline::put(input, opts, sinks)?;
-    let slots: Vec<usize> = (0..holders.len()).collect();
-    uploaded(&outcomes, &slots, &holders)?;
-    send_manifest(rt, net, &put.manifest_bytes, &slots, &holders)?;
+    let mut holders = holders;
+    let failed: Vec<(usize, NetError)> = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, o)| match o.lock().ok().and_then(|mut o| o.take()) {
+            Some(Err(e)) => Some((slot, e)),
+            _ => None,
+        })
+        .collect();
+    let good: Vec<usize> = (0..slots).filter(|s| failed.iter().all(|(f, _)| f != s)).collect();
+    let good_peers: Vec<PeerId> = good.iter().map(|s| holders[*s]).collect();
+    send_manifest(rt, net, &put.manifest_bytes, &good, &good_peers)?;
+    let lost: Vec<usize> = failed.iter().map(|(s, _)| *s).collect();
+    if let Some((slot, first)) = failed.into_iter().next() {
+        tracing::warn!(slots = ?lost, error = %first, "pieces lost mid-put; placing them on spare peers");
+        let sources: Vec<Option<PeerId>> =
+            (0..slots).map(|s| (!lost.contains(&s)).then_some(holders[s])).collect();
+        let mut spares = peers[slots..].iter().copied();
+        let mut result = Err(ClientError::Upload { slot, peer: holders[slot], source: Box::new(first) });
+        // A spare may be gone too: try the next ones, a few times.
+        for _ in 0..3 {
+            let targets: Vec<PeerId> = spares.by_ref().take(lost.len()).collect();
+            if targets.len() < lost.len() {
+                tracing::warn!(spares = targets.len(), needed = lost.len(), "not enough spare peers");
+                break;
+            }
+            result = repair_slots(rt, net, &put.manifest, &sources, &lost, &targets, opts.threads);
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "placing a lost piece on a spare failed");
+            }
+            if let Ok(r) = &result {
+                for (s, peer) in r.slots.iter().zip(&targets) {
+                    holders[*s] = *peer;
+                }
+                break;
+            }
+        }
+        result?;
+    }
     Ok(Placed { put, holders })
 }
 

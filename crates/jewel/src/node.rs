@@ -481,14 +481,14 @@ async fn put(
     let default = s.settings().default_scheme;
     let spec = SchemeSpec::parse(body.scheme.as_deref().unwrap_or(&default)).map_err(bad)?;
     let me = s.net.peer_id();
-    let known = s.net.peers().await.map_err(failed)?;
-    let candidates: Vec<Candidate> = known
-        .into_iter()
-        .filter_map(|p| Some(Candidate { peer: p.peer.parse::<PeerId>().ok()?, zone: p.zone }))
-        .filter(|c| c.peer != me)
-        .collect();
+    let candidates = candidates(&s, &std::collections::HashSet::from([me])).await?;
     let slots = jewel_codec::build(&spec).map_err(bad)?.slots();
+    // All candidates, in placement order: the first n hold the pieces, the rest are spares
+    // for a peer that vanishes mid-put.
     let holders = client::place(slots, &candidates).map_err(bad)?;
+    let spares = client::place(candidates.len(), &candidates).unwrap_or_default();
+    let holders: Vec<PeerId> =
+        holders.iter().copied().chain(spares.into_iter().filter(|p| !holders.contains(p))).collect();
     let rt = tokio::runtime::Handle::current();
     let state = s.clone();
     let path = body.path.clone();
@@ -528,6 +528,30 @@ async fn put(
         "holders": placed.holders.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         "stats": placed.put.stats,
     })))
+}
+
+/// Peers tried for one placement, at most.
+const MAX_CANDIDATES: usize = 64;
+/// A candidate that cannot be connected to within this is left out.
+const REACH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Peers to place pieces on, except `exclude`: only those that can be reached now (a
+/// known peer may well be gone), connected ones first.
+async fn candidates(
+    s: &NodeState,
+    exclude: &std::collections::HashSet<PeerId>,
+) -> Result<Vec<Candidate>, ApiError> {
+    let mut known = s.net.peers().await.map_err(failed)?;
+    known.sort_by_key(|p| !p.connected);
+    let known: Vec<Candidate> = known
+        .into_iter()
+        .filter_map(|p| Some(Candidate { peer: p.peer.parse::<PeerId>().ok()?, zone: p.zone }))
+        .filter(|c| !exclude.contains(&c.peer))
+        .take(MAX_CANDIDATES)
+        .collect();
+    let reach = known.iter().map(|c| tokio::time::timeout(REACH_TIMEOUT, s.net.connect(c.peer)));
+    let reached = futures::future::join_all(reach).await;
+    Ok(known.into_iter().zip(reached).filter(|(_, r)| matches!(r, Ok(Ok(_)))).map(|(c, _)| c).collect())
 }
 
 /// The recorded holders of a file, if this node put it.
@@ -779,17 +803,9 @@ async fn repair_file(s: &Arc<NodeState>, id: BlockId) -> Result<serde_json::Valu
             serde_json::json!({ "repaired": client::Repaired::default(), "check": check_report(&manifest, &located, &before)? }),
         );
     }
-    let me = s.net.peer_id();
-    let taken: std::collections::HashSet<PeerId> = located.iter().flatten().copied().collect();
-    let candidates: Vec<Candidate> = s
-        .net
-        .peers()
-        .await
-        .map_err(failed)?
-        .into_iter()
-        .filter_map(|p| Some(Candidate { peer: p.peer.parse::<PeerId>().ok()?, zone: p.zone }))
-        .filter(|c| c.peer != me && !taken.contains(&c.peer))
-        .collect();
+    let mut taken: std::collections::HashSet<PeerId> = located.iter().flatten().copied().collect();
+    taken.insert(s.net.peer_id());
+    let candidates = candidates(s, &taken).await?;
     let targets = client::place(lost.len(), &candidates).map_err(bad)?;
     let rt = tokio::runtime::Handle::current();
     let (state, sources) = (s.clone(), located.clone());

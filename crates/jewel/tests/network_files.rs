@@ -47,6 +47,25 @@ fn breaking_set(spec: &SchemeSpec) -> Vec<usize> {
         .unwrap()
 }
 
+/// Puts `data` with `spec` on `peers` (from a blocking thread, as the node does).
+async fn put_blocking(
+    client: &jewel::net::NetHandle,
+    data: &[u8],
+    spec: &str,
+    segment: u32,
+    peers: &[PeerId],
+) -> jewel::client::Placed {
+    let rt = tokio::runtime::Handle::current();
+    let (client, data, peers) = (client.clone(), data.to_vec(), peers.to_vec());
+    let mut opts = PutOptions::new(SchemeSpec::parse(spec).unwrap());
+    opts.segment_size = segment;
+    tokio::task::spawn_blocking(move || {
+        put_file(&rt, &client, &mut &data[..], data.len() as u64, &opts, &peers).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 fn random(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = SplitMix64(seed);
     (0..len).map(|_| rng.next_u64() as u8).collect()
@@ -386,16 +405,7 @@ async fn an_interrupted_repair_leaves_the_file_no_worse_and_can_be_run_again() {
     let holders = ids[1..6].to_vec();
     let rt = tokio::runtime::Handle::current();
     let data = random(300_000, 80);
-    let placed = {
-        let (rt, client, holders, data) = (rt.clone(), client.clone(), holders.clone(), data.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut opts = PutOptions::new(SchemeSpec::parse("jewels:3/5").unwrap());
-            opts.segment_size = 32 << 10;
-            put_file(&rt, &client, &mut &data[..], data.len() as u64, &opts, &holders).unwrap()
-        })
-        .await
-        .unwrap()
-    };
+    let placed = put_blocking(&client, &data, "jewels:3/5", 32 << 10, &holders).await;
     nodes[1].take().unwrap().shutdown().await;
     // The chosen new holder is gone before the repair starts.
     nodes[6].take().unwrap().shutdown().await;
@@ -429,6 +439,40 @@ async fn an_interrupted_repair_leaves_the_file_no_worse_and_can_be_run_again() {
             2,
         )
         .map(|_| out)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(out == data);
+    for n in nodes.into_iter().flatten() {
+        n.shutdown().await;
+    }
+}
+
+/// A holder that is gone when its piece is sent: the put rebuilds that piece from the
+/// others and places it on the next spare peer, and reports that placement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_piece_whose_peer_vanished_goes_to_a_spare() {
+    let mut nodes: Vec<Option<Network>> = network(8).await.into_iter().map(Some).collect();
+    let client = nodes[0].as_ref().unwrap().handle().clone();
+    let ids: Vec<PeerId> = nodes.iter().map(|n| n.as_ref().unwrap().handle().peer_id()).collect();
+    nodes[2].take().unwrap().shutdown().await;
+    let rt = tokio::runtime::Handle::current();
+    let data = random(400_000, 90);
+    // Slot 1 goes to the stopped peer; peers 6 and 7 are spares.
+    let peers = ids[1..].to_vec();
+    let placed = put_blocking(&client, &data, "jewels:3/5", 64 << 10, &peers).await;
+    assert_eq!(placed.holders.len(), 5);
+    assert_eq!(placed.holders[1], ids[6], "the lost piece went to the first spare");
+    assert!(!placed.holders.contains(&ids[2]));
+    // Stop two of the others: the piece on the spare is needed, and right.
+    nodes[1].take().unwrap().shutdown().await;
+    nodes[3].take().unwrap().shutdown().await;
+    let holders: Vec<Option<PeerId>> = placed.holders.iter().copied().map(Some).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let (m, k) = (&placed.put.manifest, &placed.put.cap.key);
+        get_file(&rt, &client, m, k, &holders, jewel::pipeline::ByteRange::ALL, &mut out, 2).map(|_| out)
     })
     .await
     .unwrap()
