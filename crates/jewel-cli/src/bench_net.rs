@@ -152,19 +152,22 @@ pub fn run(b: &NetBench) -> Result<()> {
     drop(idle_guard);
 
     // 2. Throughput through an owner node.
+    // Spares beyond the holders, so the repair case has somewhere to put rebuilt pieces.
     let dir = tmp.path().join("net");
-    let (net, _) = devnet::launch(&dir, b.peers)?;
+    let spares = jewel::codec::build(&b.scheme)?.tolerates();
+    let (net, _) = devnet::launch(&dir, b.peers + spares)?;
     let _guard = Running(dir.clone());
     let boot = net.peers.first().and_then(|p| p.listen.first().cloned()).context("no bootstrap address")?;
     let owner_home = tmp.path().join("owner");
     let owner = devnet::spawn(b.peers, &owner_home, Some(&boot))?;
     let _owner_guard = Killer(owner.pid);
-    devnet::wait_known(&owner, b.peers)?;
+    devnet::wait_known(&owner, b.peers + spares)?;
     let api = Api::open(Some(&owner_home))?;
 
     let input = tmp.path().join("input.bin");
     let expect = write_random(&input, b.size)?;
     let holder_pids: Vec<u32> = net.peers.iter().map(|p| p.pid).collect();
+    let k = slots - jewel::codec::build(&b.scheme)?.tolerates();
     let ticks = clock_ticks_per_second();
     let cpu_now = || {
         let holders: u64 = holder_pids.iter().filter_map(|p| cpu_ticks(*p)).sum();
@@ -196,17 +199,82 @@ pub fn run(b: &NetBench) -> Result<()> {
         bail!("bench net: get returned different bytes than were put");
     }
     let _ = std::fs::remove_file(&output);
+    let healthy = mb_per_s(b.size, get_secs);
     push(
         &format!("get {:.0} MiB, {}, file bytes", mib(b.size), b.scheme),
-        mb_per_s(b.size, get_secs),
+        healthy,
         "MB/s",
         Some(">= 400 MB/s"),
     );
+    let file_holders: Vec<usize> = v["holders"]
+        .as_array()
+        .context("put returned no holders")?
+        .iter()
+        .filter_map(|h| net.peers.iter().position(|p| Some(p.peer_id.as_str()) == h.as_str()))
+        .collect();
+    let timed_get = |what: &str| -> Result<f64> {
+        let t = Instant::now();
+        api.post("/v1/get", serde_json::json!({ "cap": cap, "out": output }))?;
+        let secs = t.elapsed().as_secs_f64();
+        if hash_file(&output)? != expect {
+            bail!("bench net: get {what} returned different bytes than were put");
+        }
+        let _ = std::fs::remove_file(&output);
+        Ok(mb_per_s(b.size, secs))
+    };
+
+    // One holder 10× slower: restarted with a serve limit of a tenth of its share.
+    let per_holder = healthy * 1e6 / k as f64;
+    let slow = *file_holders.first().context("no holders")?;
+    let slow_peer = &net.peers[slow];
+    devnet::kill_pid(slow_peer.pid)?;
+    let limit = format!("{}", (per_holder / 10.0) as u64);
+    let restarted = devnet::spawn_with(slow, &slow_peer.home, Some(&boot), &["--max-upload", &limit])?;
+    let slow_guard = Killer(restarted.pid);
+    devnet::wait_known(&restarted, 1)?;
+    let slowed = timed_get("with a slow holder")?;
+    push("get, one holder 10x slower (hedged)", slowed, "MB/s", None);
+    push(
+        "  as a share of the healthy get",
+        100.0 * slowed / healthy,
+        "%",
+        Some("time <= 1.2x healthy (>= 83%)"),
+    );
+    drop(slow_guard);
+    let back = devnet::spawn(slow, &slow_peer.home, Some(&boot))?;
+    let _back_guard = Killer(back.pid);
+    devnet::wait_known(&back, 1)?;
+
+    // n-k holders dead.
+    for &h in file_holders.iter().skip(1).take(spares) {
+        devnet::kill_pid(net.peers[h].pid)?;
+    }
+    let degraded = timed_get("with n-k holders dead")?;
+    push(&format!("get, {spares} (n-k) holders dead"), degraded, "MB/s", None);
+    push("  as a share of the healthy get", 100.0 * degraded / healthy, "%", Some(">= 70%"));
+
+    // Repair those pieces onto the spares.
+    let t = Instant::now();
+    let r = api.post("/v1/repair", serde_json::json!({ "cap": cap }))?;
+    let repair_secs = t.elapsed().as_secs_f64();
+    let written = r["repaired"]["bytes_written"].as_u64().unwrap_or(0);
+    let lost = r["repaired"]["bytes_lost"].as_u64().unwrap_or(0);
+    push("repair, rebuilt bytes written per second", mb_per_s(written, repair_secs), "MB/s", None);
+    push("repair, bytes written / bytes lost", written as f64 / lost.max(1) as f64, "x", Some("<= 1.05"));
+    push(
+        "audit (check) bytes moved for the whole file",
+        r["check"]["audit_bytes"].as_u64().unwrap_or(0) as f64 / 1024.0,
+        "KiB",
+        Some("<= 1 MiB"),
+    );
+    if r["check"]["alive"].as_u64() != Some(slots as u64) {
+        bail!("bench net: after repair {} of {slots} pieces are alive", r["check"]["alive"]);
+    }
     push("get CPU, owner node, per GiB", (cpu_end.0 - cpu_after.0) / gib, "CPU-s", None);
     push("get CPU, all holders together, per GiB", (cpu_end.1 - cpu_after.1) / gib, "CPU-s", None);
     let owner_peak = proc_field(owner.pid, "VmHWM:").unwrap_or(0);
     push("client (owner node) peak RSS during put", mib(put_peak), "MiB", Some("<= 128 MiB"));
-    push("client (owner node) peak RSS over put and get", mib(owner_peak), "MiB", Some("<= 128 MiB"));
+    push("client (owner node) peak RSS over every case", mib(owner_peak), "MiB", Some("<= 128 MiB"));
 
     // 3. A 4 KiB put through the CLI, as a user runs it.
     let small = tmp.path().join("small.bin");

@@ -65,11 +65,16 @@ fn signal(pid: u32, sig: &str) -> Result<()> {
 
 /// Starts one node process; returns once its api.json is written.
 pub fn spawn(index: usize, home: &Path, bootstrap: Option<&str>) -> Result<Peer> {
+    spawn_with(index, home, bootstrap, &[])
+}
+
+/// [`spawn`], with extra `jewel node` arguments.
+pub fn spawn_with(index: usize, home: &Path, bootstrap: Option<&str>, extra: &[&str]) -> Result<Peer> {
     std::fs::create_dir_all(home)?;
     let _ = std::fs::remove_file(home.join("api.json"));
     let log = std::fs::File::create(home.join("node.log"))?;
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("node").arg("--home").arg(home);
+    cmd.arg("node").arg("--home").arg(home).args(extra);
     if let Some(b) = bootstrap {
         cmd.args(["--bootstrap", b]);
     }
@@ -204,6 +209,12 @@ pub fn down(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Kills a process abruptly (SIGKILL) and waits until it is gone.
+pub fn kill_pid(pid: u32) -> Result<()> {
+    signal(pid, "-KILL")?;
+    wait_exit(pid)
+}
+
 pub fn kill(dir: &Path, index: usize) -> Result<()> {
     let net = load(dir)?;
     let p = net
@@ -213,8 +224,7 @@ pub fn kill(dir: &Path, index: usize) -> Result<()> {
     if !alive(p.pid) {
         bail!("peer {index} is not running");
     }
-    signal(p.pid, "-KILL")?;
-    wait_exit(p.pid)?;
+    kill_pid(p.pid)?;
     let _ = std::fs::remove_file(p.home.join("api.json"));
     outln!("peer {index} killed");
     Ok(())

@@ -95,9 +95,21 @@ impl LeaseBook {
         tx.commit().map_err(db)
     }
 
-    /// Applies lease changes in one transaction.
+    /// Applies lease changes in one transaction, durably.
     pub fn apply(&self, leases: &[Lease]) -> Result<(), LeaseError> {
-        let tx = self.db.begin_write().map_err(db)?;
+        self.apply_with(leases, redb::Durability::Immediate)
+    }
+
+    /// Applies lease changes without waiting for the disk: they become durable with the
+    /// next durable write. For the first, short lease of a block, whose owner follows up
+    /// with a durable one at once; losing it in a crash only lets an orphan be collected.
+    pub fn apply_soon(&self, leases: &[Lease]) -> Result<(), LeaseError> {
+        self.apply_with(leases, redb::Durability::None)
+    }
+
+    fn apply_with(&self, leases: &[Lease], durability: redb::Durability) -> Result<(), LeaseError> {
+        let mut tx = self.db.begin_write().map_err(db)?;
+        tx.set_durability(durability);
         {
             let mut t = tx.open_table(LEASES).map_err(db)?;
             for l in leases {

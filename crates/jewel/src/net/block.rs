@@ -329,7 +329,7 @@ async fn receive(
             owner,
             expires: crate::lease::now() + crate::lease::INITIAL_LEASE_SECS,
         };
-        leases.apply(&[first]).map_err(|e| StoreError::Unavailable { id, reason: e.to_string() })?;
+        leases.apply_soon(&[first]).map_err(|e| StoreError::Unavailable { id, reason: e.to_string() })?;
         w.commit(Some(id))
     });
     let received = match incoming {
