@@ -11,6 +11,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_jewel");
 struct Node {
     child: Child,
     _stdout: BufReader<ChildStdout>,
+    /// The node's log lines (RUST_LOG=jewel=info), for nodes spawned with `spawn_logged`.
+    log: Option<std::sync::mpsc::Receiver<String>>,
     home: PathBuf,
     peer: String,
     addr: String,
@@ -18,12 +20,34 @@ struct Node {
 
 impl Node {
     fn spawn(home: &Path, bootstrap: Option<&str>) -> Node {
+        Node::start(home, bootstrap, &[], false)
+    }
+
+    /// A node with extra flags whose log lines can be waited for.
+    fn spawn_logged(home: &Path, bootstrap: Option<&str>, extra: &[&str]) -> Node {
+        Node::start(home, bootstrap, extra, true)
+    }
+
+    fn start(home: &Path, bootstrap: Option<&str>, extra: &[&str], logged: bool) -> Node {
         let mut cmd = Command::new(BIN);
-        cmd.args(["node", "--home", home.to_str().unwrap()]);
+        cmd.args(["node", "--home", home.to_str().unwrap()]).args(extra);
         if let Some(b) = bootstrap {
             cmd.args(["--bootstrap", b]);
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let stderr = if logged { Stdio::piped() } else { Stdio::null() };
+        let mut child =
+            cmd.env("RUST_LOG", "jewel=info").stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
+        let log = child.stderr.take().map(|err| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        });
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let (mut peer, mut addr) = (String::new(), String::new());
         loop {
@@ -38,7 +62,21 @@ impl Node {
             }
         }
         assert!(home.join("api.json").is_file(), "api.json is written before the node says it is ready");
-        Node { child, _stdout: stdout, home: home.to_path_buf(), peer, addr }
+        Node { child, _stdout: stdout, log, home: home.to_path_buf(), peer, addr }
+    }
+}
+
+impl Node {
+    /// Waits (on the node's own log, not on time) for a line containing `text`.
+    fn wait_log(&self, text: &str) -> String {
+        let log = self.log.as_ref().expect("spawned with spawn_logged");
+        loop {
+            match log.recv_timeout(std::time::Duration::from_secs(60)) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("the node never logged {text:?}"),
+            }
+        }
     }
 }
 
@@ -416,4 +454,62 @@ fn churn_never_loses_a_file_and_repair_heals_it() {
         files.len()
     );
     assert!(kills > 5, "the chaos loop killed only {kills} peers");
+}
+
+/// Audits and repair on a node: with `--audit-every 1`, losing more pieces than
+/// `tolerates - r` makes the owner repair by itself; a holder whose piece rots is shown as
+/// corrupt by `jewel check` and `jewel repair` moves that piece to another peer.
+#[test]
+fn the_owner_repairs_lost_and_corrupt_pieces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let owner = Node::spawn_logged(&tmp.path().join("owner"), None, &["--audit-every", "1"]);
+    let boot = owner.addr.clone();
+    let mut holders: Vec<Option<Node>> =
+        (0..8).map(|i| Some(Node::spawn(&tmp.path().join(format!("h{i}")), Some(&boot)))).collect();
+    let data: Vec<u8> = {
+        let mut d = Dice(77);
+        (0..300_000).map(|_| d.roll(256) as u8).collect()
+    };
+    let file = tmp.path().join("f");
+    std::fs::write(&file, &data).unwrap();
+    let put: serde_json::Value = serde_json::from_str(&ok(
+        &owner.home,
+        &["put", file.to_str().unwrap(), "--scheme", "jewels:3/5", "--json"],
+    ))
+    .unwrap();
+    let cap = put["cap"].as_str().unwrap().to_string();
+    let placed: Vec<String> =
+        put["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().into()).collect();
+    // Two holders die: 3 of 5 alive is below k + r = 4, so the owner repairs by itself.
+    for peer in &placed[..2] {
+        let i = holders.iter().position(|h| h.as_ref().is_some_and(|h| &h.peer == peer)).unwrap();
+        drop(holders[i].take());
+    }
+    owner.wait_log("repaired");
+    let check: serde_json::Value =
+        serde_json::from_str(&ok(&owner.home, &["check", &cap, "--json"])).unwrap();
+    assert_eq!(check["alive"], 5, "{check}");
+
+    // One piece rots on its holder's disk: an audit shows it corrupt, repair moves it.
+    let piece = &check["pieces"][2];
+    let (id, holder) = (piece["piece"].as_str().unwrap(), piece["holder"].as_str().unwrap());
+    let home = &holders.iter().flatten().find(|h| h.peer == holder).unwrap().home;
+    let path = home.join("store").join("blocks").join(&id[..2]).join(id);
+    // One flipped byte per 16 KiB chunk group, so whichever group the audit picks is bad.
+    let mut bytes = std::fs::read(&path).unwrap();
+    for at in (1000..bytes.len()).step_by(16 << 10) {
+        bytes[at] ^= 0x55;
+    }
+    std::fs::write(&path, bytes).unwrap();
+    let check: serde_json::Value =
+        serde_json::from_str(&ok(&owner.home, &["check", &cap, "--json"])).unwrap();
+    assert_eq!(check["pieces"][2]["state"], "corrupt", "{check}");
+    let fixed: serde_json::Value =
+        serde_json::from_str(&ok(&owner.home, &["repair", &cap, "--json"])).unwrap();
+    assert_eq!(fixed["repaired"]["slots"], serde_json::json!([2]), "{fixed}");
+    assert_ne!(fixed["check"]["pieces"][2]["holder"].as_str().unwrap(), holder, "moved elsewhere");
+    assert_eq!(fixed["check"]["alive"], 5, "{fixed}");
+    let out = tmp.path().join("out");
+    ok(&owner.home, &["get", &cap, "-o", out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == data);
 }

@@ -931,7 +931,7 @@ async fn maintain(s: Arc<NodeState>, every: std::time::Duration, margin: Option<
             let lost = lost_slots(&audit).len();
             if lost > tolerates - margin {
                 match repair_file(&s, id).await {
-                    Ok(v) => tracing::info!(file = %id, repaired = %v["repaired"], "repaired"),
+                    Ok(v) => tracing::info!(file = %id, report = %v["repaired"], "repaired"),
                     Err(e) => tracing::warn!(file = %id, error = %e.1, "repair failed"),
                 }
             }

@@ -222,3 +222,27 @@ async fn leases_keep_blocks_until_no_file_needs_them() {
         n.shutdown().await;
     }
 }
+
+/// QUIC carries the block protocol as well as TCP does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_move_over_quic() {
+    let quic: jewel::net::Multiaddr = "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap();
+    let start_quic = |bootstrap: Vec<jewel::net::Multiaddr>, store: MemStore| {
+        let config = NetConfig { listen: vec![quic.clone()], bootstrap, ..NetConfig::default() };
+        Network::start(Keypair::generate_ed25519(), config, Arc::new(store))
+    };
+    let first = start_quic(vec![], MemStore::new(None)).await.unwrap();
+    let addr = first.handle().listeners().await.unwrap()[0].clone();
+    assert!(addr.to_string().contains("quic-v1"), "{addr}");
+    let store = MemStore::new(None);
+    let second =
+        start_quic(vec![addr.with(libp2p_peer(first.handle().peer_id()))], store.clone()).await.unwrap();
+    let block = data(200_000, 8);
+    let id = BlockId::of(&block);
+    first.handle().put_block(second.handle().peer_id(), id, &block).await.unwrap();
+    assert!(store.has(&id).unwrap());
+    let got = first.handle().get_range(second.handle().peer_id(), id, 200_000, 1000, 5000).await.unwrap();
+    assert_eq!(got, block[1000..6000]);
+    first.shutdown().await;
+    second.shutdown().await;
+}
