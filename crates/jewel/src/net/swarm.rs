@@ -187,6 +187,10 @@ enum Pending {
     Providers(oneshot::Sender<Vec<PeerId>>, HashSet<PeerId>),
 }
 
+/// Peers whose identify answers (addresses, zone) are kept at most, before those not
+/// connected are forgotten.
+const MAX_TRACKED: usize = 4096;
+
 /// Owns the swarm; runs until every [`NetHandle`] is dropped or shutdown is signalled.
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -434,6 +438,12 @@ impl EventLoop {
                 info,
                 ..
             })) => {
+                // Bounded: past MAX_TRACKED peers, forget those not connected now.
+                if self.addrs.len() >= MAX_TRACKED && !self.addrs.contains_key(&peer_id) {
+                    let swarm = &self.swarm;
+                    self.addrs.retain(|p, _| swarm.is_connected(p));
+                    self.zones.retain(|p, _| swarm.is_connected(p));
+                }
                 if let Some(zone) = zone_of(&info.agent_version) {
                     self.zones.insert(peer_id, zone);
                 }
