@@ -513,3 +513,30 @@ fn the_owner_repairs_lost_and_corrupt_pieces() {
     ok(&owner.home, &["get", &cap, "-o", out.to_str().unwrap()]);
     assert!(std::fs::read(&out).unwrap() == data);
 }
+
+/// A holder that answers audits slowly (it serves at 4 kB/s, so a proof takes seconds) is
+/// marked late, and still counted as holding its piece.
+#[test]
+fn a_slow_holder_is_shown_late_by_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let owner = Node::spawn(&tmp.path().join("owner"), None);
+    let boot = owner.addr.clone();
+    let slow = Node::spawn_logged(&tmp.path().join("slow"), Some(&boot), &["--max-upload", "4000"]);
+    let fast = Node::spawn(&tmp.path().join("fast"), Some(&boot));
+    let file = tmp.path().join("f");
+    let mut d = Dice(5);
+    std::fs::write(&file, (0..100_000).map(|_| d.roll(256) as u8).collect::<Vec<u8>>()).unwrap();
+    let put: serde_json::Value = serde_json::from_str(&ok(
+        &owner.home,
+        &["put", file.to_str().unwrap(), "--scheme", "replicate:2", "--json"],
+    ))
+    .unwrap();
+    let cap = put["cap"].as_str().unwrap();
+    let check: serde_json::Value = serde_json::from_str(&ok(&owner.home, &["check", cap, "--json"])).unwrap();
+    for p in check["pieces"].as_array().unwrap() {
+        let want = if p["holder"] == slow.peer.as_str() { "late" } else { "alive" };
+        assert_eq!(p["state"], want, "{check}");
+    }
+    assert_eq!(check["alive"], 2, "late pieces still count: {check}");
+    drop(fast);
+}
