@@ -23,7 +23,7 @@ use crate::manifest::{Manifest, SEGMENT_OVERHEAD};
 use crate::net::wire;
 use crate::net::{NetError, NetHandle};
 use crate::pipeline::{
-    self, ByteRange, Fetch, GetStats, PieceFault, PipelineError, Put, PutOptions, ReadCounts,
+    self, ByteRange, Fetch, FetchLog, GetStats, PieceFault, PipelineError, Put, PutOptions,
 };
 use crate::pool::Pool;
 use crate::store::{BlockWriter, StoreError};
@@ -392,8 +392,7 @@ pub struct NetFetch {
     ids: Vec<BlockId>,
     sizes: Vec<u64>,
     health: Mutex<Vec<Health>>,
-    faults: Mutex<Vec<PieceFault>>,
-    read: ReadCounts,
+    log: FetchLog,
 }
 
 type Answer = (usize, Result<Vec<u8>, NetError>, Duration);
@@ -417,8 +416,7 @@ impl NetFetch {
             ids: manifest.pieces.clone(),
             sizes,
             health: Mutex::new(vec![Health::default(); n]),
-            faults: Mutex::new(Vec::new()),
-            read: ReadCounts::new(n),
+            log: FetchLog::new(n, Vec::new()),
         })
     }
 
@@ -478,13 +476,12 @@ impl NetFetch {
     /// many.
     fn fail(&self, slot: usize, segment: usize, e: &NetError) {
         tracing::warn!(slot, segment, error = %e, "piece failed; using the others");
-        let first =
-            self.health.lock().map(|mut h| !std::mem::replace(&mut h[slot].dead, true)).unwrap_or(false);
-        if first {
-            if let Ok(mut f) = self.faults.lock() {
-                f.push(PieceFault { slot, reason: e.to_string() });
-            }
+        if let Ok(mut h) = self.health.lock() {
+            h[slot].dead = true;
+            // A cut stream, not an unreachable peer (asking that again only waits).
+            h[slot].transient = matches!(e, NetError::Wire(crate::net::wire::WireError::Io(_)));
         }
+        self.log.fault(slot, e.to_string());
     }
 
     /// The fastest usable slots, outside `exclude`, that make `held` decodable; empty if
@@ -595,7 +592,7 @@ impl Fetch for NetFetch {
                     Some((slot, r, took)) = pending.next() => match r {
                         Ok(buf) => {
                             self.record(slot, took);
-                            self.read.add(slot, buf.len());
+                            self.log.read(slot, buf.len());
                             have[slot] = Some(buf);
                         }
                         Err(e) => {
@@ -624,8 +621,7 @@ impl Fetch for NetFetch {
     }
 
     fn report(&self) -> (Vec<u64>, Vec<PieceFault>) {
-        let faults = self.faults.lock().map(|f| f.clone()).unwrap_or_default();
-        (self.read.get(), faults)
+        self.log.report()
     }
 }
 

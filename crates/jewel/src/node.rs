@@ -585,12 +585,8 @@ async fn get_file(
     }
     let rt = tokio::runtime::Handle::current();
     let (stats, resumed_from) = blocking(move || {
-        let holders = recorded_holders(&s, &cap.manifest);
-        let manifest =
-            client::fetch_manifest(&rt, &s.net, cap.manifest, holders.as_deref().unwrap_or_default())
-                .map_err(failed)?;
+        let (manifest, located) = locate_file(&s, &rt, cap.manifest)?;
         manifest.check_key(&cap.key).map_err(bad)?;
-        let located = client::locate(&rt, &s.net, &manifest, holders.as_deref());
         // Progress counts whole segments fetched, of the segments the get covers.
         let seg = u64::from(manifest.segment_size);
         let (start, end) = body.range.unwrap_or((0, manifest.file_len));

@@ -375,22 +375,33 @@ pub trait Fetch: Sync {
     fn report(&self) -> (Vec<u64>, Vec<PieceFault>);
 }
 
-/// Verified bytes read from each slot, counted as reads complete.
-pub struct ReadCounts(Vec<AtomicU64>);
+/// What a [`Fetch`] keeps for its report: verified bytes read from each slot, counted as
+/// reads complete, and every fault seen.
+pub struct FetchLog {
+    read: Vec<AtomicU64>,
+    faults: Mutex<Vec<PieceFault>>,
+}
 
-impl ReadCounts {
-    pub fn new(slots: usize) -> Self {
-        ReadCounts((0..slots).map(|_| AtomicU64::new(0)).collect())
+impl FetchLog {
+    pub fn new(slots: usize, faults: Vec<PieceFault>) -> Self {
+        FetchLog { read: (0..slots).map(|_| AtomicU64::new(0)).collect(), faults: Mutex::new(faults) }
     }
 
-    pub fn add(&self, slot: usize, bytes: usize) {
-        if let Some(c) = self.0.get(slot) {
+    pub fn read(&self, slot: usize, bytes: usize) {
+        if let Some(c) = self.read.get(slot) {
             c.fetch_add(bytes as u64, Ordering::Relaxed);
         }
     }
 
-    pub fn get(&self) -> Vec<u64> {
-        self.0.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    pub fn fault(&self, slot: usize, reason: String) {
+        if let Ok(mut f) = self.faults.lock() {
+            f.push(PieceFault { slot, reason });
+        }
+    }
+
+    pub fn report(&self) -> (Vec<u64>, Vec<PieceFault>) {
+        let read = self.read.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        (read, self.faults.lock().map(|f| f.clone()).unwrap_or_default())
     }
 }
 
@@ -398,8 +409,7 @@ impl ReadCounts {
 struct LocalFetch {
     sources: Vec<Option<Box<dyn BlockReader>>>,
     alive: Mutex<Vec<bool>>,
-    faults: Mutex<Vec<PieceFault>>,
-    read: ReadCounts,
+    log: FetchLog,
 }
 
 impl Fetch for LocalFetch {
@@ -429,7 +439,7 @@ impl Fetch for LocalFetch {
                 buf.resize(want[slot].1, 0);
                 match src.read_at(want[slot].0, &mut buf) {
                     Ok(()) => {
-                        self.read.add(slot, buf.len());
+                        self.log.read(slot, buf.len());
                         chunks[slot] = Some(buf);
                     }
                     Err(e) => {
@@ -444,16 +454,13 @@ impl Fetch for LocalFetch {
             if let Ok(mut a) = self.alive.lock() {
                 a[slot] = false;
             }
-            if let Ok(mut f) = self.faults.lock() {
-                f.push(PieceFault { slot, reason: e.to_string() });
-            }
+            self.log.fault(slot, e.to_string());
             chunks.into_iter().flatten().for_each(|c| pool.give(c));
         }
     }
 
     fn report(&self) -> (Vec<u64>, Vec<PieceFault>) {
-        let faults = self.faults.lock().map(|f| f.clone()).unwrap_or_default();
-        (self.read.get(), faults)
+        self.log.report()
     }
 }
 
@@ -509,8 +516,7 @@ pub fn local_fetch(
     Ok(LocalFetch {
         alive: Mutex::new(sources.iter().map(Option::is_some).collect()),
         sources,
-        faults: Mutex::new(faults),
-        read: ReadCounts::new(n),
+        log: FetchLog::new(n, faults),
     })
 }
 
