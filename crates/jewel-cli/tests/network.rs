@@ -514,18 +514,25 @@ fn the_owner_repairs_lost_and_corrupt_pieces() {
     assert!(std::fs::read(&out).unwrap() == data);
 }
 
-/// A holder that answers audits slowly (it serves at 4 kB/s, so a proof takes seconds) is
+/// The bytes one audit proves (the store's chunk group).
+const GROUP: usize = 16 << 10;
+
+/// A holder that answers audits slowly (it serves at 3 kB/s, so a proof takes seconds) is
 /// marked late, and still counted as holding its piece.
 #[test]
 fn a_slow_holder_is_shown_late_by_check() {
     let tmp = tempfile::tempdir().unwrap();
     let owner = Node::spawn(&tmp.path().join("owner"), None);
     let boot = owner.addr.clone();
-    let slow = Node::spawn_logged(&tmp.path().join("slow"), Some(&boot), &["--max-upload", "4000"]);
+    let slow = Node::spawn_logged(&tmp.path().join("slow"), Some(&boot), &["--max-upload", "3000"]);
     let fast = Node::spawn(&tmp.path().join("fast"), Some(&boot));
     let file = tmp.path().join("f");
     let mut d = Dice(5);
-    std::fs::write(&file, (0..100_000).map(|_| d.roll(256) as u8).collect::<Vec<u8>>()).unwrap();
+    // An audit proves one random 16 KiB group, and the last group is shorter: size the file
+    // so that even that one takes the slow holder over 2 s (10 kB at 3 kB/s) and every group
+    // well under the 10 s that counts as missing (16 KiB at 3 kB/s).
+    let size = 6 * GROUP + 10_000;
+    std::fs::write(&file, (0..size).map(|_| d.roll(256) as u8).collect::<Vec<u8>>()).unwrap();
     let put: serde_json::Value = serde_json::from_str(&ok(
         &owner.home,
         &["put", file.to_str().unwrap(), "--scheme", "replicate:2", "--json"],
@@ -533,6 +540,10 @@ fn a_slow_holder_is_shown_late_by_check() {
     .unwrap();
     let cap = put["cap"].as_str().unwrap();
     let check: serde_json::Value = serde_json::from_str(&ok(&owner.home, &["check", cap, "--json"])).unwrap();
+    let id = check["pieces"][0]["piece"].as_str().unwrap();
+    let piece = slow.home.join("store").join("blocks").join(&id[..2]).join(id);
+    let last = std::fs::metadata(&piece).unwrap().len() as usize % GROUP;
+    assert!((9_000..GROUP).contains(&last), "the piece's last group is {last} bytes; resize the file");
     for p in check["pieces"].as_array().unwrap() {
         let want = if p["holder"] == slow.peer.as_str() { "late" } else { "alive" };
         assert_eq!(p["state"], want, "{check}");
