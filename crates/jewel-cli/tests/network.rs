@@ -29,7 +29,18 @@ impl Node {
     }
 
     fn start(home: &Path, bootstrap: Option<&str>, extra: &[&str], logged: bool) -> Node {
-        let mut cmd = Command::new(BIN);
+        Node::start_in(None, home, bootstrap, extra, logged)
+    }
+
+    /// A node inside network namespace `ns` if given.
+    fn start_in(
+        ns: Option<&str>,
+        home: &Path,
+        bootstrap: Option<&str>,
+        extra: &[&str],
+        logged: bool,
+    ) -> Node {
+        let mut cmd = command_in(ns);
         cmd.args(["node", "--home", home.to_str().unwrap()]).args(extra);
         if let Some(b) = bootstrap {
             cmd.args(["--bootstrap", b]);
@@ -87,12 +98,32 @@ impl Drop for Node {
     }
 }
 
+/// The binary, run inside network namespace `ns` if given.
+fn command_in(ns: Option<&str>) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, BIN]);
+            cmd
+        }
+        None => Command::new(BIN),
+    }
+}
+
 fn jewel(home: &Path, args: &[&str]) -> Output {
-    Command::new(BIN).arg("--home").arg(home).args(args).output().unwrap()
+    jewel_in(None, home, args)
+}
+
+fn jewel_in(ns: Option<&str>, home: &Path, args: &[&str]) -> Output {
+    command_in(ns).arg("--home").arg(home).args(args).output().unwrap()
 }
 
 fn ok(home: &Path, args: &[&str]) -> String {
-    let o = jewel(home, args);
+    ok_in(None, home, args)
+}
+
+fn ok_in(ns: Option<&str>, home: &Path, args: &[&str]) -> String {
+    let o = jewel_in(ns, home, args);
     assert!(o.status.success(), "jewel {args:?}: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout).unwrap()
 }
@@ -550,4 +581,79 @@ fn a_slow_holder_is_shown_late_by_check() {
     }
     assert_eq!(check["alive"], 2, "late pieces still count: {check}");
     drop(fast);
+}
+
+/// Two hosts on a local network of their own: network namespaces made by this test, joined
+/// by a veth pair (10.77.0.1 and 10.77.0.2), deleted when dropped.
+struct Lan {
+    ns: [String; 2],
+}
+
+impl Lan {
+    fn new() -> Lan {
+        let ns = [format!("jewel{}a", std::process::id()), format!("jewel{}b", std::process::id())];
+        let ip = |args: &[&str]| {
+            let o = Command::new("ip").args(args).output().expect("iproute2's ip");
+            assert!(o.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        };
+        for n in &ns {
+            ip(&["netns", "add", n]);
+        }
+        let lan = Lan { ns };
+        let [a, b] = &lan.ns;
+        ip(&["link", "add", "va", "netns", a, "type", "veth", "peer", "name", "vb", "netns", b]);
+        for (n, dev, addr) in [(a, "va", "10.77.0.1/24"), (b, "vb", "10.77.0.2/24")] {
+            ip(&["-n", n, "addr", "add", addr, "dev", dev]);
+            ip(&["-n", n, "link", "set", dev, "up"]);
+            ip(&["-n", n, "link", "set", "lo", "up"]);
+        }
+        lan
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for n in &self.ns {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// With `--mdns` and no bootstrap address, two peers on one local network find each other,
+/// and one stores a file on the other.
+#[test]
+fn mdns_finds_a_peer_on_the_local_network() {
+    let lan = Lan::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let [na, nb] = [Some(lan.ns[0].as_str()), Some(lan.ns[1].as_str())];
+    let a = Node::start_in(
+        na,
+        &tmp.path().join("a"),
+        None,
+        &["--mdns", "--listen", "/ip4/10.77.0.1/tcp/0"],
+        true,
+    );
+    let b = Node::start_in(
+        nb,
+        &tmp.path().join("b"),
+        None,
+        &["--mdns", "--listen", "/ip4/10.77.0.2/tcp/0"],
+        false,
+    );
+    let found = a.wait_log("found a peer on the local network");
+    assert!(found.contains(&b.peer), "{found}");
+    let peers = ok_in(na, &a.home, &["peers"]);
+    assert!(peers.contains(&b.peer), "{peers}");
+
+    let file = tmp.path().join("f");
+    std::fs::write(&file, b"found over mDNS").unwrap();
+    let put: serde_json::Value = serde_json::from_str(&ok_in(
+        na,
+        &a.home,
+        &["put", file.to_str().unwrap(), "--scheme", "hosting", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(put["holders"], serde_json::json!([b.peer]), "{put}");
+    let out = ok_in(na, &a.home, &["get", put["cap"].as_str().unwrap(), "-o", "-"]);
+    assert_eq!(out, "found over mDNS");
 }
