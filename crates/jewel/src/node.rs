@@ -481,7 +481,9 @@ async fn put(
     let default = s.settings().default_scheme;
     let spec = SchemeSpec::parse(body.scheme.as_deref().unwrap_or(&default)).map_err(bad)?;
     let me = s.net.peer_id();
+    let started = std::time::Instant::now();
     let candidates = candidates(&s, &std::collections::HashSet::from([me])).await?;
+    let reached = started.elapsed();
     let slots = jewel_codec::build(&spec).map_err(bad)?.slots();
     // All candidates, in placement order: the first n hold the pieces, the rest are spares
     // for a peer that vanishes mid-put.
@@ -502,6 +504,7 @@ async fn put(
         client::put_file(&rt, &state.net, &mut input, size, &opts, &holders).map_err(failed)
     })
     .await?;
+    let stored = started.elapsed();
     let name = body.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let entry = FileEntry {
         name,
@@ -521,7 +524,9 @@ async fn put(
     if let Ok(mut f) = s.files.lock() {
         f.insert(placed.put.cap.manifest.to_string(), entry);
     }
+    let leased = started.elapsed();
     s.save_files().map_err(failed)?;
+    tracing::debug!(?reached, ?stored, ?leased, done = ?started.elapsed(), "put");
     Ok(Json(serde_json::json!({
         "cap": placed.put.cap.to_string(),
         "verify_cap": placed.put.cap.verify_cap().to_string(),

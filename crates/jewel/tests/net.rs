@@ -29,6 +29,15 @@ async fn network(n: usize, capacity: Option<u64>) -> (Vec<Network>, Vec<MemStore
     (nodes, stores)
 }
 
+/// Waits until `node` has announced `n` blocks (30 s at most, so a broken announcer fails
+/// the test rather than hanging it).
+async fn announced(node: &Network, n: u64) {
+    let mut count = node.announced();
+    let waited =
+        tokio::time::timeout(std::time::Duration::from_secs(30), count.wait_for(|c| *c >= n)).await.is_ok();
+    assert!(waited, "{} of {n} blocks announced", *count.borrow());
+}
+
 fn libp2p_peer(p: jewel::net::PeerId) -> jewel::net::MultiaddrProtocol<'static> {
     jewel::net::MultiaddrProtocol::P2p(p)
 }
@@ -46,8 +55,9 @@ async fn eight_nodes_move_verified_blocks_and_find_providers() {
     nodes[1].handle().put_block(holder, id, &block).await.unwrap();
     assert!(stores[5].has(&id).unwrap());
 
-    // The holder announces it; a node that never talked to it finds it through the DHT.
-    nodes[5].handle().provide(id).await.unwrap();
+    // The holder announces it by itself; a node that never talked to it finds it through
+    // the DHT.
+    announced(&nodes[5], 1).await;
     let found = nodes[7].handle().providers(id).await.unwrap();
     assert!(found.contains(&holder), "{found:?}");
 
@@ -245,4 +255,24 @@ async fn blocks_move_over_quic() {
     assert_eq!(got, block[1000..6000]);
     first.shutdown().await;
     second.shutdown().await;
+}
+
+/// Provider records live in memory: a node that starts with blocks already in its store
+/// announces them, so they can be found again after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_holder_announces_what_it_already_stores() {
+    let (nodes, _) = network(3, None).await;
+    let store = MemStore::new(None);
+    let blocks: Vec<Vec<u8>> = (0..3).map(|i| data(10_000 + i, i as u8)).collect();
+    for b in &blocks {
+        store.put(b).unwrap();
+    }
+    let addr = nodes[0].handle().listeners().await.unwrap()[0].clone();
+    let boot = addr.with(libp2p_peer(nodes[0].handle().peer_id()));
+    let holder = start(store, vec![boot]).await;
+    announced(&holder, 3).await;
+    for b in &blocks {
+        let found = nodes[2].handle().providers(BlockId::of(b)).await.unwrap();
+        assert!(found.contains(&holder.handle().peer_id()), "{found:?}");
+    }
 }

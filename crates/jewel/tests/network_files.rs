@@ -4,6 +4,7 @@
 //! NotEnoughPieces.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use jewel::client::{fetch_manifest, get_file, place, put_file, Candidate, ClientError};
 use jewel::codec::{build, CodecError, SchemeSpec, SplitMix64};
@@ -119,7 +120,15 @@ async fn every_scheme_survives_exactly_what_it_promises() {
         let all: Vec<Option<PeerId>> = placed.holders.iter().copied().map(Some).collect();
         assert_eq!(fetch(all.clone()).await.unwrap().unwrap(), data, "{text}");
 
-        // The manifest is on every holder, and verified when fetched.
+        // The manifest is on every holder, and verified when fetched: from the other holders,
+        // or, when there are none, from whoever the DHT says holds it, once the only holder
+        // has announced its piece and the manifest.
+        if placed.holders.len() == 1 {
+            let holder = nodes.iter().flatten().find(|n| n.handle().peer_id() == placed.holders[0]).unwrap();
+            let mut count = holder.announced();
+            let waited = tokio::time::timeout(Duration::from_secs(30), count.wait_for(|c| *c >= 2)).await;
+            assert!(waited.is_ok(), "the holder never announced its blocks");
+        }
         let m = {
             let (rt, client, id, peers) =
                 (rt.clone(), client.clone(), placed.put.cap.manifest, placed.holders.clone());

@@ -18,6 +18,7 @@ use futures::StreamExt;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio::sync::Semaphore;
 
+use super::announce::Announcer;
 use super::swarm::{NetError, NetHandle};
 use super::wire::{self, Request, Status, WireError};
 use crate::id::BlockId;
@@ -80,10 +81,11 @@ impl RateLimit {
 
 /// Serves `store` on the block protocol until the network stops, sending at most
 /// `max_upload` bytes per second of replies if given. Spawn it.
-pub async fn serve(
+pub(crate) async fn serve(
     net: NetHandle,
     store: Arc<dyn BlockStore>,
     leases: Arc<LeaseBook>,
+    announcer: Announcer,
     max_upload: Option<u64>,
 ) -> Result<(), NetError> {
     let limit = max_upload.map(|r| Arc::new(RateLimit::new(r)));
@@ -94,7 +96,8 @@ pub async fn serve(
     let global = Arc::new(Semaphore::new(MAX_CONCURRENT));
     let per_peer: Arc<Mutex<HashMap<PeerId, Arc<Semaphore>>>> = Arc::default();
     while let Some((peer, mut stream)) = incoming.next().await {
-        let server = Server { net: net.clone(), store: store.clone(), leases: leases.clone(), peer };
+        let server =
+            Server { store: store.clone(), leases: leases.clone(), announcer: announcer.clone(), peer };
         let limit = limit.clone();
         let peer_sem = match per_peer.lock() {
             Ok(mut m) => {
@@ -124,9 +127,9 @@ pub async fn serve(
 
 /// What one request is served with: the store, its leases, and who asks.
 struct Server {
-    net: NetHandle,
     store: Arc<dyn BlockStore>,
     leases: Arc<LeaseBook>,
+    announcer: Announcer,
     peer: PeerId,
 }
 
@@ -134,12 +137,7 @@ struct Server {
 /// what they hold (the block book's DHT side).
 async fn stored(server: &Server, stream: &mut Stream, incoming: Incoming) -> Result<(), WireError> {
     if let Some(id) = receive(stream, server, incoming).await? {
-        let net = server.net.clone();
-        tokio::spawn(async move {
-            if let Err(e) = net.provide(id).await {
-                tracing::debug!(block = %id, error = %e, "provide failed");
-            }
-        });
+        server.announcer.stored(id);
     }
     Ok(())
 }

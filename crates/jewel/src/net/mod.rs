@@ -4,6 +4,7 @@
 //! Owns how peers find each other and how blocks move between them. It knows blocks and
 //! peers, never schemes, manifests or keys.
 
+pub mod announce;
 pub mod block;
 pub mod mux;
 pub mod swarm;
@@ -24,6 +25,7 @@ pub struct Network {
     handle: NetHandle,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    announced: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Network {
@@ -46,10 +48,22 @@ impl Network {
                 crate::lease::LeaseBook::in_memory().map_err(|e| NetError::Transport(e.to_string()))?,
             ),
         };
+        let mut announced = tokio::sync::watch::channel(0).1;
         if config.serve_blocks {
+            let (announcer, drain, count) = announce::Announcer::new(handle.clone());
+            announced = count;
+            let all = announcer.clone();
+            let listed = store.clone();
+            let mut stop_announcing = stop.clone();
             tasks.push(tokio::spawn(async move {
                 tokio::select! {
-                    r = block::serve(server_handle, store, leases, max_upload) => {
+                    _ = async { tokio::join!(drain, all.everything(listed)) } => {}
+                    _ = stop_announcing.changed() => {}
+                }
+            }));
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    r = block::serve(server_handle, store, leases, announcer, max_upload) => {
                         if let Err(e) = r {
                             tracing::warn!(error = %e, "block server stopped");
                         }
@@ -58,7 +72,7 @@ impl Network {
                 }
             }));
         }
-        let net = Network { handle, shutdown, tasks };
+        let net = Network { handle, shutdown, tasks, announced };
         for addr in &config.bootstrap {
             net.handle.dial(addr.clone()).await?;
         }
@@ -70,6 +84,12 @@ impl Network {
 
     pub fn handle(&self) -> &NetHandle {
         &self.handle
+    }
+
+    /// How many stored blocks this node has announced in the DHT so far (see
+    /// [`announce`]); changes as announcements complete.
+    pub fn announced(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.announced.clone()
     }
 
     /// Stops the event loop and the block server, and waits for them.
