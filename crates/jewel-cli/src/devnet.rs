@@ -85,7 +85,9 @@ pub fn spawn_with(index: usize, home: &Path, bootstrap: Option<&str>, extra: &[&
     let api_json = home.join("api.json");
     while !api_json.is_file() {
         if !alive(pid) {
-            bail!("peer {index} exited during start-up; see {}", home.join("node.log").display());
+            let log = std::fs::read_to_string(home.join("node.log")).unwrap_or_default();
+            let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output");
+            bail!("peer {index} exited during start-up: {} (log: {})", last.trim(), home.join("node.log").display());
         }
         if start.elapsed() > READY_TIMEOUT {
             bail!(
