@@ -87,7 +87,11 @@ pub fn spawn_with(index: usize, home: &Path, bootstrap: Option<&str>, extra: &[&
         if !alive(pid) {
             let log = std::fs::read_to_string(home.join("node.log")).unwrap_or_default();
             let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output");
-            bail!("peer {index} exited during start-up: {} (log: {})", last.trim(), home.join("node.log").display());
+            bail!(
+                "peer {index} exited during start-up: {} (log: {})",
+                last.trim(),
+                home.join("node.log").display()
+            );
         }
         if start.elapsed() > READY_TIMEOUT {
             bail!(

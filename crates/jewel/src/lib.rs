@@ -14,6 +14,7 @@
 pub mod caps;
 pub mod client;
 pub mod crypto;
+mod direct;
 #[doc(hidden)]
 pub mod fuzzing;
 mod id;

@@ -7,6 +7,8 @@
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
+
+use crate::direct::DirectWriter;
 use std::path::{Path, PathBuf};
 
 use crate::caps::ReadCap;
@@ -221,10 +223,10 @@ pub(crate) fn write_atomically<T, E: From<OfflineError>>(
     write: impl FnOnce(&mut dyn Write) -> Result<T, E>,
 ) -> Result<T, E> {
     let tmp = partial_path(target);
-    let file = File::options().write(true).create_new(true).open(&tmp).map_err(|e| unwritable(&tmp, e))?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    let result = write(&mut w).and_then(|value| {
-        let file = w.into_inner().map_err(|e| unwritable(target, e.into_error()))?;
+    File::options().write(true).create_new(true).open(&tmp).map_err(|e| unwritable(&tmp, e))?;
+    let result = DirectWriter::open(&tmp, 0).map_err(|e| unwritable(&tmp, e).into()).and_then(|mut w| {
+        let value = write(&mut w)?;
+        let file = w.finish().map_err(|e| unwritable(target, e))?;
         file.sync_all().map_err(|e| unwritable(target, e))?;
         fs::rename(&tmp, target).map_err(|e| unwritable(target, e))?;
         sync_dir(&parent_of(target));
@@ -290,11 +292,10 @@ fn write_resumable<T, E: From<OfflineError>>(
     // A segment cut short by the interruption is fetched again.
     let from = have - have % unit.max(1);
     file.set_len(from).map_err(|e| unwritable(&part, e))?;
-    let mut file = file;
-    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(from)).map_err(|e| unwritable(&part, e))?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
+    drop(file);
+    let mut w = DirectWriter::open(&part, from).map_err(|e| unwritable(&part, e))?;
     let written = write(from, &mut w);
-    let file = w.into_inner().map_err(|e| unwritable(&part, e.into_error()));
+    let file = w.finish().map_err(|e| unwritable(&part, e));
     if written.is_err() && fs::metadata(&part).map(|m| m.len() == 0).unwrap_or(false) {
         let _ = fs::remove_file(&part); // nothing worth resuming
     }
