@@ -122,6 +122,10 @@ enum Command {
         /// Find peers on the local network with mDNS.
         #[arg(long)]
         mdns: bool,
+        /// Relay connections for peers behind NATs (they listen on
+        /// `THIS-ADDR/p2p/THIS-PEER/p2p-circuit`).
+        #[arg(long)]
+        relay_server: bool,
         /// Most bytes per second to serve to peers (e.g. 20MiB); unlimited if not given.
         #[arg(long, value_parser = parse_size)]
         max_upload: Option<u64>,
@@ -332,6 +336,7 @@ fn run(cli: Cli) -> Result<()> {
             capacity,
             zone,
             mdns,
+            relay_server,
             max_upload,
             audit_every,
             repair_margin,
@@ -351,6 +356,7 @@ fn run(cli: Cli) -> Result<()> {
                 capacity,
                 zone,
                 mdns,
+                relay_server,
                 max_upload,
                 audit_every: std::time::Duration::from_secs(audit_every.max(1)),
                 repair_margin,

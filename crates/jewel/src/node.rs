@@ -62,6 +62,8 @@ pub struct NodeConfig {
     pub capacity: Option<u64>,
     pub zone: Option<String>,
     pub mdns: bool,
+    /// Relay connections for peers behind NATs.
+    pub relay_server: bool,
     /// Most bytes per second served to peers.
     pub max_upload: Option<u64>,
     /// How often this node audits the files it put (and repairs them if needed).
@@ -315,6 +317,8 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         serve_blocks: true,
         max_upload: config.max_upload,
         leases: Some(leases.clone()),
+        relay_server: config.relay_server,
+        autonat_local: false,
     };
     let network = Network::start(keypair, net_config, Arc::new(store.clone())).await?;
     let listener = tokio::net::TcpListener::bind(config.api).await.map_err(io_err(&config.home))?;

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use jewel::net::wire::{self, Request, Status, WireError};
-use jewel::net::{Keypair, NetConfig, NetError, Network, BLOCK_PROTOCOL};
+use jewel::net::{
+    Keypair, Multiaddr, MultiaddrProtocol, NetConfig, NetError, NetEvent, Network, BLOCK_PROTOCOL,
+};
 use jewel::{BlockId, BlockStore, MemStore};
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
@@ -275,4 +277,79 @@ async fn a_restarted_holder_announces_what_it_already_stores() {
         let found = nodes[2].handle().providers(BlockId::of(b)).await.unwrap();
         assert!(found.contains(&holder.handle().peer_id()), "{found:?}");
     }
+}
+
+/// Waits (30 s at most) for an event that `want` accepts, and returns it.
+async fn event(
+    what: &str,
+    rx: &mut tokio::sync::broadcast::Receiver<NetEvent>,
+    want: impl Fn(&NetEvent) -> bool,
+) -> NetEvent {
+    let found = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            match rx.recv().await {
+                Ok(e) if want(&e) => return e,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream ended: {e}"),
+            }
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("no {what} within 30 s"))
+}
+
+/// A peer that can only be reached through a relay: the relay reserves it a slot, a
+/// second peer dials its circuit address, DCUtR replaces the relayed connection with a
+/// direct one, and blocks move between them. AutoNAT (checking loopback addresses too,
+/// in local mode) finds the relay's clients reachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_dcutr_and_autonat_work_between_real_peers() {
+    let config = |listen: Vec<Multiaddr>, bootstrap: Vec<Multiaddr>, relay_server: bool| NetConfig {
+        listen,
+        bootstrap,
+        relay_server,
+        autonat_local: true,
+        ..NetConfig::default()
+    };
+    let tcp: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+    let start = |c: NetConfig| Network::start(Keypair::generate_ed25519(), c, Arc::new(MemStore::new(None)));
+    let relay = start(config(vec![tcp.clone()], vec![], true)).await.unwrap();
+    let relay_addr =
+        relay.handle().listeners().await.unwrap()[0].clone().with(libp2p_peer(relay.handle().peer_id()));
+    let circuit = relay_addr.clone().with(MultiaddrProtocol::P2pCircuit);
+
+    // A listens on the relay too; start returns once the reservation is accepted.
+    let a = start(config(vec![tcp.clone(), circuit.clone()], vec![relay_addr.clone()], false)).await.unwrap();
+    let mut a_events = a.handle().events();
+    let a_id = a.handle().peer_id();
+    let listening = a.handle().listeners().await.unwrap();
+    assert!(listening.iter().any(|l| l.iter().any(|p| p == MultiaddrProtocol::P2pCircuit)), "{listening:?}");
+    let reach = event("AutoNAT verdict", &mut a_events, |e| matches!(e, NetEvent::Reachability { .. })).await;
+    assert!(matches!(reach, NetEvent::Reachability { public: Some(_) }), "{reach:?}");
+
+    // B reaches A through the relay first; DCUtR then connects them directly.
+    let b = start(config(vec![tcp], vec![], false)).await.unwrap();
+    let mut b_events = b.handle().events();
+    let through_relay = circuit.with(libp2p_peer(a_id));
+    assert_eq!(b.handle().dial(through_relay).await.unwrap(), a_id);
+    let upgraded =
+        |e: &NetEvent| matches!(e, NetEvent::DirectUpgrade { .. } | NetEvent::DirectUpgradeFailed { .. });
+    // The side that runs the hole punch reports it.
+    let b_id = b.handle().peer_id();
+    let outcome = tokio::select! {
+        e = event("DCUtR on A", &mut a_events, upgraded) => e,
+        e = event("DCUtR on B", &mut b_events, upgraded) => e,
+    };
+    assert!(
+        [NetEvent::DirectUpgrade { peer: b_id }, NetEvent::DirectUpgrade { peer: a_id }].contains(&outcome),
+        "{outcome:?}"
+    );
+
+    let block = data(50_000, 9);
+    let id = BlockId::of(&block);
+    b.handle().put_block(a_id, id, &block).await.unwrap();
+    assert_eq!(
+        b.handle().get_range(a_id, id, block.len() as u64, 0, block.len() as u64).await.unwrap(),
+        block
+    );
 }

@@ -16,7 +16,7 @@ pub use block::BLOCK_PROTOCOL;
 /// Multiaddr protocol components, e.g. `Protocol::P2p(peer)`.
 pub use libp2p::multiaddr::Protocol as MultiaddrProtocol;
 pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
-pub use swarm::{NetConfig, NetError, NetHandle, PeerInfo, KAD_PROTOCOL};
+pub use swarm::{NetConfig, NetError, NetEvent, NetHandle, PeerInfo, KAD_PROTOCOL};
 
 use crate::store::BlockStore;
 

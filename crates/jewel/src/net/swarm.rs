@@ -72,7 +72,30 @@ pub struct NetConfig {
     pub max_upload: Option<u64>,
     /// The leases of the served store; in memory if not given.
     pub leases: Option<Arc<crate::lease::LeaseBook>>,
+    /// Relay connections for peers behind NATs (circuit relay v2, with libp2p's default
+    /// limits: 2 minutes and 128 KiB per circuit).
+    pub relay_server: bool,
+    /// AutoNAT also checks private and loopback addresses, and starts probing after 1 s
+    /// rather than 15 s: for local networks and tests. Off: only global addresses count.
+    pub autonat_local: bool,
 }
+
+/// What the event loop reports about reachability, as it happens (see
+/// [`crate::net::Network::events`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetEvent {
+    /// AutoNAT's verdict changed: `public` with the confirmed address, or private/unknown.
+    Reachability { public: Option<Multiaddr> },
+    /// A relay accepted this node's reservation: it can be reached through the relay.
+    RelayReserved { relay: PeerId },
+    /// DCUtR replaced a relayed connection to `peer` with a direct one.
+    DirectUpgrade { peer: PeerId },
+    /// DCUtR tried and failed; the relayed connection stays.
+    DirectUpgradeFailed { peer: PeerId, reason: String },
+}
+
+/// Events buffered per subscriber; a slower subscriber misses the oldest.
+pub(crate) const EVENT_QUEUE: usize = 64;
 
 impl Default for NetConfig {
     fn default() -> Self {
@@ -84,6 +107,8 @@ impl Default for NetConfig {
             serve_blocks: true,
             max_upload: None,
             leases: None,
+            relay_server: false,
+            autonat_local: false,
         }
     }
 }
@@ -95,6 +120,7 @@ pub(crate) struct Behaviour {
     ping: ping::Behaviour,
     autonat: autonat::Behaviour,
     relay: relay::client::Behaviour,
+    relay_server: Toggle<relay::Behaviour>,
     dcutr: dcutr::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
     pub(crate) stream: libp2p_stream::Behaviour,
@@ -118,6 +144,18 @@ pub(crate) fn build_swarm(
 ) -> Result<Swarm<Behaviour>, NetError> {
     let transport = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
     let mdns_on = config.mdns;
+    let relay_on = config.relay_server;
+    let autonat_cfg = if config.autonat_local {
+        autonat::Config {
+            only_global_ips: false,
+            boot_delay: Duration::from_secs(1),
+            retry_interval: Duration::from_secs(5),
+            throttle_server_period: Duration::ZERO,
+            ..Default::default()
+        }
+    } else {
+        autonat::Config::default()
+    };
     let agent = agent_version(&config.zone);
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -148,8 +186,11 @@ pub(crate) fn build_swarm(
                         .with_agent_version(agent),
                 ),
                 ping: ping::Behaviour::default(),
-                autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+                autonat: autonat::Behaviour::new(peer_id, autonat_cfg),
                 relay,
+                relay_server: Toggle::from(
+                    relay_on.then(|| relay::Behaviour::new(peer_id, relay::Config::default())),
+                ),
                 dcutr: dcutr::Behaviour::new(peer_id),
                 mdns: Toggle::from(mdns),
                 stream: libp2p_stream::Behaviour::new(),
@@ -199,6 +240,7 @@ pub(crate) struct EventLoop {
     dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, NetError>>>,
     zones: HashMap<PeerId, String>,
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    events: tokio::sync::broadcast::Sender<NetEvent>,
 }
 
 /// A cloneable handle to the network.
@@ -211,11 +253,17 @@ pub struct NetHandle {
     /// drops inbound streams when a peer's accept queue is full).
     pub(crate) per_peer:
         std::sync::Arc<std::sync::Mutex<HashMap<PeerId, std::sync::Arc<tokio::sync::Semaphore>>>>,
+    events: tokio::sync::broadcast::Sender<NetEvent>,
 }
 
 impl NetHandle {
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// Reachability events from now on (NAT status, relay reservations, DCUtR upgrades).
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<NetEvent> {
+        self.events.subscribe()
     }
 
     /// A control for opening raw block-protocol streams (tests of malformed frames).
@@ -295,7 +343,15 @@ impl EventLoop {
         while !waiting.is_empty() {
             tokio::select! {
                 event = swarm.select_next_some() => match event {
-                    SwarmEvent::NewListenAddr { listener_id, .. } => { waiting.remove(&listener_id); }
+                    SwarmEvent::NewListenAddr { listener_id, address } => {
+                        // A relay server is run where it can be reached: its listen
+                        // addresses are its external ones (relays refuse reservations
+                        // without one).
+                        if config.relay_server {
+                            swarm.add_external_address(address);
+                        }
+                        waiting.remove(&listener_id);
+                    }
                     SwarmEvent::ListenerError { error, .. } => return Err(NetError::Transport(error.to_string())),
                     SwarmEvent::ListenerClosed { reason: Err(e), .. } => return Err(NetError::Transport(e.to_string())),
                     _ => {}
@@ -305,7 +361,14 @@ impl EventLoop {
         }
         let control = swarm.behaviour().stream.new_control();
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let handle = NetHandle { commands: tx, control, peer_id, per_peer: Default::default() };
+        let (events, _) = tokio::sync::broadcast::channel(EVENT_QUEUE);
+        let handle = NetHandle {
+            commands: tx,
+            control,
+            peer_id,
+            per_peer: Default::default(),
+            events: events.clone(),
+        };
         let ev = EventLoop {
             swarm,
             commands: rx,
@@ -313,6 +376,7 @@ impl EventLoop {
             dials: HashMap::new(),
             zones: HashMap::new(),
             addrs: HashMap::new(),
+            events,
         };
         Ok((handle, ev))
     }
@@ -455,6 +519,37 @@ impl EventLoop {
                 let mut addrs = info.listen_addrs;
                 addrs.truncate(16);
                 self.addrs.insert(peer_id, addrs);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. })) => {
+                let public = match new {
+                    autonat::NatStatus::Public(addr) => Some(addr),
+                    _ => None,
+                };
+                match &public {
+                    Some(addr) => tracing::info!(%addr, "AutoNAT: reachable from outside"),
+                    None => tracing::info!("AutoNAT: not reachable from outside (or not known yet)"),
+                }
+                let _ = self.events.send(NetEvent::Reachability { public });
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                ..
+            })) => {
+                tracing::info!(relay = %relay_peer_id, "reachable through a relay");
+                let _ = self.events.send(NetEvent::RelayReserved { relay: relay_peer_id });
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result })) => {
+                let event = match result {
+                    Ok(_) => {
+                        tracing::info!(peer = %remote_peer_id, "DCUtR: direct connection replaces the relayed one");
+                        NetEvent::DirectUpgrade { peer: remote_peer_id }
+                    }
+                    Err(e) => {
+                        tracing::info!(peer = %remote_peer_id, error = %e, "DCUtR: no direct connection");
+                        NetEvent::DirectUpgradeFailed { peer: remote_peer_id, reason: e.to_string() }
+                    }
+                };
+                let _ = self.events.send(event);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
