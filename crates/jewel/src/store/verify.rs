@@ -139,12 +139,22 @@ pub(crate) fn encode_fragment<D: ReadAt, O: Outboard>(
 ) -> Result<Vec<u8>, VerifyError> {
     let tree = outboard.tree();
     let ranges = group_ranges(&tree, offset, len);
-    let mut out = Vec::new();
+    // Sized up front: growing by doubling copied each fragment about twice more.
+    let mut out = Vec::with_capacity(encoded_len(len));
     bao_tree::io::sync::encode_ranges_validated(data, outboard, &ranges, &mut out).map_err(|e| match e {
         bao_tree::io::EncodeError::Io(e) => VerifyError::Io(e),
         _ => VerifyError::Mismatch { offset },
     })?;
     Ok(out)
+}
+
+/// An upper bound on the encoded size of a `len`-byte fragment: the data, plus a pair of
+/// 32-byte hashes per chunk group in it and per level above it (64 levels at most).
+/// (Capped: it is only a reservation.)
+fn encoded_len(len: u64) -> usize {
+    let len = len.min(64 << 20);
+    let groups = len / CHUNK_GROUP_SIZE as u64 + 2;
+    usize::try_from(len + (groups + 64) * 64).unwrap_or(0)
 }
 
 /// Why a received fragment was refused.
@@ -173,8 +183,8 @@ pub fn decode_fragment(
     let tree = tree(size);
     let ranges = group_ranges(&tree, offset, len);
     let mut reader = std::io::Cursor::new(encoded);
-    let mut out = vec![0u8; len as usize];
-    let mut covered = 0u64;
+    // Leaves arrive in order, so the wanted bytes are appended (no zeroing first).
+    let mut out = Vec::with_capacity(encoded.len().min(usize::try_from(len).unwrap_or(0)));
     for item in DecodeResponseIter::new(root, tree, &mut reader, &ranges) {
         match item {
             Ok(BaoContentItem::Parent(_)) => {}
@@ -184,16 +194,17 @@ pub fn decode_fragment(
                 let from = offset.max(start);
                 let to = end.min(stop);
                 if from < to {
-                    out[(from - offset) as usize..(to - offset) as usize]
-                        .copy_from_slice(&leaf.data[(from - start) as usize..(to - start) as usize]);
-                    covered += to - from;
+                    if from - offset != out.len() as u64 {
+                        return Err(FragmentError::Mismatch { offset: from });
+                    }
+                    out.extend_from_slice(&leaf.data[(from - start) as usize..(to - start) as usize]);
                 }
             }
             Err(bao_tree::io::DecodeError::Io(_)) => return Err(FragmentError::Truncated),
             Err(_) => return Err(FragmentError::Mismatch { offset }),
         }
     }
-    if covered != len {
+    if out.len() as u64 != len {
         return Err(FragmentError::Truncated);
     }
     let rest = encoded.len() as u64 - reader.position();
