@@ -306,11 +306,14 @@ async fn receive(
     // Go ahead: the sender waits for this before sending data.
     wire::write_ok(stream).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    // Written chunks come back for the next frames to be read into.
+    let (back_tx, mut back_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let (id_tx, id_rx) = tokio::sync::oneshot::channel::<BlockId>();
     let writer = tokio::task::spawn_blocking(move || -> Result<BlockId, StoreError> {
         let mut w = store.writer()?;
         while let Some(chunk) = rx.blocking_recv() {
             w.write(&chunk)?;
+            let _ = back_tx.try_send(chunk);
         }
         // No id means the stream broke before its end: nothing is committed.
         let id = id_rx.blocking_recv().map_err(|_| StoreError::Unavailable {
@@ -332,7 +335,7 @@ async fn receive(
     });
     let received = match incoming {
         Incoming::Sized { id, size } => receive_raw(stream, &tx, size).await.map(|()| id),
-        Incoming::Framed { max_size } => receive_frames(stream, &tx, max_size).await,
+        Incoming::Framed { max_size } => receive_frames(stream, &tx, &mut back_rx, max_size).await,
     };
     drop(tx);
     let id = match received {
@@ -390,11 +393,13 @@ async fn receive_raw(
 async fn receive_frames(
     stream: &mut Stream,
     tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
+    used: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
     max_size: u64,
 ) -> Result<BlockId, WireError> {
     let mut got = 0u64;
     loop {
-        match wire::read_frame(stream).await? {
+        let buf = used.try_recv().unwrap_or_default();
+        match wire::read_frame_into(stream, buf).await? {
             wire::Frame::End(id) => return Ok(id),
             wire::Frame::Data(data) => {
                 got += data.len() as u64;

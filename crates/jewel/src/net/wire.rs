@@ -327,14 +327,20 @@ pub async fn write_end<W: AsyncWrite + Unpin>(w: &mut W, id: &BlockId) -> std::i
 
 /// Reads one SEND frame, checking its length before allocating.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, WireError> {
+    read_frame_into(r, Vec::new()).await
+}
+
+/// Like [`read_frame`], but reads the data into `buf`'s allocation (a receiver that hands
+/// frames back for reuse zeroes and faults in no new memory per frame).
+pub async fn read_frame_into<R: AsyncRead + Unpin>(r: &mut R, mut buf: Vec<u8>) -> Result<Frame, WireError> {
     let len = u32::from_le_bytes(read_array(r).await?);
     if len == 0 {
         return Ok(Frame::End(read_id(r).await?));
     }
     too_large("frame", u64::from(len), u64::from(MAX_FRAME))?;
-    let mut data = vec![0u8; len as usize];
-    r.read_exact(&mut data).await?;
-    Ok(Frame::Data(data))
+    buf.resize(len as usize, 0);
+    r.read_exact(&mut buf).await?;
+    Ok(Frame::Data(buf))
 }
 
 /// Reads a status; an error status becomes `WireError::Refused` with its reason.
