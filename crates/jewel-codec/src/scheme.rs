@@ -123,13 +123,26 @@ impl Encoded {
 
     /// A zeroed owned buffer of `len` bytes; returns its index.
     pub(crate) fn alloc(&mut self, len: usize) -> usize {
+        self.alloc_with(len, true)
+    }
+
+    /// An owned buffer of `len` bytes holding whatever its last use left there, for a
+    /// caller that overwrites every byte (Reed-Solomon parity): reused buffers are not
+    /// zeroed again each segment.
+    pub(crate) fn alloc_overwritten(&mut self, len: usize) -> usize {
+        self.alloc_with(len, false)
+    }
+
+    fn alloc_with(&mut self, len: usize, zeroed: bool) -> usize {
         if self.used == self.buffers.len() {
             self.buffers.push(Vec::new());
         }
         let idx = self.used;
         self.used += 1;
         if let Some(buf) = self.buffers.get_mut(idx) {
-            buf.clear();
+            if zeroed {
+                buf.clear();
+            }
             buf.resize(len, 0);
         }
         idx

@@ -364,8 +364,9 @@ impl Scheme for Jewels {
             push_shard(out, segment, i, i, l);
         }
         let first_parity = out.buffers_mut().len();
+        // Parity is written whole by `encode_sep` (its first data shard sets, not adds).
         for p in self.k..self.n {
-            let buf = out.alloc(l);
+            let buf = out.alloc_overwritten(l);
             out.push_buf(p, buf, 0..l);
         }
         let (Some(rs), true) = (&self.rs, l > 0) else {
