@@ -188,32 +188,17 @@ pub fn run(b: &NetBench) -> Result<()> {
         Some(">= 300 MB/s"),
     );
     let cpu_after = cpu_now();
-    let put_peak = proc_field(owner.pid, "VmHWM:").unwrap_or(0);
+    // The owner's peak RSS per case: read, then reset (clear_refs 5) for the next case.
+    let mut peaks: Vec<(&str, u64)> = Vec::new();
+    let mut peak = |case: &'static str| {
+        peaks.push((case, proc_field(owner.pid, "VmHWM:").unwrap_or(0)));
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", owner.pid), "5");
+    };
+    peak("put");
     push("put CPU, owner node, per GiB", (cpu_after.0 - cpu_before.0) / gib, "CPU-s", None);
     push("put CPU, all holders together, per GiB", (cpu_after.1 - cpu_before.1) / gib, "CPU-s", None);
     let _ = std::fs::remove_file(&input);
     let output = tmp.path().join("output.bin");
-    let t = Instant::now();
-    api.post("/v1/get", serde_json::json!({ "cap": cap, "out": output }))?;
-    let get_secs = t.elapsed().as_secs_f64();
-    let cpu_end = cpu_now();
-    if hash_file(&output)? != expect {
-        bail!("bench net: get returned different bytes than were put");
-    }
-    let _ = std::fs::remove_file(&output);
-    let healthy = mb_per_s(b.size, get_secs);
-    push(
-        &format!("get {:.0} MiB, {}, file bytes", mib(b.size), b.scheme),
-        healthy,
-        "MB/s",
-        Some(">= 400 MB/s"),
-    );
-    let file_holders: Vec<usize> = v["holders"]
-        .as_array()
-        .context("put returned no holders")?
-        .iter()
-        .filter_map(|h| net.peers.iter().position(|p| Some(p.peer_id.as_str()) == h.as_str()))
-        .collect();
     let timed_get = |what: &str| -> Result<f64> {
         let t = Instant::now();
         api.post("/v1/get", serde_json::json!({ "cap": cap, "out": output }))?;
@@ -224,6 +209,30 @@ pub fn run(b: &NetBench) -> Result<()> {
         let _ = std::fs::remove_file(&output);
         Ok(mb_per_s(b.size, secs))
     };
+    // The first get after the put pays for memory the processes touch for the first time
+    // (costly on VMs whose host backs guest memory lazily); the median of three is the
+    // steady figure, and the one the target is checked against.
+    const GETS: usize = 3;
+    let cpu_start = cpu_now();
+    let mut gets = (0..GETS).map(|i| timed_get(&format!("{}", i + 1))).collect::<Result<Vec<f64>>>()?;
+    let cpu_end = cpu_now();
+    peak("healthy gets");
+    let first = gets[0];
+    gets.sort_by(f64::total_cmp);
+    let healthy = gets[GETS / 2];
+    push(&format!("get {:.0} MiB, {}, first after the put", mib(b.size), b.scheme), first, "MB/s", None);
+    push(
+        &format!("get {:.0} MiB, {}, median of {GETS}, file bytes", mib(b.size), b.scheme),
+        healthy,
+        "MB/s",
+        Some(">= 400 MB/s"),
+    );
+    let file_holders: Vec<usize> = v["holders"]
+        .as_array()
+        .context("put returned no holders")?
+        .iter()
+        .filter_map(|h| net.peers.iter().position(|p| Some(p.peer_id.as_str()) == h.as_str()))
+        .collect();
 
     // One holder 10× slower: restarted with a serve limit of a tenth of its share.
     let per_holder = healthy * 1e6 / k as f64;
@@ -242,6 +251,7 @@ pub fn run(b: &NetBench) -> Result<()> {
         "%",
         Some("time <= 1.2x healthy (>= 83%)"),
     );
+    peak("get with a slow holder");
     drop(slow_guard);
     let back = devnet::spawn(slow, &slow_peer.home, Some(&boot))?;
     let _back_guard = Killer(back.pid);
@@ -254,11 +264,13 @@ pub fn run(b: &NetBench) -> Result<()> {
     let degraded = timed_get("with n-k holders dead")?;
     push(&format!("get, {spares} (n-k) holders dead"), degraded, "MB/s", None);
     push("  as a share of the healthy get", 100.0 * degraded / healthy, "%", Some(">= 70%"));
+    peak("get with n-k holders dead");
 
     // Repair those pieces onto the spares.
     let t = Instant::now();
     let r = api.post("/v1/repair", serde_json::json!({ "cap": cap }))?;
     let repair_secs = t.elapsed().as_secs_f64();
+    peak("repair and audit");
     let written = r["repaired"]["bytes_written"].as_u64().unwrap_or(0);
     let lost = r["repaired"]["bytes_lost"].as_u64().unwrap_or(0);
     push("repair, rebuilt bytes written per second", mb_per_s(written, repair_secs), "MB/s", None);
@@ -272,11 +284,12 @@ pub fn run(b: &NetBench) -> Result<()> {
     if r["check"]["alive"].as_u64() != Some(slots as u64) {
         bail!("bench net: after repair {} of {slots} pieces are alive", r["check"]["alive"]);
     }
-    push("get CPU, owner node, per GiB", (cpu_end.0 - cpu_after.0) / gib, "CPU-s", None);
-    push("get CPU, all holders together, per GiB", (cpu_end.1 - cpu_after.1) / gib, "CPU-s", None);
-    let owner_peak = proc_field(owner.pid, "VmHWM:").unwrap_or(0);
-    push("client (owner node) peak RSS during put", mib(put_peak), "MiB", Some("<= 128 MiB"));
-    push("client (owner node) peak RSS over every case", mib(owner_peak), "MiB", Some("<= 128 MiB"));
+    let got = GETS as f64 * gib;
+    push("get CPU, owner node, per GiB", (cpu_end.0 - cpu_start.0) / got, "CPU-s", None);
+    push("get CPU, all holders together, per GiB", (cpu_end.1 - cpu_start.1) / got, "CPU-s", None);
+    for (case, bytes) in &peaks {
+        push(&format!("client (owner node) peak RSS, {case}"), mib(*bytes), "MiB", Some("<= 128 MiB"));
+    }
 
     // 3. A 4 KiB put through the CLI, as a user runs it.
     let small = tmp.path().join("small.bin");
