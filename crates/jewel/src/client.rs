@@ -397,6 +397,27 @@ pub struct NetFetch {
 
 type Answer = (usize, Result<Vec<u8>, NetError>, Duration);
 
+/// A holder whose smoothed latency is at most this many times that of the fastest
+/// decodable set still counts as fast, and is asked first if its slot needs no decoding.
+const PREFER_FACTOR: f64 = 1.5;
+
+/// Usable slots, fastest first (`latency` None: not timed yet, counts as the average),
+/// except that among holders about as fast as the fastest decodable set (within
+/// [`PREFER_FACTOR`] of the n-th fastest, n = the preferred count), the slots `preferred`
+/// marks (data shards, whole copies: no decoding needed) come first.
+fn rank(latency: &[Option<f64>], usable: &[bool], preferred: &[bool]) -> Vec<usize> {
+    let timed: Vec<f64> = latency.iter().flatten().copied().collect();
+    let typical = if timed.is_empty() { 0.0 } else { timed.iter().sum::<f64>() / timed.len() as f64 };
+    let cost = |s: usize| latency.get(s).copied().flatten().unwrap_or(typical);
+    let mut slots: Vec<usize> = (0..usable.len()).filter(|&s| usable[s]).collect();
+    slots.sort_by(|a, b| cost(*a).total_cmp(&cost(*b)));
+    let want = preferred.iter().filter(|p| **p).count().max(1);
+    let limit = slots.get(want - 1).map_or(0.0, |s| cost(*s)) * PREFER_FACTOR;
+    let later = |s: usize| !(cost(s) <= limit && preferred.get(s).copied().unwrap_or(false));
+    slots.sort_by_key(|s| later(*s)); // stable: by latency within each group
+    slots
+}
+
 impl NetFetch {
     pub fn new(
         rt: Handle,
@@ -420,16 +441,15 @@ impl NetFetch {
         })
     }
 
-    /// Usable slots, fastest first (untimed holders count as average).
-    fn order(&self) -> Vec<usize> {
+    /// Usable slots in the order to ask them (see [`rank`]).
+    fn order(&self, preferred: &[bool]) -> Vec<usize> {
         let health = self.health.lock().map(|h| h.clone()).unwrap_or_default();
-        let timed: Vec<f64> = health.iter().filter(|h| h.answered > 0).map(|h| h.latency).collect();
-        let typical = if timed.is_empty() { 0.0 } else { timed.iter().sum::<f64>() / timed.len() as f64 };
-        let mut slots: Vec<usize> =
-            (0..self.holders.len()).filter(|&s| self.holders[s].is_some() && !health[s].dead).collect();
-        let cost = |s: usize| if health[s].answered > 0 { health[s].latency } else { typical };
-        slots.sort_by(|a, b| cost(*a).total_cmp(&cost(*b)));
-        slots
+        let latency: Vec<Option<f64>> =
+            health.iter().map(|h| (h.answered > 0).then_some(h.latency)).collect();
+        let usable: Vec<bool> = (0..self.holders.len())
+            .map(|s| self.holders[s].is_some() && !health.get(s).is_some_and(|h| h.dead))
+            .collect();
+        rank(&latency, &usable, preferred)
     }
 
     fn hedge_delay(&self) -> Duration {
@@ -489,7 +509,8 @@ impl NetFetch {
     fn complete(&self, scheme: &dyn jewel_codec::Scheme, held: &[bool], exclude: &[bool]) -> Vec<usize> {
         let mut mask = held.to_vec();
         let mut add = Vec::new();
-        for slot in self.order() {
+        let preferred = scheme.select(&vec![true; held.len()]).unwrap_or_default();
+        for slot in self.order(&preferred) {
             if scheme.can_decode(&mask) {
                 break;
             }
@@ -583,7 +604,7 @@ impl Fetch for NetFetch {
                         pending.push(ask(slot, &mut asked));
                     }
                     if pending.is_empty() {
-                        let available = self.order().len();
+                        let available = self.order(&[]).len();
                         return Err(CodecError::NotEnoughPieces { needed: scheme.min_peers(), available }.into());
                     }
                     continue;
@@ -610,7 +631,8 @@ impl Fetch for NetFetch {
                         hedged = true;
                         // As many spares as answers are late, fastest first.
                         let late = (0..n).filter(|&s| asked[s] && !got[s] && !failed[s]).count();
-                        let spares: Vec<usize> = self.order().into_iter().filter(|s| !asked[*s]).take(late).collect();
+                        // Spares are for speed: by latency alone.
+                        let spares: Vec<usize> = self.order(&[]).into_iter().filter(|s| !asked[*s]).take(late).collect();
                         for extra in spares {
                             pending.push(ask(extra, &mut asked));
                         }
@@ -683,4 +705,35 @@ pub fn get_file(
 ) -> Result<GetStats, ClientError> {
     let fetch = NetFetch::new(rt.clone(), net.clone(), manifest, holders)?;
     Ok(pipeline::get_with(manifest, key, &fetch, range, out, threads)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rank;
+
+    /// Slots 0..3 need no decoding (data shards of a 3-of-5 scheme).
+    const DATA: [bool; 5] = [true, true, true, false, false];
+
+    #[test]
+    fn equally_fast_holders_are_asked_for_data_shards_first() {
+        let latency = [Some(0.011), Some(0.010), Some(0.012), Some(0.009), Some(0.008)];
+        assert_eq!(rank(&latency, &[true; 5], &DATA), vec![1, 0, 2, 4, 3]);
+        // Not timed yet: the same.
+        assert_eq!(rank(&[None; 5], &[true; 5], &DATA), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_slow_data_holder_goes_after_fast_parity_holders() {
+        let latency = [Some(0.010), Some(0.100), Some(0.010), Some(0.011), Some(0.012)];
+        assert_eq!(rank(&latency, &[true; 5], &DATA), vec![0, 2, 3, 4, 1]);
+    }
+
+    #[test]
+    fn without_preference_it_is_latency_order_and_unusable_slots_are_left_out() {
+        let latency = [Some(0.030), Some(0.010), None, Some(0.020), Some(0.040)];
+        // The untimed slot counts as the average (0.025).
+        assert_eq!(rank(&latency, &[true; 5], &[]), vec![1, 3, 2, 0, 4]);
+        // Slots 1 and 4 are unusable; data slots 2 and 0 are fast enough to go first.
+        assert_eq!(rank(&latency, &[true, false, true, true, false], &DATA), vec![2, 0, 3]);
+    }
 }
