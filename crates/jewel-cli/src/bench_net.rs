@@ -240,7 +240,10 @@ pub fn run(b: &NetBench) -> Result<()> {
     let slow_peer = &net.peers[slow];
     devnet::kill_pid(slow_peer.pid)?;
     let limit = format!("{}", (per_holder / 10.0) as u64);
-    let restarted = devnet::spawn_with(slow, &slow_peer.home, Some(&boot), &["--max-upload", &limit])?;
+    // Restarted peers bootstrap from the owner: the first holder may be the devnet's first
+    // peer, whose address `boot` is, and which is down while it restarts.
+    let reboot = owner.listen.first().cloned().context("the owner has no listen address")?;
+    let restarted = devnet::spawn_with(slow, &slow_peer.home, Some(&reboot), &["--max-upload", &limit])?;
     let slow_guard = Killer(restarted.pid);
     devnet::wait_known(&restarted, 1)?;
     let slowed = timed_get("with a slow holder")?;
@@ -253,7 +256,7 @@ pub fn run(b: &NetBench) -> Result<()> {
     );
     peak("get with a slow holder");
     drop(slow_guard);
-    let back = devnet::spawn(slow, &slow_peer.home, Some(&boot))?;
+    let back = devnet::spawn(slow, &slow_peer.home, Some(&reboot))?;
     let _back_guard = Killer(back.pid);
     devnet::wait_known(&back, 1)?;
 

@@ -353,3 +353,24 @@ async fn relay_dcutr_and_autonat_work_between_real_peers() {
         block
     );
 }
+
+/// One unreachable bootstrap peer among several does not stop a node from starting; when
+/// none can be reached, starting fails with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_bootstrap_peer_is_skipped_unless_it_is_the_only_one() {
+    let (nodes, _) = network(2, None).await;
+    let live = nodes[0].handle().listeners().await.unwrap()[0]
+        .clone()
+        .with(libp2p_peer(nodes[0].handle().peer_id()));
+    // A port nothing listens on any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead: Multiaddr =
+        format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", nodes[1].handle().peer_id()).parse().unwrap();
+
+    let node = start(MemStore::new(None), vec![dead.clone(), live]).await;
+    assert!(node.handle().routing_table().await.unwrap().contains(&nodes[0].handle().peer_id()));
+
+    let config = NetConfig { bootstrap: vec![dead], ..NetConfig::default() };
+    let err = Network::start(Keypair::generate_ed25519(), config, Arc::new(MemStore::new(None))).await;
+    assert!(matches!(err, Err(NetError::Dial { .. })), "{:?}", err.err());
+}

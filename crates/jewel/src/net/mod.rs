@@ -73,10 +73,23 @@ impl Network {
             }));
         }
         let net = Network { handle, shutdown, tasks, announced };
+        // One unreachable bootstrap peer among several is not fatal; none reachable is.
+        let mut reached = 0;
+        let mut first_error = None;
         for addr in &config.bootstrap {
-            net.handle.dial(addr.clone()).await?;
+            match net.handle.dial(addr.clone()).await {
+                Ok(_) => reached += 1,
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "bootstrap peer unreachable");
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        if !config.bootstrap.is_empty() {
+        if let (0, Some(e)) = (reached, first_error) {
+            net.shutdown().await;
+            return Err(e);
+        }
+        if reached > 0 {
             net.handle.bootstrap().await?;
         }
         Ok(net)
