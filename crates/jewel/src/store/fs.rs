@@ -2,25 +2,23 @@
 //!
 //! Layout under the root: `blocks/ab/<64 hex>` holds a block's bytes and
 //! `blocks/ab/<64 hex>.obao` its pre-order bao outboard; `tmp/` holds writes in progress.
-//! A write goes to a temp file, is fsynced, hashed (which also builds the outboard),
-//! checked against the expected id, and renamed into place, outboard first: a block is
-//! visible only once it is whole. Reads are verified chunk group by chunk group.
+//! A write goes to a temp file (O_DIRECT where the file system allows) and is hashed as it
+//! goes (which also builds the outboard); the temp file is fsynced, the id checked against
+//! the expected one, and both files renamed into place, outboard first: a block is visible
+//! only once it is whole. Reads are verified chunk group by chunk group.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bao_tree::io::outboard::PreOrderOutboard;
-use bao_tree::io::sync::outboard;
 
-use super::verify::{encode_fragment, outboard_len, read_verified, tree, VerifyError};
+use super::verify::{encode_fragment, outboard_len, read_verified, tree, StreamingOutboard, VerifyError};
 use super::{BlockReader, BlockStore, BlockWriter, StoreError, Usage};
+use crate::direct::DirectWriter;
 use crate::id::BlockId;
-
-const WRITE_BUFFER: usize = 256 << 10;
-const HASH_BUFFER: usize = 1 << 20;
 
 /// A block store in a folder on disk.
 #[derive(Clone, Debug)]
@@ -143,9 +141,12 @@ impl BlockStore for FsStore {
             .create_new(true)
             .open(&path)
             .map_err(|e| StoreError::io(&path, e))?;
+        drop(file);
+        let file = DirectWriter::open(&path, 0).map_err(|e| StoreError::io(&path, e))?;
         Ok(Box::new(FsWriter {
             store: self.clone(),
-            file: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            file: Some(file),
+            hash: Some(StreamingOutboard::new()),
             path,
             written: 0,
         }))
@@ -201,9 +202,13 @@ impl BlockStore for FsStore {
     }
 }
 
+/// Writes through O_DIRECT where it can ([`DirectWriter`]) and hashes as it goes
+/// ([`StreamingOutboard`]): a block is neither copied into fresh page-cache pages nor read
+/// back to be hashed.
 struct FsWriter {
     store: FsStore,
-    file: Option<BufWriter<File>>,
+    file: Option<DirectWriter>,
+    hash: Option<StreamingOutboard>,
     path: PathBuf,
     written: u64,
 }
@@ -212,12 +217,15 @@ impl FsWriter {
     fn finish(&mut self, expected: Option<BlockId>) -> Result<BlockId, StoreError> {
         let path = self.path.clone();
         let io = |e| StoreError::io(&path, e);
-        let file = self.file.take().ok_or_else(|| io(std::io::Error::other("writer already finished")))?;
-        let file = file.into_inner().map_err(|e| io(e.into_error()))?;
+        let finished = || io(std::io::Error::other("writer already finished"));
+        let file = self.file.take().ok_or_else(finished)?;
+        let hash = self.hash.take().ok_or_else(finished)?;
+        let file = file.finish().map_err(io)?;
         file.sync_all().map_err(io)?;
         let size = self.written;
 
-        // Hash the data back (from the page cache) into a pre-order outboard.
+        // The id and the pre-order outboard, hashed while the data was written.
+        let (root, outboard) = hash.finish();
         let ob_len = outboard_len(size);
         self.store.reserve(ob_len)?;
         self.written += ob_len;
@@ -232,17 +240,15 @@ impl FsWriter {
             let _ = fs::remove_file(&ob_path);
             e
         };
-        let reader = BufReader::with_capacity(HASH_BUFFER, File::open(&path).map_err(io)?);
-        let tree = tree(size);
-        let mut ob = PreOrderOutboard { root: bao_tree::blake3::hash(&[]), tree, data: ob_file };
-        let root = outboard(reader, tree, &mut ob).map_err(|e| remove_ob(io(e)))?;
+        let mut ob_file = ob_file;
+        ob_file.write_all(&outboard).map_err(|e| remove_ob(StoreError::io(&ob_path, e)))?;
         let id = BlockId::from(root);
         if let Some(expected) = expected {
             if expected != id {
                 return Err(remove_ob(StoreError::HashMismatch { expected, actual: id }));
             }
         }
-        ob.data.sync_all().map_err(|e| remove_ob(StoreError::io(&ob_path, e)))?;
+        ob_file.sync_all().map_err(|e| remove_ob(StoreError::io(&ob_path, e)))?;
 
         // Outboard first, then data: the data file's presence means the block is whole.
         let data_path = self.store.data_path(&id);
@@ -268,7 +274,11 @@ impl BlockWriter for FsWriter {
             .file
             .as_mut()
             .ok_or_else(|| StoreError::io(&self.path, std::io::Error::other("writer finished")))?;
-        file.write_all(data).map_err(|e| StoreError::io(&self.path, e))
+        file.write_all(data).map_err(|e| StoreError::io(&self.path, e))?;
+        if let Some(hash) = self.hash.as_mut() {
+            hash.update(data);
+        }
+        Ok(())
     }
 
     fn written(&self) -> u64 {

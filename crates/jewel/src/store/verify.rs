@@ -67,6 +67,88 @@ fn leaf_cv(start_chunk: u64, data: &[u8], is_root: bool) -> Hash {
     }
 }
 
+/// A block's id and pre-order bao outboard, built from its bytes as they arrive, so a
+/// store need not read a block back to hash it. Keeps one chaining value (32 bytes) per
+/// 16 KiB chunk group until [`StreamingOutboard::finish`], plus the first group's bytes
+/// (a block of one group is hashed whole, as the root).
+pub(crate) struct StreamingOutboard {
+    group: blake3::Hasher,
+    in_group: usize,
+    groups: Vec<Hash>,
+    first: Vec<u8>,
+    len: u64,
+}
+
+impl StreamingOutboard {
+    pub(crate) fn new() -> Self {
+        StreamingOutboard {
+            group: blake3::Hasher::new(),
+            in_group: 0,
+            groups: Vec::new(),
+            first: Vec::new(),
+            len: 0,
+        }
+    }
+
+    pub(crate) fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let take = data.len().min(CHUNK_GROUP_SIZE - self.in_group);
+            let (now, rest) = data.split_at(take);
+            if self.groups.is_empty() {
+                self.first.extend_from_slice(now);
+            }
+            self.group.update(now);
+            self.in_group += take;
+            self.len += take as u64;
+            data = rest;
+            if self.in_group == CHUNK_GROUP_SIZE {
+                self.close_group();
+            }
+        }
+    }
+
+    fn close_group(&mut self) {
+        self.groups.push(Hash::from(self.group.finalize_non_root()));
+        let next = self.groups.len() as u64 * CHUNK_GROUP_SIZE as u64;
+        self.group = blake3::Hasher::new();
+        self.group.set_input_offset(next);
+        self.in_group = 0;
+    }
+
+    /// The root (the block id) and the outboard bytes: for every parent node in pre-order,
+    /// its left and right chaining values.
+    pub(crate) fn finish(mut self) -> (Hash, Vec<u8>) {
+        let groups = self.len.div_ceil(CHUNK_GROUP_SIZE as u64).max(1) as usize;
+        if groups == 1 {
+            return (blake3::hash(&self.first), Vec::new());
+        }
+        if self.in_group > 0 {
+            self.close_group();
+        }
+        let mut out = Vec::with_capacity((groups - 1) * 64);
+        let root = subtree(&self.groups, true, &mut out);
+        (root, out)
+    }
+}
+
+/// The chaining value of the subtree over `groups`, appending its parents' pairs to `out`
+/// in pre-order. BLAKE3's left subtree holds the largest power of two of chunks below the
+/// total, which for more than one group is a power of two of whole groups.
+fn subtree(groups: &[Hash], is_root: bool, out: &mut Vec<u8>) -> Hash {
+    if let [one] = groups {
+        return *one;
+    }
+    let left_len = 1usize << (usize::BITS - 1 - (groups.len() - 1).leading_zeros());
+    let (left, right) = groups.split_at(left_len);
+    let at = out.len();
+    out.extend_from_slice(&[0u8; 64]);
+    let l = subtree(left, false, out);
+    let r = subtree(right, false, out);
+    out[at..at + 32].copy_from_slice(l.as_bytes());
+    out[at + 32..at + 64].copy_from_slice(r.as_bytes());
+    parent_cv(&l, &r, is_root)
+}
+
 /// Reads `buf.len()` bytes at `offset` from `data`, verifying every chunk group they touch
 /// (and the tree path above it) against `outboard`'s root. The caller checks the range.
 pub(crate) fn read_verified<D: ReadAt, O: Outboard>(
@@ -218,6 +300,45 @@ pub fn decode_fragment(
 mod tests {
     use super::*;
     use bao_tree::io::outboard::PreOrderMemOutboard;
+
+    /// The streamed id and outboard are bao-tree's own, byte for byte, at every size around
+    /// the group and tree boundaries, however the bytes are cut.
+    #[test]
+    fn streaming_outboard_matches_bao_tree() {
+        let g = CHUNK_GROUP_SIZE;
+        let sizes = [
+            0,
+            1,
+            1023,
+            1024,
+            1025,
+            g - 1,
+            g,
+            g + 1,
+            2 * g,
+            2 * g + 1,
+            3 * g,
+            4 * g + 7,
+            5 * g,
+            17 * g - 3,
+            300_000,
+            1 << 20,
+        ];
+        for len in sizes {
+            let d = data(len);
+            let ob = PreOrderMemOutboard::create(&d, BlockSize::from_chunk_log(CHUNK_GROUP_LOG));
+            for cut in [1, 7, 1000, g, 100_000] {
+                let mut s = StreamingOutboard::new();
+                for piece in d.chunks(cut) {
+                    s.update(piece);
+                }
+                let (root, outboard) = s.finish();
+                assert_eq!(root, ob.root, "root, len {len} cut {cut}");
+                assert_eq!(root, blake3::hash(&d), "the root is the BLAKE3 hash, len {len}");
+                assert!(outboard == ob.data, "outboard, len {len} cut {cut}");
+            }
+        }
+    }
 
     #[test]
     fn fragments_round_trip_and_lies_are_caught() {
