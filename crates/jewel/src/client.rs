@@ -542,7 +542,7 @@ impl NetFetch {
         while out.len() < len {
             let n = (len - out.len()).min(wire::MAX_GET as usize);
             let at = offset + out.len() as u64;
-            out.extend_from_slice(&self.net.get_range(peer, id, size, at, n as u64).await?);
+            self.net.get_range_into(peer, id, size, at, n as u64, &mut out).await?;
         }
         Ok(out)
     }

@@ -23,7 +23,7 @@ use super::swarm::{NetError, NetHandle};
 use super::wire::{self, Request, Status, WireError};
 use crate::id::BlockId;
 use crate::lease::{Lease, LeaseBook};
-use crate::store::{decode_fragment, BlockStore, StoreError, CHUNK_GROUP_SIZE};
+use crate::store::{decode_fragment, decode_fragment_into, BlockStore, StoreError, CHUNK_GROUP_SIZE};
 
 /// The block protocol's name and version.
 pub const BLOCK_PROTOCOL: StreamProtocol = StreamProtocol::new("/jewel/block/1.0.0");
@@ -498,7 +498,25 @@ impl NetHandle {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, NetError> {
-        self.request(peer, || self.get_range_once(peer, id, size, offset, len)).await
+        let mut out = Vec::new();
+        self.get_range_into(peer, id, size, offset, len, &mut out).await?;
+        Ok(out)
+    }
+
+    /// Like [`NetHandle::get_range`], appending the verified bytes to `out` (a reused
+    /// buffer); on error, `out` is left as it was. A verification failure is not retried.
+    pub async fn get_range_into(
+        &self,
+        peer: PeerId,
+        id: BlockId,
+        size: u64,
+        offset: u64,
+        len: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), NetError> {
+        let frag = self.request(peer, || self.fragment_once(peer, id, size, offset, len)).await?;
+        decode_fragment_into(id.into(), size, offset, len, &frag, out)
+            .map_err(|source| NetError::Fragment { peer, source })
     }
 
     /// The size of block `id` on `peer`, verified: the peer proves its first chunk group
@@ -665,7 +683,8 @@ impl NetHandle {
         Ok(())
     }
 
-    async fn get_range_once(
+    /// The encoded fragment for `len` bytes at `offset`, not yet verified.
+    async fn fragment_once(
         &self,
         peer: PeerId,
         id: BlockId,
@@ -681,8 +700,7 @@ impl NetHandle {
         if their_size != size {
             return Err(NetError::Fragment { peer, source: crate::store::FragmentError::Truncated });
         }
-        decode_fragment(id.into(), size, offset, len, &frag)
-            .map_err(|source| NetError::Fragment { peer, source })
+        Ok(frag)
     }
 
     /// Leases `ids` on `peer` for `file` for `seconds` (0 releases them); returns which of

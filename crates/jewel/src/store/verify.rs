@@ -259,6 +259,37 @@ pub fn decode_fragment(
     len: u64,
     encoded: &[u8],
 ) -> Result<Vec<u8>, FragmentError> {
+    let mut out = Vec::with_capacity(encoded.len().min(usize::try_from(len).unwrap_or(0)));
+    decode_fragment_into(root, size, offset, len, encoded, &mut out)?;
+    Ok(out)
+}
+
+/// Like [`decode_fragment`], appending the bytes to `out` (a reused buffer); on error,
+/// `out` is left as it was.
+pub fn decode_fragment_into(
+    root: Hash,
+    size: u64,
+    offset: u64,
+    len: u64,
+    encoded: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), FragmentError> {
+    let before = out.len();
+    let result = decode_appending(root, size, offset, len, encoded, out);
+    if result.is_err() {
+        out.truncate(before);
+    }
+    result
+}
+
+fn decode_appending(
+    root: Hash,
+    size: u64,
+    offset: u64,
+    len: u64,
+    encoded: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), FragmentError> {
     use bao_tree::io::sync::DecodeResponseIter;
     use bao_tree::io::BaoContentItem;
     let end = offset.checked_add(len).filter(|e| *e <= size).ok_or(FragmentError::Truncated)?;
@@ -266,7 +297,7 @@ pub fn decode_fragment(
     let ranges = group_ranges(&tree, offset, len);
     let mut reader = std::io::Cursor::new(encoded);
     // Leaves arrive in order, so the wanted bytes are appended (no zeroing first).
-    let mut out = Vec::with_capacity(encoded.len().min(usize::try_from(len).unwrap_or(0)));
+    let base = out.len() as u64;
     for item in DecodeResponseIter::new(root, tree, &mut reader, &ranges) {
         match item {
             Ok(BaoContentItem::Parent(_)) => {}
@@ -276,7 +307,7 @@ pub fn decode_fragment(
                 let from = offset.max(start);
                 let to = end.min(stop);
                 if from < to {
-                    if from - offset != out.len() as u64 {
+                    if from - offset != out.len() as u64 - base {
                         return Err(FragmentError::Mismatch { offset: from });
                     }
                     out.extend_from_slice(&leaf.data[(from - start) as usize..(to - start) as usize]);
@@ -286,14 +317,14 @@ pub fn decode_fragment(
             Err(_) => return Err(FragmentError::Mismatch { offset }),
         }
     }
-    if out.len() as u64 != len {
+    if out.len() as u64 - base != len {
         return Err(FragmentError::Truncated);
     }
     let rest = encoded.len() as u64 - reader.position();
     if rest != 0 {
         return Err(FragmentError::Trailing(rest as usize));
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -368,6 +399,25 @@ mod tests {
         // A fragment for a small range is small: one chunk group plus the path to it.
         let frag = encode_fragment(&d, &ob, 150_000, 1).unwrap();
         assert!(frag.len() < CHUNK_GROUP_SIZE + 64 * 8, "{}", frag.len());
+    }
+
+    /// Decoding into a buffer appends after what it holds, and a bad fragment leaves it
+    /// exactly as it was, even when the bad bytes come after good ones.
+    #[test]
+    fn decoding_into_a_buffer_appends_or_leaves_it_alone() {
+        let len = 300_000usize;
+        let d = data(len);
+        let ob = PreOrderMemOutboard::create(&d, BlockSize::from_chunk_log(CHUNK_GROUP_LOG));
+        let mut out = b"kept".to_vec();
+        let frag = encode_fragment(&d, &ob, 1_000, 100_000).unwrap();
+        decode_fragment_into(ob.root, len as u64, 1_000, 100_000, &frag, &mut out).unwrap();
+        assert!(out[..4] == *b"kept" && out[4..] == d[1_000..101_000]);
+        let mut bad = frag.clone();
+        let i = bad.len() - 10;
+        bad[i] ^= 1;
+        let before = out.clone();
+        assert!(decode_fragment_into(ob.root, len as u64, 1_000, 100_000, &bad, &mut out).is_err());
+        assert!(out == before);
     }
 
     fn data(len: usize) -> Vec<u8> {
