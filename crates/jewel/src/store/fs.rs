@@ -3,8 +3,8 @@
 //! Layout under the root: `blocks/ab/<64 hex>` holds a block's bytes and
 //! `blocks/ab/<64 hex>.obao` its pre-order bao outboard; `tmp/` holds writes in progress.
 //! A write goes to a temp file (O_DIRECT where the file system allows) and is hashed as it
-//! goes (which also builds the outboard); the temp file is fsynced, the id checked against
-//! the expected one, and both files renamed into place, outboard first: a block is visible
+//! goes (which also builds the outboard); the id is checked against the expected one, the
+//! temp file fsynced, and both files renamed into place, outboard first: a block is visible
 //! only once it is whole. Reads are verified chunk group by chunk group.
 
 use std::fs::{self, File, OpenOptions};
@@ -221,33 +221,31 @@ impl FsWriter {
         let file = self.file.take().ok_or_else(finished)?;
         let hash = self.hash.take().ok_or_else(finished)?;
         let file = file.finish().map_err(io)?;
+        // The id and the pre-order outboard were hashed as the data was written: a block
+        // that is not what it claims is refused before anything is synced.
+        let (root, outboard) = hash.finish();
+        let id = BlockId::from(root);
+        if let Some(expected) = expected {
+            if expected != id {
+                return Err(StoreError::HashMismatch { expected, actual: id });
+            }
+        }
         file.sync_all().map_err(io)?;
         let size = self.written;
-
-        // The id and the pre-order outboard, hashed while the data was written.
-        let (root, outboard) = hash.finish();
         let ob_len = outboard_len(size);
         self.store.reserve(ob_len)?;
         self.written += ob_len;
         let ob_path = path.with_extension("obao");
-        let ob_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&ob_path)
-            .map_err(|e| StoreError::io(&ob_path, e))?;
         let remove_ob = |e: StoreError| {
             let _ = fs::remove_file(&ob_path);
             e
         };
-        let mut ob_file = ob_file;
+        let mut ob_file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&ob_path)
+            .map_err(|e| StoreError::io(&ob_path, e))?;
         ob_file.write_all(&outboard).map_err(|e| remove_ob(StoreError::io(&ob_path, e)))?;
-        let id = BlockId::from(root);
-        if let Some(expected) = expected {
-            if expected != id {
-                return Err(remove_ob(StoreError::HashMismatch { expected, actual: id }));
-            }
-        }
         ob_file.sync_all().map_err(|e| remove_ob(StoreError::io(&ob_path, e)))?;
 
         // Outboard first, then data: the data file's presence means the block is whole.
