@@ -30,6 +30,8 @@ pub const ANNOUNCE_QUEUE: usize = 1 << 16;
 #[derive(Clone)]
 pub(crate) struct Announcer {
     tx: mpsc::Sender<(BlockId, Instant)>,
+    /// Ids dropped because the queue was full (warned about at 1, 2, 4, 8, ...).
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Announcer {
@@ -39,13 +41,20 @@ impl Announcer {
     ) -> (Announcer, impl std::future::Future<Output = ()>, watch::Receiver<u64>) {
         let (tx, rx) = mpsc::channel(ANNOUNCE_QUEUE);
         let (count, announced) = watch::channel(0);
-        (Announcer { tx }, drain(net, rx, count), announced)
+        (Announcer { tx, dropped: Default::default() }, drain(net, rx, count), announced)
     }
 
-    /// Queues `id`; drops it with a warning if the queue is full.
+    /// Queues `id`; drops it if the queue is full (warning at the 1st, 2nd, 4th, ... drop).
     pub(crate) fn stored(&self, id: BlockId) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send((id, Instant::now())) {
-            tracing::warn!(block = %id, "announcement queue full; the block is announced at the next start");
+            let dropped = self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    block = %id,
+                    dropped,
+                    "announcement queue full; dropped blocks are announced at the next start"
+                );
+            }
         }
     }
 
