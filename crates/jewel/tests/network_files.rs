@@ -67,6 +67,26 @@ async fn put_blocking(
     .unwrap()
 }
 
+/// Gets the whole file of `placed` from `holders` with `threads` (from a blocking thread,
+/// as the node does): the bytes and the get's statistics, or why it failed.
+async fn get_blocking(
+    client: &jewel::net::NetHandle,
+    placed: &jewel::client::Placed,
+    holders: &[Option<PeerId>],
+    threads: usize,
+) -> Result<(Vec<u8>, jewel::pipeline::GetStats), ClientError> {
+    let rt = tokio::runtime::Handle::current();
+    let (client, holders) = (client.clone(), holders.to_vec());
+    let (manifest, key) = (placed.put.manifest.clone(), placed.put.cap.key.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let range = jewel::pipeline::ByteRange::ALL;
+        get_file(&rt, &client, &manifest, &key, &holders, range, &mut out, threads).map(|stats| (out, stats))
+    })
+    .await
+    .unwrap()
+}
+
 fn random(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = SplitMix64(seed);
     (0..len).map(|_| rng.next_u64() as u8).collect()
@@ -100,25 +120,11 @@ async fn every_scheme_survives_exactly_what_it_promises() {
             .unwrap()
         };
         let fetch = |holders: Vec<Option<PeerId>>| {
-            let (rt, client, manifest, key) =
-                (rt.clone(), client.clone(), placed.put.manifest.clone(), placed.put.cap.key.clone());
-            tokio::task::spawn_blocking(move || {
-                let mut out = Vec::new();
-                get_file(
-                    &rt,
-                    &client,
-                    &manifest,
-                    &key,
-                    &holders,
-                    jewel::pipeline::ByteRange::ALL,
-                    &mut out,
-                    2,
-                )
-                .map(|_| out)
-            })
+            let (client, placed) = (&client, &placed);
+            async move { get_blocking(client, placed, &holders, 2).await.map(|(out, _)| out) }
         };
         let all: Vec<Option<PeerId>> = placed.holders.iter().copied().map(Some).collect();
-        assert_eq!(fetch(all.clone()).await.unwrap().unwrap(), data, "{text}");
+        assert_eq!(fetch(all.clone()).await.unwrap(), data, "{text}");
 
         // The manifest is on every holder, and verified when fetched: from the other holders,
         // or, when there are none, from whoever the DHT says holds it, once the only holder
@@ -150,15 +156,10 @@ async fn every_scheme_survives_exactly_what_it_promises() {
         for &slot in &breaking[..breaking.len() - 1] {
             stop(slot, &mut nodes).shutdown().await;
         }
-        assert_eq!(
-            fetch(all.clone()).await.unwrap().unwrap(),
-            data,
-            "{text} with {} stopped",
-            breaking.len() - 1
-        );
+        assert_eq!(fetch(all.clone()).await.unwrap(), data, "{text} with {} stopped", breaking.len() - 1);
         // One more: a clear NotEnoughPieces.
         stop(*breaking.last().unwrap(), &mut nodes).shutdown().await;
-        match fetch(all).await.unwrap() {
+        match fetch(all).await {
             Err(ClientError::Pipeline(PipelineError::Codec(CodecError::NotEnoughPieces {
                 needed, ..
             }))) => {
@@ -245,16 +246,7 @@ async fn a_lying_peer_is_detected_and_skipped() {
     // Tell the client that the liar holds slot 0 (say, a stale placement record).
     let mut holders: Vec<Option<PeerId>> = placed.holders.iter().copied().map(Some).collect();
     holders[0] = Some(liar.handle().peer_id());
-    let (manifest, key) = (placed.put.manifest.clone(), placed.put.cap.key.clone());
-    let (out, stats) = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        let stats =
-            get_file(&rt, &client, &manifest, &key, &holders, jewel::pipeline::ByteRange::ALL, &mut out, 2)
-                .unwrap();
-        (out, stats)
-    })
-    .await
-    .unwrap();
+    let (out, stats) = get_blocking(&client, &placed, &holders, 2).await.unwrap();
     assert_eq!(out, data, "the output is exact");
     assert!(stats.faults.iter().any(|f| f.slot == 0), "the liar is recorded: {:?}", stats.faults);
     liar.shutdown().await;
@@ -297,18 +289,8 @@ async fn a_slow_holder_is_outrun_and_a_dead_one_is_asked_once() {
     // Slot 1's holder goes away.
     nodes.remove(1).shutdown().await;
     let threads = 2;
-    let (out, stats) = {
-        let (manifest, key) = (placed.put.manifest.clone(), placed.put.cap.key.clone());
-        let all: Vec<Option<PeerId>> = holders.iter().copied().map(Some).collect();
-        tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            let range = jewel::pipeline::ByteRange::ALL;
-            let stats = get_file(&rt, &client, &manifest, &key, &all, range, &mut out, threads).unwrap();
-            (out, stats)
-        })
-        .await
-        .unwrap()
-    };
+    let all: Vec<Option<PeerId>> = holders.iter().copied().map(Some).collect();
+    let (out, stats) = get_blocking(&client, &placed, &all, threads).await.unwrap();
     assert!(out == data, "the file comes back exact");
     let chunk = stats.read_by_slot.iter().max().unwrap() / segments as u64;
     assert!(
@@ -346,16 +328,7 @@ async fn repair_rebuilds_exactly_the_lost_pieces_for_every_scheme() {
         let (holders, spares) = (ids[1..=n].to_vec(), ids[n + 1..].to_vec());
         let rt = tokio::runtime::Handle::current();
         let data = random(200_000 + i, 70 + i as u64);
-        let placed = {
-            let (rt, client, holders, data) = (rt.clone(), client.clone(), holders.clone(), data.clone());
-            tokio::task::spawn_blocking(move || {
-                let mut opts = PutOptions::new(spec);
-                opts.segment_size = 32 << 10;
-                put_file(&rt, &client, &mut &data[..], data.len() as u64, &opts, &holders).unwrap()
-            })
-            .await
-            .unwrap()
-        };
+        let placed = put_blocking(&client, &data, text, 32 << 10, &holders).await;
         for &slot in &lost {
             nodes[1 + slot].take().unwrap().shutdown().await;
         }
@@ -385,17 +358,7 @@ async fn repair_rebuilds_exactly_the_lost_pieces_for_every_scheme() {
                 node.shutdown().await;
             }
         }
-        let out = {
-            let (manifest, key) = (manifest.clone(), placed.put.cap.key.clone());
-            tokio::task::spawn_blocking(move || {
-                let mut out = Vec::new();
-                let range = jewel::pipeline::ByteRange::ALL;
-                get_file(&rt, &client, &manifest, &key, &located, range, &mut out, 2).map(|_| out)
-            })
-            .await
-            .unwrap()
-            .unwrap()
-        };
+        let (out, _) = get_blocking(&client, &placed, &located, 2).await.unwrap();
         assert!(out == data, "{text}: exact after repair");
         for n in nodes.into_iter().flatten() {
             n.shutdown().await;
@@ -435,23 +398,7 @@ async fn an_interrupted_repair_leaves_the_file_no_worse_and_can_be_run_again() {
     nodes[3].take().unwrap().shutdown().await;
     let mut now = located.clone();
     now[0] = Some(ids[7]);
-    let out = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        get_file(
-            &rt,
-            &client,
-            &manifest,
-            &placed.put.cap.key,
-            &now,
-            jewel::pipeline::ByteRange::ALL,
-            &mut out,
-            2,
-        )
-        .map(|_| out)
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let (out, _) = get_blocking(&client, &placed, &now, 2).await.unwrap();
     assert!(out == data);
     for n in nodes.into_iter().flatten() {
         n.shutdown().await;
@@ -466,7 +413,6 @@ async fn a_piece_whose_peer_vanished_goes_to_a_spare() {
     let client = nodes[0].as_ref().unwrap().handle().clone();
     let ids: Vec<PeerId> = nodes.iter().map(|n| n.as_ref().unwrap().handle().peer_id()).collect();
     nodes[2].take().unwrap().shutdown().await;
-    let rt = tokio::runtime::Handle::current();
     let data = random(400_000, 90);
     // Slot 1 goes to the stopped peer; peers 6 and 7 are spares.
     let peers = ids[1..].to_vec();
@@ -478,14 +424,7 @@ async fn a_piece_whose_peer_vanished_goes_to_a_spare() {
     nodes[1].take().unwrap().shutdown().await;
     nodes[3].take().unwrap().shutdown().await;
     let holders: Vec<Option<PeerId>> = placed.holders.iter().copied().map(Some).collect();
-    let out = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        let (m, k) = (&placed.put.manifest, &placed.put.cap.key);
-        get_file(&rt, &client, m, k, &holders, jewel::pipeline::ByteRange::ALL, &mut out, 2).map(|_| out)
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let (out, _) = get_blocking(&client, &placed, &holders, 2).await.unwrap();
     assert!(out == data);
     for n in nodes.into_iter().flatten() {
         n.shutdown().await;
