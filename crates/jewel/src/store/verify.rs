@@ -275,56 +275,47 @@ pub fn decode_fragment_into(
     out: &mut Vec<u8>,
 ) -> Result<(), FragmentError> {
     let before = out.len();
-    let result = decode_appending(root, size, offset, len, encoded, out);
+    let mut append = || -> Result<(), FragmentError> {
+        use bao_tree::io::sync::DecodeResponseIter;
+        use bao_tree::io::BaoContentItem;
+        let end = offset.checked_add(len).filter(|e| *e <= size).ok_or(FragmentError::Truncated)?;
+        let tree = tree(size);
+        let ranges = group_ranges(&tree, offset, len);
+        let mut reader = std::io::Cursor::new(encoded);
+        // Leaves arrive in order, so the wanted bytes are appended (no zeroing first).
+        for item in DecodeResponseIter::new(root, tree, &mut reader, &ranges) {
+            match item {
+                Ok(BaoContentItem::Parent(_)) => {}
+                Ok(BaoContentItem::Leaf(leaf)) => {
+                    let start = leaf.offset;
+                    let stop = start + leaf.data.len() as u64;
+                    let from = offset.max(start);
+                    let to = end.min(stop);
+                    if from < to {
+                        if from - offset != (out.len() - before) as u64 {
+                            return Err(FragmentError::Mismatch { offset: from });
+                        }
+                        out.extend_from_slice(&leaf.data[(from - start) as usize..(to - start) as usize]);
+                    }
+                }
+                Err(bao_tree::io::DecodeError::Io(_)) => return Err(FragmentError::Truncated),
+                Err(_) => return Err(FragmentError::Mismatch { offset }),
+            }
+        }
+        if (out.len() - before) as u64 != len {
+            return Err(FragmentError::Truncated);
+        }
+        let rest = encoded.len() as u64 - reader.position();
+        if rest != 0 {
+            return Err(FragmentError::Trailing(rest as usize));
+        }
+        Ok(())
+    };
+    let result = append();
     if result.is_err() {
         out.truncate(before);
     }
     result
-}
-
-fn decode_appending(
-    root: Hash,
-    size: u64,
-    offset: u64,
-    len: u64,
-    encoded: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), FragmentError> {
-    use bao_tree::io::sync::DecodeResponseIter;
-    use bao_tree::io::BaoContentItem;
-    let end = offset.checked_add(len).filter(|e| *e <= size).ok_or(FragmentError::Truncated)?;
-    let tree = tree(size);
-    let ranges = group_ranges(&tree, offset, len);
-    let mut reader = std::io::Cursor::new(encoded);
-    // Leaves arrive in order, so the wanted bytes are appended (no zeroing first).
-    let base = out.len() as u64;
-    for item in DecodeResponseIter::new(root, tree, &mut reader, &ranges) {
-        match item {
-            Ok(BaoContentItem::Parent(_)) => {}
-            Ok(BaoContentItem::Leaf(leaf)) => {
-                let start = leaf.offset;
-                let stop = start + leaf.data.len() as u64;
-                let from = offset.max(start);
-                let to = end.min(stop);
-                if from < to {
-                    if from - offset != out.len() as u64 - base {
-                        return Err(FragmentError::Mismatch { offset: from });
-                    }
-                    out.extend_from_slice(&leaf.data[(from - start) as usize..(to - start) as usize]);
-                }
-            }
-            Err(bao_tree::io::DecodeError::Io(_)) => return Err(FragmentError::Truncated),
-            Err(_) => return Err(FragmentError::Mismatch { offset }),
-        }
-    }
-    if out.len() as u64 - base != len {
-        return Err(FragmentError::Truncated);
-    }
-    let rest = encoded.len() as u64 - reader.position();
-    if rest != 0 {
-        return Err(FragmentError::Trailing(rest as usize));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
