@@ -43,7 +43,7 @@ fn bao_outboard(bencher: Bencher) {
 #[divan::bench(args = ["aes-256-gcm", "xchacha20-poly1305"])]
 fn aead_seal(bencher: Bencher, cipher: &str) {
     let cipher = CipherId::parse(cipher).unwrap();
-    let c = SegmentCipher::new(cipher, &FileKey([7; 32]), [1; NONCE_PREFIX_LEN]);
+    let c = SegmentCipher::new(cipher, &FileKey([7; 32]), [1; NONCE_PREFIX_LEN]).unwrap();
     let d = data();
     let mut buf = Vec::with_capacity(LEN + 16);
     bencher.counter(BytesCount::new(LEN)).bench_local(|| {

@@ -6,9 +6,9 @@
 //! truncated away without failing authentication. It must not know about schemes, pieces
 //! or stores.
 
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::Aes256Gcm;
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::XChaCha20Poly1305;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use serde::Serialize;
 
 /// Bytes of random nonce prefix stored in the manifest.
@@ -86,6 +86,8 @@ pub enum CryptoError {
     Seal { segment: u64 },
     #[error("a file has at most 2^32 segments; segment {0} is past that")]
     TooManySegments(u64),
+    #[error("the cipher refused the key")]
+    Key,
     #[error("unknown cipher `{0}`; use `aes` or `xchacha`")]
     UnknownCipher(String),
 }
@@ -123,8 +125,10 @@ pub fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
     getrandom::getrandom(buf).map_err(CryptoError::Random)
 }
 
+/// AES-256-GCM is ring's: 8.0 GiB/s sealing here (VAES), against 2.2 GiB/s for the
+/// aes-gcm crate, which was a tenth of a get's CPU. ring has no XChaCha20.
 enum Aead {
-    Aes(Box<Aes256Gcm>),
+    Aes(Box<LessSafeKey>),
     XChaCha(Box<XChaCha20Poly1305>),
 }
 
@@ -135,12 +139,15 @@ pub struct SegmentCipher {
 }
 
 impl SegmentCipher {
-    pub fn new(cipher: CipherId, key: &FileKey, prefix: [u8; NONCE_PREFIX_LEN]) -> Self {
+    pub fn new(cipher: CipherId, key: &FileKey, prefix: [u8; NONCE_PREFIX_LEN]) -> Result<Self, CryptoError> {
         let aead = match cipher {
-            CipherId::Aes256Gcm => Aead::Aes(Box::new(Aes256Gcm::new(&key.0.into()))),
+            CipherId::Aes256Gcm => {
+                let key = UnboundKey::new(&AES_256_GCM, &key.0).map_err(|_| CryptoError::Key)?;
+                Aead::Aes(Box::new(LessSafeKey::new(key)))
+            }
             CipherId::XChaCha20Poly1305 => Aead::XChaCha(Box::new(XChaCha20Poly1305::new(&key.0.into()))),
         };
-        SegmentCipher { aead, prefix }
+        Ok(SegmentCipher { aead, prefix })
     }
 
     fn nonce<const N: usize>(&self, segment: u64, last: bool) -> Result<[u8; N], CryptoError> {
@@ -155,21 +162,38 @@ impl SegmentCipher {
 
     /// Encrypts `buf` in place and appends the tag.
     pub fn seal(&self, segment: u64, last: bool, buf: &mut Vec<u8>) -> Result<(), CryptoError> {
-        let r = match &self.aead {
-            Aead::Aes(a) => a.encrypt_in_place(&self.nonce::<12>(segment, last)?.into(), b"", buf),
-            Aead::XChaCha(a) => a.encrypt_in_place(&self.nonce::<24>(segment, last)?.into(), b"", buf),
+        let sealed = match &self.aead {
+            Aead::Aes(a) => aes_seal(a, self.nonce::<12>(segment, last)?, buf),
+            Aead::XChaCha(a) => {
+                a.encrypt_in_place(&self.nonce::<24>(segment, last)?.into(), b"", buf).is_ok()
+            }
         };
-        r.map_err(|_| CryptoError::Seal { segment })
+        sealed.then_some(()).ok_or(CryptoError::Seal { segment })
     }
 
     /// Checks the tag and decrypts `buf` in place, removing the tag.
     pub fn open(&self, segment: u64, last: bool, buf: &mut Vec<u8>) -> Result<(), CryptoError> {
-        let r = match &self.aead {
-            Aead::Aes(a) => a.decrypt_in_place(&self.nonce::<12>(segment, last)?.into(), b"", buf),
-            Aead::XChaCha(a) => a.decrypt_in_place(&self.nonce::<24>(segment, last)?.into(), b"", buf),
+        let opened = match &self.aead {
+            Aead::Aes(a) => aes_open(a, self.nonce::<12>(segment, last)?, buf),
+            Aead::XChaCha(a) => {
+                a.decrypt_in_place(&self.nonce::<24>(segment, last)?.into(), b"", buf).is_ok()
+            }
         };
-        r.map_err(|_| CryptoError::Authentication { segment })
+        opened.then_some(()).ok_or(CryptoError::Authentication { segment })
     }
+}
+
+fn aes_seal(key: &LessSafeKey, nonce: [u8; 12], buf: &mut Vec<u8>) -> bool {
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), buf).is_ok()
+}
+
+fn aes_open(key: &LessSafeKey, nonce: [u8; 12], buf: &mut Vec<u8>) -> bool {
+    let Ok(plain) = key.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), buf) else {
+        return false;
+    };
+    let len = plain.len();
+    buf.truncate(len);
+    true
 }
 
 #[cfg(test)]
@@ -180,7 +204,7 @@ mod tests {
     fn seal_open_round_trip_and_tamper_detection() {
         for cipher in [CipherId::Aes256Gcm, CipherId::XChaCha20Poly1305] {
             let key = FileKey::random().unwrap();
-            let c = SegmentCipher::new(cipher, &key, [7u8; NONCE_PREFIX_LEN]);
+            let c = SegmentCipher::new(cipher, &key, [7u8; NONCE_PREFIX_LEN]).unwrap();
             let mut buf = b"attack at dawn".to_vec();
             c.seal(3, false, &mut buf).unwrap();
             assert_eq!(buf.len(), 14 + TAG_LEN);
@@ -195,10 +219,39 @@ mod tests {
             let mut b = sealed.clone();
             b[0] ^= 1;
             assert!(c.open(3, false, &mut b).is_err());
-            let other = SegmentCipher::new(cipher, &FileKey::random().unwrap(), [7u8; NONCE_PREFIX_LEN]);
+            let other =
+                SegmentCipher::new(cipher, &FileKey::random().unwrap(), [7u8; NONCE_PREFIX_LEN]).unwrap();
             let mut b = sealed.clone();
             assert!(other.open(3, false, &mut b).is_err());
         }
+    }
+
+    /// AES-256-GCM is the standard one: the GCM paper's test case 15 (AES-256, 96-bit IV,
+    /// no associated data), sealed and opened through the same calls segments use.
+    #[test]
+    fn aes_matches_the_gcm_test_vector() {
+        fn hex(s: &str) -> Vec<u8> {
+            (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        }
+        let key: [u8; 32] =
+            hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308").try_into().unwrap();
+        let plain = hex(concat!(
+            "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72",
+            "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255"
+        ));
+        let sealed = hex(concat!(
+            "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa",
+            "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662898015ad",
+            "b094dac5d93471bdec1a502270e3cc6c"
+        ));
+        let nonce: [u8; 12] = hex("cafebabefacedbaddecaf888").try_into().unwrap();
+        let c = SegmentCipher::new(CipherId::Aes256Gcm, &FileKey(key), [0; NONCE_PREFIX_LEN]).unwrap();
+        let Aead::Aes(k) = &c.aead else { panic!("AES cipher expected") };
+        let mut buf = plain.clone();
+        assert!(aes_seal(k, nonce, &mut buf));
+        assert_eq!(buf, sealed);
+        assert!(aes_open(k, nonce, &mut buf));
+        assert_eq!(buf, plain);
     }
 
     #[test]

@@ -233,7 +233,7 @@ pub fn put(
     let key = FileKey::random()?;
     let mut nonce_prefix = [0u8; NONCE_PREFIX_LEN];
     fill_random(&mut nonce_prefix)?;
-    let cipher = SegmentCipher::new(opts.cipher, &key, nonce_prefix);
+    let cipher = SegmentCipher::new(opts.cipher, &key, nonce_prefix)?;
 
     let threads = opts.threads.max(1);
     let window = threads + 2;
@@ -641,7 +641,7 @@ pub fn get_with(
     let last = if range.start >= end { first } else { end.div_ceil(seg_size) as usize };
     let (first, last) = if manifest.file_len == 0 && range.start == 0 { (0, count) } else { (first, last) };
 
-    let cipher = SegmentCipher::new(manifest.cipher, key, manifest.nonce_prefix);
+    let cipher = SegmentCipher::new(manifest.cipher, key, manifest.nonce_prefix)?;
     let mut file_bytes = 0u64;
     let threads = threads.max(1);
     let window = threads + 2;
