@@ -150,6 +150,39 @@ async fn bad_frames_get_clear_refusals() {
     }
 }
 
+/// Gets reuse one stream per peer rather than opening one per read, and a server answers
+/// request after request on one stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gets_reuse_their_stream_and_a_stream_carries_many_requests() {
+    use futures::AsyncWriteExt;
+    let (nodes, _stores) = network(2, None).await;
+    let (a, holder) = (nodes[0].handle(), nodes[1].handle().peer_id());
+    let block = data(200_000, 4);
+    let id = BlockId::of(&block);
+    a.put_block(holder, id, &block).await.unwrap();
+    let before = a.streams_opened();
+    for i in 0..6u64 {
+        let (off, len) = (i * 30_000, 25_000);
+        let got = a.get_range(holder, id, block.len() as u64, off, len).await.unwrap();
+        assert!(got == block[off as usize..(off + len) as usize], "read {i}");
+    }
+    assert_eq!(a.streams_opened() - before, 1, "six gets in a row use one stream");
+
+    // By hand: three requests, one stream, three answers.
+    let mut s = a.stream_control().open_stream(holder, BLOCK_PROTOCOL).await.unwrap();
+    for off in [0u64, 70_000, 150_000] {
+        s.write_all(&Request::Get { id, offset: off, len: 1000 }.encode()).await.unwrap();
+        let (size, frag) = wire::read_fragment(&mut s).await.unwrap();
+        let got = jewel::store::decode_fragment(id.into(), size, off, 1000, &frag).unwrap();
+        assert!(got == block[off as usize..off as usize + 1000]);
+    }
+    s.write_all(&Request::Has { ids: vec![id] }.encode()).await.unwrap();
+    assert_eq!(wire::read_has(&mut s, 1).await.unwrap(), vec![true]);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
 /// Sends `block` with SEND (id at the end) in 70 kB chunks, announcing `max` bytes.
 async fn send(
     net: &jewel::net::NetHandle,

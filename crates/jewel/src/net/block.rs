@@ -1,13 +1,16 @@
 //! The block protocol, `/jewel/block/1.0.0`: serving a store to peers, and asking peers.
 //!
-//! Server: every inbound stream carries one request. A global and a per-peer limit bound
-//! concurrent requests (over the limit: `Busy`); a request header must arrive within
-//! [`REQUEST_TIMEOUT`]. A put is streamed into the store, which checks the hash before it
-//! commits; gets and proofs are served as verified fragments. Store work runs on the
-//! blocking pool, never on the event loop.
+//! Server: an inbound stream carries requests one after another, until the asker closes
+//! it or sends nothing for [`REQUEST_TIMEOUT`]. A global and a per-peer limit bound
+//! concurrent requests (over the limit: `Busy`), and [`MAX_STREAMS`] bounds open streams.
+//! A put is streamed into the store, which checks the hash before it commits; gets and
+//! proofs are served as verified fragments. Store work runs on the blocking pool, never on
+//! the event loop.
 //!
 //! Client: `put_block`, `get_range` (verified against the id before it is returned),
-//! `has`, and `prove` (a random-fragment storage proof).
+//! `has`, and `prove` (a random-fragment storage proof). A get that ends cleanly leaves its
+//! stream idle for the next get to the same peer: opening a stream costs a trip through the
+//! event loop, a yamux open and a protocol negotiation, per 400 KiB read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,7 +26,9 @@ use super::swarm::{NetError, NetHandle};
 use super::wire::{self, Request, Status, WireError};
 use crate::id::BlockId;
 use crate::lease::{Lease, LeaseBook};
-use crate::store::{decode_fragment, decode_fragment_into, BlockStore, StoreError, CHUNK_GROUP_SIZE};
+use crate::store::{
+    decode_fragment, BlockStore, FragmentDecoder, FragmentError, StoreError, Want, CHUNK_GROUP_SIZE,
+};
 
 /// The block protocol's name and version.
 pub const BLOCK_PROTOCOL: StreamProtocol = StreamProtocol::new("/jewel/block/1.0.0");
@@ -31,6 +36,14 @@ pub const BLOCK_PROTOCOL: StreamProtocol = StreamProtocol::new("/jewel/block/1.0
 pub const MAX_CONCURRENT: usize = 64;
 /// Requests served at once for one peer.
 pub const MAX_PER_PEER: usize = 8;
+/// Streams open at once (serving or waiting for their next request), over all peers.
+pub const MAX_STREAMS: usize = 4 * MAX_CONCURRENT;
+/// Idle get streams kept per peer by an asker.
+const IDLE_PER_PEER: usize = CLIENT_PER_PEER;
+/// Peers with idle streams kept by an asker.
+const IDLE_PEERS: usize = 1024;
+/// An idle stream is reused only this soon (well inside the server's [`REQUEST_TIMEOUT`]).
+const IDLE_REUSE: Duration = Duration::from_secs(10);
 /// A request header must arrive within this time.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes per read while receiving a put.
@@ -93,13 +106,44 @@ pub(crate) async fn serve(
     let mut incoming = control
         .accept(BLOCK_PROTOCOL)
         .map_err(|_| NetError::Transport("block protocol already being served".into()))?;
-    let global = Arc::new(Semaphore::new(MAX_CONCURRENT));
-    let per_peer: Arc<Mutex<HashMap<PeerId, Arc<Semaphore>>>> = Arc::default();
+    let permits = Permits {
+        global: Arc::new(Semaphore::new(MAX_CONCURRENT)),
+        per_peer: Arc::default(),
+        streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+    };
     while let Some((peer, mut stream)) = incoming.next().await {
         let server =
             Server { store: store.clone(), leases: leases.clone(), announcer: announcer.clone(), peer };
         let limit = limit.clone();
-        let peer_sem = match per_peer.lock() {
+        let permits = permits.clone();
+        tokio::spawn(async move {
+            let Ok(_open) = permits.streams.clone().try_acquire_owned() else {
+                let _ = wire::write_error(&mut stream, Status::Busy, "too many streams; retry later").await;
+                let _ = stream.close().await;
+                return;
+            };
+            session(&mut stream, &server, &permits, limit.as_deref()).await;
+            let _ = stream.close().await;
+        });
+    }
+    Ok(())
+}
+
+/// The server's limits: requests at once (over all peers and per peer) and open streams.
+#[derive(Clone)]
+struct Permits {
+    global: Arc<Semaphore>,
+    per_peer: Arc<Mutex<HashMap<PeerId, Arc<Semaphore>>>>,
+    streams: Arc<Semaphore>,
+}
+
+impl Permits {
+    /// Permits for one request from `peer`, if it is within both limits.
+    fn request(
+        &self,
+        peer: PeerId,
+    ) -> Option<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit)> {
+        let peer_sem = match self.per_peer.lock() {
             Ok(mut m) => {
                 // Forget idle peers so the map stays bounded by the active ones.
                 if m.len() > 4 * MAX_CONCURRENT {
@@ -109,20 +153,38 @@ pub(crate) async fn serve(
             }
             Err(_) => Arc::new(Semaphore::new(MAX_PER_PEER)),
         };
-        let permits = global.clone().try_acquire_owned().ok().zip(peer_sem.try_acquire_owned().ok());
-        tokio::spawn(async move {
-            let Some(_permits) = permits else {
-                let _ = wire::write_error(&mut stream, Status::Busy, "too many requests; retry later").await;
-                let _ = stream.close().await;
-                return;
-            };
-            if let Err(e) = handle(&mut stream, &server, limit.as_deref()).await {
-                tracing::debug!(%peer, error = %e, "block request failed");
-            }
-            let _ = stream.close().await;
-        });
+        self.global.clone().try_acquire_owned().ok().zip(peer_sem.try_acquire_owned().ok())
     }
-    Ok(())
+}
+
+/// Serves the requests on one stream, one after another, until the asker closes it, sends
+/// nothing for [`REQUEST_TIMEOUT`], or a request fails. Permits are held per request, so
+/// an idle stream holds none.
+async fn session(stream: &mut Stream, server: &Server, permits: &Permits, limit: Option<&RateLimit>) {
+    loop {
+        let req = match tokio::time::timeout(REQUEST_TIMEOUT, Request::read(stream)).await {
+            // Quiet for too long, or closed (the normal end between requests).
+            Err(_) | Ok(Err(WireError::Io(_))) => return,
+            Ok(Err(WireError::UnsupportedVersion(v))) => {
+                let reason = format!("version {v} is not supported; this peer speaks {}", wire::VERSION);
+                let _ = wire::write_error(stream, Status::UnsupportedVersion, &reason).await;
+                return;
+            }
+            Ok(Err(e)) => {
+                let _ = wire::write_error(stream, Status::BadRequest, &e.to_string()).await;
+                return;
+            }
+            Ok(Ok(r)) => r,
+        };
+        let Some(_permits) = permits.request(server.peer) else {
+            let _ = wire::write_error(stream, Status::Busy, "too many requests; retry later").await;
+            return;
+        };
+        if let Err(e) = handle(req, stream, server, limit).await {
+            tracing::debug!(peer = %server.peer, error = %e, "block request failed");
+            return;
+        }
+    }
 }
 
 /// What one request is served with: the store, its leases, and who asks.
@@ -163,18 +225,13 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn handle(stream: &mut Stream, server: &Server, limit: Option<&RateLimit>) -> Result<(), WireError> {
+async fn handle(
+    req: Request,
+    stream: &mut Stream,
+    server: &Server,
+    limit: Option<&RateLimit>,
+) -> Result<(), WireError> {
     let store = server.store.clone();
-    let req = match tokio::time::timeout(REQUEST_TIMEOUT, Request::read(stream)).await {
-        Err(_) => return Ok(()),
-        Ok(Err(WireError::UnsupportedVersion(v))) => {
-            let reason = format!("version {v} is not supported; this peer speaks {}", wire::VERSION);
-            return Ok(wire::write_error(stream, Status::UnsupportedVersion, &reason).await?);
-        }
-        Ok(Err(WireError::Io(e))) => return Err(WireError::Io(e)),
-        Ok(Err(e)) => return Ok(wire::write_error(stream, Status::BadRequest, &e.to_string()).await?),
-        Ok(Ok(r)) => r,
-    };
     match req {
         Request::Put { id, size } => stored(server, stream, Incoming::Sized { id, size }).await,
         Request::Send { max_size } => stored(server, stream, Incoming::Framed { max_size }).await,
@@ -425,7 +482,52 @@ fn final_status(status: Result<(), WireError>, sent: std::io::Result<()>) -> Res
     }
 }
 
+/// Get streams a finished get left open, per peer, with when each went idle.
+#[derive(Default)]
+pub(crate) struct IdleStreams(HashMap<PeerId, Vec<(Stream, std::time::Instant)>>);
+
+impl IdleStreams {
+    fn take(&mut self, peer: PeerId) -> Option<Stream> {
+        let list = self.0.get_mut(&peer)?;
+        let fresh = list.pop().filter(|(_, at)| at.elapsed() < IDLE_REUSE).map(|(s, _)| s);
+        if list.is_empty() || fresh.is_none() {
+            self.0.remove(&peer);
+        }
+        fresh
+    }
+
+    fn keep(&mut self, peer: PeerId, stream: Stream) {
+        if self.0.len() >= IDLE_PEERS && !self.0.contains_key(&peer) {
+            self.0.retain(|_, list| list.iter().any(|(_, at)| at.elapsed() < IDLE_REUSE));
+            if self.0.len() >= IDLE_PEERS {
+                return;
+            }
+        }
+        let list = self.0.entry(peer).or_default();
+        list.retain(|(_, at)| at.elapsed() < IDLE_REUSE);
+        if list.len() < IDLE_PER_PEER {
+            list.push((stream, std::time::Instant::now()));
+        }
+    }
+}
+
 impl NetHandle {
+    /// A stream for a get: one an earlier get to `peer` left idle, else a new one.
+    async fn open_for_get(&self, peer: PeerId) -> Result<Stream, NetError> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.take(peer));
+        match idle {
+            Some(s) => Ok(s),
+            None => self.open(peer).await,
+        }
+    }
+
+    /// Leaves a stream whose last answer was read to its end idle for the next get.
+    fn keep_for_get(&self, peer: PeerId, stream: Stream) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.keep(peer, stream);
+        }
+    }
+
     async fn open(&self, peer: PeerId) -> Result<Stream, NetError> {
         // Connect first, through the event loop: libp2p-stream's own dial can wait forever
         // when several streams to an unreachable peer are opened at once.
@@ -440,10 +542,17 @@ impl NetHandle {
             }
         }
         let mut control = self.control.clone();
-        control
+        let stream = control
             .open_stream(peer, BLOCK_PROTOCOL)
             .await
-            .map_err(|e| NetError::OpenStream { peer, reason: e.to_string() })
+            .map_err(|e| NetError::OpenStream { peer, reason: e.to_string() })?;
+        self.opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(stream)
+    }
+
+    /// How many block-protocol streams this node has opened (gets reuse theirs).
+    pub fn streams_opened(&self) -> u64 {
+        self.opened.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A permit for one request to `peer` (at most [`CLIENT_PER_PEER`] at once).
@@ -514,9 +623,21 @@ impl NetHandle {
         len: u64,
         out: &mut Vec<u8>,
     ) -> Result<(), NetError> {
-        let frag = self.request(peer, || self.fragment_once(peer, id, size, offset, len)).await?;
-        decode_fragment_into(id.into(), size, offset, len, &frag, out)
-            .map_err(|source| NetError::Fragment { peer, source })
+        let before = out.len();
+        // Each attempt borrows the buffer anew (through an uncontended lock, since `request`
+        // makes a fresh future per attempt) and starts from what it held.
+        let shared = tokio::sync::Mutex::new(&mut *out);
+        let result = self
+            .request(peer, || async {
+                let mut out = shared.lock().await;
+                out.truncate(before);
+                self.fragment_once(peer, id, size, offset, len, &mut out).await
+            })
+            .await;
+        if result.is_err() {
+            out.truncate(before);
+        }
+        result
     }
 
     /// The size of block `id` on `peer`, verified: the peer proves its first chunk group
@@ -683,7 +804,9 @@ impl NetHandle {
         Ok(())
     }
 
-    /// The encoded fragment for `len` bytes at `offset`, not yet verified.
+    /// Asks for `len` bytes at `offset` and checks the fragment as it arrives: parents
+    /// against the id, each chunk group read from the stream straight onto the end of
+    /// `out`, hashed there, and trimmed to the range. No buffer holds the whole encoding.
     async fn fragment_once(
         &self,
         peer: PeerId,
@@ -691,16 +814,36 @@ impl NetHandle {
         size: u64,
         offset: u64,
         len: u64,
-    ) -> Result<Vec<u8>, NetError> {
-        let mut s = self.open(peer).await?;
+        out: &mut Vec<u8>,
+    ) -> Result<(), NetError> {
+        let fail = |source| NetError::Fragment { peer, source };
+        let mut s = self.open_for_get(peer).await?;
         s.write_all(&Request::Get { id, offset, len }.encode()).await.map_err(WireError::Io)?;
         s.flush().await.map_err(WireError::Io)?;
-        let (their_size, frag) = wire::read_fragment(&mut s).await?;
-        let _ = s.close().await;
+        let (their_size, frag_len) = wire::read_fragment_head(&mut s).await?;
         if their_size != size {
-            return Err(NetError::Fragment { peer, source: crate::store::FragmentError::Truncated });
+            return Err(fail(FragmentError::Truncated));
         }
-        Ok(frag)
+        let mut dec = FragmentDecoder::new(id.into(), size, offset, len).map_err(fail)?;
+        dec.check_len(u64::from(frag_len)).map_err(fail)?;
+        loop {
+            match dec.want() {
+                Want::Pair => {
+                    let mut pair = [0u8; 64];
+                    s.read_exact(&mut pair).await.map_err(WireError::Io)?;
+                    dec.pair(&pair).map_err(fail)?;
+                }
+                Want::Leaf(n) => {
+                    let at = out.len();
+                    out.resize(at + n, 0);
+                    s.read_exact(&mut out[at..]).await.map_err(WireError::Io)?;
+                    dec.leaf(out, at).map_err(fail)?;
+                }
+                Want::Done => break,
+            }
+        }
+        self.keep_for_get(peer, s);
+        Ok(())
     }
 
     /// Leases `ids` on `peer` for `file` for `seconds` (0 releases them); returns which of
@@ -761,7 +904,7 @@ impl NetHandle {
         let offset = group.saturating_mul(CHUNK_GROUP_SIZE as u64);
         let len = (CHUNK_GROUP_SIZE as u64).min(size.saturating_sub(offset));
         if their_size != size {
-            return Err(NetError::Fragment { peer, source: crate::store::FragmentError::Truncated });
+            return Err(NetError::Fragment { peer, source: FragmentError::Truncated });
         }
         decode_fragment(id.into(), size, offset, len, &frag)
             .map_err(|source| NetError::Fragment { peer, source })?;

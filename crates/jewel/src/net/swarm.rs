@@ -253,6 +253,10 @@ pub struct NetHandle {
     /// drops inbound streams when a peer's accept queue is full).
     pub(crate) per_peer:
         std::sync::Arc<std::sync::Mutex<HashMap<PeerId, std::sync::Arc<tokio::sync::Semaphore>>>>,
+    /// Block-protocol streams left open by finished gets, per peer, for the next get.
+    pub(crate) idle: std::sync::Arc<std::sync::Mutex<super::block::IdleStreams>>,
+    /// Block-protocol streams this node has opened.
+    pub(crate) opened: std::sync::Arc<std::sync::atomic::AtomicU64>,
     events: tokio::sync::broadcast::Sender<NetEvent>,
 }
 
@@ -367,6 +371,8 @@ impl EventLoop {
             control,
             peer_id,
             per_peer: Default::default(),
+            idle: Default::default(),
+            opened: Default::default(),
             events: events.clone(),
         };
         let ev = EventLoop {

@@ -359,13 +359,20 @@ pub async fn read_status<R: AsyncRead + Unpin>(r: &mut R) -> Result<(), WireErro
 
 /// Reads an OK fragment reply's body: the block size and the fragment.
 pub async fn read_fragment<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u64, Vec<u8>), WireError> {
+    let (size, len) = read_fragment_head(r).await?;
+    let mut frag = vec![0u8; len as usize];
+    r.read_exact(&mut frag).await?;
+    Ok((size, frag))
+}
+
+/// Reads the head of an OK GET or PROVE reply: the block's size and the fragment's length
+/// (within [`MAX_FRAGMENT`]). The fragment follows; the caller reads it as it checks it.
+pub async fn read_fragment_head<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u64, u32), WireError> {
     read_status(r).await?;
     let size = read_u64(r).await?;
     let len = u32::from_le_bytes(read_array(r).await?);
     too_large("fragment", u64::from(len), u64::from(MAX_FRAGMENT))?;
-    let mut frag = vec![0u8; len as usize];
-    r.read_exact(&mut frag).await?;
-    Ok((size, frag))
+    Ok((size, len))
 }
 
 /// Reads an OK HAS reply for `asked` ids.

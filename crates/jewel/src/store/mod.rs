@@ -16,7 +16,8 @@ use std::path::PathBuf;
 pub use fs::FsStore;
 pub use mem::MemStore;
 pub use verify::{
-    decode_fragment, decode_fragment_into, outboard_len, FragmentError, CHUNK_GROUP_LOG, CHUNK_GROUP_SIZE,
+    decode_fragment, decode_fragment_into, outboard_len, FragmentDecoder, FragmentError, Want,
+    CHUNK_GROUP_LOG, CHUNK_GROUP_SIZE,
 };
 
 use crate::id::BlockId;

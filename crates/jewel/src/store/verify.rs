@@ -14,7 +14,7 @@ use bao_tree::blake3::{self, Hash};
 use bao_tree::io::round_up_to_chunks_groups;
 use bao_tree::io::sync::{Outboard, ReadAt};
 use bao_tree::iter::BaoChunk;
-use bao_tree::{BaoTree, BlockSize, ChunkNum, ChunkRanges};
+use bao_tree::{BaoTree, BlockSize, ChunkNum, ChunkRanges, TreeNode};
 
 /// log2 of chunks (1 KiB each) per chunk group: 16 KiB groups.
 pub const CHUNK_GROUP_LOG: u8 = 4;
@@ -149,8 +149,80 @@ fn subtree(groups: &[Hash], is_root: bool, out: &mut Vec<u8>) -> Hash {
     parent_cv(&l, &r, is_root)
 }
 
+/// One step of a walk down the tree to the chunk groups of a range, in pre-order: the
+/// order a fragment's encoding has (each parent's pair of chaining values, 64 bytes, and
+/// each chunk group's data).
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    Parent { node: TreeNode, is_root: bool, left: bool, right: bool },
+    Leaf { start: u64, size: usize, is_root: bool },
+}
+
+impl Step {
+    fn encoded_len(&self) -> u64 {
+        match self {
+            Step::Parent { .. } => 64,
+            Step::Leaf { size, .. } => *size as u64,
+        }
+    }
+}
+
+/// The walk for `ranges`, collected (a few steps per 16 KiB) so it can be driven by reads.
+fn steps(tree: &BaoTree, ranges: &ChunkRanges) -> Vec<Step> {
+    tree.ranges_pre_order_chunks_iter_ref(ranges, 0)
+        .map(|item| match item {
+            BaoChunk::Parent { node, is_root, left, right, .. } => {
+                Step::Parent { node, is_root, left, right }
+            }
+            BaoChunk::Leaf { start_chunk, size, is_root, .. } => {
+                Step::Leaf { start: start_chunk.to_bytes(), size, is_root }
+            }
+        })
+        .collect()
+}
+
+/// Checks the walk's parents and leaves against the root, top down: each parent pair must
+/// hash to the chaining value its own parent promised, and each leaf to its pair's half.
+struct Checker {
+    stack: Vec<Hash>,
+}
+
+impl Checker {
+    fn new(root: Hash) -> Self {
+        Checker { stack: vec![root] }
+    }
+
+    /// Checks a parent's pair; `Err` carries the byte offset of the node.
+    fn parent(&mut self, step: &Step, l: &Hash, r: &Hash) -> Result<(), u64> {
+        let Step::Parent { node, is_root, left, right } = *step else { return Err(0) };
+        let at = node.chunk_range().start.to_bytes();
+        let expected = self.stack.pop().ok_or(at)?;
+        if parent_cv(l, r, is_root) != expected {
+            return Err(at);
+        }
+        if right {
+            self.stack.push(*r);
+        }
+        if left {
+            self.stack.push(*l);
+        }
+        Ok(())
+    }
+
+    /// Checks a chunk group's bytes; `Err` carries its byte offset.
+    fn leaf(&mut self, step: &Step, data: &[u8]) -> Result<(), u64> {
+        let Step::Leaf { start, size, is_root } = *step else { return Err(0) };
+        let expected = self.stack.pop().ok_or(start)?;
+        if data.len() != size || leaf_cv(start / 1024, data, is_root) != expected {
+            return Err(start);
+        }
+        Ok(())
+    }
+}
+
 /// Reads `buf.len()` bytes at `offset` from `data`, verifying every chunk group they touch
 /// (and the tree path above it) against `outboard`'s root. The caller checks the range.
+/// Chunk groups wholly inside the range are read straight into `buf`.
 pub(crate) fn read_verified<D: ReadAt, O: Outboard>(
     data: &D,
     outboard: &O,
@@ -162,45 +234,40 @@ pub(crate) fn read_verified<D: ReadAt, O: Outboard>(
     }
     let tree = outboard.tree();
     let end = offset + buf.len() as u64;
-    let ranges = ChunkRanges::from(ChunkNum(offset / 1024)..ChunkNum(end.div_ceil(1024)));
-    let ranges = round_up_to_chunks_groups(ranges, tree.block_size());
-    let mut stack: Vec<Hash> = vec![outboard.root()];
-    let mut leaf = vec![0u8; tree.block_size().bytes()];
-    for item in tree.ranges_pre_order_chunks_iter_ref(&ranges, 0) {
-        match item {
-            BaoChunk::Parent { node, is_root, left, right, .. } => {
-                let at = node.chunk_range().start.to_bytes();
-                let (l, r) = outboard.load(node)?.ok_or(VerifyError::Mismatch { offset: at })?;
-                let expected = stack.pop().ok_or(VerifyError::Mismatch { offset: at })?;
-                if parent_cv(&l, &r, is_root) != expected {
-                    return Err(VerifyError::Mismatch { offset: at });
-                }
-                if right {
-                    stack.push(r);
-                }
-                if left {
-                    stack.push(l);
-                }
+    let mut check = Checker::new(outboard.root());
+    let mut scratch = Vec::new();
+    for step in steps(&tree, &group_ranges(&tree, offset, buf.len() as u64)) {
+        match step {
+            Step::Parent { node, .. } => {
+                let (l, r) = load(outboard, node)?;
+                check.parent(&step, &l, &r).map_err(|offset| VerifyError::Mismatch { offset })?;
             }
-            BaoChunk::Leaf { start_chunk, size, is_root, .. } => {
-                let start = start_chunk.to_bytes();
-                let expected = stack.pop().ok_or(VerifyError::Mismatch { offset: start })?;
-                let leaf = &mut leaf[..size];
+            Step::Leaf { start, size, .. } => {
+                let stop = start + size as u64;
+                let leaf = if start >= offset && stop <= end {
+                    &mut buf[(start - offset) as usize..(stop - offset) as usize]
+                } else {
+                    scratch.resize(size, 0);
+                    &mut scratch[..]
+                };
                 data.read_exact_at(start, leaf)?;
-                if leaf_cv(start_chunk.0, leaf, is_root) != expected {
-                    return Err(VerifyError::Mismatch { offset: start });
-                }
-                // Copy the overlap of this chunk group with the requested range.
-                let from = offset.max(start);
-                let to = end.min(start + size as u64);
-                if from < to {
-                    let src = &leaf[(from - start) as usize..(to - start) as usize];
+                check.leaf(&step, leaf).map_err(|offset| VerifyError::Mismatch { offset })?;
+                // A group that straddles an end of the range: copy its overlap.
+                if start < offset || stop > end {
+                    let (from, to) = (offset.max(start), end.min(stop));
+                    let src = &scratch[(from - start) as usize..(to - start) as usize];
                     buf[(from - offset) as usize..(to - offset) as usize].copy_from_slice(src);
                 }
             }
         }
     }
     Ok(())
+}
+
+/// A parent's pair from the outboard; a missing one is a mismatch at the node.
+fn load<O: Outboard>(outboard: &O, node: TreeNode) -> Result<(Hash, Hash), VerifyError> {
+    let at = node.chunk_range().start.to_bytes();
+    outboard.load(node)?.ok_or(VerifyError::Mismatch { offset: at })
 }
 
 /// The chunk ranges (rounded out to whole chunk groups) covering `len` bytes at `offset`.
@@ -212,7 +279,8 @@ fn group_ranges(tree: &BaoTree, offset: u64, len: u64) -> ChunkRanges {
 
 /// A verified fragment: the bao encoding (parent hashes + chunk groups) of the byte range,
 /// checked against the root while it is produced, so a rotten store serves an error, not
-/// bad bytes. The receiver checks it again with [`decode_fragment`].
+/// bad bytes. Each chunk group is read straight into the output, then hashed there. The
+/// receiver checks it again with a [`FragmentDecoder`].
 pub(crate) fn encode_fragment<D: ReadAt, O: Outboard>(
     data: &D,
     outboard: &O,
@@ -220,23 +288,28 @@ pub(crate) fn encode_fragment<D: ReadAt, O: Outboard>(
     len: u64,
 ) -> Result<Vec<u8>, VerifyError> {
     let tree = outboard.tree();
-    let ranges = group_ranges(&tree, offset, len);
-    // Sized up front: growing by doubling copied each fragment about twice more.
-    let mut out = Vec::with_capacity(encoded_len(len));
-    bao_tree::io::sync::encode_ranges_validated(data, outboard, &ranges, &mut out).map_err(|e| match e {
-        bao_tree::io::EncodeError::Io(e) => VerifyError::Io(e),
-        _ => VerifyError::Mismatch { offset },
-    })?;
+    let steps = steps(&tree, &group_ranges(&tree, offset, len));
+    let total: u64 = steps.iter().map(Step::encoded_len).sum();
+    // Sized up front (capped: it is only a reservation); growing by doubling copies.
+    let mut out = Vec::with_capacity(usize::try_from(total.min(64 << 20)).unwrap_or(0));
+    let mut check = Checker::new(outboard.root());
+    for step in &steps {
+        match *step {
+            Step::Parent { node, .. } => {
+                let (l, r) = load(outboard, node)?;
+                check.parent(step, &l, &r).map_err(|offset| VerifyError::Mismatch { offset })?;
+                out.extend_from_slice(l.as_bytes());
+                out.extend_from_slice(r.as_bytes());
+            }
+            Step::Leaf { start, size, .. } => {
+                let at = out.len();
+                out.resize(at + size, 0);
+                data.read_exact_at(start, &mut out[at..])?;
+                check.leaf(step, &out[at..]).map_err(|offset| VerifyError::Mismatch { offset })?;
+            }
+        }
+    }
     Ok(out)
-}
-
-/// An upper bound on the encoded size of a `len`-byte fragment: the data, plus a pair of
-/// 32-byte hashes per chunk group in it and per level above it (64 levels at most).
-/// (Capped: it is only a reservation.)
-fn encoded_len(len: u64) -> usize {
-    let len = len.min(64 << 20);
-    let groups = len / CHUNK_GROUP_SIZE as u64 + 2;
-    usize::try_from(len + (groups + 64) * 64).unwrap_or(0)
 }
 
 /// Why a received fragment was refused.
@@ -248,6 +321,93 @@ pub enum FragmentError {
     Truncated,
     #[error("fragment has {0} bytes past its end")]
     Trailing(usize),
+}
+
+/// What a [`FragmentDecoder`] needs next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// A parent's pair of chaining values (64 bytes), for [`FragmentDecoder::pair`].
+    Pair,
+    /// A chunk group of this many bytes, read onto the end of the output, for
+    /// [`FragmentDecoder::leaf`].
+    Leaf(usize),
+    /// Nothing: the fragment is complete and verified.
+    Done,
+}
+
+/// Checks a fragment of block `root` as it arrives, so the receiver can read each chunk
+/// group straight into its output buffer and need not hold the whole encoding: it says
+/// what comes next ([`FragmentDecoder::want`]), checks each piece against the root, and
+/// trims the first and last chunk groups to the range asked for.
+pub struct FragmentDecoder {
+    steps: Vec<Step>,
+    next: usize,
+    check: Checker,
+    offset: u64,
+    end: u64,
+}
+
+impl FragmentDecoder {
+    /// A decoder for `len` bytes at `offset` of a block of `size` bytes whose id is `root`.
+    pub fn new(root: Hash, size: u64, offset: u64, len: u64) -> Result<Self, FragmentError> {
+        let end = offset.checked_add(len).filter(|e| *e <= size).ok_or(FragmentError::Truncated)?;
+        let tree = tree(size);
+        let steps = steps(&tree, &group_ranges(&tree, offset, len));
+        Ok(FragmentDecoder { steps, next: 0, check: Checker::new(root), offset, end })
+    }
+
+    /// The exact length of the encoding: a fragment announced longer or shorter is wrong.
+    pub fn encoded_len(&self) -> u64 {
+        self.steps.iter().map(Step::encoded_len).sum()
+    }
+
+    /// Checks an announced fragment length against [`FragmentDecoder::encoded_len`].
+    pub fn check_len(&self, announced: u64) -> Result<(), FragmentError> {
+        let want = self.encoded_len();
+        match announced.cmp(&want) {
+            std::cmp::Ordering::Less => Err(FragmentError::Truncated),
+            std::cmp::Ordering::Equal => Ok(()),
+            std::cmp::Ordering::Greater => {
+                Err(FragmentError::Trailing(usize::try_from(announced - want).unwrap_or(usize::MAX)))
+            }
+        }
+    }
+
+    pub fn want(&self) -> Want {
+        match self.steps.get(self.next) {
+            Some(Step::Parent { .. }) => Want::Pair,
+            Some(Step::Leaf { size, .. }) => Want::Leaf(*size),
+            None => Want::Done,
+        }
+    }
+
+    /// Checks the next parent's pair (left ‖ right chaining values).
+    pub fn pair(&mut self, pair: &[u8; 64]) -> Result<(), FragmentError> {
+        let step = self.steps.get(self.next).copied().ok_or(FragmentError::Trailing(64))?;
+        let (l, r) = pair.split_at(32);
+        let l = Hash::from_slice(l).map_err(|_| FragmentError::Truncated)?;
+        let r = Hash::from_slice(r).map_err(|_| FragmentError::Truncated)?;
+        self.check.parent(&step, &l, &r).map_err(|offset| FragmentError::Mismatch { offset })?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Checks the chunk group just read into `out[at..]` and keeps only its bytes that lie
+    /// in the range, moved down to `at`.
+    pub fn leaf(&mut self, out: &mut Vec<u8>, at: usize) -> Result<(), FragmentError> {
+        let step = self.steps.get(self.next).copied().ok_or(FragmentError::Trailing(0))?;
+        let Step::Leaf { start, size, .. } = step else {
+            return Err(FragmentError::Mismatch { offset: self.offset });
+        };
+        let data = out.get(at..).ok_or(FragmentError::Truncated)?;
+        self.check.leaf(&step, data).map_err(|offset| FragmentError::Mismatch { offset })?;
+        let (from, to) = (self.offset.max(start), self.end.min(start + size as u64));
+        let (a, b) = if from < to { ((from - start) as usize, (to - start) as usize) } else { (0, 0) };
+        out.copy_within(at + a..at + b, at);
+        out.truncate(at + b - a);
+        self.next += 1;
+        Ok(())
+    }
 }
 
 /// Checks a fragment received for block `root` of `size` bytes and returns exactly the
@@ -276,38 +436,28 @@ pub fn decode_fragment_into(
 ) -> Result<(), FragmentError> {
     let before = out.len();
     let mut append = || -> Result<(), FragmentError> {
-        use bao_tree::io::sync::DecodeResponseIter;
-        use bao_tree::io::BaoContentItem;
-        let end = offset.checked_add(len).filter(|e| *e <= size).ok_or(FragmentError::Truncated)?;
-        let tree = tree(size);
-        let ranges = group_ranges(&tree, offset, len);
-        let mut reader = std::io::Cursor::new(encoded);
-        // Leaves arrive in order, so the wanted bytes are appended (no zeroing first).
-        for item in DecodeResponseIter::new(root, tree, &mut reader, &ranges) {
-            match item {
-                Ok(BaoContentItem::Parent(_)) => {}
-                Ok(BaoContentItem::Leaf(leaf)) => {
-                    let start = leaf.offset;
-                    let stop = start + leaf.data.len() as u64;
-                    let from = offset.max(start);
-                    let to = end.min(stop);
-                    if from < to {
-                        if from - offset != (out.len() - before) as u64 {
-                            return Err(FragmentError::Mismatch { offset: from });
-                        }
-                        out.extend_from_slice(&leaf.data[(from - start) as usize..(to - start) as usize]);
-                    }
+        let mut dec = FragmentDecoder::new(root, size, offset, len)?;
+        dec.check_len(encoded.len() as u64)?;
+        let mut rest = encoded;
+        loop {
+            match dec.want() {
+                Want::Pair => {
+                    let (pair, tail) = rest.split_first_chunk::<64>().ok_or(FragmentError::Truncated)?;
+                    dec.pair(pair)?;
+                    rest = tail;
                 }
-                Err(bao_tree::io::DecodeError::Io(_)) => return Err(FragmentError::Truncated),
-                Err(_) => return Err(FragmentError::Mismatch { offset }),
+                Want::Leaf(n) => {
+                    let (data, tail) = rest.split_at_checked(n).ok_or(FragmentError::Truncated)?;
+                    let at = out.len();
+                    out.extend_from_slice(data);
+                    dec.leaf(out, at)?;
+                    rest = tail;
+                }
+                Want::Done => break,
             }
         }
         if (out.len() - before) as u64 != len {
             return Err(FragmentError::Truncated);
-        }
-        let rest = encoded.len() as u64 - reader.position();
-        if rest != 0 {
-            return Err(FragmentError::Trailing(rest as usize));
         }
         Ok(())
     };
@@ -409,6 +559,27 @@ mod tests {
         let before = out.clone();
         assert!(decode_fragment_into(ob.root, len as u64, 1_000, 100_000, &bad, &mut out).is_err());
         assert!(out == before);
+    }
+
+    /// Our fragments are bao-tree's encoding byte for byte, and bao-tree's encodings
+    /// decode: the wire format did not change when the walk became our own.
+    #[test]
+    fn fragments_are_bao_tree_encodings() {
+        for len in [1usize, 1024, CHUNK_GROUP_SIZE, CHUNK_GROUP_SIZE + 1, 300_000, 1 << 20] {
+            let d = data(len);
+            let ob = PreOrderMemOutboard::create(&d, BlockSize::from_chunk_log(CHUNK_GROUP_LOG));
+            let size = len as u64;
+            for (off, n) in [(0, size), (size / 3, size / 3), (size - 1, 1), (size / 2, 0), (1, size - 1)] {
+                let mut theirs = Vec::new();
+                let ranges = group_ranges(&tree(size), off, n);
+                bao_tree::io::sync::encode_ranges_validated(&d, &ob, &ranges, &mut theirs).unwrap();
+                assert!(encode_fragment(&d, &ob, off, n).unwrap() == theirs, "len {len} range {off}+{n}");
+                let got = decode_fragment(ob.root, size, off, n, &theirs).unwrap();
+                assert!(got == d[off as usize..(off + n) as usize], "len {len} range {off}+{n}");
+                let dec = FragmentDecoder::new(ob.root, size, off, n).unwrap();
+                assert_eq!(dec.encoded_len(), theirs.len() as u64);
+            }
+        }
     }
 
     fn data(len: usize) -> Vec<u8> {
