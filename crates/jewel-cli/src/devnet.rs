@@ -50,9 +50,15 @@ fn save(dir: &Path, net: &Devnet) -> Result<()> {
     Ok(())
 }
 
+/// Whether process `pid` still runs, or is still exiting. A killed process's main thread
+/// turns zombie before its other threads are gone, and those still hold its files (the
+/// store's lock among them), so a zombie with threads left counts as alive.
 pub fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false)
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    if !stat.contains(") Z ") {
+        return true;
+    }
+    std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count() > 1).unwrap_or(false)
 }
 
 fn signal(pid: u32, sig: &str) -> Result<()> {

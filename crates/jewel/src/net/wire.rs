@@ -1,4 +1,5 @@
-//! The block protocol's wire format, `/jewel/block/1.0.0`: one request per stream.
+//! The block protocol's wire format, `/jewel/block/1.0.0`: requests one after another on a
+//! stream, each answered in full before the next.
 //!
 //! ```text
 //! request  := "JB" version(u8 = 1) op(u8) body
