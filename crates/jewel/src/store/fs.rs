@@ -337,11 +337,11 @@ impl BlockReader for FsReader {
         read_verified(&self.data, &self.outboard, offset, buf).map_err(|e| self.error(e, offset))
     }
 
-    fn fragment(&self, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+    fn fragment(&self, offset: u64, len: u64, out: &mut Vec<u8>) -> Result<(), StoreError> {
         let size = self.size;
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(StoreError::OutOfRange { id: self.id, offset, len, size });
         }
-        encode_fragment(&self.data, &self.outboard, offset, len).map_err(|e| self.error(e, offset))
+        encode_fragment(&self.data, &self.outboard, offset, len, out).map_err(|e| self.error(e, offset))
     }
 }

@@ -188,12 +188,12 @@ impl BlockReader for MemReader {
         read_verified(&self.block.data, &self.block.outboard, offset, buf).map_err(|e| self.error(e, offset))
     }
 
-    fn fragment(&self, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+    fn fragment(&self, offset: u64, len: u64, out: &mut Vec<u8>) -> Result<(), StoreError> {
         let size = self.len();
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(StoreError::OutOfRange { id: self.id, offset, len, size });
         }
-        encode_fragment(&self.block.data, &self.block.outboard, offset, len)
+        encode_fragment(&self.block.data, &self.block.outboard, offset, len, out)
             .map_err(|e| self.error(e, offset))
     }
 }

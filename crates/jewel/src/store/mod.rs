@@ -124,8 +124,9 @@ pub trait BlockReader: Send + Sync {
     /// Fills `buf` with the bytes at `offset`, verified.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError>;
     /// The verified fragment (bao encoding) covering `len` bytes at `offset`, for sending
-    /// to a peer, who checks it with [`decode_fragment`].
-    fn fragment(&self, offset: u64, len: u64) -> Result<Vec<u8>, StoreError>;
+    /// to a peer, who checks it with [`decode_fragment`]. Replaces what `out` held (a
+    /// reused buffer).
+    fn fragment(&self, offset: u64, len: u64, out: &mut Vec<u8>) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

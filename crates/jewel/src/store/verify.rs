@@ -280,18 +280,21 @@ fn group_ranges(tree: &BaoTree, offset: u64, len: u64) -> ChunkRanges {
 /// A verified fragment: the bao encoding (parent hashes + chunk groups) of the byte range,
 /// checked against the root while it is produced, so a rotten store serves an error, not
 /// bad bytes. Each chunk group is read straight into the output, then hashed there. The
-/// receiver checks it again with a [`FragmentDecoder`].
+/// receiver checks it again with a [`FragmentDecoder`]. Replaces what `out` held (a
+/// reused buffer, so its memory is warm).
 pub(crate) fn encode_fragment<D: ReadAt, O: Outboard>(
     data: &D,
     outboard: &O,
     offset: u64,
     len: u64,
-) -> Result<Vec<u8>, VerifyError> {
+    out: &mut Vec<u8>,
+) -> Result<(), VerifyError> {
     let tree = outboard.tree();
     let steps = steps(&tree, &group_ranges(&tree, offset, len));
     let total: u64 = steps.iter().map(Step::encoded_len).sum();
     // Sized up front (capped: it is only a reservation); growing by doubling copies.
-    let mut out = Vec::with_capacity(usize::try_from(total.min(64 << 20)).unwrap_or(0));
+    out.clear();
+    out.reserve(usize::try_from(total.min(64 << 20)).unwrap_or(0));
     let mut check = Checker::new(outboard.root());
     for step in &steps {
         match *step {
@@ -309,7 +312,7 @@ pub(crate) fn encode_fragment<D: ReadAt, O: Outboard>(
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Why a received fragment was refused.
@@ -518,7 +521,7 @@ mod tests {
         let d = data(len);
         let ob = PreOrderMemOutboard::create(&d, BlockSize::from_chunk_log(CHUNK_GROUP_LOG));
         for (off, n) in [(0u64, len as u64), (5, 10), (100_000, 50_000), (len as u64 - 1, 1), (7, 0)] {
-            let frag = encode_fragment(&d, &ob, off, n).unwrap();
+            let frag = encoded(&d, &ob, off, n);
             let got = decode_fragment(ob.root, len as u64, off, n, &frag).unwrap();
             assert_eq!(got, d[off as usize..(off + n) as usize]);
             if n > 0 {
@@ -538,7 +541,7 @@ mod tests {
             }
         }
         // A fragment for a small range is small: one chunk group plus the path to it.
-        let frag = encode_fragment(&d, &ob, 150_000, 1).unwrap();
+        let frag = encoded(&d, &ob, 150_000, 1);
         assert!(frag.len() < CHUNK_GROUP_SIZE + 64 * 8, "{}", frag.len());
     }
 
@@ -550,7 +553,7 @@ mod tests {
         let d = data(len);
         let ob = PreOrderMemOutboard::create(&d, BlockSize::from_chunk_log(CHUNK_GROUP_LOG));
         let mut out = b"kept".to_vec();
-        let frag = encode_fragment(&d, &ob, 1_000, 100_000).unwrap();
+        let frag = encoded(&d, &ob, 1_000, 100_000);
         decode_fragment_into(ob.root, len as u64, 1_000, 100_000, &frag, &mut out).unwrap();
         assert!(out[..4] == *b"kept" && out[4..] == d[1_000..101_000]);
         let mut bad = frag.clone();
@@ -573,13 +576,20 @@ mod tests {
                 let mut theirs = Vec::new();
                 let ranges = group_ranges(&tree(size), off, n);
                 bao_tree::io::sync::encode_ranges_validated(&d, &ob, &ranges, &mut theirs).unwrap();
-                assert!(encode_fragment(&d, &ob, off, n).unwrap() == theirs, "len {len} range {off}+{n}");
+                assert!(encoded(&d, &ob, off, n) == theirs, "len {len} range {off}+{n}");
                 let got = decode_fragment(ob.root, size, off, n, &theirs).unwrap();
                 assert!(got == d[off as usize..(off + n) as usize], "len {len} range {off}+{n}");
                 let dec = FragmentDecoder::new(ob.root, size, off, n).unwrap();
                 assert_eq!(dec.encoded_len(), theirs.len() as u64);
             }
         }
+    }
+
+    fn encoded(d: &Vec<u8>, ob: &PreOrderMemOutboard, offset: u64, len: u64) -> Vec<u8> {
+        // A reused buffer with stale bytes in it: they must not leak into the fragment.
+        let mut out = vec![0xee; 100];
+        encode_fragment(d, ob, offset, len, &mut out).unwrap();
+        out
     }
 
     fn data(len: usize) -> Vec<u8> {
