@@ -154,15 +154,32 @@ fn subtree(groups: &[Hash], is_root: bool, out: &mut Vec<u8>) -> Hash {
 /// each chunk group's data).
 #[derive(Clone, Copy, Debug)]
 enum Step {
-    Parent { node: TreeNode, is_root: bool, left: bool, right: bool },
-    Leaf { start: u64, size: usize, is_root: bool },
+    Parent(ParentStep),
+    Leaf(LeafStep),
+}
+
+/// A parent node of the walk, and which of its children the walk goes on into.
+#[derive(Clone, Copy, Debug)]
+struct ParentStep {
+    node: TreeNode,
+    is_root: bool,
+    left: bool,
+    right: bool,
+}
+
+/// A chunk group of the walk: its byte offset in the block and its length.
+#[derive(Clone, Copy, Debug)]
+struct LeafStep {
+    start: u64,
+    size: usize,
+    is_root: bool,
 }
 
 impl Step {
     fn encoded_len(&self) -> u64 {
         match self {
-            Step::Parent { .. } => 64,
-            Step::Leaf { size, .. } => *size as u64,
+            Step::Parent(_) => 64,
+            Step::Leaf(leaf) => leaf.size as u64,
         }
     }
 }
@@ -172,10 +189,10 @@ fn steps(tree: &BaoTree, ranges: &ChunkRanges) -> Vec<Step> {
     tree.ranges_pre_order_chunks_iter_ref(ranges, 0)
         .map(|item| match item {
             BaoChunk::Parent { node, is_root, left, right, .. } => {
-                Step::Parent { node, is_root, left, right }
+                Step::Parent(ParentStep { node, is_root, left, right })
             }
             BaoChunk::Leaf { start_chunk, size, is_root, .. } => {
-                Step::Leaf { start: start_chunk.to_bytes(), size, is_root }
+                Step::Leaf(LeafStep { start: start_chunk.to_bytes(), size, is_root })
             }
         })
         .collect()
@@ -193,28 +210,26 @@ impl Checker {
     }
 
     /// Checks a parent's pair; `Err` carries the byte offset of the node.
-    fn parent(&mut self, step: &Step, l: &Hash, r: &Hash) -> Result<(), u64> {
-        let Step::Parent { node, is_root, left, right } = *step else { return Err(0) };
-        let at = node.chunk_range().start.to_bytes();
+    fn parent(&mut self, step: &ParentStep, l: &Hash, r: &Hash) -> Result<(), u64> {
+        let at = step.node.chunk_range().start.to_bytes();
         let expected = self.stack.pop().ok_or(at)?;
-        if parent_cv(l, r, is_root) != expected {
+        if parent_cv(l, r, step.is_root) != expected {
             return Err(at);
         }
-        if right {
+        if step.right {
             self.stack.push(*r);
         }
-        if left {
+        if step.left {
             self.stack.push(*l);
         }
         Ok(())
     }
 
     /// Checks a chunk group's bytes; `Err` carries its byte offset.
-    fn leaf(&mut self, step: &Step, data: &[u8]) -> Result<(), u64> {
-        let Step::Leaf { start, size, is_root } = *step else { return Err(0) };
-        let expected = self.stack.pop().ok_or(start)?;
-        if data.len() != size || leaf_cv(start / 1024, data, is_root) != expected {
-            return Err(start);
+    fn leaf(&mut self, step: &LeafStep, data: &[u8]) -> Result<(), u64> {
+        let expected = self.stack.pop().ok_or(step.start)?;
+        if data.len() != step.size || leaf_cv(step.start / 1024, data, step.is_root) != expected {
+            return Err(step.start);
         }
         Ok(())
     }
@@ -238,11 +253,12 @@ pub(crate) fn read_verified<D: ReadAt, O: Outboard>(
     let mut scratch = Vec::new();
     for step in steps(&tree, &group_ranges(&tree, offset, buf.len() as u64)) {
         match step {
-            Step::Parent { node, .. } => {
-                let (l, r) = load(outboard, node)?;
-                check.parent(&step, &l, &r).map_err(|offset| VerifyError::Mismatch { offset })?;
+            Step::Parent(parent) => {
+                let (l, r) = load(outboard, parent.node)?;
+                check.parent(&parent, &l, &r).map_err(|offset| VerifyError::Mismatch { offset })?;
             }
-            Step::Leaf { start, size, .. } => {
+            Step::Leaf(group) => {
+                let LeafStep { start, size, .. } = group;
                 let stop = start + size as u64;
                 let leaf = if start >= offset && stop <= end {
                     &mut buf[(start - offset) as usize..(stop - offset) as usize]
@@ -251,7 +267,7 @@ pub(crate) fn read_verified<D: ReadAt, O: Outboard>(
                     &mut scratch[..]
                 };
                 data.read_exact_at(start, leaf)?;
-                check.leaf(&step, leaf).map_err(|offset| VerifyError::Mismatch { offset })?;
+                check.leaf(&group, leaf).map_err(|offset| VerifyError::Mismatch { offset })?;
                 // A group that straddles an end of the range: copy its overlap.
                 if start < offset || stop > end {
                     let (from, to) = (offset.max(start), end.min(stop));
@@ -297,18 +313,18 @@ pub(crate) fn encode_fragment<D: ReadAt, O: Outboard>(
     out.reserve(usize::try_from(total.min(64 << 20)).unwrap_or(0));
     let mut check = Checker::new(outboard.root());
     for step in &steps {
-        match *step {
-            Step::Parent { node, .. } => {
-                let (l, r) = load(outboard, node)?;
-                check.parent(step, &l, &r).map_err(|offset| VerifyError::Mismatch { offset })?;
+        match step {
+            Step::Parent(parent) => {
+                let (l, r) = load(outboard, parent.node)?;
+                check.parent(parent, &l, &r).map_err(|offset| VerifyError::Mismatch { offset })?;
                 out.extend_from_slice(l.as_bytes());
                 out.extend_from_slice(r.as_bytes());
             }
-            Step::Leaf { start, size, .. } => {
+            Step::Leaf(group) => {
                 let at = out.len();
-                out.resize(at + size, 0);
-                data.read_exact_at(start, &mut out[at..])?;
-                check.leaf(step, &out[at..]).map_err(|offset| VerifyError::Mismatch { offset })?;
+                out.resize(at + group.size, 0);
+                data.read_exact_at(group.start, &mut out[at..])?;
+                check.leaf(group, &out[at..]).map_err(|offset| VerifyError::Mismatch { offset })?;
             }
         }
     }
@@ -378,15 +394,20 @@ impl FragmentDecoder {
 
     pub fn want(&self) -> Want {
         match self.steps.get(self.next) {
-            Some(Step::Parent { .. }) => Want::Pair,
-            Some(Step::Leaf { size, .. }) => Want::Leaf(*size),
+            Some(Step::Parent(_)) => Want::Pair,
+            Some(Step::Leaf(group)) => Want::Leaf(group.size),
             None => Want::Done,
         }
     }
 
     /// Checks the next parent's pair (left ‖ right chaining values).
     pub fn pair(&mut self, pair: &[u8; 64]) -> Result<(), FragmentError> {
-        let step = self.steps.get(self.next).copied().ok_or(FragmentError::Trailing(64))?;
+        let step = match self.steps.get(self.next) {
+            Some(Step::Parent(parent)) => *parent,
+            // Not what `want` asked for: a pair where a chunk group or the end belongs.
+            Some(Step::Leaf(group)) => return Err(FragmentError::Mismatch { offset: group.start }),
+            None => return Err(FragmentError::Trailing(64)),
+        };
         let (l, r) = pair.split_at(32);
         let l = Hash::from_slice(l).map_err(|_| FragmentError::Truncated)?;
         let r = Hash::from_slice(r).map_err(|_| FragmentError::Truncated)?;
@@ -398,12 +419,15 @@ impl FragmentDecoder {
     /// Checks the chunk group just read into `out[at..]` and keeps only its bytes that lie
     /// in the range, moved down to `at`.
     pub fn leaf(&mut self, out: &mut Vec<u8>, at: usize) -> Result<(), FragmentError> {
-        let step = self.steps.get(self.next).copied().ok_or(FragmentError::Trailing(0))?;
-        let Step::Leaf { start, size, .. } = step else {
-            return Err(FragmentError::Mismatch { offset: self.offset });
+        let group = match self.steps.get(self.next) {
+            Some(Step::Leaf(group)) => *group,
+            // Not what `want` asked for: a chunk group where a pair or the end belongs.
+            Some(Step::Parent(_)) => return Err(FragmentError::Mismatch { offset: self.offset }),
+            None => return Err(FragmentError::Trailing(out.len().saturating_sub(at))),
         };
         let data = out.get(at..).ok_or(FragmentError::Truncated)?;
-        self.check.leaf(&step, data).map_err(|offset| FragmentError::Mismatch { offset })?;
+        self.check.leaf(&group, data).map_err(|offset| FragmentError::Mismatch { offset })?;
+        let (start, size) = (group.start, group.size);
         let (from, to) = (self.offset.max(start), self.end.min(start + size as u64));
         let (a, b) = if from < to { ((from - start) as usize, (to - start) as usize) } else { (0, 0) };
         out.copy_within(at + a..at + b, at);
@@ -583,6 +607,28 @@ mod tests {
                 assert_eq!(dec.encoded_len(), theirs.len() as u64);
             }
         }
+    }
+
+    /// A decoder fed out of order (a chunk group where a pair is due, or a pair where a
+    /// chunk group or the end is) refuses, and does not move on.
+    #[test]
+    fn a_decoder_refuses_pieces_out_of_order() {
+        let d = data(300_000);
+        let ob = PreOrderMemOutboard::create(&d, BlockSize::from_chunk_log(CHUNK_GROUP_LOG));
+        let mut dec = FragmentDecoder::new(ob.root, d.len() as u64, 0, 1000).unwrap();
+        assert_eq!(dec.want(), Want::Pair);
+        let mut out = vec![0u8; CHUNK_GROUP_SIZE];
+        assert!(matches!(dec.leaf(&mut out, 0), Err(FragmentError::Mismatch { .. })));
+        assert_eq!(dec.want(), Want::Pair);
+        let small = data(1000);
+        let root = blake3::hash(&small);
+        let mut dec = FragmentDecoder::new(root, 1000, 0, 1000).unwrap();
+        assert_eq!(dec.want(), Want::Leaf(1000));
+        assert!(matches!(dec.pair(&[0u8; 64]), Err(FragmentError::Mismatch { .. })));
+        let mut out = small.clone();
+        dec.leaf(&mut out, 0).unwrap();
+        assert!(out == small && dec.want() == Want::Done);
+        assert_eq!(dec.pair(&[0u8; 64]), Err(FragmentError::Trailing(64)));
     }
 
     fn encoded(d: &Vec<u8>, ob: &PreOrderMemOutboard, offset: u64, len: u64) -> Vec<u8> {
