@@ -537,13 +537,16 @@ impl NetFetch {
     ) -> Result<Vec<u8>, NetError> {
         let peer = self.holders[slot].ok_or(NetError::Closed)?;
         let (id, size) = (self.ids[slot], self.sizes[slot]);
+        // The buffer keeps its old length and bytes: overwritten in place, not zeroed again.
         let mut out = pool.take();
-        out.clear();
-        while out.len() < len {
-            let n = (len - out.len()).min(wire::MAX_GET as usize);
-            let at = offset + out.len() as u64;
-            self.net.get_range_into(peer, id, size, at, n as u64, &mut out).await?;
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(wire::MAX_GET as usize);
+            let range = (offset + done as u64, n as u64);
+            self.net.get_range_into(peer, id, size, range, &mut out, done).await?;
+            done += n;
         }
+        out.truncate(len);
         Ok(out)
     }
 }

@@ -434,8 +434,8 @@ impl Fetch for LocalFetch {
             let mut lost = None;
             for (slot, use_it) in chosen.iter().enumerate() {
                 let (true, Some(src)) = (*use_it, self.sources[slot].as_ref()) else { continue };
+                // Overwritten whole by the read: a reused buffer is not zeroed again.
                 let mut buf = pool.take();
-                buf.clear();
                 buf.resize(want[slot].1, 0);
                 match src.read_at(want[slot].0, &mut buf) {
                     Ok(()) => {

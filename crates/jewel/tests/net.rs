@@ -66,6 +66,13 @@ async fn eight_nodes_move_verified_blocks_and_find_providers() {
     // Verified range reads, has, and a storage proof.
     let got = nodes[7].handle().get_range(holder, id, block.len() as u64, 100_000, 50_000).await.unwrap();
     assert_eq!(got, block[100_000..150_000]);
+    // Into a reused buffer full of stale bytes, at an offset, unaligned to chunk groups:
+    // the range lands exactly there and nothing before it is touched.
+    let mut reused = vec![0xee; 200_000];
+    let range = (20_001, 70_000);
+    nodes[7].handle().get_range_into(holder, id, block.len() as u64, range, &mut reused, 1000).await.unwrap();
+    assert!(reused[..1000].iter().all(|&b| b == 0xee));
+    assert_eq!(reused[1000..71_000], block[20_001..90_001]);
     let other = BlockId::of(b"absent");
     assert_eq!(nodes[2].handle().has(holder, &[id, other]).await.unwrap(), vec![true, false]);
     let moved = nodes[3].handle().prove(holder, id, block.len() as u64, 7).await.unwrap();

@@ -28,7 +28,7 @@ use crate::id::BlockId;
 use crate::lease::{Lease, LeaseBook};
 use crate::pool::Pool;
 use crate::store::{
-    decode_fragment, BlockStore, FragmentDecoder, FragmentError, StoreError, Want, CHUNK_GROUP_SIZE,
+    decode_fragment, room, BlockStore, FragmentDecoder, FragmentError, StoreError, Want, CHUNK_GROUP_SIZE,
 };
 
 /// The block protocol's name and version.
@@ -633,36 +633,35 @@ impl NetHandle {
         len: u64,
     ) -> Result<Vec<u8>, NetError> {
         let mut out = Vec::new();
-        self.get_range_into(peer, id, size, offset, len, &mut out).await?;
+        self.get_range_into(peer, id, size, (offset, len), &mut out, 0).await?;
+        out.truncate(
+            usize::try_from(len)
+                .map_err(|_| NetError::Fragment { peer, source: FragmentError::Truncated })?,
+        );
         Ok(out)
     }
 
-    /// Like [`NetHandle::get_range`], appending the verified bytes to `out` (a reused
-    /// buffer); on error, `out` is left as it was. A verification failure is not retried.
+    /// Like [`NetHandle::get_range`], writing the verified bytes to `out[at..at + len]`.
+    /// `out` is a reused buffer: it grows if it is shorter, and bytes past `at + len` may
+    /// hold anything (the caller truncates). On error `out[at..]` holds nothing verified.
+    /// A verification failure is not retried.
     pub async fn get_range_into(
         &self,
         peer: PeerId,
         id: BlockId,
         size: u64,
-        offset: u64,
-        len: u64,
+        range: (u64, u64),
         out: &mut Vec<u8>,
+        at: usize,
     ) -> Result<(), NetError> {
-        let before = out.len();
         // Each attempt borrows the buffer anew (through an uncontended lock, since `request`
-        // makes a fresh future per attempt) and starts from what it held.
+        // makes a fresh future per attempt) and writes from `at` again.
         let shared = tokio::sync::Mutex::new(&mut *out);
-        let result = self
-            .request(peer, || async {
-                let mut out = shared.lock().await;
-                out.truncate(before);
-                self.fragment_once(peer, id, size, offset, len, &mut out).await
-            })
-            .await;
-        if result.is_err() {
-            out.truncate(before);
-        }
-        result
+        self.request(peer, || async {
+            let mut out = shared.lock().await;
+            self.fragment_once(peer, id, size, range, &mut out, at).await
+        })
+        .await
     }
 
     /// The size of block `id` on `peer`, verified: the peer proves its first chunk group
@@ -832,14 +831,16 @@ impl NetHandle {
     /// Asks for `len` bytes at `offset` and checks the fragment as it arrives: parents
     /// against the id, each chunk group read from the stream straight onto the end of
     /// `out`, hashed there, and trimmed to the range. No buffer holds the whole encoding.
+    /// One request for a fragment: its verified bytes go to `out[at..at + len]` (see
+    /// [`NetHandle::get_range_into`]).
     async fn fragment_once(
         &self,
         peer: PeerId,
         id: BlockId,
         size: u64,
-        offset: u64,
-        len: u64,
+        (offset, len): (u64, u64),
         out: &mut Vec<u8>,
+        at: usize,
     ) -> Result<(), NetError> {
         let fail = |source| NetError::Fragment { peer, source };
         let mut s = self.open_for_get(peer).await?;
@@ -851,6 +852,7 @@ impl NetHandle {
         }
         let mut dec = FragmentDecoder::new(id.into(), size, offset, len).map_err(fail)?;
         dec.check_len(u64::from(frag_len)).map_err(fail)?;
+        let mut end = at;
         loop {
             match dec.want() {
                 Want::Pair => {
@@ -859,13 +861,15 @@ impl NetHandle {
                     dec.pair(&pair).map_err(fail)?;
                 }
                 Want::Leaf(n) => {
-                    let at = out.len();
-                    out.resize(at + n, 0);
-                    s.read_exact(&mut out[at..]).await.map_err(WireError::Io)?;
-                    dec.leaf(out, at).map_err(fail)?;
+                    let group = room(out, end, n);
+                    s.read_exact(group).await.map_err(WireError::Io)?;
+                    end += dec.leaf(group).map_err(fail)?;
                 }
                 Want::Done => break,
             }
+        }
+        if (end - at) as u64 != len {
+            return Err(fail(FragmentError::Truncated));
         }
         self.keep_for_get(peer, s);
         Ok(())

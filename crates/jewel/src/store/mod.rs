@@ -16,7 +16,7 @@ use std::path::PathBuf;
 pub use fs::FsStore;
 pub use mem::MemStore;
 pub use verify::{
-    decode_fragment, decode_fragment_into, outboard_len, FragmentDecoder, FragmentError, Want,
+    decode_fragment, decode_fragment_into, outboard_len, room, FragmentDecoder, FragmentError, Want,
     CHUNK_GROUP_LOG, CHUNK_GROUP_SIZE,
 };
 

@@ -296,8 +296,9 @@ fn group_ranges(tree: &BaoTree, offset: u64, len: u64) -> ChunkRanges {
 /// A verified fragment: the bao encoding (parent hashes + chunk groups) of the byte range,
 /// checked against the root while it is produced, so a rotten store serves an error, not
 /// bad bytes. Each chunk group is read straight into the output, then hashed there. The
-/// receiver checks it again with a [`FragmentDecoder`]. Replaces what `out` held (a
-/// reused buffer, so its memory is warm).
+/// receiver checks it again with a [`FragmentDecoder`]. Replaces what `out` held: `out` is
+/// a reused buffer, overwritten in place, so only bytes past its old length are zeroed
+/// before the disk fills them (safe Rust cannot read into uninitialised memory).
 pub(crate) fn encode_fragment<D: ReadAt, O: Outboard>(
     data: &D,
     outboard: &O,
@@ -309,26 +310,39 @@ pub(crate) fn encode_fragment<D: ReadAt, O: Outboard>(
     let steps = steps(&tree, &group_ranges(&tree, offset, len));
     let total: u64 = steps.iter().map(Step::encoded_len).sum();
     // Sized up front (capped: it is only a reservation); growing by doubling copies.
-    out.clear();
-    out.reserve(usize::try_from(total.min(64 << 20)).unwrap_or(0));
+    out.reserve(usize::try_from(total.min(64 << 20)).unwrap_or(0).saturating_sub(out.len()));
     let mut check = Checker::new(outboard.root());
+    let mut at = 0;
     for step in &steps {
         match step {
             Step::Parent(parent) => {
                 let (l, r) = load(outboard, parent.node)?;
                 check.parent(parent, &l, &r).map_err(|offset| VerifyError::Mismatch { offset })?;
-                out.extend_from_slice(l.as_bytes());
-                out.extend_from_slice(r.as_bytes());
+                let pair = room(out, at, 64);
+                pair[..32].copy_from_slice(l.as_bytes());
+                pair[32..].copy_from_slice(r.as_bytes());
+                at += 64;
             }
             Step::Leaf(group) => {
-                let at = out.len();
-                out.resize(at + group.size, 0);
-                data.read_exact_at(group.start, &mut out[at..])?;
-                check.leaf(group, &out[at..]).map_err(|offset| VerifyError::Mismatch { offset })?;
+                let leaf = room(out, at, group.size);
+                data.read_exact_at(group.start, leaf)?;
+                check.leaf(group, leaf).map_err(|offset| VerifyError::Mismatch { offset })?;
+                at += group.size;
             }
         }
     }
+    out.truncate(at);
     Ok(())
+}
+
+/// `out[at..at + n]`, for overwriting: `out` grows (zero-filled) only if it is shorter.
+/// Reused buffers keep their length between uses, so a buffer that held a fragment of
+/// this size before is not zeroed again.
+pub fn room(out: &mut Vec<u8>, at: usize, n: usize) -> &mut [u8] {
+    if out.len() < at + n {
+        out.resize(at + n, 0);
+    }
+    &mut out[at..at + n]
 }
 
 /// Why a received fragment was refused.
@@ -416,24 +430,22 @@ impl FragmentDecoder {
         Ok(())
     }
 
-    /// Checks the chunk group just read into `out[at..]` and keeps only its bytes that lie
-    /// in the range, moved down to `at`.
-    pub fn leaf(&mut self, out: &mut Vec<u8>, at: usize) -> Result<(), FragmentError> {
-        let group = match self.steps.get(self.next) {
-            Some(Step::Leaf(group)) => *group,
+    /// Checks the chunk group just read into `group` (the [`Want::Leaf`] length), moves its
+    /// bytes that lie in the range to the front, and returns how many there are.
+    pub fn leaf(&mut self, group: &mut [u8]) -> Result<usize, FragmentError> {
+        let step = match self.steps.get(self.next) {
+            Some(Step::Leaf(step)) => *step,
             // Not what `want` asked for: a chunk group where a pair or the end belongs.
             Some(Step::Parent(_)) => return Err(FragmentError::Mismatch { offset: self.offset }),
-            None => return Err(FragmentError::Trailing(out.len().saturating_sub(at))),
+            None => return Err(FragmentError::Trailing(group.len())),
         };
-        let data = out.get(at..).ok_or(FragmentError::Truncated)?;
-        self.check.leaf(&group, data).map_err(|offset| FragmentError::Mismatch { offset })?;
-        let (start, size) = (group.start, group.size);
-        let (from, to) = (self.offset.max(start), self.end.min(start + size as u64));
+        self.check.leaf(&step, group).map_err(|offset| FragmentError::Mismatch { offset })?;
+        let (start, size) = (step.start, step.size as u64);
+        let (from, to) = (self.offset.max(start), self.end.min(start + size));
         let (a, b) = if from < to { ((from - start) as usize, (to - start) as usize) } else { (0, 0) };
-        out.copy_within(at + a..at + b, at);
-        out.truncate(at + b - a);
+        group.copy_within(a..b, 0);
         self.next += 1;
-        Ok(())
+        Ok(b - a)
     }
 }
 
@@ -477,7 +489,8 @@ pub fn decode_fragment_into(
                     let (data, tail) = rest.split_at_checked(n).ok_or(FragmentError::Truncated)?;
                     let at = out.len();
                     out.extend_from_slice(data);
-                    dec.leaf(out, at)?;
+                    let kept = dec.leaf(&mut out[at..])?;
+                    out.truncate(at + kept);
                     rest = tail;
                 }
                 Want::Done => break,
@@ -618,7 +631,7 @@ mod tests {
         let mut dec = FragmentDecoder::new(ob.root, d.len() as u64, 0, 1000).unwrap();
         assert_eq!(dec.want(), Want::Pair);
         let mut out = vec![0u8; CHUNK_GROUP_SIZE];
-        assert!(matches!(dec.leaf(&mut out, 0), Err(FragmentError::Mismatch { .. })));
+        assert!(matches!(dec.leaf(&mut out), Err(FragmentError::Mismatch { .. })));
         assert_eq!(dec.want(), Want::Pair);
         let small = data(1000);
         let root = blake3::hash(&small);
@@ -626,14 +639,15 @@ mod tests {
         assert_eq!(dec.want(), Want::Leaf(1000));
         assert!(matches!(dec.pair(&[0u8; 64]), Err(FragmentError::Mismatch { .. })));
         let mut out = small.clone();
-        dec.leaf(&mut out, 0).unwrap();
+        assert_eq!(dec.leaf(&mut out).unwrap(), 1000);
         assert!(out == small && dec.want() == Want::Done);
         assert_eq!(dec.pair(&[0u8; 64]), Err(FragmentError::Trailing(64)));
     }
 
     fn encoded(d: &Vec<u8>, ob: &PreOrderMemOutboard, offset: u64, len: u64) -> Vec<u8> {
-        // A reused buffer with stale bytes in it: they must not leak into the fragment.
-        let mut out = vec![0xee; 100];
+        // A reused buffer with stale bytes in it, longer than any fragment here: they must
+        // not leak into the fragment.
+        let mut out = vec![0xee; 3 << 20];
         encode_fragment(d, ob, offset, len, &mut out).unwrap();
         out
     }
