@@ -344,4 +344,39 @@ impl BlockReader for FsReader {
         }
         encode_fragment(&self.data, &self.outboard, offset, len, out).map_err(|e| self.error(e, offset))
     }
+
+    fn fragment_cached(&self, offset: u64, len: u64, out: &mut Vec<u8>) -> bool {
+        if offset.checked_add(len).is_none_or(|end| end > self.size) {
+            return false;
+        }
+        let outboard = PreOrderOutboard {
+            root: self.outboard.root,
+            tree: self.outboard.tree,
+            data: CachedOnly(&self.outboard.data),
+        };
+        encode_fragment(&CachedOnly(&self.data), &outboard, offset, len, out).is_ok()
+    }
+}
+
+/// Reads of a file that fail rather than wait on the disk: `preadv2` with `RWF_NOWAIT`
+/// returns only what the page cache holds (Linux). Elsewhere every read fails.
+struct CachedOnly<'a>(&'a File);
+
+impl bao_tree::io::sync::ReadAt for CachedOnly<'_> {
+    #[cfg(target_os = "linux")]
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        use rustix::io::{preadv2, ReadWriteFlags};
+        let want = buf.len();
+        let n = preadv2(self.0, &mut [std::io::IoSliceMut::new(buf)], pos, ReadWriteFlags::NOWAIT)?;
+        // Short: the rest is not cached (or past the end). Either way, not from memory.
+        if n < want {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn read_at(&self, _: u64, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
 }

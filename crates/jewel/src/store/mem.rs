@@ -196,4 +196,8 @@ impl BlockReader for MemReader {
         encode_fragment(&self.block.data, &self.block.outboard, offset, len, out)
             .map_err(|e| self.error(e, offset))
     }
+
+    fn fragment_cached(&self, offset: u64, len: u64, out: &mut Vec<u8>) -> bool {
+        self.fragment(offset, len, out).is_ok()
+    }
 }

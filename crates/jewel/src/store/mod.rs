@@ -127,6 +127,14 @@ pub trait BlockReader: Send + Sync {
     /// to a peer, who checks it with [`decode_fragment`]. Replaces what `out` held (a
     /// reused buffer).
     fn fragment(&self, offset: u64, len: u64, out: &mut Vec<u8>) -> Result<(), StoreError>;
+    /// [`BlockReader::fragment`] from memory only, for callers that must not wait on a
+    /// disk: `true` if `out` now holds the verified fragment. `false` says nothing about
+    /// the block (not in the page cache, out of range, corrupt...); ask `fragment` then,
+    /// from a thread that may block.
+    fn fragment_cached(&self, offset: u64, len: u64, out: &mut Vec<u8>) -> bool {
+        let _ = (offset, len, out);
+        false
+    }
 }
 
 #[cfg(test)]

@@ -166,3 +166,30 @@ fn disk_full_is_recognised() {
     assert!(matches!(StoreError::io("/x", e), StoreError::DiskFull { .. }));
     assert!(StoreError::io("/x", std::io::Error::other("boom")).to_string().contains("boom"));
 }
+
+/// A fragment served from memory is the verified fragment, byte for byte; out of range or
+/// over a corrupt chunk group, the memory path declines (the blocking path then reports).
+#[test]
+fn fragments_from_memory_match_or_decline() {
+    for (name, make) in STORES {
+        let (store, corrupt, _dir) = make(None);
+        let data = bytes(300_000, 9);
+        let id = store.put(&data).unwrap();
+        assert_eq!(store.get(&id).unwrap(), data); // now in the page cache, for fs
+        let r = store.reader(&id).unwrap();
+        let mut want = Vec::new();
+        r.fragment(20_001, 150_000, &mut want).unwrap();
+        let mut got = vec![0xee; 1 << 20];
+        let cached = r.fragment_cached(20_001, 150_000, &mut got);
+        if cfg!(target_os = "linux") || name == "mem" {
+            assert!(cached, "{name}: a block just read is in memory");
+            assert!(got == want, "{name}: the fragment from memory differs");
+        }
+        assert!(!r.fragment_cached(299_000, 2_000, &mut got), "{name}: out of range");
+        corrupt(&id, 100_000);
+        store.get(&id).unwrap_err(); // reads the corrupt bytes into the cache again
+        let r = store.reader(&id).unwrap();
+        assert!(!r.fragment_cached(90_000, 20_000, &mut got), "{name}: over a corrupt group");
+        assert!(matches!(r.fragment(90_000, 20_000, &mut got), Err(StoreError::Corrupt { .. })));
+    }
+}
