@@ -580,6 +580,7 @@ impl Fetch for NetFetch {
             for slot in self.complete(scheme, &asked, &asked) {
                 pending.push(ask(slot, &mut asked));
             }
+            let asked_at = tokio::time::Instant::now();
             let hedge = tokio::time::sleep(self.hedge_delay());
             tokio::pin!(hedge);
             let mut hedged = false;
@@ -618,6 +619,13 @@ impl Fetch for NetFetch {
                             self.record(slot, took);
                             self.log.read(slot, buf.len());
                             have[slot] = Some(buf);
+                            // The first answers of a get make the hedge delay known: a
+                            // segment asked before them (with FIRST_HEDGE) hedges as soon
+                            // as the new delay allows, not 300 ms in.
+                            let sooner = asked_at + self.hedge_delay();
+                            if !hedged && sooner < hedge.deadline() {
+                                hedge.as_mut().reset(sooner);
+                            }
                         }
                         Err(e) => {
                             self.fail(slot, segment, &e);

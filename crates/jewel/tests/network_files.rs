@@ -259,7 +259,8 @@ async fn a_lying_peer_is_detected_and_skipped() {
 /// Hedged reads: the holder of slot 0 (the one a naive reader asks first) serves at
 /// 200 KB/s, about 50× slower than the others, and slot 1's holder is gone. The get is
 /// exact, reads little from the slow holder (it is outrun and then asked last), and the
-/// dead one costs at most one failed request per segment in flight, not one per segment.
+/// dead one costs at most one failed request per segment in flight, not one per segment
+/// (none, when spares asked on the first answers' hedge delay outrun its failure too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_holder_is_outrun_and_a_dead_one_is_asked_once() {
     let mut nodes = network(6).await;
@@ -299,7 +300,7 @@ async fn a_slow_holder_is_outrun_and_a_dead_one_is_asked_once() {
         stats.read_by_slot[0]
     );
     let dead = stats.faults.iter().filter(|f| f.slot == 1).count();
-    assert!((1..=threads).contains(&dead), "the dead holder was asked {dead} times for {segments} segments");
+    assert!(dead <= threads, "the dead holder failed {dead} times for {segments} segments");
     assert_eq!(stats.read_by_slot[1], 0);
     slow.shutdown().await;
     for n in nodes {
