@@ -841,10 +841,10 @@ impl NetHandle {
     }
 
     /// Asks for `len` bytes at `offset` and checks the fragment as it arrives: parents
-    /// against the id, each chunk group read from the stream straight onto the end of
-    /// `out`, hashed there, and trimmed to the range. No buffer holds the whole encoding.
-    /// One request for a fragment: its verified bytes go to `out[at..at + len]` (see
-    /// [`NetHandle::get_range_into`]).
+    /// against the id, each chunk group read from the stream straight into `out` where
+    /// its bytes belong, hashed there, and trimmed to the range, so the verified bytes end
+    /// at `out[at..at + len]` (see [`NetHandle::get_range_into`]). No buffer holds the
+    /// whole encoding.
     async fn fragment_once(
         &self,
         peer: PeerId,
