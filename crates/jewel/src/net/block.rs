@@ -263,20 +263,16 @@ async fn handle(
             // Page-cached blocks are served on this thread: a hand-off to a blocking thread
             // and back costs two thread wake-ups, about 15% of a get's CPU here. Only a
             // read that would wait on the disk goes to a blocking thread.
-            let cached = match store.reader(&id) {
-                Ok(reader) if reader.fragment_cached(offset, len, &mut buf) => Some(reader.len()),
-                _ => None,
-            };
-            let r = match cached {
-                Some(size) => Ok((size, buf)),
-                None => {
+            let r = match store.reader(&id) {
+                Ok(reader) if reader.fragment_cached(offset, len, &mut buf) => Ok((reader.len(), buf)),
+                Ok(reader) => {
                     blocking(move || {
-                        let reader = store.reader(&id)?;
                         reader.fragment(offset, len, &mut buf)?;
                         Ok((reader.len(), buf))
                     })
                     .await
                 }
+                Err(e) => Err((status_of(&e), e.to_string())),
             };
             reply_fragment(stream, r, limit, &server.fragments).await
         }
