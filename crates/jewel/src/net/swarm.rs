@@ -1,8 +1,10 @@
 //! The libp2p swarm and the event-loop actor that owns it.
 //!
-//! Transports: TCP and QUIC, noise, yamux, plus a relay client. Behaviours: Kademlia
-//! (`/jewel/kad/1.0.0`, server mode), identify, ping, AutoNAT, DCUtR, optional mDNS, and
-//! `libp2p-stream` for the block protocol. The [`EventLoop`] owns the `Swarm`; a cloneable
+//! Transports: TCP and QUIC, yamux, plus a relay client. TCP offers libp2p-tls first (two
+//! Jewel peers agree on AES-GCM, see vendor/libp2p-tls) and noise second; a peer that
+//! speaks only one of them still connects. Behaviours: Kademlia (`/jewel/kad/1.0.0`,
+//! server mode), identify, ping, AutoNAT, DCUtR, optional mDNS, and `libp2p-stream` for
+//! the block protocol. The [`EventLoop`] owns the `Swarm`; a cloneable
 //! [`NetHandle`] sends it bounded commands with oneshot replies. If the loop is gone,
 //! every call returns `NetError::Closed`; nothing panics.
 
@@ -13,9 +15,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{autonat, dcutr, identify, identity, kad, mdns, noise, ping, relay, tcp};
+use libp2p::{autonat, dcutr, identify, identity, kad, mdns, noise, ping, relay, tcp, tls};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder};
 use tokio::sync::{mpsc, oneshot};
 
@@ -159,7 +161,12 @@ pub(crate) fn build_swarm(
     let agent = agent_version(&config.zone);
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, super::mux::Yamux::new)
+        // TLS first: its AES-GCM costs a third of noise's ChaCha20-Poly1305 here.
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            (tls::Config::new, noise::Config::new),
+            super::mux::Yamux::new,
+        )
         .map_err(|e| transport(&e))?
         .with_quic()
         .with_relay_client(noise::Config::new, super::mux::Yamux::new)
@@ -431,7 +438,10 @@ impl EventLoop {
                     let _ = reply.send(Ok(peer));
                     return;
                 }
-                self.dial(DialOpts::peer_id(peer).build(), peer.to_string(), reply);
+                // A dial already on its way (mDNS, Kademlia) does not make this one fail:
+                // libp2p's default condition would refuse to dial a peer being dialed.
+                let opts = DialOpts::peer_id(peer).condition(PeerCondition::Disconnected).build();
+                self.dial(opts, peer.to_string(), reply);
             }
             Command::Bootstrap { reply } => match kad.bootstrap() {
                 Ok(q) => {
