@@ -21,6 +21,8 @@ pub enum CodecError {
     ChunkLength { slot: usize, expected: usize, actual: usize },
     #[error("encoded output was read against a segment of {actual} bytes, it was built from {expected}")]
     InputMismatch { expected: usize, actual: usize },
+    #[error("chunks were placed in the output for a scheme that does not place them")]
+    NotPlaceable,
     #[error("reed-solomon: {0}")]
     ReedSolomon(#[from] reed_solomon_erasure::Error),
 }
@@ -44,6 +46,27 @@ pub trait Scheme: Send + Sync + fmt::Debug {
     /// slot, `None` for missing). Present chunks may be used as scratch space.
     fn decode(&self, len: usize, chunks: &mut [Option<Vec<u8>>], out: &mut Vec<u8>)
         -> Result<(), CodecError>;
+    /// Where slot `slot`'s chunk of a segment of `len` bytes lies, byte for byte, in the
+    /// buffer [`Scheme::decode_placed`] builds (before it is cut to `len`), if it lies there
+    /// whole. A reader may write such a chunk there directly instead of into a buffer of
+    /// its own, and save the copy. `None` (the default): the chunk must be passed in.
+    fn placed_range(&self, _slot: usize, _len: usize) -> Option<Range<usize>> {
+        None
+    }
+    /// [`Scheme::decode`], where the chunks of the slots marked in `placed` were already
+    /// written to their [`Scheme::placed_range`] in `out` (and are `None` in `chunks`).
+    fn decode_placed(
+        &self,
+        len: usize,
+        chunks: &mut [Option<Vec<u8>>],
+        placed: &[bool],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        if placed.iter().any(|p| *p) {
+            return Err(CodecError::NotPlaceable);
+        }
+        self.decode(len, chunks, out)
+    }
     /// Whether the slots marked alive are enough to decode: the scheme's own claim, which
     /// the loss-pattern harness checks against real decodes.
     fn can_decode(&self, alive: &[bool]) -> bool;

@@ -4,6 +4,8 @@
 //! Each is a small struct behind [`Scheme`]; [`build`] turns a validated spec into one.
 //! Nothing here does I/O or knows what a slot is placed on.
 
+use std::ops::Range;
+
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
 use crate::scheme::{check_chunks, not_enough, push_shard, shard_len, CodecError, Encoded, Scheme};
@@ -396,15 +398,35 @@ impl Scheme for Jewels {
         chunks: &mut [Option<Vec<u8>>],
         out: &mut Vec<u8>,
     ) -> Result<(), CodecError> {
-        let present = check_chunks(self, len, chunks)?;
+        self.decode_placed(len, chunks, &[], out)
+    }
+    fn placed_range(&self, slot: usize, len: usize) -> Option<Range<usize>> {
+        let l = shard_len(len, self.k);
+        (slot < self.k).then(|| slot * l..(slot + 1) * l)
+    }
+    fn decode_placed(
+        &self,
+        len: usize,
+        chunks: &mut [Option<Vec<u8>>],
+        placed: &[bool],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        let is_placed = |slot: usize| slot < self.k && placed.get(slot).copied().unwrap_or(false);
+        // A placed slot's chunk is in `out`; a copy passed in as well is not used.
+        for (slot, chunk) in chunks.iter_mut().enumerate() {
+            if is_placed(slot) {
+                *chunk = None;
+            }
+        }
+        let present = check_chunks(self, len, chunks)? + (0..self.k).filter(|s| is_placed(*s)).count();
         if present < self.k {
             return Err(not_enough(self, present));
         }
         let l = shard_len(len, self.k);
         // Sized first so missing shards can be rebuilt in place; not zeroed (see
-        // `place_data_shards`).
+        // `place_data_shards`). Placed shards lie inside `l * k` and are kept.
         out.resize(l * self.k, 0);
-        let missing_data = chunks.iter().take(self.k).filter(|c| c.is_none()).count();
+        let missing_data = (0..self.k).filter(|s| !is_placed(*s) && chunks[*s].is_none()).count();
         if missing_data > 0 && l > 0 {
             let rs = self.rs.as_ref().ok_or_else(|| not_enough(self, present))?;
             // Missing data shards are rebuilt straight into `out`; present ones are read
@@ -412,8 +434,9 @@ impl Scheme for Jewels {
             let mut parity_wanted = missing_data;
             let mut shards: Vec<(&mut [u8], bool)> = Vec::with_capacity(self.n);
             let (data_chunks, parity_chunks) = chunks.split_at_mut(self.k);
-            for (slot, target) in data_chunks.iter_mut().zip(out.chunks_mut(l)) {
+            for (i, (slot, target)) in data_chunks.iter_mut().zip(out.chunks_mut(l)).enumerate() {
                 match slot {
+                    _ if is_placed(i) => shards.push((target, true)),
                     Some(chunk) => shards.push((chunk.as_mut_slice(), true)),
                     None => shards.push((target, false)),
                 }

@@ -134,6 +134,35 @@ fn wrong_chunk_lengths_are_refused() {
     assert!(matches!(err, CodecError::WrongSlotCount { expected: 4, actual: 3 }));
 }
 
+/// `0..n` in a random order.
+fn shuffled(n: usize, rng: &mut SplitMix64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
+/// Schemes other than jewels place nothing, and refuse chunks said to be placed.
+#[test]
+fn only_jewels_place_chunks() {
+    for spec in SPECS {
+        let scheme = build(&SchemeSpec::parse(spec).unwrap()).unwrap();
+        let n = scheme.slots();
+        let places = (0..n).any(|s| scheme.placed_range(s, 100).is_some());
+        assert_eq!(places, spec.starts_with("jewels"), "{spec}");
+        if !places {
+            let segment = random_bytes(100, 7);
+            let mut given: Vec<Option<Vec<u8>>> =
+                encode_all(scheme.as_ref(), &segment).into_iter().map(Some).collect();
+            let mut placed = vec![false; n];
+            placed[0] = true;
+            let err = scheme.decode_placed(100, &mut given, &placed, &mut Vec::new()).unwrap_err();
+            assert!(matches!(err, CodecError::NotPlaceable), "{spec}: {err}");
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -144,16 +173,46 @@ proptest! {
         let scheme = build(&SchemeSpec::Jewels { k, n }).unwrap();
         let segment = random_bytes(len, seed);
         let chunks = encode_all(scheme.as_ref(), &segment);
-        let mut rng = SplitMix64(seed ^ 0x5eed);
-        let mut order: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-        }
+        let order = shuffled(n, &mut SplitMix64(seed ^ 0x5eed));
         let mut alive = vec![false; n];
         for s in order.iter().take(k) {
             alive[*s] = true;
         }
         prop_assert!(check_pattern(scheme.as_ref(), &segment, &chunks, &alive));
+    }
+
+    /// Data shards a reader wrote straight into the output (`placed_range`) count as
+    /// present: any k of n, some of them placed, rebuild the segment, into a reused output
+    /// full of stale bytes, and a placed slot's chunk passed in as well is not used.
+    #[test]
+    fn placed_data_shards_decode_like_passed_ones(len in prop_oneof![Just(0usize), Just(1), 2usize..5000], k in 1usize..8, extra in 0usize..6, seed: u64) {
+        let n = k + extra;
+        let scheme = build(&SchemeSpec::Jewels { k, n }).unwrap();
+        let segment = random_bytes(len, seed);
+        let chunks = encode_all(scheme.as_ref(), &segment);
+        let mut rng = SplitMix64(seed ^ 0x91ace);
+        let order = shuffled(n, &mut rng);
+        let mut given: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut placed = vec![false; n];
+        let mut out = random_bytes(len + 64, seed ^ 1);
+        for &s in order.iter().take(k) {
+            match scheme.placed_range(s, len) {
+                Some(r) if rng.next_u64() % 2 == 0 => {
+                    prop_assert!(s < k && r.len() == chunks[s].len());
+                    out[r].copy_from_slice(&chunks[s]);
+                    placed[s] = true;
+                    if rng.next_u64() % 2 == 0 {
+                        given[s] = Some(vec![0xee; chunks[s].len()]);
+                    }
+                }
+                _ => given[s] = Some(chunks[s].clone()),
+            }
+        }
+        for s in k..n {
+            prop_assert!(scheme.placed_range(s, len).is_none(), "parity slot {} is never placed", s);
+        }
+        scheme.decode_placed(len, &mut given, &placed, &mut out).unwrap();
+        prop_assert_eq!(out, segment);
     }
 
     /// Every scheme round-trips odd sizes over several segments, keeping chunk lengths

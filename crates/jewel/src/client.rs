@@ -23,7 +23,7 @@ use crate::manifest::{Manifest, SEGMENT_OVERHEAD};
 use crate::net::wire;
 use crate::net::{NetError, NetHandle};
 use crate::pipeline::{
-    self, ByteRange, Fetch, FetchLog, GetStats, PieceFault, PipelineError, Put, PutOptions,
+    self, ByteRange, Fetch, FetchLog, Fetched, GetStats, PieceFault, PipelineError, Put, PutOptions,
 };
 use crate::pool::Pool;
 use crate::store::{BlockWriter, StoreError};
@@ -395,7 +395,15 @@ pub struct NetFetch {
     log: FetchLog,
 }
 
-type Answer = (usize, Result<Vec<u8>, NetError>, Duration);
+/// Where one read's bytes go: a pooled buffer, or the chunk's place in the segment.
+enum ReadInto<'a> {
+    Pooled,
+    Place(&'a mut [u8]),
+}
+
+/// A finished read: the slot, what came of it, how long it took, and the place it was
+/// given (back, on failure, for a retry to use).
+type Answer<'a> = (usize, Result<Option<Vec<u8>>, NetError>, Duration, Option<&'a mut [u8]>);
 
 /// A holder whose smoothed latency is at most this many times that of the fastest
 /// decodable set still counts as fast, and is asked first if its slot needs no decoding.
@@ -527,58 +535,89 @@ impl NetFetch {
     }
 
     /// Reads `len` bytes at `offset` of slot `slot`'s piece, verified, in requests of at
-    /// most [`wire::MAX_GET`] bytes.
+    /// most [`wire::MAX_GET`] bytes: into `place` (exactly `len` bytes) if given, and
+    /// `None` comes back; else into a pooled buffer, which comes back.
     async fn read(
         &self,
         slot: usize,
         offset: u64,
         len: usize,
         pool: &Pool<Vec<u8>>,
-    ) -> Result<Vec<u8>, NetError> {
+        into: ReadInto<'_>,
+    ) -> Result<Option<Vec<u8>>, NetError> {
         let peer = self.holders[slot].ok_or(NetError::Closed)?;
         let (id, size) = (self.ids[slot], self.sizes[slot]);
-        // The buffer keeps its old length and bytes: overwritten in place, not zeroed again.
-        let mut out = pool.take();
-        let mut done = 0;
-        while done < len {
+        let request = |done: usize| {
             let n = (len - done).min(wire::MAX_GET as usize);
-            let range = (offset + done as u64, n as u64);
-            self.net.get_range_into(peer, id, size, range, &mut out, done).await?;
-            done += n;
+            (n, (offset + done as u64, n as u64))
+        };
+        let mut done = 0;
+        match into {
+            ReadInto::Place(place) => {
+                while done < len {
+                    let (n, range) = request(done);
+                    let part = place.get_mut(done..done + n).ok_or(NetError::Closed)?;
+                    self.net.get_range_into_slice(peer, id, size, range, part).await?;
+                    done += n;
+                }
+                Ok(None)
+            }
+            ReadInto::Pooled => {
+                // The buffer keeps its old length and bytes: overwritten in place, not
+                // zeroed again.
+                let mut out = pool.take();
+                while done < len {
+                    let (n, range) = request(done);
+                    self.net.get_range_into(peer, id, size, range, &mut out, done).await?;
+                    done += n;
+                }
+                out.truncate(len);
+                Ok(Some(out))
+            }
         }
-        out.truncate(len);
-        Ok(out)
     }
 }
 
 impl Fetch for NetFetch {
-    fn fetch(
+    fn fetch<'p>(
         &self,
         scheme: &dyn jewel_codec::Scheme,
         segment: usize,
         want: &[(u64, usize)],
         pool: &Pool<Vec<u8>>,
-    ) -> Result<Vec<Option<Vec<u8>>>, PipelineError> {
+        places: &mut [Option<&'p mut [u8]>],
+    ) -> Result<Fetched, PipelineError> {
         use futures::stream::{FuturesUnordered, StreamExt};
         let n = want.len();
         let mut have: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut placed = vec![false; n];
         let mut asked = vec![false; n];
         let mut pending: FuturesUnordered<
-            std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send + '_>>,
+            std::pin::Pin<Box<dyn std::future::Future<Output = Answer<'p>> + Send + '_>>,
         > = FuturesUnordered::new();
-        let ask = |slot: usize, asked: &mut Vec<bool>| {
+        // A slot with a place is read into it; the place comes back if the read fails.
+        let ask = |slot: usize, asked: &mut Vec<bool>, places: &mut [Option<&'p mut [u8]>]| {
             asked[slot] = true;
             let (offset, len) = want[slot];
+            let place = places.get_mut(slot).and_then(Option::take);
             Box::pin(async move {
                 let t = Instant::now();
-                let r = self.read(slot, offset, len, pool).await;
-                (slot, r, t.elapsed())
-            }) as std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send + '_>>
+                match place {
+                    Some(place) => {
+                        let r = self.read(slot, offset, len, pool, ReadInto::Place(&mut *place)).await;
+                        let back = r.is_err().then_some(place);
+                        (slot, r, t.elapsed(), back)
+                    }
+                    None => {
+                        (slot, self.read(slot, offset, len, pool, ReadInto::Pooled).await, t.elapsed(), None)
+                    }
+                }
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = Answer<'p>> + Send + '_>>
         };
         self.rt.block_on(async {
             let started = Instant::now();
             for slot in self.complete(scheme, &asked, &asked) {
-                pending.push(ask(slot, &mut asked));
+                pending.push(ask(slot, &mut asked, places));
             }
             let asked_at = tokio::time::Instant::now();
             let hedge = tokio::time::sleep(self.hedge_delay());
@@ -587,7 +626,7 @@ impl Fetch for NetFetch {
             let mut failed = vec![false; n];
             let mut retried = vec![false; n];
             loop {
-                let got: Vec<bool> = have.iter().map(Option::is_some).collect();
+                let got: Vec<bool> = (0..n).map(|s| have[s].is_some() || placed[s]).collect();
                 if scheme.can_decode(&got) {
                     // The rest are cancelled; what they cost so far marks them slow.
                     for slot in 0..n {
@@ -595,7 +634,7 @@ impl Fetch for NetFetch {
                             self.record_slow(slot, started.elapsed());
                         }
                     }
-                    return Ok(have);
+                    return Ok(Fetched { chunks: have, placed });
                 }
                 if pending.is_empty() {
                     // Last resort: holders dropped after a transport error (a stream cut
@@ -605,7 +644,7 @@ impl Fetch for NetFetch {
                     for slot in retry {
                         retried[slot] = true;
                         failed[slot] = false;
-                        pending.push(ask(slot, &mut asked));
+                        pending.push(ask(slot, &mut asked, places));
                     }
                     if pending.is_empty() {
                         let available = self.order(&[]).len();
@@ -614,11 +653,14 @@ impl Fetch for NetFetch {
                     continue;
                 }
                 tokio::select! {
-                    Some((slot, r, took)) = pending.next() => match r {
+                    Some((slot, r, took, back)) = pending.next() => match r {
                         Ok(buf) => {
                             self.record(slot, took);
-                            self.log.read(slot, buf.len());
-                            have[slot] = Some(buf);
+                            self.log.read(slot, want[slot].1);
+                            match buf {
+                                Some(buf) => have[slot] = Some(buf),
+                                None => placed[slot] = true,
+                            }
                             // The first answers of a get make the hedge delay known: a
                             // segment asked before them (with FIRST_HEDGE) hedges as soon
                             // as the new delay allows, not 300 ms in.
@@ -630,11 +672,14 @@ impl Fetch for NetFetch {
                         Err(e) => {
                             self.fail(slot, segment, &e);
                             failed[slot] = true;
+                            if let (Some(back), Some(place)) = (back, places.get_mut(slot)) {
+                                *place = Some(back);
+                            }
                             // What is held or still coming, if it cannot decode, gets the
                             // fastest holders not asked yet.
                             let coming: Vec<bool> = (0..n).map(|s| asked[s] && !failed[s]).collect();
                             for extra in self.complete(scheme, &coming, &asked) {
-                                pending.push(ask(extra, &mut asked));
+                                pending.push(ask(extra, &mut asked, places));
                             }
                         }
                     },
@@ -645,7 +690,7 @@ impl Fetch for NetFetch {
                         // Spares are for speed: by latency alone.
                         let spares: Vec<usize> = self.order(&[]).into_iter().filter(|s| !asked[*s]).take(late).collect();
                         for extra in spares {
-                            pending.push(ask(extra, &mut asked));
+                            pending.push(ask(extra, &mut asked, places));
                         }
                     }
                 }

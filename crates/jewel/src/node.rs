@@ -211,8 +211,9 @@ impl pipeline::Fetch for CountedFetch<'_> {
         segment: usize,
         want: &[(u64, usize)],
         pool: &crate::pool::Pool<Vec<u8>>,
-    ) -> Result<Vec<Option<Vec<u8>>>, pipeline::PipelineError> {
-        let chunks = self.inner.fetch(scheme, segment, want, pool)?;
+        places: &mut [Option<&mut [u8]>],
+    ) -> Result<pipeline::Fetched, pipeline::PipelineError> {
+        let chunks = self.inner.fetch(scheme, segment, want, pool, places)?;
         if let Some(p) = &self.progress {
             p.done.fetch_add(self.manifest.plain_len(segment) as u64, std::sync::atomic::Ordering::Relaxed);
         }

@@ -11,6 +11,7 @@
 //! commands, the tests and (later) the network each supply their own.
 
 use std::io::{Read, Write};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -356,20 +357,43 @@ pub struct GetStats {
     pub elapsed: Duration,
 }
 
+/// The chunks a [`Fetch`] found for one segment, indexed by slot: those read into
+/// buffers of their own, and the slots it wrote straight into their place instead.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub chunks: Vec<Option<Vec<u8>>>,
+    pub placed: Vec<bool>,
+}
+
+impl Fetched {
+    /// Slots present either way.
+    pub fn held(&self) -> Vec<bool> {
+        self.chunks
+            .iter()
+            .enumerate()
+            .map(|(s, c)| c.is_some() || self.placed.get(s) == Some(&true))
+            .collect()
+    }
+}
+
 /// Where a get finds the chunks of each segment. The local implementation reads the
 /// given pieces in turn; the network one asks holders in parallel and hedges.
 pub trait Fetch: Sync {
-    /// Returns chunks (indexed by slot) that together decode segment `segment`. Slot
-    /// `slot`'s chunk is `want[slot].1` bytes at offset `want[slot].0` of its piece.
-    /// Buffers come from, and may be given back to, `pool`. A piece that fails is recorded
-    /// as a fault and routed around; only when no decodable set is left does this fail.
+    /// Returns chunks that together decode segment `segment`. Slot `slot`'s chunk is
+    /// `want[slot].1` bytes at offset `want[slot].0` of its piece. Buffers come from, and
+    /// may be given back to, `pool`. Where `places[slot]` is given (the chunk's place in the
+    /// segment being rebuilt, see `Scheme::placed_range`), the chunk may be written there
+    /// instead and marked placed; a place that was written to but is not marked placed
+    /// holds nothing of value. A piece that fails is recorded as a fault and routed
+    /// around; only when no decodable set is left does this fail.
     fn fetch(
         &self,
         scheme: &dyn Scheme,
         segment: usize,
         want: &[(u64, usize)],
         pool: &Pool<Vec<u8>>,
-    ) -> Result<Vec<Option<Vec<u8>>>, PipelineError>;
+        places: &mut [Option<&mut [u8]>],
+    ) -> Result<Fetched, PipelineError>;
 
     /// Verified bytes read so far from each slot, and the faults seen.
     fn report(&self) -> (Vec<u64>, Vec<PieceFault>);
@@ -419,8 +443,11 @@ impl Fetch for LocalFetch {
         segment: usize,
         want: &[(u64, usize)],
         pool: &Pool<Vec<u8>>,
-    ) -> Result<Vec<Option<Vec<u8>>>, PipelineError> {
+        places: &mut [Option<&mut [u8]>],
+    ) -> Result<Fetched, PipelineError> {
         let n = want.len();
+        // Chunks read into their place stay there across the retries below.
+        let mut placed = vec![false; n];
         loop {
             let alive_now = self.alive.lock().map(|a| a.clone()).unwrap_or_default();
             let Some(chosen) = scheme.select(&alive_now) else {
@@ -433,7 +460,22 @@ impl Fetch for LocalFetch {
             let mut chunks: Vec<Option<Vec<u8>>> = vec![None; n];
             let mut lost = None;
             for (slot, use_it) in chosen.iter().enumerate() {
-                let (true, Some(src)) = (*use_it, self.sources[slot].as_ref()) else { continue };
+                let (true, false, Some(src)) = (*use_it, placed[slot], self.sources[slot].as_ref()) else {
+                    continue;
+                };
+                if let Some(place) = places.get_mut(slot).and_then(Option::as_deref_mut) {
+                    match src.read_at(want[slot].0, place) {
+                        Ok(()) => {
+                            self.log.read(slot, place.len());
+                            placed[slot] = true;
+                            continue;
+                        }
+                        Err(e) => {
+                            lost = Some((slot, e));
+                            break;
+                        }
+                    }
+                }
                 // Overwritten whole by the read: a reused buffer is not zeroed again.
                 let mut buf = pool.take();
                 buf.resize(want[slot].1, 0);
@@ -449,7 +491,7 @@ impl Fetch for LocalFetch {
                     }
                 }
             }
-            let Some((slot, e)) = lost else { return Ok(chunks) };
+            let Some((slot, e)) = lost else { return Ok(Fetched { chunks, placed }) };
             tracing::warn!(slot, segment, error = %e, "piece failed; rebuilding from the others");
             if let Ok(mut a) = self.alive.lock() {
                 a[slot] = false;
@@ -532,12 +574,43 @@ fn fetch_segment(
     out: &mut Vec<u8>,
 ) -> Result<(), PipelineError> {
     let seg_len = manifest.segments[i] as usize;
+    let n = scheme.slots();
     let want: Vec<(u64, usize)> =
-        (0..scheme.slots()).map(|slot| (offsets[i][slot], scheme.chunk_len(slot, seg_len))).collect();
-    let mut chunks = fetch.fetch(scheme, i, &want, buffers)?;
-    let r = scheme.decode(seg_len, &mut chunks, out);
+        (0..n).map(|slot| (offsets[i][slot], scheme.chunk_len(slot, seg_len))).collect();
+    // Chunks that lie whole in the decoded segment (data shards) are read straight into
+    // their place: one copy fewer. `out` only grows; stale bytes are overwritten.
+    let ranges: Vec<Option<Range<usize>>> =
+        (0..n).map(|slot| scheme.placed_range(slot, seg_len).filter(|r| r.len() == want[slot].1)).collect();
+    let room = ranges.iter().flatten().map(|r| r.end).max().unwrap_or(0);
+    if out.len() < room {
+        out.resize(room, 0);
+    }
+    let mut places = split_places(out, &ranges);
+    let Fetched { mut chunks, placed } = fetch.fetch(scheme, i, &want, buffers, &mut places)?;
+    drop(places);
+    let r = scheme.decode_placed(seg_len, &mut chunks, &placed, out);
     chunks.into_iter().flatten().for_each(|c| buffers.give(c));
     Ok(r?)
+}
+
+/// Cuts `buf` into the given places, one per slot (`None` where a slot has none, or
+/// where its range overlaps an earlier one or runs past `buf`).
+fn split_places<'a>(buf: &'a mut [u8], ranges: &[Option<Range<usize>>]) -> Vec<Option<&'a mut [u8]>> {
+    let mut order: Vec<(usize, Range<usize>)> =
+        ranges.iter().enumerate().filter_map(|(s, r)| Some((s, r.clone()?))).collect();
+    order.sort_by_key(|(_, r)| r.start);
+    let mut places: Vec<Option<&'a mut [u8]>> = ranges.iter().map(|_| None).collect();
+    let (mut rest, mut at) = (buf, 0usize);
+    for (slot, r) in order {
+        if r.start < at || r.end - at > rest.len() {
+            continue;
+        }
+        let (_, from) = std::mem::take(&mut rest).split_at_mut(r.start - at);
+        let (place, after) = from.split_at_mut(r.len());
+        places[slot] = Some(place);
+        (rest, at) = (after, r.end);
+    }
+    places
 }
 
 /// Rebuilds the pieces of `slots` from whatever `fetch` can read: each segment is decoded

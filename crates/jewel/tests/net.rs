@@ -73,6 +73,17 @@ async fn eight_nodes_move_verified_blocks_and_find_providers() {
     nodes[7].handle().get_range_into(holder, id, block.len() as u64, range, &mut reused, 1000).await.unwrap();
     assert!(reused[..1000].iter().all(|&b| b == 0xee));
     assert_eq!(reused[1000..71_000], block[20_001..90_001]);
+    // Into a place inside a larger buffer: both ends unaligned, so the last chunk group
+    // runs past the place; the bytes on either side stay as they were.
+    let mut segment = vec![0xee; 100_000];
+    let range = (16_385, 49_000);
+    let place = &mut segment[3..49_003];
+    nodes[7].handle().get_range_into_slice(holder, id, block.len() as u64, range, place).await.unwrap();
+    assert_eq!(segment[3..49_003], block[16_385..65_385]);
+    assert!(segment[..3].iter().chain(&segment[49_003..]).all(|&b| b == 0xee));
+    let short = &mut segment[..10];
+    let err = nodes[7].handle().get_range_into_slice(holder, id, block.len() as u64, range, short).await;
+    assert!(err.is_err(), "a place of the wrong length is refused");
     let other = BlockId::of(b"absent");
     assert_eq!(nodes[2].handle().has(holder, &[id, other]).await.unwrap(), vec![true, false]);
     let moved = nodes[3].handle().prove(holder, id, block.len() as u64, 7).await.unwrap();

@@ -209,11 +209,12 @@ impl<F: jewel::pipeline::Fetch> jewel::pipeline::Fetch for Interrupted<F> {
         segment: usize,
         want: &[(u64, usize)],
         pool: &jewel::pool::Pool<Vec<u8>>,
-    ) -> Result<Vec<Option<Vec<u8>>>, PipelineError> {
+        places: &mut [Option<&mut [u8]>],
+    ) -> Result<jewel::pipeline::Fetched, PipelineError> {
         if segment >= self.fail_at {
             return Err(CodecError::NotEnoughPieces { needed: 3, available: 0 }.into());
         }
-        self.inner.fetch(scheme, segment, want, pool)
+        self.inner.fetch(scheme, segment, want, pool, places)
     }
 
     fn report(&self) -> (Vec<u64>, Vec<jewel::pipeline::PieceFault>) {

@@ -515,6 +515,44 @@ fn final_status(status: Result<(), WireError>, sent: std::io::Result<()>) -> Res
     }
 }
 
+/// Where a get writes a fragment's verified bytes.
+enum Sink<'a> {
+    /// A reused buffer, written from an offset; it grows if it is shorter.
+    Grow(&'a mut Vec<u8>),
+    /// A place of exactly the range's length. A chunk group that would run past its end
+    /// (only part of it is in the range) is read into `spill`, and what is kept copied.
+    Fixed { out: &'a mut [u8], spill: Vec<u8>, spilled: bool },
+}
+
+impl Sink<'_> {
+    /// Room for a chunk group of `n` bytes whose kept bytes go to `at`.
+    fn room(&mut self, at: usize, n: usize) -> &mut [u8] {
+        match self {
+            Sink::Grow(out) => room(out, at, n),
+            Sink::Fixed { out, spill, spilled } => {
+                *spilled = at.checked_add(n).is_none_or(|end| end > out.len());
+                if *spilled {
+                    room(spill, 0, n)
+                } else {
+                    &mut out[at..at + n]
+                }
+            }
+        }
+    }
+
+    /// The group's first `kept` bytes (after `FragmentDecoder::leaf`) belong at `at`.
+    fn settle(&mut self, at: usize, kept: usize) -> Result<(), FragmentError> {
+        if let Sink::Fixed { out, spill, spilled: true } = self {
+            let place = at.checked_add(kept).and_then(|end| out.get_mut(at..end));
+            let (Some(place), Some(kept)) = (place, spill.get(..kept)) else {
+                return Err(FragmentError::Trailing(kept));
+            };
+            place.copy_from_slice(kept);
+        }
+        Ok(())
+    }
+}
+
 /// Get streams a finished get left open, per peer, with when each went idle.
 #[derive(Default)]
 pub(crate) struct IdleStreams(HashMap<PeerId, Vec<(Stream, std::time::Instant)>>);
@@ -662,12 +700,42 @@ impl NetHandle {
         out: &mut Vec<u8>,
         at: usize,
     ) -> Result<(), NetError> {
-        // Each attempt borrows the buffer anew (through an uncontended lock, since `request`
+        self.get_range_to(peer, id, size, range, Sink::Grow(out), at).await
+    }
+
+    /// Like [`NetHandle::get_range`], writing the verified bytes to `out`, which must be
+    /// exactly the range's length (a caller's place in a larger buffer, say). Nothing
+    /// outside `out` is touched. On error `out` holds nothing verified.
+    pub async fn get_range_into_slice(
+        &self,
+        peer: PeerId,
+        id: BlockId,
+        size: u64,
+        range: (u64, u64),
+        out: &mut [u8],
+    ) -> Result<(), NetError> {
+        if out.len() as u64 != range.1 {
+            return Err(NetError::Fragment { peer, source: FragmentError::Truncated });
+        }
+        let sink = Sink::Fixed { out, spill: Vec::new(), spilled: false };
+        self.get_range_to(peer, id, size, range, sink, 0).await
+    }
+
+    async fn get_range_to(
+        &self,
+        peer: PeerId,
+        id: BlockId,
+        size: u64,
+        range: (u64, u64),
+        sink: Sink<'_>,
+        at: usize,
+    ) -> Result<(), NetError> {
+        // Each attempt borrows the sink anew (through an uncontended lock, since `request`
         // makes a fresh future per attempt) and writes from `at` again.
-        let shared = tokio::sync::Mutex::new(&mut *out);
+        let shared = tokio::sync::Mutex::new(sink);
         self.request(peer, || async {
-            let mut out = shared.lock().await;
-            self.fragment_once(peer, id, size, range, &mut out, at).await
+            let mut sink = shared.lock().await;
+            self.fragment_once(peer, id, size, range, &mut sink, at).await
         })
         .await
     }
@@ -847,7 +915,7 @@ impl NetHandle {
         id: BlockId,
         size: u64,
         (offset, len): (u64, u64),
-        out: &mut Vec<u8>,
+        out: &mut Sink<'_>,
         at: usize,
     ) -> Result<(), NetError> {
         let fail = |source| NetError::Fragment { peer, source };
@@ -869,9 +937,11 @@ impl NetHandle {
                     dec.pair(&pair).map_err(fail)?;
                 }
                 Want::Leaf(n) => {
-                    let group = room(out, end, n);
+                    let group = out.room(end, n);
                     s.read_exact(group).await.map_err(WireError::Io)?;
-                    end += dec.leaf(group).map_err(fail)?;
+                    let kept = dec.leaf(group).map_err(fail)?;
+                    out.settle(end, kept).map_err(fail)?;
+                    end += kept;
                 }
                 Want::Done => break,
             }
