@@ -365,17 +365,6 @@ pub struct Fetched {
     pub placed: Vec<bool>,
 }
 
-impl Fetched {
-    /// Slots present either way.
-    pub fn held(&self) -> Vec<bool> {
-        self.chunks
-            .iter()
-            .enumerate()
-            .map(|(s, c)| c.is_some() || self.placed.get(s) == Some(&true))
-            .collect()
-    }
-}
-
 /// Where a get finds the chunks of each segment. The local implementation reads the
 /// given pieces in turn; the network one asks holders in parallel and hedges.
 pub trait Fetch: Sync {

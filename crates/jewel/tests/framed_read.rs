@@ -1,6 +1,6 @@
 //! The patched `asynchronous-codec` (vendor/asynchronous-codec): a framed reader asks its
 //! source for up to 64 KiB per read once reads come back full, where 0.7.0 asked for 8 KiB
-//! every time. libp2p's noise reads every connection's bytes through it.
+//! every time. libp2p's noise reads every byte of a noise connection through it.
 
 use std::io;
 use std::pin::Pin;
