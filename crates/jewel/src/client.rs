@@ -547,18 +547,13 @@ impl NetFetch {
     ) -> Result<Option<Vec<u8>>, NetError> {
         let peer = self.holders[slot].ok_or(NetError::Closed)?;
         let (id, size) = (self.ids[slot], self.sizes[slot]);
-        let request = |done: usize| {
-            let n = (len - done).min(wire::MAX_GET as usize);
-            (n, (offset + done as u64, n as u64))
-        };
         let mut done = 0;
         match into {
             ReadInto::Place(place) => {
-                while done < len {
-                    let (n, range) = request(done);
-                    let part = place.get_mut(done..done + n).ok_or(NetError::Closed)?;
+                for part in place.chunks_mut(wire::MAX_GET as usize) {
+                    let range = (offset + done as u64, part.len() as u64);
                     self.net.get_range_into_slice(peer, id, size, range, part).await?;
-                    done += n;
+                    done += part.len();
                 }
                 Ok(None)
             }
@@ -567,7 +562,8 @@ impl NetFetch {
                 // zeroed again.
                 let mut out = pool.take();
                 while done < len {
-                    let (n, range) = request(done);
+                    let n = (len - done).min(wire::MAX_GET as usize);
+                    let range = (offset + done as u64, n as u64);
                     self.net.get_range_into(peer, id, size, range, &mut out, done).await?;
                     done += n;
                 }
