@@ -16,10 +16,10 @@ use jewel::codec::{build, SchemeSpec, SplitMix64};
 use std::path::Path;
 use std::sync::Arc;
 
-use jewel::client;
-use jewel::net::{Keypair, MultiaddrProtocol, NetConfig, Network, PeerId};
 use jewel::pipeline::PutOptions;
 use jewel::{BlockStore, FsStore, Manifest, ReadCap};
+use jewel_net::{Keypair, MultiaddrProtocol, NetConfig, Network, PeerId};
+use jewel_node::client;
 
 /// The schemes the demo compares (each fits on the demo's 10 peers).
 pub const DEMO_SCHEMES: &[&str] = &[

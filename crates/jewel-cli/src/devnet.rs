@@ -107,7 +107,7 @@ pub fn spawn_with(index: usize, home: &Path, bootstrap: Option<&str>, extra: &[&
         }
         std::thread::sleep(POLL);
     }
-    let info: jewel::node::ApiInfo = serde_json::from_slice(&std::fs::read(&api_json)?)?;
+    let info: jewel_node::ApiInfo = serde_json::from_slice(&std::fs::read(&api_json)?)?;
     let listen = info.listen.iter().map(|a| format!("{a}/p2p/{}", info.peer_id)).collect();
     Ok(Peer { index, pid, peer_id: info.peer_id, home: home.to_path_buf(), api: info.api, listen })
 }

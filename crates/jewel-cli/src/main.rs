@@ -348,7 +348,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             };
             let parse = |a: &String| a.parse().with_context(|| format!("`{a}` is not a multiaddr"));
-            let config = jewel::node::NodeConfig {
+            let config = jewel_node::NodeConfig {
                 home,
                 listen: listen.iter().map(parse).collect::<Result<_>>()?,
                 bootstrap: bootstrap.iter().map(parse).collect::<Result<_>>()?,
@@ -363,7 +363,7 @@ fn run(cli: Cli) -> Result<()> {
                 lease: std::time::Duration::from_secs(lease_secs.max(1)),
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(jewel::node::run(config, |info| {
+            rt.block_on(jewel_node::run(config, |info| {
                 // The node's readiness lines; a closed stdout must not stop the node.
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "peer id: {}", info.peer_id);

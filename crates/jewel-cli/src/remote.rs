@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use jewel::node::ApiInfo;
+use jewel_node::ApiInfo;
 use serde_json::Value;
 
 pub struct Api {

@@ -33,18 +33,6 @@ pub fn check_manifest(data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Block-protocol requests: anything that parses re-encodes to a prefix of the input
-/// (a PUT's data follows its header).
-pub fn check_request(data: &[u8]) -> Result<(), String> {
-    if let Ok(req) = crate::net::wire::Request::decode(data) {
-        let encoded = req.encode();
-        if !data.starts_with(&encoded) {
-            return Err(format!("request {req:?} does not re-encode to its input"));
-        }
-    }
-    Ok(())
-}
-
 /// Scheme specs: anything that parses round-trips and builds.
 pub fn check_spec(data: &[u8]) -> Result<(), String> {
     let text = String::from_utf8_lossy(data);

@@ -1,4 +1,5 @@
-//! Jewel's storage engine: everything below the network.
+//! Jewel's storage engine: everything below the network, synchronous. It must not depend
+//! on tokio, libp2p or axum, so a simulator or any other synchronous user can reuse it.
 //!
 //! - [`store`]: the content-addressed block store ([`FsStore`], [`MemStore`]), verified
 //!   reads through bao outboards.
@@ -12,7 +13,6 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod caps;
-pub mod client;
 pub mod crypto;
 mod direct;
 #[doc(hidden)]
@@ -20,8 +20,6 @@ pub mod fuzzing;
 mod id;
 pub mod lease;
 pub mod manifest;
-pub mod net;
-pub mod node;
 pub mod offline;
 mod parallel;
 pub mod pipeline;

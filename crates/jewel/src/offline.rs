@@ -218,7 +218,7 @@ pub fn decode_dir(
 /// Writes `target` through `write`, into a temp file beside it that is fsynced and renamed
 /// into place only on success; on any error the temp file is removed and `target` is
 /// untouched. Used by offline decode and by the node's network get.
-pub(crate) fn write_atomically<T, E: From<OfflineError>>(
+pub fn write_atomically<T, E: From<OfflineError>>(
     target: &Path,
     write: impl FnOnce(&mut dyn Write) -> Result<T, E>,
 ) -> Result<T, E> {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use jewel::fuzzing::{check_cap, check_manifest, check_request, check_spec};
+use jewel::fuzzing::{check_cap, check_manifest, check_spec};
 
 fn replay(target: &str, check: fn(&[u8]) -> Result<(), String>) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
@@ -32,9 +32,4 @@ fn manifest_corpus() {
 #[test]
 fn spec_corpus() {
     replay("spec", check_spec);
-}
-
-#[test]
-fn request_corpus() {
-    replay("request", check_request);
 }

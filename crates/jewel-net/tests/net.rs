@@ -3,17 +3,17 @@
 
 use std::sync::Arc;
 
-use jewel::net::wire::{self, Request, Status, WireError};
-use jewel::net::{
+use jewel::{BlockId, BlockStore, MemStore};
+use jewel_net::wire::{self, Request, Status, WireError};
+use jewel_net::{
     Keypair, Multiaddr, MultiaddrProtocol, NetConfig, NetError, NetEvent, Network, BLOCK_PROTOCOL,
 };
-use jewel::{BlockId, BlockStore, MemStore};
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed)).collect()
 }
 
-async fn start(store: MemStore, bootstrap: Vec<jewel::net::Multiaddr>) -> Network {
+async fn start(store: MemStore, bootstrap: Vec<jewel_net::Multiaddr>) -> Network {
     let config = NetConfig { bootstrap, ..NetConfig::default() };
     Network::start(Keypair::generate_ed25519(), config, Arc::new(store)).await.unwrap()
 }
@@ -40,8 +40,8 @@ async fn announced(node: &Network, n: u64) {
     assert!(waited, "{} of {n} blocks announced", *count.borrow());
 }
 
-fn libp2p_peer(p: jewel::net::PeerId) -> jewel::net::MultiaddrProtocol<'static> {
-    jewel::net::MultiaddrProtocol::P2p(p)
+fn libp2p_peer(p: jewel_net::PeerId) -> jewel_net::MultiaddrProtocol<'static> {
+    jewel_net::MultiaddrProtocol::P2p(p)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,8 +203,8 @@ async fn gets_reuse_their_stream_and_a_stream_carries_many_requests() {
 
 /// Sends `block` with SEND (id at the end) in 70 kB chunks, announcing `max` bytes.
 async fn send(
-    net: &jewel::net::NetHandle,
-    peer: jewel::net::PeerId,
+    net: &jewel_net::NetHandle,
+    peer: jewel_net::PeerId,
     max: u64,
     block: &[u8],
 ) -> (BlockId, Result<(), NetError>) {
@@ -289,8 +289,8 @@ async fn leases_keep_blocks_until_no_file_needs_them() {
 /// QUIC carries the block protocol as well as TCP does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_move_over_quic() {
-    let quic: jewel::net::Multiaddr = "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap();
-    let start_quic = |bootstrap: Vec<jewel::net::Multiaddr>, store: MemStore| {
+    let quic: jewel_net::Multiaddr = "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap();
+    let start_quic = |bootstrap: Vec<jewel_net::Multiaddr>, store: MemStore| {
         let config = NetConfig { listen: vec![quic.clone()], bootstrap, ..NetConfig::default() };
         Network::start(Keypair::generate_ed25519(), config, Arc::new(store))
     };
@@ -390,7 +390,7 @@ async fn relay_dcutr_and_autonat_work_between_real_peers() {
         let through_relay = circuit.clone().with(libp2p_peer(a_id));
         assert_eq!(b.handle().dial(through_relay).await.unwrap(), a_id);
         // The side that runs the hole punch reports it: A about B, or B about A.
-        let about = |who: jewel::net::PeerId| {
+        let about = |who: jewel_net::PeerId| {
             move |e: &NetEvent| match e {
                 NetEvent::DirectUpgrade { peer } | NetEvent::DirectUpgradeFailed { peer, .. } => *peer == who,
                 _ => false,

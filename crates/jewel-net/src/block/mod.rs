@@ -21,15 +21,15 @@ use futures::StreamExt;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio::sync::Semaphore;
 
-use super::announce::Announcer;
-use super::swarm::{NetError, NetHandle};
-use super::wire::{self, Request, Status, WireError};
-use crate::id::BlockId;
-use crate::lease::{Lease, LeaseBook};
-use crate::pool::Pool;
-use crate::store::{
+use crate::announce::Announcer;
+use crate::swarm::{NetError, NetHandle};
+use crate::wire::{self, Request, Status, WireError};
+use jewel::lease::{Lease, LeaseBook};
+use jewel::pool::Pool;
+use jewel::store::{
     decode_fragment, room, BlockStore, FragmentDecoder, FragmentError, StoreError, Want, CHUNK_GROUP_SIZE,
 };
+use jewel::BlockId;
 
 /// The block protocol's name and version.
 pub const BLOCK_PROTOCOL: StreamProtocol = StreamProtocol::new("/jewel/block/1.0.0");
@@ -312,7 +312,7 @@ fn lease(
     ids: &[BlockId],
 ) -> Result<Vec<bool>, StoreError> {
     let held = ids.iter().map(|id| store.has(id)).collect::<Result<Vec<bool>, _>>()?;
-    let now = crate::lease::now();
+    let now = jewel::lease::now();
     let expires = if seconds == 0 { 0 } else { now + u64::from(seconds) };
     let mut changes: Vec<Lease> = ids
         .iter()
@@ -323,11 +323,11 @@ fn lease(
     // A lease for a file replaces the owner's first, unassigned one.
     let firsts: Vec<Lease> = changes
         .iter()
-        .map(|l| Lease { block: l.block, file: crate::lease::UNASSIGNED, owner: owner.to_vec(), expires: 0 })
+        .map(|l| Lease { block: l.block, file: jewel::lease::UNASSIGNED, owner: owner.to_vec(), expires: 0 })
         .collect();
     changes.extend(firsts);
     let unavailable =
-        |e: crate::lease::LeaseError| StoreError::Unavailable { id: file, reason: e.to_string() };
+        |e: jewel::lease::LeaseError| StoreError::Unavailable { id: file, reason: e.to_string() };
     leases.apply(&changes).map_err(unavailable)?;
     if seconds == 0 {
         for l in &changes {
@@ -416,9 +416,9 @@ async fn receive(
         // Lease before commit, so a collection running meanwhile never sees it unleased.
         let first = Lease {
             block: id,
-            file: crate::lease::UNASSIGNED,
+            file: jewel::lease::UNASSIGNED,
             owner,
-            expires: crate::lease::now() + crate::lease::INITIAL_LEASE_SECS,
+            expires: jewel::lease::now() + jewel::lease::INITIAL_LEASE_SECS,
         };
         leases.apply_soon(&[first]).map_err(|e| StoreError::Unavailable { id, reason: e.to_string() })?;
         w.commit(Some(id))
@@ -786,7 +786,7 @@ impl NetHandle {
     pub async fn put_block_from(
         &self,
         peer: PeerId,
-        reader: Arc<dyn crate::store::BlockReader>,
+        reader: Arc<dyn jewel::store::BlockReader>,
     ) -> Result<(), NetError> {
         let (id, size) = (reader.id(), reader.len());
         self.put_stream(peer, id, size, |off, n| {

@@ -30,7 +30,7 @@
 
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::id::BlockId;
+use jewel::BlockId;
 
 const MAGIC: &[u8; 2] = b"JB";
 /// The protocol version this build speaks.

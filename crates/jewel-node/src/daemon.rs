@@ -19,15 +19,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use jewel_codec::SchemeSpec;
-use libp2p::{identity::Keypair, Multiaddr, PeerId};
+use jewel_net::{Keypair, Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 
-use crate::caps::{Cap, ReadCap};
 use crate::client::{self, Candidate};
-use crate::id::BlockId;
-use crate::net::{NetConfig, NetHandle, Network};
-use crate::pipeline::{self, ByteRange, PutOptions};
-use crate::store::{BlockStore, FsStore, CHUNK_GROUP_SIZE};
+use jewel::caps::{Cap, ReadCap};
+use jewel::pipeline::{self, ByteRange, PutOptions};
+use jewel::store::{BlockStore, FsStore, CHUNK_GROUP_SIZE};
+use jewel::BlockId;
+use jewel_net::{NetConfig, NetHandle, Network};
 
 /// The scheme `put` uses when none is given.
 pub const DEFAULT_SCHEME: &str = "jewels:3/5";
@@ -43,9 +43,9 @@ pub enum NodeError {
     #[error("the control API must listen on a loopback address, not {0}")]
     NotLoopback(SocketAddr),
     #[error(transparent)]
-    Net(#[from] crate::net::NetError),
+    Net(#[from] jewel_net::NetError),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] jewel::store::StoreError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
@@ -138,7 +138,7 @@ struct NodeState {
     files: Mutex<BTreeMap<String, FileEntry>>,
     jobs: Jobs,
     repairing: Mutex<std::collections::HashSet<BlockId>>,
-    leases: Arc<crate::lease::LeaseBook>,
+    leases: Arc<jewel::lease::LeaseBook>,
     lease_secs: u32,
 }
 
@@ -201,7 +201,7 @@ impl Drop for JobGuard<'_> {
 struct CountedFetch<'a> {
     inner: &'a dyn pipeline::Fetch,
     progress: Option<Arc<Progress>>,
-    manifest: &'a crate::manifest::Manifest,
+    manifest: &'a jewel::manifest::Manifest,
 }
 
 impl pipeline::Fetch for CountedFetch<'_> {
@@ -210,7 +210,7 @@ impl pipeline::Fetch for CountedFetch<'_> {
         scheme: &dyn jewel_codec::Scheme,
         segment: usize,
         want: &[(u64, usize)],
-        pool: &crate::pool::Pool<Vec<u8>>,
+        pool: &jewel::pool::Pool<Vec<u8>>,
         places: &mut [Option<&mut [u8]>],
     ) -> Result<pipeline::Fetched, pipeline::PipelineError> {
         let chunks = self.inner.fetch(scheme, segment, want, pool, places)?;
@@ -275,8 +275,8 @@ impl NodeState {
     }
 }
 
-impl From<crate::offline::OfflineError> for ApiError {
-    fn from(e: crate::offline::OfflineError) -> Self {
+impl From<jewel::offline::OfflineError> for ApiError {
+    fn from(e: jewel::offline::OfflineError) -> Self {
         bad(e)
     }
 }
@@ -307,7 +307,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     std::fs::create_dir_all(&config.home).map_err(io_err(&config.home))?;
     let keypair = load_identity(&config.home)?;
     let store = FsStore::open(config.home.join("store"), config.capacity)?;
-    let leases = Arc::new(crate::lease::LeaseBook::open(&config.home.join("leases.redb")).map_err(|e| {
+    let leases = Arc::new(jewel::lease::LeaseBook::open(&config.home.join("leases.redb")).map_err(|e| {
         NodeError::Io { path: config.home.join("leases.redb"), source: std::io::Error::other(e.to_string()) }
     })?);
     let net_config = NetConfig {
@@ -325,7 +325,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     let listener = tokio::net::TcpListener::bind(config.api).await.map_err(io_err(&config.home))?;
     let api_addr = listener.local_addr().map_err(io_err(&config.home))?;
     let mut token = [0u8; 16];
-    crate::crypto::fill_random(&mut token).map_err(|e| NodeError::Io {
+    jewel::crypto::fill_random(&mut token).map_err(|e| NodeError::Io {
         path: config.home.clone(),
         source: std::io::Error::other(e.to_string()),
     })?;
@@ -426,7 +426,7 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<serde_json::Valu
     })))
 }
 
-async fn peers(State(s): State<Arc<NodeState>>) -> Result<Json<Vec<crate::net::PeerInfo>>, ApiError> {
+async fn peers(State(s): State<Arc<NodeState>>) -> Result<Json<Vec<jewel_net::PeerInfo>>, ApiError> {
     Ok(Json(s.net.peers().await.map_err(failed)?))
 }
 
@@ -604,7 +604,7 @@ async fn get_file(
         let covered = (end.div_ceil(seg) * seg).min(manifest.file_len).saturating_sub(start / seg * seg);
         let job = s.jobs.start(body.job.as_deref(), covered);
         if let (Some(j), None) = (&job, body.range) {
-            let already = crate::offline::resume_offset(&body.out, &manifest);
+            let already = jewel::offline::resume_offset(&body.out, &manifest);
             j.progress.done.store(already, std::sync::atomic::Ordering::Relaxed);
         }
         let fetch = client::NetFetch::new(rt.clone(), s.net.clone(), &manifest, &located).map_err(failed)?;
@@ -615,7 +615,7 @@ async fn get_file(
         };
         match body.range {
             Some((start, end)) => {
-                let stats = crate::offline::write_atomically(&body.out, |w| {
+                let stats = jewel::offline::write_atomically(&body.out, |w| {
                     let range = ByteRange { start, end };
                     pipeline::get_with(&manifest, &cap.key, &fetch, range, w, client::GET_THREADS)
                         .map_err(failed)
@@ -623,7 +623,7 @@ async fn get_file(
                 Ok((stats, 0))
             }
             None => {
-                crate::offline::get_resumable(&body.out, &manifest, &cap.key, &fetch, client::GET_THREADS)
+                jewel::offline::get_resumable(&body.out, &manifest, &cap.key, &fetch, client::GET_THREADS)
                     .map_err(failed)
             }
         }
@@ -681,14 +681,14 @@ fn unix_now() -> u64 {
 
 /// Asks every holder, in parallel, to prove its piece with a random chunk group and its
 /// bao proof, verified against the piece id.
-async fn audit(net: &NetHandle, manifest: &crate::manifest::Manifest, located: &[Option<PeerId>]) -> Audit {
+async fn audit(net: &NetHandle, manifest: &jewel::manifest::Manifest, located: &[Option<PeerId>]) -> Audit {
     let Ok(scheme) = manifest.build_scheme() else { return Audit::default() };
     let probes = manifest.pieces.iter().enumerate().map(|(slot, piece)| {
         let holder = located.get(slot).copied().flatten();
         let size = manifest.piece_len(scheme.as_ref(), slot);
         let groups = size.div_ceil(CHUNK_GROUP_SIZE as u64).max(1);
         let mut pick = [0u8; 8];
-        let _ = crate::crypto::fill_random(&mut pick);
+        let _ = jewel::crypto::fill_random(&mut pick);
         let group = u64::from_le_bytes(pick) % groups;
         async move {
             let Some(peer) = holder else { return (PieceState::Missing, 0) };
@@ -696,11 +696,11 @@ async fn audit(net: &NetHandle, manifest: &crate::manifest::Manifest, located: &
             match tokio::time::timeout(AUDIT_TIMEOUT, net.prove(peer, *piece, size, group)).await {
                 Ok(Ok(moved)) if t.elapsed() > AUDIT_LATE => (PieceState::Late, moved as u64),
                 Ok(Ok(moved)) => (PieceState::Alive, moved as u64),
-                Ok(Err(crate::net::NetError::Wire(crate::net::wire::WireError::Refused {
-                    status: crate::net::wire::Status::Corrupt,
+                Ok(Err(jewel_net::NetError::Wire(jewel_net::wire::WireError::Refused {
+                    status: jewel_net::wire::Status::Corrupt,
                     ..
                 })))
-                | Ok(Err(crate::net::NetError::Fragment { .. })) => (PieceState::Corrupt, 0),
+                | Ok(Err(jewel_net::NetError::Fragment { .. })) => (PieceState::Corrupt, 0),
                 _ => (PieceState::Missing, 0),
             }
         }
@@ -718,7 +718,7 @@ fn locate_file(
     s: &NodeState,
     rt: &tokio::runtime::Handle,
     id: BlockId,
-) -> Result<(crate::manifest::Manifest, Vec<Option<PeerId>>), ApiError> {
+) -> Result<(jewel::manifest::Manifest, Vec<Option<PeerId>>), ApiError> {
     let holders = recorded_holders(s, &id);
     let manifest =
         client::fetch_manifest(rt, &s.net, id, holders.as_deref().unwrap_or_default()).map_err(failed)?;
@@ -730,7 +730,7 @@ fn locate_file(
 async fn audit_file(
     s: &Arc<NodeState>,
     id: BlockId,
-) -> Result<(crate::manifest::Manifest, Vec<Option<PeerId>>, Audit), ApiError> {
+) -> Result<(jewel::manifest::Manifest, Vec<Option<PeerId>>, Audit), ApiError> {
     let rt = tokio::runtime::Handle::current();
     let state = s.clone();
     let (manifest, located) = blocking(move || locate_file(&state, &rt, id)).await?;
@@ -745,7 +745,7 @@ async fn audit_file(
 }
 
 fn check_report(
-    manifest: &crate::manifest::Manifest,
+    manifest: &jewel::manifest::Manifest,
     located: &[Option<PeerId>],
     audit: &Audit,
 ) -> Result<serde_json::Value, ApiError> {
@@ -922,7 +922,7 @@ async fn maintain(s: Arc<NodeState>, every: std::time::Duration, margin: Option<
         let ids: Vec<String> = s.files.lock().map(|f| f.keys().cloned().collect()).unwrap_or_default();
         // Blocks held for others whose leases all ran out go first.
         let (store, book) = (s.store.clone(), s.leases.clone());
-        match tokio::task::spawn_blocking(move || crate::lease::gc(&store, &book, crate::lease::now())).await
+        match tokio::task::spawn_blocking(move || jewel::lease::gc(&store, &book, jewel::lease::now())).await
         {
             Ok(Ok(c)) if c.blocks > 0 => tracing::info!(blocks = c.blocks, bytes = c.bytes, "collected"),
             Ok(Err(e)) => tracing::warn!(error = %e, "garbage collection failed"),

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jewel::client::{fetch_manifest, get_file, place, put_file, Candidate, ClientError};
 use jewel::codec::{build, CodecError, SchemeSpec, SplitMix64};
-use jewel::net::{Keypair, MultiaddrProtocol, NetConfig, Network, PeerId};
 use jewel::pipeline::{PipelineError, PutOptions};
 use jewel::MemStore;
+use jewel_net::{Keypair, MultiaddrProtocol, NetConfig, Network, PeerId};
+use jewel_node::client::{fetch_manifest, get_file, place, put_file, Candidate, ClientError};
 
 const SPECS: &[&str] =
     &["hosting", "replicate:3", "shard:3x2", "parity:4", "jewels:4/8", "nested:jewels:2/3+parity:2"];
@@ -50,12 +50,12 @@ fn breaking_set(spec: &SchemeSpec) -> Vec<usize> {
 
 /// Puts `data` with `spec` on `peers` (from a blocking thread, as the node does).
 async fn put_blocking(
-    client: &jewel::net::NetHandle,
+    client: &jewel_net::NetHandle,
     data: &[u8],
     spec: &str,
     segment: u32,
     peers: &[PeerId],
-) -> jewel::client::Placed {
+) -> jewel_node::client::Placed {
     let rt = tokio::runtime::Handle::current();
     let (client, data, peers) = (client.clone(), data.to_vec(), peers.to_vec());
     let mut opts = PutOptions::new(SchemeSpec::parse(spec).unwrap());
@@ -70,8 +70,8 @@ async fn put_blocking(
 /// Gets the whole file of `placed` from `holders` with `threads` (from a blocking thread,
 /// as the node does): the bytes and the get's statistics, or why it failed.
 async fn get_blocking(
-    client: &jewel::net::NetHandle,
-    placed: &jewel::client::Placed,
+    client: &jewel_net::NetHandle,
+    placed: &jewel_node::client::Placed,
     holders: &[Option<PeerId>],
     threads: usize,
 ) -> Result<(Vec<u8>, jewel::pipeline::GetStats), ClientError> {
@@ -198,7 +198,7 @@ fn placement_uses_distinct_peers_and_spreads_over_zones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lying_peer_is_detected_and_skipped() {
     use futures::{AsyncWriteExt, StreamExt};
-    use jewel::net::wire::{self, Request};
+    use jewel_net::wire::{self, Request};
 
     let nodes = network(6).await;
     let client = nodes[0].handle().clone();
@@ -213,7 +213,7 @@ async fn a_lying_peer_is_detected_and_skipped() {
     };
     let liar =
         Network::start(Keypair::generate_ed25519(), config, Arc::new(MemStore::new(None))).await.unwrap();
-    let mut incoming = liar.handle().stream_control().accept(jewel::net::BLOCK_PROTOCOL).unwrap();
+    let mut incoming = liar.handle().stream_control().accept(jewel_net::BLOCK_PROTOCOL).unwrap();
     let forged = tokio::spawn(async move {
         let mut lies = 0;
         while let Some((_, mut s)) = incoming.next().await {
@@ -313,7 +313,7 @@ async fn a_slow_holder_is_outrun_and_a_dead_one_is_asked_once() {
 /// back from a set that needs the rebuilt pieces. Repair writes just the lost bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_rebuilds_exactly_the_lost_pieces_for_every_scheme() {
-    use jewel::client::repair_slots;
+    use jewel_node::client::repair_slots;
     for (i, text) in SPECS.iter().enumerate() {
         let spec = SchemeSpec::parse(text).unwrap();
         let scheme = build(&spec).unwrap();
@@ -371,7 +371,7 @@ async fn repair_rebuilds_exactly_the_lost_pieces_for_every_scheme() {
 /// is still whole, and running the repair again (to a live peer) completes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_repair_leaves_the_file_no_worse_and_can_be_run_again() {
-    use jewel::client::repair_slots;
+    use jewel_node::client::repair_slots;
     let mut nodes: Vec<Option<Network>> = network(8).await.into_iter().map(Some).collect();
     let client = nodes[0].as_ref().unwrap().handle().clone();
     let ids: Vec<PeerId> = nodes.iter().map(|n| n.as_ref().unwrap().handle().peer_id()).collect();

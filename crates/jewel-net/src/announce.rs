@@ -15,9 +15,9 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::swarm::NetHandle;
-use crate::id::BlockId;
-use crate::store::BlockStore;
+use crate::swarm::NetHandle;
+use jewel::store::BlockStore;
+use jewel::BlockId;
 
 /// How long an announcement waits after its block was stored.
 pub const ANNOUNCE_DELAY: Duration = Duration::from_secs(1);

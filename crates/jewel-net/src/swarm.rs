@@ -21,7 +21,7 @@ use libp2p::{autonat, dcutr, identify, identity, kad, mdns, noise, ping, relay, 
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::id::BlockId;
+use jewel::BlockId;
 
 /// The Kademlia protocol name: only Jewel peers share this DHT.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/jewel/kad/1.0.0");
@@ -53,11 +53,11 @@ pub enum NetError {
     #[error("cannot open a block stream to {peer}: {reason}")]
     OpenStream { peer: PeerId, reason: String },
     #[error(transparent)]
-    Wire(#[from] super::wire::WireError),
+    Wire(#[from] crate::wire::WireError),
     #[error("peer {peer} sent a bad fragment: {source}")]
-    Fragment { peer: PeerId, source: crate::store::FragmentError },
+    Fragment { peer: PeerId, source: jewel::store::FragmentError },
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] jewel::store::StoreError),
 }
 
 /// How to start the network.
@@ -73,7 +73,7 @@ pub struct NetConfig {
     /// Most bytes per second this node serves to peers (reads and proofs), if limited.
     pub max_upload: Option<u64>,
     /// The leases of the served store; in memory if not given.
-    pub leases: Option<Arc<crate::lease::LeaseBook>>,
+    pub leases: Option<Arc<jewel::lease::LeaseBook>>,
     /// Relay connections for peers behind NATs (circuit relay v2, with libp2p's default
     /// limits: 2 minutes and 128 KiB per circuit).
     pub relay_server: bool,
@@ -83,7 +83,7 @@ pub struct NetConfig {
 }
 
 /// What the event loop reports about reachability, as it happens (see
-/// [`crate::net::Network::events`]).
+/// [`crate::Network::events`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NetEvent {
     /// AutoNAT's verdict changed: `public` with the confirmed address, or private/unknown.
@@ -165,11 +165,11 @@ pub(crate) fn build_swarm(
         .with_tcp(
             tcp::Config::default().nodelay(true),
             (tls::Config::new, noise::Config::new),
-            super::mux::Yamux::new,
+            crate::mux::Yamux::new,
         )
         .map_err(|e| transport(&e))?
         .with_quic()
-        .with_relay_client(noise::Config::new, super::mux::Yamux::new)
+        .with_relay_client(noise::Config::new, crate::mux::Yamux::new)
         .map_err(|e| transport(&e))?
         .with_behaviour(|key, relay| {
             let peer_id = key.public().to_peer_id();
@@ -261,7 +261,7 @@ pub struct NetHandle {
     pub(crate) per_peer:
         std::sync::Arc<std::sync::Mutex<HashMap<PeerId, std::sync::Arc<tokio::sync::Semaphore>>>>,
     /// Block-protocol streams left open by finished gets, per peer, for the next get.
-    pub(crate) idle: std::sync::Arc<std::sync::Mutex<super::block::IdleStreams>>,
+    pub(crate) idle: std::sync::Arc<std::sync::Mutex<crate::block::IdleStreams>>,
     /// Block-protocol streams this node has opened.
     pub(crate) opened: std::sync::Arc<std::sync::atomic::AtomicU64>,
     events: tokio::sync::broadcast::Sender<NetEvent>,

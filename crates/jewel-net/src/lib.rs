@@ -2,10 +2,14 @@
 //! block protocol ([`block`], format in [`wire`]).
 //!
 //! Owns how peers find each other and how blocks move between them. It knows blocks and
-//! peers, never schemes, manifests or keys.
+//! peers, never schemes, manifests, keys or pipelines: it uses only the engine's ids,
+//! stores, leases and buffer pools.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod announce;
 pub mod block;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mux;
 pub mod swarm;
 pub mod wire;
@@ -18,7 +22,7 @@ pub use libp2p::multiaddr::Protocol as MultiaddrProtocol;
 pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
 pub use swarm::{NetConfig, NetError, NetEvent, NetHandle, PeerInfo, KAD_PROTOCOL};
 
-use crate::store::BlockStore;
+use jewel::store::BlockStore;
 
 /// A running network node: the event loop and the block server, stopped together.
 pub struct Network {
@@ -45,7 +49,7 @@ impl Network {
         let leases = match &config.leases {
             Some(l) => l.clone(),
             None => Arc::new(
-                crate::lease::LeaseBook::in_memory().map_err(|e| NetError::Transport(e.to_string()))?,
+                jewel::lease::LeaseBook::in_memory().map_err(|e| NetError::Transport(e.to_string()))?,
             ),
         };
         let mut announced = tokio::sync::watch::channel(0).1;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use jewel::net::{Keypair, Multiaddr, MultiaddrProtocol, NetConfig, Network};
 use jewel::MemStore;
+use jewel_net::{Keypair, Multiaddr, MultiaddrProtocol, NetConfig, Network};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{noise, ping, tcp, tls, yamux, SwarmBuilder};
 use rustls::pki_types::ServerName;

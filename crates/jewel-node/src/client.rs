@@ -14,20 +14,20 @@ use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use libp2p::PeerId;
+use jewel_net::PeerId;
 use tokio::runtime::Handle;
 
-use crate::crypto::FileKey;
-use crate::id::BlockId;
-use crate::manifest::{Manifest, SEGMENT_OVERHEAD};
-use crate::net::wire;
-use crate::net::{NetError, NetHandle};
-use crate::pipeline::{
+use jewel::crypto::FileKey;
+use jewel::manifest::{Manifest, SEGMENT_OVERHEAD};
+use jewel::pipeline::{
     self, ByteRange, Fetch, FetchLog, Fetched, GetStats, PieceFault, PipelineError, Put, PutOptions,
 };
-use crate::pool::Pool;
-use crate::store::{BlockWriter, StoreError};
+use jewel::pool::Pool;
+use jewel::store::{BlockWriter, StoreError};
+use jewel::BlockId;
 use jewel_codec::CodecError;
+use jewel_net::wire;
+use jewel_net::{NetError, NetHandle};
 
 /// Why a network put or get failed.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +106,7 @@ pub struct Placed {
 /// The most bytes each slot's piece can have for a file of `file_len` bytes: every
 /// segment stored uncompressed, plus its flag and tag.
 fn max_piece_lens(scheme: &dyn jewel_codec::Scheme, file_len: u64, segment_size: u32) -> Vec<u64> {
-    let segments = crate::manifest::Manifest::segment_count(file_len, segment_size);
+    let segments = jewel::manifest::Manifest::segment_count(file_len, segment_size);
     let full = segment_size as usize + SEGMENT_OVERHEAD;
     let last = (file_len - (segments - 1) * u64::from(segment_size)) as usize + SEGMENT_OVERHEAD;
     (0..scheme.slots())
@@ -507,7 +507,7 @@ impl NetFetch {
         if let Ok(mut h) = self.health.lock() {
             h[slot].dead = true;
             // A cut stream, not an unreachable peer (asking that again only waits).
-            h[slot].transient = matches!(e, NetError::Wire(crate::net::wire::WireError::Io(_)));
+            h[slot].transient = matches!(e, NetError::Wire(jewel_net::wire::WireError::Io(_)));
         }
         self.log.fault(slot, e.to_string());
     }
@@ -732,7 +732,7 @@ pub fn fetch_manifest(
         // The manifest's size is unknown; ask for a verified range of its true size.
         let size = rt.block_on(net.block_size(peer, id));
         let Ok(size) = size else { continue };
-        if size > crate::manifest::MAX_MANIFEST_LEN as u64 {
+        if size > jewel::manifest::MAX_MANIFEST_LEN as u64 {
             continue;
         }
         if let Ok(bytes) = rt.block_on(net.get_range(peer, id, size, 0, size)) {
