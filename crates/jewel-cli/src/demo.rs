@@ -121,7 +121,7 @@ impl Demo {
         let holders: Vec<Option<PeerId>> =
             entry.holders.iter().map(|i| self.peers[*i].as_ref().map(|_| self.ids[*i])).collect();
         let mut sink = HashWriter(blake3::Hasher::new());
-        let net = self.client.handle();
+        let net = self.client.blocks();
         match client::get_file(
             self.rt.handle(),
             net,
@@ -197,7 +197,7 @@ pub fn run(size: u64, seed: u64) -> Result<()> {
         let t = Instant::now();
         let placed = client::put_file(
             demo.rt.handle(),
-            demo.client.handle(),
+            demo.client.blocks(),
             &mut &data[..],
             data.len() as u64,
             &opts,

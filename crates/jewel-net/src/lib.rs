@@ -8,6 +8,7 @@
 
 pub mod announce;
 pub mod block;
+mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod mux;
@@ -16,17 +17,19 @@ pub mod wire;
 
 use std::sync::Arc;
 
-pub use block::BLOCK_PROTOCOL;
+pub use block::{BlockClient, BLOCK_PROTOCOL};
+pub use error::NetError;
 /// Multiaddr protocol components, e.g. `Protocol::P2p(peer)`.
 pub use libp2p::multiaddr::Protocol as MultiaddrProtocol;
 pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
-pub use swarm::{NetConfig, NetError, NetEvent, NetHandle, PeerInfo, KAD_PROTOCOL};
+pub use swarm::{NetConfig, NetEvent, NetHandle, PeerInfo, KAD_PROTOCOL};
 
 use jewel::store::BlockStore;
 
 /// A running network node: the event loop and the block server, stopped together.
 pub struct Network {
     handle: NetHandle,
+    blocks: BlockClient,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     announced: tokio::sync::watch::Receiver<u64>,
@@ -40,10 +43,10 @@ impl Network {
         config: NetConfig,
         store: Arc<dyn BlockStore>,
     ) -> Result<Network, NetError> {
-        let (handle, event_loop) = swarm::EventLoop::start(keypair, &config).await?;
+        let (handle, control, event_loop) = swarm::EventLoop::start(keypair, &config).await?;
+        let blocks = BlockClient::new(handle.clone(), control.clone());
         let (shutdown, watch) = tokio::sync::watch::channel(false);
         let mut tasks = vec![tokio::spawn(event_loop.run(watch.clone()))];
-        let server_handle = handle.clone();
         let mut stop = watch;
         let max_upload = config.max_upload;
         let leases = match &config.leases {
@@ -67,7 +70,7 @@ impl Network {
             }));
             tasks.push(tokio::spawn(async move {
                 tokio::select! {
-                    r = block::serve(server_handle, store, leases, announcer, max_upload) => {
+                    r = block::server::serve(control, store, leases, announcer, max_upload) => {
                         if let Err(e) = r {
                             tracing::warn!(error = %e, "block server stopped");
                         }
@@ -76,7 +79,7 @@ impl Network {
                 }
             }));
         }
-        let net = Network { handle, shutdown, tasks, announced };
+        let net = Network { handle, blocks, shutdown, tasks, announced };
         // One unreachable bootstrap peer among several is not fatal; none reachable is.
         let mut reached = 0;
         let mut first_error = None;
@@ -101,6 +104,11 @@ impl Network {
 
     pub fn handle(&self) -> &NetHandle {
         &self.handle
+    }
+
+    /// The block-protocol client of this node.
+    pub fn blocks(&self) -> &BlockClient {
+        &self.blocks
     }
 
     /// How many stored blocks this node has announced in the DHT so far (see

@@ -21,6 +21,8 @@ use libp2p::{autonat, dcutr, identify, identity, kad, mdns, noise, ping, relay, 
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::error::NetError;
+
 use jewel::BlockId;
 
 /// The Kademlia protocol name: only Jewel peers share this DHT.
@@ -31,34 +33,6 @@ pub const IDENTIFY_PROTOCOL: &str = "/jewel/id/1.0.0";
 const COMMAND_QUEUE: usize = 64;
 /// Provider records per node at most (bounded memory).
 const MAX_PROVIDED: usize = 1 << 20;
-
-/// Why a network operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum NetError {
-    #[error("the network task has stopped")]
-    Closed,
-    #[error("transport: {0}")]
-    Transport(String),
-    #[error("cannot listen on {addr}: {reason}")]
-    Listen { addr: Multiaddr, reason: String },
-    #[error("cannot reach {target}: {reason}")]
-    Dial { target: String, reason: String },
-    #[error("no known peers to bootstrap from")]
-    NoPeers,
-    #[error("DHT: {0}")]
-    Dht(String),
-    #[error("timed out after {0:?} waiting for {1}")]
-    Timeout(Duration, &'static str),
-    #[error("cannot open a block stream to {peer}: {reason}")]
-    OpenStream { peer: PeerId, reason: String },
-    #[error(transparent)]
-    Wire(#[from] crate::wire::WireError),
-    #[error("peer {peer} sent a bad fragment: {source}")]
-    Fragment { peer: PeerId, source: jewel::store::FragmentError },
-    #[error(transparent)]
-    Store(#[from] jewel::store::StoreError),
-}
 
 /// How to start the network.
 #[derive(Clone, Debug)]
@@ -250,20 +224,12 @@ pub(crate) struct EventLoop {
     events: tokio::sync::broadcast::Sender<NetEvent>,
 }
 
-/// A cloneable handle to the network.
+/// A cloneable handle to the network: the event loop's command queue, and nothing of any
+/// protocol's client state (see [`crate::BlockClient`]).
 #[derive(Clone)]
 pub struct NetHandle {
     commands: mpsc::Sender<Command>,
-    pub(crate) control: libp2p_stream::Control,
     peer_id: PeerId,
-    /// Block requests in flight per remote peer, from this node (bounded: libp2p-stream
-    /// drops inbound streams when a peer's accept queue is full).
-    pub(crate) per_peer:
-        std::sync::Arc<std::sync::Mutex<HashMap<PeerId, std::sync::Arc<tokio::sync::Semaphore>>>>,
-    /// Block-protocol streams left open by finished gets, per peer, for the next get.
-    pub(crate) idle: std::sync::Arc<std::sync::Mutex<crate::block::IdleStreams>>,
-    /// Block-protocol streams this node has opened.
-    pub(crate) opened: std::sync::Arc<std::sync::atomic::AtomicU64>,
     events: tokio::sync::broadcast::Sender<NetEvent>,
 }
 
@@ -275,11 +241,6 @@ impl NetHandle {
     /// Reachability events from now on (NAT status, relay reservations, DCUtR upgrades).
     pub fn events(&self) -> tokio::sync::broadcast::Receiver<NetEvent> {
         self.events.subscribe()
-    }
-
-    /// A control for opening raw block-protocol streams (tests of malformed frames).
-    pub fn stream_control(&self) -> libp2p_stream::Control {
-        self.control.clone()
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NetError> {
@@ -339,7 +300,7 @@ impl EventLoop {
     pub(crate) async fn start(
         keypair: identity::Keypair,
         config: &NetConfig,
-    ) -> Result<(NetHandle, EventLoop), NetError> {
+    ) -> Result<(NetHandle, libp2p_stream::Control, EventLoop), NetError> {
         let mut swarm = build_swarm(keypair, config)?;
         let peer_id = *swarm.local_peer_id();
         let mut waiting = HashSet::new();
@@ -373,15 +334,7 @@ impl EventLoop {
         let control = swarm.behaviour().stream.new_control();
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (events, _) = tokio::sync::broadcast::channel(EVENT_QUEUE);
-        let handle = NetHandle {
-            commands: tx,
-            control,
-            peer_id,
-            per_peer: Default::default(),
-            idle: Default::default(),
-            opened: Default::default(),
-            events: events.clone(),
-        };
+        let handle = NetHandle { commands: tx, peer_id, events: events.clone() };
         let ev = EventLoop {
             swarm,
             commands: rx,
@@ -391,7 +344,7 @@ impl EventLoop {
             addrs: HashMap::new(),
             events,
         };
-        Ok((handle, ev))
+        Ok((handle, control, ev))
     }
 
     /// Runs until `shutdown` fires or every handle is dropped.

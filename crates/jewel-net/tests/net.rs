@@ -54,7 +54,7 @@ async fn eight_nodes_move_verified_blocks_and_find_providers() {
     let block = data(300_000, 1);
     let id = BlockId::of(&block);
     let holder = nodes[5].handle().peer_id();
-    nodes[1].handle().put_block(holder, id, &block).await.unwrap();
+    nodes[1].blocks().put_block(holder, id, &block).await.unwrap();
     assert!(stores[5].has(&id).unwrap());
 
     // The holder announces it by itself; a node that never talked to it finds it through
@@ -64,13 +64,13 @@ async fn eight_nodes_move_verified_blocks_and_find_providers() {
     assert!(found.contains(&holder), "{found:?}");
 
     // Verified range reads, has, and a storage proof.
-    let got = nodes[7].handle().get_range(holder, id, block.len() as u64, 100_000, 50_000).await.unwrap();
+    let got = nodes[7].blocks().get_range(holder, id, block.len() as u64, 100_000, 50_000).await.unwrap();
     assert_eq!(got, block[100_000..150_000]);
     // Into a reused buffer full of stale bytes, at an offset, unaligned to chunk groups:
     // the range lands exactly there and nothing before it is touched.
     let mut reused = vec![0xee; 200_000];
     let range = (20_001, 70_000);
-    nodes[7].handle().get_range_into(holder, id, block.len() as u64, range, &mut reused, 1000).await.unwrap();
+    nodes[7].blocks().get_range_into(holder, id, block.len() as u64, range, &mut reused, 1000).await.unwrap();
     assert!(reused[..1000].iter().all(|&b| b == 0xee));
     assert_eq!(reused[1000..71_000], block[20_001..90_001]);
     // Into a place inside a larger buffer: both ends unaligned, so the last chunk group
@@ -78,19 +78,19 @@ async fn eight_nodes_move_verified_blocks_and_find_providers() {
     let mut segment = vec![0xee; 100_000];
     let range = (16_385, 49_000);
     let place = &mut segment[3..49_003];
-    nodes[7].handle().get_range_into_slice(holder, id, block.len() as u64, range, place).await.unwrap();
+    nodes[7].blocks().get_range_into_slice(holder, id, block.len() as u64, range, place).await.unwrap();
     assert_eq!(segment[3..49_003], block[16_385..65_385]);
     assert!(segment[..3].iter().chain(&segment[49_003..]).all(|&b| b == 0xee));
     let short = &mut segment[..10];
-    let err = nodes[7].handle().get_range_into_slice(holder, id, block.len() as u64, range, short).await;
+    let err = nodes[7].blocks().get_range_into_slice(holder, id, block.len() as u64, range, short).await;
     assert!(err.is_err(), "a place of the wrong length is refused");
     let other = BlockId::of(b"absent");
-    assert_eq!(nodes[2].handle().has(holder, &[id, other]).await.unwrap(), vec![true, false]);
-    let moved = nodes[3].handle().prove(holder, id, block.len() as u64, 7).await.unwrap();
+    assert_eq!(nodes[2].blocks().has(holder, &[id, other]).await.unwrap(), vec![true, false]);
+    let moved = nodes[3].blocks().prove(holder, id, block.len() as u64, 7).await.unwrap();
     assert!(moved < 20_000, "a proof moves one chunk group and its path, not {moved} bytes");
 
     // A block that is not there is NotFound, not a hang.
-    let err = nodes[2].handle().get_range(holder, other, 10, 0, 10).await.unwrap_err();
+    let err = nodes[2].blocks().get_range(holder, other, 10, 0, 10).await.unwrap_err();
     assert!(matches!(err, NetError::Wire(WireError::Refused { status: Status::NotFound, .. })), "{err}");
     for n in nodes {
         n.shutdown().await;
@@ -100,7 +100,7 @@ async fn eight_nodes_move_verified_blocks_and_find_providers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lying_full_and_mismatched_peers_are_refused() {
     let (nodes, stores) = network(3, Some(200_000)).await;
-    let a = nodes[0].handle();
+    let a = nodes[0].blocks();
     let b = nodes[1].handle().peer_id();
 
     // Data that does not match the announced id is refused and not stored.
@@ -124,10 +124,10 @@ async fn lying_full_and_mismatched_peers_are_refused() {
     let id = BlockId::of(&block);
     a.put_block(b, id, &block).await.unwrap();
     assert!(stores[1].tamper(&id, |d| d[10] ^= 1));
-    let err = nodes[2].handle().get_range(b, id, block.len() as u64, 0, 100).await.unwrap_err();
+    let err = nodes[2].blocks().get_range(b, id, block.len() as u64, 0, 100).await.unwrap_err();
     assert!(matches!(err, NetError::Wire(WireError::Refused { status: Status::Corrupt, .. })), "{err}");
     // ... and a peer that lies about the size is caught by verification.
-    let err = nodes[2].handle().get_range(b, id, block.len() as u64 + 1, 40_000, 100).await.unwrap_err();
+    let err = nodes[2].blocks().get_range(b, id, block.len() as u64 + 1, 40_000, 100).await.unwrap_err();
     assert!(matches!(err, NetError::Fragment { .. }), "{err}");
     for n in nodes {
         n.shutdown().await;
@@ -139,7 +139,7 @@ async fn bad_frames_get_clear_refusals() {
     use futures::AsyncWriteExt;
     let (nodes, _stores) = network(2, None).await;
     let peer = nodes[1].handle().peer_id();
-    let mut control = nodes[0].handle().stream_control();
+    let mut control = nodes[0].blocks().stream_control();
     // An unknown protocol version.
     let mut s = control.open_stream(peer, BLOCK_PROTOCOL).await.unwrap();
     s.write_all(b"JB\x09\x02").await.unwrap();
@@ -162,7 +162,7 @@ async fn bad_frames_get_clear_refusals() {
     let err = wire::read_status(&mut s).await.unwrap_err();
     assert!(matches!(err, WireError::Refused { status: Status::BadRequest, .. }), "{err}");
     let block = data(1000, 9);
-    nodes[0].handle().put_block(peer, BlockId::of(&block), &block).await.unwrap();
+    nodes[0].blocks().put_block(peer, BlockId::of(&block), &block).await.unwrap();
     for n in nodes {
         n.shutdown().await;
     }
@@ -174,7 +174,7 @@ async fn bad_frames_get_clear_refusals() {
 async fn gets_reuse_their_stream_and_a_stream_carries_many_requests() {
     use futures::AsyncWriteExt;
     let (nodes, _stores) = network(2, None).await;
-    let (a, holder) = (nodes[0].handle(), nodes[1].handle().peer_id());
+    let (a, holder) = (nodes[0].blocks(), nodes[1].handle().peer_id());
     let block = data(200_000, 4);
     let id = BlockId::of(&block);
     a.put_block(holder, id, &block).await.unwrap();
@@ -203,7 +203,7 @@ async fn gets_reuse_their_stream_and_a_stream_carries_many_requests() {
 
 /// Sends `block` with SEND (id at the end) in 70 kB chunks, announcing `max` bytes.
 async fn send(
-    net: &jewel_net::NetHandle,
+    net: &jewel_net::BlockClient,
     peer: jewel_net::PeerId,
     max: u64,
     block: &[u8],
@@ -226,7 +226,7 @@ async fn send(
 async fn send_streams_a_block_whose_id_comes_last() {
     use futures::AsyncWriteExt;
     let (nodes, stores) = network(2, Some(400_000)).await;
-    let a = nodes[0].handle();
+    let a = nodes[0].blocks();
     let b = nodes[1].handle().peer_id();
 
     // A good send: the id is the data's hash, known to both sides only at the end.
@@ -265,7 +265,7 @@ async fn send_streams_a_block_whose_id_comes_last() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_keep_blocks_until_no_file_needs_them() {
     let (nodes, stores) = network(2, None).await;
-    let a = nodes[0].handle();
+    let a = nodes[0].blocks();
     let b = nodes[1].handle().peer_id();
     let block = data(40_000, 6);
     let id = BlockId::of(&block);
@@ -302,9 +302,9 @@ async fn blocks_move_over_quic() {
         start_quic(vec![addr.with(libp2p_peer(first.handle().peer_id()))], store.clone()).await.unwrap();
     let block = data(200_000, 8);
     let id = BlockId::of(&block);
-    first.handle().put_block(second.handle().peer_id(), id, &block).await.unwrap();
+    first.blocks().put_block(second.handle().peer_id(), id, &block).await.unwrap();
     assert!(store.has(&id).unwrap());
-    let got = first.handle().get_range(second.handle().peer_id(), id, 200_000, 1000, 5000).await.unwrap();
+    let got = first.blocks().get_range(second.handle().peer_id(), id, 200_000, 1000, 5000).await.unwrap();
     assert_eq!(got, block[1000..6000]);
     first.shutdown().await;
     second.shutdown().await;
@@ -411,9 +411,9 @@ async fn relay_dcutr_and_autonat_work_between_real_peers() {
 
     let block = data(50_000, 9);
     let id = BlockId::of(&block);
-    b.handle().put_block(a_id, id, &block).await.unwrap();
+    b.blocks().put_block(a_id, id, &block).await.unwrap();
     assert_eq!(
-        b.handle().get_range(a_id, id, block.len() as u64, 0, block.len() as u64).await.unwrap(),
+        b.blocks().get_range(a_id, id, block.len() as u64, 0, block.len() as u64).await.unwrap(),
         block
     );
 }

@@ -27,7 +27,7 @@ use jewel::store::{BlockWriter, StoreError};
 use jewel::BlockId;
 use jewel_codec::CodecError;
 use jewel_net::wire;
-use jewel_net::{NetError, NetHandle};
+use jewel_net::{BlockClient, NetError};
 
 /// Why a network put or get failed.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +120,7 @@ fn max_piece_lens(scheme: &dyn jewel_codec::Scheme, file_len: u64, segment_size:
 const SEND_QUEUE: usize = 4;
 
 /// A piece on its way to a peer, as the pipeline writes it: each chunk is handed to a
-/// task that streams it to the peer (see [`NetHandle::send_block`]). A failed upload does
+/// task that streams it to the peer (see [`BlockClient::send_block`]). A failed upload does
 /// not stop the pipeline; the id is still computed, and the failure is kept in `outcome`.
 struct NetWriter {
     tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
@@ -169,7 +169,7 @@ impl BlockWriter for NetWriter {
 /// already sent keep only their first, short lease and are collected.)
 pub fn put_file(
     rt: &Handle,
-    net: &NetHandle,
+    net: &BlockClient,
     input: &mut (dyn Read + Send),
     size: u64,
     opts: &PutOptions,
@@ -232,7 +232,7 @@ type Outcome = Arc<std::sync::Mutex<Option<Result<(), NetError>>>>;
 /// where each upload's outcome will be.
 fn net_sinks(
     rt: &Handle,
-    net: &NetHandle,
+    net: &BlockClient,
     peers: &[PeerId],
     max: &[u64],
 ) -> (Vec<Box<dyn BlockWriter>>, Vec<Outcome>) {
@@ -269,7 +269,7 @@ fn uploaded(outcomes: &[Outcome], slots: &[usize], peers: &[PeerId]) -> Result<(
 /// Sends the manifest to every one of `peers` (holders of `slots`), a few at a time.
 fn send_manifest(
     rt: &Handle,
-    net: &NetHandle,
+    net: &BlockClient,
     manifest_bytes: &[u8],
     slots: &[usize],
     peers: &[PeerId],
@@ -314,7 +314,7 @@ pub struct Repaired {
 /// records the new one.
 pub fn repair_slots(
     rt: &Handle,
-    net: &NetHandle,
+    net: &BlockClient,
     manifest: &Manifest,
     holders: &[Option<PeerId>],
     missing: &[usize],
@@ -387,7 +387,7 @@ const HEDGE_FACTOR: f64 = 3.0;
 /// decodable set of verified chunks wins and the other requests are cancelled.
 pub struct NetFetch {
     rt: Handle,
-    net: NetHandle,
+    net: BlockClient,
     holders: Vec<Option<PeerId>>,
     ids: Vec<BlockId>,
     sizes: Vec<u64>,
@@ -429,7 +429,7 @@ fn rank(latency: &[Option<f64>], usable: &[bool], preferred: &[bool]) -> Vec<usi
 impl NetFetch {
     pub fn new(
         rt: Handle,
-        net: NetHandle,
+        net: BlockClient,
         manifest: &Manifest,
         holders: &[Option<PeerId>],
     ) -> Result<NetFetch, ClientError> {
@@ -702,7 +702,7 @@ impl Fetch for NetFetch {
 /// Finds the holder of every slot: the recorded placement first, else a DHT lookup.
 pub fn locate(
     rt: &Handle,
-    net: &NetHandle,
+    net: &BlockClient,
     manifest: &Manifest,
     placement: Option<&[PeerId]>,
 ) -> Vec<Option<PeerId>> {
@@ -712,7 +712,7 @@ pub fn locate(
         .enumerate()
         .map(|(slot, id)| match placement.and_then(|p| p.get(slot)) {
             Some(peer) => Some(*peer),
-            None => rt.block_on(net.providers(*id)).ok().and_then(|p| p.into_iter().next()),
+            None => rt.block_on(net.net().providers(*id)).ok().and_then(|p| p.into_iter().next()),
         })
         .collect()
 }
@@ -720,13 +720,13 @@ pub fn locate(
 /// Fetches and verifies the manifest `id` from any of `peers`, or from DHT providers.
 pub fn fetch_manifest(
     rt: &Handle,
-    net: &NetHandle,
+    net: &BlockClient,
     id: BlockId,
     peers: &[PeerId],
 ) -> Result<Manifest, ClientError> {
     let mut candidates = peers.to_vec();
     if candidates.is_empty() {
-        candidates = rt.block_on(net.providers(id)).unwrap_or_default();
+        candidates = rt.block_on(net.net().providers(id)).unwrap_or_default();
     }
     for peer in candidates {
         // The manifest's size is unknown; ask for a verified range of its true size.
@@ -747,7 +747,7 @@ pub fn fetch_manifest(
 #[allow(clippy::too_many_arguments)]
 pub fn get_file(
     rt: &Handle,
-    net: &NetHandle,
+    net: &BlockClient,
     manifest: &Manifest,
     key: &FileKey,
     holders: &[Option<PeerId>],

@@ -27,7 +27,7 @@ use jewel::caps::{Cap, ReadCap};
 use jewel::pipeline::{self, ByteRange, PutOptions};
 use jewel::store::{BlockStore, FsStore, CHUNK_GROUP_SIZE};
 use jewel::BlockId;
-use jewel_net::{NetConfig, NetHandle, Network};
+use jewel_net::{BlockClient, NetConfig, Network};
 
 /// The scheme `put` uses when none is given.
 pub const DEFAULT_SCHEME: &str = "jewels:3/5";
@@ -133,7 +133,7 @@ fn load_identity(home: &Path) -> Result<Keypair, NodeError> {
 struct NodeState {
     home: PathBuf,
     store: FsStore,
-    net: NetHandle,
+    net: BlockClient,
     token: String,
     files: Mutex<BTreeMap<String, FileEntry>>,
     jobs: Jobs,
@@ -336,7 +336,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     let state = Arc::new(NodeState {
         home: config.home.clone(),
         store,
-        net: network.handle().clone(),
+        net: network.blocks().clone(),
         token: token.clone(),
         files: Mutex::new(files),
         jobs: Jobs::default(),
@@ -418,16 +418,16 @@ async fn blocking<T: Send + 'static>(
 
 async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<serde_json::Value>, ApiError> {
     let listen: Vec<String> =
-        s.net.listeners().await.map_err(failed)?.iter().map(|a| a.to_string()).collect();
+        s.net.net().listeners().await.map_err(failed)?.iter().map(|a| a.to_string()).collect();
     Ok(Json(serde_json::json!({
-        "peer_id": s.net.peer_id().to_string(),
+        "peer_id": s.net.net().peer_id().to_string(),
         "listen": listen,
         "usage": s.store.usage(),
     })))
 }
 
 async fn peers(State(s): State<Arc<NodeState>>) -> Result<Json<Vec<jewel_net::PeerInfo>>, ApiError> {
-    Ok(Json(s.net.peers().await.map_err(failed)?))
+    Ok(Json(s.net.net().peers().await.map_err(failed)?))
 }
 
 async fn dir(State(s): State<Arc<NodeState>>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -485,7 +485,7 @@ async fn put(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let default = s.settings().default_scheme;
     let spec = SchemeSpec::parse(body.scheme.as_deref().unwrap_or(&default)).map_err(bad)?;
-    let me = s.net.peer_id();
+    let me = s.net.net().peer_id();
     let started = std::time::Instant::now();
     let candidates = candidates(&s, &std::collections::HashSet::from([me])).await?;
     let reached = started.elapsed();
@@ -551,7 +551,7 @@ async fn candidates(
     s: &NodeState,
     exclude: &std::collections::HashSet<PeerId>,
 ) -> Result<Vec<Candidate>, ApiError> {
-    let mut known = s.net.peers().await.map_err(failed)?;
+    let mut known = s.net.net().peers().await.map_err(failed)?;
     known.sort_by_key(|p| !p.connected);
     let known: Vec<Candidate> = known
         .into_iter()
@@ -559,7 +559,7 @@ async fn candidates(
         .filter(|c| !exclude.contains(&c.peer))
         .take(MAX_CANDIDATES)
         .collect();
-    let reach = known.iter().map(|c| tokio::time::timeout(REACH_TIMEOUT, s.net.connect(c.peer)));
+    let reach = known.iter().map(|c| tokio::time::timeout(REACH_TIMEOUT, s.net.net().connect(c.peer)));
     let reached = futures::future::join_all(reach).await;
     Ok(known.into_iter().zip(reached).filter(|(_, r)| matches!(r, Ok(Ok(_)))).map(|(c, _)| c).collect())
 }
@@ -681,7 +681,7 @@ fn unix_now() -> u64 {
 
 /// Asks every holder, in parallel, to prove its piece with a random chunk group and its
 /// bao proof, verified against the piece id.
-async fn audit(net: &NetHandle, manifest: &jewel::manifest::Manifest, located: &[Option<PeerId>]) -> Audit {
+async fn audit(net: &BlockClient, manifest: &jewel::manifest::Manifest, located: &[Option<PeerId>]) -> Audit {
     let Ok(scheme) = manifest.build_scheme() else { return Audit::default() };
     let probes = manifest.pieces.iter().enumerate().map(|(slot, piece)| {
         let holder = located.get(slot).copied().flatten();
@@ -810,7 +810,7 @@ async fn repair_file(s: &Arc<NodeState>, id: BlockId) -> Result<serde_json::Valu
         );
     }
     let mut taken: std::collections::HashSet<PeerId> = located.iter().flatten().copied().collect();
-    taken.insert(s.net.peer_id());
+    taken.insert(s.net.net().peer_id());
     let candidates = candidates(s, &taken).await?;
     let targets = client::place(lost.len(), &candidates).map_err(bad)?;
     let rt = tokio::runtime::Handle::current();
@@ -872,7 +872,7 @@ async fn repair(
 /// a block that is gone is reported, not ignored. Holders that cannot be reached are left
 /// to the audit.
 async fn lease_file(
-    net: &NetHandle,
+    net: &BlockClient,
     file: BlockId,
     pieces: &[BlockId],
     holders: &[Option<PeerId>],

@@ -50,7 +50,7 @@ fn breaking_set(spec: &SchemeSpec) -> Vec<usize> {
 
 /// Puts `data` with `spec` on `peers` (from a blocking thread, as the node does).
 async fn put_blocking(
-    client: &jewel_net::NetHandle,
+    client: &jewel_net::BlockClient,
     data: &[u8],
     spec: &str,
     segment: u32,
@@ -70,7 +70,7 @@ async fn put_blocking(
 /// Gets the whole file of `placed` from `holders` with `threads` (from a blocking thread,
 /// as the node does): the bytes and the get's statistics, or why it failed.
 async fn get_blocking(
-    client: &jewel_net::NetHandle,
+    client: &jewel_net::BlockClient,
     placed: &jewel_node::client::Placed,
     holders: &[Option<PeerId>],
     threads: usize,
@@ -97,7 +97,7 @@ async fn every_scheme_survives_exactly_what_it_promises() {
     for (i, text) in SPECS.iter().enumerate() {
         let spec = SchemeSpec::parse(text).unwrap();
         let mut nodes: Vec<Option<Network>> = network(11).await.into_iter().map(Some).collect();
-        let client = nodes[0].as_ref().unwrap().handle().clone();
+        let client = nodes[0].as_ref().unwrap().blocks().clone();
         let candidates: Vec<Candidate> = nodes[1..]
             .iter()
             .map(|n| Candidate { peer: n.as_ref().unwrap().handle().peer_id(), zone: None })
@@ -201,7 +201,7 @@ async fn a_lying_peer_is_detected_and_skipped() {
     use jewel_net::wire::{self, Request};
 
     let nodes = network(6).await;
-    let client = nodes[0].handle().clone();
+    let client = nodes[0].blocks().clone();
     let honest: Vec<PeerId> = nodes[1..5].iter().map(|n| n.handle().peer_id()).collect();
     // The liar joins the network but plays the block protocol by hand.
     let config = NetConfig {
@@ -213,7 +213,7 @@ async fn a_lying_peer_is_detected_and_skipped() {
     };
     let liar =
         Network::start(Keypair::generate_ed25519(), config, Arc::new(MemStore::new(None))).await.unwrap();
-    let mut incoming = liar.handle().stream_control().accept(jewel_net::BLOCK_PROTOCOL).unwrap();
+    let mut incoming = liar.blocks().stream_control().accept(jewel_net::BLOCK_PROTOCOL).unwrap();
     let forged = tokio::spawn(async move {
         let mut lies = 0;
         while let Some((_, mut s)) = incoming.next().await {
@@ -270,7 +270,7 @@ async fn a_slow_holder_is_outrun_and_a_dead_one_is_asked_once() {
     let config = NetConfig { bootstrap: vec![boot], max_upload: Some(200_000), ..NetConfig::default() };
     let slow =
         Network::start(Keypair::generate_ed25519(), config, Arc::new(MemStore::new(None))).await.unwrap();
-    let client = nodes[0].handle().clone();
+    let client = nodes[0].blocks().clone();
     let mut holders: Vec<PeerId> = vec![slow.handle().peer_id()];
     holders.extend(nodes[1..].iter().map(|n| n.handle().peer_id()));
     let rt = tokio::runtime::Handle::current();
@@ -324,7 +324,7 @@ async fn repair_rebuilds_exactly_the_lost_pieces_for_every_scheme() {
         }
         let mut nodes: Vec<Option<Network>> =
             network(1 + n + lost.len()).await.into_iter().map(Some).collect();
-        let client = nodes[0].as_ref().unwrap().handle().clone();
+        let client = nodes[0].as_ref().unwrap().blocks().clone();
         let ids: Vec<PeerId> = nodes.iter().map(|n| n.as_ref().unwrap().handle().peer_id()).collect();
         let (holders, spares) = (ids[1..=n].to_vec(), ids[n + 1..].to_vec());
         let rt = tokio::runtime::Handle::current();
@@ -373,7 +373,7 @@ async fn repair_rebuilds_exactly_the_lost_pieces_for_every_scheme() {
 async fn an_interrupted_repair_leaves_the_file_no_worse_and_can_be_run_again() {
     use jewel_node::client::repair_slots;
     let mut nodes: Vec<Option<Network>> = network(8).await.into_iter().map(Some).collect();
-    let client = nodes[0].as_ref().unwrap().handle().clone();
+    let client = nodes[0].as_ref().unwrap().blocks().clone();
     let ids: Vec<PeerId> = nodes.iter().map(|n| n.as_ref().unwrap().handle().peer_id()).collect();
     let holders = ids[1..6].to_vec();
     let rt = tokio::runtime::Handle::current();
@@ -411,7 +411,7 @@ async fn an_interrupted_repair_leaves_the_file_no_worse_and_can_be_run_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_piece_whose_peer_vanished_goes_to_a_spare() {
     let mut nodes: Vec<Option<Network>> = network(8).await.into_iter().map(Some).collect();
-    let client = nodes[0].as_ref().unwrap().handle().clone();
+    let client = nodes[0].as_ref().unwrap().blocks().clone();
     let ids: Vec<PeerId> = nodes.iter().map(|n| n.as_ref().unwrap().handle().peer_id()).collect();
     nodes[2].take().unwrap().shutdown().await;
     let data = random(400_000, 90);

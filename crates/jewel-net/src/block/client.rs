@@ -1,0 +1,529 @@
+//! The block client: requests to peers (put, send, get a verified range, has, lease,
+//! prove), each with a per-peer permit, connect-then-open, an answer timeout and retries of
+//! transport failures.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use libp2p::{PeerId, Stream};
+
+use super::pool::{IdleStreams, PeerPermits};
+use super::{
+    is_transient, ANSWER_TIMEOUT, ATTEMPTS, BLOCK_PROTOCOL, CONNECT_TIMEOUT, PUT_CHUNK, REQUEST_TIMEOUT,
+};
+use crate::error::NetError;
+use crate::swarm::NetHandle;
+use crate::wire::{self, Request, WireError};
+use jewel::store::{decode_fragment, room, FragmentDecoder, FragmentError, Want, CHUNK_GROUP_SIZE};
+use jewel::BlockId;
+
+/// Wait before the second attempt (twice that before the third).
+const RETRY_BACKOFF: Duration = Duration::from_millis(20);
+
+/// Asks peers for blocks. Cloneable: clones share the pool of idle streams and the per-peer
+/// limits. It reaches peers through a [`NetHandle`] and opens streams with libp2p-stream.
+#[derive(Clone)]
+pub struct BlockClient {
+    net: NetHandle,
+    control: libp2p_stream::Control,
+    idle: Arc<Mutex<IdleStreams>>,
+    permits: Arc<PeerPermits>,
+    /// Block-protocol streams this node has opened.
+    opened: Arc<AtomicU64>,
+}
+
+/// A put's outcome from the peer's final status and our own writes. A peer that gives up
+/// mid-way answers at once and stops reading: its reason is worth more than our broken write.
+fn final_status(status: Result<(), WireError>, sent: std::io::Result<()>) -> Result<(), NetError> {
+    match (status, sent) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(refused @ WireError::Refused { .. }), _) => Err(refused.into()),
+        (_, Err(e)) => Err(WireError::Io(e).into()),
+        (Err(e), Ok(())) => Err(e.into()),
+    }
+}
+
+/// Where a get writes a fragment's verified bytes.
+enum Sink<'a> {
+    /// A reused buffer, written from an offset; it grows if it is shorter.
+    Grow(&'a mut Vec<u8>),
+    /// A place of exactly the range's length. A chunk group that would run past its end
+    /// (only part of it is in the range) is read into `spill`, and what is kept copied.
+    Fixed { out: &'a mut [u8], spill: Vec<u8>, spilled: bool },
+}
+
+impl Sink<'_> {
+    /// Room for a chunk group of `n` bytes whose kept bytes go to `at`.
+    fn room(&mut self, at: usize, n: usize) -> &mut [u8] {
+        match self {
+            Sink::Grow(out) => room(out, at, n),
+            Sink::Fixed { out, spill, spilled } => {
+                *spilled = at.checked_add(n).is_none_or(|end| end > out.len());
+                if *spilled {
+                    room(spill, 0, n)
+                } else {
+                    &mut out[at..at + n]
+                }
+            }
+        }
+    }
+
+    /// The group's first `kept` bytes (after `FragmentDecoder::leaf`) belong at `at`.
+    fn settle(&mut self, at: usize, kept: usize) -> Result<(), FragmentError> {
+        if let Sink::Fixed { out, spill, spilled: true } = self {
+            let place = at.checked_add(kept).and_then(|end| out.get_mut(at..end));
+            let (Some(place), Some(kept)) = (place, spill.get(..kept)) else {
+                return Err(FragmentError::Trailing(kept));
+            };
+            place.copy_from_slice(kept);
+        }
+        Ok(())
+    }
+}
+
+impl BlockClient {
+    /// A client over `net`, opening streams through `control`.
+    pub(crate) fn new(net: NetHandle, control: libp2p_stream::Control) -> BlockClient {
+        BlockClient { net, control, idle: Arc::default(), permits: Arc::default(), opened: Arc::default() }
+    }
+
+    /// The network handle this client reaches peers through.
+    pub fn net(&self) -> &NetHandle {
+        &self.net
+    }
+
+    /// A control for opening raw block-protocol streams (tests of malformed frames).
+    pub fn stream_control(&self) -> libp2p_stream::Control {
+        self.control.clone()
+    }
+
+    /// A stream for a get: one an earlier get to `peer` left idle, else a new one.
+    async fn open_for_get(&self, peer: PeerId) -> Result<Stream, NetError> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.take(peer));
+        match idle {
+            Some(s) => Ok(s),
+            None => self.open(peer).await,
+        }
+    }
+
+    /// Leaves a stream whose last answer was read to its end idle for the next get.
+    fn keep_for_get(&self, peer: PeerId, stream: Stream) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.keep(peer, stream);
+        }
+    }
+
+    async fn open(&self, peer: PeerId) -> Result<Stream, NetError> {
+        // Connect first, through the event loop: libp2p-stream's own dial can wait forever
+        // when several streams to an unreachable peer are opened at once.
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.net.connect(peer)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(NetError::OpenStream { peer, reason: e.to_string() }),
+            Err(_) => {
+                return Err(NetError::OpenStream {
+                    peer,
+                    reason: format!("no connection within {CONNECT_TIMEOUT:?}"),
+                })
+            }
+        }
+        let mut control = self.control.clone();
+        let stream = control
+            .open_stream(peer, BLOCK_PROTOCOL)
+            .await
+            .map_err(|e| NetError::OpenStream { peer, reason: e.to_string() })?;
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        Ok(stream)
+    }
+
+    /// How many block-protocol streams this node has opened (gets reuse theirs).
+    pub fn streams_opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    /// A permit for one request to `peer` (at most [`super::CLIENT_PER_PEER`] at once).
+    async fn permit(&self, peer: PeerId) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permits.acquire(peer).await
+    }
+
+    /// Runs a request with a per-peer permit, retrying transport failures a few times.
+    async fn request<T, F, Fut>(&self, peer: PeerId, mut f: F) -> Result<T, NetError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, NetError>>,
+    {
+        let _permit = self.permit(peer).await;
+        let mut attempt = 1;
+        loop {
+            // A peer that accepted the stream but never answers must not hold us forever.
+            let answer = match tokio::time::timeout(ANSWER_TIMEOUT, f()).await {
+                Ok(r) => r,
+                Err(_) => Err(NetError::Wire(WireError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {ANSWER_TIMEOUT:?}"),
+                )))),
+            };
+            match answer {
+                Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
+                    tracing::debug!(%peer, attempt, error = %e, "retrying block request");
+                    // A stream dropped under a burst of others is likely to be dropped
+                    // again at once: back off a little.
+                    tokio::time::sleep(RETRY_BACKOFF * attempt as u32).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Reads `len` bytes at `offset` of block `id` (of `size` bytes) from `peer`, verified
+    /// against the id: a lying peer gets an error, never into the output.
+    pub async fn get_range(
+        &self,
+        peer: PeerId,
+        id: BlockId,
+        size: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, NetError> {
+        let mut out = Vec::new();
+        self.get_range_into(peer, id, size, (offset, len), &mut out, 0).await?;
+        out.truncate(
+            usize::try_from(len)
+                .map_err(|_| NetError::Fragment { peer, source: FragmentError::Truncated })?,
+        );
+        Ok(out)
+    }
+
+    /// Like [`NetHandle::get_range`], writing the verified bytes to `out[at..at + len]`.
+    /// `out` is a reused buffer: it grows if it is shorter, and bytes past `at + len` may
+    /// hold anything (the caller truncates). On error `out[at..]` holds nothing verified.
+    /// A verification failure is not retried.
+    pub async fn get_range_into(
+        &self,
+        peer: PeerId,
+        id: BlockId,
+        size: u64,
+        range: (u64, u64),
+        out: &mut Vec<u8>,
+        at: usize,
+    ) -> Result<(), NetError> {
+        self.get_range_to(peer, id, size, range, Sink::Grow(out), at).await
+    }
+
+    /// Like [`NetHandle::get_range`], writing the verified bytes to `out`, which must be
+    /// exactly the range's length (a caller's place in a larger buffer, say). Nothing
+    /// outside `out` is touched. On error `out` holds nothing verified.
+    pub async fn get_range_into_slice(
+        &self,
+        peer: PeerId,
+        id: BlockId,
+        size: u64,
+        range: (u64, u64),
+        out: &mut [u8],
+    ) -> Result<(), NetError> {
+        if out.len() as u64 != range.1 {
+            return Err(NetError::Fragment { peer, source: FragmentError::Truncated });
+        }
+        let sink = Sink::Fixed { out, spill: Vec::new(), spilled: false };
+        self.get_range_to(peer, id, size, range, sink, 0).await
+    }
+
+    async fn get_range_to(
+        &self,
+        peer: PeerId,
+        id: BlockId,
+        size: u64,
+        range: (u64, u64),
+        sink: Sink<'_>,
+        at: usize,
+    ) -> Result<(), NetError> {
+        // Each attempt borrows the sink anew (through an uncontended lock, since `request`
+        // makes a fresh future per attempt) and writes from `at` again.
+        let shared = tokio::sync::Mutex::new(sink);
+        self.request(peer, || async {
+            let mut sink = shared.lock().await;
+            self.fragment_once(peer, id, size, range, &mut sink, at).await
+        })
+        .await
+    }
+
+    /// The size of block `id` on `peer`, verified: the peer proves its first chunk group
+    /// against the id for the size it claims.
+    pub async fn block_size(&self, peer: PeerId, id: BlockId) -> Result<u64, NetError> {
+        self.request(peer, || self.block_size_once(peer, id)).await
+    }
+
+    /// Asks `peer` to prove it holds block `id` (of `size` bytes) by sending chunk group
+    /// `group` with its proof; verifies the answer. Returns the bytes the proof moved.
+    pub async fn prove(&self, peer: PeerId, id: BlockId, size: u64, group: u64) -> Result<usize, NetError> {
+        self.request(peer, || self.prove_once(peer, id, size, group)).await
+    }
+
+    async fn put_stream<F, Fut>(
+        &self,
+        peer: PeerId,
+        id: BlockId,
+        size: u64,
+        mut chunk: F,
+    ) -> Result<(), NetError>
+    where
+        F: FnMut(u64, usize) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<u8>, NetError>>,
+    {
+        let _permit = self.permit(peer).await;
+        let mut attempt = 1;
+        loop {
+            match self.put_stream_once(peer, id, size, &mut chunk).await {
+                Err(e) if attempt < ATTEMPTS && is_transient(&e) => attempt += 1,
+                r => return r,
+            }
+        }
+    }
+
+    /// Sends a whole block to `peer`, which verifies it against `id` before storing it.
+    pub async fn put_block(&self, peer: PeerId, id: BlockId, data: &[u8]) -> Result<(), NetError> {
+        self.put_stream(peer, id, data.len() as u64, |off, n| {
+            let chunk = data.get(off as usize..off as usize + n).map(<[u8]>::to_vec);
+            std::future::ready(chunk.ok_or(NetError::Closed))
+        })
+        .await
+    }
+
+    /// Sends a stored block to `peer`, reading it chunk by chunk (verified) from `reader`.
+    pub async fn put_block_from(
+        &self,
+        peer: PeerId,
+        reader: Arc<dyn jewel::store::BlockReader>,
+    ) -> Result<(), NetError> {
+        let (id, size) = (reader.id(), reader.len());
+        self.put_stream(peer, id, size, |off, n| {
+            let reader = reader.clone();
+            async move {
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; n];
+                    reader.read_at(off, &mut buf).map(|()| buf)
+                });
+                match read.await {
+                    Ok(r) => Ok(r?),
+                    Err(_) => Err(NetError::Closed),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Streams a block whose id is known only at its end to `peer`, which stores it after
+    /// checking the data against that id. `chunks` yields the data; it is hashed on the way
+    /// and, after a failure, still drained and hashed, so the id is always returned, with
+    /// whether the peer stored the block. `max_size` bounds the block (the peer refuses at
+    /// once if it cannot take that much).
+    pub async fn send_block(
+        &self,
+        peer: PeerId,
+        max_size: u64,
+        mut chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    ) -> (BlockId, Result<(), NetError>) {
+        let mut hasher = blake3::Hasher::new();
+        let result = {
+            let _permit = self.permit(peer).await;
+            self.send_block_once(peer, max_size, &mut chunks, &mut hasher).await
+        };
+        while let Some(chunk) = chunks.recv().await {
+            hasher.update(&chunk);
+        }
+        (BlockId::from(hasher.finalize()), result)
+    }
+
+    async fn send_block_once(
+        &self,
+        peer: PeerId,
+        max_size: u64,
+        chunks: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+        hasher: &mut blake3::Hasher,
+    ) -> Result<(), NetError> {
+        let mut s = self.open(peer).await?;
+        s.write_all(&Request::Send { max_size }.encode()).await.map_err(WireError::Io)?;
+        s.flush().await.map_err(WireError::Io)?;
+        wire::read_status(&mut s).await?;
+        let mut sent = Ok(());
+        while let Some(chunk) = chunks.recv().await {
+            hasher.update(&chunk);
+            for frame in chunk.chunks(wire::MAX_FRAME as usize) {
+                // A peer that stops reading must not hold the put forever.
+                sent = match tokio::time::timeout(REQUEST_TIMEOUT, wire::write_frame(&mut s, frame)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer stopped reading")),
+                };
+                if sent.is_err() {
+                    break;
+                }
+            }
+            if sent.is_err() {
+                break;
+            }
+        }
+        if sent.is_ok() {
+            // The data is all here only once the writer closed the channel.
+            let id = BlockId::from(hasher.clone().finalize());
+            sent = wire::write_end(&mut s, &id).await;
+        }
+        let status = match tokio::time::timeout(REQUEST_TIMEOUT, wire::read_status(&mut s)).await {
+            Ok(r) => r,
+            Err(_) => {
+                Err(WireError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "no final status")))
+            }
+        };
+        final_status(status, sent)?;
+        let _ = s.close().await;
+        Ok(())
+    }
+
+    async fn put_stream_once<F, Fut>(
+        &self,
+        peer: PeerId,
+        id: BlockId,
+        size: u64,
+        chunk: &mut F,
+    ) -> Result<(), NetError>
+    where
+        F: FnMut(u64, usize) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<u8>, NetError>>,
+    {
+        let mut s = self.open(peer).await?;
+        let req = Request::Put { id, size }.encode();
+        s.write_all(&req).await.map_err(WireError::Io)?;
+        s.flush().await.map_err(WireError::Io)?;
+        // The peer says go (or why not, e.g. full) before any data is sent.
+        wire::read_status(&mut s).await?;
+        let mut sent = Ok(());
+        let mut off = 0u64;
+        while off < size && sent.is_ok() {
+            let n = ((size - off) as usize).min(PUT_CHUNK);
+            let data = chunk(off, n).await?;
+            sent = s.write_all(&data).await;
+            off += n as u64;
+        }
+        if sent.is_ok() {
+            sent = s.flush().await;
+        }
+        final_status(wire::read_status(&mut s).await, sent)?;
+        let _ = s.close().await;
+        Ok(())
+    }
+
+    /// Asks for `len` bytes at `offset` and checks the fragment as it arrives: parents
+    /// against the id, each chunk group read from the stream straight into `out` where
+    /// its bytes belong, hashed there, and trimmed to the range, so the verified bytes end
+    /// at `out[at..at + len]` (see [`NetHandle::get_range_into`]). No buffer holds the
+    /// whole encoding.
+    async fn fragment_once(
+        &self,
+        peer: PeerId,
+        id: BlockId,
+        size: u64,
+        (offset, len): (u64, u64),
+        out: &mut Sink<'_>,
+        at: usize,
+    ) -> Result<(), NetError> {
+        let fail = |source| NetError::Fragment { peer, source };
+        let mut s = self.open_for_get(peer).await?;
+        s.write_all(&Request::Get { id, offset, len }.encode()).await.map_err(WireError::Io)?;
+        s.flush().await.map_err(WireError::Io)?;
+        let (their_size, frag_len) = wire::read_fragment_head(&mut s).await?;
+        if their_size != size {
+            return Err(fail(FragmentError::Truncated));
+        }
+        let mut dec = FragmentDecoder::new(id.into(), size, offset, len).map_err(fail)?;
+        dec.check_len(u64::from(frag_len)).map_err(fail)?;
+        let mut end = at;
+        loop {
+            match dec.want() {
+                Want::Pair => {
+                    let mut pair = [0u8; 64];
+                    s.read_exact(&mut pair).await.map_err(WireError::Io)?;
+                    dec.pair(&pair).map_err(fail)?;
+                }
+                Want::Leaf(n) => {
+                    let group = out.room(end, n);
+                    s.read_exact(group).await.map_err(WireError::Io)?;
+                    let kept = dec.leaf(group).map_err(fail)?;
+                    out.settle(end, kept).map_err(fail)?;
+                    end += kept;
+                }
+                Want::Done => break,
+            }
+        }
+        if (end - at) as u64 != len {
+            return Err(fail(FragmentError::Truncated));
+        }
+        self.keep_for_get(peer, s);
+        Ok(())
+    }
+
+    /// Leases `ids` on `peer` for `file` for `seconds` (0 releases them); returns which of
+    /// them the peer holds.
+    pub async fn lease(
+        &self,
+        peer: PeerId,
+        file: BlockId,
+        seconds: u32,
+        ids: &[BlockId],
+    ) -> Result<Vec<bool>, NetError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(wire::MAX_HAS) {
+            let req = Request::Lease { file, seconds, ids: batch.to_vec() };
+            out.extend(self.request(peer, || self.ask_ids(peer, &req, batch.len())).await?);
+        }
+        Ok(out)
+    }
+
+    /// Which of `ids` the peer holds.
+    pub async fn has(&self, peer: PeerId, ids: &[BlockId]) -> Result<Vec<bool>, NetError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(wire::MAX_HAS) {
+            let req = Request::Has { ids: batch.to_vec() };
+            out.extend(self.request(peer, || self.ask_ids(peer, &req, batch.len())).await?);
+        }
+        Ok(out)
+    }
+
+    /// Sends a request about `count` ids (HAS or LEASE) and reads the held-bitmap reply.
+    async fn ask_ids(&self, peer: PeerId, req: &Request, count: usize) -> Result<Vec<bool>, NetError> {
+        let mut s = self.open(peer).await?;
+        s.write_all(&req.encode()).await.map_err(WireError::Io)?;
+        s.flush().await.map_err(WireError::Io)?;
+        let present = wire::read_has(&mut s, count).await?;
+        let _ = s.close().await;
+        Ok(present)
+    }
+
+    async fn block_size_once(&self, peer: PeerId, id: BlockId) -> Result<u64, NetError> {
+        let mut s = self.open(peer).await?;
+        s.write_all(&Request::Prove { id, group: 0 }.encode()).await.map_err(WireError::Io)?;
+        s.flush().await.map_err(WireError::Io)?;
+        let (size, frag) = wire::read_fragment(&mut s).await?;
+        let _ = s.close().await;
+        let len = (CHUNK_GROUP_SIZE as u64).min(size);
+        decode_fragment(id.into(), size, 0, len, &frag)
+            .map_err(|source| NetError::Fragment { peer, source })?;
+        Ok(size)
+    }
+
+    async fn prove_once(&self, peer: PeerId, id: BlockId, size: u64, group: u64) -> Result<usize, NetError> {
+        let mut s = self.open(peer).await?;
+        s.write_all(&Request::Prove { id, group }.encode()).await.map_err(WireError::Io)?;
+        s.flush().await.map_err(WireError::Io)?;
+        let (their_size, frag) = wire::read_fragment(&mut s).await?;
+        let _ = s.close().await;
+        let offset = group.saturating_mul(CHUNK_GROUP_SIZE as u64);
+        let len = (CHUNK_GROUP_SIZE as u64).min(size.saturating_sub(offset));
+        if their_size != size {
+            return Err(NetError::Fragment { peer, source: FragmentError::Truncated });
+        }
+        decode_fragment(id.into(), size, offset, len, &frag)
+            .map_err(|source| NetError::Fragment { peer, source })?;
+        Ok(frag.len())
+    }
+}

@@ -1,0 +1,33 @@
+//! The network's error type, shared by the swarm and the block protocol.
+
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+
+/// Why a network operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    #[error("the network task has stopped")]
+    Closed,
+    #[error("transport: {0}")]
+    Transport(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: Multiaddr, reason: String },
+    #[error("cannot reach {target}: {reason}")]
+    Dial { target: String, reason: String },
+    #[error("no known peers to bootstrap from")]
+    NoPeers,
+    #[error("DHT: {0}")]
+    Dht(String),
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, &'static str),
+    #[error("cannot open a block stream to {peer}: {reason}")]
+    OpenStream { peer: PeerId, reason: String },
+    #[error(transparent)]
+    Wire(#[from] crate::wire::WireError),
+    #[error("peer {peer} sent a bad fragment: {source}")]
+    Fragment { peer: PeerId, source: jewel::store::FragmentError },
+    #[error(transparent)]
+    Store(#[from] jewel::store::StoreError),
+}
