@@ -18,6 +18,8 @@ use anyhow::{bail, Context, Result};
 use jewel::codec::{SchemeSpec, SplitMix64};
 use serde::Serialize;
 
+use jewel_node::api;
+
 use crate::devnet;
 use crate::remote::Api;
 
@@ -178,9 +180,10 @@ pub fn run(b: &NetBench) -> Result<()> {
     let gib = b.size as f64 / (1u64 << 30) as f64;
     let cpu_before = cpu_now();
     let t = Instant::now();
-    let v = api.post("/v1/put", serde_json::json!({ "path": input, "scheme": b.scheme.to_string() }))?;
+    let put = api::PutRequest { path: input.clone(), scheme: Some(b.scheme.to_string()), job: None };
+    let v = api.call::<api::Put>(&put)?;
     let put_secs = t.elapsed().as_secs_f64();
-    let cap = v["cap"].as_str().context("put returned no cap")?.to_string();
+    let cap = v.cap.clone();
     push(
         &format!("put {:.0} MiB, {}, file bytes", mib(b.size), b.scheme),
         mb_per_s(b.size, put_secs),
@@ -201,7 +204,12 @@ pub fn run(b: &NetBench) -> Result<()> {
     let output = tmp.path().join("output.bin");
     let timed_get = |what: &str| -> Result<f64> {
         let t = Instant::now();
-        api.post("/v1/get", serde_json::json!({ "cap": cap, "out": output }))?;
+        api.call::<api::Get>(&api::GetRequest {
+            cap: cap.clone(),
+            out: output.clone(),
+            range: None,
+            job: None,
+        })?;
         let secs = t.elapsed().as_secs_f64();
         if hash_file(&output)? != expect {
             bail!("bench net: get {what} returned different bytes than were put");
@@ -227,12 +235,8 @@ pub fn run(b: &NetBench) -> Result<()> {
         "MB/s",
         Some(">= 400 MB/s"),
     );
-    let file_holders: Vec<usize> = v["holders"]
-        .as_array()
-        .context("put returned no holders")?
-        .iter()
-        .filter_map(|h| net.peers.iter().position(|p| Some(p.peer_id.as_str()) == h.as_str()))
-        .collect();
+    let file_holders: Vec<usize> =
+        v.holders.iter().filter_map(|h| net.peers.iter().position(|p| &p.peer_id == h)).collect();
 
     // One holder 10× slower: restarted with a serve limit of a tenth of its share.
     let per_holder = healthy * 1e6 / k as f64;
@@ -271,21 +275,20 @@ pub fn run(b: &NetBench) -> Result<()> {
 
     // Repair those pieces onto the spares.
     let t = Instant::now();
-    let r = api.post("/v1/repair", serde_json::json!({ "cap": cap }))?;
+    let r = api.call::<api::Repair>(&api::CapRequest { cap: cap.clone() })?;
     let repair_secs = t.elapsed().as_secs_f64();
     peak("repair and audit");
-    let written = r["repaired"]["bytes_written"].as_u64().unwrap_or(0);
-    let lost = r["repaired"]["bytes_lost"].as_u64().unwrap_or(0);
+    let (written, lost) = (r.repaired.bytes_written, r.repaired.bytes_lost);
     push("repair, rebuilt bytes written per second", mb_per_s(written, repair_secs), "MB/s", None);
     push("repair, bytes written / bytes lost", written as f64 / lost.max(1) as f64, "x", Some("<= 1.05"));
     push(
         "audit (check) bytes moved for the whole file",
-        r["check"]["audit_bytes"].as_u64().unwrap_or(0) as f64 / 1024.0,
+        r.check.audit_bytes as f64 / 1024.0,
         "KiB",
         Some("<= 1 MiB"),
     );
-    if r["check"]["alive"].as_u64() != Some(slots as u64) {
-        bail!("bench net: after repair {} of {slots} pieces are alive", r["check"]["alive"]);
+    if r.check.alive != slots {
+        bail!("bench net: after repair {} of {slots} pieces are alive", r.check.alive);
     }
     let got = GETS as f64 * gib;
     push("get CPU, owner node, per GiB", (cpu_end.0 - cpu_start.0) / got, "CPU-s", None);

@@ -120,19 +120,18 @@ impl Demo {
     fn read_back(&self, entry: &Entry, expect: &blake3::Hash) -> Result<bool> {
         let holders: Vec<Option<PeerId>> =
             entry.holders.iter().map(|i| self.peers[*i].as_ref().map(|_| self.ids[*i])).collect();
-        let mut sink = HashWriter(blake3::Hasher::new());
-        let net = self.client.blocks();
-        match client::get_file(
-            self.rt.handle(),
-            net,
+        let sink = HashWriter(blake3::Hasher::new());
+        let got = self.rt.block_on(client::get_file(
+            self.client.blocks(),
             &entry.manifest,
             &entry.cap.key,
             &holders,
             jewel::pipeline::ByteRange::ALL,
-            &mut sink,
+            sink,
             client::GET_THREADS,
-        ) {
-            Ok(_) => Ok(sink.0.finalize() == *expect),
+        ));
+        match got {
+            Ok((_, sink)) => Ok(sink.0.finalize() == *expect),
             Err(client::ClientError::Pipeline(jewel::PipelineError::Codec(
                 jewel::codec::CodecError::NotEnoughPieces { .. },
             ))) => Ok(false),
@@ -195,14 +194,14 @@ pub fn run(size: u64, seed: u64) -> Result<()> {
         let mut opts = PutOptions::new(spec.clone());
         opts.segment_size = 1 << 20;
         let t = Instant::now();
-        let placed = client::put_file(
-            demo.rt.handle(),
+        let input = Box::new(std::io::Cursor::new(data.clone()));
+        let placed = demo.rt.block_on(client::put_file(
             demo.client.blocks(),
-            &mut &data[..],
+            input,
             data.len() as u64,
             &opts,
             &peer_ids,
-        )?;
+        ))?;
         let put_mbps = mbps(size as u64, t.elapsed().as_secs_f64());
         let mut entry = Entry {
             spec,

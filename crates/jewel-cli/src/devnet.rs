@@ -117,7 +117,7 @@ pub fn wait_known(peer: &Peer, want: usize) -> Result<()> {
     let api = Api::open(Some(&peer.home))?;
     let start = Instant::now();
     loop {
-        let known = api.get("/v1/peers")?.as_array().map(Vec::len).unwrap_or(0);
+        let known = api.fetch::<jewel_node::api::Peers>()?.len();
         if known >= want {
             return Ok(());
         }

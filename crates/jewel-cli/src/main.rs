@@ -165,6 +165,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The node's addresses, its store, and its background workers (GC, lease renewal,
+    /// audit, repair): each one's state, last run and what it found.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// The peers this node knows.
     Peers {
         #[arg(long)]
@@ -381,6 +387,7 @@ fn run(cli: Cli) -> Result<()> {
             remote::get(home, &cap, &output, range)
         }
         Command::Check { cap, json } => remote::check(home, &cap, json),
+        Command::Status { json } => remote::status(home, json),
         Command::Peers { json } => remote::peers(home, json),
         Command::Dir { json } => remote::dir(home, json),
         Command::Rm { cap } => remote::rm(home, &cap),

@@ -14,6 +14,8 @@ use anyhow::{bail, Result};
 use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use crossterm::{cursor, execute, queue, style, terminal};
 
+use jewel_node::api;
+
 use crate::remote::{self, Api};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,19 +166,13 @@ fn pause() -> Result<()> {
 
 /// The files this node put, as (name, cap, line) for a picker.
 fn files(api: &Api) -> Result<Vec<(String, String, String)>> {
-    let v = api.get("/v1/dir")?;
+    let v = api.fetch::<api::Dir>()?;
     let mut out = Vec::new();
-    for (id, f) in v["files"].as_object().into_iter().flatten() {
-        let Some(cap) = f["cap"].as_str() else { continue };
-        let name = f["name"].as_str().unwrap_or_default().to_string();
-        let line = format!(
-            "{:<24} {:>12} bytes  {:<16} {}",
-            name,
-            f["size"],
-            f["scheme"].as_str().unwrap_or_default(),
-            &id[..8.min(id.len())]
-        );
-        out.push((name, cap.to_string(), line));
+    for (id, f) in v.files {
+        let Some(cap) = f.cap else { continue };
+        let line =
+            format!("{:<24} {:>12} bytes  {:<16} {}", f.name, f.size, f.scheme, id.get(..8).unwrap_or(&id));
+        out.push((f.name, cap, line));
     }
     Ok(out)
 }
@@ -217,12 +213,12 @@ fn act(home: &Path, api: &Api, item: Item) -> Result<()> {
             }
         }
         Item::Scheme => {
-            let v = api.get("/v1/settings")?;
-            outln!("default scheme: {}", v["default_scheme"].as_str().unwrap_or("?"));
+            let v = api.fetch::<api::GetSettings>()?;
+            outln!("default scheme: {}", v.default_scheme);
             outln!("e.g. jewels:K/N, replicate:N, shard:KxC, parity:K, nested:OUTER+INNER, hosting");
             if let Some(spec) = ask("new default scheme (empty keeps it): ")? {
-                let v = api.post("/v1/settings", serde_json::json!({ "default_scheme": spec }))?;
-                outln!("default scheme is now {}", v["default_scheme"].as_str().unwrap_or("?"));
+                let v = api.call::<api::SetSettings>(&api::Settings { default_scheme: spec })?;
+                outln!("default scheme is now {}", v.default_scheme);
             }
         }
         Item::Help => {

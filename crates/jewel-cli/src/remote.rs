@@ -1,12 +1,12 @@
-//! The client side of a running node's control API: `jewel put/get/check/peers/dir/rm`
-//! reach the node named by `--home` (or `JEWEL_HOME`) through `HOME/api.json`.
+//! The client side of a running node's control API: `jewel put/get/check/peers/dir/rm/
+//! repair/status` reach the node named by `--home` (or `JEWEL_HOME`) through
+//! `HOME/api.json`, with the request and reply types of `jewel_node::api`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use jewel_node::ApiInfo;
-use serde_json::Value;
+use jewel_node::api::{self, ApiInfo, Endpoint, ErrorBody, NoBody};
 
 pub struct Api {
     base: String,
@@ -32,37 +32,28 @@ impl Api {
         Ok(Api { base: format!("http://{}", info.api), token: info.token })
     }
 
-    fn handle(&self, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Value> {
+    /// Calls endpoint `E` with `req`; an error reply becomes its one line.
+    pub fn call<E: Endpoint>(&self, req: &E::Request) -> Result<E::Response> {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let url = format!("{}{}", self.base, E::PATH);
+        let auth = format!("Bearer {}", self.token);
+        let r = if E::POST {
+            agent.post(&url).header("authorization", &auth).send_json(req)
+        } else {
+            agent.get(&url).header("authorization", &auth).call()
+        };
         let mut resp = r.with_context(|| format!("cannot reach the node's API at {}", self.base))?;
-        let status = resp.status();
-        let body: Value = resp.body_mut().read_json().context("the node sent a malformed reply")?;
-        if !status.is_success() {
-            let msg = body.get("error").and_then(Value::as_str).unwrap_or("unknown error");
-            bail!("{msg}");
+        if !resp.status().is_success() {
+            let body: ErrorBody =
+                resp.body_mut().read_json().context("the node sent a malformed error reply")?;
+            bail!("{}", body.error);
         }
-        Ok(body)
+        resp.body_mut().read_json().context("the node sent a malformed reply")
     }
 
-    fn agent(&self) -> ureq::Agent {
-        ureq::Agent::config_builder().http_status_as_error(false).build().into()
-    }
-
-    pub fn get(&self, path: &str) -> Result<Value> {
-        let r = self
-            .agent()
-            .get(format!("{}{path}", self.base))
-            .header("authorization", format!("Bearer {}", self.token))
-            .call();
-        self.handle(r)
-    }
-
-    pub fn post(&self, path: &str, body: Value) -> Result<Value> {
-        let r = self
-            .agent()
-            .post(format!("{}{path}", self.base))
-            .header("authorization", format!("Bearer {}", self.token))
-            .send_json(body);
-        self.handle(r)
+    /// Calls an endpoint that takes no request body.
+    pub fn fetch<E: Endpoint<Request = NoBody>>(&self) -> Result<E::Response> {
+        self.call::<E>(&NoBody {})
     }
 }
 
@@ -98,12 +89,12 @@ fn with_progress<T>(api: &Api, label: &str, call: impl FnOnce(Option<&str>) -> R
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(std::time::Duration::from_millis(100))
             {
-                if let Ok(v) = api.get(&format!("/v1/progress/{job}")) {
+                if let Ok(p) = api.call::<api::Progress>(&api::ProgressRequest { job: job.clone() }) {
                     if bar.is_hidden() {
                         bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
                     }
-                    bar.set_length(v["total"].as_u64().unwrap_or(0));
-                    bar.set_position(v["done"].as_u64().unwrap_or(0));
+                    bar.set_length(p.total);
+                    bar.set_position(p.done);
                 }
             }
         });
@@ -119,14 +110,15 @@ pub fn put(home: Option<&Path>, file: &Path, scheme: Option<&str>, json: bool) -
     let api = Api::open(home)?;
     let path = absolute(file)?;
     let v = with_progress(&api, "put", |job| {
-        api.post("/v1/put", serde_json::json!({ "path": path, "scheme": scheme, "job": job }))
+        let req = api::PutRequest { path, scheme: scheme.map(str::to_string), job: job.map(str::to_string) };
+        api.call::<api::Put>(&req)
     })?;
     if json {
-        outln!("{v}");
+        outln!("{}", serde_json::to_string(&v)?);
     } else {
-        outln!("{}", v["cap"].as_str().unwrap_or_default());
-        let holders = v["holders"].as_array().map(Vec::len).unwrap_or(0);
-        eprintln!("stored {} bytes as {holders} pieces on {holders} peers", v["stats"]["file_bytes"]);
+        outln!("{}", v.cap);
+        let holders = v.holders.len();
+        eprintln!("stored {} bytes as {holders} pieces on {holders} peers", v.stats.file_bytes);
     }
     Ok(())
 }
@@ -159,124 +151,171 @@ pub fn get(home: Option<&Path>, cap: &str, out: &Path, range: Option<(u64, u64)>
         absolute(out)?
     };
     let v = with_progress(&api, "get", |job| {
-        api.post("/v1/get", serde_json::json!({ "cap": cap, "out": target, "range": range, "job": job }))
+        let req = api::GetRequest {
+            cap: cap.to_string(),
+            out: target.clone(),
+            range,
+            job: job.map(str::to_string),
+        };
+        api.call::<api::Get>(&req)
     })?;
     if to_stdout {
         let mut f = std::fs::File::open(&target)?;
         std::io::copy(&mut f, &mut std::io::stdout().lock()).context("writing to stdout")?;
         let _ = std::fs::remove_file(&target);
     } else {
-        let resumed = v["resumed_from"].as_u64().unwrap_or(0);
+        let resumed = v.resumed_from;
         let note = if resumed > 0 { format!(" (resumed after {resumed} bytes)") } else { String::new() };
-        eprintln!("got {} bytes into {}{note}", v["file_bytes"], out.display());
+        eprintln!("got {} bytes into {}{note}", v.stats.file_bytes, out.display());
     }
     Ok(())
 }
 
+fn cap_request(cap: &str) -> api::CapRequest {
+    api::CapRequest { cap: cap.to_string() }
+}
+
 pub fn check(home: Option<&Path>, cap: &str, json: bool) -> Result<()> {
-    let v = Api::open(home)?.post("/v1/check", serde_json::json!({ "cap": cap }))?;
+    let v = Api::open(home)?.call::<api::Check>(&cap_request(cap))?;
     if json {
-        outln!("{v}");
+        outln!("{}", serde_json::to_string(&v)?);
         return Ok(());
     }
     print_check(&v)
 }
 
 pub fn repair(home: Option<&Path>, cap: &str, json: bool) -> Result<()> {
-    let v = Api::open(home)?.post("/v1/repair", serde_json::json!({ "cap": cap }))?;
+    let v = Api::open(home)?.call::<api::Repair>(&cap_request(cap))?;
     if json {
-        outln!("{v}");
+        outln!("{}", serde_json::to_string(&v)?);
         return Ok(());
     }
-    let r = &v["repaired"];
-    let slots = r["slots"].as_array().map(Vec::len).unwrap_or(0);
-    if slots == 0 {
+    let r = &v.repaired;
+    if r.slots.is_empty() {
         eprintln!("nothing to repair: every piece is alive");
     } else {
         eprintln!(
-            "rebuilt {slots} piece(s) onto new peers: read {} bytes, wrote {} bytes for {} bytes lost",
-            r["bytes_read"], r["bytes_written"], r["bytes_lost"]
+            "rebuilt {} piece(s) onto new peers: read {} bytes, wrote {} bytes for {} bytes lost",
+            r.slots.len(),
+            r.bytes_read,
+            r.bytes_written,
+            r.bytes_lost
         );
     }
-    print_check(&v["check"])
+    print_check(&v.check)
 }
 
-fn print_check(v: &Value) -> Result<()> {
+fn print_check(v: &api::CheckReport) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{:>4}  {:<10} {:<54} {:<8}", "slot", "piece", "holder", "state")?;
-    for p in v["pieces"].as_array().into_iter().flatten() {
+    for p in &v.pieces {
         writeln!(
             out,
             "{:>4}  {:<10} {:<54} {:<8}",
-            p["slot"].as_u64().unwrap_or_default(),
-            p["piece"].as_str().unwrap_or_default().get(..8).unwrap_or_default(),
-            p["holder"].as_str().unwrap_or("-"),
-            p["state"].as_str().unwrap_or_default()
+            p.slot,
+            p.piece.get(..8).unwrap_or_default(),
+            p.holder.as_deref().unwrap_or("-"),
+            p.state.as_str()
         )?;
     }
     writeln!(
         out,
         "{}: N={} D={:.2} M={}, {} of {} pieces alive, {}",
-        v["scheme"].as_str().unwrap_or_default(),
-        v["n"],
-        v["d"].as_f64().unwrap_or_default(),
-        v["m"],
-        v["alive"],
-        v["n"],
-        if v["recoverable"].as_bool().unwrap_or(false) { "recoverable" } else { "NOT recoverable" }
+        v.scheme,
+        v.n,
+        v.d,
+        v.m,
+        v.alive,
+        v.n,
+        if v.recoverable { "recoverable" } else { "NOT recoverable" }
     )?;
     Ok(())
 }
 
 pub fn peers(home: Option<&Path>, json: bool) -> Result<()> {
-    let v = Api::open(home)?.get("/v1/peers")?;
+    let v = Api::open(home)?.fetch::<api::Peers>()?;
     if json {
-        outln!("{v}");
+        outln!("{}", serde_json::to_string(&v)?);
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
-    for p in v.as_array().into_iter().flatten() {
+    for p in &v {
         writeln!(
             out,
             "{} {} {}{}",
-            p["peer"].as_str().unwrap_or_default(),
-            if p["connected"].as_bool().unwrap_or(false) { "connected" } else { "known" },
-            p["addrs"].as_array().and_then(|a| a.first()).and_then(Value::as_str).unwrap_or("-"),
-            p["zone"].as_str().map(|z| format!(" zone={z}")).unwrap_or_default()
+            p.peer,
+            if p.connected { "connected" } else { "known" },
+            p.addrs.first().map_or("-", String::as_str),
+            p.zone.as_ref().map(|z| format!(" zone={z}")).unwrap_or_default()
         )?;
     }
     Ok(())
 }
 
 pub fn dir(home: Option<&Path>, json: bool) -> Result<()> {
-    let v = Api::open(home)?.get("/v1/dir")?;
+    let v = Api::open(home)?.fetch::<api::Dir>()?;
     if json {
-        outln!("{v}");
+        outln!("{}", serde_json::to_string(&v)?);
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "blocks held for peers:")?;
-    for b in v["blocks"].as_array().into_iter().flatten() {
-        writeln!(out, "  {} {:>12} bytes", b["id"].as_str().unwrap_or_default(), b["size"])?;
+    for b in &v.blocks {
+        writeln!(out, "  {} {:>12} bytes", b.id, b.size)?;
     }
     writeln!(out, "files this node put:")?;
-    for (id, f) in v["files"].as_object().into_iter().flatten() {
-        writeln!(
-            out,
-            "  {} {} {} bytes, {}",
-            &id[..8.min(id.len())],
-            f["name"].as_str().unwrap_or_default(),
-            f["size"],
-            f["scheme"].as_str().unwrap_or_default()
-        )?;
+    for (id, f) in &v.files {
+        writeln!(out, "  {} {} {} bytes, {}", id.get(..8).unwrap_or(id), f.name, f.size, f.scheme)?;
     }
-    let capacity = v["capacity"].as_u64().map_or("unlimited".to_string(), |c| format!("{c} bytes"));
-    writeln!(out, "used {} bytes, capacity {capacity}", v["used"])?;
+    let capacity = v.capacity.map_or("unlimited".to_string(), |c| format!("{c} bytes"));
+    writeln!(out, "used {} bytes, capacity {capacity}", v.used)?;
     Ok(())
 }
 
 pub fn rm(home: Option<&Path>, cap: &str) -> Result<()> {
-    let v = Api::open(home)?.post("/v1/rm", serde_json::json!({ "cap": cap }))?;
-    eprintln!("released {}", v["released"].as_str().unwrap_or_default());
+    let v = Api::open(home)?.call::<api::Rm>(&cap_request(cap))?;
+    eprintln!("released {}", v.released);
+    Ok(())
+}
+
+/// `jewel status`: the node and its background workers.
+pub fn status(home: Option<&Path>, json: bool) -> Result<()> {
+    let v = Api::open(home)?.fetch::<api::Status>()?;
+    if json {
+        outln!("{}", serde_json::to_string(&v)?);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "peer id: {}", v.peer_id)?;
+    for a in &v.listen {
+        writeln!(out, "listening on {a}")?;
+    }
+    let capacity = v.usage.capacity.map_or("unlimited".to_string(), |c| format!("{c} bytes"));
+    writeln!(out, "store: {} bytes used, capacity {capacity}", v.usage.used)?;
+    writeln!(out)?;
+    let now = jewel::lease::now();
+    let ago = |t: Option<u64>| t.map_or("never".to_string(), |t| format!("{}s ago", now.saturating_sub(t)));
+    let until = |t: Option<u64>| t.map_or("-".to_string(), |t| format!("in {}s", t.saturating_sub(now)));
+    writeln!(
+        out,
+        "{:<8} {:<10} {:>5} {:<10} {:<8}  last found",
+        "worker", "state", "runs", "last run", "next"
+    )?;
+    for w in &v.workers {
+        let state = serde_json::to_value(w.state)?.as_str().map(str::to_string).unwrap_or_default();
+        writeln!(
+            out,
+            "{:<8} {:<10} {:>5} {:<10} {:<8}  {}",
+            w.name,
+            state,
+            w.runs,
+            ago(w.last_run),
+            until(w.next_run),
+            w.last_found.as_deref().unwrap_or("-")
+        )?;
+        if let Some(e) = &w.last_error {
+            writeln!(out, "{:<8} last error: {e}", "")?;
+        }
+    }
     Ok(())
 }

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use jewel::codec::{build, CodecError, SchemeSpec, SplitMix64};
 use jewel::pipeline::{PipelineError, PutOptions};
+use jewel::policy::{place, Candidate, PolicyError};
 use jewel::MemStore;
 use jewel_net::{Keypair, MultiaddrProtocol, NetConfig, Network, PeerId};
-use jewel_node::client::{fetch_manifest, get_file, place, put_file, Candidate, ClientError};
+use jewel_node::client::{fetch_manifest, get_file, put_file, ClientError};
 
 const SPECS: &[&str] =
     &["hosting", "replicate:3", "shard:3x2", "parity:4", "jewels:4/8", "nested:jewels:2/3+parity:2"];
@@ -48,7 +49,7 @@ fn breaking_set(spec: &SchemeSpec) -> Vec<usize> {
         .unwrap()
 }
 
-/// Puts `data` with `spec` on `peers` (from a blocking thread, as the node does).
+/// Puts `data` with `spec` on `peers`.
 async fn put_blocking(
     client: &jewel_net::BlockClient,
     data: &[u8],
@@ -56,35 +57,28 @@ async fn put_blocking(
     segment: u32,
     peers: &[PeerId],
 ) -> jewel_node::client::Placed {
-    let rt = tokio::runtime::Handle::current();
-    let (client, data, peers) = (client.clone(), data.to_vec(), peers.to_vec());
     let mut opts = PutOptions::new(SchemeSpec::parse(spec).unwrap());
     opts.segment_size = segment;
-    tokio::task::spawn_blocking(move || {
-        put_file(&rt, &client, &mut &data[..], data.len() as u64, &opts, &peers).unwrap()
-    })
-    .await
-    .unwrap()
+    put_file(client, reader(data), data.len() as u64, &opts, peers).await.unwrap()
 }
 
-/// Gets the whole file of `placed` from `holders` with `threads` (from a blocking thread,
-/// as the node does): the bytes and the get's statistics, or why it failed.
+fn reader(data: &[u8]) -> Box<dyn std::io::Read + Send> {
+    Box::new(std::io::Cursor::new(data.to_vec()))
+}
+
+/// Gets the whole file of `placed` from `holders` with `threads`: the bytes and the get's
+/// statistics, or why it failed.
 async fn get_blocking(
     client: &jewel_net::BlockClient,
     placed: &jewel_node::client::Placed,
     holders: &[Option<PeerId>],
     threads: usize,
 ) -> Result<(Vec<u8>, jewel::pipeline::GetStats), ClientError> {
-    let rt = tokio::runtime::Handle::current();
-    let (client, holders) = (client.clone(), holders.to_vec());
-    let (manifest, key) = (placed.put.manifest.clone(), placed.put.cap.key.clone());
-    tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        let range = jewel::pipeline::ByteRange::ALL;
-        get_file(&rt, &client, &manifest, &key, &holders, range, &mut out, threads).map(|stats| (out, stats))
-    })
-    .await
-    .unwrap()
+    let (manifest, key) = (&placed.put.manifest, &placed.put.cap.key);
+    let range = jewel::pipeline::ByteRange::ALL;
+    get_file(client, manifest, key, holders, range, Vec::new(), threads)
+        .await
+        .map(|(stats, out)| (out, stats))
 }
 
 fn random(len: usize, seed: u64) -> Vec<u8> {
@@ -98,7 +92,7 @@ async fn every_scheme_survives_exactly_what_it_promises() {
         let spec = SchemeSpec::parse(text).unwrap();
         let mut nodes: Vec<Option<Network>> = network(11).await.into_iter().map(Some).collect();
         let client = nodes[0].as_ref().unwrap().blocks().clone();
-        let candidates: Vec<Candidate> = nodes[1..]
+        let candidates: Vec<Candidate<PeerId>> = nodes[1..]
             .iter()
             .map(|n| Candidate { peer: n.as_ref().unwrap().handle().peer_id(), zone: None })
             .collect();
@@ -107,18 +101,8 @@ async fn every_scheme_survives_exactly_what_it_promises() {
         let data = random(300_000 + i, i as u64);
         let mut opts = PutOptions::new(spec.clone());
         opts.segment_size = 64 << 10;
-        let rt = tokio::runtime::Handle::current();
 
-        let (placed, data) = {
-            let (rt, client, holders) = (rt.clone(), client.clone(), holders.clone());
-            tokio::task::spawn_blocking(move || {
-                let placed =
-                    put_file(&rt, &client, &mut &data[..], data.len() as u64, &opts, &holders).unwrap();
-                (placed, data)
-            })
-            .await
-            .unwrap()
-        };
+        let placed = put_file(&client, reader(&data), data.len() as u64, &opts, &holders).await.unwrap();
         let fetch = |holders: Vec<Option<PeerId>>| {
             let (client, placed) = (&client, &placed);
             async move { get_blocking(client, placed, &holders, 2).await.map(|(out, _)| out) }
@@ -135,14 +119,7 @@ async fn every_scheme_survives_exactly_what_it_promises() {
             let waited = tokio::time::timeout(Duration::from_secs(30), count.wait_for(|c| *c >= 2)).await;
             assert!(waited.is_ok(), "the holder never announced its blocks");
         }
-        let m = {
-            let (rt, client, id, peers) =
-                (rt.clone(), client.clone(), placed.put.cap.manifest, placed.holders.clone());
-            tokio::task::spawn_blocking(move || fetch_manifest(&rt, &client, id, &peers[1..]))
-                .await
-                .unwrap()
-                .unwrap()
-        };
+        let m = fetch_manifest(&client, placed.put.cap.manifest, &placed.holders[1..]).await.unwrap();
         assert_eq!(m, placed.put.manifest);
 
         // Stop all but one of the worst set: still whole.
@@ -177,7 +154,7 @@ async fn every_scheme_survives_exactly_what_it_promises() {
 fn placement_uses_distinct_peers_and_spreads_over_zones() {
     let peers: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
     let zones = ["a", "a", "a", "b", "b", "c"];
-    let candidates: Vec<Candidate> =
+    let candidates: Vec<Candidate<PeerId>> =
         peers.iter().zip(zones).map(|(p, z)| Candidate { peer: *p, zone: Some(z.to_string()) }).collect();
     let chosen = place(3, &candidates).unwrap();
     let chosen_zones: std::collections::HashSet<&str> =
@@ -186,7 +163,7 @@ fn placement_uses_distinct_peers_and_spreads_over_zones() {
     let all = place(6, &candidates).unwrap();
     assert_eq!(all.iter().collect::<std::collections::HashSet<_>>().len(), 6);
     match place(7, &candidates) {
-        Err(e @ ClientError::NotEnoughPeers { needed: 7, found: 6 }) => {
+        Err(e @ PolicyError::NotEnoughPeers { needed: 7, found: 6 }) => {
             assert!(e.to_string().contains("needs 7 distinct peers, but only 6"));
         }
         other => panic!("{other:?}"),
@@ -230,19 +207,8 @@ async fn a_lying_peer_is_detected_and_skipped() {
         lies
     });
 
-    let rt = tokio::runtime::Handle::current();
     let data = random(500_000, 99);
-    let (placed, data) = {
-        let (rt, client, holders) = (rt.clone(), client.clone(), honest.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut opts = PutOptions::new(SchemeSpec::parse("jewels:2/4").unwrap());
-            opts.segment_size = 64 << 10;
-            let placed = put_file(&rt, &client, &mut &data[..], data.len() as u64, &opts, &holders).unwrap();
-            (placed, data)
-        })
-        .await
-        .unwrap()
-    };
+    let placed = put_blocking(&client, &data, "jewels:2/4", 64 << 10, &honest).await;
     // Tell the client that the liar holds slot 0 (say, a stale placement record).
     let mut holders: Vec<Option<PeerId>> = placed.holders.iter().copied().map(Some).collect();
     holders[0] = Some(liar.handle().peer_id());
@@ -273,19 +239,13 @@ async fn a_slow_holder_is_outrun_and_a_dead_one_is_asked_once() {
     let client = nodes[0].blocks().clone();
     let mut holders: Vec<PeerId> = vec![slow.handle().peer_id()];
     holders.extend(nodes[1..].iter().map(|n| n.handle().peer_id()));
-    let rt = tokio::runtime::Handle::current();
     let data = random(2 << 20, 5);
     let segments = (2usize << 20) / (64 << 10);
     let placed = {
-        let (rt, client, holders, data) = (rt.clone(), client.clone(), holders.clone(), data.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut opts = PutOptions::new(SchemeSpec::parse("jewels:3/6").unwrap());
-            opts.segment_size = 64 << 10;
-            opts.compress = false;
-            put_file(&rt, &client, &mut &data[..], data.len() as u64, &opts, &holders).unwrap()
-        })
-        .await
-        .unwrap()
+        let mut opts = PutOptions::new(SchemeSpec::parse("jewels:3/6").unwrap());
+        opts.segment_size = 64 << 10;
+        opts.compress = false;
+        put_file(&client, reader(&data), data.len() as u64, &opts, &holders).await.unwrap()
     };
     // Slot 1's holder goes away.
     nodes.remove(1).shutdown().await;
@@ -327,7 +287,6 @@ async fn repair_rebuilds_exactly_the_lost_pieces_for_every_scheme() {
         let client = nodes[0].as_ref().unwrap().blocks().clone();
         let ids: Vec<PeerId> = nodes.iter().map(|n| n.as_ref().unwrap().handle().peer_id()).collect();
         let (holders, spares) = (ids[1..=n].to_vec(), ids[n + 1..].to_vec());
-        let rt = tokio::runtime::Handle::current();
         let data = random(200_000 + i, 70 + i as u64);
         let placed = put_blocking(&client, &data, text, 32 << 10, &holders).await;
         for &slot in &lost {
@@ -335,16 +294,7 @@ async fn repair_rebuilds_exactly_the_lost_pieces_for_every_scheme() {
         }
         let mut located: Vec<Option<PeerId>> = holders.iter().copied().map(Some).collect();
         let manifest = placed.put.manifest.clone();
-        let repaired = {
-            let (rt, client, manifest, located, lost) =
-                (rt.clone(), client.clone(), manifest.clone(), located.clone(), lost.clone());
-            tokio::task::spawn_blocking(move || {
-                repair_slots(&rt, &client, &manifest, &located, &lost, &spares, 2)
-            })
-            .await
-            .unwrap()
-            .unwrap()
-        };
+        let repaired = repair_slots(&client, &manifest, &located, &lost, &spares, 2).await.unwrap();
         let lost_bytes: u64 = lost.iter().map(|s| manifest.piece_len(scheme.as_ref(), *s)).sum();
         assert_eq!(repaired.bytes_lost, lost_bytes, "{text}");
         assert!(repaired.bytes_written as f64 <= 1.05 * lost_bytes as f64 + 2048.0, "{text}: {repaired:?}");
@@ -376,7 +326,6 @@ async fn an_interrupted_repair_leaves_the_file_no_worse_and_can_be_run_again() {
     let client = nodes[0].as_ref().unwrap().blocks().clone();
     let ids: Vec<PeerId> = nodes.iter().map(|n| n.as_ref().unwrap().handle().peer_id()).collect();
     let holders = ids[1..6].to_vec();
-    let rt = tokio::runtime::Handle::current();
     let data = random(300_000, 80);
     let placed = put_blocking(&client, &data, "jewels:3/5", 32 << 10, &holders).await;
     nodes[1].take().unwrap().shutdown().await;
@@ -384,15 +333,9 @@ async fn an_interrupted_repair_leaves_the_file_no_worse_and_can_be_run_again() {
     nodes[6].take().unwrap().shutdown().await;
     let located: Vec<Option<PeerId>> = holders.iter().copied().map(Some).collect();
     let manifest = placed.put.manifest.clone();
-    let run = |target: PeerId| {
-        let (rt, client, manifest, located) = (rt.clone(), client.clone(), manifest.clone(), located.clone());
-        tokio::task::spawn_blocking(move || {
-            repair_slots(&rt, &client, &manifest, &located, &[0], &[target], 2)
-        })
-    };
-    let err = run(ids[6]).await.unwrap().unwrap_err();
+    let err = repair_slots(&client, &manifest, &located, &[0], &[ids[6]], 2).await.unwrap_err();
     assert!(matches!(err, ClientError::Upload { slot: 0, .. }), "{err}");
-    let again = run(ids[7]).await.unwrap().unwrap();
+    let again = repair_slots(&client, &manifest, &located, &[0], &[ids[7]], 2).await.unwrap();
     assert_eq!(again.slots, vec![0]);
     // Slot 0 from its new holder, slots 1 and 2 stopped: only the rebuilt piece makes k.
     nodes[2].take().unwrap().shutdown().await;

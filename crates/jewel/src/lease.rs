@@ -11,8 +11,9 @@
 //! range scan; writes are batched into one transaction per request.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::id::BlockId;
 use crate::store::BlockStore;
@@ -49,7 +50,7 @@ pub struct Lease {
 
 /// The leases of the blocks in one store.
 pub struct LeaseBook {
-    db: Database,
+    db: Arc<Database>,
 }
 
 impl std::fmt::Debug for LeaseBook {
@@ -74,19 +75,40 @@ pub fn now() -> u64 {
 impl LeaseBook {
     /// Opens (or creates) the book at `path`.
     pub fn open(path: &Path) -> Result<LeaseBook, LeaseError> {
-        let db = Database::create(path).map_err(db)?;
-        let book = LeaseBook { db };
+        LeaseBook::in_database(Arc::new(Database::create(path).map_err(db)?))
+    }
+
+    /// The book in a table of `database`, which other tables may share (a node keeps all
+    /// its state in one database, so a change and what it depends on commit together).
+    pub fn in_database(database: Arc<Database>) -> Result<LeaseBook, LeaseError> {
+        let book = LeaseBook { db: database };
         book.init()?;
         Ok(book)
+    }
+
+    /// Copies every lease of `other` into this book, in one transaction; returns how many.
+    pub fn import(&self, other: &LeaseBook) -> Result<usize, LeaseError> {
+        let from = other.db.begin_read().map_err(db)?;
+        let source = from.open_table(LEASES).map_err(db)?;
+        let tx = self.db.begin_write().map_err(db)?;
+        let mut count = 0;
+        {
+            let mut t = tx.open_table(LEASES).map_err(db)?;
+            for entry in source.iter().map_err(db)? {
+                let (k, v) = entry.map_err(db)?;
+                t.insert(k.value(), v.value()).map_err(db)?;
+                count += 1;
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(count)
     }
 
     /// A book kept in memory only (for nodes without a home, such as tests).
     pub fn in_memory() -> Result<LeaseBook, LeaseError> {
         let db =
             Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).map_err(db)?;
-        let book = LeaseBook { db };
-        book.init()?;
-        Ok(book)
+        LeaseBook::in_database(Arc::new(db))
     }
 
     fn init(&self) -> Result<(), LeaseError> {
@@ -151,7 +173,7 @@ impl LeaseBook {
 }
 
 /// What a garbage collection did.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Collected {
     pub blocks: usize,
     pub bytes: u64,

@@ -8,6 +8,8 @@
 //! - [`caps`]: read and verify capabilities.
 //! - [`pipeline`]: put and get, streaming and parallel, over any block writers/readers.
 //! - [`offline`]: encode to and decode from local peer folders.
+//! - [`policy`]: placement, holder ranking, hedging and the repair threshold, pure.
+//! - [`lease`]: why a holder keeps a block, and garbage collection.
 //!
 //! The schemes themselves live in the `jewel-codec` crate, re-exported as [`codec`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -23,6 +25,7 @@ pub mod manifest;
 pub mod offline;
 mod parallel;
 pub mod pipeline;
+pub mod policy;
 pub mod pool;
 pub mod store;
 

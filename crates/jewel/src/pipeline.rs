@@ -114,7 +114,7 @@ pub struct Put {
     pub stats: PutStats,
 }
 
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct PutStats {
     pub file_bytes: u64,
     pub stored_bytes: u64,
@@ -339,13 +339,13 @@ fn commit_all(
 }
 
 /// A piece that could not be used, and why.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PieceFault {
     pub slot: usize,
     pub reason: String,
 }
 
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct GetStats {
     pub file_bytes: u64,
     /// Bytes read from pieces (verified).

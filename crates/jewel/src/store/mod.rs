@@ -63,7 +63,7 @@ pub fn is_disk_full(e: &io::Error) -> bool {
 }
 
 /// Used and free space.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     /// Bytes of data and outboards held, plus bytes of writes in progress.
     pub used: u64,

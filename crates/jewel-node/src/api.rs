@@ -1,0 +1,343 @@
+//! The node's control API as types: every endpoint with its path, its request and its
+//! reply. The node serves these (see `http`) and the CLI calls them; neither builds or reads
+//! JSON by key, so a change to one side that the other does not follow fails to compile.
+//!
+//! Requests refuse unknown fields: a client that sends a field the node does not know gets
+//! a 400 that names it, rather than having it silently ignored.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use jewel::lease::Collected;
+use jewel::pipeline::{GetStats, PutStats};
+use jewel::store::Usage;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use crate::client::Repaired;
+
+/// One endpoint of the API.
+pub trait Endpoint {
+    /// The URL path, e.g. `/v1/put`.
+    const PATH: &'static str;
+    /// Whether the request goes as a POST with a JSON body (else a GET without one).
+    const POST: bool;
+    type Request: Serialize + DeserializeOwned;
+    type Response: Serialize + DeserializeOwned;
+}
+
+macro_rules! endpoint {
+    ($(#[$doc:meta])* $name:ident, $path:literal, $post:literal, $req:ty => $resp:ty) => {
+        $(#[$doc])*
+        pub struct $name;
+        impl Endpoint for $name {
+            const PATH: &'static str = $path;
+            const POST: bool = $post;
+            type Request = $req;
+            type Response = $resp;
+        }
+    };
+}
+
+endpoint!(
+    /// The node, its network addresses, its store's usage and its workers.
+    Status, "/v1/status", false, NoBody => StatusResponse
+);
+endpoint!(
+    /// The peers this node knows.
+    Peers, "/v1/peers", false, NoBody => Vec<Peer>
+);
+endpoint!(
+    /// What this node stores for others, and the files it put.
+    Dir, "/v1/dir", false, NoBody => DirResponse
+);
+endpoint!(
+    /// Store a file on the network.
+    Put, "/v1/put", true, PutRequest => PutResponse
+);
+endpoint!(
+    /// Get a file (or a range of it) into a local path.
+    Get, "/v1/get", true, GetRequest => GetResponse
+);
+endpoint!(
+    /// Audit each piece of a file.
+    Check, "/v1/check", true, CapRequest => CheckReport
+);
+endpoint!(
+    /// Rebuild the pieces of a file that are not alive onto new peers.
+    Repair, "/v1/repair", true, CapRequest => RepairResponse
+);
+endpoint!(
+    /// Release a file this node put.
+    Rm, "/v1/rm", true, CapRequest => RmResponse
+);
+endpoint!(
+    /// How far a put or get is, by the job id its client chose.
+    Progress, "/v1/progress", true, ProgressRequest => ProgressResponse
+);
+endpoint!(
+    /// The owner's settings.
+    GetSettings, "/v1/settings", false, NoBody => Settings
+);
+endpoint!(
+    /// Change the owner's settings.
+    SetSettings, "/v1/settings", true, Settings => Settings
+);
+
+/// The request of an endpoint that takes none.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct NoBody {}
+
+/// What `HOME/api.json` holds: where the API listens and its token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiInfo {
+    pub api: String,
+    pub token: String,
+    pub peer_id: String,
+    pub listen: Vec<String>,
+}
+
+/// Every error reply's body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutRequest {
+    /// An absolute path the node can read.
+    pub path: PathBuf,
+    /// A scheme spec; the node's default if absent.
+    #[serde(default)]
+    pub scheme: Option<String>,
+    /// An id the client picks to follow progress with [`Progress`].
+    #[serde(default)]
+    pub job: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PutResponse {
+    pub cap: String,
+    pub verify_cap: String,
+    /// The peer holding each slot's piece.
+    pub holders: Vec<String>,
+    pub stats: PutStats,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetRequest {
+    pub cap: String,
+    /// An absolute path the node writes.
+    pub out: PathBuf,
+    /// Plaintext bytes `start..end` only (end exclusive); the whole file if absent.
+    #[serde(default)]
+    pub range: Option<(u64, u64)>,
+    #[serde(default)]
+    pub job: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GetResponse {
+    pub stats: GetStats,
+    /// Bytes already there from an interrupted get of the same file (0: a fresh get).
+    pub resumed_from: u64,
+}
+
+/// A request about one file: a read cap or a verify cap.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapRequest {
+    pub cap: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressRequest {
+    pub job: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct ProgressResponse {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// What an audit found of one piece.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PieceState {
+    /// Proved it holds the piece, in time.
+    Alive,
+    /// Proved it, but only after [`crate::audit::AUDIT_LATE`].
+    Late,
+    /// Answered with bytes that do not verify, or said its copy is damaged.
+    Corrupt,
+    /// Did not answer, does not have it, or no holder is known.
+    Missing,
+}
+
+impl PieceState {
+    /// Whether the piece can be counted on to rebuild the file.
+    pub fn usable(self) -> bool {
+        matches!(self, PieceState::Alive | PieceState::Late)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PieceState::Alive => "alive",
+            PieceState::Late => "late",
+            PieceState::Corrupt => "corrupt",
+            PieceState::Missing => "missing",
+        }
+    }
+}
+
+/// The last audit of a file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Audit {
+    /// Unix seconds.
+    pub at: u64,
+    pub states: Vec<PieceState>,
+    /// Bytes the proofs moved.
+    pub bytes: u64,
+}
+
+/// One piece in a [`CheckReport`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PieceReport {
+    pub slot: usize,
+    pub piece: String,
+    pub holder: Option<String>,
+    pub state: PieceState,
+}
+
+/// A file's audit: each piece with its holder and state, and the scheme's figures.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub pieces: Vec<PieceReport>,
+    pub scheme: String,
+    pub n: usize,
+    pub d: f64,
+    pub m: usize,
+    pub alive: usize,
+    pub recoverable: bool,
+    pub audit_bytes: u64,
+    pub audited_at: u64,
+    /// Slots whose holder said, at the last lease renewal, that it no longer has the piece.
+    pub lease_missing: Vec<usize>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RepairResponse {
+    pub repaired: Repaired,
+    pub check: CheckReport,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RmResponse {
+    /// The manifest id of the file released.
+    pub released: String,
+}
+
+/// A file this node put: where its pieces went. Kept in the node's state store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub name: String,
+    /// The read cap, so the owner can get the file back by name (the state store is 0600).
+    #[serde(default)]
+    pub cap: Option<String>,
+    pub scheme: String,
+    pub size: u64,
+    pub holders: Vec<String>,
+    /// The last audit, if any.
+    #[serde(default)]
+    pub audit: Option<Audit>,
+    /// Slots whose holder said, at the last lease renewal, that it no longer has the piece.
+    #[serde(default)]
+    pub lease_missing: Vec<usize>,
+    /// When the leases on the pieces were last renewed (Unix seconds; 0: at the put).
+    #[serde(default)]
+    pub leased_at: u64,
+}
+
+/// A block this node holds for a peer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BlockEntry {
+    pub id: String,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DirResponse {
+    pub blocks: Vec<BlockEntry>,
+    pub used: u64,
+    pub capacity: Option<u64>,
+    pub free: Option<u64>,
+    /// The files this node put, by manifest id.
+    pub files: BTreeMap<String, FileRecord>,
+}
+
+/// A peer this node knows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Peer {
+    pub peer: String,
+    pub addrs: Vec<String>,
+    pub connected: bool,
+    pub zone: Option<String>,
+}
+
+/// The owner's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The scheme `put` uses when none is given.
+    pub default_scheme: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { default_scheme: crate::DEFAULT_SCHEME.to_string() }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub peer_id: String,
+    pub listen: Vec<String>,
+    pub usage: Usage,
+    pub workers: Vec<WorkerStatus>,
+}
+
+/// What a background worker is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Running now.
+    Busy,
+    /// Waiting for its next run.
+    Idle,
+    /// Has work but holds back (a rate or a backoff).
+    Throttled,
+}
+
+/// One background worker's state and its last run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub name: String,
+    pub state: WorkerState,
+    /// Runs so far.
+    pub runs: u64,
+    /// When the last run ended (Unix seconds).
+    pub last_run: Option<u64>,
+    /// What the last run found, in a few words.
+    pub last_found: Option<String>,
+    /// The last run's error, if it failed; kept until a run succeeds.
+    pub last_error: Option<String>,
+    /// When it runs next (Unix seconds), if scheduled.
+    pub next_run: Option<u64>,
+}
+
+/// What a garbage collection did, for workers' reports.
+pub type Collection = Collected;

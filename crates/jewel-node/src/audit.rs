@@ -1,0 +1,127 @@
+//! Audits: each holder proves its piece with a random chunk group and its bao proof,
+//! verified against the piece id. The owner keeps the last audit of its own files.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jewel::caps::{Cap, CapError};
+use jewel::manifest::Manifest;
+use jewel::store::CHUNK_GROUP_SIZE;
+use jewel::BlockId;
+use jewel_net::wire::{Status, WireError};
+use jewel_net::{BlockClient, NetError, PeerId};
+
+use crate::api::{Audit, CheckReport, PieceReport, PieceState};
+use crate::client::ClientError;
+use crate::node::Node;
+use crate::state::StateError;
+
+/// An audit answer slower than this marks its holder late.
+pub const AUDIT_LATE: Duration = Duration::from_secs(2);
+/// An audit answer slower than this counts as missing.
+pub const AUDIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a file could not be audited.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    #[error(transparent)]
+    Cap(#[from] CapError),
+    #[error(transparent)]
+    Locate(#[from] ClientError),
+    #[error("the manifest names a scheme this build cannot use: {0}")]
+    Scheme(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Asks every holder, in parallel, to prove its piece with a random chunk group and its
+/// bao proof, verified against the piece id.
+pub async fn audit(blocks: &BlockClient, manifest: &Manifest, located: &[Option<PeerId>], now: u64) -> Audit {
+    let Ok(scheme) = manifest.build_scheme() else { return Audit::default() };
+    let probes = manifest.pieces.iter().enumerate().map(|(slot, piece)| {
+        let holder = located.get(slot).copied().flatten();
+        let size = manifest.piece_len(scheme.as_ref(), slot);
+        let groups = size.div_ceil(CHUNK_GROUP_SIZE as u64).max(1);
+        let mut pick = [0u8; 8];
+        let _ = jewel::crypto::fill_random(&mut pick);
+        let group = u64::from_le_bytes(pick) % groups;
+        async move {
+            let Some(peer) = holder else { return (PieceState::Missing, 0) };
+            let t = std::time::Instant::now();
+            match tokio::time::timeout(AUDIT_TIMEOUT, blocks.prove(peer, *piece, size, group)).await {
+                Ok(Ok(moved)) if t.elapsed() > AUDIT_LATE => (PieceState::Late, moved as u64),
+                Ok(Ok(moved)) => (PieceState::Alive, moved as u64),
+                Ok(Err(NetError::Wire(WireError::Refused { status: Status::Corrupt, .. })))
+                | Ok(Err(NetError::Fragment { .. })) => (PieceState::Corrupt, 0),
+                _ => (PieceState::Missing, 0),
+            }
+        }
+    });
+    let results = futures::future::join_all(probes).await;
+    Audit {
+        at: now,
+        bytes: results.iter().map(|r| r.1).sum(),
+        states: results.into_iter().map(|r| r.0).collect(),
+    }
+}
+
+/// A file's audit as the API reports it.
+pub fn check_report(
+    manifest: &Manifest,
+    located: &[Option<PeerId>],
+    audit: &Audit,
+    lease_missing: Vec<usize>,
+) -> Result<CheckReport, AuditError> {
+    let scheme = manifest.build_scheme().map_err(|e| AuditError::Scheme(e.to_string()))?;
+    let pieces = manifest
+        .pieces
+        .iter()
+        .enumerate()
+        .map(|(slot, piece)| PieceReport {
+            slot,
+            piece: piece.to_string(),
+            holder: located.get(slot).copied().flatten().map(|p| p.to_string()),
+            state: audit.states.get(slot).copied().unwrap_or(PieceState::Missing),
+        })
+        .collect();
+    let usable: Vec<bool> = audit.states.iter().map(|s| s.usable()).collect();
+    Ok(CheckReport {
+        pieces,
+        scheme: manifest.scheme.to_string(),
+        n: scheme.slots(),
+        d: scheme.redundancy(),
+        m: scheme.min_peers(),
+        alive: usable.iter().filter(|a| **a).count(),
+        recoverable: scheme.can_decode(&usable),
+        audit_bytes: audit.bytes,
+        audited_at: audit.at,
+        lease_missing,
+    })
+}
+
+/// Slots whose pieces are not usable in `audit`.
+pub fn lost_slots(audit: &Audit) -> Vec<usize> {
+    audit.states.iter().enumerate().filter(|(_, st)| !st.usable()).map(|(slot, _)| slot).collect()
+}
+
+impl Node {
+    /// Audits a file (any cap); for this node's own files the result is recorded.
+    pub async fn audit_file(
+        &self,
+        id: BlockId,
+    ) -> Result<(Manifest, Vec<Option<PeerId>>, Audit), AuditError> {
+        let (manifest, located) = self.locate(id).await?;
+        let result = audit(&self.blocks, &manifest, &located, self.clock.now()).await;
+        self.state.update_file(&id.to_string(), |r| r.audit = Some(result.clone()))?;
+        Ok((manifest, located, result))
+    }
+
+    /// `jewel check`: audits a file now and reports each piece.
+    pub async fn check(self: &Arc<Self>, cap: &str) -> Result<CheckReport, AuditError> {
+        let id = Cap::parse(cap)?.manifest();
+        let (manifest, located, audit) = self.audit_file(id).await?;
+        let missing = self.state.file(&id.to_string())?.map(|r| r.lease_missing).unwrap_or_default();
+        check_report(&manifest, &located, &audit, missing)
+    }
+}

@@ -1,0 +1,139 @@
+//! The one adapter between the blocking pipelines (`jewel::pipeline`) and the async network:
+//! every `block_on` and every blocking send of the node is here.
+//!
+//! [`Bridge::run`] runs a pipeline on tokio's blocking pool and gives it a [`Bridge`], which
+//! turns network parts into the pipeline's traits: [`Bridge::sinks`] gives one
+//! `BlockWriter` per peer that streams its piece to that peer as it is written, and
+//! [`Bridge::fetch`] makes a [`NetFetch`] (async, hedged) a `Fetch`. Code outside this
+//! module is either synchronous (the engine) or async (everything else), never both.
+
+use std::sync::{Arc, Mutex};
+
+use jewel::pipeline::{Fetch, Fetched, PieceFault, PipelineError};
+use jewel::pool::Pool;
+use jewel::store::{BlockWriter, StoreError};
+use jewel::BlockId;
+use jewel_net::{BlockClient, NetError, PeerId};
+use tokio::runtime::Handle;
+
+use crate::client::{ClientError, NetFetch};
+
+/// Chunks a slot's piece may have queued for its peer: bounds the memory of a put.
+const SEND_QUEUE: usize = 4;
+
+/// How one streamed upload ended, once its writer was committed (`None` before that).
+pub(crate) type Outcome = Arc<Mutex<Option<Result<(), NetError>>>>;
+
+/// What a pipeline running on a blocking thread uses to reach the network.
+pub struct Bridge {
+    rt: Handle,
+}
+
+impl Bridge {
+    /// Runs `work` on the blocking pool with a bridge to this runtime, and waits for it.
+    /// Must be called inside a Tokio runtime.
+    pub async fn run<T: Send + 'static>(
+        work: impl FnOnce(&Bridge) -> T + Send + 'static,
+    ) -> Result<T, ClientError> {
+        let bridge = Bridge { rt: Handle::current() };
+        tokio::task::spawn_blocking(move || work(&bridge)).await.map_err(|_| ClientError::Interrupted)
+    }
+
+    /// `fetch` as the get pipeline's [`Fetch`]: each segment is fetched by the async,
+    /// hedged [`NetFetch::segment`], waited for on this blocking thread.
+    pub fn fetch<'a>(&self, fetch: &'a NetFetch) -> impl Fetch + 'a {
+        Blocking { rt: self.rt.clone(), fetch }
+    }
+
+    /// One streaming writer per peer (see [`NetWriter`]), each bounded by `max[i]` bytes,
+    /// and where each upload's outcome will be.
+    pub(crate) fn sinks(
+        &self,
+        blocks: &BlockClient,
+        peers: &[PeerId],
+        max: &[u64],
+    ) -> (Vec<Box<dyn BlockWriter>>, Vec<Outcome>) {
+        let mut outcomes = Vec::with_capacity(peers.len());
+        let mut sinks: Vec<Box<dyn BlockWriter>> = Vec::with_capacity(peers.len());
+        for (peer, max) in peers.iter().zip(max) {
+            let (tx, rx) = tokio::sync::mpsc::channel(SEND_QUEUE);
+            let outcome = Arc::new(Mutex::new(None));
+            let (blocks, peer, max) = (blocks.clone(), *peer, *max);
+            let task = self.rt.spawn(async move { blocks.send_block(peer, max, rx).await });
+            outcomes.push(outcome.clone());
+            sinks.push(Box::new(NetWriter {
+                tx: Some(tx),
+                task: Some(task),
+                rt: self.rt.clone(),
+                written: 0,
+                outcome,
+            }));
+        }
+        (sinks, outcomes)
+    }
+}
+
+/// A [`NetFetch`] for the blocking pipeline.
+struct Blocking<'a> {
+    rt: Handle,
+    fetch: &'a NetFetch,
+}
+
+impl Fetch for Blocking<'_> {
+    fn fetch(
+        &self,
+        scheme: &dyn jewel::codec::Scheme,
+        segment: usize,
+        want: &[(u64, usize)],
+        pool: &Pool<Vec<u8>>,
+        places: &mut [Option<&mut [u8]>],
+    ) -> Result<Fetched, PipelineError> {
+        self.rt.block_on(self.fetch.segment(scheme, segment, want, pool, places))
+    }
+
+    fn report(&self) -> (Vec<u64>, Vec<PieceFault>) {
+        self.fetch.report()
+    }
+}
+
+/// A piece on its way to a peer, as the pipeline writes it: each chunk is handed to a
+/// task that streams it to the peer (see [`BlockClient::send_block`]). A failed upload does
+/// not stop the pipeline; the id is still computed, and the failure is kept in `outcome`.
+struct NetWriter {
+    tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    task: Option<tokio::task::JoinHandle<(BlockId, Result<(), NetError>)>>,
+    rt: Handle,
+    written: u64,
+    outcome: Outcome,
+}
+
+impl BlockWriter for NetWriter {
+    fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.written += data.len() as u64;
+        let sent = self.tx.as_ref().map(|tx| tx.blocking_send(data.to_vec()));
+        if let Some(Err(_)) = sent {
+            return Err(StoreError::Unavailable { id: BlockId([0; 32]), reason: "upload task ended".into() });
+        }
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn commit(mut self: Box<Self>, _expected: Option<BlockId>) -> Result<BlockId, StoreError> {
+        drop(self.tx.take());
+        let task = self.task.take();
+        let ended = task.map(|t| self.rt.block_on(t));
+        let Some(Ok((id, result))) = ended else {
+            return Err(StoreError::Unavailable {
+                id: BlockId([0; 32]),
+                reason: "upload task failed".into(),
+            });
+        };
+        if let Ok(mut o) = self.outcome.lock() {
+            *o = Some(result);
+        }
+        Ok(id)
+    }
+}

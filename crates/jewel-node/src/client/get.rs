@@ -1,0 +1,388 @@
+//! A network get: each segment from the fastest holders that can decode it, verified as it
+//! arrives, hedged when a holder is slow.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use jewel::codec::CodecError;
+use jewel::crypto::FileKey;
+use jewel::manifest::Manifest;
+use jewel::pipeline::{self, ByteRange, FetchLog, Fetched, GetStats, PieceFault, PipelineError};
+use jewel::policy::{self, rank};
+use jewel::pool::Pool;
+use jewel::BlockId;
+use jewel_net::{wire, BlockClient, NetError, PeerId};
+
+use super::ClientError;
+use crate::bridge::Bridge;
+
+/// How one holder has answered during a get.
+#[derive(Clone, Copy, Debug, Default)]
+struct Health {
+    /// Failed: not asked again in this get, unless nothing else is left.
+    dead: bool,
+    /// The failure was a stream cut mid-way, not an unreachable peer or a bad answer.
+    transient: bool,
+    /// Smoothed seconds per request (0 until the first answer).
+    latency: f64,
+    answered: u32,
+}
+
+/// Segments a network get works on at once: more than the cores, as each mostly waits
+/// for holders.
+pub const GET_THREADS: usize = 3;
+
+/// Chunks from holders over the network, for [`pipeline::get_with`]. For each segment it
+/// asks the fastest set of holders that can decode it, all at once; when one fails it is
+/// dropped for the rest of the get and another holder is asked; when one is slow (longer
+/// than [`policy::HEDGE_FACTOR`] × the typical answer), spare holders are asked too. The first
+/// decodable set of verified chunks wins and the other requests are cancelled.
+pub struct NetFetch {
+    net: BlockClient,
+    holders: Vec<Option<PeerId>>,
+    ids: Vec<BlockId>,
+    sizes: Vec<u64>,
+    health: Mutex<Vec<Health>>,
+    log: FetchLog,
+}
+
+/// Where one read's bytes go: a pooled buffer, or the chunk's place in the segment.
+enum ReadInto<'a> {
+    Pooled,
+    Place(&'a mut [u8]),
+}
+
+/// A finished read: the slot, what came of it, how long it took, and the place it was
+/// given (back, on failure, for a retry to use).
+type Answer<'a> = (usize, Result<Option<Vec<u8>>, NetError>, Duration, Option<&'a mut [u8]>);
+
+impl NetFetch {
+    pub fn new(
+        net: BlockClient,
+        manifest: &Manifest,
+        holders: &[Option<PeerId>],
+    ) -> Result<NetFetch, ClientError> {
+        let scheme = manifest.build_scheme().map_err(PipelineError::from)?;
+        let n = scheme.slots();
+        let sizes = (0..n).map(|slot| manifest.piece_len(scheme.as_ref(), slot)).collect();
+        let mut holders = holders.to_vec();
+        holders.resize(n, None);
+        Ok(NetFetch {
+            net,
+            holders,
+            ids: manifest.pieces.clone(),
+            sizes,
+            health: Mutex::new(vec![Health::default(); n]),
+            log: FetchLog::new(n, Vec::new()),
+        })
+    }
+
+    /// Usable slots in the order to ask them (see [`rank`]).
+    fn order(&self, preferred: &[bool]) -> Vec<usize> {
+        let health = self.health.lock().map(|h| h.clone()).unwrap_or_default();
+        let latency: Vec<Option<f64>> =
+            health.iter().map(|h| (h.answered > 0).then_some(h.latency)).collect();
+        let usable: Vec<bool> = (0..self.holders.len())
+            .map(|s| self.holders[s].is_some() && !health.get(s).is_some_and(|h| h.dead))
+            .collect();
+        rank(&latency, &usable, preferred)
+    }
+
+    fn hedge_delay(&self) -> Duration {
+        let health = self.health.lock().map(|h| h.clone()).unwrap_or_default();
+        let timed: Vec<f64> = health.iter().filter(|h| h.answered > 0).map(|h| h.latency).collect();
+        policy::hedge_delay(&timed)
+    }
+
+    fn record(&self, slot: usize, took: Duration) {
+        if let Ok(mut h) = self.health.lock() {
+            let h = &mut h[slot];
+            let t = took.as_secs_f64();
+            h.latency = if h.answered == 0 { t } else { 0.7 * h.latency + 0.3 * t };
+            h.answered = h.answered.saturating_add(1);
+        }
+    }
+
+    /// A request outrun by others still tells how slow its holder is: at least `took`.
+    fn record_slow(&self, slot: usize, took: Duration) {
+        if let Ok(mut h) = self.health.lock() {
+            let h = &mut h[slot];
+            h.latency = h.latency.max(took.as_secs_f64());
+            h.answered = h.answered.max(1);
+        }
+    }
+
+    /// Makes a holder that failed in transport (not with a bad answer) usable again.
+    fn revive(&self, slot: usize) -> bool {
+        let Ok(mut h) = self.health.lock() else { return false };
+        if h[slot].dead && h[slot].transient {
+            h[slot].dead = false;
+            return true;
+        }
+        false
+    }
+
+    /// A failed request: its holder is not asked again in this get (see [`Self::revive`]).
+    /// Every failed request is a fault, so a holder asked once per segment would show as
+    /// many.
+    fn fail(&self, slot: usize, segment: usize, e: &NetError) {
+        tracing::warn!(slot, segment, error = %e, "piece failed; using the others");
+        if let Ok(mut h) = self.health.lock() {
+            h[slot].dead = true;
+            // A cut stream, not an unreachable peer (asking that again only waits).
+            h[slot].transient = matches!(e, NetError::Wire(jewel_net::wire::WireError::Io(_)));
+        }
+        self.log.fault(slot, e.to_string());
+    }
+
+    /// The fastest usable slots, outside `exclude`, that make `held` decodable; empty if
+    /// `held` already decodes or no choice can.
+    fn complete(&self, scheme: &dyn jewel_codec::Scheme, held: &[bool], exclude: &[bool]) -> Vec<usize> {
+        let mut mask = held.to_vec();
+        let mut add = Vec::new();
+        let preferred = scheme.select(&vec![true; held.len()]).unwrap_or_default();
+        for slot in self.order(&preferred) {
+            if scheme.can_decode(&mask) {
+                break;
+            }
+            if !mask[slot] && !exclude[slot] {
+                mask[slot] = true;
+                add.push(slot);
+            }
+        }
+        if scheme.can_decode(&mask) {
+            add
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Reads `len` bytes at `offset` of slot `slot`'s piece, verified, in requests of at
+    /// most [`wire::MAX_GET`] bytes: into `place` (exactly `len` bytes) if given, and
+    /// `None` comes back; else into a pooled buffer, which comes back.
+    async fn read(
+        &self,
+        slot: usize,
+        offset: u64,
+        len: usize,
+        pool: &Pool<Vec<u8>>,
+        into: ReadInto<'_>,
+    ) -> Result<Option<Vec<u8>>, NetError> {
+        let peer = self.holders[slot].ok_or(NetError::Closed)?;
+        let (id, size) = (self.ids[slot], self.sizes[slot]);
+        let mut done = 0;
+        match into {
+            ReadInto::Place(place) => {
+                for part in place.chunks_mut(wire::MAX_GET as usize) {
+                    let range = (offset + done as u64, part.len() as u64);
+                    self.net.get_range_into_slice(peer, id, size, range, part).await?;
+                    done += part.len();
+                }
+                Ok(None)
+            }
+            ReadInto::Pooled => {
+                // The buffer keeps its old length and bytes: overwritten in place, not
+                // zeroed again.
+                let mut out = pool.take();
+                while done < len {
+                    let n = (len - done).min(wire::MAX_GET as usize);
+                    let range = (offset + done as u64, n as u64);
+                    self.net.get_range_into(peer, id, size, range, &mut out, done).await?;
+                    done += n;
+                }
+                out.truncate(len);
+                Ok(Some(out))
+            }
+        }
+    }
+
+    /// Fetches the chunks `want` of one segment (see [`NetFetch`]); the blocking pipeline
+    /// reaches it through [`crate::bridge::Bridge::fetch`].
+    pub async fn segment<'p>(
+        &self,
+        scheme: &dyn jewel_codec::Scheme,
+        segment: usize,
+        want: &[(u64, usize)],
+        pool: &Pool<Vec<u8>>,
+        places: &mut [Option<&'p mut [u8]>],
+    ) -> Result<Fetched, PipelineError> {
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let n = want.len();
+        let mut have: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut placed = vec![false; n];
+        let mut asked = vec![false; n];
+        let mut pending: FuturesUnordered<
+            std::pin::Pin<Box<dyn std::future::Future<Output = Answer<'p>> + Send + '_>>,
+        > = FuturesUnordered::new();
+        // A slot with a place is read into it; the place comes back if the read fails.
+        let ask = |slot: usize, asked: &mut Vec<bool>, places: &mut [Option<&'p mut [u8]>]| {
+            asked[slot] = true;
+            let (offset, len) = want[slot];
+            let place = places.get_mut(slot).and_then(Option::take);
+            Box::pin(async move {
+                let t = Instant::now();
+                match place {
+                    Some(place) => {
+                        let r = self.read(slot, offset, len, pool, ReadInto::Place(&mut *place)).await;
+                        let back = r.is_err().then_some(place);
+                        (slot, r, t.elapsed(), back)
+                    }
+                    None => {
+                        (slot, self.read(slot, offset, len, pool, ReadInto::Pooled).await, t.elapsed(), None)
+                    }
+                }
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = Answer<'p>> + Send + '_>>
+        };
+        {
+            let started = Instant::now();
+            for slot in self.complete(scheme, &asked, &asked) {
+                pending.push(ask(slot, &mut asked, places));
+            }
+            let asked_at = tokio::time::Instant::now();
+            let hedge = tokio::time::sleep(self.hedge_delay());
+            tokio::pin!(hedge);
+            let mut hedged = false;
+            let mut failed = vec![false; n];
+            let mut retried = vec![false; n];
+            loop {
+                let got: Vec<bool> = (0..n).map(|s| have[s].is_some() || placed[s]).collect();
+                if scheme.can_decode(&got) {
+                    // The rest are cancelled; what they cost so far marks them slow.
+                    for slot in 0..n {
+                        if asked[slot] && !got[slot] && !failed[slot] {
+                            self.record_slow(slot, started.elapsed());
+                        }
+                    }
+                    return Ok(Fetched { chunks: have, placed });
+                }
+                if pending.is_empty() {
+                    // Last resort: holders dropped after a transport error (a stream cut
+                    // under load looks the same as a dead peer) get one more chance.
+                    let retry: Vec<usize> =
+                        (0..n).filter(|&s| failed[s] && !retried[s] && self.revive(s)).collect();
+                    for slot in retry {
+                        retried[slot] = true;
+                        failed[slot] = false;
+                        pending.push(ask(slot, &mut asked, places));
+                    }
+                    if pending.is_empty() {
+                        let available = self.order(&[]).len();
+                        return Err(
+                            CodecError::NotEnoughPieces { needed: scheme.min_peers(), available }.into()
+                        );
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    Some((slot, r, took, back)) = pending.next() => match r {
+                        Ok(buf) => {
+                            self.record(slot, took);
+                            self.log.read(slot, want[slot].1);
+                            match buf {
+                                Some(buf) => have[slot] = Some(buf),
+                                None => placed[slot] = true,
+                            }
+                            // The first answers of a get make the hedge delay known: a
+                            // segment asked before them (with FIRST_HEDGE) hedges as soon
+                            // as the new delay allows, not 300 ms in.
+                            let sooner = asked_at + self.hedge_delay();
+                            if !hedged && sooner < hedge.deadline() {
+                                hedge.as_mut().reset(sooner);
+                            }
+                        }
+                        Err(e) => {
+                            self.fail(slot, segment, &e);
+                            failed[slot] = true;
+                            if let (Some(back), Some(place)) = (back, places.get_mut(slot)) {
+                                *place = Some(back);
+                            }
+                            // What is held or still coming, if it cannot decode, gets the
+                            // fastest holders not asked yet.
+                            let coming: Vec<bool> = (0..n).map(|s| asked[s] && !failed[s]).collect();
+                            for extra in self.complete(scheme, &coming, &asked) {
+                                pending.push(ask(extra, &mut asked, places));
+                            }
+                        }
+                    },
+                    () = &mut hedge, if !hedged => {
+                        hedged = true;
+                        // As many spares as answers are late, fastest first.
+                        let late = (0..n).filter(|&s| asked[s] && !got[s] && !failed[s]).count();
+                        // Spares are for speed: by latency alone.
+                        let spares: Vec<usize> = self.order(&[]).into_iter().filter(|s| !asked[*s]).take(late).collect();
+                        for extra in spares {
+                            pending.push(ask(extra, &mut asked, places));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Verified bytes read per slot so far, and the faults seen.
+    pub fn report(&self) -> (Vec<u64>, Vec<PieceFault>) {
+        self.log.report()
+    }
+}
+
+/// Finds the holder of every slot: the recorded placement first, else a DHT lookup.
+pub async fn locate(
+    blocks: &BlockClient,
+    manifest: &Manifest,
+    placement: Option<&[PeerId]>,
+) -> Vec<Option<PeerId>> {
+    let mut found = Vec::with_capacity(manifest.pieces.len());
+    for (slot, id) in manifest.pieces.iter().enumerate() {
+        found.push(match placement.and_then(|p| p.get(slot)) {
+            Some(peer) => Some(*peer),
+            None => blocks.net().providers(*id).await.ok().and_then(|p| p.into_iter().next()),
+        });
+    }
+    found
+}
+
+/// Fetches and verifies the manifest `id` from any of `peers`, or from DHT providers.
+pub async fn fetch_manifest(
+    blocks: &BlockClient,
+    id: BlockId,
+    peers: &[PeerId],
+) -> Result<Manifest, ClientError> {
+    let mut candidates = peers.to_vec();
+    if candidates.is_empty() {
+        candidates = blocks.net().providers(id).await.unwrap_or_default();
+    }
+    for peer in candidates {
+        // The manifest's size is unknown; ask for a verified range of its true size.
+        let Ok(size) = blocks.block_size(peer, id).await else { continue };
+        if size > jewel::manifest::MAX_MANIFEST_LEN as u64 {
+            continue;
+        }
+        if let Ok(bytes) = blocks.get_range(peer, id, size, 0, size).await {
+            return Ok(Manifest::decode(&bytes).map_err(PipelineError::from)?);
+        }
+    }
+    Err(ClientError::ManifestNotFound(id))
+}
+
+/// Rebuilds bytes `range` of a file from its holders (`holders[i]` for slot i, `None` if
+/// unknown), asking them in parallel and hedging (see [`NetFetch`]), into `out`, which
+/// comes back with the get's statistics.
+#[allow(clippy::too_many_arguments)]
+pub async fn get_file<W: Write + Send + 'static>(
+    blocks: &BlockClient,
+    manifest: &Manifest,
+    key: &FileKey,
+    holders: &[Option<PeerId>],
+    range: ByteRange,
+    mut out: W,
+    threads: usize,
+) -> Result<(GetStats, W), ClientError> {
+    let fetch = NetFetch::new(blocks.clone(), manifest, holders)?;
+    let (manifest, key) = (manifest.clone(), key.clone());
+    let stats = Bridge::run(move |bridge| {
+        pipeline::get_with(&manifest, &key, &bridge.fetch(&fetch), range, &mut out, threads).map(|s| (s, out))
+    })
+    .await??;
+    Ok(stats)
+}

@@ -1,0 +1,135 @@
+//! A network put: pieces stream to their peers as the pipeline makes them.
+
+use std::io::Read;
+
+use jewel::manifest::SEGMENT_OVERHEAD;
+use jewel::pipeline::{self, PipelineError, Put, PutOptions};
+use jewel::policy::PolicyError;
+use jewel::BlockId;
+use jewel_net::{BlockClient, NetError, PeerId};
+
+use super::{repair_slots, ClientError};
+use crate::bridge::{Bridge, Outcome};
+
+/// What a network put produced.
+#[derive(Debug)]
+pub struct Placed {
+    pub put: Put,
+    /// The peer holding each slot's piece.
+    pub holders: Vec<PeerId>,
+}
+
+/// The most bytes each slot's piece can have for a file of `file_len` bytes: every
+/// segment stored uncompressed, plus its flag and tag.
+fn max_piece_lens(scheme: &dyn jewel::codec::Scheme, file_len: u64, segment_size: u32) -> Vec<u64> {
+    let segments = jewel::manifest::Manifest::segment_count(file_len, segment_size);
+    let full = segment_size as usize + SEGMENT_OVERHEAD;
+    let last = (file_len - (segments - 1) * u64::from(segment_size)) as usize + SEGMENT_OVERHEAD;
+    (0..scheme.slots())
+        .map(|slot| {
+            (segments - 1) * scheme.chunk_len(slot, full) as u64 + scheme.chunk_len(slot, last) as u64
+        })
+        .collect()
+}
+
+/// Encrypts and encodes `input` (of `size` bytes), streaming slot i's piece straight to
+/// `peers[i]` as it is made (nothing is staged on disk), then sends the manifest to every
+/// holder. A piece whose peer vanished mid-put is rebuilt from the others and placed on
+/// the next of `peers` (those after the first n are spares), as a repair would; if that
+/// is impossible the put fails with the slot's error and reports nothing as stored. (Pieces
+/// already sent keep only their first, short lease and are collected.)
+pub async fn put_file(
+    blocks: &BlockClient,
+    mut input: Box<dyn Read + Send>,
+    size: u64,
+    opts: &PutOptions,
+    peers: &[PeerId],
+) -> Result<Placed, ClientError> {
+    let scheme = jewel::codec::build(&opts.scheme).map_err(PipelineError::from)?;
+    let slots = scheme.slots();
+    if peers.len() < slots {
+        return Err(PolicyError::NotEnoughPeers { needed: slots, found: peers.len() }.into());
+    }
+    let mut holders: Vec<PeerId> = peers[..slots].to_vec();
+    let max = max_piece_lens(scheme.as_ref(), size, opts.segment_size);
+    let (client, targets, options) = (blocks.clone(), holders.clone(), opts.clone());
+    let (put, outcomes) = Bridge::run(move |bridge| {
+        let (sinks, outcomes) = bridge.sinks(&client, &targets, &max);
+        (pipeline::put(&mut *input, &options, sinks), outcomes)
+    })
+    .await?;
+    let put = put?;
+    let failed: Vec<(usize, NetError)> = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, o)| match o.lock().ok().and_then(|mut o| o.take()) {
+            Some(Err(e)) => Some((slot, e)),
+            _ => None,
+        })
+        .collect();
+    let good: Vec<usize> = (0..slots).filter(|s| failed.iter().all(|(f, _)| f != s)).collect();
+    let good_peers: Vec<PeerId> = good.iter().map(|s| holders[*s]).collect();
+    send_manifest(blocks, &put.manifest_bytes, &good, &good_peers).await?;
+    let lost: Vec<usize> = failed.iter().map(|(s, _)| *s).collect();
+    if let Some((slot, first)) = failed.into_iter().next() {
+        tracing::warn!(slots = ?lost, error = %first, "pieces lost mid-put; placing them on spare peers");
+        let sources: Vec<Option<PeerId>> =
+            (0..slots).map(|s| (!lost.contains(&s)).then_some(holders[s])).collect();
+        let mut spares = peers[slots..].iter().copied();
+        let mut result = Err(ClientError::Upload { slot, peer: holders[slot], source: Box::new(first) });
+        // A spare may be gone too: try the next ones, a few times.
+        for _ in 0..3 {
+            let targets: Vec<PeerId> = spares.by_ref().take(lost.len()).collect();
+            if targets.len() < lost.len() {
+                tracing::warn!(spares = targets.len(), needed = lost.len(), "not enough spare peers");
+                break;
+            }
+            result = repair_slots(blocks, &put.manifest, &sources, &lost, &targets, opts.threads).await;
+            match &result {
+                Err(e) => tracing::warn!(error = %e, "placing a lost piece on a spare failed"),
+                Ok(r) => {
+                    for (s, peer) in r.slots.iter().zip(&targets) {
+                        holders[*s] = *peer;
+                    }
+                    break;
+                }
+            }
+        }
+        result?;
+    }
+    Ok(Placed { put, holders })
+}
+
+/// The first failed upload among `outcomes` (for `slots[i]` on `peers[i]`), as an error.
+pub(super) fn uploaded(outcomes: &[Outcome], slots: &[usize], peers: &[PeerId]) -> Result<(), ClientError> {
+    for ((outcome, slot), peer) in outcomes.iter().zip(slots).zip(peers) {
+        let result = outcome.lock().ok().and_then(|mut o| o.take());
+        if let Some(Err(e)) = result {
+            return Err(ClientError::Upload { slot: *slot, peer: *peer, source: Box::new(e) });
+        }
+    }
+    Ok(())
+}
+
+/// Sends the manifest to every one of `peers` (holders of `slots`), a few at a time.
+pub(super) async fn send_manifest(
+    blocks: &BlockClient,
+    manifest_bytes: &[u8],
+    slots: &[usize],
+    peers: &[PeerId],
+) -> Result<(), ClientError> {
+    use futures::StreamExt;
+    let id = BlockId::of(manifest_bytes);
+    let pairs: Vec<(usize, PeerId)> = slots.iter().copied().zip(peers.iter().copied()).collect();
+    let upload = |(slot, peer): (usize, PeerId)| async move {
+        blocks.put_block(peer, id, manifest_bytes).await.map_err(|e| ClientError::Upload {
+            slot,
+            peer,
+            source: Box::new(e),
+        })
+    };
+    let results: Vec<Result<(), ClientError>> =
+        futures::stream::iter(pairs).map(upload).buffer_unordered(8).collect().await;
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! The control API's HTTP edge: routes for every [`crate::api`] endpoint, the token check,
+//! request bodies read strictly (a wrong field is a 400 that names it), and domain errors
+//! turned into statuses here and nowhere else.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::api::{self, Endpoint, ErrorBody};
+use crate::audit::AuditError;
+use crate::client::ClientError;
+use crate::node::{DirError, GetError, Node, PutError, RmError};
+use crate::repair::RepairError;
+use crate::state::StateError;
+use crate::workers::Workers;
+
+/// What the handlers share.
+pub(crate) struct Served {
+    pub node: Arc<Node>,
+    pub workers: Workers,
+    pub token: String,
+}
+
+type S = State<Arc<Served>>;
+
+/// An API error: an HTTP status and one line of text.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+fn status(code: StatusCode, e: impl std::fmt::Display) -> ApiError {
+    ApiError(code, e.to_string())
+}
+
+/// A JSON body read strictly: a syntax error, a missing or unknown field, or a value of
+/// the wrong type is a 400 whose line names the field (axum reports serde's path).
+pub(crate) struct Body<T>(pub T);
+
+impl<T, St> FromRequest<St> for Body<T>
+where
+    Json<T>: FromRequest<St, Rejection = JsonRejection>,
+    St: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &St) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(ApiError(StatusCode::BAD_REQUEST, format!("bad request: {}", e.body_text()))),
+        }
+    }
+}
+
+impl From<ClientError> for ApiError {
+    fn from(e: ClientError) -> Self {
+        let code = match &e {
+            ClientError::ManifestNotFound(_) => StatusCode::NOT_FOUND,
+            ClientError::Policy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        status(code, e)
+    }
+}
+
+impl From<StateError> for ApiError {
+    fn from(e: StateError) -> Self {
+        status(StatusCode::INTERNAL_SERVER_ERROR, e)
+    }
+}
+
+impl From<PutError> for ApiError {
+    fn from(e: PutError) -> Self {
+        match e {
+            PutError::Scheme(_) | PutError::Unreadable { .. } => status(StatusCode::BAD_REQUEST, e),
+            PutError::Placement(_) => status(StatusCode::SERVICE_UNAVAILABLE, e),
+            PutError::Transfer(e) => e.into(),
+            PutError::State(e) => e.into(),
+            e => status(StatusCode::BAD_GATEWAY, e),
+        }
+    }
+}
+
+impl From<GetError> for ApiError {
+    fn from(e: GetError) -> Self {
+        match e {
+            GetError::Cap(_) | GetError::Range { .. } | GetError::Key(_) => {
+                status(StatusCode::BAD_REQUEST, e)
+            }
+            GetError::Locate(e) => e.into(),
+            GetError::Transfer(jewel::offline::OfflineError::OutputExists { .. }) => {
+                status(StatusCode::CONFLICT, e)
+            }
+            e => status(StatusCode::BAD_GATEWAY, e),
+        }
+    }
+}
+
+impl From<AuditError> for ApiError {
+    fn from(e: AuditError) -> Self {
+        match e {
+            AuditError::Cap(_) | AuditError::Scheme(_) => status(StatusCode::BAD_REQUEST, e),
+            AuditError::Locate(e) => e.into(),
+            AuditError::State(e) => e.into(),
+        }
+    }
+}
+
+impl From<RepairError> for ApiError {
+    fn from(e: RepairError) -> Self {
+        match e {
+            RepairError::Cap(_) => status(StatusCode::BAD_REQUEST, e),
+            RepairError::Busy(_) => status(StatusCode::CONFLICT, e),
+            RepairError::Audit(e) => e.into(),
+            RepairError::Placement(_) => status(StatusCode::SERVICE_UNAVAILABLE, e),
+            RepairError::Rebuild(e) => e.into(),
+            RepairError::State(e) => e.into(),
+            e => status(StatusCode::BAD_GATEWAY, e),
+        }
+    }
+}
+
+impl From<RmError> for ApiError {
+    fn from(e: RmError) -> Self {
+        match e {
+            RmError::Cap(_) => status(StatusCode::BAD_REQUEST, e),
+            RmError::Unknown(_) => status(StatusCode::NOT_FOUND, e),
+            RmError::Locate(e) => e.into(),
+            RmError::State(e) => e.into(),
+        }
+    }
+}
+
+impl From<DirError> for ApiError {
+    fn from(e: DirError) -> Self {
+        status(StatusCode::INTERNAL_SERVER_ERROR, e)
+    }
+}
+
+impl From<jewel_net::NetError> for ApiError {
+    fn from(e: jewel_net::NetError) -> Self {
+        status(StatusCode::SERVICE_UNAVAILABLE, e)
+    }
+}
+
+type Reply<E> = Result<Json<<E as Endpoint>::Response>, ApiError>;
+type Req<E> = Body<<E as Endpoint>::Request>;
+
+async fn status_(State(s): S) -> Reply<api::Status> {
+    let net = s.node.blocks.net();
+    Ok(Json(api::StatusResponse {
+        peer_id: net.peer_id().to_string(),
+        listen: net.listeners().await?.iter().map(|a| a.to_string()).collect(),
+        usage: jewel::BlockStore::usage(&s.node.store),
+        workers: s.workers.status(),
+    }))
+}
+
+async fn peers(State(s): S) -> Reply<api::Peers> {
+    Ok(Json(s.node.peers().await?))
+}
+
+async fn dir(State(s): S) -> Reply<api::Dir> {
+    Ok(Json(s.node.dir().await?))
+}
+
+async fn put(State(s): S, Body(req): Req<api::Put>) -> Reply<api::Put> {
+    Ok(Json(s.node.put(req).await?))
+}
+
+async fn get_file(State(s): S, Body(req): Req<api::Get>) -> Reply<api::Get> {
+    Ok(Json(s.node.get(req).await?))
+}
+
+async fn check(State(s): S, Body(req): Req<api::Check>) -> Reply<api::Check> {
+    Ok(Json(s.node.check(&req.cap).await?))
+}
+
+async fn repair(State(s): S, Body(req): Req<api::Repair>) -> Reply<api::Repair> {
+    Ok(Json(s.node.repair(&req.cap).await?))
+}
+
+async fn rm(State(s): S, Body(req): Req<api::Rm>) -> Reply<api::Rm> {
+    Ok(Json(s.node.rm(&req.cap).await?))
+}
+
+async fn progress(State(s): S, Body(req): Req<api::Progress>) -> Reply<api::Progress> {
+    match s.node.jobs.get(&req.job) {
+        Some((done, total)) => Ok(Json(api::ProgressResponse { done, total })),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no job {} is running", req.job))),
+    }
+}
+
+async fn settings(State(s): S) -> Reply<api::GetSettings> {
+    Ok(Json(s.node.settings()?))
+}
+
+async fn set_settings(State(s): S, Body(req): Req<api::SetSettings>) -> Reply<api::SetSettings> {
+    let spec = jewel::codec::SchemeSpec::parse(&req.default_scheme)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad scheme: {e}")))?;
+    let settings = api::Settings { default_scheme: spec.to_string() };
+    s.node.state.set_settings(&settings)?;
+    Ok(Json(settings))
+}
+
+async fn auth(State(s): S, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == s.token);
+    if !ok {
+        return ApiError(
+            StatusCode::UNAUTHORIZED,
+            "wrong or missing API token; it is in HOME/api.json".into(),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// The API's routes, behind the token.
+pub(crate) fn router(served: Arc<Served>) -> Router {
+    fn at<E: Endpoint>() -> &'static str {
+        E::PATH
+    }
+    Router::new()
+        .route(at::<api::Status>(), get(status_))
+        .route(at::<api::Peers>(), get(peers))
+        .route(at::<api::Dir>(), get(dir))
+        .route(at::<api::Put>(), post(put))
+        .route(at::<api::Get>(), post(get_file))
+        .route(at::<api::Check>(), post(check))
+        .route(at::<api::Repair>(), post(repair))
+        .route(at::<api::Rm>(), post(rm))
+        .route(at::<api::Progress>(), post(progress))
+        .route(at::<api::GetSettings>(), get(settings).post(set_settings))
+        .layer(axum::middleware::from_fn_with_state(served.clone(), auth))
+        .with_state(served)
+}

@@ -1,0 +1,298 @@
+//! The node's operations on files: put, get, release, and what it knows of its store and
+//! peers. Each returns its own domain error; the API turns them into HTTP statuses at its
+//! edge (`http`). Work that blocks (pipelines, store scans) runs on the blocking pool.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jewel::caps::{Cap, CapError, ReadCap};
+use jewel::codec::SchemeSpec;
+use jewel::manifest::Manifest;
+use jewel::pipeline::{ByteRange, PutOptions};
+use jewel::policy::{self, Candidate, PolicyError};
+use jewel::store::{BlockStore, FsStore};
+use jewel::BlockId;
+use jewel_net::{BlockClient, NetError, PeerId};
+
+use crate::api::{
+    BlockEntry, DirResponse, FileRecord, GetRequest, GetResponse, Peer, PutRequest, PutResponse, RmResponse,
+    Settings,
+};
+use crate::bridge::Bridge;
+use crate::client::{self, ClientError, NetFetch};
+use crate::jobs::{Counted, CountedFetch, Jobs};
+use crate::state::{StateError, StateStore};
+use crate::workers::Clock;
+
+/// The scheme `put` uses when none is given.
+pub const DEFAULT_SCHEME: &str = "jewels:3/5";
+/// Peers tried for one placement, at most.
+const MAX_CANDIDATES: usize = 64;
+/// A candidate that cannot be connected to within this is left out.
+const REACH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Everything the node's operations and workers share.
+pub(crate) struct Node {
+    pub store: FsStore,
+    pub blocks: BlockClient,
+    pub state: StateStore,
+    pub jobs: Jobs,
+    pub clock: Arc<dyn Clock>,
+    /// Seconds the leases on this node's files run.
+    pub lease_secs: u32,
+    /// Repair once fewer than k + margin pieces are alive (default (n-k)/2).
+    pub repair_margin: Option<usize>,
+    /// Files being repaired now (at most one repair per file).
+    pub repairing: Mutex<HashSet<BlockId>>,
+}
+
+/// Why a put failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PutError {
+    #[error("bad scheme: {0}")]
+    Scheme(String),
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Placement(#[from] PolicyError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Transfer(#[from] ClientError),
+    #[error("holders of pieces {0:?} lost them before they could be leased")]
+    LeaseLost(Vec<usize>),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Why a get failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GetError {
+    #[error(transparent)]
+    Cap(#[from] CapError),
+    #[error("range {start}-{end} ends before it starts")]
+    Range { start: u64, end: u64 },
+    #[error(transparent)]
+    Key(jewel::ManifestError),
+    #[error(transparent)]
+    Locate(ClientError),
+    #[error(transparent)]
+    Transfer(#[from] jewel::offline::OfflineError),
+    #[error(transparent)]
+    Pipeline(#[from] jewel::PipelineError),
+    #[error("the get was interrupted (the node is stopping)")]
+    Interrupted,
+}
+
+/// Why a release failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RmError {
+    #[error(transparent)]
+    Cap(#[from] CapError),
+    #[error("this node has no file with manifest {0}")]
+    Unknown(BlockId),
+    #[error(transparent)]
+    Locate(ClientError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl Node {
+    /// The recorded holders of a file, if this node put it.
+    pub fn recorded_holders(&self, manifest: &BlockId) -> Option<Vec<PeerId>> {
+        let record = self.state.file(&manifest.to_string()).ok()??;
+        record.holders.iter().map(|h| h.parse().ok()).collect()
+    }
+
+    /// A file's manifest and where its pieces are: the recorded placement, else the DHT.
+    pub async fn locate(&self, id: BlockId) -> Result<(Manifest, Vec<Option<PeerId>>), ClientError> {
+        let holders = self.recorded_holders(&id);
+        let manifest =
+            client::fetch_manifest(&self.blocks, id, holders.as_deref().unwrap_or_default()).await?;
+        let located = client::locate(&self.blocks, &manifest, holders.as_deref()).await;
+        Ok((manifest, located))
+    }
+
+    /// Peers to place pieces on, except `exclude`: only those that can be reached now (a
+    /// known peer may well be gone), connected ones first.
+    pub async fn candidates(&self, exclude: &HashSet<PeerId>) -> Result<Vec<Candidate<PeerId>>, NetError> {
+        let mut known = self.blocks.net().peers().await?;
+        known.sort_by_key(|p| !p.connected);
+        let known: Vec<Candidate<PeerId>> = known
+            .into_iter()
+            .filter_map(|p| Some(Candidate { peer: p.peer.parse::<PeerId>().ok()?, zone: p.zone }))
+            .filter(|c| !exclude.contains(&c.peer))
+            .take(MAX_CANDIDATES)
+            .collect();
+        let net = self.blocks.net();
+        let reach = known.iter().map(|c| tokio::time::timeout(REACH_TIMEOUT, net.connect(c.peer)));
+        let reached = futures::future::join_all(reach).await;
+        Ok(known.into_iter().zip(reached).filter(|(_, r)| matches!(r, Ok(Ok(_)))).map(|(c, _)| c).collect())
+    }
+
+    pub fn settings(&self) -> Result<Settings, StateError> {
+        self.state.settings()
+    }
+
+    /// Stores a file on the network and records it; the record is durable before this
+    /// returns.
+    pub async fn put(self: &Arc<Self>, body: PutRequest) -> Result<PutResponse, PutError> {
+        let default = self.settings()?.default_scheme;
+        let text = body.scheme.as_deref().unwrap_or(&default);
+        let spec = SchemeSpec::parse(text).map_err(|e| PutError::Scheme(e.to_string()))?;
+        let slots = jewel::codec::build(&spec).map_err(|e| PutError::Scheme(e.to_string()))?.slots();
+        let started = Instant::now();
+        let me = self.blocks.net().peer_id();
+        let candidates = self.candidates(&HashSet::from([me])).await?;
+        let reached = started.elapsed();
+        // All candidates, in placement order: the first n hold the pieces, the rest are spares
+        // for a peer that vanishes mid-put.
+        let holders = policy::place(slots, &candidates)?;
+        let spares = policy::place(candidates.len(), &candidates).unwrap_or_default();
+        let peers: Vec<PeerId> =
+            holders.iter().copied().chain(spares.into_iter().filter(|p| !holders.contains(p))).collect();
+        let cannot = |source| PutError::Unreadable { path: body.path.clone(), source };
+        let file = std::fs::File::open(&body.path).map_err(cannot)?;
+        let size = file.metadata().map_err(cannot)?.len();
+        let job = self.jobs.start(body.job.as_deref(), size);
+        let input = Counted { inner: file, progress: job.as_ref().map(|j| j.progress.clone()) };
+        let placed =
+            client::put_file(&self.blocks, Box::new(input), size, &PutOptions::new(spec), &peers).await?;
+        let stored = started.elapsed();
+        let file = placed.put.cap.manifest;
+        let located: Vec<Option<PeerId>> = placed.holders.iter().copied().map(Some).collect();
+        let missing = crate::renew::lease_file(
+            &self.blocks,
+            file,
+            &placed.put.manifest.pieces,
+            &located,
+            self.lease_secs,
+        )
+        .await;
+        if !missing.is_empty() {
+            return Err(PutError::LeaseLost(missing));
+        }
+        let record = FileRecord {
+            name: body.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            cap: Some(placed.put.cap.to_string()),
+            scheme: placed.put.manifest.scheme.to_string(),
+            size: placed.put.manifest.file_len,
+            holders: placed.holders.iter().map(|p| p.to_string()).collect(),
+            audit: None,
+            lease_missing: Vec::new(),
+            leased_at: self.clock.now(),
+        };
+        self.state.insert_file(&file.to_string(), &record)?;
+        tracing::debug!(?reached, ?stored, done = ?started.elapsed(), "put");
+        Ok(PutResponse {
+            cap: placed.put.cap.to_string(),
+            verify_cap: placed.put.cap.verify_cap().to_string(),
+            holders: record.holders,
+            stats: placed.put.stats,
+        })
+    }
+
+    /// Gets a file into `out`. A whole-file get is resumable: an interrupted one leaves a
+    /// hidden part file beside `out`, and the next get of the same cap continues from it.
+    pub async fn get(self: &Arc<Self>, body: GetRequest) -> Result<GetResponse, GetError> {
+        let cap: ReadCap = body.cap.parse()?;
+        if let Some((start, end)) = body.range {
+            if start > end {
+                return Err(GetError::Range { start, end });
+            }
+        }
+        let (manifest, located) = self.locate(cap.manifest).await.map_err(GetError::Locate)?;
+        manifest.check_key(&cap.key).map_err(GetError::Key)?;
+        let fetch = NetFetch::new(self.blocks.clone(), &manifest, &located).map_err(GetError::Locate)?;
+        let node = self.clone();
+        let (stats, resumed_from) = Bridge::run(move |bridge| -> Result<_, GetError> {
+            // Progress counts whole segments fetched, of the segments the get covers.
+            let seg = u64::from(manifest.segment_size);
+            let (start, end) = body.range.unwrap_or((0, manifest.file_len));
+            let end = end.min(manifest.file_len);
+            let covered = (end.div_ceil(seg) * seg).min(manifest.file_len).saturating_sub(start / seg * seg);
+            let job = node.jobs.start(body.job.as_deref(), covered);
+            if let (Some(j), None) = (&job, body.range) {
+                j.progress.set_done(jewel::offline::resume_offset(&body.out, &manifest));
+            }
+            let fetch = CountedFetch {
+                inner: bridge.fetch(&fetch),
+                progress: job.as_ref().map(|j| j.progress.clone()),
+                manifest: &manifest,
+            };
+            let threads = client::GET_THREADS;
+            match body.range {
+                Some((start, end)) => {
+                    let stats = jewel::offline::write_atomically(&body.out, |w| {
+                        let range = ByteRange { start, end };
+                        Ok::<_, GetError>(jewel::pipeline::get_with(
+                            &manifest, &cap.key, &fetch, range, w, threads,
+                        )?)
+                    })?;
+                    Ok((stats, 0))
+                }
+                None => Ok(jewel::offline::get_resumable(&body.out, &manifest, &cap.key, &fetch, threads)?),
+            }
+        })
+        .await
+        .map_err(|_| GetError::Interrupted)??;
+        Ok(GetResponse { stats, resumed_from })
+    }
+
+    /// Releases a file this node put: holders delete what no other lease keeps, and the
+    /// node forgets it.
+    pub async fn rm(&self, cap: &str) -> Result<RmResponse, RmError> {
+        let id = Cap::parse(cap)?.manifest();
+        if self.state.file(&id.to_string())?.is_none() {
+            return Err(RmError::Unknown(id));
+        }
+        let (manifest, located) = self.locate(id).await.map_err(RmError::Locate)?;
+        crate::renew::lease_file(&self.blocks, id, &manifest.pieces, &located, 0).await;
+        self.state.remove_file(&id.to_string())?;
+        Ok(RmResponse { released: id.to_string() })
+    }
+
+    /// The blocks held for peers, the space, and the files this node put.
+    pub async fn dir(&self) -> Result<DirResponse, DirError> {
+        let store = self.store.clone();
+        let blocks =
+            tokio::task::spawn_blocking(move || store.list()).await.map_err(|_| DirError::Interrupted)??;
+        let usage = self.store.usage();
+        Ok(DirResponse {
+            blocks: blocks.iter().map(|(id, size)| BlockEntry { id: id.to_string(), size: *size }).collect(),
+            used: usage.used,
+            capacity: usage.capacity,
+            free: usage.capacity.map(|c| c.saturating_sub(usage.used)),
+            files: self.state.files()?,
+        })
+    }
+
+    /// The peers this node knows.
+    pub async fn peers(&self) -> Result<Vec<Peer>, NetError> {
+        Ok(self
+            .blocks
+            .net()
+            .peers()
+            .await?
+            .into_iter()
+            .map(|p| Peer { peer: p.peer, addrs: p.addrs, connected: p.connected, zone: p.zone })
+            .collect())
+    }
+}
+
+/// Why the node could not list what it holds.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirError {
+    #[error(transparent)]
+    Store(#[from] jewel::StoreError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("interrupted (the node is stopping)")]
+    Interrupted,
+}

@@ -1,0 +1,62 @@
+//! Leases on this node's files: taken at put, renewed before they run out, dropped at rm.
+
+use jewel::BlockId;
+use jewel_net::{BlockClient, PeerId};
+
+use crate::client::ClientError;
+use crate::node::Node;
+use crate::state::StateError;
+
+/// Why a file's leases could not be renewed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RenewError {
+    #[error(transparent)]
+    Locate(#[from] ClientError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Leases (or, with 0 seconds, releases) each holder's piece and the manifest for `file`.
+/// Returns the slots whose holder answered that it does not have its piece: a renewal for
+/// a block that is gone is reported, not ignored. Holders that cannot be reached are left
+/// to the audit.
+pub async fn lease_file(
+    blocks: &BlockClient,
+    file: BlockId,
+    pieces: &[BlockId],
+    holders: &[Option<PeerId>],
+    seconds: u32,
+) -> Vec<usize> {
+    let asks = pieces.iter().zip(holders).enumerate().filter_map(|(slot, (piece, holder))| {
+        let peer = (*holder)?;
+        Some(async move { (slot, blocks.lease(peer, file, seconds, &[*piece, file]).await) })
+    });
+    let mut missing = Vec::new();
+    for (slot, answer) in futures::future::join_all(asks).await {
+        match answer {
+            Ok(held) if held.first() == Some(&false) => {
+                tracing::warn!(%file, slot, "a holder no longer has its piece (lease renewal)");
+                missing.push(slot);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(%file, slot, error = %e, "lease request failed"),
+        }
+    }
+    missing
+}
+
+impl Node {
+    /// Renews the leases of one of this node's files and records when, and what holders
+    /// reported. Returns the slots whose holder no longer has its piece.
+    pub async fn renew(&self, id: BlockId, now: u64) -> Result<Vec<usize>, RenewError> {
+        let (manifest, located) = self.locate(id).await?;
+        let missing = lease_file(&self.blocks, id, &manifest.pieces, &located, self.lease_secs).await;
+        let recorded = missing.clone();
+        self.state.update_file(&id.to_string(), move |r| {
+            r.lease_missing = recorded;
+            r.leased_at = now;
+        })?;
+        Ok(missing)
+    }
+}

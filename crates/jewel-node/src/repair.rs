@@ -1,0 +1,99 @@
+//! Repair of a file: audit every piece, rebuild those not usable onto new distinct peers
+//! (not the file's current holders, not this node), lease them, then record the new
+//! placement, only once every rebuilt piece is in place and matches its id.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use jewel::caps::{Cap, CapError};
+use jewel::policy::{self, PolicyError};
+use jewel::BlockId;
+use jewel_net::{NetError, PeerId};
+
+use crate::api::{RepairResponse, Repaired};
+use crate::audit::{check_report, lost_slots, AuditError};
+use crate::client::{self, ClientError};
+use crate::node::Node;
+use crate::state::StateError;
+
+/// Why a repair did not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepairError {
+    #[error(transparent)]
+    Cap(#[from] CapError),
+    #[error("file {0} is being repaired already")]
+    Busy(BlockId),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("no new peers for the lost pieces: {0}")]
+    Placement(#[from] PolicyError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Rebuild(#[from] ClientError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// At most one repair per file at a time.
+struct RepairGuard<'a> {
+    node: &'a Node,
+    id: BlockId,
+}
+
+impl<'a> RepairGuard<'a> {
+    fn take(node: &'a Node, id: BlockId) -> Option<RepairGuard<'a>> {
+        let mut busy = node.repairing.lock().ok()?;
+        busy.insert(id).then_some(RepairGuard { node, id })
+    }
+}
+
+impl Drop for RepairGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.node.repairing.lock() {
+            busy.remove(&self.id);
+        }
+    }
+}
+
+impl Node {
+    /// `jewel repair`.
+    pub async fn repair(self: &Arc<Self>, cap: &str) -> Result<RepairResponse, RepairError> {
+        self.repair_file(Cap::parse(cap)?.manifest()).await
+    }
+
+    /// Audits a file and rebuilds every piece that is not usable onto new distinct peers,
+    /// then records the new placement.
+    pub async fn repair_file(&self, id: BlockId) -> Result<RepairResponse, RepairError> {
+        let _guard = RepairGuard::take(self, id).ok_or(RepairError::Busy(id))?;
+        let (manifest, located, before) = self.audit_file(id).await?;
+        let lost = lost_slots(&before);
+        let lease_missing = || -> Result<Vec<usize>, StateError> {
+            Ok(self.state.file(&id.to_string())?.map(|r| r.lease_missing).unwrap_or_default())
+        };
+        if lost.is_empty() {
+            let check = check_report(&manifest, &located, &before, lease_missing()?)?;
+            return Ok(RepairResponse { repaired: Repaired::default(), check });
+        }
+        let mut taken: HashSet<PeerId> = located.iter().flatten().copied().collect();
+        taken.insert(self.blocks.net().peer_id());
+        let candidates = self.candidates(&taken).await?;
+        let targets = policy::place(lost.len(), &candidates)?;
+        let repaired =
+            client::repair_slots(&self.blocks, &manifest, &located, &lost, &targets, client::GET_THREADS)
+                .await?;
+        let mut now = located.clone();
+        for (slot, peer) in lost.iter().zip(&targets) {
+            now[*slot] = Some(*peer);
+        }
+        let fresh: Vec<Option<PeerId>> =
+            (0..now.len()).map(|slot| if lost.contains(&slot) { now[slot] } else { None }).collect();
+        crate::renew::lease_file(&self.blocks, id, &manifest.pieces, &fresh, self.lease_secs).await;
+        let holders: Vec<String> = now.iter().map(|p| p.map(|p| p.to_string()).unwrap_or_default()).collect();
+        self.state.update_file(&id.to_string(), |r| r.holders = holders)?;
+        let (manifest, located, after) = self.audit_file(id).await?;
+        let check = check_report(&manifest, &located, &after, lease_missing()?)?;
+        Ok(RepairResponse { repaired, check })
+    }
+}
