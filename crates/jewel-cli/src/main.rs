@@ -158,6 +158,9 @@ enum Command {
         /// Only bytes START-END of the file (END inclusive; `START-` to the end).
         #[arg(long)]
         range: Option<String>,
+        /// Print what the get did (bytes read from each piece, faults) as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Show each piece of a file with its holder and state, and whether it is recoverable.
     Check {
@@ -382,9 +385,12 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Put { file, scheme, json } => remote::put(home, &file, scheme.as_deref(), json),
-        Command::Get { cap, output, range } => {
+        Command::Get { cap, output, range, json } => {
             let range = range.as_deref().map(remote::parse_range).transpose()?;
-            remote::get(home, &cap, &output, range)
+            if json && output.as_os_str() == "-" {
+                anyhow::bail!("--json prints to stdout, so the file cannot go there too: pass -o FILE");
+            }
+            remote::get(home, &cap, &output, range, json)
         }
         Command::Check { cap, json } => remote::check(home, &cap, json),
         Command::Status { json } => remote::status(home, json),

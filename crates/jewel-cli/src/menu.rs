@@ -209,7 +209,7 @@ fn act(home: &Path, api: &Api, item: Item) -> Result<()> {
         Item::Get => {
             if let Some((name, cap)) = pick_file(api, "get")? {
                 let out = ask(&format!("save as (empty for ./{name}): "))?.unwrap_or(name);
-                remote::get(home, &cap, Path::new(&out), None)?;
+                remote::get(home, &cap, Path::new(&out), None, false)?;
             }
         }
         Item::Scheme => {

@@ -141,7 +141,7 @@ pub fn parse_range(text: &str) -> Result<(u64, u64)> {
     Ok((start, end))
 }
 
-pub fn get(home: Option<&Path>, cap: &str, out: &Path, range: Option<(u64, u64)>) -> Result<()> {
+pub fn get(home: Option<&Path>, cap: &str, out: &Path, range: Option<(u64, u64)>, json: bool) -> Result<()> {
     let api = Api::open(home)?;
     let to_stdout = out.as_os_str() == "-";
     let target = if to_stdout {
@@ -163,6 +163,8 @@ pub fn get(home: Option<&Path>, cap: &str, out: &Path, range: Option<(u64, u64)>
         let mut f = std::fs::File::open(&target)?;
         std::io::copy(&mut f, &mut std::io::stdout().lock()).context("writing to stdout")?;
         let _ = std::fs::remove_file(&target);
+    } else if json {
+        outln!("{}", serde_json::to_string(&v)?);
     } else {
         let resumed = v.resumed_from;
         let note = if resumed > 0 { format!(" (resumed after {resumed} bytes)") } else { String::new() };

@@ -27,6 +27,7 @@ fn s(p: &Path) -> &str {
 
 #[test]
 fn devnet_up_put_kill_start_down() {
+    let _one = jewel_testkit::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("live");
     let up = run(&["devnet", "up", "--peers", "6", "--dir", s(&dir)]);
@@ -80,14 +81,22 @@ fn devnet_up_put_kill_start_down() {
         serde_json::from_str(&run(&["--home", s(&home0), "check", &cap, "--json"])).unwrap();
     assert_eq!(check["alive"], 5, "{check}");
 
+    // The pids as they are now: the restarted peers run under new ones.
+    let now: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("devnet.json")).unwrap()).unwrap();
+    let pids: Vec<u64> =
+        now["peers"].as_array().unwrap().iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    for i in &holders[..2] {
+        assert_ne!(pids[*i], peers[*i]["pid"].as_u64().unwrap(), "peer {i} was restarted");
+    }
     let down = run(&["devnet", "down", "--dir", s(&dir)]);
     assert!(down.contains("stopped"), "{down}");
     assert!(!dir.join("devnet.json").exists());
-    for p in peers {
-        let pid = p["pid"].as_u64().unwrap();
+    for pid in pids {
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists()
-                || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z ")
+                || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z "),
+            "process {pid} outlived devnet down"
         );
     }
 }

@@ -1,153 +1,35 @@
-//! The real binary on a real local network: six `jewel node` processes on 127.0.0.1,
-//! driven through the CLI. Readiness is read from each node's stdout (it prints its API
-//! address only after writing api.json), never waited for with sleeps.
+//! The real binary on real local networks of `jewel node` processes on 127.0.0.1 (and in
+//! network namespaces), driven through the CLI. Readiness is read from each node's stdout
+//! (it prints its API address only after writing api.json), never waited for with sleeps.
+//! Each test holds the process-test lock: one network at a time on the 2-core machine.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use jewel_testkit::{exclusive, Cli, Devnet, Lan, Node};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jewel");
 
-struct Node {
-    child: Child,
-    _stdout: BufReader<ChildStdout>,
-    /// The node's log lines (RUST_LOG=jewel=info), for nodes spawned with `spawn_logged`.
-    log: Option<std::sync::mpsc::Receiver<String>>,
-    home: PathBuf,
-    peer: String,
-    addr: String,
-}
-
-impl Node {
-    fn spawn(home: &Path, bootstrap: Option<&str>) -> Node {
-        Node::start(home, bootstrap, &[], false)
-    }
-
-    /// A node with extra flags whose log lines can be waited for.
-    fn spawn_logged(home: &Path, bootstrap: Option<&str>, extra: &[&str]) -> Node {
-        Node::start(home, bootstrap, extra, true)
-    }
-
-    fn start(home: &Path, bootstrap: Option<&str>, extra: &[&str], logged: bool) -> Node {
-        Node::start_in(None, home, bootstrap, extra, logged)
-    }
-
-    /// A node inside network namespace `ns` if given.
-    fn start_in(
-        ns: Option<&str>,
-        home: &Path,
-        bootstrap: Option<&str>,
-        extra: &[&str],
-        logged: bool,
-    ) -> Node {
-        let mut cmd = command_in(ns);
-        cmd.args(["node", "--home", home.to_str().unwrap()]).args(extra);
-        if let Some(b) = bootstrap {
-            cmd.args(["--bootstrap", b]);
-        }
-        let stderr = if logged { Stdio::piped() } else { Stdio::null() };
-        let mut child =
-            cmd.env("RUST_LOG", "jewel=info").stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
-        let log = child.stderr.take().map(|err| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(err).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-            rx
-        });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let (mut peer, mut addr) = (String::new(), String::new());
-        loop {
-            let mut line = String::new();
-            assert!(stdout.read_line(&mut line).unwrap() > 0, "node exited before it was ready");
-            if let Some(p) = line.strip_prefix("peer id: ") {
-                peer = p.trim().to_string();
-            } else if let Some(a) = line.strip_prefix("listening on ") {
-                addr = a.trim().to_string();
-            } else if line.starts_with("api: ") {
-                break;
-            }
-        }
-        assert!(home.join("api.json").is_file(), "api.json is written before the node says it is ready");
-        Node { child, _stdout: stdout, log, home: home.to_path_buf(), peer, addr }
-    }
-}
-
-impl Node {
-    /// Waits (on the node's own log, not on time) for a line containing `text`.
-    fn wait_log(&self, text: &str) -> String {
-        let log = self.log.as_ref().expect("spawned with spawn_logged");
-        loop {
-            match log.recv_timeout(std::time::Duration::from_secs(60)) {
-                Ok(line) if line.contains(text) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("the node never logged {text:?}"),
-            }
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The binary, run inside network namespace `ns` if given.
-fn command_in(ns: Option<&str>) -> Command {
-    match ns {
-        Some(ns) => {
-            let mut cmd = Command::new("ip");
-            cmd.args(["netns", "exec", ns, BIN]);
-            cmd
-        }
-        None => Command::new(BIN),
-    }
-}
-
-fn jewel(home: &Path, args: &[&str]) -> Output {
-    jewel_in(None, home, args)
-}
-
-fn jewel_in(ns: Option<&str>, home: &Path, args: &[&str]) -> Output {
-    command_in(ns).arg("--home").arg(home).args(args).output().unwrap()
+fn cli() -> Cli {
+    Cli::new(BIN)
 }
 
 fn ok(home: &Path, args: &[&str]) -> String {
-    ok_in(None, home, args)
-}
-
-fn ok_in(ns: Option<&str>, home: &Path, args: &[&str]) -> String {
-    let o = jewel_in(ns, home, args);
-    assert!(o.status.success(), "jewel {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
+    cli().ok(home, args)
 }
 
 fn err_line(home: &Path, args: &[&str]) -> String {
-    let o = jewel(home, args);
-    assert!(!o.status.success(), "jewel {args:?} should fail");
-    let e = String::from_utf8(o.stderr).unwrap();
-    assert_eq!(e.trim().lines().count(), 1, "one error line: {e}");
-    e
+    cli().err_line(home, args)
 }
 
 #[test]
 fn six_peers_put_get_and_survive_what_the_scheme_promises() {
-    let tmp = tempfile::tempdir().unwrap();
-    let first = Node::spawn(&tmp.path().join("n0"), None);
-    let boot = first.addr.clone();
-    let mut nodes = vec![first];
-    for i in 1..6 {
-        nodes.push(Node::spawn(&tmp.path().join(format!("n{i}")), Some(&boot)));
-    }
-    let home0 = nodes[0].home.clone();
+    let _one = exclusive();
+    let mut net = Devnet::start(Path::new(BIN), 6, |_| Vec::new());
+    let home0 = net.peers[0].home.clone();
     let data: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-    let file = tmp.path().join("file.bin");
+    let file = net.path("file.bin");
     std::fs::write(&file, &data).unwrap();
 
     let put: serde_json::Value = serde_json::from_str(&ok(
@@ -160,13 +42,13 @@ fn six_peers_put_get_and_survive_what_the_scheme_promises() {
         put["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().into()).collect();
     assert_eq!(holders.len(), 5);
     assert_eq!(holders.iter().collect::<std::collections::HashSet<_>>().len(), 5, "distinct peers");
-    assert!(!holders.contains(&nodes[0].peer), "the owner does not hold its own pieces");
+    assert!(!holders.contains(&net.peers[0].peer), "the owner does not hold its own pieces");
 
-    let out = tmp.path().join("out.bin");
+    let out = net.path("out.bin");
     ok(&home0, &["get", &cap, "-o", out.to_str().unwrap()]);
     assert_eq!(std::fs::read(&out).unwrap(), data);
     // A range: only those bytes (END inclusive).
-    let part = tmp.path().join("part.bin");
+    let part = net.path("part.bin");
     ok(&home0, &["get", &cap, "-o", part.to_str().unwrap(), "--range", "1000000-1299999"]);
     assert!(std::fs::read(&part).unwrap() == data[1_000_000..1_300_000]);
     let e = err_line(&home0, &["get", &cap, "-o", part.to_str().unwrap(), "--range", "9-3"]);
@@ -175,18 +57,17 @@ fn six_peers_put_get_and_survive_what_the_scheme_promises() {
     assert_eq!(check["alive"], 5);
     assert_eq!(check["recoverable"], true);
 
-    // Kill two holders: still whole. Kill a third: a clear error, nothing written.
-    let kill = |peer: &str, nodes: &mut Vec<Node>| {
-        let i = nodes.iter().position(|n| n.peer == peer).unwrap();
-        drop(nodes.remove(i));
-    };
-    kill(&holders[0], &mut nodes);
-    kill(&holders[3], &mut nodes);
-    let out2 = tmp.path().join("out2.bin");
+    // Kill two holders: still whole. Kill a third: a clear error, nothing written. (The hub,
+    // which every peer bootstrapped from, is never the one killed.)
+    let victims: Vec<usize> =
+        holders.iter().filter(|h| **h != net.hub.peer).map(|h| net.index_of(h)).collect();
+    net.peers[victims[0]].kill();
+    net.peers[victims[1]].kill();
+    let out2 = net.path("out2.bin");
     ok(&home0, &["get", &cap, "-o", out2.to_str().unwrap()]);
     assert_eq!(std::fs::read(&out2).unwrap(), data);
-    kill(&holders[4], &mut nodes);
-    let out3 = tmp.path().join("out3.bin");
+    net.peers[victims[2]].kill();
+    let out3 = net.path("out3.bin");
     let e = err_line(&home0, &["get", &cap, "-o", out3.to_str().unwrap()]);
     assert!(e.contains("not enough pieces") && e.contains("3 needed, 2 available"), "{e}");
     assert!(!out3.exists());
@@ -197,9 +78,9 @@ fn six_peers_put_get_and_survive_what_the_scheme_promises() {
     // Bad input: a malformed cap, an unknown cap, a wrong token, no node at all.
     let e = err_line(&home0, &["get", "jewel:r1:abc", "-o", out3.to_str().unwrap()]);
     assert!(e.contains("truncated"), "{e}");
-    let e = err_line(&tmp.path().join("nowhere"), &["peers"]);
+    let e = err_line(&net.path("nowhere"), &["peers"]);
     assert!(e.contains("no running node"), "{e}");
-    let fake = tmp.path().join("fake");
+    let fake = net.path("fake");
     std::fs::create_dir(&fake).unwrap();
     let mut info: serde_json::Value =
         serde_json::from_slice(&std::fs::read(home0.join("api.json")).unwrap()).unwrap();
@@ -290,11 +171,11 @@ impl Drop for Pty {
 
 #[test]
 fn the_menu_works_with_arrow_keys_and_letters() {
-    let tmp = tempfile::tempdir().unwrap();
-    let first = Node::spawn(&tmp.path().join("n0"), None);
-    let boot = first.addr.clone();
-    let others: Vec<Node> =
-        (1..3).map(|i| Node::spawn(&tmp.path().join(format!("n{i}")), Some(&boot))).collect();
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 3, |_| Vec::new());
+    let tmp = &net.dir;
+    let first = &net.peers[0];
+    let others: Vec<&Node> = std::iter::once(&net.hub).chain(&net.peers[1..]).collect();
     let file = tmp.path().join("notes.txt");
     let data = b"menu test: dear diary, today I stored a file with the arrow keys.\n".repeat(500);
     std::fs::write(&file, &data).unwrap();
@@ -352,7 +233,7 @@ fn the_menu_works_with_arrow_keys_and_letters() {
     let dir: serde_json::Value = serde_json::from_str(&ok(&first.home, &["dir", "--json"])).unwrap();
     assert!(dir["files"].as_object().unwrap().is_empty(), "the file was released");
     // Released means freed: the holders deleted the pieces and account for it exactly.
-    for holder in &others {
+    for holder in others {
         let dir: serde_json::Value = serde_json::from_str(&ok(&holder.home, &["dir", "--json"])).unwrap();
         assert_eq!(dir["blocks"].as_array().unwrap().len(), 0, "{dir}");
         assert_eq!(dir["used"], 0, "{dir}");
@@ -380,11 +261,13 @@ impl Dice {
 fn churn_never_loses_a_file_and_repair_heals_it() {
     const HOLDERS: usize = 11;
     const TOLERATES: usize = 2; // jewels:3/5
+    let _one = exclusive();
     let tmp = tempfile::tempdir().unwrap();
-    let owner = Node::spawn(&tmp.path().join("owner"), None);
+    let owner = Node::builder(&cli(), &tmp.path().join("owner")).start();
     let boot = owner.addr.clone();
     let homes: Vec<PathBuf> = (0..HOLDERS).map(|i| tmp.path().join(format!("h{i}"))).collect();
-    let mut holders: Vec<Option<Node>> = homes.iter().map(|h| Some(Node::spawn(h, Some(&boot)))).collect();
+    let spawn = |home: &Path| Node::builder(&cli(), home).bootstrap(&boot).start();
+    let mut holders: Vec<Option<Node>> = homes.iter().map(|h| Some(spawn(h))).collect();
     let ids: Vec<String> = holders.iter().map(|n| n.as_ref().unwrap().peer.clone()).collect();
     // Per file: its cap, its bytes, and the holder index of each slot.
     let mut files: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
@@ -442,7 +325,7 @@ fn churn_never_loses_a_file_and_repair_heals_it() {
                         std::fs::remove_dir_all(homes[h].join("store")).unwrap();
                         wiped[h] = true;
                     }
-                    holders[h] = Some(Node::spawn(&homes[h], Some(&boot)));
+                    holders[h] = Some(spawn(&homes[h]));
                 }
             }
         }
@@ -492,11 +375,13 @@ fn churn_never_loses_a_file_and_repair_heals_it() {
 /// corrupt by `jewel check` and `jewel repair` moves that piece to another peer.
 #[test]
 fn the_owner_repairs_lost_and_corrupt_pieces() {
+    let _one = exclusive();
     let tmp = tempfile::tempdir().unwrap();
-    let owner = Node::spawn_logged(&tmp.path().join("owner"), None, &["--audit-every", "1"]);
+    let owner = Node::builder(&cli(), &tmp.path().join("owner")).args(&["--audit-every", "1"]).start();
     let boot = owner.addr.clone();
-    let mut holders: Vec<Option<Node>> =
-        (0..8).map(|i| Some(Node::spawn(&tmp.path().join(format!("h{i}")), Some(&boot)))).collect();
+    let mut holders: Vec<Option<Node>> = (0..8)
+        .map(|i| Some(Node::builder(&cli(), &tmp.path().join(format!("h{i}"))).bootstrap(&boot).start()))
+        .collect();
     let data: Vec<u8> = {
         let mut d = Dice(77);
         (0..300_000).map(|_| d.roll(256) as u8).collect()
@@ -516,7 +401,7 @@ fn the_owner_repairs_lost_and_corrupt_pieces() {
         let i = holders.iter().position(|h| h.as_ref().is_some_and(|h| &h.peer == peer)).unwrap();
         drop(holders[i].take());
     }
-    owner.wait_log("repaired");
+    owner.wait_log("repaired", Duration::from_secs(60));
     let check: serde_json::Value =
         serde_json::from_str(&ok(&owner.home, &["check", &cap, "--json"])).unwrap();
     assert_eq!(check["alive"], 5, "{check}");
@@ -552,11 +437,15 @@ const GROUP: usize = 16 << 10;
 /// marked late, and still counted as holding its piece.
 #[test]
 fn a_slow_holder_is_shown_late_by_check() {
+    let _one = exclusive();
     let tmp = tempfile::tempdir().unwrap();
-    let owner = Node::spawn(&tmp.path().join("owner"), None);
+    let owner = Node::builder(&cli(), &tmp.path().join("owner")).start();
     let boot = owner.addr.clone();
-    let slow = Node::spawn_logged(&tmp.path().join("slow"), Some(&boot), &["--max-upload", "3000"]);
-    let fast = Node::spawn(&tmp.path().join("fast"), Some(&boot));
+    let slow = Node::builder(&cli(), &tmp.path().join("slow"))
+        .bootstrap(&boot)
+        .args(&["--max-upload", "3000"])
+        .start();
+    let fast = Node::builder(&cli(), &tmp.path().join("fast")).bootstrap(&boot).start();
     let file = tmp.path().join("f");
     let mut d = Dice(5);
     // An audit proves one random 16 KiB group, and the last group is shorter: size the file
@@ -583,77 +472,31 @@ fn a_slow_holder_is_shown_late_by_check() {
     drop(fast);
 }
 
-/// Two hosts on a local network of their own: network namespaces made by this test, joined
-/// by a veth pair (10.77.0.1 and 10.77.0.2), deleted when dropped.
-struct Lan {
-    ns: [String; 2],
-}
-
-impl Lan {
-    fn new() -> Lan {
-        let ns = [format!("jewel{}a", std::process::id()), format!("jewel{}b", std::process::id())];
-        let ip = |args: &[&str]| {
-            let o = Command::new("ip").args(args).output().expect("iproute2's ip");
-            assert!(o.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        };
-        for n in &ns {
-            ip(&["netns", "add", n]);
-        }
-        let lan = Lan { ns };
-        let [a, b] = &lan.ns;
-        ip(&["link", "add", "va", "netns", a, "type", "veth", "peer", "name", "vb", "netns", b]);
-        for (n, dev, addr) in [(a, "va", "10.77.0.1/24"), (b, "vb", "10.77.0.2/24")] {
-            ip(&["-n", n, "addr", "add", addr, "dev", dev]);
-            ip(&["-n", n, "link", "set", dev, "up"]);
-            ip(&["-n", n, "link", "set", "lo", "up"]);
-        }
-        lan
-    }
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        for n in &self.ns {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
 /// With `--mdns` and no bootstrap address, two peers on one local network find each other,
 /// and one stores a file on the other.
 #[test]
 fn mdns_finds_a_peer_on_the_local_network() {
+    let _one = exclusive();
     let lan = Lan::new();
     let tmp = tempfile::tempdir().unwrap();
-    let [na, nb] = [Some(lan.ns[0].as_str()), Some(lan.ns[1].as_str())];
-    let a = Node::start_in(
-        na,
-        &tmp.path().join("a"),
-        None,
-        &["--mdns", "--listen", "/ip4/10.77.0.1/tcp/0"],
-        true,
-    );
-    let b = Node::start_in(
-        nb,
-        &tmp.path().join("b"),
-        None,
-        &["--mdns", "--listen", "/ip4/10.77.0.2/tcp/0"],
-        false,
-    );
-    let found = a.wait_log("found a peer on the local network");
+    let (na, nb) = (lan.ns[0].as_str(), lan.ns[1].as_str());
+    let a = Node::builder(&cli(), &tmp.path().join("a"))
+        .netns(na)
+        .args(&["--mdns", "--listen", "/ip4/10.77.0.1/tcp/0"])
+        .start();
+    let b = Node::builder(&cli(), &tmp.path().join("b"))
+        .netns(nb)
+        .args(&["--mdns", "--listen", "/ip4/10.77.0.2/tcp/0"])
+        .start();
+    let found = a.wait_log("found a peer on the local network", Duration::from_secs(60));
     assert!(found.contains(&b.peer), "{found}");
-    let peers = ok_in(na, &a.home, &["peers"]);
+    let peers = a.ok(&["peers"]);
     assert!(peers.contains(&b.peer), "{peers}");
 
     let file = tmp.path().join("f");
     std::fs::write(&file, b"found over mDNS").unwrap();
-    let put: serde_json::Value = serde_json::from_str(&ok_in(
-        na,
-        &a.home,
-        &["put", file.to_str().unwrap(), "--scheme", "hosting", "--json"],
-    ))
-    .unwrap();
+    let put = a.json(&["put", file.to_str().unwrap(), "--scheme", "hosting", "--json"]);
     assert_eq!(put["holders"], serde_json::json!([b.peer]), "{put}");
-    let out = ok_in(na, &a.home, &["get", put["cap"].as_str().unwrap(), "-o", "-"]);
+    let out = a.ok(&["get", put["cap"].as_str().unwrap(), "-o", "-"]);
     assert_eq!(out, "found over mDNS");
 }
