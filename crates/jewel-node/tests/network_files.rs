@@ -228,7 +228,7 @@ async fn a_lying_peer_is_detected_and_skipped() {
 /// dead one costs at most one failed request per segment in flight, not one per segment
 /// (none, when spares asked on the first answers' hedge delay outrun its failure too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_holder_is_outrun_and_a_dead_one_is_asked_once() {
+async fn a_slow_holder_is_outrun_and_a_dead_one_fails_at_most_once_per_segment_in_flight() {
     let mut nodes = network(6).await;
     let boot = nodes[0].handle().listeners().await.unwrap()[0]
         .clone()
@@ -352,7 +352,7 @@ async fn an_interrupted_repair_leaves_the_file_no_worse_and_can_be_run_again() {
 /// A holder that is gone when its piece is sent: the put rebuilds that piece from the
 /// others and places it on the next spare peer, and reports that placement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_piece_whose_peer_vanished_goes_to_a_spare() {
+async fn a_piece_whose_peer_is_gone_goes_to_a_spare() {
     let mut nodes: Vec<Option<Network>> = network(8).await.into_iter().map(Some).collect();
     let client = nodes[0].as_ref().unwrap().blocks().clone();
     let ids: Vec<PeerId> = nodes.iter().map(|n| n.as_ref().unwrap().handle().peer_id()).collect();
@@ -367,6 +367,61 @@ async fn a_piece_whose_peer_vanished_goes_to_a_spare() {
     // Stop two of the others: the piece on the spare is needed, and right.
     nodes[1].take().unwrap().shutdown().await;
     nodes[3].take().unwrap().shutdown().await;
+    let holders: Vec<Option<PeerId>> = placed.holders.iter().copied().map(Some).collect();
+    let (out, _) = get_blocking(&client, &placed, &holders, 2).await.unwrap();
+    assert!(out == data);
+    for n in nodes.into_iter().flatten() {
+        n.shutdown().await;
+    }
+}
+
+/// A holder that vanishes in the middle of receiving its piece (it accepted the upload and
+/// took some of the data, then its whole node went away): the put rebuilds that piece onto
+/// a spare, and the file needs it and reads back exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_piece_whose_peer_vanishes_mid_upload_goes_to_a_spare() {
+    use futures::StreamExt;
+    use jewel_net::wire::{self, Request};
+    let mut nodes: Vec<Option<Network>> = network(7).await.into_iter().map(Some).collect();
+    let client = nodes[0].as_ref().unwrap().blocks().clone();
+    let ids: Vec<PeerId> = nodes.iter().map(|n| n.as_ref().unwrap().handle().peer_id()).collect();
+    let boot = nodes[0].as_ref().unwrap().handle().listeners().await.unwrap()[0]
+        .clone()
+        .with(MultiaddrProtocol::P2p(ids[0]));
+    let config = NetConfig { bootstrap: vec![boot], serve_blocks: false, ..NetConfig::default() };
+    let vanishing =
+        Network::start(Keypair::generate_ed25519(), config, Arc::new(MemStore::new(None))).await.unwrap();
+    let gone = vanishing.handle().peer_id();
+    let mut incoming = vanishing.blocks().stream_control().accept(jewel_net::BLOCK_PROTOCOL).unwrap();
+    // It says go, takes one frame of the piece, then tells the test it is mid-upload.
+    let (mid, mut mid_rx) = tokio::sync::mpsc::channel(1);
+    let taker = tokio::spawn(async move {
+        while let Some((_, mut s)) = incoming.next().await {
+            if let Ok(Request::Send { .. }) = Request::read(&mut s).await {
+                wire::write_ok(&mut s).await.unwrap();
+                let _ = wire::read_frame(&mut s).await.unwrap();
+                mid.send(s).await.unwrap();
+                return;
+            }
+        }
+    });
+    let data = random(3 << 20, 91);
+    // Slot 1 on the vanishing peer; peers 5 and 6 are spares.
+    let peers = vec![ids[1], gone, ids[2], ids[3], ids[4], ids[5], ids[6]];
+    let put = {
+        let (client, data) = (client.clone(), data.clone());
+        tokio::spawn(async move { put_blocking(&client, &data, "jewels:3/5", 64 << 10, &peers).await })
+    };
+    let held_open = mid_rx.recv().await.expect("the vanishing peer received part of its piece");
+    taker.await.unwrap();
+    vanishing.shutdown().await;
+    drop(held_open);
+    let placed = put.await.unwrap();
+    assert_eq!(placed.holders[1], ids[5], "the lost piece went to the first spare");
+    assert!(!placed.holders.contains(&gone));
+    // Stop two of the others: the rebuilt piece is needed, and right.
+    nodes[1].take().unwrap().shutdown().await;
+    nodes[2].take().unwrap().shutdown().await;
     let holders: Vec<Option<PeerId>> = placed.holders.iter().copied().map(Some).collect();
     let (out, _) = get_blocking(&client, &placed, &holders, 2).await.unwrap();
     assert!(out == data);

@@ -257,9 +257,17 @@ mod tests {
     #[test]
     fn key_check_tells_keys_apart() {
         let a = FileKey::random().unwrap();
-        let b = FileKey::random().unwrap();
-        assert_eq!(a.check_value(), a.clone().check_value());
-        assert_ne!(a.check_value(), b.check_value());
+        // The same key bytes (as a cap carries them) give the same check value...
+        assert_eq!(a.check_value(), FileKey(a.0).check_value());
+        // ...and it is a keyed hash of the key, not a fixed or copied value.
+        let want = blake3::keyed_hash(&a.0, b"jewel key check v1");
+        assert_eq!(a.check_value()[..], want.as_bytes()[..KEY_CHECK_LEN]);
+        assert_ne!(a.check_value()[..], a.0[..KEY_CHECK_LEN], "the value does not reveal the key");
+        // A key that differs in one bit has another value, and so does a random one.
+        let mut flipped = a.0;
+        flipped[31] ^= 1;
+        assert_ne!(a.check_value(), FileKey(flipped).check_value());
+        assert_ne!(a.check_value(), FileKey::random().unwrap().check_value());
     }
 
     #[test]

@@ -566,9 +566,18 @@ mod tests {
                 let mut bad = frag.clone();
                 let i = bad.len() - 1;
                 bad[i] ^= 1;
-                assert!(decode_fragment(ob.root, len as u64, off, n, &bad).is_err());
-                assert!(decode_fragment(ob.root, len as u64, off, n, &frag[..frag.len() - 1]).is_err());
-                assert!(decode_fragment(blake3::hash(b"x"), len as u64, off, n, &frag).is_err());
+                assert!(matches!(
+                    decode_fragment(ob.root, len as u64, off, n, &bad),
+                    Err(FragmentError::Mismatch { .. })
+                ));
+                assert!(matches!(
+                    decode_fragment(ob.root, len as u64, off, n, &frag[..frag.len() - 1]),
+                    Err(FragmentError::Truncated)
+                ));
+                assert!(matches!(
+                    decode_fragment(blake3::hash(b"x"), len as u64, off, n, &frag),
+                    Err(FragmentError::Mismatch { .. })
+                ));
                 let mut long = frag.clone();
                 long.push(0);
                 assert_eq!(
@@ -597,7 +606,10 @@ mod tests {
         let i = bad.len() - 10;
         bad[i] ^= 1;
         let before = out.clone();
-        assert!(decode_fragment_into(ob.root, len as u64, 1_000, 100_000, &bad, &mut out).is_err());
+        assert!(matches!(
+            decode_fragment_into(ob.root, len as u64, 1_000, 100_000, &bad, &mut out),
+            Err(FragmentError::Mismatch { .. })
+        ));
         assert!(out == before);
     }
 
@@ -682,7 +694,7 @@ mod tests {
             if ob.data.len() >= 64 {
                 let mut bad_ob = ob.clone();
                 bad_ob.data[0] ^= 1;
-                assert!(read_verified(&d, &bad_ob, 0, &mut buf).is_err());
+                assert!(matches!(read_verified(&d, &bad_ob, 0, &mut buf), Err(VerifyError::Mismatch { .. })));
             }
         }
     }
