@@ -29,6 +29,48 @@ fn listed_caps(node: &Node) -> Vec<String> {
     dir["files"].as_object().unwrap().values().filter_map(|f| f["cap"].as_str().map(str::to_string)).collect()
 }
 
+/// A user puts a file on one peer and at once gets it on another (which never talked to
+/// the owner about it), for every scheme.
+#[test]
+fn a_file_put_on_one_peer_comes_back_at_once_on_any_other_for_every_scheme() {
+    let _one = exclusive();
+    let net = devnet(10);
+    let specs = [
+        "hosting",
+        "replicate:3",
+        "shard:3x2",
+        "parity:4",
+        "jewels:4/8",
+        "jewels:3/5",
+        "nested:jewels:2/3+parity:2",
+    ];
+    for (i, spec) in specs.iter().enumerate() {
+        let data = random_bytes(200_000 + i * 7_777, 100 + i as u64);
+        let file = write_file(&net.path(&format!("in{i}")), &data);
+        let owner = &net.peers[i % 3];
+        let cap = owner.ok(&["put", &file, "--scheme", spec]).trim().to_string();
+        let getter = &net.peers[3 + i % 7];
+        let out = net.path(&format!("out{i}"));
+        let o = getter.run(&["get", &cap, "-o", s(&out)]);
+        assert!(o.success(), "{spec}: the get on another peer failed: {}", o.stderr);
+        assert!(std::fs::read(&out).unwrap() == data, "{spec}: other bytes came back");
+    }
+}
+
+/// A get of a file that does not exist looks for a bounded time, then says what it found.
+#[test]
+fn a_get_of_a_file_nobody_has_says_how_long_it_looked() {
+    let _one = exclusive();
+    let net = devnet(3);
+    let file = write_file(&net.path("f"), b"gone before anyone asks");
+    let cap = net.peers[0].ok(&["put", &file, "--scheme", "hosting"]).trim().to_string();
+    net.peers[0].ok(&["rm", &cap]);
+    let started = Instant::now();
+    let e = net.peers[1].err_line(&["get", &cap, "-o", s(&net.path("out"))]);
+    assert!(e.contains("was not found: looked for") && e.contains("the longest a get looks is 10 s"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(30), "{e}");
+}
+
 /// 16 puts at once all succeed; then puts run while the node is SIGKILLed at a random
 /// moment; after a restart, every put that printed a cap is listed with that cap.
 #[test]

@@ -8,6 +8,7 @@
 
 pub mod announce;
 pub mod block;
+pub mod book;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -18,6 +19,7 @@ pub mod wire;
 use std::sync::Arc;
 
 pub use block::{BlockClient, BLOCK_PROTOCOL};
+pub use book::{Holder, HoldersRecord};
 pub use error::NetError;
 /// Multiaddr protocol components, e.g. `Protocol::P2p(peer)`.
 pub use libp2p::multiaddr::Protocol as MultiaddrProtocol;

@@ -21,6 +21,7 @@ use libp2p::{autonat, dcutr, identify, identity, kad, mdns, noise, ping, relay, 
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::book::{self, HoldersRecord};
 use crate::error::NetError;
 
 use jewel::BlockId;
@@ -33,6 +34,10 @@ pub const IDENTIFY_PROTOCOL: &str = "/jewel/id/1.0.0";
 const COMMAND_QUEUE: usize = 64;
 /// Provider records per node at most (bounded memory).
 const MAX_PROVIDED: usize = 1 << 20;
+/// Holders records kept per node at most (each at most [`crate::book::MAX_RECORD`] bytes).
+const MAX_RECORDS: usize = 4096;
+/// How long publishing a holders record may take.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How to start the network.
 #[derive(Clone, Debug)]
@@ -151,7 +156,14 @@ pub(crate) fn build_swarm(
             kcfg.set_query_timeout(Duration::from_secs(30));
             kcfg.set_provider_publication_interval(Some(Duration::from_secs(3600)));
             kcfg.set_provider_record_ttl(Some(Duration::from_secs(4 * 3600)));
-            let store_cfg = MemoryStoreConfig { max_provided_keys: MAX_PROVIDED, ..Default::default() };
+            // Inbound records are checked before they are stored (see `EventLoop::inbound`).
+            kcfg.set_record_filtering(kad::StoreInserts::FilterBoth);
+            let store_cfg = MemoryStoreConfig {
+                max_provided_keys: MAX_PROVIDED,
+                max_records: MAX_RECORDS,
+                max_value_bytes: crate::book::MAX_RECORD,
+                ..Default::default()
+            };
             let mut kad =
                 kad::Behaviour::with_config(peer_id, MemoryStore::with_config(peer_id, store_cfg), kcfg);
             kad.set_mode(Some(kad::Mode::Server));
@@ -201,12 +213,16 @@ pub(crate) enum Command {
     Providers { id: BlockId, reply: oneshot::Sender<Vec<PeerId>> },
     Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
     RoutingTable { reply: oneshot::Sender<Vec<PeerId>> },
+    PublishHolders { record: HoldersRecord, reply: oneshot::Sender<Result<(), NetError>> },
+    FindHolders { group: BlockId, reply: oneshot::Sender<Option<HoldersRecord>> },
 }
 
 enum Pending {
     Bootstrap(oneshot::Sender<Result<(), NetError>>),
     Provide(oneshot::Sender<Result<(), NetError>>),
     Providers(oneshot::Sender<Vec<PeerId>>, HashSet<PeerId>),
+    Publish(oneshot::Sender<Result<(), NetError>>),
+    Find(BlockId, oneshot::Sender<Option<HoldersRecord>>),
 }
 
 /// Peers whose identify answers (addresses, zone) are kept at most, before those not
@@ -288,6 +304,23 @@ impl NetHandle {
     /// Peers in the Kademlia routing table.
     pub async fn routing_table(&self) -> Result<Vec<PeerId>, NetError> {
         self.ask(|reply| Command::RoutingTable { reply }).await
+    }
+
+    /// Publishes who holds the blocks of `record.group` as one DHT record (see
+    /// [`crate::book`]), stored here and on at least one of the peers closest to its key
+    /// before this returns; Kademlia republishes it while this node runs.
+    pub async fn publish_holders(&self, record: HoldersRecord) -> Result<(), NetError> {
+        let asked = self.ask(|reply| Command::PublishHolders { record, reply });
+        match tokio::time::timeout(PUBLISH_TIMEOUT, asked).await {
+            Ok(r) => r?,
+            Err(_) => Err(NetError::Timeout(PUBLISH_TIMEOUT, "a peer to store the holders record")),
+        }
+    }
+
+    /// The holders record of `group`, if the DHT has one (the first valid one found). The
+    /// addresses it names are remembered, so its holders can be dialed.
+    pub async fn find_holders(&self, group: BlockId) -> Result<Option<HoldersRecord>, NetError> {
+        self.ask(|reply| Command::FindHolders { group, reply }).await
     }
 }
 
@@ -416,6 +449,28 @@ impl EventLoop {
                 let q = kad.get_providers(kad_key(&id));
                 self.pending.insert(q, Pending::Providers(reply, HashSet::new()));
             }
+            Command::PublishHolders { record, reply } => {
+                let bytes = match record.encode() {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = reply.send(Err(NetError::Dht(e.to_string())));
+                        return;
+                    }
+                };
+                let record = kad::Record::new(book::key(&record.group), bytes);
+                match kad.put_record(record, kad::Quorum::One) {
+                    Ok(q) => {
+                        self.pending.insert(q, Pending::Publish(reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(NetError::Dht(e.to_string())));
+                    }
+                }
+            }
+            Command::FindHolders { group, reply } => {
+                let q = kad.get_record(kad::RecordKey::new(&book::key(&group)));
+                self.pending.insert(q, Pending::Find(group, reply));
+            }
             Command::RoutingTable { reply } => {
                 let peers =
                     kad.kbuckets().flat_map(|b| b.iter().map(|e| *e.node.key.preimage()).collect::<Vec<_>>());
@@ -529,6 +584,9 @@ impl EventLoop {
                     }
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::InboundRequest { request })) => {
+                self.inbound(request);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
                 result,
@@ -541,8 +599,84 @@ impl EventLoop {
         }
     }
 
+    /// Records and provider records other peers ask this node to store (they are filtered,
+    /// see `build_swarm`): provider records as they come; holders records only if they
+    /// decode, are for the key they are stored under, and are not older than the one kept.
+    /// Anything else is dropped: this node keeps no records it cannot read.
+    fn inbound(&mut self, request: kad::InboundRequest) {
+        use kad::store::RecordStore;
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        match request {
+            kad::InboundRequest::AddProvider { record: Some(record) } => {
+                if let Err(e) = store.add_provider(record) {
+                    tracing::debug!(error = %e, "provider record not stored");
+                }
+            }
+            kad::InboundRequest::PutRecord { source, record: Some(record), .. } => {
+                let group = book::group_of(record.key.as_ref());
+                let decoded = HoldersRecord::decode(&record.value);
+                let kept = store.get(&record.key).and_then(|r| HoldersRecord::decode(&r.value).ok());
+                match (group, decoded) {
+                    (Some(g), Ok(r)) if r.group == g && kept.is_none_or(|k| k.seq <= r.seq) => {
+                        if let Err(e) = store.put(record) {
+                            tracing::debug!(error = %e, "holders record not stored");
+                        }
+                    }
+                    (Some(_), Ok(_)) => {
+                        tracing::info!(peer = %source, "refused a holders record older than the one kept or for another key");
+                    }
+                    (_, Err(e)) => {
+                        tracing::info!(peer = %source, error = %e, "refused a malformed DHT record")
+                    }
+                    (None, Ok(_)) => {
+                        tracing::info!(peer = %source, "refused a DHT record under a foreign key")
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn query(&mut self, id: kad::QueryId, result: kad::QueryResult, last: bool) {
         match result {
+            kad::QueryResult::PutRecord(r) => {
+                if let Some(Pending::Publish(reply)) = self.pending.remove(&id) {
+                    let _ = reply.send(r.map(|_| ()).map_err(|e| NetError::Dht(e.to_string())));
+                }
+            }
+            kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) => {
+                let Some(Pending::Find(group, _)) = self.pending.get(&id) else { return };
+                let record = HoldersRecord::decode(&found.record.value).ok().filter(|r| r.group == *group);
+                let Some(record) = record else {
+                    tracing::debug!(peer = ?found.peer, "a peer answered with a bad holders record");
+                    return;
+                };
+                // The first good record is enough: a get needs one placement, and every byte
+                // it leads to is verified.
+                if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                    q.finish();
+                }
+                for h in &record.holders {
+                    if !self.swarm.is_connected(&h.peer) {
+                        for a in &h.addrs {
+                            self.swarm.add_peer_address(h.peer, a.clone());
+                        }
+                    }
+                }
+                if let Some(Pending::Find(_, reply)) = self.pending.remove(&id) {
+                    let _ = reply.send(Some(record));
+                }
+            }
+            kad::QueryResult::GetRecord(_) if last => {
+                if let Some(Pending::Find(_, reply)) = self.pending.remove(&id) {
+                    let _ = reply.send(None);
+                }
+            }
+            kad::QueryResult::GetRecord(Err(_)) => {
+                if let Some(Pending::Find(_, reply)) = self.pending.remove(&id) {
+                    let _ = reply.send(None);
+                }
+            }
             kad::QueryResult::Bootstrap(r) if last => {
                 if let Some(Pending::Bootstrap(reply)) = self.pending.remove(&id) {
                     let _ = reply.send(r.map(|_| ()).map_err(|e| NetError::Dht(e.to_string())));

@@ -65,7 +65,7 @@ where
 impl From<ClientError> for ApiError {
     fn from(e: ClientError) -> Self {
         let code = match &e {
-            ClientError::ManifestNotFound(_) => StatusCode::NOT_FOUND,
+            ClientError::ManifestNotFound(_) | ClientError::NotFound { .. } => StatusCode::NOT_FOUND,
             ClientError::Policy(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         };

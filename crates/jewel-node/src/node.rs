@@ -109,12 +109,14 @@ impl Node {
         record.holders.iter().map(|h| h.parse().ok()).collect()
     }
 
-    /// A file's manifest and where its pieces are: the recorded placement, else the DHT.
+    /// A file's manifest and where its pieces are: the placement this node recorded if it
+    /// put the file, else the DHT (see [`client::find_file`]).
     pub async fn locate(&self, id: BlockId) -> Result<(Manifest, Vec<Option<PeerId>>), ClientError> {
-        let holders = self.recorded_holders(&id);
-        let manifest =
-            client::fetch_manifest(&self.blocks, id, holders.as_deref().unwrap_or_default()).await?;
-        let located = client::locate(&self.blocks, &manifest, holders.as_deref()).await;
+        let Some(holders) = self.recorded_holders(&id) else {
+            return client::find_file(&self.blocks, id, Some(&self.store)).await;
+        };
+        let manifest = client::fetch_manifest(&self.blocks, id, &holders).await?;
+        let located = client::locate(&self.blocks, &manifest, Some(&holders)).await;
         Ok((manifest, located))
     }
 
@@ -177,6 +179,8 @@ impl Node {
         if !missing.is_empty() {
             return Err(PutError::LeaseLost(missing));
         }
+        // Findable from any peer before the put says it is done.
+        client::publish_holders(&self.blocks, file, &placed.put.manifest, &located).await?;
         let record = FileRecord {
             name: body.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             cap: Some(placed.put.cap.to_string()),
@@ -208,7 +212,9 @@ impl Node {
         }
         let (manifest, located) = self.locate(cap.manifest).await.map_err(GetError::Locate)?;
         manifest.check_key(&cap.key).map_err(GetError::Key)?;
-        let fetch = NetFetch::new(self.blocks.clone(), &manifest, &located).map_err(GetError::Locate)?;
+        let fetch = NetFetch::new(self.blocks.clone(), &manifest, &located)
+            .map_err(GetError::Locate)?
+            .with_local(&self.store);
         let node = self.clone();
         let (stats, resumed_from) = Bridge::run(move |bridge| -> Result<_, GetError> {
             // Progress counts whole segments fetched, of the segments the get covers.

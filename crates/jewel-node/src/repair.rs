@@ -90,6 +90,8 @@ impl Node {
         let fresh: Vec<Option<PeerId>> =
             (0..now.len()).map(|slot| if lost.contains(&slot) { now[slot] } else { None }).collect();
         crate::renew::lease_file(&self.blocks, id, &manifest.pieces, &fresh, self.lease_secs).await;
+        // Any peer finds the new pieces by the time the repair returns.
+        client::publish_holders(&self.blocks, id, &manifest, &now).await?;
         let holders: Vec<String> = now.iter().map(|p| p.map(|p| p.to_string()).unwrap_or_default()).collect();
         self.state.update_file(&id.to_string(), |r| r.holders = holders)?;
         let (manifest, located, after) = self.audit_file(id).await?;

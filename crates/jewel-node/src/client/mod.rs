@@ -11,10 +11,12 @@
 //! These functions are async; the pipelines themselves run on the blocking pool through
 //! [`crate::bridge`], the only place where the two meet.
 
+mod find;
 mod get;
 mod put;
 mod repair;
 
+pub use find::{find_file, publish_holders, LOOKUP_FOR};
 pub use get::{fetch_manifest, get_file, locate, NetFetch, GET_THREADS};
 pub use put::{put_file, Placed};
 pub use repair::{repair_slots, Repaired};
@@ -37,6 +39,12 @@ pub enum ClientError {
     RebuildMismatch { slot: usize },
     #[error("manifest {0} was not found on any peer")]
     ManifestNotFound(BlockId),
+    #[error(
+        "file {id} was not found: looked for {:.1} s (the longest a get looks is {} s) and found {records} holders records and {providers} providers",
+        looked.as_secs_f64(),
+        LOOKUP_FOR.as_secs()
+    )]
+    NotFound { id: BlockId, looked: std::time::Duration, records: usize, providers: usize },
     #[error("the transfer was interrupted (the node is stopping)")]
     Interrupted,
     #[error(transparent)]

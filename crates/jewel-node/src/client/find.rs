@@ -1,0 +1,144 @@
+//! Finding a file from any peer: its manifest and the holder of every piece, from the
+//! holders record the owner published when it put the file (one DHT query), else from the
+//! holders' provider records; looked for again with backoff, for [`LOOKUP_FOR`] at most.
+
+use std::time::{Duration, Instant};
+
+use jewel::manifest::Manifest;
+use jewel::store::BlockStore;
+use jewel::BlockId;
+use jewel_net::{BlockClient, Holder, HoldersRecord, Multiaddr, NetError, PeerId};
+
+use super::{fetch_manifest, ClientError};
+
+/// How long a get looks for a file it cannot find before it gives up: a put returns only
+/// once the file can be found, so this covers a DHT that is slow to answer, not a wait for
+/// the put's announcements.
+pub const LOOKUP_FOR: Duration = Duration::from_secs(10);
+/// One DHT query may take this long before it counts as finding nothing.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+/// The first pause between lookups; it doubles each time.
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+
+/// What the lookups saw, for the error that ends them.
+#[derive(Debug, Default, Clone, Copy)]
+struct Looked {
+    records: usize,
+    providers: usize,
+}
+
+async fn within<T>(f: impl std::future::Future<Output = Result<T, NetError>>) -> Option<T> {
+    tokio::time::timeout(QUERY_TIMEOUT, f).await.ok().and_then(Result::ok)
+}
+
+/// The file `id`'s manifest and the holder of each of its pieces (`None` where no holder
+/// was found), looked up in the DHT. A manifest in `local` (this node's own store) is read
+/// from there.
+pub async fn find_file(
+    blocks: &BlockClient,
+    id: BlockId,
+    local: Option<&dyn BlockStore>,
+) -> Result<(Manifest, Vec<Option<PeerId>>), ClientError> {
+    let start = Instant::now();
+    let mine = local.and_then(|store| store.get(&id).ok()).and_then(|bytes| Manifest::decode(&bytes).ok());
+    let mut pause = FIRST_PAUSE;
+    let mut looked = Looked::default();
+    loop {
+        let record = within(blocks.net().find_holders(id)).await.flatten();
+        let mut peers: Vec<PeerId> = Vec::new();
+        if let Some(r) = &record {
+            looked.records += 1;
+            for h in &r.holders {
+                if !peers.contains(&h.peer) {
+                    peers.push(h.peer);
+                }
+            }
+        }
+        let mut manifest = match peers.is_empty() {
+            _ if mine.is_some() => mine.clone(),
+            true => None,
+            false => fetch_manifest(blocks, id, &peers)
+                .await
+                .inspect_err(
+                    |e| tracing::debug!(file = %id, error = %e, "no manifest from the holders record"),
+                )
+                .ok(),
+        };
+        if manifest.is_none() {
+            let providers = within(blocks.net().providers(id)).await.unwrap_or_default();
+            looked.providers = looked.providers.max(providers.len());
+            if !providers.is_empty() {
+                manifest = fetch_manifest(blocks, id, &providers)
+                    .await
+                    .inspect_err(
+                        |e| tracing::debug!(file = %id, error = %e, "no manifest from the providers"),
+                    )
+                    .ok();
+            }
+        }
+        if let Some(manifest) = manifest {
+            let holders = holders_of(blocks, &manifest, record.as_ref()).await;
+            return Ok((manifest, holders));
+        }
+        if start.elapsed() + pause > LOOKUP_FOR {
+            return Err(ClientError::NotFound {
+                id,
+                looked: start.elapsed(),
+                records: looked.records,
+                providers: looked.providers,
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+    }
+}
+
+/// Each slot's holder: the record's, where it names one for that piece, else the first
+/// provider of the piece.
+async fn holders_of(
+    blocks: &BlockClient,
+    manifest: &Manifest,
+    record: Option<&HoldersRecord>,
+) -> Vec<Option<PeerId>> {
+    let mut unused: Vec<&Holder> = record.map(|r| r.holders.iter().collect()).unwrap_or_default();
+    let mut out = Vec::with_capacity(manifest.pieces.len());
+    for piece in &manifest.pieces {
+        let named = unused.iter().position(|h| h.block == *piece).map(|i| unused.remove(i).peer);
+        out.push(match named {
+            Some(peer) => Some(peer),
+            None => within(blocks.net().providers(*piece)).await.and_then(|p| p.into_iter().next()),
+        });
+    }
+    out
+}
+
+/// Publishes who holds each piece of `manifest` (`holders[i]` for slot i) and the manifest,
+/// with the addresses this node knows for them, so that any peer finds the file in one DHT
+/// query. A later publication (a repair's) replaces an earlier one.
+pub async fn publish_holders(
+    blocks: &BlockClient,
+    file: BlockId,
+    manifest: &Manifest,
+    holders: &[Option<PeerId>],
+) -> Result<(), ClientError> {
+    let known = blocks.net().peers().await?;
+    let addrs = |peer: &PeerId| -> Vec<Multiaddr> {
+        let id = peer.to_string();
+        known
+            .iter()
+            .find(|p| p.peer == id)
+            .map(|p| p.addrs.iter().filter_map(|a| a.parse().ok()).collect())
+            .unwrap_or_default()
+    };
+    let holders = manifest
+        .pieces
+        .iter()
+        .zip(holders)
+        .filter_map(|(block, peer)| Some(Holder { block: *block, peer: (*peer)?, addrs: addrs(&(*peer)?) }))
+        .collect();
+    let seq = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    blocks.net().publish_holders(HoldersRecord { group: file, seq, holders }).await?;
+    Ok(())
+}
