@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use jewel::lease::Collected;
 use jewel::pipeline::{GetStats, PutStats};
 use jewel::store::Usage;
 use serde::de::DeserializeOwned;
@@ -338,6 +337,3 @@ pub struct WorkerStatus {
     /// When it runs next (Unix seconds), if scheduled.
     pub next_run: Option<u64>,
 }
-
-/// What a garbage collection did, for workers' reports.
-pub type Collection = Collected;

@@ -230,3 +230,53 @@ async fn drive(
 pub(crate) fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jewel::lease::{Lease, LeaseBook};
+    use jewel::{BlockId, BlockStore, MemStore};
+
+    /// Tokio's (paused) time as Unix seconds: the runner's sleeps and the workers' `now`
+    /// move together, and a test passes hours in no time.
+    struct Virtual {
+        unix: u64,
+        start: tokio::time::Instant,
+    }
+
+    impl Clock for Virtual {
+        fn now(&self) -> u64 {
+            self.unix + self.start.elapsed().as_secs()
+        }
+    }
+
+    /// The runner wakes a worker when it is due, on the injected clock, and records each
+    /// run: a block leased until t0 + 150 s is kept by the collections at t0 + 60 and
+    /// t0 + 120, and collected by the one at t0 + 180.
+    #[tokio::test(start_paused = true)]
+    async fn the_runner_drives_a_worker_on_the_injected_clock() {
+        const T0: u64 = 1_000_000;
+        let store = MemStore::new(None);
+        let id = store.put(b"leased for a while").unwrap();
+        let book = Arc::new(LeaseBook::in_memory().unwrap());
+        let lease = Lease { block: id, file: BlockId([1; 32]), owner: vec![1], expires: T0 + 150 };
+        book.apply(&[lease]).unwrap();
+        let clock = Arc::new(Virtual { unix: T0, start: tokio::time::Instant::now() });
+        let gc = GcWorker::new(Arc::new(store.clone()), book, 60);
+        let workers = Workers::spawn(vec![(Box::new(gc), Waker::default())], clock.clone());
+        let status = |workers: &Workers| workers.status().remove(0);
+
+        tokio::time::sleep(Duration::from_secs(130)).await;
+        let s = status(&workers);
+        assert_eq!((s.runs, s.last_run, s.next_run), (2, Some(T0 + 120), Some(T0 + 180)), "{s:?}");
+        assert_eq!(s.last_found.as_deref(), Some("collected 0 blocks (0 bytes)"));
+        assert!(store.has(&id).unwrap(), "still leased at t0 + 120");
+
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let s = status(&workers);
+        assert_eq!((s.runs, s.last_run, s.state), (3, Some(T0 + 180), WorkerState::Idle), "{s:?}");
+        assert_eq!(s.last_found.as_deref(), Some("collected 1 block (18 bytes)"));
+        assert!(!store.has(&id).unwrap(), "collected once its lease ran out");
+        workers.stop();
+    }
+}
