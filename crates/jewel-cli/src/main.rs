@@ -139,6 +139,12 @@ enum Command {
         /// delete pieces whose leases ran out.
         #[arg(long, default_value_t = 30 * 24 * 3600)]
         lease_secs: u64,
+        /// Most bytes per second the scrubber re-verifies stored blocks at (e.g. 16MiB).
+        #[arg(long, value_parser = parse_size, default_value = "16MiB")]
+        scrub_rate: u64,
+        /// Seconds between the scrubber's passes over the whole store.
+        #[arg(long, default_value_t = 24 * 3600)]
+        scrub_every: u64,
     },
     /// Store a file on the network through the node; prints its read cap.
     Put {
@@ -165,6 +171,10 @@ enum Command {
     /// Show each piece of a file with its holder and state, and whether it is recoverable.
     Check {
         cap: String,
+        /// Fetch and verify every byte of every piece (a plain check proves one random
+        /// chunk group of each).
+        #[arg(long)]
+        verify: bool,
         #[arg(long)]
         json: bool,
     },
@@ -350,6 +360,8 @@ fn run(cli: Cli) -> Result<()> {
             audit_every,
             repair_margin,
             lease_secs,
+            scrub_rate,
+            scrub_every,
         } => {
             let Some(home) = cli.home.clone() else {
                 anyhow::bail!(
@@ -370,6 +382,8 @@ fn run(cli: Cli) -> Result<()> {
                 audit_every: std::time::Duration::from_secs(audit_every.max(1)),
                 repair_margin,
                 lease: std::time::Duration::from_secs(lease_secs.max(1)),
+                scrub_rate,
+                scrub_every: std::time::Duration::from_secs(scrub_every.max(1)),
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(jewel_node::run(config, |info| {
@@ -392,7 +406,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             remote::get(home, &cap, &output, range, json)
         }
-        Command::Check { cap, json } => remote::check(home, &cap, json),
+        Command::Check { cap, verify, json } => remote::check(home, &cap, verify, json),
         Command::Status { json } => remote::status(home, json),
         Command::Peers { json } => remote::peers(home, json),
         Command::Dir { json } => remote::dir(home, json),

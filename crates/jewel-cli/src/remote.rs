@@ -177,8 +177,8 @@ fn cap_request(cap: &str) -> api::CapRequest {
     api::CapRequest { cap: cap.to_string() }
 }
 
-pub fn check(home: Option<&Path>, cap: &str, json: bool) -> Result<()> {
-    let v = Api::open(home)?.call::<api::Check>(&cap_request(cap))?;
+pub fn check(home: Option<&Path>, cap: &str, verify: bool, json: bool) -> Result<()> {
+    let v = Api::open(home)?.call::<api::Check>(&api::CheckRequest { cap: cap.to_string(), verify })?;
     if json {
         outln!("{}", serde_json::to_string(&v)?);
         return Ok(());
@@ -219,6 +219,9 @@ fn print_check(v: &api::CheckReport) -> Result<()> {
             p.holder.as_deref().unwrap_or("-"),
             p.state.as_str()
         )?;
+    }
+    if v.verified {
+        writeln!(out, "every byte of every piece fetched and verified ({} bytes)", v.audit_bytes)?;
     }
     writeln!(
         out,
@@ -317,6 +320,12 @@ pub fn status(home: Option<&Path>, json: bool) -> Result<()> {
         )?;
         if let Some(e) = &w.last_error {
             writeln!(out, "{:<8} last error: {e}", "")?;
+        }
+    }
+    if !v.dropped.is_empty() {
+        writeln!(out, "\nblocks the scrubber dropped (they no longer matched their id):")?;
+        for d in &v.dropped {
+            writeln!(out, "  {} {}", d.id, ago(Some(d.at)))?;
         }
     }
     Ok(())

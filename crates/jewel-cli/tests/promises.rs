@@ -225,7 +225,7 @@ fn an_owner_restart_keeps_its_files_and_settings() {
     let status = net.peers[0].json(&["status", "--json"]);
     let names: Vec<&str> =
         status["workers"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["gc", "renew", "audit", "repair"]);
+    assert_eq!(names, ["gc", "renew", "audit", "repair", "scrub"]);
 }
 
 /// `jewel rm`: the holders delete the pieces and account for it, and the owner forgets the
@@ -504,4 +504,198 @@ fn an_interrupted_get_resumes() {
     assert!(resumed >= 8 << 20, "{}", o.stderr);
     assert!(std::fs::read(&out).unwrap() == data, "the resumed file is exact");
     assert!(part().is_none(), "the part file is gone");
+}
+
+/// Exactly k pieces left, one of them on the getting peer and one placed by a repair: the
+/// get uses its own piece and finds the repaired one (the repair republished the file's
+/// holders before it returned).
+#[test]
+fn a_get_uses_its_own_piece_and_finds_a_repaired_one() {
+    let _one = exclusive();
+    let mut net = devnet(8);
+    let data = random_bytes(900_000, 11);
+    let file = write_file(&net.path("f"), &data);
+    let put = net.peers[0].json(&["put", &file, "--scheme", "jewels:3/5", "--json"]);
+    let cap = put["cap"].as_str().unwrap().to_string();
+    let placed = holders(&put);
+    let peers: Vec<usize> = placed.iter().filter(|h| **h != net.hub.peer).map(|h| net.index_of(h)).collect();
+    // The getter holds a piece; one other holder dies and the owner repairs its piece.
+    let (getter, first_loss) = (peers[0], peers[1]);
+    net.peers[first_loss].kill();
+    let repaired = net.peers[0].json(&["repair", &cap, "--json"]);
+    let moved: Vec<String> = repaired["repaired"]["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().into())
+        .collect();
+    assert_eq!(moved.len(), 1, "{repaired}");
+    // Two more holders die: the getter's own piece, the repaired one and one more are left.
+    let now: Vec<String> = repaired["check"]["pieces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["holder"].as_str().unwrap().into())
+        .collect();
+    let victims: Vec<usize> = now
+        .iter()
+        .filter(|h| **h != net.hub.peer && **h != net.peers[getter].peer && **h != moved[0])
+        .map(|h| net.index_of(h))
+        .take(2)
+        .collect();
+    assert_eq!(victims.len(), 2, "{now:?}");
+    for v in victims {
+        net.peers[v].kill();
+    }
+    let out = net.path("out");
+    let got = net.peers[getter].json(&["get", &cap, "-o", s(&out), "--json"]);
+    assert!(std::fs::read(&out).unwrap() == data, "exact from k pieces");
+    let own_slot = now.iter().position(|h| *h == net.peers[getter].peer).unwrap();
+    let repaired_slot = now.iter().position(|h| *h == moved[0]).unwrap();
+    let read = &got["stats"]["read_by_slot"];
+    assert!(read[own_slot].as_u64().unwrap() > 0, "the getter's own piece was read: {got}");
+    assert!(read[repaired_slot].as_u64().unwrap() > 0, "the repaired piece was found and read: {got}");
+}
+
+/// Holders that keep their connections open and never answer (SIGSTOP): a get from
+/// another peer still comes back exact, with one of them or with n-k of them frozen; a put
+/// sends a frozen holder's piece to a spare; a repair works around a frozen holder. Each
+/// costs a bounded wait, not the tens of seconds of an answer timeout per request.
+#[test]
+fn frozen_holders_cost_one_bounded_wait() {
+    let _one = exclusive();
+    let mut net = devnet(9);
+    let data = random_bytes(20 << 20, 12);
+    let file = write_file(&net.path("f"), &data);
+    let put = net.peers[0].json(&["put", &file, "--scheme", "jewels:3/5", "--json"]);
+    let cap = put["cap"].as_str().unwrap().to_string();
+    let placed: Vec<usize> =
+        holders(&put).iter().filter(|h| **h != net.hub.peer).map(|h| net.index_of(h)).collect();
+    let getter = (1..net.peers.len()).find(|i| !placed.contains(i)).unwrap();
+    let get = |net: &Devnet, what: &str| -> Duration {
+        let out = net.path("out");
+        let t = Instant::now();
+        net.peers[getter].ok(&["get", &cap, "-o", s(&out)]);
+        let took = t.elapsed();
+        assert!(std::fs::read(&out).unwrap() == data, "{what}: exact");
+        std::fs::remove_file(&out).unwrap();
+        took
+    };
+    let healthy = get(&net, "healthy");
+    net.peers[placed[0]].freeze();
+    let one = get(&net, "one holder frozen");
+    net.peers[placed[1]].freeze();
+    let two = get(&net, "n-k holders frozen");
+    // Bounds far above what a healthy get takes and far below one answer timeout (10 s) per
+    // request, which is what a frozen holder used to cost.
+    assert!(one < healthy * 2 + Duration::from_secs(5), "one frozen: {one:?} (healthy {healthy:?})");
+    assert!(two < healthy * 3 + Duration::from_secs(8), "n-k frozen: {two:?} (healthy {healthy:?})");
+
+    // Puts with one peer frozen: it is a candidate (its connection is open), and whenever it
+    // is picked its piece goes to a spare after one bounded wait.
+    net.peers[placed[1]].thaw();
+    let frozen = net.peers[placed[0]].peer.clone();
+    for i in 0..3 {
+        let small = write_file(&net.path(&format!("p{i}")), &random_bytes(300_000, 20 + i));
+        let t = Instant::now();
+        let put = net.peers[0].json(&["put", &small, "--scheme", "jewels:3/5", "--json"]);
+        assert!(!holders(&put).contains(&frozen), "a frozen peer holds nothing: {put}");
+        assert!(t.elapsed() < Duration::from_secs(20), "put {i} took {:?}", t.elapsed());
+    }
+    // A repair with one holder dead and one frozen: both pieces move.
+    net.peers[placed[2]].kill();
+    let t = Instant::now();
+    let r = net.peers[0].json(&["repair", &cap, "--json"]);
+    assert_eq!(r["check"]["alive"], 5, "{r}");
+    assert!(t.elapsed() < Duration::from_secs(40), "repair took {:?}", t.elapsed());
+    net.peers[placed[0]].thaw();
+}
+
+/// The path of block `id` in a node's store.
+fn block_path(node: &Node, id: &str) -> std::path::PathBuf {
+    node.home.join("store").join("blocks").join(&id[..2]).join(id)
+}
+
+/// Flips one byte at each of `offsets` in a stored block, as rot would.
+fn rot(node: &Node, id: &str, offsets: &[usize]) {
+    let path = block_path(node, id);
+    let mut bytes = std::fs::read(&path).unwrap();
+    for &at in offsets {
+        let at = at.min(bytes.len() - 1);
+        bytes[at] ^= 0x40;
+    }
+    std::fs::write(&path, bytes).unwrap();
+}
+
+/// Rot inside two holders' pieces, where a sampled audit rarely looks: `check --verify`
+/// reads every byte and names both, with their holders; `repair` replaces them; the file
+/// is whole and verifies clean afterwards.
+#[test]
+fn check_verify_finds_rot_and_repair_replaces_it() {
+    let _one = exclusive();
+    let net = devnet(8);
+    let data = random_bytes(3 << 20, 13);
+    let file = write_file(&net.path("f"), &data);
+    let put = net.peers[0].json(&["put", &file, "--scheme", "jewels:3/5", "--json"]);
+    let cap = put["cap"].as_str().unwrap().to_string();
+    let check = net.peers[0].json(&["check", &cap, "--json"]);
+    let pieces = check["pieces"].as_array().unwrap().clone();
+    let rotten = [1usize, 3];
+    for &slot in &rotten {
+        let (id, holder) =
+            (pieces[slot]["piece"].as_str().unwrap(), pieces[slot]["holder"].as_str().unwrap());
+        rot(net.node(holder), id, &[700_000]);
+    }
+    let verified = net.peers[0].json(&["check", &cap, "--verify", "--json"]);
+    assert_eq!(verified["verified"], true);
+    for (slot, p) in verified["pieces"].as_array().unwrap().iter().enumerate() {
+        let want = if rotten.contains(&slot) { "corrupt" } else { "alive" };
+        assert_eq!(p["state"], want, "slot {slot}: {verified}");
+        assert_eq!(p["holder"], pieces[slot]["holder"], "the holder is named");
+    }
+    let text = net.peers[0].ok(&["check", &cap, "--verify"]);
+    assert!(text.contains("corrupt") && text.contains("every byte"), "{text}");
+    let fixed = net.peers[0].json(&["repair", &cap, "--json"]);
+    assert_eq!(fixed["repaired"]["slots"], serde_json::json!(rotten), "{fixed}");
+    let after = net.peers[0].json(&["check", &cap, "--verify", "--json"]);
+    assert_eq!(after["alive"], 5, "{after}");
+    let out = net.path("out");
+    net.peers[5].ok(&["get", &cap, "-o", s(&out)]);
+    assert!(std::fs::read(&out).unwrap() == data);
+}
+
+/// A holder's scrubber finds a block that rotted, drops it and says so in `jewel status`;
+/// the owner's audit then sees the piece missing, and repair makes the file whole again.
+#[test]
+fn the_scrubber_drops_rot_and_the_owner_repairs_it() {
+    let _one = exclusive();
+    let scrub = ["--scrub-every", "1", "--scrub-rate", "64MiB"];
+    let net =
+        Devnet::start_with_hub(Path::new(BIN), &scrub, 6, |_| scrub.iter().map(|a| a.to_string()).collect());
+    let data = random_bytes(2 << 20, 14);
+    let file = write_file(&net.path("f"), &data);
+    let put = net.peers[0].json(&["put", &file, "--scheme", "jewels:3/5", "--json"]);
+    let cap = put["cap"].as_str().unwrap().to_string();
+    let check = net.peers[0].json(&["check", &cap, "--json"]);
+    let (id, holder) =
+        (check["pieces"][2]["piece"].as_str().unwrap(), check["pieces"][2]["holder"].as_str().unwrap());
+    let holder = net.node(holder);
+    rot(holder, id, &[300_000]);
+    let status = eventually("the holder's scrubber drops the rotten block", Duration::from_secs(60), || {
+        let status = holder.json(&["status", "--json"]);
+        let dropped: Vec<&str> =
+            status["dropped"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+        dropped.contains(&id).then_some(status)
+    });
+    let scrubber =
+        status["workers"].as_array().unwrap().iter().find(|w| w["name"] == "scrub").unwrap().clone();
+    assert!(scrubber["last_found"].as_str().unwrap().contains("dropped"), "{scrubber}");
+    assert!(!block_path(holder, id).exists(), "the rotten block is gone from the store");
+    let check = net.peers[0].json(&["check", &cap, "--json"]);
+    assert_eq!(check["pieces"][2]["state"], "missing", "{check}");
+    let fixed = net.peers[0].json(&["repair", &cap, "--json"]);
+    assert_eq!(fixed["repaired"]["slots"], serde_json::json!([2]), "{fixed}");
+    let out = net.path("out");
+    net.peers[4].ok(&["get", &cap, "-o", s(&out)]);
+    assert!(std::fs::read(&out).unwrap() == data);
 }

@@ -194,7 +194,7 @@ mod tests {
                     block: BlockId([i as u8; 32]),
                     peer: PeerId::random(),
                     addrs: (0..addrs)
-                        .map(|p| format!("/ip4/10.0.0.{}/tcp/{}", i % 250, 4000 + p).parse().unwrap())
+                        .map(|p| format!("/ip6/2001:db8::1:{i:x}/tcp/{}", 4000 + p).parse().unwrap())
                         .collect(),
                 })
                 .collect(),
@@ -212,6 +212,8 @@ mod tests {
     #[test]
     fn a_big_record_drops_addresses_to_fit_and_keeps_every_holder() {
         let r = record(MAX_HOLDERS, MAX_ADDRS);
+        let whole: Vec<Vec<&Multiaddr>> = r.holders.iter().map(|h| h.addrs.iter().collect()).collect();
+        assert!(r.encode_with(&whole).len() > MAX_RECORD, "the test record must not fit whole");
         let bytes = r.encode().unwrap();
         assert!(bytes.len() <= MAX_RECORD);
         let back = HoldersRecord::decode(&bytes).unwrap();

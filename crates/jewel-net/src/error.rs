@@ -24,6 +24,8 @@ pub enum NetError {
     Timeout(Duration, &'static str),
     #[error("cannot open a block stream to {peer}: {reason}")]
     OpenStream { peer: PeerId, reason: String },
+    #[error("peer {peer} did not answer within {waited:?} (frozen or overloaded?)")]
+    Unresponsive { peer: PeerId, waited: Duration },
     #[error(transparent)]
     Wire(#[from] crate::wire::WireError),
     #[error("peer {peer} sent a bad fragment: {source}")]

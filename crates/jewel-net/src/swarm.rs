@@ -38,6 +38,11 @@ const MAX_PROVIDED: usize = 1 << 20;
 const MAX_RECORDS: usize = 4096;
 /// How long publishing a holders record may take.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Peers a holders record is sent to directly (Kademlia's replication factor).
+const PUBLISH_TO: usize = 20;
+/// How long one Kademlia request may go unanswered (libp2p's default is 10 s): a frozen
+/// peer on a lookup's path costs this.
+const KAD_REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// How to start the network.
 #[derive(Clone, Debug)]
@@ -114,6 +119,12 @@ fn agent_version(zone: &Option<String>) -> String {
     }
 }
 
+/// A dial error's first line (libp2p lists every address tried, one per line).
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or(text);
+    line.chars().take(300).collect()
+}
+
 /// The zone a peer announced in its identify agent string, if any.
 pub fn zone_of(agent: &str) -> Option<String> {
     agent.split_whitespace().find_map(|w| w.strip_prefix("zone=")).map(str::to_string)
@@ -154,6 +165,7 @@ pub(crate) fn build_swarm(
             let peer_id = key.public().to_peer_id();
             let mut kcfg = kad::Config::new(KAD_PROTOCOL);
             kcfg.set_query_timeout(Duration::from_secs(30));
+            kcfg.set_substreams_timeout(KAD_REQUEST_TIMEOUT);
             kcfg.set_provider_publication_interval(Some(Duration::from_secs(3600)));
             kcfg.set_provider_record_ttl(Some(Duration::from_secs(4 * 3600)));
             // Inbound records are checked before they are stored (see `EventLoop::inbound`).
@@ -228,6 +240,13 @@ enum Pending {
 /// Peers whose identify answers (addresses, zone) are kept at most, before those not
 /// connected are forgotten.
 const MAX_TRACKED: usize = 4096;
+/// After a dial to a peer fails, connects to it fail at once for this long (unless it
+/// connects to us meanwhile): a get that asks a dead holder for several segments pays for
+/// one failed dial, not one per request.
+pub const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
+
+/// Where a connect's outcome goes.
+type ConnectReply = oneshot::Sender<Result<PeerId, NetError>>;
 
 /// Owns the swarm; runs until every [`NetHandle`] is dropped or shutdown is signalled.
 pub(crate) struct EventLoop {
@@ -235,6 +254,12 @@ pub(crate) struct EventLoop {
     commands: mpsc::Receiver<Command>,
     pending: HashMap<kad::QueryId, Pending>,
     dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, NetError>>>,
+    /// Connects waiting on one dial per peer: concurrent requests to a peer that cannot be
+    /// reached cost one failed dial, not one each.
+    connecting: HashMap<PeerId, (ConnectionId, Vec<ConnectReply>)>,
+    /// Peers whose last dial failed, and when: a connect within [`UNREACHABLE_FOR`] of that
+    /// fails at once, unless the peer has connected to us since.
+    unreachable: HashMap<PeerId, (std::time::Instant, String)>,
     zones: HashMap<PeerId, String>,
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
     events: tokio::sync::broadcast::Sender<NetEvent>,
@@ -373,6 +398,8 @@ impl EventLoop {
             commands: rx,
             pending: HashMap::new(),
             dials: HashMap::new(),
+            connecting: HashMap::new(),
+            unreachable: HashMap::new(),
             zones: HashMap::new(),
             addrs: HashMap::new(),
             events,
@@ -424,10 +451,30 @@ impl EventLoop {
                     let _ = reply.send(Ok(peer));
                     return;
                 }
+                if let Some((at, reason)) = self.unreachable.get(&peer) {
+                    if at.elapsed() < UNREACHABLE_FOR {
+                        let reason = format!("{reason} ({:.1} s ago)", at.elapsed().as_secs_f64());
+                        let _ = reply.send(Err(NetError::Dial { target: peer.to_string(), reason }));
+                        return;
+                    }
+                }
+                if let Some((_, waiting)) = self.connecting.get_mut(&peer) {
+                    waiting.push(reply);
+                    return;
+                }
                 // A dial already on its way (mDNS, Kademlia) does not make this one fail:
                 // libp2p's default condition would refuse to dial a peer being dialed.
                 let opts = DialOpts::peer_id(peer).condition(PeerCondition::Disconnected).build();
-                self.dial(opts, peer.to_string(), reply);
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.connecting.insert(peer, (id, vec![reply]));
+                    }
+                    Err(e) => {
+                        let _ = reply
+                            .send(Err(NetError::Dial { target: peer.to_string(), reason: e.to_string() }));
+                    }
+                }
             }
             Command::Bootstrap { reply } => match kad.bootstrap() {
                 Ok(q) => {
@@ -458,14 +505,24 @@ impl EventLoop {
                     }
                 };
                 let record = kad::Record::new(book::key(&record.group), bytes);
-                match kad.put_record(record, kad::Quorum::One) {
-                    Ok(q) => {
-                        self.pending.insert(q, Pending::Publish(reply));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(NetError::Dht(e.to_string())));
-                    }
+                // Kademlia's own publication: stored here (and republished while this node
+                // runs) and sent to the closest peers a walk finds. The walk waits for every
+                // close peer's answer, a frozen one's too, so the caller does not wait for it.
+                if let Err(e) = kad.put_record(record.clone(), kad::Quorum::One) {
+                    let _ = reply.send(Err(NetError::Dht(e.to_string())));
+                    return;
                 }
+                // The caller waits for the closest peers this node knows: the first that
+                // stores the record makes the file findable.
+                let target = kad::KBucketKey::new(record.key.clone());
+                let closest: Vec<PeerId> =
+                    kad.get_closest_local_peers(&target).take(PUBLISH_TO).map(|k| *k.preimage()).collect();
+                if closest.is_empty() {
+                    let _ = reply.send(Err(NetError::NoPeers));
+                    return;
+                }
+                let q = kad.put_record_to(record, closest.into_iter(), kad::Quorum::One);
+                self.pending.insert(q, Pending::Publish(reply));
             }
             Command::FindHolders { group, reply } => {
                 let q = kad.get_record(kad::RecordKey::new(&book::key(&group)));
@@ -510,15 +567,40 @@ impl EventLoop {
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
+                // Any connection to the peer, ours or its own, answers every waiting connect.
+                if let Some((_, waiting)) = self.connecting.remove(&peer_id) {
+                    for reply in waiting {
+                        let _ = reply.send(Ok(peer_id));
+                    }
+                }
+                self.unreachable.remove(&peer_id);
                 if endpoint.is_dialer() {
                     let addr = endpoint.get_remote_address().clone();
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }
-            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let _ =
                         reply.send(Err(NetError::Dial { target: "peer".into(), reason: error.to_string() }));
+                }
+                let Some(peer) = peer_id else { return };
+                if self.connecting.get(&peer).is_some_and(|(id, _)| *id == connection_id) {
+                    let reason = first_line(&error.to_string());
+                    if let Some((_, waiting)) = self.connecting.remove(&peer) {
+                        for reply in waiting {
+                            let _ = reply.send(Err(NetError::Dial {
+                                target: peer.to_string(),
+                                reason: reason.clone(),
+                            }));
+                        }
+                    }
+                    if self.unreachable.len() >= MAX_TRACKED {
+                        self.unreachable.retain(|_, (at, _)| at.elapsed() < UNREACHABLE_FOR);
+                    }
+                    if self.unreachable.len() < MAX_TRACKED {
+                        self.unreachable.insert(peer, (std::time::Instant::now(), reason));
+                    }
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {

@@ -59,8 +59,8 @@ endpoint!(
     Get, "/v1/get", true, GetRequest => GetResponse
 );
 endpoint!(
-    /// Audit each piece of a file.
-    Check, "/v1/check", true, CapRequest => CheckReport
+    /// Audit each piece of a file (a sampled proof each, or every byte with `verify`).
+    Check, "/v1/check", true, CheckRequest => CheckReport
 );
 endpoint!(
     /// Rebuild the pieces of a file that are not alive onto new peers.
@@ -153,6 +153,15 @@ pub struct CapRequest {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    pub cap: String,
+    /// Fetch and verify every byte of every piece, not one sampled chunk group each.
+    #[serde(default)]
+    pub verify: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProgressRequest {
     pub job: String,
 }
@@ -224,6 +233,8 @@ pub struct CheckReport {
     pub recoverable: bool,
     pub audit_bytes: u64,
     pub audited_at: u64,
+    /// Whether every byte of every piece was fetched and verified (`check --verify`).
+    pub verified: bool,
     /// Slots whose holder said, at the last lease renewal, that it no longer has the piece.
     pub lease_missing: Vec<usize>,
 }
@@ -259,6 +270,10 @@ pub struct FileRecord {
     /// When the leases on the pieces were last renewed (Unix seconds; 0: at the put).
     #[serde(default)]
     pub leased_at: u64,
+    /// Slots whose piece a full verification (`check --verify`) found corrupt, until a
+    /// repair replaces them.
+    #[serde(default)]
+    pub corrupt: Vec<usize>,
 }
 
 /// A block this node holds for a peer.
@@ -307,6 +322,16 @@ pub struct StatusResponse {
     pub listen: Vec<String>,
     pub usage: Usage,
     pub workers: Vec<WorkerStatus>,
+    /// Blocks the scrubber dropped because they no longer matched their id.
+    pub dropped: Vec<DroppedBlock>,
+}
+
+/// A block the scrubber dropped.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DroppedBlock {
+    pub id: String,
+    /// Unix seconds.
+    pub at: u64,
 }
 
 /// What a background worker is doing.

@@ -52,9 +52,8 @@ pub async fn audit(blocks: &BlockClient, manifest: &Manifest, located: &[Option<
             match tokio::time::timeout(AUDIT_TIMEOUT, blocks.prove(peer, *piece, size, group)).await {
                 Ok(Ok(moved)) if t.elapsed() > AUDIT_LATE => (PieceState::Late, moved as u64),
                 Ok(Ok(moved)) => (PieceState::Alive, moved as u64),
-                Ok(Err(NetError::Wire(WireError::Refused { status: Status::Corrupt, .. })))
-                | Ok(Err(NetError::Fragment { .. })) => (PieceState::Corrupt, 0),
-                _ => (PieceState::Missing, 0),
+                Ok(Err(e)) => (piece_state_of(&e), 0),
+                Err(_) => (PieceState::Missing, 0),
             }
         }
     });
@@ -63,6 +62,64 @@ pub async fn audit(blocks: &BlockClient, manifest: &Manifest, located: &[Option<
         at: now,
         bytes: results.iter().map(|r| r.1).sum(),
         states: results.into_iter().map(|r| r.0).collect(),
+    }
+}
+
+/// Pieces read for a full verification at once.
+const VERIFY_CONCURRENCY: usize = 4;
+
+/// Fetches every byte of every piece from its holder, verified against the piece id as it
+/// arrives (like a get, without decoding), 4 pieces at a time: `check --verify`.
+pub async fn verify_all(
+    blocks: &BlockClient,
+    manifest: &Manifest,
+    located: &[Option<PeerId>],
+    now: u64,
+) -> Audit {
+    use futures::stream::StreamExt;
+    let Ok(scheme) = manifest.build_scheme() else { return Audit::default() };
+    let pieces: Vec<(usize, BlockId, u64, Option<PeerId>)> = manifest
+        .pieces
+        .iter()
+        .enumerate()
+        .map(|(slot, id)| {
+            (slot, *id, manifest.piece_len(scheme.as_ref(), slot), located.get(slot).copied().flatten())
+        })
+        .collect();
+    let read = |(slot, id, size, holder): (usize, BlockId, u64, Option<PeerId>)| async move {
+        let Some(peer) = holder else { return (slot, PieceState::Missing, 0) };
+        let mut buf = Vec::new();
+        let mut at = 0u64;
+        while at < size {
+            let n = (size - at).min(jewel_net::wire::MAX_GET);
+            match blocks.get_range_into(peer, id, size, (at, n), &mut buf, 0).await {
+                Ok(()) => at += n,
+                Err(e) => {
+                    tracing::info!(%peer, piece = %id, slot, at, error = %e, "verify: piece not whole");
+                    return (slot, piece_state_of(&e), at);
+                }
+            }
+        }
+        (slot, PieceState::Alive, size)
+    };
+    let mut results: Vec<(usize, PieceState, u64)> =
+        futures::stream::iter(pieces).map(read).buffer_unordered(VERIFY_CONCURRENCY).collect().await;
+    results.sort_by_key(|r| r.0);
+    Audit {
+        at: now,
+        bytes: results.iter().map(|r| r.2).sum(),
+        states: results.into_iter().map(|r| r.1).collect(),
+    }
+}
+
+/// What a failed read says about a piece: bytes that do not verify, or a holder that says
+/// its copy is damaged, mean corrupt; anything else, missing.
+fn piece_state_of(e: &NetError) -> PieceState {
+    match e {
+        NetError::Wire(WireError::Refused { status: Status::Corrupt, .. }) | NetError::Fragment { .. } => {
+            PieceState::Corrupt
+        }
+        _ => PieceState::Missing,
     }
 }
 
@@ -96,6 +153,7 @@ pub fn check_report(
         recoverable: scheme.can_decode(&usable),
         audit_bytes: audit.bytes,
         audited_at: audit.at,
+        verified: false,
         lease_missing,
     })
 }
@@ -106,22 +164,47 @@ pub fn lost_slots(audit: &Audit) -> Vec<usize> {
 }
 
 impl Node {
-    /// Audits a file (any cap); for this node's own files the result is recorded.
+    /// Audits a file (any cap): a sampled proof of each piece, or with `full` every byte.
+    /// For this node's own files the result is recorded; pieces a full verification found
+    /// corrupt stay recorded as such until a repair replaces them, and are reported corrupt
+    /// whatever a later sample says.
     pub async fn audit_file(
         &self,
         id: BlockId,
+        full: bool,
     ) -> Result<(Manifest, Vec<Option<PeerId>>, Audit), AuditError> {
         let (manifest, located) = self.locate(id).await?;
-        let result = audit(&self.blocks, &manifest, &located, self.clock.now()).await;
-        self.state.update_file(&id.to_string(), |r| r.audit = Some(result.clone()))?;
+        let now = self.clock.now();
+        let mut result = match full {
+            true => verify_all(&self.blocks, &manifest, &located, now).await,
+            false => audit(&self.blocks, &manifest, &located, now).await,
+        };
+        let recorded = result.clone();
+        let mut known_corrupt = Vec::new();
+        self.state.update_file(&id.to_string(), |r| {
+            if full {
+                r.corrupt = (0..recorded.states.len())
+                    .filter(|s| recorded.states[*s] == PieceState::Corrupt)
+                    .collect();
+            }
+            known_corrupt = r.corrupt.clone();
+            r.audit = Some(recorded);
+        })?;
+        for slot in known_corrupt {
+            if let Some(state) = result.states.get_mut(slot) {
+                *state = PieceState::Corrupt;
+            }
+        }
         Ok((manifest, located, result))
     }
 
-    /// `jewel check`: audits a file now and reports each piece.
-    pub async fn check(self: &Arc<Self>, cap: &str) -> Result<CheckReport, AuditError> {
+    /// `jewel check [--verify]`: audits a file now and reports each piece.
+    pub async fn check(self: &Arc<Self>, cap: &str, verify: bool) -> Result<CheckReport, AuditError> {
         let id = Cap::parse(cap)?.manifest();
-        let (manifest, located, audit) = self.audit_file(id).await?;
+        let (manifest, located, audit) = self.audit_file(id, verify).await?;
         let missing = self.state.file(&id.to_string())?.map(|r| r.lease_missing).unwrap_or_default();
-        check_report(&manifest, &located, &audit, missing)
+        let mut report = check_report(&manifest, &located, &audit, missing)?;
+        report.verified = verify;
+        Ok(report)
     }
 }

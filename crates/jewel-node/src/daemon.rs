@@ -21,7 +21,9 @@ use crate::http::{router, Served};
 use crate::identity::{ensure_home, load_identity, new_token, write_secret, IdentityError};
 use crate::node::Node;
 use crate::state::{StateError, StateStore};
-use crate::workers::{AuditWorker, GcWorker, RenewWorker, RepairWorker, SystemClock, Waker, Worker, Workers};
+use crate::workers::{
+    AuditWorker, GcWorker, RenewWorker, RepairWorker, ScrubWorker, SystemClock, Waker, Worker, Workers,
+};
 
 /// Leases run this long unless told otherwise.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -70,7 +72,16 @@ pub struct NodeConfig {
     pub repair_margin: Option<usize>,
     /// How long the leases on this node's files run; renewed once half has run.
     pub lease: Duration,
+    /// Bytes per second the scrubber re-verifies, at most.
+    pub scrub_rate: u64,
+    /// Time between the scrubber's whole passes over the store.
+    pub scrub_every: Duration,
 }
+
+/// The scrubber's default rate: about a tenth of a slow disk's sequential read.
+pub const DEFAULT_SCRUB_RATE: u64 = 16 << 20;
+/// The scrubber's default time between passes.
+pub const DEFAULT_SCRUB_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs a node until SIGINT or SIGTERM. `ready` is called once `api.json` is written.
 pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(), NodeError> {
@@ -80,7 +91,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     ensure_home(&config.home)?;
     let keypair = load_identity(&config.home)?;
     let store = FsStore::open(config.home.join("store"), config.capacity)?;
-    let state = StateStore::open(&config.home)?;
+    let state = Arc::new(StateStore::open(&config.home)?);
     let leases = Arc::new(
         LeaseBook::in_database(state.database())
             .map_err(|e| NodeError::Leases { path: state.path().to_path_buf(), reason: e.to_string() })?,
@@ -105,18 +116,26 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     let node = Arc::new(Node {
         store: store.clone(),
         blocks: network.blocks().clone(),
-        state,
+        state: state.clone(),
         jobs: Default::default(),
         clock: Arc::new(SystemClock),
         lease_secs: u32::try_from(config.lease.as_secs()).unwrap_or(u32::MAX).max(1),
         repair_margin: config.repair_margin,
         repairing: Default::default(),
     });
+    let scrub = ScrubWorker::new(
+        Arc::new(store.clone()),
+        leases.clone(),
+        state,
+        config.scrub_rate,
+        config.scrub_every.as_secs(),
+    );
     let workers: Vec<(Box<dyn Worker>, Waker)> = vec![
         (Box::new(GcWorker::new(Arc::new(store), leases, every)), Waker::default()),
         (Box::new(RenewWorker::new(node.clone())), Waker::default()),
         (Box::new(AuditWorker::new(node.clone(), every, repair_waker.clone())), Waker::default()),
         (Box::new(RepairWorker::new(node.clone(), every)), repair_waker),
+        (Box::new(scrub), Waker::default()),
     ];
     let workers = Workers::spawn(workers, node.clock.clone());
     let served = Arc::new(Served { node, workers, token: token.clone() });
@@ -127,25 +146,26 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     let api_json = config.home.join("api.json");
     let json = serde_json::to_vec_pretty(&info).map_err(|e| io_err(&api_json)(std::io::Error::other(e)))?;
     write_secret(&api_json, &json)?;
+    // The handlers are in place before the node says it is ready: a SIGTERM right after
+    // that stops it cleanly (api.json removed) instead of killing it.
+    let stop = shutdown_signal(&config.home)?;
     ready(&info);
-    let served_result = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    let served_result = axum::serve(listener, app).with_graceful_shutdown(stop).await;
     let _ = std::fs::remove_file(&api_json);
     served.workers.stop();
     network.shutdown().await;
     served_result.map_err(io_err(&config.home))
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM; the handlers are installed when this is called.
+fn shutdown_signal(home: &Path) -> Result<impl std::future::Future<Output = ()>, NodeError> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+    let mut term = signal(SignalKind::terminate()).map_err(io_err(home))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io_err(home))?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    })
 }

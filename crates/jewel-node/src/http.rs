@@ -163,6 +163,7 @@ async fn status_(State(s): S) -> Reply<api::Status> {
         listen: net.listeners().await?.iter().map(|a| a.to_string()).collect(),
         usage: jewel::BlockStore::usage(&s.node.store),
         workers: s.workers.status(),
+        dropped: s.node.state.dropped()?.into_iter().map(|(id, at)| api::DroppedBlock { id, at }).collect(),
     }))
 }
 
@@ -183,7 +184,7 @@ async fn get_file(State(s): S, Body(req): Req<api::Get>) -> Reply<api::Get> {
 }
 
 async fn check(State(s): S, Body(req): Req<api::Check>) -> Reply<api::Check> {
-    Ok(Json(s.node.check(&req.cap).await?))
+    Ok(Json(s.node.check(&req.cap, req.verify).await?))
 }
 
 async fn repair(State(s): S, Body(req): Req<api::Repair>) -> Reply<api::Repair> {

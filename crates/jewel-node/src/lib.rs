@@ -29,5 +29,5 @@ pub mod state;
 pub mod workers;
 
 pub use api::ApiInfo;
-pub use daemon::{run, NodeConfig, NodeError, DEFAULT_LEASE};
+pub use daemon::{run, NodeConfig, NodeError, DEFAULT_LEASE, DEFAULT_SCRUB_EVERY, DEFAULT_SCRUB_RATE};
 pub use node::{GetError, PutError, RmError, DEFAULT_SCHEME};

@@ -37,7 +37,7 @@ const REACH_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) struct Node {
     pub store: FsStore,
     pub blocks: BlockClient,
-    pub state: StateStore,
+    pub state: Arc<StateStore>,
     pub jobs: Jobs,
     pub clock: Arc<dyn Clock>,
     /// Seconds the leases on this node's files run.
@@ -190,6 +190,7 @@ impl Node {
             audit: None,
             lease_missing: Vec::new(),
             leased_at: self.clock.now(),
+            corrupt: Vec::new(),
         };
         self.state.insert_file(&file.to_string(), &record)?;
         tracing::debug!(?reached, ?stored, done = ?started.elapsed(), "put");

@@ -67,7 +67,7 @@ impl Node {
     /// then records the new placement.
     pub async fn repair_file(&self, id: BlockId) -> Result<RepairResponse, RepairError> {
         let _guard = RepairGuard::take(self, id).ok_or(RepairError::Busy(id))?;
-        let (manifest, located, before) = self.audit_file(id).await?;
+        let (manifest, located, before) = self.audit_file(id, false).await?;
         let lost = lost_slots(&before);
         let lease_missing = || -> Result<Vec<usize>, StateError> {
             Ok(self.state.file(&id.to_string())?.map(|r| r.lease_missing).unwrap_or_default())
@@ -93,8 +93,11 @@ impl Node {
         // Any peer finds the new pieces by the time the repair returns.
         client::publish_holders(&self.blocks, id, &manifest, &now).await?;
         let holders: Vec<String> = now.iter().map(|p| p.map(|p| p.to_string()).unwrap_or_default()).collect();
-        self.state.update_file(&id.to_string(), |r| r.holders = holders)?;
-        let (manifest, located, after) = self.audit_file(id).await?;
+        self.state.update_file(&id.to_string(), |r| {
+            r.holders = holders;
+            r.corrupt.retain(|s| !lost.contains(s));
+        })?;
+        let (manifest, located, after) = self.audit_file(id, false).await?;
         let check = check_report(&manifest, &located, &after, lease_missing()?)?;
         Ok(RepairResponse { repaired, check })
     }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jewel::lease::LeaseBook;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::api::{FileRecord, Settings};
 
@@ -27,6 +27,10 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 const SETTINGS_KEY: &str = "settings";
+/// Blocks the scrubber dropped because they rotted: id → when (Unix seconds).
+const DROPPED: TableDefinition<&str, u64> = TableDefinition::new("dropped");
+/// Drops remembered, at most (the oldest are forgotten first).
+const MAX_DROPPED: usize = 1000;
 
 /// Why the state store cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +261,47 @@ impl StateStore {
         Ok(removed)
     }
 
+    /// Records that the scrubber dropped `block` at `now` (the newest [`MAX_DROPPED`] kept).
+    pub fn record_drop(&self, block: &jewel::BlockId, now: u64) -> Result<(), StateError> {
+        let err = self.db_err();
+        let tx = self.db.begin_write().map_err(|e| err(&e))?;
+        {
+            let mut t = tx.open_table(DROPPED).map_err(|e| err(&e))?;
+            t.insert(block.to_string().as_str(), now).map_err(|e| err(&e))?;
+            let len = t.len().map_err(|e| err(&e))? as usize;
+            if len > MAX_DROPPED {
+                let mut all: Vec<(String, u64)> = Vec::with_capacity(len);
+                for entry in t.iter().map_err(|e| err(&e))? {
+                    let (k, v) = entry.map_err(|e| err(&e))?;
+                    all.push((k.value().to_string(), v.value()));
+                }
+                all.sort_by_key(|(_, at)| *at);
+                for (k, _) in &all[..len - MAX_DROPPED] {
+                    t.remove(k.as_str()).map_err(|e| err(&e))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| err(&e))
+    }
+
+    /// The blocks the scrubber dropped, oldest first: (id, Unix seconds).
+    pub fn dropped(&self) -> Result<Vec<(String, u64)>, StateError> {
+        let err = self.db_err();
+        let tx = self.db.begin_read().map_err(|e| err(&e))?;
+        let t = match tx.open_table(DROPPED) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(err(&e)),
+        };
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(|e| err(&e))? {
+            let (k, v) = entry.map_err(|e| err(&e))?;
+            out.push((k.value().to_string(), v.value()));
+        }
+        out.sort_by_key(|(_, at)| *at);
+        Ok(out)
+    }
+
     /// The owner's settings (the defaults if never set).
     pub fn settings(&self) -> Result<Settings, StateError> {
         let err = self.db_err();
@@ -313,6 +358,7 @@ mod tests {
             audit: None,
             lease_missing: Vec::new(),
             leased_at: 0,
+            corrupt: Vec::new(),
         }
     }
 
@@ -329,6 +375,8 @@ mod tests {
             s.set_settings(&Settings { default_scheme: "replicate:2".into() }).unwrap();
         }
         let s = StateStore::open(home.path()).unwrap();
+        s.record_drop(&jewel::BlockId([3; 32]), 77).unwrap();
+        assert_eq!(s.dropped().unwrap(), vec![(jewel::BlockId([3; 32]).to_string(), 77)]);
         let files = s.files().unwrap();
         assert_eq!(files.len(), 1);
         assert_eq!(files["f1"].lease_missing, vec![3]);

@@ -11,7 +11,8 @@ use libp2p::{PeerId, Stream};
 
 use super::pool::{IdleStreams, PeerPermits};
 use super::{
-    is_transient, ANSWER_TIMEOUT, ATTEMPTS, BLOCK_PROTOCOL, CONNECT_TIMEOUT, PUT_CHUNK, REQUEST_TIMEOUT,
+    is_transient, ANSWER_TIMEOUT, ATTEMPTS, BLOCK_PROTOCOL, CONNECT_TIMEOUT, GO_TIMEOUT, MIN_UPLOAD_RATE,
+    PUT_CHUNK, WRITE_STALL,
 };
 use crate::error::NetError;
 use crate::swarm::NetHandle;
@@ -159,10 +160,7 @@ impl BlockClient {
             // A peer that accepted the stream but never answers must not hold us forever.
             let answer = match tokio::time::timeout(ANSWER_TIMEOUT, f()).await {
                 Ok(r) => r,
-                Err(_) => Err(NetError::Wire(WireError::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no answer within {ANSWER_TIMEOUT:?}"),
-                )))),
+                Err(_) => Err(NetError::Unresponsive { peer, waited: ANSWER_TIMEOUT }),
             };
             match answer {
                 Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
@@ -252,7 +250,13 @@ impl BlockClient {
     /// The size of block `id` on `peer`, verified: the peer proves its first chunk group
     /// against the id for the size it claims.
     pub async fn block_size(&self, peer: PeerId, id: BlockId) -> Result<u64, NetError> {
-        self.request(peer, || self.block_size_once(peer, id)).await
+        Ok(self.block_head(peer, id).await?.0)
+    }
+
+    /// The size of block `id` on `peer` and its first chunk group (16 KiB, or the whole
+    /// block if it is smaller), verified against the id: one round trip.
+    pub async fn block_head(&self, peer: PeerId, id: BlockId) -> Result<(u64, Vec<u8>), NetError> {
+        self.request(peer, || self.block_head_once(peer, id)).await
     }
 
     /// Asks `peer` to prove it holds block `id` (of `size` bytes) by sending chunk group
@@ -273,9 +277,16 @@ impl BlockClient {
         Fut: std::future::Future<Output = Result<Vec<u8>, NetError>>,
     {
         let _permit = self.permit(peer).await;
+        let deadline = ANSWER_TIMEOUT + Duration::from_secs(size / MIN_UPLOAD_RATE);
         let mut attempt = 1;
         loop {
-            match self.put_stream_once(peer, id, size, &mut chunk).await {
+            let sent = match tokio::time::timeout(deadline, self.put_stream_once(peer, id, size, &mut chunk))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(NetError::Unresponsive { peer, waited: deadline }),
+            };
+            match sent {
                 Err(e) if attempt < ATTEMPTS && is_transient(&e) => attempt += 1,
                 r => return r,
             }
@@ -346,13 +357,17 @@ impl BlockClient {
         let mut s = self.open(peer).await?;
         s.write_all(&Request::Send { max_size }.encode()).await.map_err(WireError::Io)?;
         s.flush().await.map_err(WireError::Io)?;
-        wire::read_status(&mut s).await?;
+        // A frozen holder never says go: the piece goes elsewhere after one bounded wait.
+        match tokio::time::timeout(GO_TIMEOUT, wire::read_status(&mut s)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(NetError::Unresponsive { peer, waited: GO_TIMEOUT }),
+        }
         let mut sent = Ok(());
         while let Some(chunk) = chunks.recv().await {
             hasher.update(&chunk);
             for frame in chunk.chunks(wire::MAX_FRAME as usize) {
                 // A peer that stops reading must not hold the put forever.
-                sent = match tokio::time::timeout(REQUEST_TIMEOUT, wire::write_frame(&mut s, frame)).await {
+                sent = match tokio::time::timeout(WRITE_STALL, wire::write_frame(&mut s, frame)).await {
                     Ok(r) => r,
                     Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer stopped reading")),
                 };
@@ -369,7 +384,7 @@ impl BlockClient {
             let id = BlockId::from(hasher.clone().finalize());
             sent = wire::write_end(&mut s, &id).await;
         }
-        let status = match tokio::time::timeout(REQUEST_TIMEOUT, wire::read_status(&mut s)).await {
+        let status = match tokio::time::timeout(WRITE_STALL, wire::read_status(&mut s)).await {
             Ok(r) => r,
             Err(_) => {
                 Err(WireError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "no final status")))
@@ -499,16 +514,16 @@ impl BlockClient {
         Ok(present)
     }
 
-    async fn block_size_once(&self, peer: PeerId, id: BlockId) -> Result<u64, NetError> {
+    async fn block_head_once(&self, peer: PeerId, id: BlockId) -> Result<(u64, Vec<u8>), NetError> {
         let mut s = self.open(peer).await?;
         s.write_all(&Request::Prove { id, group: 0 }.encode()).await.map_err(WireError::Io)?;
         s.flush().await.map_err(WireError::Io)?;
         let (size, frag) = wire::read_fragment(&mut s).await?;
         let _ = s.close().await;
         let len = (CHUNK_GROUP_SIZE as u64).min(size);
-        decode_fragment(id.into(), size, 0, len, &frag)
+        let head = decode_fragment(id.into(), size, 0, len, &frag)
             .map_err(|source| NetError::Fragment { peer, source })?;
-        Ok(size)
+        Ok((size, head))
     }
 
     async fn prove_once(&self, peer: PeerId, id: BlockId, size: u64, group: u64) -> Result<usize, NetError> {

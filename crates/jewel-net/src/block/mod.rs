@@ -51,8 +51,16 @@ pub const ATTEMPTS: usize = 3;
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting to a peer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a holder may take to say go (or why not) to an upload.
+pub const GO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one frame of an upload may wait for the holder to take it.
+pub const WRITE_STALL: Duration = Duration::from_secs(10);
+/// The slowest an upload may go, for its deadline: [`ANSWER_TIMEOUT`] plus its size at
+/// this rate.
+pub const MIN_UPLOAD_RATE: u64 = 1 << 20;
 
-/// Whether a failure was in transport (worth a retry) rather than an answer.
+/// Whether a failure was in transport (worth a retry) rather than an answer. A peer that
+/// did not answer in time is not asked again: a frozen peer would cost the wait each time.
 pub fn is_transient(e: &NetError) -> bool {
     matches!(e, NetError::OpenStream { .. } | NetError::Wire(WireError::Io(_)))
 }

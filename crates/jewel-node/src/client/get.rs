@@ -382,33 +382,55 @@ pub async fn locate(
     found
 }
 
-/// Fetches and verifies the manifest `id` from any of `peers`, or from DHT providers.
+/// Another holder is asked for the manifest when the ones asked have not answered within
+/// this: a frozen holder costs this much, not its whole answer timeout.
+const MANIFEST_STAGGER: Duration = Duration::from_millis(250);
+
+/// Fetches and verifies the manifest `id` from any of `peers`, or from DHT providers:
+/// the first is asked at once, one more each [`MANIFEST_STAGGER`] or as soon as one fails,
+/// and the first verified copy wins.
 pub async fn fetch_manifest(
     blocks: &BlockClient,
     id: BlockId,
     peers: &[PeerId],
 ) -> Result<Manifest, ClientError> {
+    use futures::stream::{FuturesUnordered, StreamExt};
     let mut candidates = peers.to_vec();
     if candidates.is_empty() {
         candidates = blocks.net().providers(id).await.unwrap_or_default();
     }
-    for peer in candidates {
-        // The manifest's size is unknown; ask for a verified range of its true size.
-        let size = match blocks.block_size(peer, id).await {
-            Ok(size) => size,
-            Err(e) => {
-                tracing::debug!(%peer, manifest = %id, error = %e, "no manifest from this peer");
-                continue;
-            }
-        };
-        if size > jewel::manifest::MAX_MANIFEST_LEN as u64 {
-            continue;
+    let ask = |peer: PeerId| async move {
+        let got = manifest_from(blocks, peer, id).await;
+        if let Err(e) = &got {
+            tracing::debug!(%peer, manifest = %id, error = %e, "no manifest from this peer");
         }
-        if let Ok(bytes) = blocks.get_range(peer, id, size, 0, size).await {
-            return Ok(Manifest::decode(&bytes).map_err(PipelineError::from)?);
+        got
+    };
+    let mut next = candidates.into_iter();
+    let mut pending = FuturesUnordered::new();
+    pending.extend(next.next().map(ask));
+    while !pending.is_empty() {
+        tokio::select! {
+            Some(got) = pending.next() => match got {
+                Ok(m) => return Ok(m),
+                Err(_) => pending.extend(next.next().map(ask)),
+            },
+            () = tokio::time::sleep(MANIFEST_STAGGER) => pending.extend(next.next().map(ask)),
         }
     }
     Err(ClientError::ManifestNotFound(id))
+}
+
+/// The manifest `id` from one peer, verified: one round trip if it fits in one chunk group
+/// (it nearly always does), else a second for the rest.
+async fn manifest_from(blocks: &BlockClient, peer: PeerId, id: BlockId) -> Result<Manifest, ClientError> {
+    let (size, head) = blocks.block_head(peer, id).await?;
+    if size > jewel::manifest::MAX_MANIFEST_LEN as u64 {
+        return Err(ClientError::ManifestNotFound(id));
+    }
+    let bytes =
+        if head.len() as u64 == size { head } else { blocks.get_range(peer, id, size, 0, size).await? };
+    Ok(Manifest::decode(&bytes).map_err(PipelineError::from)?)
 }
 
 /// Rebuilds bytes `range` of a file from its holders (`holders[i]` for slot i, `None` if

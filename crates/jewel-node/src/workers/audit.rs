@@ -46,7 +46,7 @@ impl Worker for AuditWorker {
                 .collect();
             let (mut audited, mut lost, mut to_repair, mut failed) = (0, 0, 0, None);
             for id in &due {
-                match self.node.audit_file(*id).await {
+                match self.node.audit_file(*id, false).await {
                     Ok((manifest, _, audit)) => {
                         audited += 1;
                         let gone = crate::audit::lost_slots(&audit).len();

@@ -1,5 +1,5 @@
-//! The node's background work as workers: garbage collection, lease renewal, audits and
-//! repair (and, later, scrubbing), each with a name, a state (busy, idle, throttled), its
+//! The node's background work as workers: garbage collection, lease renewal, audits,
+//! repair and scrubbing, each with a name, a state (busy, idle, throttled), its
 //! last run, what that run found, and its last error, shown by `jewel status`.
 //!
 //! A worker decides only from the time it is given: [`Worker::due`] says when it wants to
@@ -11,6 +11,7 @@ mod audit;
 mod gc;
 mod renew;
 mod repair;
+mod scrub;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,6 +23,7 @@ pub use audit::{audit_due, AuditWorker};
 pub use gc::GcWorker;
 pub use renew::{renewal_due, RenewWorker};
 pub use repair::RepairWorker;
+pub use scrub::ScrubWorker;
 
 use crate::api::{WorkerState, WorkerStatus};
 

@@ -83,6 +83,7 @@ mod tests {
             audit: None,
             lease_missing: vec![],
             leased_at: 1_000,
+            corrupt: vec![],
         };
         assert!(!renewal_due(&r, 100, 1_049));
         assert!(renewal_due(&r, 100, 1_050));
