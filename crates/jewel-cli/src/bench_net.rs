@@ -202,7 +202,8 @@ pub fn run(b: &NetBench) -> Result<()> {
     push("put CPU, all holders together, per GiB", (cpu_after.1 - cpu_before.1) / gib, "CPU-s", None);
     let _ = std::fs::remove_file(&input);
     let output = tmp.path().join("output.bin");
-    let timed_get = |what: &str| -> Result<f64> {
+    // A whole-file get through `api`'s node: seconds.
+    let get_via = |api: &Api, what: &str| -> Result<f64> {
         let t = Instant::now();
         api.call::<api::Get>(&api::GetRequest {
             cap: cap.clone(),
@@ -215,8 +216,23 @@ pub fn run(b: &NetBench) -> Result<()> {
             bail!("bench net: get {what} returned different bytes than were put");
         }
         let _ = std::fs::remove_file(&output);
-        Ok(mb_per_s(b.size, secs))
+        Ok(secs)
     };
+    let timed_get = |what: &str| -> Result<f64> { Ok(mb_per_s(b.size, get_via(&api, what)?)) };
+    let file_holders: Vec<usize> =
+        v.holders.iter().filter_map(|h| net.peers.iter().position(|p| &p.peer_id == h)).collect();
+    // Right after the put, on a peer that holds none of it: it finds the file through the
+    // DHT (the holders record the put published before it returned).
+    let elsewhere =
+        (0..net.peers.len()).find(|i| !file_holders.contains(i)).context("every peer holds a piece")?;
+    let other_api = Api::open(Some(&net.peers[elsewhere].home))?;
+    let secs = get_via(&other_api, "via another peer right after the put")?;
+    push(
+        &format!("get {:.0} MiB via another peer, right after the put", mib(b.size)),
+        mb_per_s(b.size, secs),
+        "MB/s",
+        None,
+    );
     // The first get after the put pays for memory the processes touch for the first time
     // (costly on VMs whose host backs guest memory lazily); the median of three is the
     // steady figure, and the one the target is checked against.
@@ -235,8 +251,6 @@ pub fn run(b: &NetBench) -> Result<()> {
         "MB/s",
         Some(">= 400 MB/s"),
     );
-    let file_holders: Vec<usize> =
-        v.holders.iter().filter_map(|h| net.peers.iter().position(|p| &p.peer_id == h)).collect();
 
     // One holder 10× slower: restarted with a serve limit of a tenth of its share.
     let per_holder = healthy * 1e6 / k as f64;
@@ -263,6 +277,22 @@ pub fn run(b: &NetBench) -> Result<()> {
     let back = devnet::spawn(slow, &slow_peer.home, Some(&reboot))?;
     let _back_guard = Killer(back.pid);
     devnet::wait_known(&back, 1)?;
+
+    // Holders that keep their connections and never answer (SIGSTOP): one, then n-k.
+    let healthy_secs = b.size as f64 / (healthy * 1e6);
+    for (count, factor, extra) in [(1, 1.2, 1.0), (spares, 1.5, 3.0)] {
+        let frozen = Frozen(file_holders.iter().skip(1).take(count).map(|h| net.peers[*h].pid).collect());
+        frozen.stop()?;
+        let secs = get_via(&api, &format!("with {count} holders frozen"))?;
+        drop(frozen);
+        push(&format!("get, {count} holder(s) frozen (SIGSTOP)"), secs, "s", None);
+        push(
+            &format!("  bound: {factor} x healthy + {extra:.0} s"),
+            factor * healthy_secs + extra,
+            "s",
+            Some("time <= bound"),
+        );
+    }
 
     // n-k holders dead.
     for &h in file_holders.iter().skip(1).take(spares) {
@@ -324,6 +354,38 @@ pub fn run(b: &NetBench) -> Result<()> {
     for _ in 0..ROW {
         put_small()?;
     }
+    // A 4 KiB put on the owner, then at once a get of it on a peer that never saw it.
+    let other_home = net.peers[elsewhere].home.clone();
+    let put_then_get = || -> Result<f64> {
+        let out = Command::new(std::env::current_exe()?)
+            .arg("--home")
+            .arg(&owner_home)
+            .args(["put", "--scheme", "jewels:3/5"])
+            .arg(&small)
+            .output()?;
+        if !out.status.success() {
+            bail!("small put failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let cap = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let back = tmp.path().join("small.back");
+        let t = Instant::now();
+        let got = Command::new(std::env::current_exe()?)
+            .arg("--home")
+            .arg(&other_home)
+            .args(["get", &cap, "-o"])
+            .arg(&back)
+            .output()?;
+        let secs = t.elapsed().as_secs_f64();
+        if !got.status.success() {
+            bail!("get via another peer failed: {}", String::from_utf8_lossy(&got.stderr).trim());
+        }
+        let _ = std::fs::remove_file(&back);
+        Ok(secs)
+    };
+    let mut times = (0..7).map(|_| put_then_get()).collect::<Result<Vec<f64>>>()?;
+    push("get 4 KiB via another peer right after its put, CLI, first", 1000.0 * times[0], "ms", None);
+    times.sort_by(f64::total_cmp);
+    push("get 4 KiB via another peer right after its put, CLI, median of 7", 1000.0 * times[3], "ms", None);
     push(
         "put 4 KiB x 60 in a row, CLI processes, mean",
         1000.0 * t.elapsed().as_secs_f64() / ROW as f64,
@@ -361,6 +423,27 @@ pub fn run(b: &NetBench) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Processes stopped with SIGSTOP, continued (SIGCONT) when dropped, so a failed bench
+/// leaves none frozen.
+struct Frozen(Vec<u32>);
+
+impl Frozen {
+    fn stop(&self) -> Result<()> {
+        for pid in &self.0 {
+            Command::new("kill").arg("-STOP").arg(pid.to_string()).status()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).status();
+        }
+    }
 }
 
 /// Terminates a process when dropped.

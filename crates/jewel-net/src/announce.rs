@@ -21,7 +21,7 @@ use jewel::BlockId;
 
 /// How long an announcement waits after its block was stored.
 pub const ANNOUNCE_DELAY: Duration = Duration::from_secs(1);
-/// Announcements in flight at once.
+/// Announcements in flight at once, unless `NetConfig::announce_concurrency` says otherwise.
 pub const ANNOUNCE_CONCURRENCY: usize = 4;
 /// Ids waiting to be announced, at most (32 bytes and an instant each).
 pub const ANNOUNCE_QUEUE: usize = 1 << 16;
@@ -38,10 +38,11 @@ impl Announcer {
     /// The queue, the task that drains it (spawn it), and the count of blocks announced.
     pub(crate) fn new(
         net: NetHandle,
+        concurrency: usize,
     ) -> (Announcer, impl std::future::Future<Output = ()>, watch::Receiver<u64>) {
         let (tx, rx) = mpsc::channel(ANNOUNCE_QUEUE);
         let (count, announced) = watch::channel(0);
-        (Announcer { tx, dropped: Default::default() }, drain(net, rx, count), announced)
+        (Announcer { tx, dropped: Default::default() }, drain(net, rx, count, concurrency.max(1)), announced)
     }
 
     /// Queues `id`; drops it if the queue is full (warning at the 1st, 2nd, 4th, ... drop).
@@ -78,13 +79,18 @@ impl Announcer {
     }
 }
 
-async fn drain(net: NetHandle, mut rx: mpsc::Receiver<(BlockId, Instant)>, count: watch::Sender<u64>) {
+async fn drain(
+    net: NetHandle,
+    mut rx: mpsc::Receiver<(BlockId, Instant)>,
+    count: watch::Sender<u64>,
+    concurrency: usize,
+) {
     let count = &count;
     let mut inflight = FuturesUnordered::new();
     loop {
         tokio::select! {
             Some(()) = inflight.next(), if !inflight.is_empty() => {}
-            item = rx.recv(), if inflight.len() < ANNOUNCE_CONCURRENCY => {
+            item = rx.recv(), if inflight.len() < concurrency => {
                 let Some((id, at)) = item else { break };
                 tokio::time::sleep_until(at + ANNOUNCE_DELAY).await;
                 let net = net.clone();

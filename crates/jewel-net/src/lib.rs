@@ -59,7 +59,8 @@ impl Network {
         };
         let mut announced = tokio::sync::watch::channel(0).1;
         if config.serve_blocks {
-            let (announcer, drain, count) = announce::Announcer::new(handle.clone());
+            let (announcer, drain, count) =
+                announce::Announcer::new(handle.clone(), config.announce_concurrency);
             announced = count;
             let all = announcer.clone();
             let listed = store.clone();

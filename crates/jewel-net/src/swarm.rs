@@ -64,6 +64,8 @@ pub struct NetConfig {
     /// AutoNAT also checks private and loopback addresses, and starts probing after 1 s
     /// rather than 15 s: for local networks and tests. Off: only global addresses count.
     pub autonat_local: bool,
+    /// Provider announcements in flight at once (see [`crate::announce`]).
+    pub announce_concurrency: usize,
 }
 
 /// What the event loop reports about reachability, as it happens (see
@@ -95,6 +97,7 @@ impl Default for NetConfig {
             leases: None,
             relay_server: false,
             autonat_local: false,
+            announce_concurrency: crate::announce::ANNOUNCE_CONCURRENCY,
         }
     }
 }

@@ -468,3 +468,32 @@ async fn an_unreachable_bootstrap_peer_is_skipped_unless_it_is_the_only_one() {
     let err = Network::start(Keypair::generate_ed25519(), config, Arc::new(MemStore::new(None))).await;
     assert!(matches!(err, Err(NetError::Dial { .. })), "{:?}", err.err());
 }
+
+/// A peer that is gone costs one failed dial: requests to it that follow within a few
+/// seconds fail at once from that failure, concurrent ones share it, and the peer is
+/// reachable again as soon as it connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_peer_costs_one_failed_dial() {
+    let (mut nodes, _) = network(3, None).await;
+    let gone = nodes.remove(2);
+    let (a, dead) = (nodes[0].blocks().clone(), gone.handle().peer_id());
+    a.net().connect(dead).await.unwrap();
+    gone.shutdown().await;
+    // Wait until the connection is seen to be closed (a request on it fails).
+    let block = data(1000, 9);
+    let id = BlockId::of(&block);
+    let first = a.put_block(dead, id, &block).await.unwrap_err();
+    assert!(matches!(first, NetError::OpenStream { .. } | NetError::Wire(_)), "{first}");
+    // Eight more at once: every one fails at once from the remembered failure.
+    let t = std::time::Instant::now();
+    let ids = [id];
+    let asks = (0..8).map(|_| a.has(dead, &ids));
+    for r in futures::future::join_all(asks).await {
+        let e = r.unwrap_err();
+        assert!(e.to_string().contains(" s ago)"), "answered from the failed dial: {e}");
+    }
+    assert!(t.elapsed() < std::time::Duration::from_secs(1), "{:?}", t.elapsed());
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

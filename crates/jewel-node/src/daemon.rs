@@ -106,6 +106,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         leases: Some(leases.clone()),
         relay_server: config.relay_server,
         autonat_local: false,
+        announce_concurrency: jewel_net::announce::ANNOUNCE_CONCURRENCY,
     };
     let network = Network::start(keypair, net_config, Arc::new(store.clone())).await?;
     let listener = tokio::net::TcpListener::bind(config.api).await.map_err(io_err(&config.home))?;

@@ -86,6 +86,27 @@ pub enum GetError {
     Pipeline(#[from] jewel::PipelineError),
     #[error("the get was interrupted (the node is stopping)")]
     Interrupted,
+    #[error(
+        "not enough pieces: {needed} needed, {available} available; found {found} of {pieces} pieces' holders, and looked for {:.1} s",
+        looked.as_secs_f64()
+    )]
+    NotEnoughPieces { needed: usize, available: usize, found: usize, pieces: usize, looked: Duration },
+}
+
+impl GetError {
+    /// Why too few pieces could be read, if that is why the get failed.
+    fn too_few(&self) -> Option<(usize, usize)> {
+        use jewel::codec::CodecError::NotEnoughPieces;
+        use jewel::offline::OfflineError;
+        use jewel::PipelineError::Codec;
+        match self {
+            GetError::Pipeline(Codec(NotEnoughPieces { needed, available }))
+            | GetError::Transfer(OfflineError::Pipeline(Codec(NotEnoughPieces { needed, available }))) => {
+                Some((*needed, *available))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Why a release failed.
@@ -211,7 +232,9 @@ impl Node {
                 return Err(GetError::Range { start, end });
             }
         }
+        let started = Instant::now();
         let (manifest, located) = self.locate(cap.manifest).await.map_err(GetError::Locate)?;
+        let (found, pieces) = (located.iter().flatten().count(), located.len());
         manifest.check_key(&cap.key).map_err(GetError::Key)?;
         let fetch = NetFetch::new(self.blocks.clone(), &manifest, &located)
             .map_err(GetError::Locate)?
@@ -247,7 +270,13 @@ impl Node {
             }
         })
         .await
-        .map_err(|_| GetError::Interrupted)??;
+        .map_err(|_| GetError::Interrupted)?
+        .map_err(|e| match e.too_few() {
+            Some((needed, available)) => {
+                GetError::NotEnoughPieces { needed, available, found, pieces, looked: started.elapsed() }
+            }
+            None => e,
+        })?;
         Ok(GetResponse { stats, resumed_from })
     }
 

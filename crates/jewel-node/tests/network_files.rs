@@ -429,3 +429,73 @@ async fn a_piece_whose_peer_vanishes_mid_upload_goes_to_a_spare() {
         n.shutdown().await;
     }
 }
+
+/// A forged holders record (newer, naming peers that do not exist) costs a getter a bounded
+/// time and nothing more: it finds the file through the holders' provider records, and gets
+/// the right manifest and holders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_holders_record_costs_a_bounded_time() {
+    use jewel_net::{Holder, HoldersRecord};
+    use jewel_node::client::{find_file, publish_holders, LOOKUP_FOR};
+    let nodes = network(9).await;
+    let client = nodes[0].blocks().clone();
+    let ids: Vec<PeerId> = nodes.iter().map(|n| n.handle().peer_id()).collect();
+    let data = random(200_000, 93);
+    let placed = put_blocking(&client, &data, "jewels:3/5", 64 << 10, &ids[1..6]).await;
+    let file = placed.put.cap.manifest;
+    let located: Vec<Option<PeerId>> = placed.holders.iter().copied().map(Some).collect();
+    publish_holders(&client, file, &placed.put.manifest, &located).await.unwrap();
+    // A forger publishes a newer record for the same file, naming peers that do not exist.
+    let forged = HoldersRecord {
+        group: file,
+        seq: u64::MAX,
+        holders: placed
+            .put
+            .manifest
+            .pieces
+            .iter()
+            .map(|b| Holder {
+                block: *b,
+                peer: PeerId::random(),
+                addrs: vec!["/ip4/127.0.0.1/tcp/9".parse().unwrap()],
+            })
+            .collect(),
+    };
+    nodes[6].handle().publish_holders(forged).await.unwrap();
+    let t = std::time::Instant::now();
+    let (manifest, holders) = find_file(nodes[8].blocks(), file, None).await.unwrap();
+    assert_eq!(manifest, placed.put.manifest);
+    let found = holders.iter().zip(&placed.holders).filter(|(h, p)| **h == Some(**p)).count();
+    assert!(found >= 3, "enough true holders were found: {holders:?}");
+    assert!(t.elapsed() < LOOKUP_FOR, "{:?}", t.elapsed());
+    let (out, _) = get_blocking(nodes[8].blocks(), &placed, &holders, 2).await.unwrap();
+    assert!(out == data);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// A holders record older than the one a node keeps is refused: a replayed record cannot
+/// take a file's placement back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_holders_record_does_not_replace_a_newer_one() {
+    use jewel_net::{Holder, HoldersRecord};
+    let nodes = network(4).await;
+    let group = jewel::BlockId([5; 32]);
+    let record = |seq: u64, peer: PeerId| HoldersRecord {
+        group,
+        seq,
+        holders: vec![Holder { block: jewel::BlockId([6; 32]), peer, addrs: vec![] }],
+    };
+    let (new, old) = (nodes[1].handle().peer_id(), nodes[2].handle().peer_id());
+    nodes[0].handle().publish_holders(record(20, new)).await.unwrap();
+    nodes[3].handle().publish_holders(record(10, old)).await.unwrap();
+    // Every other node still answers with the newer one.
+    for n in &nodes[1..3] {
+        let got = n.handle().find_holders(group).await.unwrap().unwrap();
+        assert_eq!((got.seq, got.holders[0].peer), (20, new));
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

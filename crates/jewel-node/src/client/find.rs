@@ -54,8 +54,9 @@ pub async fn find_file(
                 }
             }
         }
-        let mut manifest = match peers.is_empty() {
-            _ if mine.is_some() => mine.clone(),
+        // A record is used only once a peer it names served the manifest: a forged one
+        // (naming peers that do not exist, or that hold nothing) costs this one try.
+        let from_record = match peers.is_empty() {
             true => None,
             false => fetch_manifest(blocks, id, &peers)
                 .await
@@ -64,10 +65,12 @@ pub async fn find_file(
                 )
                 .ok(),
         };
-        if manifest.is_none() {
+        let trusted = if from_record.is_some() { record.as_ref() } else { None };
+        let mut manifest = mine.clone().or(from_record);
+        if manifest.is_none() || trusted.is_none() {
             let providers = within(blocks.net().providers(id)).await.unwrap_or_default();
             looked.providers = looked.providers.max(providers.len());
-            if !providers.is_empty() {
+            if manifest.is_none() && !providers.is_empty() {
                 manifest = fetch_manifest(blocks, id, &providers)
                     .await
                     .inspect_err(
@@ -77,7 +80,7 @@ pub async fn find_file(
             }
         }
         if let Some(manifest) = manifest {
-            let holders = holders_of(blocks, &manifest, record.as_ref()).await;
+            let holders = holders_of(blocks, &manifest, trusted).await;
             return Ok((manifest, holders));
         }
         if start.elapsed() + pause > LOOKUP_FOR {
