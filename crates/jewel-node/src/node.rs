@@ -180,8 +180,16 @@ impl Node {
         let peers: Vec<PeerId> =
             holders.iter().copied().chain(spares.into_iter().filter(|p| !holders.contains(p))).collect();
         let cannot = |source| PutError::Unreadable { path: body.path.clone(), source };
-        let file = std::fs::File::open(&body.path).map_err(cannot)?;
-        let size = file.metadata().map_err(cannot)?.len();
+        // Opening may block (a FIFO, a slow disk): not on a runtime thread.
+        let path = body.path.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path)?;
+            let size = file.metadata()?.len();
+            Ok::<_, std::io::Error>((file, size))
+        })
+        .await
+        .map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
+        let (file, size) = opened.map_err(cannot)?;
         let job = self.jobs.start(body.job.as_deref(), size);
         let input = Counted { inner: file, progress: job.as_ref().map(|j| j.progress.clone()) };
         let placed =

@@ -36,6 +36,9 @@ pub enum RepairError {
     State(#[from] StateError),
 }
 
+/// Rounds of new holders a repair tries before it gives up.
+const REPAIR_ROUNDS: usize = 3;
+
 /// At most one repair per file at a time.
 struct RepairGuard<'a> {
     node: &'a Node,
@@ -78,11 +81,31 @@ impl Node {
         }
         let mut taken: HashSet<PeerId> = located.iter().flatten().copied().collect();
         taken.insert(self.blocks.net().peer_id());
-        let candidates = self.candidates(&taken).await?;
-        let targets = policy::place(lost.len(), &candidates)?;
-        let repaired =
-            client::repair_slots(&self.blocks, &manifest, &located, &lost, &targets, client::GET_THREADS)
-                .await?;
+        let mut candidates = self.candidates(&taken).await?;
+        // A new holder that fails (gone, frozen, full) is passed over and the repair tried
+        // again with the next candidates, a few times.
+        let mut round = 0;
+        let (repaired, targets) = loop {
+            round += 1;
+            let targets = policy::place(lost.len(), &candidates)?;
+            match client::repair_slots(
+                &self.blocks,
+                &manifest,
+                &located,
+                &lost,
+                &targets,
+                client::GET_THREADS,
+            )
+            .await
+            {
+                Ok(r) => break (r, targets),
+                Err(ClientError::Upload { peer, source, .. }) if round < REPAIR_ROUNDS => {
+                    tracing::warn!(file = %id, %peer, error = %source, "a new holder failed; trying another");
+                    candidates.retain(|c| c.peer != peer);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let mut now = located.clone();
         for (slot, peer) in lost.iter().zip(&targets) {
             now[*slot] = Some(*peer);

@@ -3,10 +3,11 @@
 //! audit finds the piece missing and repairs it. A sampled audit proves presence; this
 //! finds the rot an audit's sample misses.
 //!
-//! One pass walks the store in id order from where the last run stopped; each run verifies
-//! about one second's worth of bytes at the rate, then waits for the rest of the second
-//! (the worker shows as throttled meanwhile). After a whole pass it rests for the pass
-//! interval. The position is kept in memory: a restart begins a new pass.
+//! A pass lists the store once (blocks stored later wait for the next pass) and walks it in
+//! id order; each run verifies about one second's worth of bytes at the rate, then waits
+//! for the rest of the second (the worker shows as throttled meanwhile). After a whole pass
+//! it rests for the pass interval. The position is kept in memory: a restart begins a new
+//! pass.
 
 use std::sync::Arc;
 
@@ -29,8 +30,10 @@ pub struct ScrubWorker {
     rate: u64,
     /// Seconds between whole passes.
     every: u64,
-    /// The last block verified in this pass.
-    cursor: Option<BlockId>,
+    /// This pass's blocks, in id order (empty: the next run starts a pass), and how many
+    /// of them are done.
+    ids: Vec<BlockId>,
+    done: usize,
     /// Seconds the last run's bytes are worth at the rate, or the rest before a new pass.
     rest: u64,
     /// This pass so far: blocks verified, bytes, blocks dropped.
@@ -51,7 +54,8 @@ impl ScrubWorker {
             state,
             rate: rate.max(1),
             every: every.max(1),
-            cursor: None,
+            ids: Vec::new(),
+            done: 0,
             rest: 0,
             pass: (0, 0, 0),
         }
@@ -72,24 +76,26 @@ fn verify(store: &dyn BlockStore, id: &BlockId, buf: &mut [u8]) -> Result<u64, S
     Ok(size)
 }
 
-/// One run: verifies blocks after `cursor`, in id order, until `budget` bytes are read or
-/// the store ends. Returns the new cursor (`None`: the pass is over), the blocks and bytes
-/// verified, and the corrupt blocks it dropped.
+/// A pass's blocks: the store's, in id order.
+fn listing(store: &dyn BlockStore) -> Result<Vec<BlockId>, StoreError> {
+    let mut ids: Vec<BlockId> = store.list()?.into_iter().map(|(id, _)| id).collect();
+    ids.sort_unstable_by_key(|id| id.0);
+    Ok(ids)
+}
+
+/// One run: verifies `ids` in order until `budget` bytes are read or they end. Returns how
+/// many it went through, the bytes verified, and the corrupt blocks it dropped.
 fn scrub(
     store: &dyn BlockStore,
     leases: &LeaseBook,
-    cursor: Option<BlockId>,
+    ids: &[BlockId],
     budget: u64,
-) -> Result<(Option<BlockId>, usize, u64, Vec<BlockId>), StoreError> {
-    let mut ids: Vec<BlockId> = store.list()?.into_iter().map(|(id, _)| id).collect();
-    ids.sort_unstable_by_key(|id| id.0);
-    let start = cursor.map_or(0, |c| ids.partition_point(|id| id.0 <= c.0));
+) -> Result<(usize, u64, Vec<BlockId>), StoreError> {
     let mut buf = vec![0u8; READ];
     let (mut blocks, mut bytes, mut dropped) = (0, 0, Vec::new());
-    let mut last = None;
-    for id in &ids[start..] {
+    for id in ids {
         if bytes >= budget {
-            return Ok((last, blocks, bytes, dropped));
+            break;
         }
         match verify(store, id, &mut buf) {
             Ok(n) => bytes += n,
@@ -104,9 +110,8 @@ fn scrub(
             Err(e) => return Err(e),
         }
         blocks += 1;
-        last = Some(*id);
     }
-    Ok((None, blocks, bytes, dropped))
+    Ok((blocks, bytes, dropped))
 }
 
 impl Worker for ScrubWorker {
@@ -119,14 +124,22 @@ impl Worker for ScrubWorker {
     }
 
     fn run(&mut self, now: u64) -> Run<'_> {
-        let (store, leases, cursor, budget) =
-            (self.store.clone(), self.leases.clone(), self.cursor, self.rate);
+        let (store, leases, budget) = (self.store.clone(), self.leases.clone(), self.rate);
+        let (fresh, ids, done) = (self.ids.is_empty(), std::mem::take(&mut self.ids), self.done);
         Box::pin(async move {
-            let (next, blocks, bytes, dropped) =
-                tokio::task::spawn_blocking(move || scrub(store.as_ref(), &leases, cursor, budget))
-                    .await
-                    .map_err(|_| WorkerError::Failed("interrupted".into()))?
-                    .map_err(|e| WorkerError::Failed(e.to_string()))?;
+            let interrupted = |_| WorkerError::Failed("interrupted".into());
+            let (ids, blocks, bytes, dropped) = tokio::task::spawn_blocking(move || {
+                let ids = if fresh { listing(store.as_ref())? } else { ids };
+                let start = if fresh { 0 } else { done.min(ids.len()) };
+                let (went, bytes, dropped) = scrub(store.as_ref(), &leases, &ids[start..], budget)?;
+                Ok::<_, StoreError>((ids, went, bytes, dropped))
+            })
+            .await
+            .map_err(interrupted)?
+            .map_err(|e| WorkerError::Failed(e.to_string()))?;
+            self.done = if fresh { blocks } else { done + blocks };
+            let next = (self.done < ids.len()).then_some(());
+            self.ids = if next.is_some() { ids } else { Vec::new() };
             let mut error = None;
             for id in &dropped {
                 if let Err(e) = self.state.record_drop(id, now) {
@@ -142,7 +155,6 @@ impl Worker for ScrubWorker {
                 count(pass_blocks, "block", "blocks"),
                 pass_dropped
             );
-            self.cursor = next;
             let (found, after) = match next {
                 Some(_) => {
                     self.rest = bytes.div_ceil(self.rate).max(1);
@@ -176,19 +188,15 @@ mod tests {
         let book = LeaseBook::in_memory().unwrap();
         let rotten = ids[3];
         assert!(store.tamper(&rotten, |d| d[20_000] ^= 1));
-        // A budget of about two blocks per run: three runs make the pass.
-        let mut cursor = None;
+        // A budget of about two blocks per run: the pass takes several runs.
+        let ids = listing(&store).unwrap();
         let (mut seen, mut dropped, mut runs) = (0, Vec::new(), 0);
-        loop {
-            let (next, blocks, bytes, gone) = scrub(&store, &book, cursor, 80_000).unwrap();
+        while seen < ids.len() {
+            let (went, bytes, gone) = scrub(&store, &book, &ids[seen..], 80_000).unwrap();
             assert!(bytes <= 80_000 + 40_010, "a run reads about its budget: {bytes}");
-            seen += blocks;
+            seen += went;
             dropped.extend(gone);
             runs += 1;
-            cursor = next;
-            if cursor.is_none() {
-                break;
-            }
         }
         assert_eq!(seen, 5, "every block is verified once in the pass");
         assert!(runs >= 2, "the budget split the pass into runs: {runs}");
