@@ -45,6 +45,7 @@ pub async fn find_file(
     let mut looked = Looked::default();
     loop {
         let record = within(blocks.net().find_holders(id)).await.flatten();
+        tracing::debug!(file = %id, took = ?start.elapsed(), found = record.is_some(), "holders record lookup");
         let mut peers: Vec<PeerId> = Vec::new();
         if let Some(r) = &record {
             looked.records += 1;
@@ -81,6 +82,7 @@ pub async fn find_file(
         }
         if let Some(manifest) = manifest {
             let holders = holders_of(blocks, &manifest, trusted).await;
+            tracing::debug!(file = %id, took = ?start.elapsed(), record = trusted.is_some(), "found the file");
             return Ok((manifest, holders));
         }
         if start.elapsed() + pause > LOOKUP_FOR {
