@@ -283,6 +283,16 @@ pub fn rm(home: Option<&Path>, cap: &str) -> Result<()> {
     Ok(())
 }
 
+/// A number of seconds the way a person reads it: 42s, 10m, 3.5h, 7.5d.
+fn span(secs: u64) -> String {
+    match secs {
+        0..120 => format!("{secs}s"),
+        120..7200 => format!("{}m", secs / 60),
+        7200..172_800 => format!("{:.1}h", secs as f64 / 3600.0),
+        _ => format!("{:.1}d", secs as f64 / 86_400.0),
+    }
+}
+
 /// `jewel status`: the node and its background workers.
 pub fn status(home: Option<&Path>, json: bool) -> Result<()> {
     let v = Api::open(home)?.fetch::<api::Status>()?;
@@ -299,18 +309,19 @@ pub fn status(home: Option<&Path>, json: bool) -> Result<()> {
     writeln!(out, "store: {} bytes used, capacity {capacity}", v.usage.used)?;
     writeln!(out)?;
     let now = jewel::lease::now();
-    let ago = |t: Option<u64>| t.map_or("never".to_string(), |t| format!("{}s ago", now.saturating_sub(t)));
-    let until = |t: Option<u64>| t.map_or("-".to_string(), |t| format!("in {}s", t.saturating_sub(now)));
+    let ago =
+        |t: Option<u64>| t.map_or("never".to_string(), |t| format!("{} ago", span(now.saturating_sub(t))));
+    let until = |t: Option<u64>| t.map_or("-".to_string(), |t| format!("in {}", span(t.saturating_sub(now))));
     writeln!(
         out,
-        "{:<8} {:<10} {:>5} {:<10} {:<8}  last found",
+        "{:<8} {:<10} {:>5} {:<10} {:<10}  last found",
         "worker", "state", "runs", "last run", "next"
     )?;
     for w in &v.workers {
         let state = serde_json::to_value(w.state)?.as_str().map(str::to_string).unwrap_or_default();
         writeln!(
             out,
-            "{:<8} {:<10} {:>5} {:<10} {:<8}  {}",
+            "{:<8} {:<10} {:>5} {:<10} {:<10}  {}",
             w.name,
             state,
             w.runs,
@@ -329,4 +340,24 @@ pub fn status(home: Option<&Path>, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_read_like_a_person_says_them() {
+        assert_eq!(span(42), "42s");
+        assert_eq!(span(600), "10m");
+        assert_eq!(span(3 * 3600 + 1800), "3.5h");
+        assert_eq!(span(648_000), "7.5d");
+    }
+
+    #[test]
+    fn ranges_are_inclusive_and_checked() {
+        assert_eq!(parse_range("0-99").unwrap(), (0, 100));
+        assert_eq!(parse_range("5-").unwrap(), (5, u64::MAX));
+        assert!(parse_range("9-3").unwrap_err().to_string().contains("END is before START"));
+    }
 }
