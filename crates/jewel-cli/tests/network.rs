@@ -70,6 +70,7 @@ fn six_peers_put_get_and_survive_what_the_scheme_promises() {
     let out3 = net.path("out3.bin");
     let e = err_line(&home0, &["get", &cap, "-o", out3.to_str().unwrap()]);
     assert!(e.contains("not enough pieces") && e.contains("3 needed, 2 available"), "{e}");
+    assert!(e.contains("found 5 of 5 pieces' holders") && e.contains("looked for"), "{e}");
     assert!(!out3.exists());
     let check: serde_json::Value = serde_json::from_str(&ok(&home0, &["check", &cap, "--json"])).unwrap();
     assert_eq!(check["alive"], 2);
