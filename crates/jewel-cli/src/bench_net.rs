@@ -210,6 +210,7 @@ pub fn run(b: &NetBench) -> Result<()> {
             out: output.clone(),
             range: None,
             job: None,
+            force: false,
         })?;
         let secs = t.elapsed().as_secs_f64();
         if hash_file(&output)? != expect {

@@ -61,6 +61,15 @@ pub fn alive(pid: u32) -> bool {
     std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count() > 1).unwrap_or(false)
 }
 
+/// Whether process `pid` is still the `jewel node` of `home`: a pid the devnet recorded
+/// may since belong to another process, which must never be signalled.
+fn is_our_node(pid: u32, home: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let home = home.as_os_str().as_encoded_bytes();
+    args.iter().any(|a| *a == b"node") && args.windows(2).any(|w| w[0] == b"--home" && w[1] == home)
+}
+
 fn signal(pid: u32, sig: &str) -> Result<()> {
     let status = Command::new("kill").arg(sig).arg(pid.to_string()).status().context("running kill")?;
     if !status.success() {
@@ -78,7 +87,15 @@ pub fn spawn(index: usize, home: &Path, bootstrap: Option<&str>) -> Result<Peer>
 pub fn spawn_with(index: usize, home: &Path, bootstrap: Option<&str>, extra: &[&str]) -> Result<Peer> {
     std::fs::create_dir_all(home)?;
     let _ = std::fs::remove_file(home.join("api.json"));
-    let log = std::fs::File::create(home.join("node.log"))?;
+    let log = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(home.join("node.log"))?
+    };
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("node").arg("--home").arg(home).args(extra);
     if let Some(b) = bootstrap {
@@ -205,10 +222,11 @@ fn wait_exit(pid: u32) -> Result<()> {
 /// Stops every peer of the devnet in `dir` (SIGTERM, then waits); returns how many it had.
 pub fn stop(dir: &Path) -> Result<usize> {
     let net = load(dir)?;
-    for p in net.peers.iter().filter(|p| alive(p.pid)) {
+    let ours: Vec<&Peer> = net.peers.iter().filter(|p| alive(p.pid) && is_our_node(p.pid, &p.home)).collect();
+    for p in &ours {
         signal(p.pid, "-TERM")?;
     }
-    for p in &net.peers {
+    for p in &ours {
         wait_exit(p.pid)?;
     }
     std::fs::remove_file(state_path(dir))?;
@@ -233,8 +251,8 @@ pub fn kill(dir: &Path, index: usize) -> Result<()> {
         .peers
         .get(index)
         .with_context(|| format!("no peer {index}; the devnet has {}", net.peers.len()))?;
-    if !alive(p.pid) {
-        bail!("peer {index} is not running");
+    if !alive(p.pid) || !is_our_node(p.pid, &p.home) {
+        bail!("peer {index} is not running (process {} is not its node)", p.pid);
     }
     kill_pid(p.pid)?;
     let _ = std::fs::remove_file(p.home.join("api.json"));
@@ -249,7 +267,7 @@ pub fn start(dir: &Path, index: usize) -> Result<()> {
         .get(index)
         .cloned()
         .with_context(|| format!("no peer {index}; the devnet has {}", net.peers.len()))?;
-    if alive(p.pid) {
+    if alive(p.pid) && is_our_node(p.pid, &p.home) {
         bail!("peer {index} is already running");
     }
     let boot =

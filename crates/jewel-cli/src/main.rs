@@ -167,6 +167,9 @@ enum Command {
         /// Print what the get did (bytes read from each piece, faults) as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Replace the output file if it exists (never a folder or a link).
+        #[arg(long)]
+        force: bool,
     },
     /// Show each piece of a file with its holder and state, and whether it is recoverable.
     Check {
@@ -386,7 +389,7 @@ fn run(cli: Cli) -> Result<()> {
                 scrub_every: std::time::Duration::from_secs(scrub_every.max(1)),
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(jewel_node::run(config, |info| {
+            let ran = rt.block_on(jewel_node::run(config, |info| {
                 // The node's readiness lines; a closed stdout must not stop the node.
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "peer id: {}", info.peer_id);
@@ -395,16 +398,19 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 let _ = writeln!(out, "api: {}", info.api);
                 let _ = out.flush();
-            }))?;
+            }));
+            // A pipeline still running on a blocking thread is not waited for.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            ran?;
             Ok(())
         }
         Command::Put { file, scheme, json } => remote::put(home, &file, scheme.as_deref(), json),
-        Command::Get { cap, output, range, json } => {
+        Command::Get { cap, output, range, json, force } => {
             let range = range.as_deref().map(remote::parse_range).transpose()?;
             if json && output.as_os_str() == "-" {
                 anyhow::bail!("--json prints to stdout, so the file cannot go there too: pass -o FILE");
             }
-            remote::get(home, &cap, &output, range, json)
+            remote::get(home, remote::GetArgs { cap: &cap, out: &output, range, json, force })
         }
         Command::Check { cap, verify, json } => remote::check(home, &cap, verify, json),
         Command::Status { json } => remote::status(home, json),

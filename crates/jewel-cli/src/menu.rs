@@ -209,7 +209,14 @@ fn act(home: &Path, api: &Api, item: Item) -> Result<()> {
         Item::Get => {
             if let Some((name, cap)) = pick_file(api, "get")? {
                 let out = ask(&format!("save as (empty for ./{name}): "))?.unwrap_or(name);
-                remote::get(home, &cap, Path::new(&out), None, false)?;
+                let args = remote::GetArgs {
+                    cap: &cap,
+                    out: Path::new(&out),
+                    range: None,
+                    json: false,
+                    force: false,
+                };
+                remote::get(home, args)?;
             }
         }
         Item::Scheme => {

@@ -141,9 +141,22 @@ pub fn parse_range(text: &str) -> Result<(u64, u64)> {
     Ok((start, end))
 }
 
-pub fn get(home: Option<&Path>, cap: &str, out: &Path, range: Option<(u64, u64)>, json: bool) -> Result<()> {
+pub struct GetArgs<'a> {
+    pub cap: &'a str,
+    pub out: &'a Path,
+    pub range: Option<(u64, u64)>,
+    pub json: bool,
+    pub force: bool,
+}
+
+pub fn get(home: Option<&Path>, args: GetArgs<'_>) -> Result<()> {
+    let GetArgs { cap, out, range, json, force } = args;
     let api = Api::open(home)?;
     let to_stdout = out.as_os_str() == "-";
+    if !to_stdout {
+        // Before anything is fetched: a wrong output costs nothing.
+        jewel_node::check_output(out, force)?;
+    }
     let target = if to_stdout {
         let home = home.map(Path::to_path_buf).unwrap_or_default();
         absolute(&home.join(format!("stdout-{}.tmp", std::process::id())))?
@@ -156,6 +169,7 @@ pub fn get(home: Option<&Path>, cap: &str, out: &Path, range: Option<(u64, u64)>
             out: target.clone(),
             range,
             job: job.map(str::to_string),
+            force: force || to_stdout,
         };
         api.call::<api::Get>(&req)
     })?;

@@ -361,7 +361,7 @@ fn churn_never_loses_a_file_and_repair_heals_it() {
             serde_json::from_str(&ok(&owner.home, &["check", cap, "--json"])).unwrap();
         assert_eq!(check["alive"], 5, "every piece alive after repair: {check}");
         let out = tmp.path().join("final");
-        ok(&owner.home, &["get", cap, "-o", out.to_str().unwrap()]);
+        ok(&owner.home, &["get", cap, "-o", out.to_str().unwrap(), "--force"]);
         assert!(std::fs::read(&out).unwrap() == *data, "nothing is lost");
     }
     println!(

@@ -197,11 +197,11 @@ proptest! {
         let mut out = random_bytes(len + 64, seed ^ 1);
         for &s in order.iter().take(k) {
             match scheme.placed_range(s, len) {
-                Some(r) if rng.next_u64() % 2 == 0 => {
+                Some(r) if rng.next_u64().is_multiple_of(2) => {
                     prop_assert!(s < k && r.len() == chunks[s].len());
                     out[r].copy_from_slice(&chunks[s]);
                     placed[s] = true;
-                    if rng.next_u64() % 2 == 0 {
+                    if rng.next_u64().is_multiple_of(2) {
                         given[s] = Some(vec![0xee; chunks[s].len()]);
                     }
                 }

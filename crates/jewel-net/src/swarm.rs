@@ -217,6 +217,9 @@ pub struct PeerInfo {
     pub addrs: Vec<String>,
     pub connected: bool,
     pub zone: Option<String>,
+    /// Whether the peer said (through identify) that it serves the block protocol;
+    /// `None` until it has said anything.
+    pub blocks: Option<bool>,
 }
 
 pub(crate) enum Command {
@@ -264,6 +267,8 @@ pub(crate) struct EventLoop {
     /// fails at once, unless the peer has connected to us since.
     unreachable: HashMap<PeerId, (std::time::Instant, String)>,
     zones: HashMap<PeerId, String>,
+    /// What identify said of each peer's block protocol: served or not.
+    serves_blocks: HashMap<PeerId, bool>,
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
     events: tokio::sync::broadcast::Sender<NetEvent>,
 }
@@ -404,6 +409,7 @@ impl EventLoop {
             connecting: HashMap::new(),
             unreachable: HashMap::new(),
             zones: HashMap::new(),
+            serves_blocks: HashMap::new(),
             addrs: HashMap::new(),
             events,
         };
@@ -557,6 +563,7 @@ impl EventLoop {
                             .unwrap_or_default(),
                         connected: self.swarm.is_connected(&p),
                         zone: self.zones.get(&p).cloned(),
+                        blocks: self.serves_blocks.get(&p).copied(),
                     })
                     .collect();
                 let _ = reply.send(infos);
@@ -616,10 +623,12 @@ impl EventLoop {
                     let swarm = &self.swarm;
                     self.addrs.retain(|p, _| swarm.is_connected(p));
                     self.zones.retain(|p, _| swarm.is_connected(p));
+                    self.serves_blocks.retain(|p, _| swarm.is_connected(p));
                 }
                 if let Some(zone) = zone_of(&info.agent_version) {
                     self.zones.insert(peer_id, zone);
                 }
+                self.serves_blocks.insert(peer_id, info.protocols.contains(&crate::block::BLOCK_PROTOCOL));
                 if info.protocols.contains(&KAD_PROTOCOL) {
                     for addr in &info.listen_addrs {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());

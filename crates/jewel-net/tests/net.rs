@@ -497,3 +497,104 @@ async fn a_dead_peer_costs_one_failed_dial() {
         n.shutdown().await;
     }
 }
+
+/// Peers say through identify whether they serve the block protocol, so that one that does
+/// not is never picked to hold a piece.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_say_whether_they_serve_blocks() {
+    let (nodes, _) = network(2, None).await;
+    let boot = nodes[0].handle().listeners().await.unwrap()[0]
+        .clone()
+        .with(libp2p_peer(nodes[0].handle().peer_id()));
+    let config = NetConfig { bootstrap: vec![boot], serve_blocks: false, ..NetConfig::default() };
+    let bystander =
+        Network::start(Keypair::generate_ed25519(), config, Arc::new(MemStore::new(None))).await.unwrap();
+    let asker = nodes[1].handle();
+    asker.connect(bystander.handle().peer_id()).await.unwrap();
+    let about = |peers: &[jewel_net::PeerInfo], who: jewel_net::PeerId| {
+        peers.iter().find(|p| p.peer == who.to_string()).and_then(|p| p.blocks)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let peers = asker.peers().await.unwrap();
+        let (server, bystanding) =
+            (about(&peers, nodes[0].handle().peer_id()), about(&peers, bystander.handle().peer_id()));
+        if server.is_some() && bystanding.is_some() {
+            assert_eq!((server, bystanding), (Some(true), Some(false)));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "identify never told: {peers:?}");
+        tokio::task::yield_now().await;
+    }
+    bystander.shutdown().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// A stranger cannot make a holder keep a block for ever: a lease of 136 years is granted
+/// for 90 days.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_capped() {
+    let (nodes, _) = network(1, None).await;
+    let boot = nodes[0].handle().listeners().await.unwrap()[0]
+        .clone()
+        .with(libp2p_peer(nodes[0].handle().peer_id()));
+    let book = Arc::new(jewel::lease::LeaseBook::in_memory().unwrap());
+    let config = NetConfig { bootstrap: vec![boot], leases: Some(book.clone()), ..NetConfig::default() };
+    let holder =
+        Network::start(Keypair::generate_ed25519(), config, Arc::new(MemStore::new(None))).await.unwrap();
+    let block = data(10_000, 7);
+    let id = BlockId::of(&block);
+    let a = nodes[0].blocks();
+    a.put_block(holder.handle().peer_id(), id, &block).await.unwrap();
+    let file = BlockId::of(b"a file");
+    assert_eq!(a.lease(holder.handle().peer_id(), file, u32::MAX, &[id]).await.unwrap(), vec![true]);
+    let expiry = book.expiry(&id).unwrap().unwrap();
+    let now = jewel::lease::now();
+    assert!(expiry <= now + jewel::lease::MAX_LEASE_SECS, "expires in {} s", expiry - now);
+    assert!(
+        expiry + 60 >= now + jewel::lease::MAX_LEASE_SECS,
+        "granted the cap, not less: {} s",
+        expiry - now
+    );
+    holder.shutdown().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// A holder's store error reaches the asker as a status and a reason that names nothing of
+/// the holder's machine: its local paths stay in its own log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_sent_to_peers_hold_no_local_paths() {
+    let (nodes, _) = network(1, None).await;
+    let boot = nodes[0].handle().listeners().await.unwrap()[0]
+        .clone()
+        .with(libp2p_peer(nodes[0].handle().peer_id()));
+    let dir = tempfile::tempdir().unwrap();
+    let store = jewel::FsStore::open(dir.path().join("store"), None).unwrap();
+    let config = NetConfig { bootstrap: vec![boot], ..NetConfig::default() };
+    let holder = Network::start(Keypair::generate_ed25519(), config, Arc::new(store.clone())).await.unwrap();
+    let block = data(50_000, 8);
+    let id = BlockId::of(&block);
+    let a = nodes[0].blocks();
+    a.put_block(holder.handle().peer_id(), id, &block).await.unwrap();
+    // The block's file turns into a link to itself: opening it fails with an I/O error
+    // that names the path.
+    let hex = id.to_string();
+    let path = dir.path().join("store").join("blocks").join(&hex[..2]).join(&hex);
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&path, &path).unwrap();
+    let err = a.get_range(holder.handle().peer_id(), id, block.len() as u64, 0, 1000).await.unwrap_err();
+    match &err {
+        NetError::Wire(WireError::Refused { status: Status::Internal, reason }) => {
+            assert!(!reason.contains(dir.path().to_str().unwrap()), "a local path went to a peer: {reason}");
+        }
+        other => panic!("{other}"),
+    }
+    holder.shutdown().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

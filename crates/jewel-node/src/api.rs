@@ -135,6 +135,9 @@ pub struct GetRequest {
     pub range: Option<(u64, u64)>,
     #[serde(default)]
     pub job: Option<String>,
+    /// Replace `out` if it is an existing file (never a folder or a link).
+    #[serde(default)]
+    pub force: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -300,6 +303,8 @@ pub struct Peer {
     pub addrs: Vec<String>,
     pub connected: bool,
     pub zone: Option<String>,
+    /// Whether it serves the block protocol (can hold pieces); `None`: not known yet.
+    pub blocks: Option<bool>,
 }
 
 /// The owner's settings.

@@ -201,6 +201,13 @@ impl Node {
     /// `jewel check [--verify]`: audits a file now and reports each piece.
     pub async fn check(self: &Arc<Self>, cap: &str, verify: bool) -> Result<CheckReport, AuditError> {
         let id = Cap::parse(cap)?.manifest();
+        // A full verification moves every byte: it takes a transfer's turn.
+        let _turn = match verify {
+            true => Some(
+                self.transfers.acquire().await.map_err(|_| AuditError::Locate(ClientError::Interrupted))?,
+            ),
+            false => None,
+        };
         let (manifest, located, audit) = self.audit_file(id, verify).await?;
         let missing = self.state.file(&id.to_string())?.map(|r| r.lease_missing).unwrap_or_default();
         let mut report = check_report(&manifest, &located, &audit, missing)?;

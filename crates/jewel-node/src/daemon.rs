@@ -18,7 +18,7 @@ use jewel_net::{Multiaddr, NetConfig, Network};
 
 use crate::api::ApiInfo;
 use crate::http::{router, Served};
-use crate::identity::{ensure_home, load_identity, new_token, write_secret, IdentityError};
+use crate::identity::{ensure_home, load_identity, lock_home, new_token, write_secret, IdentityError};
 use crate::node::Node;
 use crate::state::{StateError, StateStore};
 use crate::workers::{
@@ -59,6 +59,7 @@ pub struct NodeConfig {
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
     pub api: SocketAddr,
+    /// Most bytes stored for others; a tenth of the free disk if not given.
     pub capacity: Option<u64>,
     pub zone: Option<String>,
     pub mdns: bool,
@@ -83,14 +84,30 @@ pub const DEFAULT_SCRUB_RATE: u64 = 16 << 20;
 /// The scrubber's default time between passes.
 pub const DEFAULT_SCRUB_EVERY: Duration = Duration::from_secs(24 * 3600);
 
+/// A tenth of the space free for this user on the home's file system when `--capacity` is
+/// not given: strangers' pieces never fill the disk.
+pub const DEFAULT_CAPACITY_SHARE: u64 = 10;
+
+fn default_capacity(home: &Path) -> Result<u64, NodeError> {
+    let fs = rustix::fs::statvfs(home).map_err(|e| io_err(home)(e.into()))?;
+    Ok(fs.f_bavail.saturating_mul(fs.f_frsize) / DEFAULT_CAPACITY_SHARE)
+}
+
 /// Runs a node until SIGINT or SIGTERM. `ready` is called once `api.json` is written.
 pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(), NodeError> {
     if !config.api.ip().is_loopback() {
         return Err(NodeError::NotLoopback(config.api));
     }
     ensure_home(&config.home)?;
+    // First, before anything in the home is read or cleaned up: one node per home.
+    let _lock = lock_home(&config.home)?;
     let keypair = load_identity(&config.home)?;
-    let store = FsStore::open(config.home.join("store"), config.capacity)?;
+    let capacity = match config.capacity {
+        Some(c) => c,
+        None => default_capacity(&config.home)?,
+    };
+    tracing::info!(capacity, "the store holds at most this many bytes for others");
+    let store = FsStore::open(config.home.join("store"), Some(capacity))?;
     let state = Arc::new(StateStore::open(&config.home)?);
     let leases = Arc::new(
         LeaseBook::in_database(state.database())
@@ -123,6 +140,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         lease_secs: u32::try_from(config.lease.as_secs()).unwrap_or(u32::MAX).max(1),
         repair_margin: config.repair_margin,
         repairing: Default::default(),
+        transfers: tokio::sync::Semaphore::new(crate::node::MAX_TRANSFERS),
     });
     let scrub = ScrubWorker::new(
         Arc::new(store.clone()),
@@ -139,7 +157,8 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         (Box::new(scrub), Waker::default()),
     ];
     let workers = Workers::spawn(workers, node.clock.clone());
-    let served = Arc::new(Served { node, workers, token: token.clone() });
+    let requests = Arc::new(tokio::sync::Semaphore::new(crate::http::MAX_REQUESTS));
+    let served = Arc::new(Served { node, workers, token: token.clone(), requests });
     let app = router(served.clone());
     let listen = network.handle().listeners().await?.iter().map(|a| a.to_string()).collect();
     let info =
@@ -151,12 +170,32 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     // that stops it cleanly (api.json removed) instead of killing it.
     let stop = shutdown_signal(&config.home)?;
     ready(&info);
-    let served_result = axum::serve(listener, app).with_graceful_shutdown(stop).await;
+    // A signal lets requests in flight finish, for SHUTDOWN_GRACE at most: a node stops
+    // within a few seconds whatever it is doing.
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let signalled = async move {
+        stop.await;
+        let _ = stopping.send(true);
+    };
+    let grace = async move {
+        let _ = stopped.changed().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let served_result = tokio::select! {
+        r = axum::serve(listener, app).with_graceful_shutdown(signalled) => r,
+        () = grace => {
+            tracing::warn!("stopping with requests still in flight");
+            Ok(())
+        }
+    };
     let _ = std::fs::remove_file(&api_json);
     served.workers.stop();
     network.shutdown().await;
     served_result.map_err(io_err(&config.home))
 }
+
+/// How long requests in flight may run on after SIGTERM or SIGINT.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Resolves on SIGINT or SIGTERM; the handlers are installed when this is called.
 fn shutdown_signal(home: &Path) -> Result<impl std::future::Future<Output = ()>, NodeError> {

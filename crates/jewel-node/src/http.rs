@@ -25,7 +25,12 @@ pub(crate) struct Served {
     pub node: Arc<Node>,
     pub workers: Workers,
     pub token: String,
+    /// Requests served at once, at most [`MAX_REQUESTS`]; more are answered busy.
+    pub requests: Arc<tokio::sync::Semaphore>,
 }
+
+/// API requests served at once, at most.
+pub const MAX_REQUESTS: usize = 64;
 
 type S = State<Arc<Served>>;
 
@@ -82,7 +87,12 @@ impl From<StateError> for ApiError {
 impl From<PutError> for ApiError {
     fn from(e: PutError) -> Self {
         match e {
-            PutError::Scheme(_) | PutError::Unreadable { .. } => status(StatusCode::BAD_REQUEST, e),
+            PutError::Scheme(_) | PutError::Unreadable { .. } | PutError::NotRegular { .. } => {
+                status(StatusCode::BAD_REQUEST, e)
+            }
+            PutError::Transfer(ClientError::Pipeline(jewel::PipelineError::Input(_))) => {
+                status(StatusCode::BAD_REQUEST, e)
+            }
             PutError::Placement(_) => status(StatusCode::SERVICE_UNAVAILABLE, e),
             PutError::Transfer(e) => e.into(),
             PutError::State(e) => e.into(),
@@ -94,9 +104,10 @@ impl From<PutError> for ApiError {
 impl From<GetError> for ApiError {
     fn from(e: GetError) -> Self {
         match e {
-            GetError::Cap(_) | GetError::Range { .. } | GetError::Key(_) => {
+            GetError::Cap(_) | GetError::Range { .. } | GetError::PastEnd { .. } | GetError::Key(_) => {
                 status(StatusCode::BAD_REQUEST, e)
             }
+            GetError::Output(_) => status(StatusCode::CONFLICT, e),
             GetError::Locate(e) => e.into(),
             GetError::Transfer(jewel::offline::OfflineError::OutputExists { .. }) => {
                 status(StatusCode::CONFLICT, e)
@@ -214,6 +225,15 @@ async fn set_settings(State(s): S, Body(req): Req<api::SetSettings>) -> Reply<ap
     Ok(Json(settings))
 }
 
+/// Answers busy past [`MAX_REQUESTS`] requests at once.
+async fn limit(State(s): S, req: Request, next: Next) -> Response {
+    let Ok(_permit) = s.requests.clone().try_acquire_owned() else {
+        let busy = format!("the node is busy ({MAX_REQUESTS} requests at once); try again shortly");
+        return ApiError(StatusCode::SERVICE_UNAVAILABLE, busy).into_response();
+    };
+    next.run(req).await
+}
+
 async fn auth(State(s): S, req: Request, next: Next) -> Response {
     let ok = req
         .headers()
@@ -248,5 +268,6 @@ pub(crate) fn router(served: Arc<Served>) -> Router {
         .route(at::<api::Progress>(), post(progress))
         .route(at::<api::GetSettings>(), get(settings).post(set_settings))
         .layer(axum::middleware::from_fn_with_state(served.clone(), auth))
+        .layer(axum::middleware::from_fn_with_state(served.clone(), limit))
         .with_state(served)
 }

@@ -22,6 +22,8 @@ pub enum IdentityError {
     Damaged(PathBuf),
     #[error("no random numbers: {0}")]
     Random(String),
+    #[error("another jewel node (process {pid}) is running on {}; stop it first, or use another --home", home.display())]
+    Busy { home: PathBuf, pid: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
@@ -32,6 +34,35 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
 pub fn ensure_home(home: &Path) -> Result<(), IdentityError> {
     std::fs::create_dir_all(home).map_err(io(home))?;
     std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700)).map_err(io(home))
+}
+
+/// Holds a home for one node: an exclusive lock on `HOME/node.lock`, taken before the node
+/// touches anything else in the home, released when dropped (or when the process ends,
+/// however it ends).
+#[derive(Debug)]
+pub struct HomeLock {
+    /// Held open: the lock lives as long as the file does.
+    _file: std::fs::File,
+}
+
+/// Takes `home`'s lock, or says which process holds it.
+pub fn lock_home(home: &Path) -> Result<HomeLock, IdentityError> {
+    let path = home.join("node.lock");
+    let mut file = private_file(&path).map_err(io(&path))?;
+    match file.try_lock() {
+        Ok(()) => {
+            use std::io::Seek;
+            let _ = file.set_len(0);
+            let _ = file.rewind();
+            let _ = write!(file, "{}", std::process::id());
+            Ok(HomeLock { _file: file })
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            Err(IdentityError::Busy { home: home.to_path_buf(), pid: pid.trim().to_string() })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(IdentityError::Io { path, source: e }),
+    }
 }
 
 /// Opens `path` for reading and writing, creating it 0600 if it is not there (and making
@@ -112,6 +143,20 @@ mod tests {
         assert_eq!(mode(&p), 0o600);
         // No temp file is left behind.
         assert_eq!(std::fs::read_dir(&home).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_home_is_held_by_one_node_at_a_time() {
+        let home = tempfile::tempdir().unwrap();
+        let lock = lock_home(home.path()).unwrap();
+        let e = lock_home(home.path()).unwrap_err();
+        let line = e.to_string();
+        assert!(
+            line.contains(&format!("process {}", std::process::id())) && line.contains("stop it first"),
+            "{line}"
+        );
+        drop(lock);
+        lock_home(home.path()).unwrap();
     }
 
     #[test]

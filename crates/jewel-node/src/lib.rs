@@ -30,4 +30,4 @@ pub mod workers;
 
 pub use api::ApiInfo;
 pub use daemon::{run, NodeConfig, NodeError, DEFAULT_LEASE, DEFAULT_SCRUB_EVERY, DEFAULT_SCRUB_RATE};
-pub use node::{GetError, PutError, RmError, DEFAULT_SCHEME};
+pub use node::{check_output, GetError, OutputError, PutError, RmError, DEFAULT_SCHEME};

@@ -46,7 +46,14 @@ pub(crate) struct Node {
     pub repair_margin: Option<usize>,
     /// Files being repaired now (at most one repair per file).
     pub repairing: Mutex<HashSet<BlockId>>,
+    /// Puts, gets, repairs and full verifications running at once, at most
+    /// [`MAX_TRANSFERS`]; more wait their turn.
+    pub transfers: tokio::sync::Semaphore,
 }
+
+/// Transfers (puts, gets, repairs, verifications) run at once, at most. A get holds about
+/// 26 MiB (segments in flight and chunk buffers), so gets hold about 100 MiB at most.
+pub const MAX_TRANSFERS: usize = 4;
 
 /// Why a put failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +63,8 @@ pub enum PutError {
     Scheme(String),
     #[error("cannot read {}: {source}", path.display())]
     Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("{} is {kind}, not a regular file; jewel puts regular files", path.display())]
+    NotRegular { path: PathBuf, kind: &'static str },
     #[error(transparent)]
     Placement(#[from] PolicyError),
     #[error(transparent)]
@@ -68,6 +77,84 @@ pub enum PutError {
     State(#[from] StateError),
 }
 
+/// Why a get will not write where it was asked to.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutputError {
+    #[error("{} is a folder; give the file's name, e.g. {}/NAME", .0.display(), .0.display())]
+    Folder(PathBuf),
+    #[error("{} is a symbolic link; jewel get writes a file of its own, never through a link", .0.display())]
+    Link(PathBuf),
+    #[error("{} exists; pass --force to replace it", .0.display())]
+    Exists(PathBuf),
+}
+
+/// Refuses, before anything is fetched, an output that is a folder or a link, or an
+/// existing file unless `force`.
+pub fn check_output(out: &std::path::Path, force: bool) -> Result<(), OutputError> {
+    match std::fs::symlink_metadata(out) {
+        Ok(m) if m.file_type().is_symlink() => Err(OutputError::Link(out.to_path_buf())),
+        Ok(m) if m.is_dir() => Err(OutputError::Folder(out.to_path_buf())),
+        Ok(_) if !force => Err(OutputError::Exists(out.to_path_buf())),
+        _ => Ok(()),
+    }
+}
+
+/// Opens a regular file for a put, with its size; anything else is refused with what it is.
+fn open_regular(path: &std::path::Path) -> Result<(std::fs::File, u64), PutError> {
+    use std::os::unix::fs::FileTypeExt;
+    let cannot = |source| PutError::Unreadable { path: path.to_path_buf(), source };
+    let kind = |t: std::fs::FileType| match () {
+        _ if t.is_dir() => "a directory",
+        _ if t.is_fifo() => "a FIFO (named pipe)",
+        _ if t.is_char_device() => "a character device",
+        _ if t.is_block_device() => "a block device",
+        _ if t.is_socket() => "a socket",
+        _ => "not a plain file",
+    };
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(PutError::NotRegular { path: path.to_path_buf(), kind: kind(meta.file_type()) });
+    }
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(PutError::NotRegular { path: path.to_path_buf(), kind: kind(meta.file_type()) });
+    }
+    Ok((file, meta.len()))
+}
+
+/// Reads exactly the `left` bytes a file said it has: a file that turns out longer (it grew,
+/// or is a `/proc` file whose size says 0) or shorter is an error, not a different file
+/// stored under the same name.
+struct Exactly<R> {
+    inner: R,
+    left: u64,
+    path: PathBuf,
+}
+
+impl<R: std::io::Read> std::io::Read for Exactly<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(std::io::Error::other(format!(
+                    "{} has more bytes than its size said (it grew while being stored, or it is a /proc file)",
+                    self.path.display()
+                ))),
+            };
+        }
+        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::other(format!("{} shrank while being stored", self.path.display())));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// Why a get failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -76,6 +163,10 @@ pub enum GetError {
     Cap(#[from] CapError),
     #[error("range {start}-{end} ends before it starts")]
     Range { start: u64, end: u64 },
+    #[error("the range starts at byte {start}, but the file has {len} bytes")]
+    PastEnd { start: u64, len: u64 },
+    #[error(transparent)]
+    Output(#[from] OutputError),
     #[error(transparent)]
     Key(jewel::ManifestError),
     #[error(transparent)]
@@ -146,8 +237,10 @@ impl Node {
     pub async fn candidates(&self, exclude: &HashSet<PeerId>) -> Result<Vec<Candidate<PeerId>>, NetError> {
         let mut known = self.blocks.net().peers().await?;
         known.sort_by_key(|p| !p.connected);
+        // A peer that said it does not serve blocks cannot hold a piece.
         let known: Vec<Candidate<PeerId>> = known
             .into_iter()
+            .filter(|p| p.blocks != Some(false))
             .filter_map(|p| Some(Candidate { peer: p.peer.parse::<PeerId>().ok()?, zone: p.zone }))
             .filter(|c| !exclude.contains(&c.peer))
             .take(MAX_CANDIDATES)
@@ -165,6 +258,8 @@ impl Node {
     /// Stores a file on the network and records it; the record is durable before this
     /// returns.
     pub async fn put(self: &Arc<Self>, body: PutRequest) -> Result<PutResponse, PutError> {
+        let _turn =
+            self.transfers.acquire().await.map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
         let default = self.settings()?.default_scheme;
         let text = body.scheme.as_deref().unwrap_or(&default);
         let spec = SchemeSpec::parse(text).map_err(|e| PutError::Scheme(e.to_string()))?;
@@ -179,19 +274,16 @@ impl Node {
         let spares = policy::place(candidates.len(), &candidates).unwrap_or_default();
         let peers: Vec<PeerId> =
             holders.iter().copied().chain(spares.into_iter().filter(|p| !holders.contains(p))).collect();
-        let cannot = |source| PutError::Unreadable { path: body.path.clone(), source };
-        // Opening may block (a FIFO, a slow disk): not on a runtime thread.
+        // Regular files only, checked before opening (opening a FIFO waits for a writer);
+        // the file system calls run off the runtime's threads.
         let path = body.path.clone();
-        let opened = tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::open(&path)?;
-            let size = file.metadata()?.len();
-            Ok::<_, std::io::Error>((file, size))
-        })
-        .await
-        .map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
-        let (file, size) = opened.map_err(cannot)?;
+        let opened = tokio::task::spawn_blocking(move || open_regular(&path))
+            .await
+            .map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
+        let (file, size) = opened?;
         let job = self.jobs.start(body.job.as_deref(), size);
-        let input = Counted { inner: file, progress: job.as_ref().map(|j| j.progress.clone()) };
+        let exact = Exactly { inner: file, left: size, path: body.path.clone() };
+        let input = Counted { inner: exact, progress: job.as_ref().map(|j| j.progress.clone()) };
         let placed =
             client::put_file(&self.blocks, Box::new(input), size, &PutOptions::new(spec), &peers).await?;
         let stored = started.elapsed();
@@ -240,8 +332,15 @@ impl Node {
                 return Err(GetError::Range { start, end });
             }
         }
+        check_output(&body.out, body.force)?;
+        let _turn = self.transfers.acquire().await.map_err(|_| GetError::Interrupted)?;
         let started = Instant::now();
         let (manifest, located) = self.locate(cap.manifest).await.map_err(GetError::Locate)?;
+        if let Some((start, _)) = body.range {
+            if start >= manifest.file_len && start > 0 {
+                return Err(GetError::PastEnd { start, len: manifest.file_len });
+            }
+        }
         let (found, pieces) = (located.iter().flatten().count(), located.len());
         manifest.check_key(&cap.key).map_err(GetError::Key)?;
         let fetch = NetFetch::new(self.blocks.clone(), &manifest, &located)
@@ -324,7 +423,13 @@ impl Node {
             .peers()
             .await?
             .into_iter()
-            .map(|p| Peer { peer: p.peer, addrs: p.addrs, connected: p.connected, zone: p.zone })
+            .map(|p| Peer {
+                peer: p.peer,
+                addrs: p.addrs,
+                connected: p.connected,
+                zone: p.zone,
+                blocks: p.blocks,
+            })
             .collect())
     }
 }

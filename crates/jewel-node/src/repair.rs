@@ -70,6 +70,8 @@ impl Node {
     /// then records the new placement.
     pub async fn repair_file(&self, id: BlockId) -> Result<RepairResponse, RepairError> {
         let _guard = RepairGuard::take(self, id).ok_or(RepairError::Busy(id))?;
+        let _turn =
+            self.transfers.acquire().await.map_err(|_| RepairError::Rebuild(ClientError::Interrupted))?;
         let (manifest, located, before) = self.audit_file(id, false).await?;
         let lost = lost_slots(&before);
         let lease_missing = || -> Result<Vec<usize>, StateError> {

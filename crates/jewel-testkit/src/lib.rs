@@ -178,6 +178,7 @@ pub struct Node {
     /// Its first listen address, with its `/p2p/` id: what others bootstrap from.
     pub addr: String,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     log: Option<Receiver<String>>,
     frozen: bool,
 }
@@ -187,6 +188,7 @@ pub struct NodeBuilder {
     cli: Cli,
     home: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl NodeBuilder {
@@ -206,6 +208,12 @@ impl NodeBuilder {
         self
     }
 
+    /// An environment variable for the node (`RUST_LOG` replaces the kit's `jewel=info`).
+    pub fn env(mut self, key: &str, value: &str) -> NodeBuilder {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// Starts the node and waits until it printed its API address.
     pub fn start(self) -> Node {
         let mut node = Node {
@@ -215,6 +223,7 @@ impl NodeBuilder {
             peer: String::new(),
             addr: String::new(),
             args: self.args,
+            env: self.env,
             log: None,
             frozen: false,
         };
@@ -225,7 +234,7 @@ impl NodeBuilder {
 
 impl Node {
     pub fn builder(cli: &Cli, home: &Path) -> NodeBuilder {
-        NodeBuilder { cli: cli.clone(), home: home.to_path_buf(), args: Vec::new() }
+        NodeBuilder { cli: cli.clone(), home: home.to_path_buf(), args: Vec::new(), env: Vec::new() }
     }
 
     /// Starts the process and reads its readiness lines; its log (RUST_LOG=jewel=info) is
@@ -233,8 +242,11 @@ impl Node {
     fn launch(&mut self) {
         let mut cmd = self.cli.command();
         cmd.arg("node").arg("--home").arg(&self.home).args(&self.args);
+        cmd.env("RUST_LOG", "jewel=info");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
         let mut child = cmd
-            .env("RUST_LOG", "jewel=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -317,6 +329,11 @@ impl Node {
 
     pub fn err_line(&self, args: &[&str]) -> String {
         self.cli.err_line(&self.home, args)
+    }
+
+    /// The log lines the node printed so far that no one has read yet.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.as_ref().map(|l| l.try_iter().collect()).unwrap_or_default()
     }
 
     /// Waits (on the node's own log) for a line containing `text`.

@@ -32,7 +32,7 @@ pub enum CapError {
     UnknownVersion(String),
     #[error("malformed cap: `{ch}` at position {pos} is not a base32 character (a-z, 2-7)")]
     BadCharacter { pos: usize, ch: char },
-    #[error("truncated or padded cap: {actual} bytes of payload, a {kind} cap has {expected}")]
+    #[error("truncated or padded cap: {actual} characters after its prefix, a {kind} cap has {expected}")]
     WrongLength { kind: &'static str, expected: usize, actual: usize },
     #[error("cap checksum mismatch: the cap was mistyped or cut short")]
     Checksum,
@@ -97,7 +97,10 @@ impl Cap {
         let (bytes, canonical) =
             base32_decode(body).map_err(|(pos, ch)| CapError::BadCharacter { pos: offset + pos, ch })?;
         if bytes.len() != expected + CHECK_LEN || !canonical {
-            return Err(CapError::WrongLength { kind, expected: expected + CHECK_LEN, actual: bytes.len() });
+            // Counted in the characters the user sees: one character too many still decodes
+            // to the right number of bytes, so a byte count would tell them nothing.
+            let chars = ((expected + CHECK_LEN) * 8).div_ceil(5);
+            return Err(CapError::WrongLength { kind, expected: chars, actual: body.chars().count() });
         }
         let (payload, check) = bytes.split_at(expected);
         if checksum(tag, payload) != check {
@@ -259,6 +262,15 @@ mod tests {
         assert!(matches!(Cap::parse("jewel:r1:ab1c"), Err(CapError::BadCharacter { ch: '1', pos: 11 })));
         let truncated = &text[..text.len() - 10];
         assert!(matches!(Cap::parse(truncated), Err(CapError::WrongLength { .. })));
+        // One character too many: the message gives the real lengths.
+        let good = ReadCap { manifest: BlockId([1; 32]), key: FileKey([2; 32]) }.to_string();
+        let long = format!("{good}a");
+        let e = Cap::parse(&long).unwrap_err().to_string();
+        let body = good.len() - "jewel:r1:".len();
+        assert!(
+            e.contains(&format!("{} characters after its prefix, a read cap has {body}", body + 1)),
+            "{e}"
+        );
         // Change one character of the key part: the checksum catches it.
         let mut typo: Vec<char> = text.chars().collect();
         let i = 80;

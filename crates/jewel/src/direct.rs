@@ -38,7 +38,7 @@ pub struct DirectWriter {
 impl DirectWriter {
     /// Opens `path` (which must exist; it is not truncated) for writing from `offset`.
     pub fn open(path: &Path, offset: u64) -> io::Result<DirectWriter> {
-        let direct = (offset % ALIGN as u64 == 0).then(|| open_direct(path)).and_then(Result::ok);
+        let direct = offset.is_multiple_of(ALIGN as u64).then(|| open_direct(path)).and_then(Result::ok);
         let (file, direct) = match direct {
             Some(f) => (f, true),
             None => (File::options().write(true).open(path)?, false),

@@ -24,6 +24,8 @@ const LEASES: TableDefinition<&[u8], u64> = TableDefinition::new("leases");
 pub const UNASSIGNED: BlockId = BlockId([0; 32]);
 /// Seconds a freshly stored block is kept before its owner must lease it for a file.
 pub const INITIAL_LEASE_SECS: u64 = 3600;
+/// The longest lease a holder grants: an owner asking for more gets this (and renews).
+pub const MAX_LEASE_SECS: u64 = 90 * 24 * 3600;
 
 /// Why the lease book failed.
 #[derive(Debug, thiserror::Error)]

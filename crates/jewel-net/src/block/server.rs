@@ -182,12 +182,30 @@ fn status_of(e: &StoreError) -> Status {
     }
 }
 
+/// What a peer is told of a store error: the status, and a reason that names nothing of
+/// this machine (no local path); the whole error goes to this node's log.
+fn refusal(e: &StoreError) -> (Status, String) {
+    let status = status_of(e);
+    let reason = match (status, e) {
+        (_, StoreError::DiskFull { .. }) => {
+            tracing::warn!(error = %e, "the disk is full");
+            "the holder's disk is full".to_string()
+        }
+        (Status::Internal, _) => {
+            tracing::warn!(error = %e, "the store failed a peer's request");
+            "the holder's store failed; its log says why".to_string()
+        }
+        _ => e.to_string(),
+    };
+    (status, reason)
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, (Status, String)> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err((status_of(&e), e.to_string())),
+        Ok(Err(e)) => Err(refusal(&e)),
         Err(_) => Err((Status::Internal, "internal error".into())),
     }
 }
@@ -224,7 +242,7 @@ async fn handle(
                     })
                     .await
                 }
-                Err(e) => Err((status_of(&e), e.to_string())),
+                Err(e) => Err(refusal(&e)),
             };
             reply_fragment(stream, r, limit, &server.fragments).await
         }
@@ -265,7 +283,8 @@ fn lease(
 ) -> Result<Vec<bool>, StoreError> {
     let held = ids.iter().map(|id| store.has(id)).collect::<Result<Vec<bool>, _>>()?;
     let now = jewel::lease::now();
-    let expires = if seconds == 0 { 0 } else { now + u64::from(seconds) };
+    // A lease is capped: a stranger cannot make this node keep a block for 136 years.
+    let expires = if seconds == 0 { 0 } else { now + u64::from(seconds).min(jewel::lease::MAX_LEASE_SECS) };
     let mut changes: Vec<Lease> = ids
         .iter()
         .zip(&held)
@@ -403,7 +422,10 @@ async fn receive(
             let reason = format!("{offset} bytes arrived; {most} were announced");
             wire::write_error(stream, Status::BadRequest, &reason).await?
         }
-        Ok(Err(e)) => wire::write_error(stream, status_of(&e), &e.to_string()).await?,
+        Ok(Err(e)) => {
+            let (status, reason) = refusal(&e);
+            wire::write_error(stream, status, &reason).await?
+        }
         Err(_) => wire::write_error(stream, Status::Internal, "internal error").await?,
     }
     Ok(None)

@@ -9,6 +9,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -136,9 +137,11 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 impl BlockStore for FsStore {
     fn writer(&self) -> Result<Box<dyn BlockWriter>, StoreError> {
         let path = self.inner.root.join("tmp").join(format!("{}.part", random_name()));
+        // Blocks held for others are readable by this user only, like the rest of a home.
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| StoreError::io(&path, e))?;
         drop(file);
@@ -243,6 +246,7 @@ impl FsWriter {
         let mut ob_file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&ob_path)
             .map_err(|e| StoreError::io(&ob_path, e))?;
         ob_file.write_all(&outboard).map_err(|e| remove_ob(StoreError::io(&ob_path, e)))?;

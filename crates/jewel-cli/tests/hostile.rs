@@ -1,0 +1,228 @@
+//! Careless users and hostile peers (issue 13), through the `jewel` binary on real node
+//! processes: each test does what an attack or a slip did, and shows it now fails
+//! harmlessly, with one clear line.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use jewel_testkit::{exclusive, random_bytes, write_file, Cli, Devnet, Node};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jewel");
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A second `jewel node` on a running node's home stops at once, with one line, before it
+/// touches anything there: the first node's writes in progress survive, and it keeps
+/// serving.
+#[test]
+fn a_second_node_on_a_home_touches_nothing() {
+    let _one = exclusive();
+    let tmp = tempfile::tempdir().unwrap();
+    let cli = Cli::new(BIN);
+    let home = tmp.path().join("n");
+    let node = Node::builder(&cli, &home).start();
+    // A write in progress, as a put in flight leaves it.
+    let in_flight = home.join("store").join("tmp").join("in-flight.part");
+    std::fs::write(&in_flight, b"half a piece").unwrap();
+    let mut cmd = cli.command();
+    cmd.args(["node", "--home", s(&home)]);
+    let o = jewel_testkit::run_with_timeout(cmd, Duration::from_secs(30));
+    assert!(!o.success());
+    let e = o.stderr.trim();
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("another jewel node") && e.contains(&node.pid().to_string()), "{e}");
+    assert!(in_flight.exists(), "the running node's temp files are untouched");
+    node.ok(&["status"]);
+}
+
+/// Puts take regular files only: a device, a FIFO, the node's own stdin and a /proc file
+/// (whose size says 0) are refused with a reason at once, and the node is not left busy.
+#[test]
+fn puts_take_regular_files_only() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 3, |_| Vec::new());
+    let owner = &net.peers[0];
+    let fifo = net.path("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    for (path, says) in [
+        ("/dev/zero", "is a character device, not a regular file"),
+        (s(&fifo), "is a FIFO (named pipe), not a regular file"),
+        ("/dev/stdin", "not a regular file"),
+        ("/proc/cpuinfo", "has more bytes than its size said"),
+    ] {
+        let t = Instant::now();
+        let e = owner.err_line(&["put", path, "--scheme", "replicate:2"]);
+        assert!(e.contains(says), "{path}: {e}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{path} took {:?}", t.elapsed());
+    }
+    // The node is not spinning on any of them: its status answers, and a real file goes in.
+    owner.ok(&["status"]);
+    let file = write_file(&net.path("real"), b"a regular file");
+    owner.ok(&["put", &file, "--scheme", "replicate:2"]);
+}
+
+/// `-o` never clobbers by surprise and never writes through a link; a range past the end is
+/// an error; all before a byte is fetched.
+#[test]
+fn gets_refuse_outputs_and_ranges_that_make_no_sense() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 3, |_| Vec::new());
+    let owner = &net.peers[0];
+    let data = random_bytes(100_000, 1);
+    let cap =
+        owner.ok(&["put", &write_file(&net.path("f"), &data), "--scheme", "replicate:2"]).trim().to_string();
+    let existing = write_file(&net.path("existing"), b"precious");
+    let e = owner.err_line(&["get", &cap, "-o", &existing]);
+    assert!(e.contains("exists; pass --force"), "{e}");
+    assert_eq!(std::fs::read(&existing).unwrap(), b"precious");
+    let e = owner.err_line(&["get", &cap, "-o", s(&net.path(""))]);
+    assert!(e.contains("is a folder"), "{e}");
+    let link = net.path("link");
+    std::os::unix::fs::symlink(&existing, &link).unwrap();
+    let e = owner.err_line(&["get", &cap, "-o", s(&link), "--force"]);
+    assert!(e.contains("symbolic link"), "{e}");
+    assert_eq!(std::fs::read(&existing).unwrap(), b"precious", "nothing was written through the link");
+    owner.ok(&["get", &cap, "-o", &existing, "--force"]);
+    assert!(std::fs::read(&existing).unwrap() == data, "--force replaces the file");
+    let e = owner.err_line(&["get", &cap, "-o", s(&net.path("r")), "--range", "100000-100010"]);
+    assert!(e.contains("starts at byte 100000, but the file has 100000 bytes"), "{e}");
+    assert!(!net.path("r").exists());
+    // A cap with one character too many says the real lengths.
+    let e = owner.err_line(&["get", &format!("{cap}a"), "-o", s(&net.path("x"))]);
+    assert!(e.contains("characters after its prefix") && e.contains("a read cap has"), "{e}");
+}
+
+/// Nothing secret in logs at any level: the API token appears in neither the node's log nor
+/// the CLI's at `RUST_LOG=trace`. Every file in a home is the owner's alone.
+#[test]
+fn no_secrets_in_logs_and_homes_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let _one = exclusive();
+    let tmp = tempfile::tempdir().unwrap();
+    let cli = Cli::new(BIN);
+    let hub = Node::builder(&cli, &tmp.path().join("hub")).start();
+    let holder = Node::builder(&cli, &tmp.path().join("holder")).bootstrap(&hub.addr).start();
+    let node =
+        Node::builder(&cli, &tmp.path().join("n")).bootstrap(&hub.addr).env("RUST_LOG", "trace").start();
+    node.wait_knows(&[&holder.peer]);
+    let file = write_file(&tmp.path().join("f"), &random_bytes(50_000, 2));
+    let mut cmd = cli.command();
+    cmd.env("RUST_LOG", "trace").arg("--home").arg(&node.home).args([
+        "put",
+        &file,
+        "--scheme",
+        "replicate:2",
+    ]);
+    let put = jewel_testkit::run_with_timeout(cmd, Duration::from_secs(60));
+    assert!(put.success(), "{}", put.stderr);
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(node.home.join("api.json")).unwrap()).unwrap();
+    let token = info["token"].as_str().unwrap();
+    let node_log = node.log_lines().join("\n");
+    assert!(node_log.len() > 10_000, "the node logged at trace level ({} bytes)", node_log.len());
+    assert!(!node_log.contains(token), "the node's log holds the API token");
+    assert!(!put.stderr.contains(token), "the CLI's log holds the API token");
+    for home in [&node.home, &holder.home] {
+        assert_eq!(std::fs::metadata(home).unwrap().permissions().mode() & 0o777, 0o700);
+        let mut todo = vec![home.to_path_buf()];
+        let mut files = 0;
+        while let Some(p) = todo.pop() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                let path = e.unwrap().path();
+                if path.is_dir() {
+                    todo.push(path);
+                } else {
+                    files += 1;
+                    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                    assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+                }
+            }
+        }
+        assert!(files >= 4, "{} files checked in {}", files, home.display());
+    }
+}
+
+/// A node started without `--capacity` takes a tenth of the free disk for strangers, not
+/// all of it.
+#[test]
+fn the_default_capacity_is_a_tenth_of_the_free_disk() {
+    let _one = exclusive();
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::builder(&Cli::new(BIN), &tmp.path().join("n")).start();
+    let dir = node.json(&["dir", "--json"]);
+    let capacity = dir["capacity"].as_u64().expect("a capacity, not unlimited");
+    let df =
+        std::process::Command::new("df").args(["--output=avail", "-B1"]).arg(&node.home).output().unwrap();
+    let free: u64 = String::from_utf8_lossy(&df.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
+    let tenth = free / 10;
+    assert!(
+        capacity.abs_diff(tenth) < tenth / 20 + (64 << 20),
+        "capacity {capacity}, a tenth of free {tenth}"
+    );
+}
+
+/// SIGTERM stops a node within a few seconds even in the middle of a long get.
+#[test]
+fn a_node_stops_promptly_in_the_middle_of_a_get() {
+    let _one = exclusive();
+    let slow = ["--max-upload", "200000"];
+    let mut net =
+        Devnet::start_with_hub(Path::new(BIN), &slow, 4, |_| slow.iter().map(|a| a.to_string()).collect());
+    let data = random_bytes(8 << 20, 3);
+    let put =
+        net.peers[1].json(&["put", &write_file(&net.path("f"), &data), "--scheme", "replicate:2", "--json"]);
+    let cap = put["cap"].as_str().unwrap().to_string();
+    let holders: Vec<&str> = put["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    // A peer that holds none of it gets it from holders that serve 200 kB/s: about 40 s.
+    let g = (0..net.peers.len()).find(|&i| i != 1 && !holders.contains(&net.peers[i].peer.as_str())).unwrap();
+    let (cli, home, out) = (net.peers[g].cli().clone(), net.peers[g].home.clone(), net.path("out"));
+    let get = std::thread::spawn(move || cli.run(&home, &["get", &cap, "-o", s(&out)]));
+    let part = net.path("");
+    jewel_testkit::eventually("the get is under way", Duration::from_secs(30), || {
+        std::fs::read_dir(&part)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".jewel-part"))
+            .then_some(())
+    });
+    let t = Instant::now();
+    let status = net.peers[g].stop();
+    assert!(status.is_some(), "the node did not stop on SIGTERM");
+    assert!(t.elapsed() < Duration::from_secs(8), "it took {:?} to stop", t.elapsed());
+    assert!(!get.join().unwrap().success(), "the get was cut short");
+}
+
+/// `jewel devnet kill` signals a recorded pid only if it is still that peer's node: a pid
+/// reused by another process is left alone.
+#[test]
+fn devnet_never_signals_a_process_that_is_not_its_node() {
+    let _one = exclusive();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("live");
+    let cli = Cli::new(BIN);
+    let run = |args: &[&str]| {
+        let mut cmd = cli.command();
+        cmd.args(args);
+        jewel_testkit::run_with_timeout(cmd, Duration::from_secs(60))
+    };
+    assert!(run(&["devnet", "up", "--peers", "2", "--dir", s(&dir)]).success());
+    // Peer 1 dies; its pid is "reused" by an unrelated process.
+    let state_path = dir.join("devnet.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    let real = state["peers"][1]["pid"].as_u64().unwrap();
+    let mut bystander = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    state["peers"][1]["pid"] = bystander.id().into();
+    std::fs::write(&state_path, state.to_string()).unwrap();
+    let o = run(&["devnet", "kill", "1", "--dir", s(&dir)]);
+    assert!(!o.success() && o.stderr.contains("is not its node"), "{}", o.stderr);
+    assert!(bystander.try_wait().unwrap().is_none(), "the bystander still runs");
+    bystander.kill().unwrap();
+    let _ = bystander.wait();
+    // Put the real pid back so `down` stops everything.
+    state["peers"][1]["pid"] = real.into();
+    std::fs::write(&state_path, state.to_string()).unwrap();
+    assert!(run(&["devnet", "down", "--dir", s(&dir)]).success());
+}
