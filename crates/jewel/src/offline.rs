@@ -245,11 +245,78 @@ pub fn resumable_path(target: &Path, tag: &str) -> PathBuf {
     target.with_file_name(format!(".{name}.{tag}.jewel-part"))
 }
 
-/// The offset a [`get_resumable`] into `target` would resume from: the last whole segment
-/// of its part file, or 0.
+/// Where a resumable download records what it wrote: a keyed hash of each whole segment
+/// of its part file, in order, so a resume trusts only the segments that still verify.
+fn sums_path(target: &Path, tag: &str) -> PathBuf {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    target.with_file_name(format!(".{name}.{tag}.jewel-sums"))
+}
+
+/// The offset a [`get_resumable`] into `target` would resume from, at most: the last whole
+/// segment of its part file (segments that no longer verify are fetched again).
 pub fn resume_offset(target: &Path, manifest: &Manifest) -> u64 {
     let have = fs::metadata(resumable_path(target, &resume_tag(manifest))).map(|m| m.len()).unwrap_or(0);
     have - have % u64::from(manifest.segment_size).max(1)
+}
+
+/// The key of a part file's segment hashes: derived from the file's key, so that nobody
+/// without it can write sums that a damaged part would match.
+fn sums_key(key: &crate::crypto::FileKey) -> [u8; 32] {
+    blake3::derive_key("jewel resumable part segment sums v1", &key.0)
+}
+
+/// How many whole `unit`s at the start of `part` match the hashes in `sums`.
+fn verified_units(part: &mut File, sums: &[u8], unit: u64, key: &[u8; 32]) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let whole = part.metadata()?.len() / unit.max(1);
+    let recorded = (sums.len() / 32) as u64;
+    part.seek(SeekFrom::Start(0))?;
+    let mut buf = vec![0u8; 1 << 20];
+    for i in 0..whole.min(recorded) {
+        let mut hasher = blake3::Hasher::new_keyed(key);
+        let mut left = unit;
+        while left > 0 {
+            let n = (left as usize).min(buf.len());
+            part.read_exact(&mut buf[..n])?;
+            hasher.update(&buf[..n]);
+            left -= n as u64;
+        }
+        let at = (i * 32) as usize;
+        if hasher.finalize().as_bytes()[..] != sums[at..at + 32] {
+            return Ok(i);
+        }
+    }
+    Ok(whole.min(recorded))
+}
+
+/// A writer that hashes what passes through it, one `unit` at a time, and appends each
+/// whole unit's keyed hash to the sums file.
+struct Summed<'a> {
+    inner: &'a mut dyn Write,
+    unit: u64,
+    filled: u64,
+    key: [u8; 32],
+    hasher: blake3::Hasher,
+    sums: File,
+}
+
+impl Write for Summed<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = (self.unit - self.filled).min(buf.len() as u64) as usize;
+        let n = self.inner.write(&buf[..room])?;
+        self.hasher.update(&buf[..n]);
+        self.filled += n as u64;
+        if self.filled == self.unit {
+            let done = std::mem::replace(&mut self.hasher, blake3::Hasher::new_keyed(&self.key));
+            self.sums.write_all(done.finalize().as_bytes())?;
+            self.filled = 0;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn resume_tag(manifest: &Manifest) -> String {
@@ -268,41 +335,61 @@ pub fn get_resumable(
     fetch: &dyn crate::pipeline::Fetch,
     threads: usize,
 ) -> Result<(GetStats, u64), OfflineError> {
-    write_resumable(target, &resume_tag(manifest), u64::from(manifest.segment_size), |from, w| {
+    let unit = u64::from(manifest.segment_size);
+    write_resumable(target, &resume_tag(manifest), unit, sums_key(key), |from, w| {
         let range = crate::pipeline::ByteRange { start: from, end: u64::MAX };
         Ok(crate::pipeline::get_with(manifest, key, fetch, range, w, threads)?)
     })
 }
 
 /// Like [`write_atomically`], but resumable: the partial file has a fixed name
-/// ([`resumable_path`]) and is kept when `write` fails or the process is stopped. A later
-/// call continues from the last whole `unit` (segment) already in it: `write` gets the
-/// offset to start from and a writer that appends there. Returns what `write` returned and
-/// that offset.
+/// ([`resumable_path`]) and is kept when `write` fails or the process is stopped, with a
+/// keyed hash of each whole `unit` (segment) written beside it. A later call checks the
+/// part's units against those hashes and continues after the last one that verifies (a
+/// unit cut short, damaged, or never hashed is written again): `write` gets the offset to
+/// start from and a writer that appends there. Returns what `write` returned and that
+/// offset.
 fn write_resumable<T, E: From<OfflineError>>(
     target: &Path,
     tag: &str,
     unit: u64,
+    sum_key: [u8; 32],
     write: impl FnOnce(u64, &mut dyn Write) -> Result<T, E>,
 ) -> Result<(T, u64), E> {
-    let part = resumable_path(target, tag);
+    let unit = unit.max(1);
+    let (part, sums) = (resumable_path(target, tag), sums_path(target, tag));
     let file = File::options().read(true).write(true).create(true).truncate(false).open(&part);
-    let file = file.map_err(|e| unwritable(&part, e))?;
-    let have = file.metadata().map_err(|e| unwritable(&part, e))?.len();
-    // A segment cut short by the interruption is fetched again.
-    let from = have - have % unit.max(1);
+    let mut file = file.map_err(|e| unwritable(&part, e))?;
+    let recorded = match fs::read(&sums) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(unwritable(&sums, e).into()),
+    };
+    let units = verified_units(&mut file, &recorded, unit, &sum_key).map_err(|e| unwritable(&part, e))?;
+    let from = units * unit;
     file.set_len(from).map_err(|e| unwritable(&part, e))?;
     drop(file);
+    let sums_file = File::options().write(true).create(true).truncate(false).open(&sums);
+    let sums_file = sums_file.map_err(|e| unwritable(&sums, e))?;
+    sums_file.set_len(units * 32).map_err(|e| unwritable(&sums, e))?;
+    let mut sums_file = sums_file;
+    std::io::Seek::seek(&mut sums_file, std::io::SeekFrom::End(0)).map_err(|e| unwritable(&sums, e))?;
     let mut w = DirectWriter::open(&part, from).map_err(|e| unwritable(&part, e))?;
-    let written = write(from, &mut w);
+    let written = {
+        let hasher = blake3::Hasher::new_keyed(&sum_key);
+        let mut summed = Summed { inner: &mut w, unit, filled: 0, key: sum_key, hasher, sums: sums_file };
+        write(from, &mut summed)
+    };
     let file = w.finish().map_err(|e| unwritable(&part, e));
     if written.is_err() && fs::metadata(&part).map(|m| m.len() == 0).unwrap_or(false) {
         let _ = fs::remove_file(&part); // nothing worth resuming
+        let _ = fs::remove_file(&sums);
     }
     let value = written?;
     let file = file?;
     file.sync_all().map_err(|e| unwritable(target, e))?;
     fs::rename(&part, target).map_err(|e| unwritable(target, e))?;
+    let _ = fs::remove_file(&sums);
     sync_dir(&parent_of(target));
     Ok((value, from))
 }

@@ -250,6 +250,37 @@ fn an_interrupted_get_resumes_from_its_last_whole_segment() {
     assert!(!part.exists());
 }
 
+/// A part file damaged while the get was interrupted (4 KiB zeroed inside its third
+/// segment) is not trusted: the get resumes before the damage, and the file is exact.
+#[test]
+fn a_resumed_get_fetches_again_what_no_longer_verifies() {
+    use std::io::{Seek, SeekFrom, Write};
+    let data = random(10 * SEG as usize + 123, 33);
+    let s = store_file(&data, "jewels:3/5", CipherId::Aes256Gcm, false, 2);
+    let m = &s.put.manifest;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out.bin");
+    let all = vec![true; 5];
+    let broken =
+        Interrupted { inner: jewel::pipeline::local_fetch(m, sources(&s, &all)).unwrap(), fail_at: 7 };
+    jewel::offline::get_resumable(&target, m, &s.put.cap.key, &broken, 2).unwrap_err();
+    let part = jewel::offline::resumable_path(&target, &jewel::BlockId::of(&m.encode()).to_string()[..16]);
+    let mut f = std::fs::OpenOptions::new().write(true).open(&part).unwrap();
+    f.seek(SeekFrom::Start(2 * u64::from(SEG) + 1000)).unwrap();
+    f.write_all(&[0u8; 4096]).unwrap();
+    drop(f);
+    let whole = jewel::pipeline::local_fetch(m, sources(&s, &all)).unwrap();
+    let (_, from) = jewel::offline::get_resumable(&target, m, &s.put.cap.key, &whole, 2).unwrap();
+    assert_eq!(from, 2 * u64::from(SEG), "resumed from the first segment that no longer verifies");
+    assert!(std::fs::read(&target).unwrap() == data, "the resumed file is exact");
+    // Neither the part nor its sums are left behind.
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["out.bin".to_string()]);
+}
+
 #[test]
 fn a_range_reads_only_the_segments_that_cover_it() {
     let data = random(20 * SEG as usize + 7, 32);
