@@ -713,3 +713,39 @@ fn the_scrubber_drops_rot_and_the_owner_repairs_it() {
     net.peers[4].ok(&["get", &cap, "-o", s(&out)]);
     assert!(std::fs::read(&out).unwrap() == data);
 }
+
+/// One bad chunk condemns that chunk, not its holder: three holders each rotted in a
+/// different segment, every segment still has enough good pieces, and the whole-file get
+/// is exact; what it found bad shows in `check` and `repair` replaces it.
+#[test]
+fn a_bad_chunk_costs_its_segment_not_its_holder() {
+    let _one = exclusive();
+    let net = devnet(8);
+    let data = random_bytes(30 << 20, 15);
+    let file = write_file(&net.path("f"), &data);
+    let put = net.peers[0].json(&["put", &file, "--scheme", "jewels:3/5", "--json"]);
+    let cap = put["cap"].as_str().unwrap().to_string();
+    let check = net.peers[0].json(&["check", &cap, "--json"]);
+    // A 4 MiB segment sealed is 4 MiB + 17 bytes; each of 3 data shards is a third of it.
+    let chunk = ((4usize << 20) + 17).div_ceil(3);
+    for (slot, segment) in [(0usize, 1usize), (1, 3), (2, 6)] {
+        let p = &check["pieces"][slot];
+        rot(net.node(p["holder"].as_str().unwrap()), p["piece"].as_str().unwrap(), &[segment * chunk + 5000]);
+    }
+    let out = net.path("out");
+    let got = net.peers[0].json(&["get", &cap, "-o", s(&out), "--json"]);
+    assert!(std::fs::read(&out).unwrap() == data, "the whole file is exact");
+    let faulty: Vec<u64> =
+        got["stats"]["faults"].as_array().unwrap().iter().map(|f| f["slot"].as_u64().unwrap()).collect();
+    for slot in 0..3 {
+        assert!(faulty.contains(&slot), "slot {slot}'s bad chunk was seen: {got}");
+    }
+    let check = net.peers[0].json(&["check", &cap, "--json"]);
+    for slot in 0..3 {
+        assert_eq!(check["pieces"][slot]["state"], "corrupt", "the get's finding reached check: {check}");
+    }
+    let fixed = net.peers[0].json(&["repair", &cap, "--json"]);
+    assert_eq!(fixed["repaired"]["slots"], serde_json::json!([0, 1, 2]), "{fixed}");
+    let verified = net.peers[0].json(&["check", &cap, "--verify", "--json"]);
+    assert_eq!(verified["alive"], 5, "{verified}");
+}

@@ -384,6 +384,20 @@ impl Node {
             }
             None => e,
         })?;
+        // What the get found rotten reaches check and repair (for this node's own files).
+        let bad: Vec<usize> = stats.faults.iter().filter(|f| f.corrupt).map(|f| f.slot).collect();
+        if !bad.is_empty() {
+            let recorded = self.state.update_file(&cap.manifest.to_string(), |r| {
+                for slot in &bad {
+                    if !r.corrupt.contains(slot) {
+                        r.corrupt.push(*slot);
+                    }
+                }
+            });
+            if let Err(e) = recorded {
+                tracing::warn!(error = %e, "could not record the pieces a get found corrupt");
+            }
+        }
         Ok(GetResponse { stats, resumed_from })
     }
 

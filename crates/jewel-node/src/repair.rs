@@ -10,7 +10,7 @@ use jewel::policy::{self, PolicyError};
 use jewel::BlockId;
 use jewel_net::{NetError, PeerId};
 
-use crate::api::{RepairResponse, Repaired};
+use crate::api::{PieceState, RepairResponse, Repaired};
 use crate::audit::{check_report, lost_slots, AuditError};
 use crate::client::{self, ClientError};
 use crate::node::Node;
@@ -84,16 +84,31 @@ impl Node {
         let mut taken: HashSet<PeerId> = located.iter().flatten().copied().collect();
         taken.insert(self.blocks.net().peer_id());
         let mut candidates = self.candidates(&taken).await?;
+        // Damaged pieces still give their good chunks (each verified); only pieces out of
+        // reach are not read.
+        let sources: Vec<Option<PeerId>> = located
+            .iter()
+            .enumerate()
+            .map(|(slot, h)| {
+                let out_of_reach =
+                    lost.contains(&slot) && before.states.get(slot) != Some(&PieceState::Corrupt);
+                if out_of_reach {
+                    None
+                } else {
+                    *h
+                }
+            })
+            .collect();
         // A new holder that fails (gone, frozen, full) is passed over and the repair tried
         // again with the next candidates, a few times.
         let mut round = 0;
         let (repaired, targets) = loop {
             round += 1;
             let targets = policy::place(lost.len(), &candidates)?;
-            match client::repair_slots(
+            match client::rebuild_slots(
                 &self.blocks,
                 &manifest,
-                &located,
+                &sources,
                 &lost,
                 &targets,
                 client::GET_THREADS,

@@ -343,6 +343,10 @@ fn commit_all(
 pub struct PieceFault {
     pub slot: usize,
     pub reason: String,
+    /// The piece's bytes did not match its id (rot or a lie), rather than being out of
+    /// reach: worth a repair.
+    #[serde(default)]
+    pub corrupt: bool,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -406,9 +410,9 @@ impl FetchLog {
         }
     }
 
-    pub fn fault(&self, slot: usize, reason: String) {
+    pub fn fault(&self, slot: usize, reason: String, corrupt: bool) {
         if let Ok(mut f) = self.faults.lock() {
-            f.push(PieceFault { slot, reason });
+            f.push(PieceFault { slot, reason, corrupt });
         }
     }
 
@@ -485,7 +489,8 @@ impl Fetch for LocalFetch {
             if let Ok(mut a) = self.alive.lock() {
                 a[slot] = false;
             }
-            self.log.fault(slot, e.to_string());
+            let corrupt = matches!(e, StoreError::Corrupt { .. });
+            self.log.fault(slot, e.to_string(), corrupt);
             chunks.into_iter().flatten().for_each(|c| pool.give(c));
         }
     }
@@ -537,7 +542,7 @@ pub fn local_fetch(
             };
             match reason {
                 Some(reason) => {
-                    faults.push(PieceFault { slot, reason });
+                    faults.push(PieceFault { slot, reason, corrupt: false });
                     None
                 }
                 None => Some(src),

@@ -28,6 +28,21 @@ struct Health {
     /// Smoothed seconds per request (0 until the first answer).
     latency: f64,
     answered: u32,
+    /// Chunks it sent that did not verify, in this get.
+    bad_chunks: u32,
+}
+
+/// A holder that sent this many chunks that do not verify is not asked again in a get.
+pub const MAX_BAD_CHUNKS: u32 = 3;
+
+/// Whether a failed read was bad bytes (a chunk that does not match the piece's id, or a
+/// holder that says its copy is damaged) rather than a holder out of reach.
+fn is_bad_data(e: &NetError) -> bool {
+    use jewel_net::wire::{Status, WireError};
+    matches!(
+        e,
+        NetError::Fragment { .. } | NetError::Wire(WireError::Refused { status: Status::Corrupt, .. })
+    )
 }
 
 /// Segments a network get works on at once: more than the cores, as each mostly waits
@@ -155,12 +170,22 @@ impl NetFetch {
     /// many.
     fn fail(&self, slot: usize, segment: usize, e: &NetError) {
         tracing::warn!(slot, segment, error = %e, "piece failed; using the others");
+        // Bad bytes condemn that chunk, not the holder: it is asked again for other
+        // segments until it has failed MAX_BAD_CHUNKS times. A holder out of reach is
+        // dropped at once.
+        let corrupt = is_bad_data(e);
         if let Ok(mut h) = self.health.lock() {
-            h[slot].dead = true;
-            // A cut stream, not an unreachable peer (asking that again only waits).
-            h[slot].transient = matches!(e, NetError::Wire(jewel_net::wire::WireError::Io(_)));
+            let h = &mut h[slot];
+            if corrupt {
+                h.bad_chunks += 1;
+                h.dead = h.bad_chunks >= MAX_BAD_CHUNKS;
+            } else {
+                h.dead = true;
+                // A cut stream, not an unreachable peer (asking that again only waits).
+                h.transient = matches!(e, NetError::Wire(jewel_net::wire::WireError::Io(_)));
+            }
         }
-        self.log.fault(slot, e.to_string());
+        self.log.fault(slot, e.to_string(), corrupt);
     }
 
     /// The fastest usable slots, outside `exclude`, that make `held` decodable; empty if

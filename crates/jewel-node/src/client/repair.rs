@@ -38,18 +38,34 @@ pub async fn repair_slots(
     targets: &[PeerId],
     threads: usize,
 ) -> Result<Repaired, ClientError> {
-    let scheme = manifest.build_scheme().map_err(PipelineError::from)?;
-    if targets.len() < missing.len() {
-        return Err(PolicyError::NotEnoughPeers { needed: missing.len(), found: targets.len() }.into());
-    }
-    let targets = targets[..missing.len()].to_vec();
     let mut sources = holders.to_vec();
-    sources.resize(scheme.slots(), None);
     for slot in missing {
         if let Some(s) = sources.get_mut(*slot) {
             *s = None;
         }
     }
+    rebuild_slots(blocks, manifest, &sources, missing, targets, threads).await
+}
+
+/// Like [`repair_slots`], reading from every holder in `sources`, those of the slots being
+/// rebuilt included: a piece that is damaged in places (a chunk that rotted) still gives
+/// its good chunks, each verified against its id, so pieces damaged in different segments
+/// can all be rebuilt from each other.
+pub async fn rebuild_slots(
+    blocks: &BlockClient,
+    manifest: &Manifest,
+    sources: &[Option<PeerId>],
+    missing: &[usize],
+    targets: &[PeerId],
+    threads: usize,
+) -> Result<Repaired, ClientError> {
+    let scheme = manifest.build_scheme().map_err(PipelineError::from)?;
+    if targets.len() < missing.len() {
+        return Err(PolicyError::NotEnoughPeers { needed: missing.len(), found: targets.len() }.into());
+    }
+    let targets = targets[..missing.len()].to_vec();
+    let mut sources = sources.to_vec();
+    sources.resize(scheme.slots(), None);
     let fetch = Arc::new(NetFetch::new(blocks.clone(), manifest, &sources)?);
     let sizes: Vec<u64> = missing.iter().map(|s| manifest.piece_len(scheme.as_ref(), *s)).collect();
     let (client, m, lost, to, f, max) =
