@@ -294,6 +294,9 @@ pub fn dir(home: Option<&Path>, json: bool) -> Result<()> {
 pub fn rm(home: Option<&Path>, cap: &str) -> Result<()> {
     let v = Api::open(home)?.call::<api::Rm>(&cap_request(cap))?;
     eprintln!("released {}", v.released);
+    for holder in &v.owed {
+        eprintln!("  {holder} did not answer: it still owes the release, which is asked again until it answers or its lease runs out");
+    }
     Ok(())
 }
 

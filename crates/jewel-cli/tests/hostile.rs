@@ -226,3 +226,48 @@ fn devnet_never_signals_a_process_that_is_not_its_node() {
     std::fs::write(&state_path, state.to_string()).unwrap();
     assert!(run(&["devnet", "down", "--dir", s(&dir)]).success());
 }
+
+/// `jewel rm` while a holder is offline: the rm says which holder still owes the release,
+/// the node keeps that debt in its state (across its own restart), and the holder drops the
+/// pieces once it is back.
+#[test]
+fn a_release_a_holder_missed_is_retried_until_it_takes_it() {
+    let _one = exclusive();
+    let every = ["--audit-every", "1"];
+    let mut net =
+        Devnet::start_with_hub(Path::new(BIN), &every, 4, |_| every.iter().map(|a| a.to_string()).collect());
+    let put = net.peers[0].json(&[
+        "put",
+        &write_file(&net.path("f"), &random_bytes(80_000, 4)),
+        "--scheme",
+        "replicate:2",
+        "--json",
+    ]);
+    let cap = put["cap"].as_str().unwrap().to_string();
+    let holders: Vec<String> =
+        put["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().to_string()).collect();
+    let away = holders.iter().find(|h| **h != net.hub.peer).unwrap().clone();
+    let i = net.index_of(&away);
+    net.peers[i].kill();
+    let o = net.peers[0].run(&["rm", &cap]);
+    assert!(o.success(), "{}", o.stderr);
+    assert!(o.stderr.contains(&away) && o.stderr.contains("still owes the release"), "{}", o.stderr);
+    // The owner restarts meanwhile: the debt is in its state, not its memory.
+    net.peers[0].stop();
+    net.peers[0].restart();
+    // The holder comes back (through the owner, so the owner knows where it is now).
+    let owner_addr = net.peers[0].addr.clone();
+    net.peers[i].restart_with(&["--bootstrap", &owner_addr, "--audit-every", "1"]);
+    assert_eq!(
+        net.peers[i].json(&["dir", "--json"])["blocks"].as_array().unwrap().len(),
+        2,
+        "it still had them"
+    );
+    jewel_testkit::eventually("the holder took the release", Duration::from_secs(60), || {
+        (net.peers[i].json(&["dir", "--json"])["blocks"].as_array().unwrap().is_empty()).then_some(())
+    });
+    let status = net.peers[0].json(&["status", "--json"]);
+    let release =
+        status["workers"].as_array().unwrap().iter().find(|w| w["name"] == "release").unwrap().clone();
+    assert!(release["last_found"].as_str().unwrap().contains("0 still owed"), "{release}");
+}

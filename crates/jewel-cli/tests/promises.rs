@@ -225,7 +225,7 @@ fn an_owner_restart_keeps_its_files_and_settings() {
     let status = net.peers[0].json(&["status", "--json"]);
     let names: Vec<&str> =
         status["workers"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["gc", "renew", "audit", "repair", "scrub"]);
+    assert_eq!(names, ["gc", "renew", "audit", "repair", "scrub", "release"]);
 }
 
 /// `jewel rm`: the holders delete the pieces and account for it, and the owner forgets the

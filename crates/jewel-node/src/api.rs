@@ -252,6 +252,21 @@ pub struct RepairResponse {
 pub struct RmResponse {
     /// The manifest id of the file released.
     pub released: String,
+    /// Holders that did not answer: they still owe the release, which the node retries
+    /// until they do or their leases run out.
+    pub owed: Vec<String>,
+}
+
+/// A release a holder has not confirmed yet, kept in the node's state and retried.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRelease {
+    /// The file's manifest id.
+    pub file: String,
+    pub holder: String,
+    /// The blocks the holder keeps for the file (hex ids).
+    pub blocks: Vec<String>,
+    /// When the holder's leases run out anyway (Unix seconds): retried until then.
+    pub until: u64,
 }
 
 /// A file this node put: where its pieces went. Kept in the node's state store.

@@ -22,7 +22,8 @@ use crate::identity::{ensure_home, load_identity, lock_home, new_token, write_se
 use crate::node::Node;
 use crate::state::{StateError, StateStore};
 use crate::workers::{
-    AuditWorker, GcWorker, RenewWorker, RepairWorker, ScrubWorker, SystemClock, Waker, Worker, Workers,
+    AuditWorker, GcWorker, ReleaseWorker, RenewWorker, RepairWorker, ScrubWorker, SystemClock, Waker, Worker,
+    Workers,
 };
 
 /// Leases run this long unless told otherwise.
@@ -155,6 +156,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         (Box::new(AuditWorker::new(node.clone(), every, repair_waker.clone())), Waker::default()),
         (Box::new(RepairWorker::new(node.clone(), every)), repair_waker),
         (Box::new(scrub), Waker::default()),
+        (Box::new(ReleaseWorker::new(node.clone(), every)), Waker::default()),
     ];
     let workers = Workers::spawn(workers, node.clock.clone());
     let requests = Arc::new(tokio::sync::Semaphore::new(crate::http::MAX_REQUESTS));

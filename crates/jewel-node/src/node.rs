@@ -405,13 +405,14 @@ impl Node {
     /// node forgets it.
     pub async fn rm(&self, cap: &str) -> Result<RmResponse, RmError> {
         let id = Cap::parse(cap)?.manifest();
-        if self.state.file(&id.to_string())?.is_none() {
-            return Err(RmError::Unknown(id));
-        }
+        let Some(record) = self.state.file(&id.to_string())? else { return Err(RmError::Unknown(id)) };
         let (manifest, located) = self.locate(id).await.map_err(RmError::Locate)?;
-        crate::renew::lease_file(&self.blocks, id, &manifest.pieces, &located, 0).await;
-        self.state.remove_file(&id.to_string())?;
-        Ok(RmResponse { released: id.to_string() })
+        // Holders keep pieces until their leases run out; a release they do not take now
+        // is asked again until then (the release worker), never forgotten.
+        let until = record.leased_at.saturating_add(u64::from(self.lease_secs));
+        let owed = crate::renew::release_file(&self.blocks, id, &manifest.pieces, &located, until).await;
+        self.state.remove_file_owing(&id.to_string(), &owed)?;
+        Ok(RmResponse { released: id.to_string(), owed: owed.into_iter().map(|p| p.holder).collect() })
     }
 
     /// The blocks held for peers, the space, and the files this node put.

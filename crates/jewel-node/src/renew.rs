@@ -3,6 +3,7 @@
 use jewel::BlockId;
 use jewel_net::{BlockClient, PeerId};
 
+use crate::api::PendingRelease;
 use crate::client::ClientError;
 use crate::node::Node;
 use crate::state::StateError;
@@ -44,6 +45,39 @@ pub async fn lease_file(
         }
     }
     missing
+}
+
+/// Releases a file on each of its holders (a lease of 0 seconds for its piece and the
+/// manifest): they delete what no other lease keeps. Returns, for each holder that did not
+/// answer, the release it still owes.
+pub async fn release_file(
+    blocks: &BlockClient,
+    file: BlockId,
+    pieces: &[BlockId],
+    holders: &[Option<PeerId>],
+    until: u64,
+) -> Vec<PendingRelease> {
+    let asks = pieces.iter().zip(holders).filter_map(|(piece, holder)| {
+        let peer = (*holder)?;
+        Some(async move { (peer, *piece, blocks.lease(peer, file, 0, &[*piece, file]).await) })
+    });
+    let mut owed: Vec<PendingRelease> = Vec::new();
+    for (peer, piece, answer) in futures::future::join_all(asks).await {
+        if let Err(e) = answer {
+            tracing::info!(%file, %peer, error = %e, "a holder did not take the release; it will be asked again");
+            let holder = peer.to_string();
+            match owed.iter_mut().find(|p| p.holder == holder) {
+                Some(p) => p.blocks.push(piece.to_string()),
+                None => owed.push(PendingRelease {
+                    file: file.to_string(),
+                    holder,
+                    blocks: vec![piece.to_string(), file.to_string()],
+                    until,
+                }),
+            }
+        }
+    }
+    owed
 }
 
 impl Node {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use jewel::lease::LeaseBook;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::api::{FileRecord, Settings};
+use crate::api::{FileRecord, PendingRelease, Settings};
 
 /// The store's file name in the node's home.
 pub const STATE_FILE: &str = "state.redb";
@@ -31,6 +31,8 @@ const SETTINGS_KEY: &str = "settings";
 const DROPPED: TableDefinition<&str, u64> = TableDefinition::new("dropped");
 /// Drops remembered, at most (the oldest are forgotten first).
 const MAX_DROPPED: usize = 1000;
+/// Releases holders still owe: "file/holder" → the release (JSON).
+const RELEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("releases");
 
 /// Why the state store cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -261,6 +263,56 @@ impl StateStore {
         Ok(removed)
     }
 
+    /// Forgets a file and records, in the same transaction, the releases its holders still
+    /// owe; false if this node has no such file.
+    pub fn remove_file_owing(&self, id: &str, owed: &[PendingRelease]) -> Result<bool, StateError> {
+        let err = self.db_err();
+        let tx = self.db.begin_write().map_err(|e| err(&e))?;
+        let removed = {
+            let mut t = tx.open_table(FILES).map_err(|e| err(&e))?;
+            let removed = t.remove(id).map_err(|e| err(&e))?.is_some();
+            let mut r = tx.open_table(RELEASES).map_err(|e| err(&e))?;
+            for p in owed {
+                let bytes = serde_json::to_vec(p).map_err(|e| err(&e))?;
+                r.insert(format!("{}/{}", p.file, p.holder).as_str(), bytes.as_slice())
+                    .map_err(|e| err(&e))?;
+            }
+            removed
+        };
+        tx.commit().map_err(|e| err(&e))?;
+        Ok(removed)
+    }
+
+    /// The releases holders still owe.
+    pub fn pending_releases(&self) -> Result<Vec<PendingRelease>, StateError> {
+        let err = self.db_err();
+        let tx = self.db.begin_read().map_err(|e| err(&e))?;
+        let t = match tx.open_table(RELEASES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(err(&e)),
+        };
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(|e| err(&e))? {
+            let (k, v) = entry.map_err(|e| err(&e))?;
+            let p = serde_json::from_slice(v.value())
+                .map_err(|e| self.damaged(format!("the pending release {}: {e}", k.value())))?;
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    /// A release is done (or no longer needed).
+    pub fn settle_release(&self, p: &PendingRelease) -> Result<(), StateError> {
+        let err = self.db_err();
+        let tx = self.db.begin_write().map_err(|e| err(&e))?;
+        {
+            let mut t = tx.open_table(RELEASES).map_err(|e| err(&e))?;
+            t.remove(format!("{}/{}", p.file, p.holder).as_str()).map_err(|e| err(&e))?;
+        }
+        tx.commit().map_err(|e| err(&e))
+    }
+
     /// Records that the scrubber dropped `block` at `now` (the newest [`MAX_DROPPED`] kept).
     pub fn record_drop(&self, block: &jewel::BlockId, now: u64) -> Result<(), StateError> {
         let err = self.db_err();
@@ -376,6 +428,11 @@ mod tests {
         }
         let s = StateStore::open(home.path()).unwrap();
         s.record_drop(&jewel::BlockId([3; 32]), 77).unwrap();
+        let owed =
+            PendingRelease { file: "f1".into(), holder: "h".into(), blocks: vec!["b".into()], until: 9 };
+        s.insert_file("gone", &record("gone")).unwrap();
+        assert!(s.remove_file_owing("gone", std::slice::from_ref(&owed)).unwrap());
+        assert_eq!(s.pending_releases().unwrap(), vec![owed.clone()]);
         assert_eq!(s.dropped().unwrap(), vec![(jewel::BlockId([3; 32]).to_string(), 77)]);
         let files = s.files().unwrap();
         assert_eq!(files.len(), 1);

@@ -9,6 +9,7 @@
 
 mod audit;
 mod gc;
+mod release;
 mod renew;
 mod repair;
 mod scrub;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 pub use audit::{audit_due, AuditWorker};
 pub use gc::GcWorker;
+pub use release::ReleaseWorker;
 pub use renew::{renewal_due, RenewWorker};
 pub use repair::RepairWorker;
 pub use scrub::ScrubWorker;
