@@ -598,3 +598,25 @@ async fn errors_sent_to_peers_hold_no_local_paths() {
         n.shutdown().await;
     }
 }
+
+/// Many requests at once to one holder, from several peers: none is dropped. (libp2p-stream
+/// queued one inbound stream at a time and dropped the rest; ours queues a bounded number.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_to_one_holder_all_succeed() {
+    let (nodes, _) = network(9, None).await;
+    let holder = nodes[0].handle().peer_id();
+    let block = data(20_000, 9);
+    let id = BlockId::of(&block);
+    nodes[1].blocks().put_block(holder, id, &block).await.unwrap();
+    let ids = [id];
+    for round in 0..20 {
+        let asks = nodes[1..].iter().flat_map(|n| (0..2).map(|_| n.blocks().has(holder, &ids)));
+        let answers = futures::future::join_all(asks).await;
+        let failed: Vec<String> =
+            answers.iter().filter_map(|a| a.as_ref().err().map(|e| e.to_string())).collect();
+        assert!(failed.is_empty(), "round {round}: {} of 16 failed: {failed:?}", failed.len());
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
