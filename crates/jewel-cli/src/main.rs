@@ -156,7 +156,8 @@ enum Command {
     },
     /// Fetch a file from the network by its read cap.
     Get {
-        cap: String,
+        #[command(flatten)]
+        cap: CapArg,
         /// Output file, or `-` for stdout. An interrupted get into a file resumes when run
         /// again.
         #[arg(short = 'o', long = "output")]
@@ -173,7 +174,8 @@ enum Command {
     },
     /// Show each piece of a file with its holder and state, and whether it is recoverable.
     Check {
-        cap: String,
+        #[command(flatten)]
+        cap: CapArg,
         /// Fetch and verify every byte of every piece (a plain check proves one random
         /// chunk group of each).
         #[arg(long)]
@@ -198,10 +200,14 @@ enum Command {
         json: bool,
     },
     /// Release a file this node put.
-    Rm { cap: String },
+    Rm {
+        #[command(flatten)]
+        cap: CapArg,
+    },
     /// Rebuild the lost or damaged pieces of a file onto new peers (same ids, same cap).
     Repair {
-        cap: String,
+        #[command(flatten)]
+        cap: CapArg,
         #[arg(long)]
         json: bool,
     },
@@ -286,6 +292,43 @@ enum DevnetCommand {
         #[arg(long, default_value = "./live")]
         dir: PathBuf,
     },
+}
+
+/// A cap, given so that other users of the machine cannot read it: from a file
+/// (`--cap-file`) or standard input (`-`). A cap on the command line works too, but shows
+/// in `ps` while the command runs.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+struct CapArg {
+    /// The cap (`jewel:r1:…` or `jewel:v1:…`), or `-` to read it from standard input.
+    cap: Option<String>,
+    /// Read the cap from this file (its first line).
+    #[arg(long, value_name = "FILE")]
+    cap_file: Option<PathBuf>,
+}
+
+impl CapArg {
+    /// The cap's text, read from wherever it was given.
+    fn read(&self) -> Result<String> {
+        let text = match (&self.cap, &self.cap_file) {
+            (_, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the cap file {}", path.display()))?,
+            (Some(c), None) if c == "-" => {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).context("cannot read the cap from standard input")?;
+                line
+            }
+            (Some(c), None) => c.clone(),
+            (None, None) => {
+                anyhow::bail!("give a cap, `-` to read it from standard input, or --cap-file FILE")
+            }
+        };
+        let cap = text.lines().next().unwrap_or_default().trim().to_string();
+        if cap.is_empty() {
+            anyhow::bail!("no cap was given (the input was empty)");
+        }
+        Ok(cap)
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -406,18 +449,19 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Put { file, scheme, json } => remote::put(home, &file, scheme.as_deref(), json),
         Command::Get { cap, output, range, json, force } => {
+            let cap = cap.read()?;
             let range = range.as_deref().map(remote::parse_range).transpose()?;
             if json && output.as_os_str() == "-" {
                 anyhow::bail!("--json prints to stdout, so the file cannot go there too: pass -o FILE");
             }
             remote::get(home, remote::GetArgs { cap: &cap, out: &output, range, json, force })
         }
-        Command::Check { cap, verify, json } => remote::check(home, &cap, verify, json),
+        Command::Check { cap, verify, json } => remote::check(home, &cap.read()?, verify, json),
         Command::Status { json } => remote::status(home, json),
         Command::Peers { json } => remote::peers(home, json),
         Command::Dir { json } => remote::dir(home, json),
-        Command::Rm { cap } => remote::rm(home, &cap),
-        Command::Repair { cap, json } => remote::repair(home, &cap, json),
+        Command::Rm { cap } => remote::rm(home, &cap.read()?),
+        Command::Repair { cap, json } => remote::repair(home, &cap.read()?, json),
         Command::Menu => menu::run(home),
         Command::Devnet { command } => match command {
             DevnetCommand::Up { peers, dir } => devnet::up(&dir, peers),

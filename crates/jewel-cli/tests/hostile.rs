@@ -271,3 +271,31 @@ fn a_release_a_holder_missed_is_retried_until_it_takes_it() {
         status["workers"].as_array().unwrap().iter().find(|w| w["name"] == "release").unwrap().clone();
     assert!(release["last_found"].as_str().unwrap().contains("0 still owed"), "{release}");
 }
+
+/// A cap need not be on the command line, where `ps` shows it to every user of the
+/// machine: commands read it from a file (`--cap-file`) or standard input (`-`).
+#[test]
+fn caps_can_stay_out_of_the_process_list() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 3, |_| Vec::new());
+    let data = random_bytes(60_000, 5);
+    let cap = net.peers[0]
+        .ok(&["put", &write_file(&net.path("f"), &data), "--scheme", "replicate:2"])
+        .trim()
+        .to_string();
+    let cap_file = write_file(&net.path("cap"), format!("{cap}\n").as_bytes());
+    let out = net.path("out");
+    net.peers[1].ok(&["get", "--cap-file", &cap_file, "-o", s(&out)]);
+    assert!(std::fs::read(&out).unwrap() == data);
+    let o = net.peers[1].cli().run_fed(
+        &net.peers[1].home,
+        &["get", "-", "-o", s(&net.path("out2"))],
+        format!("{cap}\n").as_bytes(),
+    );
+    assert!(o.success(), "{}", o.stderr);
+    assert!(std::fs::read(net.path("out2")).unwrap() == data);
+    let o = net.peers[0].cli().run_fed(&net.peers[0].home, &["check", "-", "--json"], cap.as_bytes());
+    assert!(o.success() && o.stdout.contains("\"alive\":2"), "{} {}", o.stdout, o.stderr);
+    let e = net.peers[0].cli().run_fed(&net.peers[0].home, &["rm", "-"], b"");
+    assert!(!e.success() && e.stderr.contains("no cap was given"), "{}", e.stderr);
+}

@@ -73,14 +73,28 @@ fn signal(pid: u32, sig: libc::c_int) {
 }
 
 /// Runs `cmd` to its end, killing it after `timeout`.
-pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
+pub fn run_with_timeout(cmd: Command, timeout: Duration) -> Output {
+    run_fed(cmd, timeout, None)
+}
+
+/// Runs `cmd` to its end with `input` on its standard input (none if `None`), killing it
+/// after `timeout`.
+pub fn run_fed(mut cmd: Command, timeout: Duration, input: Option<&[u8]>) -> Output {
     let described = format!("{cmd:?}");
+    let stdin = if input.is_some() { Stdio::piped() } else { Stdio::null() };
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {described}: {e}"));
+    if let (Some(bytes), Some(mut feed)) = (input, child.stdin.take()) {
+        use std::io::Write;
+        let bytes = bytes.to_vec();
+        std::thread::spawn(move || {
+            let _ = feed.write_all(&bytes);
+        });
+    }
     let pid = child.id();
     let drain = |r: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
@@ -142,6 +156,13 @@ impl Cli {
         let mut cmd = self.command();
         cmd.arg("--home").arg(home).args(args);
         run_with_timeout(cmd, CLI_TIMEOUT)
+    }
+
+    /// Like [`Cli::run`], with `input` on the command's standard input.
+    pub fn run_fed(&self, home: &Path, args: &[&str], input: &[u8]) -> Output {
+        let mut cmd = self.command();
+        cmd.arg("--home").arg(home).args(args);
+        run_fed(cmd, CLI_TIMEOUT, Some(input))
     }
 
     /// Like [`Cli::run`]; the command must succeed. Returns its stdout.
