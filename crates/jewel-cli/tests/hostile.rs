@@ -299,3 +299,41 @@ fn caps_can_stay_out_of_the_process_list() {
     let e = net.peers[0].cli().run_fed(&net.peers[0].home, &["rm", "-"], b"");
     assert!(!e.success() && e.stderr.contains("no cap was given"), "{}", e.stderr);
 }
+
+/// Descriptors: a node started with the common soft limit of 1024 open files raises it,
+/// limits the connections strangers can hold it with, and stays responsive while 1100
+/// half-open TCP connections (connected, never speaking) sit on its port.
+#[test]
+fn half_open_connections_do_not_exhaust_a_node() {
+    let _one = exclusive();
+    let tmp = tempfile::tempdir().unwrap();
+    let cli = Cli::new(BIN);
+    let hub = Node::builder(&cli, &tmp.path().join("hub")).start();
+    let holders: Vec<Node> = (0..2)
+        .map(|i| Node::builder(&cli, &tmp.path().join(format!("h{i}"))).bootstrap(&hub.addr).start())
+        .collect();
+    let node = Node::builder(&cli, &tmp.path().join("n")).bootstrap(&hub.addr).soft_nofile(1024).start();
+    node.wait_knows(&[&holders[0].peer, &holders[1].peer]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", node.pid())).unwrap();
+    let open_files: Vec<&str> =
+        limits.lines().find(|l| l.starts_with("Max open files")).unwrap().split_whitespace().collect();
+    assert_eq!(open_files[3], open_files[4], "the soft limit was raised to the hard one: {limits}");
+    assert_ne!(open_files[3], "1024", "{limits}");
+    // 1100 connections that never say a word.
+    let port: u16 = node.addr.split('/').nth(4).unwrap().parse().unwrap();
+    let idle: Vec<std::net::TcpStream> =
+        (0..1100).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok()).collect();
+    assert!(idle.len() > 1000, "only {} connections were made", idle.len());
+    let t = Instant::now();
+    node.ok(&["dir"]);
+    assert!(t.elapsed() < Duration::from_secs(5), "dir took {:?}", t.elapsed());
+    let data = random_bytes(40_000, 6);
+    let cap = node
+        .ok(&["put", &write_file(&tmp.path().join("f"), &data), "--scheme", "replicate:2"])
+        .trim()
+        .to_string();
+    let out = tmp.path().join("out");
+    node.ok(&["get", &cap, "-o", s(&out)]);
+    assert!(std::fs::read(&out).unwrap() == data);
+    drop(idle);
+}

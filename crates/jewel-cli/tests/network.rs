@@ -100,6 +100,9 @@ struct Pty {
     child: Child,
     output: std::sync::mpsc::Receiver<Vec<u8>>,
     seen: String,
+    /// Our copy of the terminal side, held until the end: when the program's copies were
+    /// the last and it exits, Linux may drop what it printed last before we read it.
+    _slave: std::fs::File,
 }
 
 impl Pty {
@@ -117,7 +120,9 @@ impl Pty {
             unsafe { (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave)) };
         let mut cmd = Command::new(BIN);
         cmd.arg("--home").arg(home).args(args);
-        cmd.stdin(slave.try_clone().unwrap()).stdout(slave.try_clone().unwrap()).stderr(slave);
+        cmd.stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave.try_clone().unwrap());
         // SAFETY: only async-signal-safe calls: a new session with the pty as its terminal.
         unsafe {
             cmd.pre_exec(|| {
@@ -139,7 +144,7 @@ impl Pty {
                 }
             }
         });
-        Pty { master, child, output, seen: String::new() }
+        Pty { master, child, output, seen: String::new(), _slave: slave }
     }
 
     /// Waits until the program has printed `text`, and forgets everything up to it.

@@ -51,6 +51,7 @@ impl Network {
         let mut tasks = vec![tokio::spawn(event_loop.run(watch.clone()))];
         let mut stop = watch;
         let max_upload = config.max_upload;
+        let data_stall = config.data_stall;
         let leases = match &config.leases {
             Some(l) => l.clone(),
             None => Arc::new(
@@ -73,7 +74,7 @@ impl Network {
             }));
             tasks.push(tokio::spawn(async move {
                 tokio::select! {
-                    r = block::server::serve(control, store, leases, announcer, max_upload) => {
+                    r = block::server::serve(control, store, leases, announcer, max_upload, data_stall) => {
                         if let Err(e) = r {
                             tracing::warn!(error = %e, "block server stopped");
                         }

@@ -36,6 +36,14 @@ const COMMAND_QUEUE: usize = 64;
 const MAX_PROVIDED: usize = 1 << 20;
 /// Holders records kept per node at most (each at most [`crate::book::MAX_RECORD`] bytes).
 const MAX_RECORDS: usize = 4096;
+/// Connections being set up from outside at once, at most (half-open connections beyond
+/// this are closed at once).
+pub const MAX_PENDING_INCOMING: u32 = 128;
+/// Connections to one peer at once, at most.
+pub const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+/// Connections in all by default, at most (a quarter of them kept for outgoing ones).
+pub const MAX_CONNECTIONS: u32 = 4096;
+
 /// How long publishing a holders record may take.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Peers a holders record is sent to directly (Kademlia's replication factor).
@@ -66,6 +74,12 @@ pub struct NetConfig {
     pub autonat_local: bool,
     /// Provider announcements in flight at once (see [`crate::announce`]).
     pub announce_concurrency: usize,
+    /// Connections at once, at most (a quarter kept for outgoing ones): keep it well under
+    /// the process's descriptor limit.
+    pub max_connections: u32,
+    /// How long an upload to this node may send nothing before it is dropped (and, after
+    /// that long, how slow on average); see `block::server::DATA_STALL`.
+    pub data_stall: Duration,
 }
 
 /// What the event loop reports about reachability, as it happens (see
@@ -98,12 +112,15 @@ impl Default for NetConfig {
             relay_server: false,
             autonat_local: false,
             announce_concurrency: crate::announce::ANNOUNCE_CONCURRENCY,
+            max_connections: MAX_CONNECTIONS,
+            data_stall: crate::block::DATA_STALL,
         }
     }
 }
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    limits: libp2p::connection_limits::Behaviour,
     kad: kad::Behaviour<MemoryStore>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -152,6 +169,13 @@ pub(crate) fn build_swarm(
         autonat::Config::default()
     };
     let agent = agent_version(&config.zone);
+    // Connections cost descriptors: strangers cannot open more than the node can carry.
+    let total = config.max_connections.max(64);
+    let limits = libp2p::connection_limits::ConnectionLimits::default()
+        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+        .with_max_established_incoming(Some(total.saturating_sub(total / 4)))
+        .with_max_established(Some(total));
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         // TLS first: its AES-GCM costs a third of noise's ChaCha20-Poly1305 here.
@@ -188,6 +212,7 @@ pub(crate) fn build_swarm(
                 None
             };
             Ok(Behaviour {
+                limits: libp2p::connection_limits::Behaviour::new(limits),
                 kad,
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())

@@ -620,3 +620,63 @@ async fn concurrent_requests_to_one_holder_all_succeed() {
         n.shutdown().await;
     }
 }
+
+/// The slow-upload lock-out: throwaway identities open uploads, send their headers and one
+/// byte, then nothing, holding every request permit the holder has. Uploads must keep
+/// moving, so the holder drops them (after `data_stall`), and an honest peer's upload and
+/// read, which wait for a permit meanwhile (a busy holder is asked again), go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_uploads_cannot_lock_a_holder_out() {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let (nodes, _) = network(1, None).await;
+    let boot = nodes[0].handle().listeners().await.unwrap()[0]
+        .clone()
+        .with(libp2p_peer(nodes[0].handle().peer_id()));
+    let config = NetConfig {
+        bootstrap: vec![boot.clone()],
+        data_stall: std::time::Duration::from_millis(800),
+        ..NetConfig::default()
+    };
+    let holder =
+        Network::start(Keypair::generate_ed25519(), config, Arc::new(MemStore::new(None))).await.unwrap();
+    let target = holder.handle().peer_id();
+    // 9 throwaway identities × 8 uploads: more than the holder's 64 permits.
+    let mut attackers = Vec::new();
+    let mut held = Vec::new();
+    for _ in 0..9 {
+        let config = NetConfig { bootstrap: vec![boot.clone()], serve_blocks: false, ..NetConfig::default() };
+        let a =
+            Network::start(Keypair::generate_ed25519(), config, Arc::new(MemStore::new(None))).await.unwrap();
+        a.handle().connect(target).await.unwrap();
+        for i in 0..8u8 {
+            let mut s = a.blocks().stream_control().open_stream(target, BLOCK_PROTOCOL).await.unwrap();
+            let req = Request::Put { id: BlockId([i; 32]), size: 1 << 20 }.encode();
+            s.write_all(&req).await.unwrap();
+            s.write_all(&[0u8]).await.unwrap();
+            s.flush().await.unwrap();
+            held.push(s);
+        }
+        attackers.push(a);
+    }
+    // An honest upload and read, while the trickles hold the permits.
+    let honest = nodes[0].blocks();
+    let block = data(100_000, 10);
+    let id = BlockId::of(&block);
+    let t = std::time::Instant::now();
+    honest.put_block(target, id, &block).await.unwrap();
+    assert_eq!(honest.get_range(target, id, block.len() as u64, 0, 1000).await.unwrap(), block[..1000]);
+    assert!(t.elapsed() < std::time::Duration::from_secs(10), "{:?}", t.elapsed());
+    // The trickling streams were closed by the holder.
+    for mut s in held {
+        let mut rest = Vec::new();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut rest)).await.unwrap();
+    }
+    for a in attackers {
+        a.shutdown().await;
+    }
+    holder.shutdown().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

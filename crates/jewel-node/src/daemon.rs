@@ -85,6 +85,29 @@ pub const DEFAULT_SCRUB_RATE: u64 = 16 << 20;
 /// The scrubber's default time between passes.
 pub const DEFAULT_SCRUB_EVERY: Duration = Duration::from_secs(24 * 3600);
 
+/// Raises this process's soft limit on open files to its hard limit (many systems start
+/// processes at 1024, which a node's connections and store can exceed); returns the limit
+/// in force.
+fn raise_descriptor_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    let soft = now.current.unwrap_or(u64::MAX);
+    let raised = Rlimit { current: now.maximum, maximum: now.maximum };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => now.maximum.unwrap_or(u64::MAX),
+        Err(e) => {
+            tracing::warn!(error = %e, soft, "cannot raise the limit on open files");
+            soft
+        }
+    }
+}
+
+/// Connections a node allows at once: a quarter of its descriptors (the rest are for its
+/// store and API), at most the network's default.
+fn max_connections(descriptors: u64) -> u32 {
+    u32::try_from(descriptors / 4).unwrap_or(u32::MAX).min(jewel_net::swarm::MAX_CONNECTIONS)
+}
+
 /// A tenth of the space free for this user on the home's file system when `--capacity` is
 /// not given: strangers' pieces never fill the disk.
 pub const DEFAULT_CAPACITY_SHARE: u64 = 10;
@@ -102,6 +125,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     ensure_home(&config.home)?;
     // First, before anything in the home is read or cleaned up: one node per home.
     let _lock = lock_home(&config.home)?;
+    let descriptors = raise_descriptor_limit();
     let keypair = load_identity(&config.home)?;
     let capacity = match config.capacity {
         Some(c) => c,
@@ -125,6 +149,8 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         relay_server: config.relay_server,
         autonat_local: false,
         announce_concurrency: jewel_net::announce::ANNOUNCE_CONCURRENCY,
+        max_connections: max_connections(descriptors),
+        data_stall: jewel_net::block::DATA_STALL,
     };
     let network = Network::start(keypair, net_config, Arc::new(store.clone())).await?;
     let listener = tokio::net::TcpListener::bind(config.api).await.map_err(io_err(&config.home))?;

@@ -200,6 +200,7 @@ pub struct Node {
     pub addr: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    nofile: Option<u64>,
     log: Option<Receiver<String>>,
     frozen: bool,
 }
@@ -210,6 +211,7 @@ pub struct NodeBuilder {
     home: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    nofile: Option<u64>,
 }
 
 impl NodeBuilder {
@@ -229,6 +231,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Starts the node with this soft limit on open files (as many systems start processes).
+    pub fn soft_nofile(mut self, limit: u64) -> NodeBuilder {
+        self.nofile = Some(limit);
+        self
+    }
+
     /// An environment variable for the node (`RUST_LOG` replaces the kit's `jewel=info`).
     pub fn env(mut self, key: &str, value: &str) -> NodeBuilder {
         self.env.push((key.to_string(), value.to_string()));
@@ -245,6 +253,7 @@ impl NodeBuilder {
             addr: String::new(),
             args: self.args,
             env: self.env,
+            nofile: self.nofile,
             log: None,
             frozen: false,
         };
@@ -255,7 +264,13 @@ impl NodeBuilder {
 
 impl Node {
     pub fn builder(cli: &Cli, home: &Path) -> NodeBuilder {
-        NodeBuilder { cli: cli.clone(), home: home.to_path_buf(), args: Vec::new(), env: Vec::new() }
+        NodeBuilder {
+            cli: cli.clone(),
+            home: home.to_path_buf(),
+            args: Vec::new(),
+            env: Vec::new(),
+            nofile: None,
+        }
     }
 
     /// Starts the process and reads its readiness lines; its log (RUST_LOG=jewel=info) is
@@ -266,6 +281,19 @@ impl Node {
         cmd.env("RUST_LOG", "jewel=info");
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        if let Some(limit) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: getrlimit and setrlimit are async-signal-safe and touch only the child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut now = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut now);
+                    now.rlim_cur = limit.min(now.rlim_max);
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &now);
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd
             .stdin(Stdio::null())

@@ -22,6 +22,29 @@ use jewel::BlockId;
 
 /// Wait before the second attempt (twice that before the third).
 const RETRY_BACKOFF: Duration = Duration::from_millis(20);
+/// Attempts of a request a holder answers busy, and the first wait (doubling) between them:
+/// about 3 s in all.
+const BUSY_ATTEMPTS: usize = 5;
+const BUSY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Whether a holder refused because it was at its limits (a request worth asking again).
+fn is_busy(e: &NetError) -> bool {
+    matches!(e, NetError::Wire(WireError::Refused { status: crate::wire::Status::Busy, .. }))
+}
+
+/// How long to wait before asking again after attempt `attempt` failed with `e`, or `None`
+/// to give up: transport failures are retried soon, a busy holder later (its permits are
+/// held by uploads that take a while), each a few times.
+fn retry_wait(e: &NetError, attempt: usize) -> Option<Duration> {
+    if attempt < ATTEMPTS && is_transient(e) {
+        // A stream dropped under a burst of others is likely to be dropped again at once.
+        Some(RETRY_BACKOFF * attempt as u32)
+    } else if attempt < BUSY_ATTEMPTS && is_busy(e) {
+        Some(BUSY_BACKOFF * (1u32 << attempt.min(6)))
+    } else {
+        None
+    }
+}
 
 /// Asks peers for blocks. Cloneable: clones share the pool of idle streams and the per-peer
 /// limits. It reaches peers through a [`NetHandle`] and opens streams with libp2p-stream.
@@ -163,14 +186,15 @@ impl BlockClient {
                 Err(_) => Err(NetError::Unresponsive { peer, waited: ANSWER_TIMEOUT }),
             };
             match answer {
-                Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
-                    tracing::debug!(%peer, attempt, error = %e, "retrying block request");
-                    // A stream dropped under a burst of others is likely to be dropped
-                    // again at once: back off a little.
-                    tokio::time::sleep(RETRY_BACKOFF * attempt as u32).await;
-                    attempt += 1;
-                }
-                r => return r,
+                Err(e) => match retry_wait(&e, attempt) {
+                    Some(wait) => {
+                        tracing::debug!(%peer, attempt, error = %e, "asking again");
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
+                    }
+                    None => return Err(e),
+                },
+                ok => return ok,
             }
         }
     }
@@ -287,8 +311,14 @@ impl BlockClient {
                 Err(_) => Err(NetError::Unresponsive { peer, waited: deadline }),
             };
             match sent {
-                Err(e) if attempt < ATTEMPTS && is_transient(&e) => attempt += 1,
-                r => return r,
+                Err(e) => match retry_wait(&e, attempt) {
+                    Some(wait) => {
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
+                    }
+                    None => return Err(e),
+                },
+                ok => return ok,
             }
         }
     }
@@ -339,7 +369,19 @@ impl BlockClient {
         let mut hasher = blake3::Hasher::new();
         let result = {
             let _permit = self.permit(peer).await;
-            self.send_block_once(peer, max_size, &mut chunks, &mut hasher).await
+            let mut attempt = 1;
+            loop {
+                let sent = self.send_block_once(peer, max_size, &mut chunks, &mut hasher).await;
+                // A busy holder refuses before any data is taken: the same data can go to it
+                // a little later.
+                match &sent {
+                    Err(e) if is_busy(e) && attempt < BUSY_ATTEMPTS => {
+                        tokio::time::sleep(BUSY_BACKOFF * (1u32 << attempt)).await;
+                        attempt += 1;
+                    }
+                    _ => break sent,
+                }
+            }
         };
         while let Some(chunk) = chunks.recv().await {
             hasher.update(&chunk);

@@ -28,7 +28,7 @@ mod pool;
 pub(crate) mod server;
 
 pub use client::BlockClient;
-pub use server::RateLimit;
+pub use server::{RateLimit, DATA_STALL, MIN_DATA_RATE};
 
 /// The block protocol's name and version.
 pub const BLOCK_PROTOCOL: StreamProtocol = StreamProtocol::new("/jewel/block/1.0.0");

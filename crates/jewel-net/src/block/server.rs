@@ -54,6 +54,7 @@ pub(crate) async fn serve(
     leases: Arc<LeaseBook>,
     announcer: Announcer,
     max_upload: Option<u64>,
+    data_stall: std::time::Duration,
 ) -> Result<(), NetError> {
     let limit = max_upload.map(|r| Arc::new(RateLimit::new(r)));
     let mut incoming = control
@@ -72,6 +73,7 @@ pub(crate) async fn serve(
             announcer: announcer.clone(),
             peer,
             fragments: fragments.clone(),
+            data_stall,
         };
         let limit = limit.clone();
         let permits = permits.clone();
@@ -154,6 +156,8 @@ struct Server {
     announcer: Announcer,
     peer: PeerId,
     fragments: Arc<Pool<Vec<u8>>>,
+    /// How long an upload may send nothing (see [`Pace`]).
+    data_stall: std::time::Duration,
 }
 
 /// Fragment buffers kept for reuse: fresh memory costs a page fault per 4 KiB, and zeroing
@@ -395,8 +399,10 @@ async fn receive(
         w.commit(Some(id))
     });
     let received = match incoming {
-        Incoming::Sized { id, size } => receive_raw(stream, &tx, size).await.map(|()| id),
-        Incoming::Framed { max_size } => receive_frames(stream, &tx, &mut back_rx, max_size).await,
+        Incoming::Sized { id, size } => receive_raw(stream, &tx, size, server.data_stall).await.map(|()| id),
+        Incoming::Framed { max_size } => {
+            receive_frames(stream, &tx, &mut back_rx, max_size, server.data_stall).await
+        }
     };
     drop(tx);
     let id = match received {
@@ -436,11 +442,14 @@ async fn receive_raw(
     stream: &mut Stream,
     tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
     size: u64,
+    stall: std::time::Duration,
 ) -> Result<(), WireError> {
     let mut remaining = size;
+    let mut pace = Pace::new(stall);
     while remaining > 0 {
         let mut buf = vec![0u8; (remaining as usize).min(PUT_CHUNK)];
-        let n = stream.read(&mut buf).await?;
+        let n = pace.within(stream.read(&mut buf)).await??;
+        pace.got(n)?;
         if n == 0 {
             return Err(WireError::Truncated { got: size - remaining, want: size });
         }
@@ -453,19 +462,60 @@ async fn receive_raw(
     Ok(())
 }
 
+/// How long an upload may send nothing, by default: longer than an honest sender can stall
+/// (it waits up to [`super::WRITE_STALL`] on another holder of the same put).
+pub const DATA_STALL: std::time::Duration = std::time::Duration::from_secs(15);
+/// The slowest an upload may go on average, once its stall allowance has passed: an upload
+/// holds a request permit, so a peer that trickles cannot keep one.
+pub const MIN_DATA_RATE: u64 = 64 << 10;
+
+/// The pace of an upload's data phase: every read within `stall`, and on average at least
+/// [`MIN_DATA_RATE`] after the first `stall`.
+struct Pace {
+    started: tokio::time::Instant,
+    bytes: u64,
+    stall: std::time::Duration,
+}
+
+impl Pace {
+    fn new(stall: std::time::Duration) -> Pace {
+        Pace { started: tokio::time::Instant::now(), bytes: 0, stall }
+    }
+
+    async fn within<T>(&self, read: impl std::future::Future<Output = T>) -> Result<T, WireError> {
+        tokio::time::timeout(self.stall, read).await.map_err(|_| stalled("sent nothing for too long"))
+    }
+
+    fn got(&mut self, n: usize) -> Result<(), WireError> {
+        self.bytes += n as u64;
+        let late = self.started.elapsed().saturating_sub(self.stall).as_secs_f64();
+        if (self.bytes as f64) < late * MIN_DATA_RATE as f64 {
+            return Err(stalled("sends slower than 64 KiB/s"));
+        }
+        Ok(())
+    }
+}
+
+fn stalled(why: &str) -> WireError {
+    WireError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("the upload {why}; dropped")))
+}
+
 /// Reads SEND frames into `tx` until the end frame; returns the id it names.
 async fn receive_frames(
     stream: &mut Stream,
     tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
     used: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
     max_size: u64,
+    stall: std::time::Duration,
 ) -> Result<BlockId, WireError> {
     let mut got = 0u64;
+    let mut pace = Pace::new(stall);
     loop {
         let buf = used.try_recv().unwrap_or_default();
-        match wire::read_frame_into(stream, buf).await? {
+        match pace.within(wire::read_frame_into(stream, buf)).await?? {
             wire::Frame::End(id) => return Ok(id),
             wire::Frame::Data(data) => {
+                pace.got(data.len())?;
                 got += data.len() as u64;
                 if got > max_size {
                     return Err(WireError::TooLarge { what: "sent block", size: got, max: max_size });
