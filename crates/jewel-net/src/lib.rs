@@ -46,6 +46,7 @@ impl Network {
         store: Arc<dyn BlockStore>,
     ) -> Result<Network, NetError> {
         let (handle, control, event_loop) = swarm::EventLoop::start(keypair, &config).await?;
+        let ips = event_loop.peer_ips();
         let blocks = BlockClient::new(handle.clone(), control.clone());
         let (shutdown, watch) = tokio::sync::watch::channel(false);
         let mut tasks = vec![tokio::spawn(event_loop.run(watch.clone()))];
@@ -74,7 +75,7 @@ impl Network {
             }));
             tasks.push(tokio::spawn(async move {
                 tokio::select! {
-                    r = block::server::serve(control, store, leases, announcer, max_upload, data_stall) => {
+                    r = block::server::serve(control, store, leases, announcer, max_upload, data_stall, ips) => {
                         if let Err(e) = r {
                             tracing::warn!(error = %e, "block server stopped");
                         }

@@ -296,6 +296,36 @@ pub(crate) struct EventLoop {
     serves_blocks: HashMap<PeerId, bool>,
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
     events: tokio::sync::broadcast::Sender<NetEvent>,
+    ips: Arc<PeerIps>,
+}
+
+/// The IP address each connected peer last connected from (a relayed peer: its relay's),
+/// for the block server's limits per address. An entry goes with the peer's last
+/// connection, so the map is bounded by the connection limit.
+#[derive(Debug, Default)]
+pub(crate) struct PeerIps(std::sync::Mutex<HashMap<PeerId, std::net::IpAddr>>);
+
+impl PeerIps {
+    pub(crate) fn get(&self, peer: &PeerId) -> Option<std::net::IpAddr> {
+        self.0.lock().ok().and_then(|m| m.get(peer).copied())
+    }
+
+    fn connected(&self, peer: PeerId, addr: &Multiaddr) {
+        let ip = addr.iter().find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+            libp2p::multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        });
+        if let (Some(ip), Ok(mut m)) = (ip, self.0.lock()) {
+            m.insert(peer, ip);
+        }
+    }
+
+    fn gone(&self, peer: &PeerId) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(peer);
+        }
+    }
 }
 
 /// A cloneable handle to the network: the event loop's command queue, and nothing of any
@@ -437,8 +467,14 @@ impl EventLoop {
             serves_blocks: HashMap::new(),
             addrs: HashMap::new(),
             events,
+            ips: Arc::default(),
         };
         Ok((handle, control, ev))
+    }
+
+    /// Where connected peers are, kept up to date while the loop runs.
+    pub(crate) fn peer_ips(&self) -> Arc<PeerIps> {
+        self.ips.clone()
     }
 
     /// Runs until `shutdown` fires or every handle is dropped.
@@ -609,11 +645,13 @@ impl EventLoop {
                     }
                 }
                 self.unreachable.remove(&peer_id);
+                self.ips.connected(peer_id, endpoint.get_remote_address());
                 if endpoint.is_dialer() {
                     let addr = endpoint.get_remote_address().clone();
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => self.ips.gone(&peer_id),
             SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let _ =

@@ -621,13 +621,66 @@ async fn concurrent_requests_to_one_holder_all_succeed() {
     }
 }
 
-/// The slow-upload lock-out: throwaway identities open uploads, send their headers and one
-/// byte, then nothing, holding every request permit the holder has. Uploads must keep
-/// moving, so the holder drops them (after `data_stall`), and an honest peer's upload and
-/// read, which wait for a permit meanwhile (a busy holder is asked again), go through.
+/// The slow-upload attack: 9 throwaway identities at `ip`, each opening 8 uploads to
+/// `holder` that send their header and, once the holder says go, one byte, then nothing.
+/// Returns the attackers and the uploads the holder took on (the others were refused as
+/// busy). The holder dials them, so that they are at `ip` for it (libp2p-tcp dials from the
+/// unspecified address: on loopback, every node's own dials come from 127.0.0.1).
+async fn trickle(holder: &Network, ip: &str) -> (Vec<Network>, Vec<libp2p::Stream>) {
+    use futures::AsyncWriteExt;
+    let target = holder.handle().peer_id();
+    let mut attackers = Vec::new();
+    let mut held = Vec::new();
+    for _ in 0..9 {
+        let config = NetConfig {
+            listen: vec![format!("/ip4/{ip}/tcp/0").parse().unwrap()],
+            serve_blocks: false,
+            ..NetConfig::default()
+        };
+        let a =
+            Network::start(Keypair::generate_ed25519(), config, Arc::new(MemStore::new(None))).await.unwrap();
+        let at = a.handle().listeners().await.unwrap()[0].clone();
+        assert!(at.to_string().starts_with(&format!("/ip4/{ip}/")), "{at}");
+        holder.handle().dial(at).await.unwrap();
+        // The attacker's side of the connection may be a moment behind the holder's.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while a.handle().connect(target).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "the attacker never saw the holder's connection");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        for i in 0..8u8 {
+            let mut s = a.blocks().stream_control().open_stream(target, BLOCK_PROTOCOL).await.unwrap();
+            s.write_all(&Request::Put { id: BlockId([i; 32]), size: 1 << 20 }.encode()).await.unwrap();
+            s.flush().await.unwrap();
+            if wire::read_status(&mut s).await.is_ok() {
+                s.write_all(&[0u8]).await.unwrap();
+                s.flush().await.unwrap();
+                held.push(s);
+            }
+        }
+        attackers.push(a);
+    }
+    (attackers, held)
+}
+
+/// An honest peer's put and read of a 100 kB block through `holder`.
+async fn honest_put_and_get(honest: &Network, holder: jewel_net::PeerId, seed: u8) {
+    let block = data(100_000, seed);
+    let id = BlockId::of(&block);
+    honest.blocks().put_block(holder, id, &block).await.unwrap();
+    assert_eq!(
+        honest.blocks().get_range(holder, id, block.len() as u64, 0, 1000).await.unwrap(),
+        block[..1000]
+    );
+}
+
+/// The slow-upload lock-out, from one address: the trickles hold every permit the holder
+/// gives that address. Uploads must keep moving, so the holder drops them (after
+/// `data_stall`), and an honest peer at the same address, which waits for a permit
+/// meanwhile (a busy holder is asked again), gets its upload and read through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickling_uploads_cannot_lock_a_holder_out() {
-    use futures::{AsyncReadExt, AsyncWriteExt};
+    use futures::AsyncReadExt;
     let (nodes, _) = network(1, None).await;
     let boot = nodes[0].handle().listeners().await.unwrap()[0]
         .clone()
@@ -640,32 +693,9 @@ async fn trickling_uploads_cannot_lock_a_holder_out() {
     let holder =
         Network::start(Keypair::generate_ed25519(), config, Arc::new(MemStore::new(None))).await.unwrap();
     let target = holder.handle().peer_id();
-    // 9 throwaway identities × 8 uploads: more than the holder's 64 permits.
-    let mut attackers = Vec::new();
-    let mut held = Vec::new();
-    for _ in 0..9 {
-        let config = NetConfig { bootstrap: vec![boot.clone()], serve_blocks: false, ..NetConfig::default() };
-        let a =
-            Network::start(Keypair::generate_ed25519(), config, Arc::new(MemStore::new(None))).await.unwrap();
-        a.handle().connect(target).await.unwrap();
-        for i in 0..8u8 {
-            let mut s = a.blocks().stream_control().open_stream(target, BLOCK_PROTOCOL).await.unwrap();
-            let req = Request::Put { id: BlockId([i; 32]), size: 1 << 20 }.encode();
-            s.write_all(&req).await.unwrap();
-            s.write_all(&[0u8]).await.unwrap();
-            s.flush().await.unwrap();
-            held.push(s);
-        }
-        attackers.push(a);
-    }
-    // An honest upload and read, while the trickles hold the permits.
-    let honest = nodes[0].blocks();
-    let block = data(100_000, 10);
-    let id = BlockId::of(&block);
-    let t = std::time::Instant::now();
-    honest.put_block(target, id, &block).await.unwrap();
-    assert_eq!(honest.get_range(target, id, block.len() as u64, 0, 1000).await.unwrap(), block[..1000]);
-    assert!(t.elapsed() < std::time::Duration::from_secs(10), "{:?}", t.elapsed());
+    let (attackers, held) = trickle(&holder, "127.0.0.1").await;
+    assert_eq!(held.len(), jewel_net::block::MAX_PER_IP, "the holder took on its limit for one address");
+    honest_put_and_get(&nodes[0], target, 10).await;
     // The trickling streams were closed by the holder.
     for mut s in held {
         let mut rest = Vec::new();
@@ -676,6 +706,29 @@ async fn trickling_uploads_cannot_lock_a_holder_out() {
         a.shutdown().await;
     }
     holder.shutdown().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// The same attack from another address (127.0.0.2) leaves room for everyone else: the
+/// honest peer's put and read go through at once, while the holder still holds the
+/// trickles (they are dropped only after the 15 s stall allowance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_at_one_address_leave_room_for_the_rest() {
+    use futures::{AsyncReadExt, FutureExt};
+    let (nodes, _) = network(2, None).await;
+    let target = nodes[1].handle().peer_id();
+    let (attackers, mut held) = trickle(&nodes[1], "127.0.0.2").await;
+    assert_eq!(held.len(), jewel_net::block::MAX_PER_IP, "the holder took on its limit for one address");
+    honest_put_and_get(&nodes[0], target, 11).await;
+    let mut buf = [0u8; 1];
+    let open =
+        held.iter_mut().filter_map(|s| s.read(&mut buf).now_or_never().is_none().then_some(())).count();
+    assert_eq!(open, held.len(), "the honest requests did not wait for the trickles to be dropped");
+    for a in attackers {
+        a.shutdown().await;
+    }
     for n in nodes {
         n.shutdown().await;
     }

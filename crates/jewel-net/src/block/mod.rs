@@ -2,8 +2,9 @@
 //! asking peers ([`BlockClient`], with its stream and permit [`pool`]).
 //!
 //! Server: an inbound stream carries requests one after another, until the asker closes
-//! it or sends nothing for [`REQUEST_TIMEOUT`]. A global and a per-peer limit bound
-//! concurrent requests (over the limit: `Busy`), and [`MAX_STREAMS`] bounds open streams.
+//! it or sends nothing for [`REQUEST_TIMEOUT`]. A global, a per-peer and a per-address limit
+//! bound concurrent requests (over the limit: `Busy`), and [`MAX_STREAMS`] bounds open
+//! streams.
 //! A put is streamed into the store, which checks the hash before it commits; gets and
 //! proofs are served as verified fragments. Store work runs on the blocking pool, never on
 //! the event loop.
@@ -36,6 +37,9 @@ pub const BLOCK_PROTOCOL: StreamProtocol = StreamProtocol::new("/jewel/block/1.0
 pub const MAX_CONCURRENT: usize = 64;
 /// Requests served at once for one peer.
 pub const MAX_PER_PEER: usize = 8;
+/// Requests served at once for the peers at one IP address: identities are free, so
+/// strangers at one address cannot take more than half of [`MAX_CONCURRENT`].
+pub const MAX_PER_IP: usize = MAX_CONCURRENT / 2;
 /// Streams open at once (serving or waiting for their next request), over all peers.
 pub const MAX_STREAMS: usize = 4 * MAX_CONCURRENT;
 /// A request header must arrive within this time.

@@ -1,5 +1,5 @@
 //! The block server: serves a store to peers, request after request on each stream, within
-//! global, per-peer and open-stream limits; store work on the blocking pool.
+//! global, per-peer, per-address and open-stream limits; store work on the blocking pool.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,9 +10,12 @@ use futures::StreamExt;
 use libp2p::{PeerId, Stream};
 use tokio::sync::Semaphore;
 
-use super::{BLOCK_PROTOCOL, MAX_CONCURRENT, MAX_PER_PEER, MAX_STREAMS, PUT_CHUNK, REQUEST_TIMEOUT};
+use super::{
+    BLOCK_PROTOCOL, MAX_CONCURRENT, MAX_PER_IP, MAX_PER_PEER, MAX_STREAMS, PUT_CHUNK, REQUEST_TIMEOUT,
+};
 use crate::announce::Announcer;
 use crate::error::NetError;
+use crate::swarm::PeerIps;
 use crate::wire::{self, Request, Status, WireError};
 use jewel::lease::{Lease, LeaseBook};
 use jewel::pool::Pool;
@@ -55,6 +58,7 @@ pub(crate) async fn serve(
     announcer: Announcer,
     max_upload: Option<u64>,
     data_stall: std::time::Duration,
+    ips: Arc<PeerIps>,
 ) -> Result<(), NetError> {
     let limit = max_upload.map(|r| Arc::new(RateLimit::new(r)));
     let mut incoming = control
@@ -64,6 +68,8 @@ pub(crate) async fn serve(
     let permits = Permits {
         global: Arc::new(Semaphore::new(MAX_CONCURRENT)),
         per_peer: Arc::default(),
+        per_ip: Arc::default(),
+        ips,
         streams: Arc::new(Semaphore::new(MAX_STREAMS)),
     };
     while let Some((peer, mut stream)) = incoming.next().await {
@@ -90,31 +96,50 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-/// The server's limits: requests at once (over all peers and per peer) and open streams.
+/// The server's limits: requests at once (over all peers, per peer and per IP address) and
+/// open streams.
 #[derive(Clone)]
 struct Permits {
     global: Arc<Semaphore>,
     per_peer: Arc<Mutex<HashMap<PeerId, Arc<Semaphore>>>>,
+    per_ip: Arc<Mutex<HashMap<std::net::IpAddr, Arc<Semaphore>>>>,
+    /// Where each connected peer is (from the swarm).
+    ips: Arc<PeerIps>,
     streams: Arc<Semaphore>,
 }
 
-impl Permits {
-    /// Permits for one request from `peer`, if it is within both limits.
-    fn request(
-        &self,
-        peer: PeerId,
-    ) -> Option<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit)> {
-        let peer_sem = match self.per_peer.lock() {
-            Ok(mut m) => {
-                // Forget idle peers so the map stays bounded by the active ones.
-                if m.len() > 4 * MAX_CONCURRENT {
-                    m.retain(|_, s| s.available_permits() < MAX_PER_PEER);
-                }
-                m.entry(peer).or_insert_with(|| Arc::new(Semaphore::new(MAX_PER_PEER))).clone()
+/// The permits one request holds.
+type Held = Vec<tokio::sync::OwnedSemaphorePermit>;
+
+/// The semaphore of `key` in `map`, with `max` permits. Idle keys are forgotten once the
+/// map grows, so it stays bounded by the active ones.
+fn keyed<K: std::hash::Hash + Eq>(
+    map: &Mutex<HashMap<K, Arc<Semaphore>>>,
+    key: K,
+    max: usize,
+) -> Arc<Semaphore> {
+    match map.lock() {
+        Ok(mut m) => {
+            if m.len() > 4 * MAX_CONCURRENT {
+                m.retain(|_, s| s.available_permits() < max);
             }
-            Err(_) => Arc::new(Semaphore::new(MAX_PER_PEER)),
-        };
-        self.global.clone().try_acquire_owned().ok().zip(peer_sem.try_acquire_owned().ok())
+            m.entry(key).or_insert_with(|| Arc::new(Semaphore::new(max))).clone()
+        }
+        Err(_) => Arc::new(Semaphore::new(max)),
+    }
+}
+
+impl Permits {
+    /// Permits for one request from `peer`, if it is within every limit.
+    fn request(&self, peer: PeerId) -> Option<Held> {
+        let mut held = vec![
+            self.global.clone().try_acquire_owned().ok()?,
+            keyed(&self.per_peer, peer, MAX_PER_PEER).try_acquire_owned().ok()?,
+        ];
+        if let Some(ip) = self.ips.get(&peer) {
+            held.push(keyed(&self.per_ip, ip, MAX_PER_IP).try_acquire_owned().ok()?);
+        }
+        Some(held)
     }
 }
 
