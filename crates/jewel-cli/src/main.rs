@@ -116,6 +116,13 @@ enum Command {
         /// Most bytes this peer stores for others.
         #[arg(long, value_parser = parse_size)]
         capacity: Option<u64>,
+        /// Most bytes any one peer may store here [default: a quarter of the capacity].
+        #[arg(long, value_parser = parse_size)]
+        peer_quota: Option<u64>,
+        /// Most bytes all new peers (first seen here less than 7 days ago) may store here
+        /// together [default: half of the capacity].
+        #[arg(long, value_parser = parse_size)]
+        newcomer_quota: Option<u64>,
         /// A failure domain to announce, so files spread over zones.
         #[arg(long)]
         zone: Option<String>,
@@ -399,6 +406,8 @@ fn run(cli: Cli) -> Result<()> {
             bootstrap,
             api,
             capacity,
+            peer_quota,
+            newcomer_quota,
             zone,
             mdns,
             relay_server,
@@ -421,6 +430,7 @@ fn run(cli: Cli) -> Result<()> {
                 bootstrap: bootstrap.iter().map(parse).collect::<Result<_>>()?,
                 api,
                 capacity,
+                quota: jewel_net::block::Quota { per_peer: peer_quota, newcomers: newcomer_quota },
                 zone,
                 mdns,
                 relay_server,

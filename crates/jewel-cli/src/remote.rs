@@ -324,6 +324,7 @@ pub fn status(home: Option<&Path>, json: bool) -> Result<()> {
     }
     let capacity = v.usage.capacity.map_or("unlimited".to_string(), |c| format!("{c} bytes"));
     writeln!(out, "store: {} bytes used, capacity {capacity}", v.usage.used)?;
+    writeln!(out, "puts running: {}", v.puts_running)?;
     writeln!(out)?;
     let now = jewel::lease::now();
     let ago =

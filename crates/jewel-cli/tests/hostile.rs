@@ -337,3 +337,53 @@ fn half_open_connections_do_not_exhaust_a_node() {
     assert!(std::fs::read(&out).unwrap() == data);
     drop(idle);
 }
+
+/// `--peer-quota`: one owner cannot fill its holders, however it asks; once its share is
+/// used its puts are refused with the reason, and other owners keep their own shares on
+/// the same holders.
+#[test]
+fn one_owner_fills_only_its_share_of_each_holder() {
+    let _one = exclusive();
+    let quota = || vec!["--peer-quota".to_string(), "300KiB".to_string()];
+    let net = Devnet::start_with_hub(Path::new(BIN), &["--peer-quota", "300KiB"], 3, |_| quota());
+    let (a, b) = (&net.peers[0], &net.peers[1]);
+    // Three copies of 200 kB: one on each of a's three other peers, within its share.
+    let first = write_file(&net.path("first"), &random_bytes(200_000, 1));
+    a.ok(&["put", &first, "--scheme", "replicate:3"]);
+    // Its share of each is now too small for another copy.
+    let second = write_file(&net.path("second"), &random_bytes(200_000, 2));
+    let e = a.err_line(&["put", &second, "--scheme", "replicate:1"]);
+    assert!(e.contains("share of the holder is full"), "{e}");
+    // Another owner's share is its own.
+    let put = b.json(&["put", &second, "--scheme", "replicate:2", "--json"]);
+    let got = net.path("got");
+    a.ok(&["get", put["cap"].as_str().unwrap(), "-o", s(&got)]);
+    assert_eq!(std::fs::read(&got).unwrap(), random_bytes(200_000, 2));
+}
+
+/// A put stops when its client goes away: the CLI killed mid-put leaves the node reading
+/// nothing more of the file within seconds (not after the whole file), and no file listed.
+/// The file is 64 GiB of holes: quick to make, and minutes to read through.
+#[test]
+fn a_put_stops_when_its_client_goes_away() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 2, |_| vec![]);
+    let owner = &net.peers[0];
+    let file = net.path("huge");
+    std::fs::File::create(&file).unwrap().set_len(64 << 30).unwrap();
+    let mut cmd = owner.cli().command();
+    cmd.arg("--home").arg(&owner.home).args(["put", s(&file), "--scheme", "replicate:1"]);
+    let mut put =
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let running = || owner.json(&["status", "--json"])["puts_running"].as_u64().unwrap();
+    jewel_testkit::eventually("the put is under way", Duration::from_secs(30), || {
+        (running() == 1).then_some(())
+    });
+    put.kill().unwrap();
+    put.wait().unwrap();
+    let t = Instant::now();
+    jewel_testkit::eventually("the put stops", Duration::from_secs(10), || (running() == 0).then_some(()));
+    eprintln!("the put stopped {:?} after its client was killed", t.elapsed());
+    let dir = owner.json(&["dir", "--json"]);
+    assert!(dir["files"].as_object().unwrap().is_empty(), "{dir}");
+}

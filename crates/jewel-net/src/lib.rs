@@ -51,8 +51,11 @@ impl Network {
         let (shutdown, watch) = tokio::sync::watch::channel(false);
         let mut tasks = vec![tokio::spawn(event_loop.run(watch.clone()))];
         let mut stop = watch;
-        let max_upload = config.max_upload;
-        let data_stall = config.data_stall;
+        let limits = block::server::ServeLimits {
+            max_upload: config.max_upload,
+            data_stall: config.data_stall,
+            quota: config.quota,
+        };
         let leases = match &config.leases {
             Some(l) => l.clone(),
             None => Arc::new(
@@ -75,7 +78,7 @@ impl Network {
             }));
             tasks.push(tokio::spawn(async move {
                 tokio::select! {
-                    r = block::server::serve(control, store, leases, announcer, max_upload, data_stall, ips) => {
+                    r = block::server::serve(control, store, leases, announcer, limits, ips) => {
                         if let Err(e) = r {
                             tracing::warn!(error = %e, "block server stopped");
                         }

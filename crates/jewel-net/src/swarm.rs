@@ -80,6 +80,8 @@ pub struct NetConfig {
     /// How long an upload to this node may send nothing before it is dropped (and, after
     /// that long, how slow on average); see `block::server::DATA_STALL`.
     pub data_stall: Duration,
+    /// How much of the served store peers may fill (see [`crate::block::Quota`]).
+    pub quota: crate::block::Quota,
 }
 
 /// What the event loop reports about reachability, as it happens (see
@@ -114,6 +116,7 @@ impl Default for NetConfig {
             announce_concurrency: crate::announce::ANNOUNCE_CONCURRENCY,
             max_connections: MAX_CONNECTIONS,
             data_stall: crate::block::DATA_STALL,
+            quota: crate::block::Quota::default(),
         }
     }
 }

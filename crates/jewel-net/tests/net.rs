@@ -13,8 +13,10 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed)).collect()
 }
 
+/// A node whose store has no quota beyond its capacity (the quota has its own test).
 async fn start(store: MemStore, bootstrap: Vec<jewel_net::Multiaddr>) -> Network {
-    let config = NetConfig { bootstrap, ..NetConfig::default() };
+    let quota = jewel_net::block::Quota { per_peer: Some(u64::MAX), newcomers: Some(u64::MAX) };
+    let config = NetConfig { bootstrap, quota, ..NetConfig::default() };
     Network::start(Keypair::generate_ed25519(), config, Arc::new(store)).await.unwrap()
 }
 
@@ -730,6 +732,63 @@ async fn strangers_at_one_address_leave_room_for_the_rest() {
         a.shutdown().await;
     }
     for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// Strangers' uploads are bounded twice over: each peer may fill a share of the holder's
+/// store, and all new peers together another (identities are free). A peer the holder has
+/// known for a week gets its own share even when the newcomers' one is used up; a refusal
+/// comes before any data, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_peer_and_all_new_peers_get_a_bounded_share_of_a_holder() {
+    let leases = Arc::new(jewel::lease::LeaseBook::in_memory().unwrap());
+    let store = MemStore::new(None);
+    let quota = jewel_net::block::Quota { per_peer: Some(250_000), newcomers: Some(500_000) };
+    let config = NetConfig { leases: Some(leases.clone()), quota, ..NetConfig::default() };
+    let holder = Network::start(Keypair::generate_ed25519(), config, Arc::new(store.clone())).await.unwrap();
+    let boot =
+        holder.handle().listeners().await.unwrap()[0].clone().with(libp2p_peer(holder.handle().peer_id()));
+    let mut peers = Vec::new();
+    for _ in 0..4 {
+        peers.push(start(MemStore::new(None), vec![boot.clone()]).await);
+    }
+    let target = holder.handle().peer_id();
+    let put = |p: usize, len: usize, seed: u8| {
+        let blocks = peers[p].blocks().clone();
+        async move {
+            let block = data(len, seed);
+            blocks.put_block(target, BlockId::of(&block), &block).await
+        }
+    };
+    let refused = |r: Result<(), NetError>, says: &str| match r {
+        Err(NetError::Wire(WireError::Refused { status: Status::Full, reason })) => {
+            assert!(reason.contains(says), "{reason}")
+        }
+        other => panic!("expected a refusal saying {says:?}, got {other:?}"),
+    };
+
+    // A peer's own share: 200 kB fits, 100 kB more does not.
+    put(0, 200_000, 1).await.unwrap();
+    refused(put(0, 100_000, 2).await, "this peer's share of the holder is full");
+    // Another new peer has its own share, but all new peers share 500 kB: the third is
+    // refused though its own share is empty.
+    put(1, 200_000, 3).await.unwrap();
+    refused(put(2, 200_000, 4).await, "no more from new peers");
+    assert_eq!(store.list().unwrap().len(), 2, "nothing of the refused uploads was stored");
+
+    // A peer first seen here 8 days ago is not new: its share is its own.
+    let old = peers[3].handle().peer_id().to_bytes();
+    let eight_days_ago = jewel::lease::now() - 8 * 24 * 3600;
+    leases.charge(&BlockId([9; 32]), &old, 1, eight_days_ago).unwrap();
+    put(3, 200_000, 5).await.unwrap();
+
+    // Collected blocks give their bytes back: the first peer may store again.
+    let first = BlockId::of(&data(200_000, 1));
+    assert!(store.remove(&first).unwrap());
+    leases.forget(&first).unwrap();
+    put(0, 200_000, 6).await.unwrap();
+    for n in peers.into_iter().chain([holder]) {
         n.shutdown().await;
     }
 }

@@ -344,6 +344,9 @@ pub struct StatusResponse {
     pub workers: Vec<WorkerStatus>,
     /// Blocks the scrubber dropped because they no longer matched their id.
     pub dropped: Vec<DroppedBlock>,
+    /// Puts whose file is being read now (one whose client went away stops at once).
+    #[serde(default)]
+    pub puts_running: usize,
 }
 
 /// A block the scrubber dropped.

@@ -62,6 +62,8 @@ pub struct NodeConfig {
     pub api: SocketAddr,
     /// Most bytes stored for others; a tenth of the free disk if not given.
     pub capacity: Option<u64>,
+    /// How much of that one peer, and all new peers together, may fill.
+    pub quota: jewel_net::block::Quota,
     pub zone: Option<String>,
     pub mdns: bool,
     /// Relay connections for peers behind NATs.
@@ -151,6 +153,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         announce_concurrency: jewel_net::announce::ANNOUNCE_CONCURRENCY,
         max_connections: max_connections(descriptors),
         data_stall: jewel_net::block::DATA_STALL,
+        quota: config.quota,
     };
     let network = Network::start(keypair, net_config, Arc::new(store.clone())).await?;
     let listener = tokio::net::TcpListener::bind(config.api).await.map_err(io_err(&config.home))?;
@@ -168,6 +171,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         repair_margin: config.repair_margin,
         repairing: Default::default(),
         transfers: tokio::sync::Semaphore::new(crate::node::MAX_TRANSFERS),
+        reading: Arc::default(),
     });
     let scrub = ScrubWorker::new(
         Arc::new(store.clone()),

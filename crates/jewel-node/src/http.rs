@@ -175,6 +175,7 @@ async fn status_(State(s): S) -> Reply<api::Status> {
         usage: jewel::BlockStore::usage(&s.node.store),
         workers: s.workers.status(),
         dropped: s.node.state.dropped()?.into_iter().map(|(id, at)| api::DroppedBlock { id, at }).collect(),
+        puts_running: s.node.reading.load(std::sync::atomic::Ordering::SeqCst),
     }))
 }
 

@@ -49,6 +49,34 @@ pub(crate) struct Node {
     /// Puts, gets, repairs and full verifications running at once, at most
     /// [`MAX_TRANSFERS`]; more wait their turn.
     pub transfers: tokio::sync::Semaphore,
+    /// Puts whose data is still being read (a put's reader holds one [`Reading`]).
+    pub reading: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts one put in `Node::reading` while it lives.
+struct Reading(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Reading {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Reading {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Reading(count.clone())
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Set when the request a put serves goes away (the API drops the request's future when
+/// its client disconnects): the put's reader then fails, which stops its pipeline.
+struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Transfers (puts, gets, repairs, verifications) run at once, at most. A get holds about
@@ -131,10 +159,19 @@ struct Exactly<R> {
     inner: R,
     left: u64,
     path: PathBuf,
+    /// The put was cancelled: stop reading.
+    cancelled: Arc<std::sync::atomic::AtomicBool>,
+    _reading: Reading,
 }
 
 impl<R: std::io::Read> std::io::Read for Exactly<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other(format!(
+                "the put of {} was cancelled: its client went away",
+                self.path.display()
+            )));
+        }
         if self.left == 0 {
             let mut probe = [0u8; 1];
             return match self.inner.read(&mut probe)? {
@@ -258,6 +295,7 @@ impl Node {
     /// Stores a file on the network and records it; the record is durable before this
     /// returns.
     pub async fn put(self: &Arc<Self>, body: PutRequest) -> Result<PutResponse, PutError> {
+        let cancel = CancelOnDrop(Arc::default());
         let _turn =
             self.transfers.acquire().await.map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
         let default = self.settings()?.default_scheme;
@@ -282,7 +320,13 @@ impl Node {
             .map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
         let (file, size) = opened?;
         let job = self.jobs.start(body.job.as_deref(), size);
-        let exact = Exactly { inner: file, left: size, path: body.path.clone() };
+        let exact = Exactly {
+            inner: file,
+            left: size,
+            path: body.path.clone(),
+            cancelled: cancel.0.clone(),
+            _reading: Reading::new(&self.reading),
+        };
         let input = Counted { inner: exact, progress: job.as_ref().map(|j| j.progress.clone()) };
         let placed =
             client::put_file(&self.blocks, Box::new(input), size, &PutOptions::new(spec), &peers).await?;

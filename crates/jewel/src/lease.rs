@@ -9,6 +9,11 @@
 //!
 //! The book is a redb table keyed by block ‖ file ‖ owner, so a block's leases are one
 //! range scan; writes are batched into one transaction per request.
+//!
+//! The book also keeps what each peer's uploads take: a stored block is charged to the peer
+//! that first sent it (its size, once, whoever else sends it again), until it is collected;
+//! a peer's charge remembers when it began, so a holder can tell peers it has known for a
+//! while from new ones (see [`LeaseBook::charge_of`], [`LeaseBook::newcomers_charged`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +24,19 @@ use crate::id::BlockId;
 use crate::store::BlockStore;
 
 const LEASES: TableDefinition<&[u8], u64> = TableDefinition::new("leases");
+/// owner → (bytes charged, Unix seconds of its first charge).
+const CHARGES: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("charges");
+/// block → size (8 bytes, big-endian) ‖ the owner it is charged to.
+const CHARGED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("charged");
+
+/// What one peer's uploads take on this holder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Charge {
+    /// Bytes of the blocks charged to it.
+    pub bytes: u64,
+    /// When its first block was charged (Unix seconds); kept while it has any.
+    pub since: u64,
+}
 
 /// The file id of the first lease a block gets when it is stored.
 pub const UNASSIGNED: BlockId = BlockId([0; 32]);
@@ -116,7 +134,54 @@ impl LeaseBook {
     fn init(&self) -> Result<(), LeaseError> {
         let tx = self.db.begin_write().map_err(db)?;
         tx.open_table(LEASES).map_err(db)?;
+        tx.open_table(CHARGES).map_err(db)?;
+        tx.open_table(CHARGED).map_err(db)?;
         tx.commit().map_err(db)
+    }
+
+    /// Charges `block` (`size` bytes, just stored) to `owner`, unless it is charged to a
+    /// peer already. Does not wait for the disk: a charge lost in a crash only lets that
+    /// peer store a little more.
+    pub fn charge(&self, block: &BlockId, owner: &[u8], size: u64, now: u64) -> Result<(), LeaseError> {
+        let mut tx = self.db.begin_write().map_err(db)?;
+        tx.set_durability(redb::Durability::None);
+        {
+            let mut charged = tx.open_table(CHARGED).map_err(db)?;
+            if charged.get(block.0.as_slice()).map_err(db)?.is_some() {
+                return Ok(());
+            }
+            let mut entry = size.to_be_bytes().to_vec();
+            entry.extend_from_slice(owner);
+            charged.insert(block.0.as_slice(), entry.as_slice()).map_err(db)?;
+            let mut charges = tx.open_table(CHARGES).map_err(db)?;
+            let (bytes, since) = charges.get(owner).map_err(db)?.map_or((0, now), |v| v.value());
+            charges.insert(owner, (bytes.saturating_add(size), since)).map_err(db)?;
+        }
+        tx.commit().map_err(db)
+    }
+
+    /// What `owner`'s uploads take here, if anything.
+    pub fn charge_of(&self, owner: &[u8]) -> Result<Option<Charge>, LeaseError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let t = tx.open_table(CHARGES).map_err(db)?;
+        Ok(t.get(owner).map_err(db)?.map(|v| {
+            let (bytes, since) = v.value();
+            Charge { bytes, since }
+        }))
+    }
+
+    /// Bytes charged to the peers whose first charge came after `since`, together.
+    pub fn newcomers_charged(&self, since: u64) -> Result<u64, LeaseError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let t = tx.open_table(CHARGES).map_err(db)?;
+        let mut total = 0u64;
+        for entry in t.iter().map_err(db)? {
+            let (bytes, first) = entry.map_err(db)?.1.value();
+            if first > since {
+                total = total.saturating_add(bytes);
+            }
+        }
+        Ok(total)
     }
 
     /// Applies lease changes in one transaction, durably.
@@ -163,12 +228,29 @@ impl LeaseBook {
         Ok(latest)
     }
 
-    /// Forgets every lease of `block`.
+    /// Forgets every lease of `block`, and its charge (the block is gone).
     pub fn forget(&self, block: &BlockId) -> Result<(), LeaseError> {
         let tx = self.db.begin_write().map_err(db)?;
         {
             let mut t = tx.open_table(LEASES).map_err(db)?;
             t.retain_in::<&[u8], _>(block.0.as_slice().., |k, _| !k.starts_with(&block.0)).map_err(db)?;
+            let mut charged = tx.open_table(CHARGED).map_err(db)?;
+            let entry = charged.remove(block.0.as_slice()).map_err(db)?.map(|v| v.value().to_vec());
+            if let Some(entry) = entry.filter(|e| e.len() >= 8) {
+                let (size, owner) = entry.split_at(8);
+                let size = u64::from_be_bytes(size.try_into().unwrap_or([0; 8]));
+                let mut charges = tx.open_table(CHARGES).map_err(db)?;
+                let left = charges.get(owner).map_err(db)?.map(|v| v.value());
+                match left {
+                    Some((bytes, _)) if bytes <= size => {
+                        charges.remove(owner).map_err(db)?;
+                    }
+                    Some((bytes, since)) => {
+                        charges.insert(owner, (bytes - size, since)).map_err(db)?;
+                    }
+                    None => {}
+                }
+            }
         }
         tx.commit().map_err(db)
     }
@@ -224,6 +306,25 @@ mod tests {
         assert_eq!(gc(&store, &book, 3000).unwrap().blocks, 1);
         assert!(!store.has(&id).unwrap());
         assert_eq!(book.expiry(&id).unwrap(), None);
+    }
+
+    #[test]
+    fn a_block_is_charged_once_to_its_first_sender_until_it_is_collected() {
+        let book = LeaseBook::in_memory().unwrap();
+        let (a, b) = (BlockId([1; 32]), BlockId([2; 32]));
+        book.charge(&a, b"alice", 100, 10).unwrap();
+        book.charge(&a, b"bob", 100, 20).unwrap(); // the same block again: alice keeps it
+        book.charge(&b, b"alice", 50, 30).unwrap();
+        assert_eq!(book.charge_of(b"alice").unwrap(), Some(Charge { bytes: 150, since: 10 }));
+        assert_eq!(book.charge_of(b"bob").unwrap(), None);
+        book.charge(&BlockId([3; 32]), b"bob", 7, 40).unwrap();
+        assert_eq!(book.newcomers_charged(9).unwrap(), 157);
+        assert_eq!(book.newcomers_charged(10).unwrap(), 7, "alice's first charge is not after 10");
+        book.forget(&a).unwrap();
+        assert_eq!(book.charge_of(b"alice").unwrap(), Some(Charge { bytes: 50, since: 10 }));
+        book.forget(&b).unwrap();
+        assert_eq!(book.charge_of(b"alice").unwrap(), None, "nothing left: alice is new again");
+        book.forget(&b).unwrap(); // twice: nothing happens
     }
 
     #[test]

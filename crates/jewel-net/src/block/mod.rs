@@ -31,6 +31,28 @@ pub(crate) mod server;
 pub use client::BlockClient;
 pub use server::{RateLimit, DATA_STALL, MIN_DATA_RATE};
 
+/// How much of a holder's store its peers may fill, over what its capacity allows: any one
+/// peer at most `per_peer` bytes, and all new peers together at most `newcomers` (a peer is
+/// new until its first block here is [`NEWCOMER_SECS`] old: identities are free, so
+/// strangers share one allowance). A store without a capacity has no quota unless given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quota {
+    /// A quarter of the capacity if not given.
+    pub per_peer: Option<u64>,
+    /// Half of the capacity if not given.
+    pub newcomers: Option<u64>,
+}
+
+/// How long a peer counts as new to a holder: from its first block stored there.
+pub const NEWCOMER_SECS: u64 = 7 * 24 * 3600;
+
+impl Quota {
+    /// The per-peer and newcomers' limits for a store of `capacity` bytes.
+    pub fn limits(&self, capacity: Option<u64>) -> (Option<u64>, Option<u64>) {
+        (self.per_peer.or(capacity.map(|c| c / 4)), self.newcomers.or(capacity.map(|c| c / 2)))
+    }
+}
+
 /// The block protocol's name and version.
 pub const BLOCK_PROTOCOL: StreamProtocol = StreamProtocol::new("/jewel/block/1.0.0");
 /// Requests served at once, over all peers.

@@ -11,7 +11,7 @@ use libp2p::{PeerId, Stream};
 use tokio::sync::Semaphore;
 
 use super::{
-    BLOCK_PROTOCOL, MAX_CONCURRENT, MAX_PER_IP, MAX_PER_PEER, MAX_STREAMS, PUT_CHUNK, REQUEST_TIMEOUT,
+    Quota, BLOCK_PROTOCOL, MAX_CONCURRENT, MAX_PER_IP, MAX_PER_PEER, MAX_STREAMS, PUT_CHUNK, REQUEST_TIMEOUT,
 };
 use crate::announce::Announcer;
 use crate::error::NetError;
@@ -56,11 +56,12 @@ pub(crate) async fn serve(
     store: Arc<dyn BlockStore>,
     leases: Arc<LeaseBook>,
     announcer: Announcer,
-    max_upload: Option<u64>,
-    data_stall: std::time::Duration,
+    limits: ServeLimits,
     ips: Arc<PeerIps>,
 ) -> Result<(), NetError> {
+    let ServeLimits { max_upload, data_stall, quota } = limits;
     let limit = max_upload.map(|r| Arc::new(RateLimit::new(r)));
+    let quotas = Arc::new(Quotas { quota, in_flight: Mutex::default() });
     let mut incoming = control
         .accept(BLOCK_PROTOCOL)
         .map_err(|_| NetError::Transport("block protocol already being served".into()))?;
@@ -80,6 +81,7 @@ pub(crate) async fn serve(
             peer,
             fragments: fragments.clone(),
             data_stall,
+            quotas: quotas.clone(),
         };
         let limit = limit.clone();
         let permits = permits.clone();
@@ -173,6 +175,103 @@ async fn session(stream: &mut Stream, server: &Server, permits: &Permits, limit:
     }
 }
 
+/// What a server allows beyond its permits: bytes per second served, an upload's pace, and
+/// how much of the store peers may fill.
+pub(crate) struct ServeLimits {
+    pub max_upload: Option<u64>,
+    pub data_stall: std::time::Duration,
+    pub quota: Quota,
+}
+
+/// The quota, and the bytes of uploads under way (not charged yet, but promised).
+struct Quotas {
+    quota: Quota,
+    in_flight: Mutex<InFlight>,
+}
+
+#[derive(Default)]
+struct InFlight {
+    per_peer: HashMap<PeerId, u64>,
+    newcomers: u64,
+}
+
+/// An upload's place in its peer's quota; given back when dropped.
+struct Reservation {
+    quotas: Arc<Quotas>,
+    peer: PeerId,
+    bytes: u64,
+    newcomer: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Ok(mut f) = self.quotas.in_flight.lock() {
+            if let Some(b) = f.per_peer.get_mut(&self.peer) {
+                *b = b.saturating_sub(self.bytes);
+                if *b == 0 {
+                    f.per_peer.remove(&self.peer);
+                }
+            }
+            if self.newcomer {
+                f.newcomers = f.newcomers.saturating_sub(self.bytes);
+            }
+        }
+    }
+}
+
+impl Quotas {
+    /// Reserves `bytes` of `peer`'s quota for an upload, or says why not.
+    fn reserve(
+        self: &Arc<Self>,
+        leases: &LeaseBook,
+        peer: PeerId,
+        bytes: u64,
+        capacity: Option<u64>,
+    ) -> Result<Reservation, String> {
+        let (per_peer, newcomers) = self.quota.limits(capacity);
+        if per_peer.is_none() && newcomers.is_none() {
+            return Ok(Reservation { quotas: self.clone(), peer, bytes: 0, newcomer: false });
+        }
+        let unknown = |e: jewel::lease::LeaseError| {
+            tracing::warn!(error = %e, "cannot read the peers' charges");
+            "the holder cannot read its quotas; its log says why".to_string()
+        };
+        let now = jewel::lease::now();
+        let charge = leases.charge_of(&peer.to_bytes()).map_err(unknown)?;
+        let newcomer = charge.is_none_or(|c| c.since.saturating_add(super::NEWCOMER_SECS) > now);
+        let newcomers_charged = match (newcomer, newcomers) {
+            (true, Some(_)) => {
+                leases.newcomers_charged(now.saturating_sub(super::NEWCOMER_SECS)).map_err(unknown)?
+            }
+            _ => 0,
+        };
+        let mut f = self.in_flight.lock().map_err(|_| "internal error".to_string())?;
+        let mine = charge.map_or(0, |c| c.bytes).saturating_add(f.per_peer.get(&peer).copied().unwrap_or(0));
+        if let Some(max) = per_peer {
+            if mine.saturating_add(bytes) > max {
+                return Err(format!(
+                    "this peer's share of the holder is full: {bytes} bytes offered, {} of {max} left",
+                    max.saturating_sub(mine)
+                ));
+            }
+        }
+        if let (true, Some(max)) = (newcomer, newcomers) {
+            let all = newcomers_charged.saturating_add(f.newcomers);
+            if all.saturating_add(bytes) > max {
+                return Err(format!(
+                    "the holder takes no more from new peers for now: {bytes} bytes offered, {} of {max} left",
+                    max.saturating_sub(all)
+                ));
+            }
+        }
+        *f.per_peer.entry(peer).or_default() += bytes;
+        if newcomer {
+            f.newcomers = f.newcomers.saturating_add(bytes);
+        }
+        Ok(Reservation { quotas: self.clone(), peer, bytes, newcomer })
+    }
+}
+
 /// What one request is served with: the store, its leases, who asks, and the fragment
 /// buffers shared by all requests.
 struct Server {
@@ -183,6 +282,7 @@ struct Server {
     fragments: Arc<Pool<Vec<u8>>>,
     /// How long an upload may send nothing (see [`Pace`]).
     data_stall: std::time::Duration,
+    quotas: Arc<Quotas>,
 }
 
 /// Fragment buffers kept for reuse: fresh memory costs a page fault per 4 KiB, and zeroing
@@ -393,6 +493,13 @@ async fn receive(
             return Ok(None);
         }
     }
+    let _reservation = match server.quotas.reserve(&server.leases, server.peer, most, usage.capacity) {
+        Ok(r) => r,
+        Err(reason) => {
+            wire::write_error(stream, Status::Full, &reason).await?;
+            return Ok(None);
+        }
+    };
     // Go ahead: the sender waits for this before sending data.
     wire::write_ok(stream).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
@@ -417,11 +524,16 @@ async fn receive(
         let first = Lease {
             block: id,
             file: jewel::lease::UNASSIGNED,
-            owner,
+            owner: owner.clone(),
             expires: jewel::lease::now() + jewel::lease::INITIAL_LEASE_SECS,
         };
-        leases.apply_soon(&[first]).map_err(|e| StoreError::Unavailable { id, reason: e.to_string() })?;
-        w.commit(Some(id))
+        let unavailable = |e: jewel::lease::LeaseError| StoreError::Unavailable { id, reason: e.to_string() };
+        leases.apply_soon(&[first]).map_err(unavailable)?;
+        let size = w.written();
+        let id = w.commit(Some(id))?;
+        // Charged once stored (before, a failed upload would stay charged).
+        leases.charge(&id, &owner, size, jewel::lease::now()).map_err(unavailable)?;
+        Ok(id)
     });
     let received = match incoming {
         Incoming::Sized { id, size } => receive_raw(stream, &tx, size, server.data_stall).await.map(|()| id),

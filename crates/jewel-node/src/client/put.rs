@@ -76,26 +76,30 @@ pub async fn put_file(
         let sources: Vec<Option<PeerId>> =
             (0..slots).map(|s| (!lost.contains(&s)).then_some(holders[s])).collect();
         let mut spares = peers[slots..].iter().copied();
-        let mut result = Err(ClientError::Upload { slot, peer: holders[slot], source: Box::new(first) });
-        // A spare may be gone too: try the next ones, a few times.
+        let refused = ClientError::Upload { slot, peer: holders[slot], source: Box::new(first) };
+        let mut placed = false;
+        // A spare may be gone too: try the next ones, a few times. If none takes the
+        // pieces, the first upload's error says why (not the spares').
         for _ in 0..3 {
             let targets: Vec<PeerId> = spares.by_ref().take(lost.len()).collect();
             if targets.len() < lost.len() {
                 tracing::warn!(spares = targets.len(), needed = lost.len(), "not enough spare peers");
                 break;
             }
-            result = repair_slots(blocks, &put.manifest, &sources, &lost, &targets, opts.threads).await;
-            match &result {
+            match repair_slots(blocks, &put.manifest, &sources, &lost, &targets, opts.threads).await {
                 Err(e) => tracing::warn!(error = %e, "placing a lost piece on a spare failed"),
                 Ok(r) => {
                     for (s, peer) in r.slots.iter().zip(&targets) {
                         holders[*s] = *peer;
                     }
+                    placed = true;
                     break;
                 }
             }
         }
-        result?;
+        if !placed {
+            return Err(refused);
+        }
     }
     Ok(Placed { put, holders })
 }
