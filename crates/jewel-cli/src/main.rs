@@ -155,9 +155,18 @@ enum Command {
     },
     /// Store a file on the network through the node; prints its read cap.
     Put {
+        /// A regular file, or `-` for standard input (streamed through the node; a pipe is
+        /// spooled to a temporary file first, unless --size states its length).
         file: PathBuf,
         #[arg(long)]
         scheme: Option<String>,
+        /// With `-`: the name to record the file under.
+        #[arg(long)]
+        name: Option<String>,
+        /// With `-`: how many bytes standard input holds (a pipe then streams as it comes;
+        /// more or fewer bytes fail the put).
+        #[arg(long, value_parser = parse_size)]
+        size: Option<u64>,
         #[arg(long)]
         json: bool,
     },
@@ -457,7 +466,13 @@ fn run(cli: Cli) -> Result<()> {
             ran?;
             Ok(())
         }
-        Command::Put { file, scheme, json } => remote::put(home, &file, scheme.as_deref(), json),
+        Command::Put { file, scheme, name, size, json } if file.as_os_str() == "-" => {
+            remote::put_stdin(home, scheme.as_deref(), name.as_deref(), size, json)
+        }
+        Command::Put { name: Some(_), .. } | Command::Put { size: Some(_), .. } => {
+            anyhow::bail!("--name and --size are for `jewel put -` (standard input) only")
+        }
+        Command::Put { file, scheme, json, .. } => remote::put(home, &file, scheme.as_deref(), json),
         Command::Get { cap, output, range, json, force } => {
             let cap = cap.read()?;
             let range = range.as_deref().map(remote::parse_range).transpose()?;

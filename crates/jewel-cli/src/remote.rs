@@ -42,6 +42,14 @@ impl Api {
         } else {
             agent.get(&url).header("authorization", &auth).call()
         };
+        self.reply(r)
+    }
+
+    /// The reply to a request, or its error as one line.
+    fn reply<T: serde::de::DeserializeOwned>(
+        &self,
+        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T> {
         let mut resp = r.with_context(|| format!("cannot reach the node's API at {}", self.base))?;
         if !resp.status().is_success() {
             let body: ErrorBody =
@@ -49,6 +57,26 @@ impl Api {
             bail!("{}", body.error);
         }
         resp.body_mut().read_json().context("the node sent a malformed reply")
+    }
+
+    /// Streams `body` (exactly `query.size` bytes) to the node's put-stream endpoint.
+    pub fn put_stream(
+        &self,
+        query: &api::PutStreamQuery,
+        body: &mut dyn std::io::Read,
+    ) -> Result<api::PutResponse> {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let url = format!("{}{}", self.base, api::PUT_STREAM_PATH);
+        let mut req = agent
+            .post(&url)
+            .header("authorization", &format!("Bearer {}", self.token))
+            .query("size", query.size.to_string());
+        for (key, value) in [("name", &query.name), ("scheme", &query.scheme), ("job", &query.job)] {
+            if let Some(v) = value {
+                req = req.query(key, v);
+            }
+        }
+        self.reply(req.send(ureq::SendBody::from_reader(body)))
     }
 
     /// Calls an endpoint that takes no request body.
@@ -113,8 +141,86 @@ pub fn put(home: Option<&Path>, file: &Path, scheme: Option<&str>, json: bool) -
         let req = api::PutRequest { path, scheme: scheme.map(str::to_string), job: job.map(str::to_string) };
         api.call::<api::Put>(&req)
     })?;
+    print_put(&v, json)
+}
+
+/// `jewel put -`: this process's standard input, streamed through the node's API. Its
+/// length must be known before the first byte is encrypted: a redirected file's is; a pipe
+/// needs `size`, or is spooled to a temporary file (deleted when done) first.
+pub fn put_stdin(
+    home: Option<&Path>,
+    scheme: Option<&str>,
+    name: Option<&str>,
+    size: Option<u64>,
+    json: bool,
+) -> Result<()> {
+    use std::io::Seek;
+    use std::os::fd::AsFd;
+    let api = Api::open(home)?;
+    let mut input = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
+    let meta = input.metadata().context("cannot read standard input")?;
+    let (mut input, size): (Box<dyn std::io::Read>, u64) = match size {
+        _ if meta.is_file() => {
+            let at = input.stream_position().unwrap_or(0);
+            let left = meta.len().saturating_sub(at);
+            if size.is_some_and(|s| s != left) {
+                bail!("--size says {} bytes, but standard input has {left} left", size.unwrap_or(0));
+            }
+            (Box::new(input), left)
+        }
+        Some(size) => (Box::new(input), size),
+        None => {
+            let mut spool =
+                tempfile::tempfile().context("cannot make a temporary file for standard input")?;
+            let size = std::io::copy(&mut input, &mut spool).context("cannot read standard input")?;
+            spool.rewind()?;
+            (Box::new(spool), size)
+        }
+    };
+    let mut stated = Stated { inner: &mut input, left: size, over: false };
+    let v = with_progress(&api, "put", |job| {
+        let query = api::PutStreamQuery {
+            size,
+            name: name.map(str::to_string),
+            scheme: scheme.map(str::to_string),
+            job: job.map(str::to_string),
+        };
+        api.put_stream(&query, &mut stated)
+    });
+    if stated.over {
+        bail!("standard input has more bytes than its size said ({size}); nothing was stored");
+    }
+    print_put(&v?, json)
+}
+
+/// Standard input up to its stated size; a byte more fails the read (so the node never
+/// finishes a put of a cut stream) and is remembered, to say so.
+struct Stated<'a> {
+    inner: &'a mut dyn std::io::Read,
+    left: u64,
+    over: bool,
+}
+
+impl std::io::Read for Stated<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            self.over = true;
+            return Err(std::io::Error::other("more bytes than stated"));
+        }
+        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn print_put(v: &api::PutResponse, json: bool) -> Result<()> {
     if json {
-        outln!("{}", serde_json::to_string(&v)?);
+        outln!("{}", serde_json::to_string(v)?);
     } else {
         outln!("{}", v.cap);
         let holders = v.holders.len();

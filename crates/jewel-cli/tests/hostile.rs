@@ -64,6 +64,52 @@ fn puts_take_regular_files_only() {
     owner.ok(&["put", &file, "--scheme", "replicate:2"]);
 }
 
+/// `jewel put -` stores the CLI's own standard input, streamed through the node: from a
+/// pipe (spooled, or streamed as it comes with `--size`) and from a redirected file; a
+/// stream longer or shorter than its stated size fails with the reason and stores nothing.
+#[test]
+fn put_dash_streams_the_clis_standard_input() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 3, |_| Vec::new());
+    let owner = &net.peers[0];
+    let data = random_bytes(3_000_000, 7);
+    let size = data.len().to_string();
+    let got = net.path("got");
+    let back = |cap: &str| {
+        owner.ok(&["get", cap.trim(), "-o", s(&got), "--force"]);
+        assert!(std::fs::read(&got).unwrap() == data, "the file came back different");
+    };
+    // A pipe, spooled first; then a pipe of a stated size, streamed.
+    let fed = |args: &[&str]| owner.cli().run_fed(&owner.home, args, &data);
+    let spooled = fed(&["put", "-", "--name", "piped", "--scheme", "replicate:2"]);
+    assert!(spooled.success(), "{}", spooled.stderr);
+    back(&spooled.stdout);
+    let streamed = fed(&["put", "-", "--size", &size, "--scheme", "jewels:2/3"]);
+    assert!(streamed.success(), "{}", streamed.stderr);
+    back(&streamed.stdout);
+    // A redirected file: its size is known.
+    let file = write_file(&net.path("f"), &data);
+    let mut cmd = owner.cli().command();
+    cmd.arg("--home").arg(&owner.home).args(["put", "-", "--scheme", "replicate:2"]);
+    cmd.stdin(std::fs::File::open(&file).unwrap());
+    let redirected = cmd.output().unwrap();
+    assert!(redirected.status.success(), "{}", String::from_utf8_lossy(&redirected.stderr));
+    back(&String::from_utf8_lossy(&redirected.stdout));
+    let dir = owner.json(&["dir", "--json"]);
+    let names: Vec<&str> =
+        dir["files"].as_object().unwrap().values().map(|f| f["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"piped"), "{names:?}");
+    // Wrong sizes: one line each, nothing more recorded.
+    for (stated, says) in [("2000000", "more bytes than its size said"), ("4000000", "ended before its size")]
+    {
+        let o = fed(&["put", "-", "--size", stated, "--scheme", "replicate:2"]);
+        assert!(!o.success());
+        let e = o.stderr.trim();
+        assert!(e.lines().count() == 1 && e.contains(says), "{stated}: {e}");
+    }
+    assert_eq!(owner.json(&["dir", "--json"])["files"].as_object().unwrap().len(), 3);
+}
+
 /// `-o` never clobbers by surprise and never writes through a link; a range past the end is
 /// an error; all before a byte is fetched.
 #[test]

@@ -54,6 +54,26 @@ endpoint!(
     /// Store a file on the network.
     Put, "/v1/put", true, PutRequest => PutResponse
 );
+/// Store the request's body on the network: `POST /v1/put-stream?size=N[&name=…][&scheme=…]
+/// [&job=…]` with the raw bytes as the body (`jewel put -` sends its standard input so).
+/// The body must be exactly `size` bytes. Answers a [`PutResponse`].
+pub const PUT_STREAM_PATH: &str = "/v1/put-stream";
+
+/// The query of [`PUT_STREAM_PATH`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutStreamQuery {
+    /// The body's length in bytes.
+    pub size: u64,
+    /// The name the file is recorded under (empty if absent).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub scheme: Option<String>,
+    #[serde(default)]
+    pub job: Option<String>,
+}
+
 endpoint!(
     /// Get a file (or a range of it) into a local path.
     Get, "/v1/get", true, GetRequest => GetResponse

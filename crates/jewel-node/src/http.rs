@@ -191,6 +191,57 @@ async fn put(State(s): S, Body(req): Req<api::Put>) -> Reply<api::Put> {
     Ok(Json(s.node.put(req).await?))
 }
 
+/// Chunks of a streamed body queued for the put's reader, at most.
+const BODY_QUEUE: usize = 4;
+
+/// `POST /v1/put-stream`: the body, read as it arrives (through a queue of
+/// [`BODY_QUEUE`] chunks) by the put's pipeline on the blocking pool.
+async fn put_stream(
+    State(s): S,
+    query: Result<axum::extract::Query<api::PutStreamQuery>, axum::extract::rejection::QueryRejection>,
+    body: axum::body::Body,
+) -> Reply<api::Put> {
+    use futures::StreamExt;
+    let axum::extract::Query(query) =
+        query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad request: {}", e.body_text())))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(BODY_QUEUE);
+    let mut chunks = body.into_data_stream();
+    let pump = async move {
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| e.to_string());
+            let failed = chunk.is_err();
+            // The put stopped reading (done or failed): stop too.
+            if tx.send(chunk).await.is_err() || failed {
+                break;
+            }
+        }
+    };
+    let reader = BodyReader { rx, current: axum::body::Bytes::new() };
+    let (put, ()) = tokio::join!(s.node.put_stream(&query, Box::new(reader)), pump);
+    Ok(Json(put?))
+}
+
+/// A streamed body as a blocking reader (for the blocking pool only).
+struct BodyReader {
+    rx: tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, String>>,
+    current: axum::body::Bytes,
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(std::io::Error::other(format!("the upload broke: {e}"))),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
 async fn get_file(State(s): S, Body(req): Req<api::Get>) -> Reply<api::Get> {
     Ok(Json(s.node.get(req).await?))
 }
@@ -262,6 +313,7 @@ pub(crate) fn router(served: Arc<Served>) -> Router {
         .route(at::<api::Peers>(), get(peers))
         .route(at::<api::Dir>(), get(dir))
         .route(at::<api::Put>(), post(put))
+        .route(api::PUT_STREAM_PATH, post(put_stream))
         .route(at::<api::Get>(), post(get_file))
         .route(at::<api::Check>(), post(check))
         .route(at::<api::Repair>(), post(repair))

@@ -158,7 +158,8 @@ fn open_regular(path: &std::path::Path) -> Result<(std::fs::File, u64), PutError
 struct Exactly<R> {
     inner: R,
     left: u64,
-    path: PathBuf,
+    /// What is read, for errors: a path, or "standard input".
+    what: String,
     /// The put was cancelled: stop reading.
     cancelled: Arc<std::sync::atomic::AtomicBool>,
     _reading: Reading,
@@ -169,7 +170,7 @@ impl<R: std::io::Read> std::io::Read for Exactly<R> {
         if self.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(std::io::Error::other(format!(
                 "the put of {} was cancelled: its client went away",
-                self.path.display()
+                self.what
             )));
         }
         if self.left == 0 {
@@ -178,14 +179,17 @@ impl<R: std::io::Read> std::io::Read for Exactly<R> {
                 0 => Ok(0),
                 _ => Err(std::io::Error::other(format!(
                     "{} has more bytes than its size said (it grew while being stored, or it is a /proc file)",
-                    self.path.display()
+                    self.what
                 ))),
             };
         }
         let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
-            return Err(std::io::Error::other(format!("{} shrank while being stored", self.path.display())));
+            return Err(std::io::Error::other(format!(
+                "{} ended before its size while being stored",
+                self.what
+            )));
         }
         self.left -= n as u64;
         Ok(n)
@@ -295,11 +299,44 @@ impl Node {
     /// Stores a file on the network and records it; the record is durable before this
     /// returns.
     pub async fn put(self: &Arc<Self>, body: PutRequest) -> Result<PutResponse, PutError> {
+        // Regular files only, checked before opening (opening a FIFO waits for a writer);
+        // the file system calls run off the runtime's threads.
+        let path = body.path.clone();
+        let opened = tokio::task::spawn_blocking(move || open_regular(&path))
+            .await
+            .map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
+        let (file, size) = opened?;
+        let name = body.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let what = body.path.display().to_string();
+        self.put_input(Box::new(file), size, what, name, body.scheme.as_deref(), body.job.as_deref()).await
+    }
+
+    /// Stores `input`, which must be exactly `size` bytes (a request's body, say), under
+    /// `name`; as [`Node::put`]. Reads it on the blocking pool.
+    pub async fn put_stream(
+        self: &Arc<Self>,
+        query: &crate::api::PutStreamQuery,
+        input: Box<dyn std::io::Read + Send>,
+    ) -> Result<PutResponse, PutError> {
+        let name = query.name.clone().unwrap_or_default();
+        let what = if name.is_empty() { "the streamed file".to_string() } else { name.clone() };
+        self.put_input(input, query.size, what, name, query.scheme.as_deref(), query.job.as_deref()).await
+    }
+
+    async fn put_input(
+        self: &Arc<Self>,
+        input: Box<dyn std::io::Read + Send>,
+        size: u64,
+        what: String,
+        name: String,
+        scheme: Option<&str>,
+        job: Option<&str>,
+    ) -> Result<PutResponse, PutError> {
         let cancel = CancelOnDrop(Arc::default());
         let _turn =
             self.transfers.acquire().await.map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
         let default = self.settings()?.default_scheme;
-        let text = body.scheme.as_deref().unwrap_or(&default);
+        let text = scheme.unwrap_or(&default);
         let spec = SchemeSpec::parse(text).map_err(|e| PutError::Scheme(e.to_string()))?;
         let slots = jewel::codec::build(&spec).map_err(|e| PutError::Scheme(e.to_string()))?.slots();
         let started = Instant::now();
@@ -312,18 +349,11 @@ impl Node {
         let spares = policy::place(candidates.len(), &candidates).unwrap_or_default();
         let peers: Vec<PeerId> =
             holders.iter().copied().chain(spares.into_iter().filter(|p| !holders.contains(p))).collect();
-        // Regular files only, checked before opening (opening a FIFO waits for a writer);
-        // the file system calls run off the runtime's threads.
-        let path = body.path.clone();
-        let opened = tokio::task::spawn_blocking(move || open_regular(&path))
-            .await
-            .map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
-        let (file, size) = opened?;
-        let job = self.jobs.start(body.job.as_deref(), size);
+        let job = self.jobs.start(job, size);
         let exact = Exactly {
-            inner: file,
+            inner: input,
             left: size,
-            path: body.path.clone(),
+            what,
             cancelled: cancel.0.clone(),
             _reading: Reading::new(&self.reading),
         };
@@ -347,7 +377,7 @@ impl Node {
         // Findable from any peer before the put says it is done.
         client::publish_holders(&self.blocks, file, &placed.put.manifest, &located).await?;
         let record = FileRecord {
-            name: body.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            name,
             cap: Some(placed.put.cap.to_string()),
             scheme: placed.put.manifest.scheme.to_string(),
             size: placed.put.manifest.file_len,
