@@ -355,6 +355,24 @@ fn a_full_peer_is_refused_and_passed_over() {
     assert_eq!(small.json(&["dir", "--json"])["used"], 0, "nothing was stored on the full peer");
 }
 
+/// A peer that refused a piece for want of room is placed after the others for a while: of
+/// six puts that each need three of four peers, only the first can meet the full one (if
+/// it even places it first); the rest pass it over without asking. Its log says how often
+/// it had to refuse.
+#[test]
+fn a_peer_that_said_it_is_full_is_asked_last() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 4, |i| if i == 1 { vec!["--capacity".into(), "1KiB".into()] } else { vec![] });
+    let full = &net.peers[1];
+    for i in 0..6 {
+        let file = write_file(&net.path(&format!("f{i}")), &random_bytes(20_000, 40 + i as u8));
+        let put = net.peers[0].json(&["put", &file, "--scheme", "replicate:3", "--json"]);
+        assert!(!holders(&put).contains(&full.peer), "{put}");
+    }
+    let refusals = full.log_lines().iter().filter(|l| l.contains("refused an upload for want of room")).count();
+    assert!(refusals <= 1, "the full peer was asked {refusals} times");
+}
+
 /// `--relay-server`: a peer that can be reached only through a relay holds a piece and
 /// proves it to the owner.
 #[test]
@@ -735,17 +753,26 @@ fn a_bad_chunk_costs_its_segment_not_its_holder() {
     let out = net.path("out");
     let got = net.peers[0].json(&["get", &cap, "-o", s(&out), "--json"]);
     assert!(std::fs::read(&out).unwrap() == data, "the whole file is exact");
-    let faulty: Vec<u64> =
+    // The get reads 3 of the 5 pieces per segment (a slow holder is hedged around), so it
+    // sees the bad chunks of the pieces it read: at least one, only the rotted ones.
+    let faulty: std::collections::BTreeSet<u64> =
         got["stats"]["faults"].as_array().unwrap().iter().map(|f| f["slot"].as_u64().unwrap()).collect();
-    for slot in 0..3 {
-        assert!(faulty.contains(&slot), "slot {slot}'s bad chunk was seen: {got}");
-    }
+    assert!(!faulty.is_empty() && faulty.iter().all(|s| *s < 3), "the bad chunks read were seen: {got}");
     let check = net.peers[0].json(&["check", &cap, "--json"]);
-    for slot in 0..3 {
-        assert_eq!(check["pieces"][slot]["state"], "corrupt", "the get's finding reached check: {check}");
+    for slot in &faulty {
+        let state = &check["pieces"][*slot as usize]["state"];
+        assert_eq!(state, "corrupt", "the get's finding reached check: {check}");
     }
     let fixed = net.peers[0].json(&["repair", &cap, "--json"]);
-    assert_eq!(fixed["repaired"]["slots"], serde_json::json!([0, 1, 2]), "{fixed}");
+    let repaired: Vec<u64> =
+        fixed["repaired"]["slots"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect();
+    assert!(faulty.iter().all(|s| repaired.contains(s)), "repair replaced what the get found: {fixed}");
+    // A rotted chunk the get did not read, a full verification finds, and repair replaces.
+    let verified = net.peers[0].json(&["check", &cap, "--verify", "--json"]);
+    if verified["alive"] != 5 {
+        assert!(faulty.len() < 3, "only an unread rotten chunk can be left: {verified}");
+        net.peers[0].ok(&["repair", &cap]);
+    }
     let verified = net.peers[0].json(&["check", &cap, "--verify", "--json"]);
     assert_eq!(verified["alive"], 5, "{verified}");
 }

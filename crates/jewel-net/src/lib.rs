@@ -12,6 +12,7 @@ pub mod book;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod iplimit;
 pub mod mux;
 pub mod swarm;
 pub mod wire;

@@ -39,6 +39,9 @@ const MAX_RECORDS: usize = 4096;
 /// Connections being set up from outside at once, at most (half-open connections beyond
 /// this are closed at once).
 pub const MAX_PENDING_INCOMING: u32 = 128;
+/// Inbound connections being set up from one IP address at once, at most: half of
+/// [`MAX_PENDING_INCOMING`], so one address cannot keep new peers from connecting.
+pub const MAX_PENDING_PER_IP: u32 = MAX_PENDING_INCOMING / 2;
 /// Connections to one peer at once, at most.
 pub const MAX_CONNECTIONS_PER_PEER: u32 = 4;
 /// Connections in all by default, at most (a quarter of them kept for outgoing ones).
@@ -124,6 +127,7 @@ impl Default for NetConfig {
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     limits: libp2p::connection_limits::Behaviour,
+    ip_limits: crate::iplimit::Behaviour,
     kad: kad::Behaviour<MemoryStore>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -216,6 +220,9 @@ pub(crate) fn build_swarm(
             };
             Ok(Behaviour {
                 limits: libp2p::connection_limits::Behaviour::new(limits),
+                // One address holds at most a quarter of the connections the node carries
+                // (128 at least: on a loopback devnet every peer is one address).
+                ip_limits: crate::iplimit::Behaviour::new(MAX_PENDING_PER_IP, (total / 4).max(128)),
                 kad,
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())

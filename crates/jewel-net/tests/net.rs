@@ -792,3 +792,49 @@ async fn each_peer_and_all_new_peers_get_a_bounded_share_of_a_holder() {
         n.shutdown().await;
     }
 }
+
+/// Half-open connections from one address leave room for peers at others: 200 TCP
+/// connections from 127.0.0.2 that never say a word take at most half of the holder's
+/// slots for connections being set up, so a new peer at 127.0.0.1 still joins through the
+/// holder and stores a block there, while they are all still open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_from_one_address_leave_room_for_others() {
+    let holder = start(MemStore::new(None), vec![]).await;
+    let addr = holder.handle().listeners().await.unwrap()[0].clone();
+    let port =
+        addr.iter().find_map(|p| if let MultiaddrProtocol::Tcp(p) = p { Some(p) } else { None }).unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        idle.push(socket.connect(([127, 0, 0, 1], port).into()).await.unwrap());
+    }
+    let boot = addr.with(libp2p_peer(holder.handle().peer_id()));
+    let honest = start(MemStore::new(None), vec![boot]).await;
+    let block = data(100_000, 9);
+    let id = BlockId::of(&block);
+    let target = holder.handle().peer_id();
+    honest.blocks().put_block(target, id, &block).await.unwrap();
+    assert_eq!(honest.blocks().get_range(target, id, 100_000, 0, 1000).await.unwrap(), block[..1000]);
+    // The half-open connections beyond the address's share were closed at once.
+    let mut closed = 0;
+    for conn in &idle {
+        let mut buf = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(std::time::Duration::from_millis(1), conn.peek(&mut buf)).await
+        {
+            closed += 1;
+        }
+    }
+    let share = jewel_net::swarm::MAX_PENDING_PER_IP as usize;
+    assert!(closed >= 200 - share, "{closed} of 200 closed; the address's share is {share}");
+    // Reset, not closed: 200 sockets in TIME-WAIT would crowd the ports other tests use.
+    // (A zero linger resets at once; it is a non-zero one that blocks on drop.)
+    for conn in &idle {
+        #[allow(deprecated)]
+        conn.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+    }
+    drop(idle);
+    honest.shutdown().await;
+    holder.shutdown().await;
+}

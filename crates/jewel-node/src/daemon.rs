@@ -172,6 +172,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         repairing: Default::default(),
         transfers: tokio::sync::Semaphore::new(crate::node::MAX_TRANSFERS),
         reading: Arc::default(),
+        full: Default::default(),
     });
     let scrub = ScrubWorker::new(
         Arc::new(store.clone()),

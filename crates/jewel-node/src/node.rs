@@ -51,7 +51,15 @@ pub(crate) struct Node {
     pub transfers: tokio::sync::Semaphore,
     /// Puts whose data is still being read (a put's reader holds one [`Reading`]).
     pub reading: Arc<std::sync::atomic::AtomicUsize>,
+    /// Peers that refused a piece for want of room, and when: placed last for
+    /// [`FULL_FOR`].
+    pub full: Mutex<std::collections::HashMap<PeerId, Instant>>,
 }
+
+/// How long a peer that refused a piece for want of room is placed after the others.
+pub const FULL_FOR: Duration = Duration::from_secs(600);
+/// Peers remembered as full, at most.
+const FULL_REMEMBERED: usize = 1024;
 
 /// Counts one put in `Node::reading` while it lives.
 struct Reading(Arc<std::sync::atomic::AtomicUsize>);
@@ -277,7 +285,9 @@ impl Node {
     /// known peer may well be gone), connected ones first.
     pub async fn candidates(&self, exclude: &HashSet<PeerId>) -> Result<Vec<Candidate<PeerId>>, NetError> {
         let mut known = self.blocks.net().peers().await?;
-        known.sort_by_key(|p| !p.connected);
+        // Peers with room first (as far as this node saw), then connected ones first.
+        let full = self.recently_full();
+        known.sort_by_key(|p| (p.peer.parse::<PeerId>().is_ok_and(|id| full.contains(&id)), !p.connected));
         // A peer that said it does not serve blocks cannot hold a piece.
         let known: Vec<Candidate<PeerId>> = known
             .into_iter()
@@ -290,6 +300,24 @@ impl Node {
         let reach = known.iter().map(|c| tokio::time::timeout(REACH_TIMEOUT, net.connect(c.peer)));
         let reached = futures::future::join_all(reach).await;
         Ok(known.into_iter().zip(reached).filter(|(_, r)| matches!(r, Ok(Ok(_)))).map(|(c, _)| c).collect())
+    }
+
+    /// The peers that refused a piece for want of room within [`FULL_FOR`].
+    fn recently_full(&self) -> HashSet<PeerId> {
+        let Ok(mut full) = self.full.lock() else { return HashSet::new() };
+        full.retain(|_, at| at.elapsed() < FULL_FOR);
+        full.keys().copied().collect()
+    }
+
+    /// Remembers `peers` as full (see [`Node::candidates`]).
+    fn note_full(&self, peers: &[PeerId]) {
+        if let Ok(mut full) = self.full.lock() {
+            for p in peers {
+                if full.len() < FULL_REMEMBERED {
+                    full.insert(*p, Instant::now());
+                }
+            }
+        }
     }
 
     pub fn settings(&self) -> Result<Settings, StateError> {
@@ -359,7 +387,19 @@ impl Node {
         };
         let input = Counted { inner: exact, progress: job.as_ref().map(|j| j.progress.clone()) };
         let placed =
-            client::put_file(&self.blocks, Box::new(input), size, &PutOptions::new(spec), &peers).await?;
+            match client::put_file(&self.blocks, Box::new(input), size, &PutOptions::new(spec), &peers).await
+            {
+                Ok(placed) => placed,
+                Err(e) => {
+                    if let ClientError::Upload { peer, source, .. } = &e {
+                        if client::is_full(source) {
+                            self.note_full(&[*peer]);
+                        }
+                    }
+                    return Err(e.into());
+                }
+            };
+        self.note_full(&placed.full);
         let stored = started.elapsed();
         let file = placed.put.cap.manifest;
         let located: Vec<Option<PeerId>> = placed.holders.iter().copied().map(Some).collect();

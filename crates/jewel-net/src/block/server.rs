@@ -489,6 +489,7 @@ async fn receive(
         if usage.used.saturating_add(most) > capacity {
             let reason =
                 format!("store is full: {most} bytes offered, {} free", capacity.saturating_sub(usage.used));
+            tracing::info!(peer = %server.peer, %reason, "refused an upload for want of room");
             wire::write_error(stream, Status::Full, &reason).await?;
             return Ok(None);
         }
@@ -496,6 +497,7 @@ async fn receive(
     let _reservation = match server.quotas.reserve(&server.leases, server.peer, most, usage.capacity) {
         Ok(r) => r,
         Err(reason) => {
+            tracing::info!(peer = %server.peer, %reason, "refused an upload for want of room");
             wire::write_error(stream, Status::Full, &reason).await?;
             return Ok(None);
         }

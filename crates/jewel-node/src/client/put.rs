@@ -17,6 +17,16 @@ pub struct Placed {
     pub put: Put,
     /// The peer holding each slot's piece.
     pub holders: Vec<PeerId>,
+    /// Peers that refused a piece for want of room (for placement to prefer others).
+    pub full: Vec<PeerId>,
+}
+
+/// Whether `e` is a holder saying it has no room (its store, or this peer's share of it).
+pub fn is_full(e: &NetError) -> bool {
+    matches!(
+        e,
+        NetError::Wire(jewel_net::wire::WireError::Refused { status: jewel_net::wire::Status::Full, .. })
+    )
 }
 
 /// The most bytes each slot's piece can have for a file of `file_len` bytes: every
@@ -71,6 +81,7 @@ pub async fn put_file(
     let good_peers: Vec<PeerId> = good.iter().map(|s| holders[*s]).collect();
     send_manifest(blocks, &put.manifest_bytes, &good, &good_peers).await?;
     let lost: Vec<usize> = failed.iter().map(|(s, _)| *s).collect();
+    let full: Vec<PeerId> = failed.iter().filter(|(_, e)| is_full(e)).map(|(s, _)| holders[*s]).collect();
     if let Some((slot, first)) = failed.into_iter().next() {
         tracing::warn!(slots = ?lost, error = %first, "pieces lost mid-put; placing them on spare peers");
         let sources: Vec<Option<PeerId>> =
@@ -101,7 +112,7 @@ pub async fn put_file(
             return Err(refused);
         }
     }
-    Ok(Placed { put, holders })
+    Ok(Placed { put, holders, full })
 }
 
 /// The first failed upload among `outcomes` (for `slots[i]` on `peers[i]`), as an error.
