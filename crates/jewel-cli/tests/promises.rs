@@ -362,14 +362,21 @@ fn a_full_peer_is_refused_and_passed_over() {
 #[test]
 fn a_peer_that_said_it_is_full_is_asked_last() {
     let _one = exclusive();
-    let net = Devnet::start(Path::new(BIN), 4, |i| if i == 1 { vec!["--capacity".into(), "1KiB".into()] } else { vec![] });
+    let net = Devnet::start(Path::new(BIN), 4, |i| {
+        if i == 1 {
+            vec!["--capacity".into(), "1KiB".into()]
+        } else {
+            vec![]
+        }
+    });
     let full = &net.peers[1];
     for i in 0..6 {
-        let file = write_file(&net.path(&format!("f{i}")), &random_bytes(20_000, 40 + i as u8));
+        let file = write_file(&net.path(&format!("f{i}")), &random_bytes(20_000, 40 + i));
         let put = net.peers[0].json(&["put", &file, "--scheme", "replicate:3", "--json"]);
         assert!(!holders(&put).contains(&full.peer), "{put}");
     }
-    let refusals = full.log_lines().iter().filter(|l| l.contains("refused an upload for want of room")).count();
+    let refusals =
+        full.log_lines().iter().filter(|l| l.contains("refused an upload for want of room")).count();
     assert!(refusals <= 1, "the full peer was asked {refusals} times");
 }
 
