@@ -25,6 +25,7 @@ port, first, count = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 held, refused = [], 0
 for i in range(count):
     s = socket.socket()
+    s.settimeout(1)
     s.bind(("127.0.%d.%d" % ((first + i // 1000) // 250, 2 + (first + i // 1000) % 250), 0))
     try:
         s.connect(("127.0.0.1", port))
