@@ -234,6 +234,12 @@ enum Command {
         #[command(subcommand)]
         command: DevnetCommand,
     },
+    /// Your user identity: one 24-word recovery phrase that every key of yours derives from
+    /// (`init` makes one, `show` prints its public id, `recover` takes it on another node).
+    Id {
+        #[command(subcommand)]
+        command: IdCommand,
+    },
     /// Measure the whole put/get pipeline (compress test, encrypt, encode, hash) in memory
     /// and on disk; `jewel bench net` measures a network of node processes.
     #[command(args_conflicts_with_subcommands = true)]
@@ -269,6 +275,25 @@ enum BenchCommand {
         /// Seconds of the idle-CPU window.
         #[arg(long, default_value_t = 10)]
         idle_secs: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IdCommand {
+    /// Make a user identity from a new recovery phrase, printed once: write it down.
+    Init {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the public id of the user this node holds.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take on your identity on this node: the phrase is read from standard input.
+    Recover {
         #[arg(long)]
         json: bool,
     },
@@ -488,6 +513,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Rm { cap } => remote::rm(home, &cap.read()?),
         Command::Repair { cap, json } => remote::repair(home, &cap.read()?, json),
         Command::Menu => menu::run(home),
+        Command::Id { command } => match command {
+            IdCommand::Init { json } => remote::id_init(home, json),
+            IdCommand::Show { json } => remote::id_show(home, json),
+            IdCommand::Recover { json } => remote::id_recover(home, json),
+        },
         Command::Devnet { command } => match command {
             DevnetCommand::Up { peers, dir } => devnet::up(&dir, peers),
             DevnetCommand::Status { dir, json } => devnet::status(&dir, json),

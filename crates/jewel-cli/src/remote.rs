@@ -229,6 +229,60 @@ fn print_put(v: &api::PutResponse, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `jewel id init`: a new identity; its phrase is printed once.
+pub fn id_init(home: Option<&Path>, json: bool) -> Result<()> {
+    let v = Api::open(home)?.call::<api::IdInit>(&NoBody {})?;
+    if json {
+        outln!("{}", serde_json::to_string(&v)?);
+    } else {
+        outln!("Your recovery phrase. Write it down and keep it safe: it is shown only now, and");
+        outln!("it alone brings back everything you store, on any device.\n");
+        for (i, chunk) in v.phrase.split(' ').collect::<Vec<_>>().chunks(6).enumerate() {
+            let numbered: Vec<String> =
+                chunk.iter().enumerate().map(|(j, w)| format!("{:>2}. {w:<9}", i * 6 + j + 1)).collect();
+            outln!("  {}", numbered.join(" ").trim_end());
+        }
+        outln!("\nuser {}", v.user);
+    }
+    Ok(())
+}
+
+/// `jewel id show`.
+pub fn id_show(home: Option<&Path>, json: bool) -> Result<()> {
+    let v = Api::open(home)?.fetch::<api::IdShow>()?;
+    if json {
+        outln!("{}", serde_json::to_string(&v)?);
+    } else {
+        match v.user {
+            Some(u) => outln!("{u}"),
+            None => bail!(
+                "this node holds no user identity: make one with `jewel id init`, or `jewel id recover`"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// `jewel id recover`: the phrase from standard input (one line from a terminal).
+pub fn id_recover(home: Option<&Path>, json: bool) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Read};
+    let api = Api::open(home)?;
+    let mut phrase = String::new();
+    if std::io::stdin().is_terminal() {
+        eprintln!("Type your 24 words, separated by spaces, then Enter:");
+        std::io::stdin().lock().read_line(&mut phrase)?;
+    } else {
+        std::io::stdin().lock().take(4096).read_to_string(&mut phrase).context("cannot read the phrase")?;
+    }
+    let v = api.call::<api::IdRecover>(&api::IdRecoverRequest { phrase })?;
+    if json {
+        outln!("{}", serde_json::to_string(&v)?);
+    } else {
+        outln!("{}", v.user.unwrap_or_default());
+    }
+    Ok(())
+}
+
 /// Parses `START-END` (END inclusive, as in HTTP) or `START-` into a half-open range.
 pub fn parse_range(text: &str) -> Result<(u64, u64)> {
     let (a, b) = text.split_once('-').with_context(|| format!("bad --range `{text}`: expected START-END"))?;

@@ -75,6 +75,38 @@ pub struct PutStreamQuery {
 }
 
 endpoint!(
+    /// The user identity this node holds, if any.
+    IdShow, "/v1/id", false, NoBody => IdResponse
+);
+endpoint!(
+    /// Make a user identity from a new recovery phrase (on a node that holds none).
+    IdInit, "/v1/id/init", true, NoBody => IdInitResponse
+);
+endpoint!(
+    /// Take on the user identity a recovery phrase names.
+    IdRecover, "/v1/id/recover", true, IdRecoverRequest => IdResponse
+);
+
+/// A user's public id (`jewel:u1:…`), if the node holds one.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IdResponse {
+    pub user: Option<String>,
+}
+
+/// A new identity: its 24 words, shown once, and its public id.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IdInitResponse {
+    pub phrase: String,
+    pub user: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdRecoverRequest {
+    pub phrase: String,
+}
+
+endpoint!(
     /// Get a file (or a range of it) into a local path.
     Get, "/v1/get", true, GetRequest => GetResponse
 );

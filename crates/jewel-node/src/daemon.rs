@@ -162,6 +162,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     let every = config.audit_every.as_secs().max(1);
     let repair_waker = Waker::default();
     let node = Arc::new(Node {
+        home: config.home.clone(),
         store: store.clone(),
         blocks: network.blocks().clone(),
         state: state.clone(),

@@ -18,6 +18,7 @@ use crate::client::ClientError;
 use crate::node::{DirError, GetError, Node, PutError, RmError};
 use crate::repair::RepairError;
 use crate::state::StateError;
+use crate::user::UserIdError;
 use crate::workers::Workers;
 
 /// What the handlers share.
@@ -139,6 +140,43 @@ impl From<RepairError> for ApiError {
             e => status(StatusCode::BAD_GATEWAY, e),
         }
     }
+}
+
+impl From<UserIdError> for ApiError {
+    fn from(e: UserIdError) -> Self {
+        match e {
+            UserIdError::Exists(_) => status(StatusCode::CONFLICT, e),
+            UserIdError::Phrase(_) => status(StatusCode::BAD_REQUEST, e),
+            e => status(StatusCode::INTERNAL_SERVER_ERROR, e),
+        }
+    }
+}
+
+/// Runs an identity operation on the blocking pool (it reads and fsyncs a file).
+async fn on_home<T: Send + 'static>(
+    s: &Served,
+    f: impl FnOnce(&std::path::Path) -> Result<T, UserIdError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let home = s.node.home.clone();
+    match tokio::task::spawn_blocking(move || f(&home)).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())),
+    }
+}
+
+async fn id_show(State(s): S) -> Reply<api::IdShow> {
+    let user = on_home(&s, crate::user::load).await?;
+    Ok(Json(api::IdResponse { user: user.map(|u| u.user_id()) }))
+}
+
+async fn id_init(State(s): S, Body(_): Req<api::IdInit>) -> Reply<api::IdInit> {
+    let key = on_home(&s, crate::user::init).await?;
+    Ok(Json(api::IdInitResponse { phrase: key.phrase(), user: key.user_id() }))
+}
+
+async fn id_recover(State(s): S, Body(req): Req<api::IdRecover>) -> Reply<api::IdRecover> {
+    let key = on_home(&s, move |home| crate::user::recover(home, &req.phrase)).await?;
+    Ok(Json(api::IdResponse { user: Some(key.user_id()) }))
 }
 
 impl From<RmError> for ApiError {
@@ -320,6 +358,9 @@ pub(crate) fn router(served: Arc<Served>) -> Router {
         .route(at::<api::Rm>(), post(rm))
         .route(at::<api::Progress>(), post(progress))
         .route(at::<api::GetSettings>(), get(settings).post(set_settings))
+        .route(at::<api::IdShow>(), get(id_show))
+        .route(at::<api::IdInit>(), post(id_init))
+        .route(at::<api::IdRecover>(), post(id_recover))
         .layer(axum::middleware::from_fn_with_state(served.clone(), auth))
         .layer(axum::middleware::from_fn_with_state(served.clone(), limit))
         .with_state(served)

@@ -26,6 +26,7 @@ mod node;
 pub mod renew;
 pub mod repair;
 pub mod state;
+pub mod user;
 pub mod workers;
 
 pub use api::ApiInfo;

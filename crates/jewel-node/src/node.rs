@@ -35,6 +35,8 @@ const REACH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Everything the node's operations and workers share.
 pub(crate) struct Node {
+    /// The node's home folder.
+    pub home: PathBuf,
     pub store: FsStore,
     pub blocks: BlockClient,
     pub state: Arc<StateStore>,

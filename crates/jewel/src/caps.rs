@@ -187,7 +187,7 @@ impl FromStr for VerifyCap {
 const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
 /// RFC 4648 base32, lowercase, without padding.
-fn base32_encode(data: &[u8]) -> String {
+pub(crate) fn base32_encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(5) * 8);
     let mut acc: u32 = 0;
     let mut bits = 0;

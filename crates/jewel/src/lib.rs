@@ -28,6 +28,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod pool;
 pub mod store;
+pub mod user;
 
 pub use caps::{Cap, CapError, ReadCap, VerifyCap};
 pub use crypto::{CipherId, FileKey};
