@@ -50,7 +50,15 @@ fn one_phrase_makes_the_same_user_on_every_device() {
         assert!(!phone.home.join("user.key").exists(), "nothing written for a wrong phrase");
     }
 
-    // The right phrase, as a user pastes it (any spacing, any case): the same user.
+    // The right phrase, as a user pastes it (any spacing, any case, or the whole numbered
+    // block `jewel id init` printed): the same user.
+    let printed = laptop.cli().run(&laptop.home, &["id", "show"]);
+    assert!(printed.success());
+    let numbered: Vec<String> = words.iter().enumerate().map(|(i, w)| format!("{:>2}. {w}", i + 1)).collect();
+    let o =
+        net.peers[2].cli().run_fed(&net.peers[2].home, &["id", "recover"], numbered.join("  ").as_bytes());
+    assert!(o.success(), "{}", o.stderr);
+    assert_eq!(o.stdout.trim(), user);
     let pasted = format!("  {}\n", phrase.to_uppercase().replace(' ', "  "));
     let o = phone.cli().run_fed(&phone.home, &["id", "recover"], pasted.as_bytes());
     assert!(o.success(), "{}", o.stderr);
@@ -59,9 +67,8 @@ fn one_phrase_makes_the_same_user_on_every_device() {
     // Again: nothing changes. Another user's phrase on a node that holds one: refused.
     let o = phone.cli().run_fed(&phone.home, &["id", "recover"], phrase.as_bytes());
     assert!(o.success(), "{}", o.stderr);
-    let other = net.peers[2].json(&["id", "init", "--json"]);
-    let o =
-        phone.cli().run_fed(&phone.home, &["id", "recover"], other["phrase"].as_str().unwrap().as_bytes());
+    let theirs = jewel::user::UserKey::generate().unwrap().phrase();
+    let o = phone.cli().run_fed(&phone.home, &["id", "recover"], theirs.as_bytes());
     assert!(!o.success() && o.stderr.contains("already holds user"), "{}", o.stderr);
 
     // The secret never shows in a node's log, and the identity outlives a crash (SIGKILL

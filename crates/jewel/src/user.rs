@@ -52,9 +52,13 @@ impl UserKey {
         Ok(UserKey::from_entropy(entropy))
     }
 
-    /// The key a phrase names. Words may be separated by any white space, in any case.
+    /// The key a phrase names. Words may be separated by any white space, in any case, and
+    /// numbered as `jewel id init` prints them ("1. opera 2. anger …": the numbers are
+    /// skipped; no BIP-39 word has a digit).
     pub fn from_phrase(phrase: &str) -> Result<UserKey, UserError> {
-        let words: Vec<String> = phrase.split_whitespace().map(str::to_lowercase).collect();
+        let numbering = |w: &&str| w.trim_end_matches(['.', ')']).chars().all(|c| c.is_ascii_digit());
+        let words: Vec<String> =
+            phrase.split_whitespace().filter(|w| !numbering(w)).map(str::to_lowercase).collect();
         if words.len() != PHRASE_WORDS {
             return Err(UserError::WordCount(words.len()));
         }
@@ -136,6 +140,10 @@ mod tests {
         assert_eq!(again.user_id(), key.user_id());
         assert_eq!(again.index_key(), key.index_key());
         assert_eq!(UserKey::from_secret(&key.secret()).unwrap().user_id(), key.user_id());
+        // Copied with the numbers `jewel id init` prints.
+        let numbered: Vec<String> =
+            phrase.split(' ').enumerate().map(|(i, w)| format!("{}. {w}", i + 1)).collect();
+        assert_eq!(UserKey::from_phrase(&numbered.join("   ")).unwrap().user_id(), key.user_id());
         // The keys are distinct from each other and from another user's.
         assert_ne!(key.index_key(), key.signing_key().to_bytes());
         assert_ne!(UserKey::generate().unwrap().user_id(), key.user_id());
