@@ -75,11 +75,17 @@ async fn attack(
             ..NetConfig::default()
         };
         let a = Network::start(Keypair::generate_ed25519(), config, Arc::new(MemStore::new(None))).await?;
+        // The attacker waits for its own report of the holder's connection.
+        let mut events = a.handle().events();
         holder.handle().dial(a.handle().listeners().await?[0].clone()).await?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while a.handle().connect(target).await.is_err() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let connected = async {
+            while let Ok(e) = events.recv().await {
+                if matches!(e, jewel_net::NetEvent::Connected { peer } if peer == target) {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), connected).await?;
         for i in 0..streams {
             tasks.push(tokio::spawn(trickle_forever(a.blocks().clone(), target, i as u8, retry)));
         }

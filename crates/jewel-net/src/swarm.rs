@@ -99,6 +99,8 @@ pub enum NetEvent {
     DirectUpgrade { peer: PeerId },
     /// DCUtR tried and failed; the relayed connection stays.
     DirectUpgradeFailed { peer: PeerId, reason: String },
+    /// The first connection with `peer` (ours or its own) is up.
+    Connected { peer: PeerId },
 }
 
 /// Events buffered per subscriber; a slower subscriber misses the oldest.
@@ -644,7 +646,12 @@ impl EventLoop {
 
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, connection_id, endpoint, num_established, ..
+            } => {
+                if num_established.get() == 1 {
+                    let _ = self.events.send(NetEvent::Connected { peer: peer_id });
+                }
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
