@@ -323,12 +323,7 @@ impl PeerIps {
     }
 
     fn connected(&self, peer: PeerId, addr: &Multiaddr) {
-        let ip = addr.iter().find_map(|p| match p {
-            libp2p::multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
-            libp2p::multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
-            _ => None,
-        });
-        if let (Some(ip), Ok(mut m)) = (ip, self.0.lock()) {
+        if let (Some(ip), Ok(mut m)) = (crate::iplimit::ip_of(addr), self.0.lock()) {
             m.insert(peer, ip);
         }
     }
