@@ -180,7 +180,14 @@ pub fn run(b: &NetBench) -> Result<()> {
     let gib = b.size as f64 / (1u64 << 30) as f64;
     let cpu_before = cpu_now();
     let t = Instant::now();
-    let put = api::PutRequest { path: input.clone(), scheme: Some(b.scheme.to_string()), job: None };
+    let put = api::PutRequest {
+        path: input.clone(),
+        scheme: Some(b.scheme.to_string()),
+        job: None,
+        at: None,
+        no_clobber: false,
+        hash: None,
+    };
     let v = api.call::<api::Put>(&put)?;
     let put_secs = t.elapsed().as_secs_f64();
     let cap = v.cap.clone();

@@ -17,6 +17,7 @@ mod devnet;
 mod menu;
 mod remote;
 mod size;
+mod tree;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -153,14 +154,26 @@ enum Command {
         #[arg(long, default_value_t = 24 * 3600)]
         scrub_every: u64,
     },
-    /// Store a file on the network through the node; prints its read cap.
+    /// Store a file on the network through the node, under a path of your index; prints
+    /// its read cap.
     Put {
-        /// A regular file, or `-` for standard input (streamed through the node; a pipe is
-        /// spooled to a temporary file first, unless --size states its length).
+        /// A regular file, a folder with -r, or `-` for standard input (streamed through
+        /// the node; a pipe is spooled to a temporary file first, unless --size states its
+        /// length).
         file: PathBuf,
         #[arg(long)]
         scheme: Option<String>,
-        /// With `-`: the name to record the file under.
+        /// The path in your index [default: the file's (or folder's) name at the root].
+        #[arg(long = "as", value_name = "PATH")]
+        at: Option<String>,
+        /// Store a whole folder (files in parallel; unchanged files are skipped).
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Refuse if a file is already at the path (else it is replaced, and the previous
+        /// version kept).
+        #[arg(long)]
+        no_clobber: bool,
+        /// With `-`: the path to record the file under (as --as).
         #[arg(long)]
         name: Option<String>,
         /// With `-`: how many bytes standard input holds (a pipe then streams as it comes;
@@ -170,10 +183,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Fetch a file from the network by its read cap.
+    /// Fetch a file by its path in your index or its read cap (a folder with -r).
+    #[command(disable_version_flag = true)]
     Get {
         #[command(flatten)]
         cap: CapArg,
+        /// A folder (a path, or a shared folder's cap) into the output folder.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Version N of the path (1 is the newest; `jewel ls --versions PATH` lists them).
+        #[arg(long, value_name = "N")]
+        version: Option<usize>,
         /// Output file, or `-` for stdout. An interrupted get into a file resumes when run
         /// again.
         #[arg(short = 'o', long = "output")]
@@ -215,10 +235,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Release a file this node put.
+    /// Remove a path from your index (a folder with -r), or release a file by its cap.
     Rm {
         #[command(flatten)]
         cap: CapArg,
+        #[arg(short = 'r', long)]
+        recursive: bool,
+    },
+    /// List your index: a folder's children (every file under it with -r), a file, or a
+    /// cap (a shared folder's).
+    Ls {
+        /// A path of your index (the root if absent), or a cap.
+        path: Option<String>,
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Every version the file has had, newest first.
+        #[arg(long)]
+        versions: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a file or a folder in your index.
+    Mv { from: String, to: String },
+    /// Print a path's read cap; a folder's reads the whole folder.
+    Share { path: String },
+    /// Names under your own key that anyone you give one to can resolve (IPNS's use).
+    Name {
+        #[command(subcommand)]
+        command: NameCommand,
     },
     /// Rebuild the lost or damaged pieces of a file onto new peers (same ids, same cap).
     Repair {
@@ -278,6 +322,19 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum NameCommand {
+    /// Publish a cap (or a path's cap) under your key and LABEL; prints the name.
+    Publish {
+        /// A cap, or a path of your index.
+        target: String,
+        #[arg(long, default_value = "default")]
+        label: String,
+    },
+    /// Print the cap a name (`jewel:n1:…`) names now.
+    Resolve { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -341,7 +398,8 @@ enum DevnetCommand {
 #[derive(clap::Args, Debug)]
 #[group(required = true, multiple = false)]
 struct CapArg {
-    /// The cap (`jewel:r1:…` or `jewel:v1:…`), or `-` to read it from standard input.
+    /// A path of your index, a cap (`jewel:r1:…` or `jewel:v1:…`), or `-` to read a cap
+    /// from standard input.
     cap: Option<String>,
     /// Read the cap from this file (its first line).
     #[arg(long, value_name = "FILE")]
@@ -370,6 +428,14 @@ impl CapArg {
         }
         Ok(cap)
     }
+}
+
+/// A cap as given, or the cap of a path of the index.
+fn by_path(home: Option<&std::path::Path>, target: String) -> Result<String> {
+    if tree::is_cap(&target) {
+        return Ok(target);
+    }
+    tree::resolve(&remote::Api::open(home)?, &target, None)
 }
 
 #[derive(clap::Args, Debug)]
@@ -491,27 +557,62 @@ fn run(cli: Cli) -> Result<()> {
             ran?;
             Ok(())
         }
-        Command::Put { file, scheme, name, size, json } if file.as_os_str() == "-" => {
-            remote::put_stdin(home, scheme.as_deref(), name.as_deref(), size, json)
+        Command::Put { file, scheme, name, at, size, no_clobber, json, .. } if file.as_os_str() == "-" => {
+            let name = name.or(at);
+            remote::put_stdin(home, scheme.as_deref(), name.as_deref(), size, no_clobber, json)
         }
         Command::Put { name: Some(_), .. } | Command::Put { size: Some(_), .. } => {
             anyhow::bail!("--name and --size are for `jewel put -` (standard input) only")
         }
-        Command::Put { file, scheme, json, .. } => remote::put(home, &file, scheme.as_deref(), json),
-        Command::Get { cap, output, range, json, force } => {
-            let cap = cap.read()?;
+        Command::Put { file, scheme, at, recursive: true, no_clobber, .. } => {
+            tree::put_tree(home, &file, at.as_deref(), scheme.as_deref(), no_clobber)
+        }
+        Command::Put { file, scheme, at, no_clobber, json, .. } => {
+            remote::put(home, &file, scheme.as_deref(), at.as_deref(), no_clobber, json)
+        }
+        Command::Get { cap, recursive: true, output, force, .. } => {
+            tree::get_tree(home, &cap.read()?, &output, force)
+        }
+        Command::Get { cap, output, range, json, force, version, .. } => {
+            let target = cap.read()?;
             let range = range.as_deref().map(remote::parse_range).transpose()?;
             if json && output.as_os_str() == "-" {
                 anyhow::bail!("--json prints to stdout, so the file cannot go there too: pass -o FILE");
             }
+            let cap = if tree::is_cap(&target) && version.is_none() {
+                target
+            } else {
+                tree::resolve(&remote::Api::open(home)?, &target, version)?
+            };
             remote::get(home, remote::GetArgs { cap: &cap, out: &output, range, json, force })
         }
-        Command::Check { cap, verify, json } => remote::check(home, &cap.read()?, verify, json),
+        Command::Ls { path, recursive, versions, json } => {
+            tree::ls(home, path.as_deref().unwrap_or(""), recursive, versions, json)
+        }
+        Command::Mv { from, to } => tree::mv(home, &from, &to),
+        Command::Share { path } => tree::share(home, &path),
+        Command::Name { command } => match command {
+            NameCommand::Publish { target, label } => {
+                let cap = tree::resolve(&remote::Api::open(home)?, &target, None)?;
+                tree::name_publish(home, &cap, &label)
+            }
+            NameCommand::Resolve { name } => tree::name_resolve(home, &name),
+        },
+        Command::Check { cap, verify, json } => {
+            remote::check(home, &by_path(home, cap.read()?)?, verify, json)
+        }
         Command::Status { json } => remote::status(home, json),
         Command::Peers { json } => remote::peers(home, json),
         Command::Dir { json } => remote::dir(home, json),
-        Command::Rm { cap } => remote::rm(home, &cap.read()?),
-        Command::Repair { cap, json } => remote::repair(home, &cap.read()?, json),
+        Command::Rm { cap, recursive } => {
+            let target = cap.read()?;
+            if tree::is_cap(&target) {
+                remote::rm(home, &target)
+            } else {
+                tree::rm(home, &target, recursive)
+            }
+        }
+        Command::Repair { cap, json } => remote::repair(home, &by_path(home, cap.read()?)?, json),
         Command::Menu => menu::run(home),
         Command::Id { command } => match command {
             IdCommand::Init { json } => remote::id_init(home, json),

@@ -76,6 +76,9 @@ impl Api {
                 req = req.query(key, v);
             }
         }
+        if query.no_clobber {
+            req = req.query("no_clobber", "true");
+        }
         self.reply(req.send(ureq::SendBody::from_reader(body)))
     }
 
@@ -134,11 +137,30 @@ fn with_progress<T>(api: &Api, label: &str, call: impl FnOnce(Option<&str>) -> R
     result
 }
 
-pub fn put(home: Option<&Path>, file: &Path, scheme: Option<&str>, json: bool) -> Result<()> {
+pub fn put(
+    home: Option<&Path>,
+    file: &Path,
+    scheme: Option<&str>,
+    at: Option<&str>,
+    no_clobber: bool,
+    json: bool,
+) -> Result<()> {
     let api = Api::open(home)?;
     let path = absolute(file)?;
+    let hash = {
+        let mut h = blake3::Hasher::new();
+        std::fs::File::open(&path).ok().and_then(|f| h.update_reader(f).ok());
+        h.finalize().to_hex().to_string()
+    };
     let v = with_progress(&api, "put", |job| {
-        let req = api::PutRequest { path, scheme: scheme.map(str::to_string), job: job.map(str::to_string) };
+        let req = api::PutRequest {
+            path,
+            scheme: scheme.map(str::to_string),
+            job: job.map(str::to_string),
+            at: at.map(str::to_string),
+            no_clobber,
+            hash: Some(hash),
+        };
         api.call::<api::Put>(&req)
     })?;
     print_put(&v, json)
@@ -152,6 +174,7 @@ pub fn put_stdin(
     scheme: Option<&str>,
     name: Option<&str>,
     size: Option<u64>,
+    no_clobber: bool,
     json: bool,
 ) -> Result<()> {
     use std::io::Seek;
@@ -184,6 +207,7 @@ pub fn put_stdin(
             name: name.map(str::to_string),
             scheme: scheme.map(str::to_string),
             job: job.map(str::to_string),
+            no_clobber,
         };
         api.put_stream(&query, &mut stated)
     });
@@ -225,6 +249,13 @@ fn print_put(v: &api::PutResponse, json: bool) -> Result<()> {
         outln!("{}", v.cap);
         let holders = v.holders.len();
         eprintln!("stored {} bytes as {holders} pieces on {holders} peers", v.stats.file_bytes);
+        match &v.path {
+            Some(p) if v.replaced => eprintln!(
+                "replaced {p} (the previous version is kept: `jewel ls --versions {p}`, `jewel get {p} --version 2`)"
+            ),
+            Some(p) => eprintln!("saved as {p}"),
+            None => {}
+        }
     }
     Ok(())
 }
@@ -279,6 +310,10 @@ pub fn id_recover(home: Option<&Path>, json: bool) -> Result<()> {
         outln!("{}", serde_json::to_string(&v)?);
     } else {
         outln!("{}", v.user.unwrap_or_default());
+        match v.index_files {
+            Some(n) => eprintln!("your index has {n} files (`jewel ls -r` lists them)"),
+            None => eprintln!("your index was not found yet; it is looked for again every minute"),
+        }
     }
     Ok(())
 }

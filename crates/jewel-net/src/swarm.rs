@@ -17,13 +17,14 @@ use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{autonat, dcutr, identify, identity, kad, mdns, noise, ping, relay, tcp, tls};
+use libp2p::{autonat, dcutr, gossipsub, identify, identity, kad, mdns, noise, ping, relay, tcp, tls};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::book::{self, HoldersRecord};
 use crate::error::NetError;
 
+use jewel::names::{self, NameRecord};
 use jewel::BlockId;
 
 /// The Kademlia protocol name: only Jewel peers share this DHT.
@@ -51,6 +52,10 @@ pub const MAX_CONNECTIONS: u32 = 4096;
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Peers a holders record is sent to directly (Kademlia's replication factor).
 const PUBLISH_TO: usize = 20;
+/// How long peers keep a name record; its publisher republishes well before.
+pub const NAME_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The largest gossip message, in bytes.
+pub const GOSSIP_MAX: usize = 1 << 20;
 /// How long one Kademlia request may go unanswered (libp2p's default is 10 s): a frozen
 /// peer on a lookup's path costs this.
 const KAD_REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
@@ -101,6 +106,8 @@ pub enum NetEvent {
     DirectUpgradeFailed { peer: PeerId, reason: String },
     /// The first connection with `peer` (ours or its own) is up.
     Connected { peer: PeerId },
+    /// A message on a gossip topic this node subscribed to (see [`NetHandle::subscribe`]).
+    Gossip { topic: String, data: Arc<Vec<u8>>, from: PeerId },
 }
 
 /// Events buffered per subscriber; a slower subscriber misses the oldest.
@@ -138,6 +145,7 @@ pub(crate) struct Behaviour {
     relay_server: Toggle<relay::Behaviour>,
     dcutr: dcutr::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
+    gossip: gossipsub::Behaviour,
     pub(crate) stream: libp2p_stream::Behaviour,
 }
 
@@ -215,6 +223,17 @@ pub(crate) fn build_swarm(
             let mut kad =
                 kad::Behaviour::with_config(peer_id, MemoryStore::with_config(peer_id, store_cfg), kcfg);
             kad.set_mode(Some(kad::Mode::Server));
+            // Gossip carries a user's index changes between their devices (one topic per
+            // user); messages are signed by the sending peer, and their bodies sealed and
+            // signed by the user (the node checks that), bounded in size.
+            let gcfg = gossipsub::ConfigBuilder::default()
+                .heartbeat_interval(Duration::from_millis(500))
+                .max_transmit_size(GOSSIP_MAX)
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .build()
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let gossip = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gcfg)
+                .map_err(std::io::Error::other)?;
             let mdns = if mdns_on {
                 Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
             } else {
@@ -238,6 +257,7 @@ pub(crate) fn build_swarm(
                 ),
                 dcutr: dcutr::Behaviour::new(peer_id),
                 mdns: Toggle::from(mdns),
+                gossip,
                 stream: libp2p_stream::Behaviour::new(),
             })
         })
@@ -270,6 +290,10 @@ pub(crate) enum Command {
     RoutingTable { reply: oneshot::Sender<Vec<PeerId>> },
     PublishHolders { record: HoldersRecord, reply: oneshot::Sender<Result<(), NetError>> },
     FindHolders { group: BlockId, reply: oneshot::Sender<Option<HoldersRecord>> },
+    PublishName { record: NameRecord, reply: oneshot::Sender<Result<(), NetError>> },
+    FindName { key: Vec<u8>, reply: oneshot::Sender<Option<NameRecord>> },
+    Subscribe { topic: String, reply: oneshot::Sender<Result<(), NetError>> },
+    Gossip { topic: String, data: Vec<u8>, reply: oneshot::Sender<Result<(), NetError>> },
 }
 
 enum Pending {
@@ -278,7 +302,12 @@ enum Pending {
     Providers(oneshot::Sender<Vec<PeerId>>, HashSet<PeerId>),
     Publish(oneshot::Sender<Result<(), NetError>>),
     Find(BlockId, oneshot::Sender<Option<HoldersRecord>>),
+    /// A name record's key, the best valid record so far, how many valid ones were found.
+    FindName(Vec<u8>, Option<NameRecord>, usize, oneshot::Sender<Option<NameRecord>>),
 }
+
+/// A name lookup ends after this many valid answers (the highest sequence number wins).
+const NAME_ANSWERS: usize = 2;
 
 /// Peers whose identify answers (addresses, zone) are kept at most, before those not
 /// connected are forgotten.
@@ -412,6 +441,31 @@ impl NetHandle {
         }
     }
 
+    /// Publishes a signed name record (see [`jewel::names`]), as [`NetHandle::publish_holders`].
+    pub async fn publish_name(&self, record: NameRecord) -> Result<(), NetError> {
+        let asked = self.ask(|reply| Command::PublishName { record, reply });
+        match tokio::time::timeout(PUBLISH_TIMEOUT, asked).await {
+            Ok(r) => r?,
+            Err(_) => Err(NetError::Timeout(PUBLISH_TIMEOUT, "a peer to store the name record")),
+        }
+    }
+
+    /// The name record under `key` with the highest sequence number of the first few valid
+    /// ones found (each verified: format, key and signature), if any.
+    pub async fn find_name(&self, key: Vec<u8>) -> Result<Option<NameRecord>, NetError> {
+        self.ask(|reply| Command::FindName { key, reply }).await
+    }
+
+    /// Joins a gossip topic: its messages arrive as [`NetEvent::Gossip`].
+    pub async fn subscribe(&self, topic: String) -> Result<(), NetError> {
+        self.ask(|reply| Command::Subscribe { topic, reply }).await?
+    }
+
+    /// Sends `data` (at most [`GOSSIP_MAX`] bytes) to the topic's other subscribers.
+    pub async fn gossip(&self, topic: String, data: Vec<u8>) -> Result<(), NetError> {
+        self.ask(|reply| Command::Gossip { topic, data, reply }).await?
+    }
+
     /// The holders record of `group`, if the DHT has one (the first valid one found). The
     /// addresses it names are remembered, so its holders can be dialed.
     pub async fn find_holders(&self, group: BlockId) -> Result<Option<HoldersRecord>, NetError> {
@@ -513,6 +567,30 @@ impl EventLoop {
         }
     }
 
+    /// Stores `record` here and on the closest peers this node knows; `reply` hears when
+    /// the first of them has it.
+    fn publish(&mut self, record: kad::Record, reply: oneshot::Sender<Result<(), NetError>>) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        // Kademlia's own publication: stored here (and republished while this node
+        // runs) and sent to the closest peers a walk finds. The walk waits for every
+        // close peer's answer, a frozen one's too, so the caller does not wait for it.
+        if let Err(e) = kad.put_record(record.clone(), kad::Quorum::One) {
+            let _ = reply.send(Err(NetError::Dht(e.to_string())));
+            return;
+        }
+        // The caller waits for the closest peers this node knows: the first that
+        // stores the record makes it findable.
+        let target = kad::KBucketKey::new(record.key.clone());
+        let closest: Vec<PeerId> =
+            kad.get_closest_local_peers(&target).take(PUBLISH_TO).map(|k| *k.preimage()).collect();
+        if closest.is_empty() {
+            let _ = reply.send(Err(NetError::NoPeers));
+            return;
+        }
+        let q = kad.put_record_to(record, closest.into_iter(), kad::Quorum::One);
+        self.pending.insert(q, Pending::Publish(reply));
+    }
+
     fn command(&mut self, cmd: Command) {
         let kad = &mut self.swarm.behaviour_mut().kad;
         match cmd {
@@ -573,33 +651,35 @@ impl EventLoop {
                 let q = kad.get_providers(kad_key(&id));
                 self.pending.insert(q, Pending::Providers(reply, HashSet::new()));
             }
-            Command::PublishHolders { record, reply } => {
-                let bytes = match record.encode() {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let _ = reply.send(Err(NetError::Dht(e.to_string())));
-                        return;
-                    }
-                };
-                let record = kad::Record::new(book::key(&record.group), bytes);
-                // Kademlia's own publication: stored here (and republished while this node
-                // runs) and sent to the closest peers a walk finds. The walk waits for every
-                // close peer's answer, a frozen one's too, so the caller does not wait for it.
-                if let Err(e) = kad.put_record(record.clone(), kad::Quorum::One) {
+            Command::PublishHolders { record, reply } => match record.encode() {
+                Ok(bytes) => self.publish(kad::Record::new(book::key(&record.group), bytes), reply),
+                Err(e) => {
                     let _ = reply.send(Err(NetError::Dht(e.to_string())));
-                    return;
                 }
-                // The caller waits for the closest peers this node knows: the first that
-                // stores the record makes the file findable.
-                let target = kad::KBucketKey::new(record.key.clone());
-                let closest: Vec<PeerId> =
-                    kad.get_closest_local_peers(&target).take(PUBLISH_TO).map(|k| *k.preimage()).collect();
-                if closest.is_empty() {
-                    let _ = reply.send(Err(NetError::NoPeers));
-                    return;
+            },
+            Command::PublishName { record, reply } => match record.encode() {
+                Ok(bytes) => {
+                    let mut r = kad::Record::new(names::key(&record.user, &record.slot), bytes);
+                    r.expires = Some(std::time::Instant::now() + NAME_TTL);
+                    self.publish(r, reply)
                 }
-                let q = kad.put_record_to(record, closest.into_iter(), kad::Quorum::One);
-                self.pending.insert(q, Pending::Publish(reply));
+                Err(e) => {
+                    let _ = reply.send(Err(NetError::Dht(e.to_string())));
+                }
+            },
+            Command::FindName { key, reply } => {
+                let q = kad.get_record(kad::RecordKey::new(&key));
+                self.pending.insert(q, Pending::FindName(key, None, 0, reply));
+            }
+            Command::Subscribe { topic, reply } => {
+                let t = gossipsub::IdentTopic::new(topic);
+                let r = self.swarm.behaviour_mut().gossip.subscribe(&t);
+                let _ = reply.send(r.map(|_| ()).map_err(|e| NetError::Dht(e.to_string())));
+            }
+            Command::Gossip { topic, data, reply } => {
+                let t = gossipsub::IdentTopic::new(topic);
+                let r = self.swarm.behaviour_mut().gossip.publish(t, data);
+                let _ = reply.send(r.map(|_| ()).map_err(|e| NetError::Dht(format!("gossip: {e}"))));
             }
             Command::FindHolders { group, reply } => {
                 let q = kad.get_record(kad::RecordKey::new(&book::key(&group)));
@@ -753,6 +833,11 @@ impl EventLoop {
                     }
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message { message, .. })) => {
+                let from = message.source.unwrap_or(PeerId::random());
+                let topic = message.topic.into_string();
+                let _ = self.events.send(NetEvent::Gossip { topic, data: Arc::new(message.data), from });
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::InboundRequest { request })) => {
                 self.inbound(request);
             }
@@ -779,6 +864,28 @@ impl EventLoop {
             kad::InboundRequest::AddProvider { record: Some(record) } => {
                 if let Err(e) = store.add_provider(record) {
                     tracing::debug!(error = %e, "provider record not stored");
+                }
+            }
+            kad::InboundRequest::PutRecord { source, record: Some(record), .. }
+                if record.key.as_ref().starts_with(names::KEY_PREFIX) =>
+            {
+                let decoded = names::NameRecord::decode_at(record.key.as_ref(), &record.value);
+                let kept = store.get(&record.key).and_then(|r| names::NameRecord::decode(&r.value).ok());
+                match decoded {
+                    Ok(r) if kept.as_ref().is_none_or(|k| k.seq <= r.seq) => {
+                        let mut record = record;
+                        record.expires = Some(std::time::Instant::now() + NAME_TTL);
+                        if let Err(e) = store.put(record) {
+                            tracing::debug!(error = %e, "name record not stored");
+                        }
+                    }
+                    Ok(r) => tracing::warn!(
+                        peer = %source,
+                        seq = r.seq,
+                        kept = kept.map_or(0, |k| k.seq),
+                        "refused a replayed name record (a lower sequence number than the one kept)"
+                    ),
+                    Err(e) => tracing::warn!(peer = %source, error = %e, "refused a name record"),
                 }
             }
             kad::InboundRequest::PutRecord { source, record: Some(record), .. } => {
@@ -811,6 +918,37 @@ impl EventLoop {
             kad::QueryResult::PutRecord(r) => {
                 if let Some(Pending::Publish(reply)) = self.pending.remove(&id) {
                     let _ = reply.send(r.map(|_| ()).map_err(|e| NetError::Dht(e.to_string())));
+                }
+            }
+            kad::QueryResult::GetRecord(result)
+                if matches!(self.pending.get(&id), Some(Pending::FindName(..))) =>
+            {
+                let mut done = last || result.is_err();
+                if let (
+                    Ok(kad::GetRecordOk::FoundRecord(found)),
+                    Some(Pending::FindName(key, best, count, _)),
+                ) = (result, self.pending.get_mut(&id))
+                {
+                    match names::NameRecord::decode_at(key, &found.record.value) {
+                        Ok(r) => {
+                            *count += 1;
+                            if best.as_ref().is_none_or(|b| b.seq < r.seq) {
+                                *best = Some(r);
+                            }
+                            done |= *count >= NAME_ANSWERS;
+                        }
+                        Err(e) => {
+                            tracing::warn!(peer = ?found.peer, error = %e, "refused a name record a peer answered with")
+                        }
+                    }
+                }
+                if done {
+                    if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        q.finish();
+                    }
+                    if let Some(Pending::FindName(_, best, _, reply)) = self.pending.remove(&id) {
+                        let _ = reply.send(best);
+                    }
                 }
             }
             kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) => {

@@ -72,6 +72,163 @@ pub struct PutStreamQuery {
     pub scheme: Option<String>,
     #[serde(default)]
     pub job: Option<String>,
+    /// Put it in the index at `name` (refused if a file is there, with `no_clobber`).
+    #[serde(default)]
+    pub no_clobber: bool,
+}
+
+endpoint!(
+    /// List a path of the user's index, or a cap (a file's, or a shared folder's).
+    Ls, "/v1/ls", true, LsRequest => LsResponse
+);
+endpoint!(
+    /// Remove a path (a file, or with `recursive` a folder) from the index.
+    RmPath, "/v1/index/rm", true, RmPathRequest => PathsResponse
+);
+endpoint!(
+    /// Move a file or a folder in the index.
+    Mv, "/v1/index/mv", true, MvRequest => PathsResponse
+);
+endpoint!(
+    /// A path's read cap: a file's, or for a folder one that reads the whole subtree.
+    Share, "/v1/share", true, ShareRequest => ShareResponse
+);
+endpoint!(
+    /// Publish a cap under the user's key and a label (a name anyone given it can resolve).
+    NamePublish, "/v1/name/publish", true, NamePublishRequest => NameResponse
+);
+endpoint!(
+    /// The cap a published name names now.
+    NameResolve, "/v1/name/resolve", true, NameResolveRequest => NameResponse
+);
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LsRequest {
+    /// A path of the index (the root if empty), or a cap.
+    #[serde(default)]
+    pub target: String,
+    #[serde(default)]
+    pub recursive: bool,
+    /// Every version of a file, newest first.
+    #[serde(default)]
+    pub versions: bool,
+}
+
+/// One line of `jewel ls`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LsEntry {
+    pub path: String,
+    pub folder: bool,
+    /// A file's size; a folder's files' total.
+    pub size: u64,
+    /// Modification time, Unix seconds.
+    pub mtime: u64,
+    pub scheme: String,
+    /// A file's read cap; more than one when devices changed it at once (a conflict).
+    pub caps: Vec<String>,
+    /// For a folder: the files under it.
+    pub files: usize,
+    /// With `versions`: the version's number (1 is the newest).
+    #[serde(default)]
+    pub version: Option<usize>,
+    /// With `versions`: whether this version is shown now.
+    #[serde(default)]
+    pub live: bool,
+    /// A file's content hash (BLAKE3, hex), if its put gave one.
+    #[serde(default)]
+    pub hash: String,
+}
+
+impl LsEntry {
+    pub fn file(path: &str, entries: &[&jewel::index::Entry]) -> LsEntry {
+        let newest = entries.last();
+        LsEntry {
+            path: path.to_string(),
+            folder: false,
+            size: newest.map_or(0, |e| e.size),
+            mtime: newest.map_or(0, |e| e.mtime),
+            scheme: newest.map(|e| e.scheme.clone()).unwrap_or_default(),
+            caps: entries.iter().map(|e| e.cap.clone()).collect(),
+            files: 0,
+            version: None,
+            live: true,
+            hash: newest.map(|e| e.hash.clone()).unwrap_or_default(),
+        }
+    }
+
+    pub fn folder(path: &str, files: usize, size: u64) -> LsEntry {
+        LsEntry {
+            path: path.to_string(),
+            folder: true,
+            size,
+            mtime: 0,
+            scheme: String::new(),
+            caps: Vec::new(),
+            files,
+            version: None,
+            live: true,
+            hash: String::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LsResponse {
+    pub entries: Vec<LsEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RmPathRequest {
+    pub path: String,
+    #[serde(default)]
+    pub recursive: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MvRequest {
+    pub from: String,
+    pub to: String,
+}
+
+/// The paths a change touched: removed ones (`rm`), or (from, to) pairs (`mv`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PathsResponse {
+    pub paths: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRequest {
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShareResponse {
+    pub cap: String,
+    pub folder: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamePublishRequest {
+    pub cap: String,
+    pub label: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameResolveRequest {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NameResponse {
+    pub name: String,
+    pub cap: String,
+    pub seq: u64,
 }
 
 endpoint!(
@@ -91,6 +248,10 @@ endpoint!(
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IdResponse {
     pub user: Option<String>,
+    /// After `recover`: the files the user's index holds once caught up with the user's
+    /// other devices (`None` if that did not finish in time; it goes on in the background).
+    #[serde(default)]
+    pub index_files: Option<usize>,
 }
 
 /// A new identity: its 24 words, shown once, and its public id.
@@ -165,6 +326,16 @@ pub struct PutRequest {
     /// An id the client picks to follow progress with [`Progress`].
     #[serde(default)]
     pub job: Option<String>,
+    /// The file's path in the user's index; its name at the root if absent.
+    #[serde(default, rename = "as")]
+    pub at: Option<String>,
+    /// Refuse, before storing anything, if a file is at that path.
+    #[serde(default)]
+    pub no_clobber: bool,
+    /// The content's BLAKE3 hash (hex), kept in the index entry (`put -r` skips files
+    /// whose size, mtime and hash did not change).
+    #[serde(default)]
+    pub hash: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -174,6 +345,12 @@ pub struct PutResponse {
     /// The peer holding each slot's piece.
     pub holders: Vec<String>,
     pub stats: PutStats,
+    /// Where the index keeps it, if it does.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Whether it replaced an entry at that path (kept as a previous version).
+    #[serde(default)]
+    pub replaced: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -344,6 +521,9 @@ pub struct FileRecord {
     /// repair replaces them.
     #[serde(default)]
     pub corrupt: Vec<usize>,
+    /// The user's index names it: released once no kept entry or version does.
+    #[serde(default)]
+    pub indexed: bool,
 }
 
 /// A block this node holds for a peer.

@@ -161,6 +161,11 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     let token = new_token()?;
     let every = config.audit_every.as_secs().max(1);
     let repair_waker = Waker::default();
+    let user = crate::user::load(&config.home).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the user identity could not be read; the index is not shared until it is");
+        None
+    });
+    let user_index = crate::index::UserIndex::open(&state, user)?;
     let node = Arc::new(Node {
         home: config.home.clone(),
         store: store.clone(),
@@ -174,6 +179,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         transfers: tokio::sync::Semaphore::new(crate::node::MAX_TRANSFERS),
         reading: Arc::default(),
         full: Default::default(),
+        user_index,
     });
     let scrub = ScrubWorker::new(
         Arc::new(store.clone()),
@@ -191,6 +197,8 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         (Box::new(ReleaseWorker::new(node.clone(), every)), Waker::default()),
     ];
     let workers = Workers::spawn(workers, node.clock.clone());
+    let (index_stop, index_stopped) = tokio::sync::watch::channel(false);
+    crate::index::spawn(node.clone(), index_stopped);
     let requests = Arc::new(tokio::sync::Semaphore::new(crate::http::MAX_REQUESTS));
     let served = Arc::new(Served { node, workers, token: token.clone(), requests });
     let app = router(served.clone());
@@ -224,6 +232,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     };
     let _ = std::fs::remove_file(&api_json);
     served.workers.stop();
+    let _ = index_stop.send(true);
     network.shutdown().await;
     served_result.map_err(io_err(&config.home))
 }

@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use crate::api::{self, Endpoint, ErrorBody};
 use crate::audit::AuditError;
 use crate::client::ClientError;
+use crate::index::IndexOpError;
 use crate::node::{DirError, GetError, Node, PutError, RmError};
 use crate::repair::RepairError;
 use crate::state::StateError;
@@ -95,9 +96,31 @@ impl From<PutError> for ApiError {
                 status(StatusCode::BAD_REQUEST, e)
             }
             PutError::Placement(_) => status(StatusCode::SERVICE_UNAVAILABLE, e),
+            PutError::Index(_) => status(StatusCode::CONFLICT, e),
             PutError::Transfer(e) => e.into(),
             PutError::State(e) => e.into(),
             e => status(StatusCode::BAD_GATEWAY, e),
+        }
+    }
+}
+
+impl From<IndexOpError> for ApiError {
+    fn from(e: IndexOpError) -> Self {
+        use jewel::index::IndexError as I;
+        match e {
+            IndexOpError::Index(I::NotFound(_) | I::NoVersion { .. }) | IndexOpError::NoRecord(_) => {
+                status(StatusCode::NOT_FOUND, e)
+            }
+            IndexOpError::Index(I::Exists(_) | I::Conflict { .. } | I::IsFolder(_) | I::UnderFile(..))
+            | IndexOpError::NoUser => status(StatusCode::CONFLICT, e),
+            IndexOpError::Index(_) | IndexOpError::Name(_) | IndexOpError::TooLarge(..) => {
+                status(StatusCode::BAD_REQUEST, e)
+            }
+            IndexOpError::Net(e) => e.into(),
+            IndexOpError::Get(e) => e.into(),
+            IndexOpError::Put(e) => e.into(),
+            IndexOpError::State(e) => e.into(),
+            e => status(StatusCode::INTERNAL_SERVER_ERROR, e),
         }
     }
 }
@@ -164,19 +187,34 @@ async fn on_home<T: Send + 'static>(
     }
 }
 
+/// How long `jewel id recover` waits for the user's index.
+const RECOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 async fn id_show(State(s): S) -> Reply<api::IdShow> {
     let user = on_home(&s, crate::user::load).await?;
-    Ok(Json(api::IdResponse { user: user.map(|u| u.user_id()) }))
+    Ok(Json(api::IdResponse { user: user.map(|u| u.user_id()), index_files: None }))
 }
 
 async fn id_init(State(s): S, Body(_): Req<api::IdInit>) -> Reply<api::IdInit> {
     let key = on_home(&s, crate::user::init).await?;
+    s.node.user_index.set_user(key.clone());
     Ok(Json(api::IdInitResponse { phrase: key.phrase(), user: key.user_id() }))
 }
 
 async fn id_recover(State(s): S, Body(req): Req<api::IdRecover>) -> Reply<api::IdRecover> {
     let key = on_home(&s, move |home| crate::user::recover(home, &req.phrase)).await?;
-    Ok(Json(api::IdResponse { user: Some(key.user_id()) }))
+    s.node.user_index.set_user(key.clone());
+    // The user's index, from their other devices' heads, before the command returns.
+    let caught = tokio::time::timeout(RECOVER_WAIT, s.node.catch_up()).await;
+    let index_files = match caught {
+        Ok(Ok(_)) => Some(s.node.user_index.files()),
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "no index head found at recovery");
+            None
+        }
+        Err(_) => None,
+    };
+    Ok(Json(api::IdResponse { user: Some(key.user_id()), index_files }))
 }
 
 impl From<RmError> for ApiError {
@@ -204,6 +242,34 @@ impl From<jewel_net::NetError> for ApiError {
 
 type Reply<E> = Result<Json<<E as Endpoint>::Response>, ApiError>;
 type Req<E> = Body<<E as Endpoint>::Request>;
+
+async fn ls(State(s): S, Body(req): Req<api::Ls>) -> Reply<api::Ls> {
+    Ok(Json(s.node.ls(req).await?))
+}
+
+async fn rm_path(State(s): S, Body(req): Req<api::RmPath>) -> Reply<api::RmPath> {
+    let removed = s.node.rm_path(&req.path, req.recursive)?;
+    Ok(Json(api::PathsResponse { paths: removed.into_iter().map(|p| (p, String::new())).collect() }))
+}
+
+async fn mv(State(s): S, Body(req): Req<api::Mv>) -> Reply<api::Mv> {
+    Ok(Json(api::PathsResponse { paths: s.node.mv(&req.from, &req.to)? }))
+}
+
+async fn share(State(s): S, Body(req): Req<api::Share>) -> Reply<api::Share> {
+    let (cap, folder) = s.node.share(&req.path).await?;
+    Ok(Json(api::ShareResponse { cap, folder }))
+}
+
+async fn name_publish(State(s): S, Body(req): Req<api::NamePublish>) -> Reply<api::NamePublish> {
+    let name = s.node.name_publish(&req.cap, &req.label).await?;
+    Ok(Json(api::NameResponse { name, cap: req.cap, seq: 0 }))
+}
+
+async fn name_resolve(State(s): S, Body(req): Req<api::NameResolve>) -> Reply<api::NameResolve> {
+    let (cap, seq) = s.node.name_resolve(&req.name).await?;
+    Ok(Json(api::NameResponse { name: req.name, cap, seq }))
+}
 
 async fn status_(State(s): S) -> Reply<api::Status> {
     let net = s.node.blocks.net();
@@ -361,6 +427,12 @@ pub(crate) fn router(served: Arc<Served>) -> Router {
         .route(at::<api::IdShow>(), get(id_show))
         .route(at::<api::IdInit>(), post(id_init))
         .route(at::<api::IdRecover>(), post(id_recover))
+        .route(at::<api::Ls>(), post(ls))
+        .route(at::<api::RmPath>(), post(rm_path))
+        .route(at::<api::Mv>(), post(mv))
+        .route(at::<api::Share>(), post(share))
+        .route(at::<api::NamePublish>(), post(name_publish))
+        .route(at::<api::NameResolve>(), post(name_resolve))
         .layer(axum::middleware::from_fn_with_state(served.clone(), auth))
         .layer(axum::middleware::from_fn_with_state(served.clone(), limit))
         .with_state(served)

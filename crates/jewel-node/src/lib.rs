@@ -21,6 +21,7 @@ pub mod client;
 pub mod daemon;
 mod http;
 pub mod identity;
+pub mod index;
 mod jobs;
 mod node;
 pub mod renew;

@@ -56,6 +56,8 @@ pub(crate) struct Node {
     /// Peers that refused a piece for want of room, and when: placed last for
     /// [`FULL_FOR`].
     pub full: Mutex<std::collections::HashMap<PeerId, Instant>>,
+    /// The user's index on this device.
+    pub user_index: crate::index::UserIndex,
 }
 
 /// How long a peer that refused a piece for want of room is placed after the others.
@@ -113,6 +115,22 @@ pub enum PutError {
     LeaseLost(Vec<usize>),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("{0}")]
+    Index(String),
+}
+
+impl From<jewel::index::IndexError> for PutError {
+    fn from(e: jewel::index::IndexError) -> Self {
+        PutError::Index(e.to_string())
+    }
+}
+
+/// Where a put goes in the user's index.
+pub(crate) struct IndexAt {
+    pub path: String,
+    pub no_clobber: bool,
+    pub mtime: u64,
+    pub hash: String,
 }
 
 /// Why a get will not write where it was asked to.
@@ -332,13 +350,31 @@ impl Node {
         // Regular files only, checked before opening (opening a FIFO waits for a writer);
         // the file system calls run off the runtime's threads.
         let path = body.path.clone();
+        let name = body.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let at = self.index_precheck(body.at.as_deref().unwrap_or(&name), body.no_clobber)?;
         let opened = tokio::task::spawn_blocking(move || open_regular(&path))
             .await
             .map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
         let (file, size) = opened?;
-        let name = body.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mtime = file
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let at =
+            IndexAt { path: at, no_clobber: body.no_clobber, mtime, hash: body.hash.unwrap_or_default() };
         let what = body.path.display().to_string();
-        self.put_input(Box::new(file), size, what, name, body.scheme.as_deref(), body.job.as_deref()).await
+        self.put_input(
+            Box::new(file),
+            size,
+            what,
+            name,
+            body.scheme.as_deref(),
+            body.job.as_deref(),
+            Some(at),
+        )
+        .await
     }
 
     /// Stores `input`, which must be exactly `size` bytes (a request's body, say), under
@@ -350,10 +386,20 @@ impl Node {
     ) -> Result<PutResponse, PutError> {
         let name = query.name.clone().unwrap_or_default();
         let what = if name.is_empty() { "the streamed file".to_string() } else { name.clone() };
-        self.put_input(input, query.size, what, name, query.scheme.as_deref(), query.job.as_deref()).await
+        let at = match &query.name {
+            Some(n) => Some(IndexAt {
+                path: self.index_precheck(n, query.no_clobber)?,
+                no_clobber: query.no_clobber,
+                mtime: self.clock.now(),
+                hash: String::new(),
+            }),
+            None => None,
+        };
+        self.put_input(input, query.size, what, name, query.scheme.as_deref(), query.job.as_deref(), at).await
     }
 
-    async fn put_input(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn put_input(
         self: &Arc<Self>,
         input: Box<dyn std::io::Read + Send>,
         size: u64,
@@ -361,6 +407,7 @@ impl Node {
         name: String,
         scheme: Option<&str>,
         job: Option<&str>,
+        at: Option<IndexAt>,
     ) -> Result<PutResponse, PutError> {
         let cancel = CancelOnDrop(Arc::default());
         let _turn =
@@ -428,14 +475,31 @@ impl Node {
             lease_missing: Vec::new(),
             leased_at: self.clock.now(),
             corrupt: Vec::new(),
+            indexed: false,
         };
         self.state.insert_file(&file.to_string(), &record)?;
         tracing::debug!(?reached, ?stored, done = ?started.elapsed(), "put");
+        let cap = placed.put.cap.to_string();
+        let (mut path, mut replaced) = (None, false);
+        if let Some(at) = at {
+            let entry = jewel::index::Entry {
+                cap: cap.clone(),
+                size: record.size,
+                mtime: at.mtime,
+                scheme: record.scheme.clone(),
+                hash: at.hash,
+            };
+            replaced =
+                self.index_put(&at.path, entry, at.no_clobber).map_err(|e| PutError::Index(e.to_string()))?;
+            path = Some(at.path);
+        }
         Ok(PutResponse {
-            cap: placed.put.cap.to_string(),
+            cap,
             verify_cap: placed.put.cap.verify_cap().to_string(),
             holders: record.holders,
             stats: placed.put.stats,
+            path,
+            replaced,
         })
     }
 

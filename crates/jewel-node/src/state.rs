@@ -31,6 +31,12 @@ const SETTINGS_KEY: &str = "settings";
 const DROPPED: TableDefinition<&str, u64> = TableDefinition::new("dropped");
 /// Drops remembered, at most (the oldest are forgotten first).
 const MAX_DROPPED: usize = 1000;
+/// The user's index: every op this device knows (its own and its other devices'), by id
+/// (clock, device) → the op (JSON).
+const INDEX_OPS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("index_ops");
+/// The index's bookkeeping: this device's id, its head's sequence number and cap, the
+/// highest sequence number seen of each record, the folder nodes stored.
+const INDEX_META: TableDefinition<&str, &[u8]> = TableDefinition::new("index_meta");
 /// Releases holders still owe: "file/holder" → the release (JSON).
 const RELEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("releases");
 
@@ -250,6 +256,64 @@ impl StateStore {
         Ok(found)
     }
 
+    /// Every index op kept, in id order.
+    pub fn index_ops(&self) -> Result<Vec<jewel::index::Op>, StateError> {
+        let err = self.db_err();
+        let tx = self.db.begin_read().map_err(|e| err(&e))?;
+        let t = match tx.open_table(INDEX_OPS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(err(&e)),
+        };
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(|e| err(&e))? {
+            let (_, v) = entry.map_err(|e| err(&e))?;
+            out.push(
+                serde_json::from_slice(v.value()).map_err(|e| self.damaged(format!("an index op: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Keeps index ops, durably, in one transaction.
+    pub fn add_index_ops(&self, ops: &[jewel::index::Op]) -> Result<(), StateError> {
+        let err = self.db_err();
+        let tx = self.db.begin_write().map_err(|e| err(&e))?;
+        {
+            let mut t = tx.open_table(INDEX_OPS).map_err(|e| err(&e))?;
+            for op in ops {
+                let bytes = serde_json::to_vec(op).map_err(|e| err(&e))?;
+                t.insert((op.id.clock, op.id.device), bytes.as_slice()).map_err(|e| err(&e))?;
+            }
+        }
+        tx.commit().map_err(|e| err(&e))
+    }
+
+    /// A value of the index's bookkeeping.
+    pub fn index_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let err = self.db_err();
+        let tx = self.db.begin_read().map_err(|e| err(&e))?;
+        let t = match tx.open_table(INDEX_META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(err(&e)),
+        };
+        Ok(t.get(key).map_err(|e| err(&e))?.map(|v| v.value().to_vec()))
+    }
+
+    /// Sets values of the index's bookkeeping, durably, in one transaction.
+    pub fn set_index_meta(&self, values: &[(&str, &[u8])]) -> Result<(), StateError> {
+        let err = self.db_err();
+        let tx = self.db.begin_write().map_err(|e| err(&e))?;
+        {
+            let mut t = tx.open_table(INDEX_META).map_err(|e| err(&e))?;
+            for (k, v) in values {
+                t.insert(*k, *v).map_err(|e| err(&e))?;
+            }
+        }
+        tx.commit().map_err(|e| err(&e))
+    }
+
     /// Forgets a file; false if this node has no such file.
     pub fn remove_file(&self, id: &str) -> Result<bool, StateError> {
         let err = self.db_err();
@@ -411,6 +475,7 @@ mod tests {
             lease_missing: Vec::new(),
             leased_at: 0,
             corrupt: Vec::new(),
+            indexed: false,
         }
     }
 

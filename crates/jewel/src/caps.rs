@@ -207,7 +207,7 @@ pub(crate) fn base32_encode(data: &[u8]) -> String {
 
 /// Decodes base32 (either case); on error returns the offending position and character.
 /// Also says whether the trailing pad bits were zero (the one canonical spelling).
-fn base32_decode(text: &str) -> Result<(Vec<u8>, bool), (usize, char)> {
+pub(crate) fn base32_decode(text: &str) -> Result<(Vec<u8>, bool), (usize, char)> {
     let mut out = Vec::with_capacity(text.len() * 5 / 8);
     let mut acc: u32 = 0;
     let mut bits = 0;

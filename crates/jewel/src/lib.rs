@@ -20,8 +20,10 @@ mod direct;
 #[doc(hidden)]
 pub mod fuzzing;
 mod id;
+pub mod index;
 pub mod lease;
 pub mod manifest;
+pub mod names;
 pub mod offline;
 mod parallel;
 pub mod pipeline;

@@ -84,6 +84,7 @@ mod tests {
             lease_missing: vec![],
             leased_at: 1_000,
             corrupt: vec![],
+            indexed: false,
         };
         assert!(!renewal_due(&r, 100, 1_049));
         assert!(renewal_due(&r, 100, 1_050));

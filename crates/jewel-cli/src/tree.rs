@@ -1,0 +1,392 @@
+//! The user's index from the command line: `jewel put -r`, `ls`, `get PATH` and `get -r`,
+//! `rm PATH`, `mv`, `share`, `name`. Paths and caps are both accepted wherever a file is
+//! named; a path is resolved through the node's index (`/v1/ls`).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use jewel_node::api::{self, LsEntry, LsRequest};
+
+use crate::remote::Api;
+
+/// Files put or got at once by `put -r` and `get -r`.
+const PARALLEL: usize = 8;
+
+/// Whether `target` names a cap rather than a path of the index.
+pub fn is_cap(target: &str) -> bool {
+    target.starts_with("jewel:")
+}
+
+/// The read cap `target` names: itself if it is a cap, else the file at that path of the
+/// index (version `version`, 1 the newest, if given).
+pub fn resolve(api: &Api, target: &str, version: Option<usize>) -> Result<String> {
+    if is_cap(target) {
+        if version.is_some() {
+            bail!("--version is for paths of your index, not caps");
+        }
+        return Ok(target.to_string());
+    }
+    let listed = api.call::<api::Ls>(&LsRequest {
+        target: target.to_string(),
+        recursive: false,
+        versions: version.is_some(),
+    })?;
+    if let Some(v) = version {
+        let e = listed.entries.iter().find(|e| e.version == Some(v));
+        return match e.and_then(|e| e.caps.first()) {
+            Some(cap) => Ok(cap.clone()),
+            None => bail!("`{target}` has {} versions; there is no version {v}", listed.entries.len()),
+        };
+    }
+    match listed.entries.as_slice() {
+        [e] if !e.folder && e.caps.len() == 1 => Ok(e.caps[0].clone()),
+        [e] if !e.folder => bail!(
+            "`{target}` has {} conflicting versions (changed on two devices at once); `jewel ls --versions {target}` lists them, and --version N picks one",
+            e.caps.len()
+        ),
+        _ => bail!("`{target}` is a folder; give -r to act on the whole folder"),
+    }
+}
+
+fn when(secs: u64) -> String {
+    if secs == 0 {
+        return "-".to_string();
+    }
+    let days = secs / 86_400;
+    let (y, m, d) = civil(days as i64);
+    let t = secs % 86_400;
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", t / 3600, t / 60 % 60)
+}
+
+/// The date of a day since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `jewel ls [PATH|CAP] [-r] [--versions] [--json]`.
+pub fn ls(home: Option<&Path>, target: &str, recursive: bool, versions: bool, json: bool) -> Result<()> {
+    let api = Api::open(home)?;
+    let v = api.call::<api::Ls>(&LsRequest { target: target.to_string(), recursive, versions })?;
+    if json {
+        outln!("{}", serde_json::to_string(&v)?);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for e in &v.entries {
+        let name = if e.path.is_empty() { target } else { &e.path };
+        if e.folder {
+            writeln!(out, "{:>12}  {:16}  {name}/  ({} files)", e.size, "", e.files)?;
+        } else if let Some(n) = e.version {
+            let now = if e.live { "  (current)" } else { "" };
+            writeln!(out, "{n:>3}  {:>12}  {:16}  {}{now}", e.size, when(e.mtime), e.caps.join(" "))?;
+        } else if e.caps.len() > 1 {
+            writeln!(
+                out,
+                "{:>12}  {:16}  {name}  CONFLICT: {} versions",
+                e.size,
+                when(e.mtime),
+                e.caps.len()
+            )?;
+            for cap in &e.caps {
+                writeln!(out, "{:>12}  {:16}    {cap}", "", "")?;
+            }
+        } else {
+            writeln!(out, "{:>12}  {:16}  {name}", e.size, when(e.mtime))?;
+        }
+    }
+    Ok(())
+}
+
+/// `jewel rm PATH [-r]` (a cap goes to `remote::rm`).
+pub fn rm(home: Option<&Path>, path: &str, recursive: bool) -> Result<()> {
+    let v =
+        Api::open(home)?.call::<api::RmPath>(&api::RmPathRequest { path: path.to_string(), recursive })?;
+    for (p, _) in &v.paths {
+        eprintln!("removed {p}");
+    }
+    Ok(())
+}
+
+/// `jewel mv A B`.
+pub fn mv(home: Option<&Path>, from: &str, to: &str) -> Result<()> {
+    let v =
+        Api::open(home)?.call::<api::Mv>(&api::MvRequest { from: from.to_string(), to: to.to_string() })?;
+    for (a, b) in &v.paths {
+        eprintln!("moved {a} to {b}");
+    }
+    Ok(())
+}
+
+/// `jewel share PATH`: prints the read cap (for a folder, one that reads the subtree).
+pub fn share(home: Option<&Path>, path: &str) -> Result<()> {
+    let v = Api::open(home)?.call::<api::Share>(&api::ShareRequest { path: path.to_string() })?;
+    outln!("{}", v.cap);
+    if v.folder {
+        eprintln!("a folder cap: `jewel ls CAP -r` lists it, `jewel get -r CAP -o DIR` fetches it");
+    }
+    Ok(())
+}
+
+pub fn name_publish(home: Option<&Path>, cap: &str, label: &str) -> Result<()> {
+    let v = Api::open(home)?.call::<api::NamePublish>(&api::NamePublishRequest {
+        cap: cap.to_string(),
+        label: label.to_string(),
+    })?;
+    outln!("{}", v.name);
+    Ok(())
+}
+
+pub fn name_resolve(home: Option<&Path>, name: &str) -> Result<()> {
+    let v = Api::open(home)?.call::<api::NameResolve>(&api::NameResolveRequest { name: name.to_string() })?;
+    outln!("{}", v.cap);
+    Ok(())
+}
+
+/// A progress bar over `total` files on stderr, when it is a terminal.
+fn files_bar(total: usize, label: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(total as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:32}] {pos}/{len} files {per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(label.to_string());
+    bar
+}
+
+/// Runs `work` over `items` on [`PARALLEL`] threads; the failures, by item.
+fn parallel<T: Sync>(items: &[T], work: impl Fn(&T) -> Result<()> + Sync) -> Vec<(usize, anyhow::Error)> {
+    let next = AtomicUsize::new(0);
+    let failed = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL.min(items.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                if let Err(e) = work(item) {
+                    failed.lock().unwrap_or_else(|p| p.into_inner()).push((i, e));
+                }
+            });
+        }
+    });
+    let mut f = failed.into_inner().unwrap_or_else(|p| p.into_inner());
+    f.sort_by_key(|(i, _)| *i);
+    f
+}
+
+fn mtime_of(meta: &std::fs::Metadata) -> u64 {
+    meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs())
+}
+
+fn hash_file(path: &Path) -> Result<String> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(path)?)?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// The regular files under `dir`, with their paths relative to it (`/`-separated). Links
+/// are not followed; a name that is not UTF-8 is an error.
+fn walk(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    let mut todo = vec![(dir.to_path_buf(), String::new())];
+    while let Some((d, rel)) = todo.pop() {
+        for entry in
+            std::fs::read_dir(&d).with_context(|| format!("cannot read the folder {}", d.display()))?
+        {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                bail!("{} has a name that is not UTF-8", entry.path().display());
+            };
+            let sub = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                todo.push((entry.path(), sub));
+            } else if kind.is_file() {
+                out.push((entry.path(), sub));
+            } else {
+                eprintln!("skipped {} (not a regular file)", entry.path().display());
+            }
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
+}
+
+/// `jewel put -r DIR [--as PATH]`: every regular file under DIR, in parallel; a file whose
+/// size, modification time and content hash match its entry is skipped.
+pub fn put_tree(
+    home: Option<&Path>,
+    dir: &Path,
+    at: Option<&str>,
+    scheme: Option<&str>,
+    no_clobber: bool,
+) -> Result<()> {
+    let api = Api::open(home)?;
+    let dir = if dir.is_absolute() { dir.to_path_buf() } else { std::env::current_dir()?.join(dir) };
+    if !std::fs::metadata(&dir).with_context(|| format!("cannot read {}", dir.display()))?.is_dir() {
+        bail!("{} is not a folder; `jewel put FILE` stores one file", dir.display());
+    }
+    let root = match at {
+        Some(a) => jewel::index::normalize(a)?,
+        None => dir.file_name().and_then(|n| n.to_str()).map(str::to_string).unwrap_or_default(),
+    };
+    let files = walk(&dir)?;
+    let known: HashMap<String, LsEntry> =
+        match api.call::<api::Ls>(&LsRequest { target: root.clone(), recursive: true, versions: false }) {
+            Ok(v) => v.entries.into_iter().filter(|e| !e.folder).map(|e| (e.path.clone(), e)).collect(),
+            Err(_) => HashMap::new(),
+        };
+    let bar = files_bar(files.len(), "put");
+    let (stored, skipped) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let failed = parallel(&files, |(path, rel)| {
+        let dest = jewel::index::join(&root, rel);
+        let meta = std::fs::metadata(path)?;
+        let hash = hash_file(path)?;
+        let same = known.get(&dest).is_some_and(|e| {
+            e.caps.len() == 1 && e.size == meta.len() && e.mtime == mtime_of(&meta) && e.hash == hash
+        });
+        if same {
+            skipped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let req = api::PutRequest {
+                path: path.clone(),
+                scheme: scheme.map(str::to_string),
+                job: None,
+                at: Some(dest.clone()),
+                no_clobber,
+                hash: Some(hash),
+            };
+            api.call::<api::Put>(&req).with_context(|| format!("{}", path.display()))?;
+            stored.fetch_add(1, Ordering::Relaxed);
+        }
+        bar.inc(1);
+        Ok(())
+    });
+    bar.finish_and_clear();
+    let (stored, skipped) = (stored.into_inner(), skipped.into_inner());
+    let shown = if root.is_empty() { "/".to_string() } else { root };
+    eprintln!("stored {stored} files under {shown} ({skipped} unchanged, skipped)");
+    if let Some((_, first)) = failed.first() {
+        bail!("{} of {} files failed; the first: {first:#}", failed.len(), files.len());
+    }
+    Ok(())
+}
+
+/// Checks that `rel` (a path from the index or a shared folder) stays inside the output
+/// folder: plain components only.
+fn inside(rel: &str) -> Result<PathBuf> {
+    let canonical = jewel::index::normalize(rel)?;
+    let p = PathBuf::from(&canonical);
+    if canonical.is_empty() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
+        bail!("refused to write `{rel}`: it would not be inside the output folder");
+    }
+    Ok(p)
+}
+
+/// Makes the folders of `rel` under `out`, refusing to go through a link.
+fn make_parents(out: &Path, rel: &Path) -> Result<()> {
+    let mut at = out.to_path_buf();
+    if let Some(parent) = rel.parent() {
+        for c in parent.components() {
+            at.push(c);
+            match std::fs::symlink_metadata(&at) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => bail!("{} is in the way (not a folder); nothing was written there", at.display()),
+                Err(_) => {
+                    std::fs::create_dir(&at).with_context(|| format!("cannot make {}", at.display()))?
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `jewel get -r PATH|CAP -o DIR`: every file of a folder of the index, or of a shared
+/// folder's cap, into DIR (made if absent), never outside it.
+pub fn get_tree(home: Option<&Path>, target: &str, out: &Path, force: bool) -> Result<()> {
+    let api = Api::open(home)?;
+    let listed =
+        api.call::<api::Ls>(&LsRequest { target: target.to_string(), recursive: true, versions: false })?;
+    let prefix = if is_cap(target) { String::new() } else { jewel::index::normalize(target)? };
+    let files: Vec<(PathBuf, String)> = listed
+        .entries
+        .into_iter()
+        .filter(|e| !e.folder)
+        .map(|e| {
+            let rel = if prefix.is_empty() {
+                e.path.clone()
+            } else {
+                e.path[prefix.len()..].trim_start_matches('/').to_string()
+            };
+            if e.caps.len() > 1 {
+                eprintln!(
+                    "{}: {} conflicting versions; got the newest (`jewel ls --versions` lists all)",
+                    e.path,
+                    e.caps.len()
+                );
+            }
+            Ok((inside(&rel)?, e.caps.last().cloned().unwrap_or_default()))
+        })
+        .collect::<Result<_>>()?;
+    if files.is_empty() {
+        bail!("`{target}` is not a folder (or an empty one); `jewel get {target} -o FILE` fetches a file");
+    }
+    match std::fs::symlink_metadata(out) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!("{} exists and is not a folder", out.display()),
+        Err(_) => std::fs::create_dir_all(out).with_context(|| format!("cannot make {}", out.display()))?,
+    }
+    let out = if out.is_absolute() { out.to_path_buf() } else { std::env::current_dir()?.join(out) };
+    let bar = files_bar(files.len(), "get");
+    let failed = parallel(&files, |(rel, cap)| {
+        make_parents(&out, rel)?;
+        let req = api::GetRequest { cap: cap.clone(), out: out.join(rel), range: None, job: None, force };
+        api.call::<api::Get>(&req).with_context(|| rel.display().to_string())?;
+        bar.inc(1);
+        Ok(())
+    });
+    bar.finish_and_clear();
+    eprintln!("got {} files into {}", files.len() - failed.len(), out.display());
+    if let Some((_, first)) = failed.first() {
+        bail!("{} of {} files failed; the first: {first:#}", failed.len(), files.len());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_read_as_a_calendar_says_them() {
+        assert_eq!(when(0), "-");
+        assert_eq!(when(1_796_162_400), "2026-12-01 22:00");
+        assert_eq!(when(951_782_400), "2000-02-29 00:00");
+    }
+
+    #[test]
+    fn output_paths_stay_inside_the_folder() {
+        assert_eq!(inside("a/b").unwrap(), PathBuf::from("a/b"));
+        for bad in ["../x", "a/../../x", "", "a//b"] {
+            assert!(inside(bad).is_err(), "{bad}");
+        }
+    }
+}

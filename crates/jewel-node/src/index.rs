@@ -1,0 +1,860 @@
+//! The user's index on this device (see [`jewel::index`]): what the user stored, by path,
+//! kept in the state store, shared with the user's other devices, and recoverable from the
+//! recovery phrase alone.
+//!
+//! - Every change is an op, written to the state store in one transaction before the
+//!   command that made it returns, then sent at once to the user's other online devices
+//!   over gossip (one topic per user; the ops sealed with the index key and signed with
+//!   the user's key).
+//! - Shortly after, the device stores a snapshot of every op it knows (sealed with the
+//!   index key) as an ordinary Jewel file, and publishes its cap as a signed name record
+//!   in the DHT twice: in this device's slot and in the user's "latest" slot.
+//! - At start, after `jewel id recover` or `init`, and every minute, it resolves the
+//!   latest slot and the slot of every device its ops name, and merges the snapshots it
+//!   has not merged yet. A record with a lower sequence number than one seen is refused.
+//! - A version that falls off (more than [`KEEP_VERSIONS`] at a path, or every version of
+//!   a path that was removed) is released, by the device that put it, once no kept entry
+//!   names its cap.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use jewel::index::{self, Entry, FolderNode, Index, IndexError, Op};
+use jewel::names::{self, NameError, NameRecord};
+use jewel::user::UserKey;
+use jewel_net::{NetError, NetEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{LsEntry, LsRequest, LsResponse};
+use crate::node::{GetError, Node, PutError};
+use crate::state::{StateError, StateStore};
+
+/// Versions kept of each path (the live one included).
+pub const KEEP_VERSIONS: usize = 5;
+/// How often the device looks for its other devices' heads, and republishes its own.
+const CATCH_UP_EVERY: Duration = Duration::from_secs(60);
+const REPUBLISH_EVERY: Duration = Duration::from_secs(1800);
+/// A change is published this long after it, so a burst of changes is one snapshot.
+const PUBLISH_DELAY: Duration = Duration::from_millis(300);
+/// Devices looked up per catch-up, at most.
+const MAX_DEVICES: usize = 64;
+/// The largest folder node read, in bytes.
+const MAX_FOLDER_NODE: u64 = 64 << 20;
+/// Files listed under one shared folder, at most.
+const MAX_LISTED: usize = 1_000_000;
+
+/// Why an index command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexOpError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Get(#[from] GetError),
+    #[error(transparent)]
+    Put(#[from] PutError),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("this node holds no user identity: make one with `jewel id init`, or `jewel id recover`")]
+    NoUser,
+    #[error("no record of {0} was found in the DHT")]
+    NoRecord(String),
+    #[error("{0} is {1} bytes, too large to be a folder")]
+    TooLarge(String, u64),
+    #[error("the index's file {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("interrupted (the node is stopping)")]
+    Interrupted,
+}
+
+/// What a head record's value says: the snapshot's cap, and where the device is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct HeadValue {
+    cap: String,
+    device: u64,
+    peer: String,
+    #[serde(default)]
+    addrs: Vec<String>,
+}
+
+/// The index's state on this device.
+pub(crate) struct UserIndex {
+    /// This device's id (random, kept in the state store).
+    pub device: u64,
+    index: Mutex<Index>,
+    user: RwLock<Option<UserKey>>,
+    /// Wakes the publisher.
+    changed: tokio::sync::Notify,
+    /// Wakes the catch-up.
+    catch_up: tokio::sync::Notify,
+    /// Wakes the gossip receiver to join the user's topic.
+    joined: tokio::sync::Notify,
+    /// Serializes releases of fallen-off versions.
+    releasing: tokio::sync::Mutex<()>,
+}
+
+fn meta_u64(state: &StateStore, key: &str) -> Result<Option<u64>, StateError> {
+    Ok(state.index_meta(key)?.and_then(|v| v.try_into().ok()).map(u64::from_be_bytes))
+}
+
+impl UserIndex {
+    /// Loads the index and this device's id (made on first start), and the user, if any.
+    pub fn open(state: &StateStore, user: Option<UserKey>) -> Result<UserIndex, StateError> {
+        let device = match meta_u64(state, "device")? {
+            Some(d) => d,
+            None => {
+                let mut b = [0u8; 8];
+                jewel::crypto::fill_random(&mut b).map_err(|e| StateError::Db {
+                    path: state.path().to_path_buf(),
+                    reason: format!("no random numbers: {e}"),
+                })?;
+                let d = u64::from_be_bytes(b) >> 1;
+                state.set_index_meta(&[("device", &d.to_be_bytes())])?;
+                d
+            }
+        };
+        let mut index = Index::new();
+        for op in state.index_ops()? {
+            if let Err(e) = index.insert(op) {
+                tracing::warn!(error = %e, "an index op in the state store was skipped");
+            }
+        }
+        Ok(UserIndex {
+            device,
+            index: Mutex::new(index),
+            user: RwLock::new(user),
+            changed: Default::default(),
+            catch_up: Default::default(),
+            joined: Default::default(),
+            releasing: Default::default(),
+        })
+    }
+
+    fn user(&self) -> Option<UserKey> {
+        self.user.read().ok().and_then(|u| u.clone())
+    }
+
+    /// The node now holds `user` (after `jewel id init` or `recover`): join its topic and
+    /// publish (the caller catches up).
+    pub fn set_user(&self, user: UserKey) {
+        if let Ok(mut u) = self.user.write() {
+            *u = Some(user);
+        }
+        self.joined.notify_one();
+        self.changed.notify_one();
+    }
+
+    /// The files the index shows.
+    pub fn files(&self) -> usize {
+        self.with(|ix| ix.files().len())
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Index) -> T) -> T {
+        let mut guard = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Node {
+    /// Checks, before a put stores anything, that its entry could go at `path`.
+    pub(crate) fn index_precheck(&self, path: &str, no_clobber: bool) -> Result<String, IndexError> {
+        let path = index::normalize(path)?;
+        if path.is_empty() {
+            return Err(IndexError::BadPath { path, why: "the root is a folder" });
+        }
+        self.user_index.with(|ix| {
+            if no_clobber && ix.is_file(&path) {
+                return Err(IndexError::Exists(path.clone()));
+            }
+            if ix.is_folder(&path) {
+                return Err(IndexError::IsFolder(path.clone()));
+            }
+            Ok(path.clone())
+        })
+    }
+
+    /// Applies a change to the index: the ops it makes are durable before this returns,
+    /// then sent to the user's other devices, published, and what fell off is released.
+    pub(crate) fn index_change(
+        self: &Arc<Self>,
+        change: impl FnOnce(&mut Index, u64) -> Result<Vec<Op>, IndexError>,
+    ) -> Result<Vec<Op>, IndexOpError> {
+        let ui = &self.user_index;
+        let ops = ui.with(|ix| -> Result<Vec<Op>, IndexOpError> {
+            let ops = change(ix, ui.device)?;
+            if let Err(e) = self.state.add_index_ops(&ops) {
+                // Not kept: the index goes back to what the store holds.
+                let mut back = Index::new();
+                for op in self.state.index_ops()? {
+                    let _ = back.insert(op);
+                }
+                *ix = back;
+                return Err(e.into());
+            }
+            Ok(ops)
+        })?;
+        self.after_change(ops.clone(), true);
+        Ok(ops)
+    }
+
+    /// What follows a change: gossip (for this device's own changes), publication, release.
+    fn after_change(self: &Arc<Self>, ops: Vec<Op>, own: bool) {
+        if ops.is_empty() {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            if own {
+                if let Err(e) = node.gossip_ops(&ops).await {
+                    tracing::debug!(error = %e, "index change not gossiped (the head record carries it)");
+                }
+            }
+            node.release_fallen().await;
+        });
+        if own {
+            self.user_index.changed.notify_one();
+        }
+    }
+
+    async fn gossip_ops(&self, ops: &[Op]) -> Result<(), IndexOpError> {
+        let Some(user) = self.user_index.user() else { return Ok(()) };
+        let msg = index::seal_message(&user, ops)?;
+        if msg.len() > jewel_net::swarm::GOSSIP_MAX {
+            return Err(IndexError::Malformed(format!(
+                "{} bytes of changes, over the gossip limit",
+                msg.len()
+            ))
+            .into());
+        }
+        self.blocks.net().gossip(index::topic(&user), msg).await?;
+        Ok(())
+    }
+
+    /// Merges ops from another device; how many were new.
+    fn merge_ops(self: &Arc<Self>, ops: Vec<Op>) -> Result<usize, IndexOpError> {
+        let new: Vec<Op> = self.user_index.with(|ix| -> Result<Vec<Op>, IndexOpError> {
+            let mut fresh = Vec::new();
+            for op in ops {
+                if ix.insert(op.clone())? {
+                    fresh.push(op);
+                }
+            }
+            self.state.add_index_ops(&fresh)?;
+            Ok(fresh)
+        })?;
+        let n = new.len();
+        self.after_change(new, false);
+        Ok(n)
+    }
+
+    /// A gossip message on the user's topic: checked (signature, seal) and merged.
+    fn receive_gossip(self: &Arc<Self>, data: &[u8]) -> Result<usize, IndexOpError> {
+        let Some(user) = self.user_index.user() else { return Ok(0) };
+        let ops = index::open_message(&user, data)?;
+        self.merge_ops(ops)
+    }
+
+    /// Releases the files this node put for the index that no kept entry names any more.
+    async fn release_fallen(self: &Arc<Self>) {
+        let _one = self.user_index.releasing.lock().await;
+        let kept: HashSet<String> = self.user_index.with(|ix| {
+            ix.files()
+                .keys()
+                .flat_map(|p| ix.versions(p).into_iter().take(KEEP_VERSIONS).map(|(_, e)| e.cap.clone()))
+                .collect()
+        });
+        let files = match self.state.files() {
+            Ok(f) => f,
+            Err(e) => return tracing::warn!(error = %e, "could not list files to release"),
+        };
+        for (_, record) in files {
+            let Some(cap) = record.cap.filter(|c| record.indexed && !kept.contains(c)) else { continue };
+            match self.rm(&cap).await {
+                Ok(_) => tracing::info!(name = %record.name, "released a version no index entry keeps"),
+                Err(e) => {
+                    tracing::warn!(name = %record.name, error = %e, "could not release a fallen-off version")
+                }
+            }
+        }
+    }
+
+    /// Records a put's file at `path`; whether it replaced an entry.
+    pub(crate) fn index_put(
+        self: &Arc<Self>,
+        path: &str,
+        entry: Entry,
+        no_clobber: bool,
+    ) -> Result<bool, IndexOpError> {
+        let replaced = self.user_index.with(|ix| ix.is_file(path));
+        let manifest = jewel::caps::Cap::parse(&entry.cap).map(|c| c.manifest().to_string()).ok();
+        self.index_change(|ix, device| Ok(vec![ix.put(device, path, entry, no_clobber)?]))?;
+        if let Some(id) = manifest {
+            self.state.update_file(&id, |r| r.indexed = true)?;
+        }
+        Ok(replaced)
+    }
+
+    /// `jewel ls`: a path of the index, or a cap (a file's, or a shared folder's).
+    pub async fn ls(self: &Arc<Self>, req: LsRequest) -> Result<LsResponse, IndexOpError> {
+        if req.target.starts_with("jewel:") {
+            return self.ls_cap(&req.target, req.recursive).await;
+        }
+        let path = index::normalize(&req.target)?;
+        self.user_index.with(|ix| {
+            if req.versions {
+                let versions = ix.versions(&path);
+                if versions.is_empty() {
+                    return Err(IndexError::NotFound(path.clone()).into());
+                }
+                let live = ix.entries(&path).len();
+                return Ok(LsResponse {
+                    entries: versions
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (_, e))| LsEntry {
+                            version: Some(i + 1),
+                            live: i < live,
+                            ..LsEntry::file(&path, &[e])
+                        })
+                        .collect(),
+                });
+            }
+            let listed = ix.list(&path, req.recursive)?;
+            Ok(LsResponse {
+                entries: listed
+                    .into_iter()
+                    .map(|l| {
+                        if l.is_folder() {
+                            LsEntry::folder(&l.path, l.files, l.size)
+                        } else {
+                            LsEntry::file(&l.path, &l.entries.iter().collect::<Vec<_>>())
+                        }
+                    })
+                    .collect(),
+            })
+        })
+    }
+
+    /// Lists a cap: a file, or a shared folder (walked, with `recursive`, to every file).
+    async fn ls_cap(self: &Arc<Self>, cap: &str, recursive: bool) -> Result<LsResponse, IndexOpError> {
+        let Some(node) = self.read_folder(cap).await? else {
+            let manifest = self.manifest_of(cap).await?;
+            return Ok(LsResponse {
+                entries: vec![LsEntry {
+                    path: String::new(),
+                    folder: false,
+                    size: manifest.file_len,
+                    mtime: 0,
+                    scheme: manifest.scheme.to_string(),
+                    caps: vec![cap.to_string()],
+                    files: 0,
+                    version: None,
+                    live: true,
+                    hash: String::new(),
+                }],
+            });
+        };
+        let mut out = Vec::new();
+        let mut todo = vec![(String::new(), node)];
+        while let Some((at, node)) = todo.pop() {
+            for c in node.children {
+                let path = index::join(&at, &c.name);
+                if c.folder && recursive {
+                    if out.len() + todo.len() > MAX_LISTED {
+                        break;
+                    }
+                    match self.read_folder(&c.cap).await? {
+                        Some(sub) => todo.push((path, sub)),
+                        None => tracing::warn!(%path, "a shared folder names a sub-folder that is not one"),
+                    }
+                } else if c.folder {
+                    out.push(LsEntry { caps: vec![c.cap], ..LsEntry::folder(&path, 0, c.size) });
+                } else {
+                    out.push(LsEntry {
+                        path,
+                        folder: false,
+                        size: c.size,
+                        mtime: c.mtime,
+                        scheme: String::new(),
+                        caps: vec![c.cap],
+                        files: 0,
+                        version: None,
+                        live: true,
+                        hash: String::new(),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(LsResponse { entries: out })
+    }
+
+    async fn manifest_of(&self, cap: &str) -> Result<jewel::manifest::Manifest, IndexOpError> {
+        let id = jewel::caps::Cap::parse(cap).map_err(GetError::Cap)?.manifest();
+        Ok(self.locate(id).await.map_err(GetError::Locate)?.0)
+    }
+
+    /// The folder node a cap reads, or `None` if it reads a plain file.
+    async fn read_folder(self: &Arc<Self>, cap: &str) -> Result<Option<FolderNode>, IndexOpError> {
+        let manifest = self.manifest_of(cap).await?;
+        let head = self.read_cap(cap, Some(10), 10).await?;
+        if !FolderNode::is_folder(&head) {
+            return Ok(None);
+        }
+        if manifest.file_len > MAX_FOLDER_NODE {
+            return Err(IndexOpError::TooLarge(cap.to_string(), manifest.file_len));
+        }
+        let bytes = self.read_cap(cap, None, MAX_FOLDER_NODE).await?;
+        Ok(FolderNode::decode(&bytes).transpose()?)
+    }
+
+    /// A small file's bytes (its first `range` bytes, or all of it, at most `limit`).
+    pub(crate) async fn read_cap(
+        self: &Arc<Self>,
+        cap: &str,
+        range: Option<u64>,
+        limit: u64,
+    ) -> Result<Vec<u8>, IndexOpError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.home.join(format!("read-{}-{n}.tmp", std::process::id()));
+        let req = crate::api::GetRequest {
+            cap: cap.to_string(),
+            out: tmp.clone(),
+            range: range.map(|r| (0, r)),
+            job: None,
+            force: true,
+        };
+        let got = self.get(req).await;
+        let read = match got {
+            Ok(_) => {
+                let path = tmp.clone();
+                tokio::task::spawn_blocking(move || {
+                    use std::io::Read;
+                    let mut out = Vec::new();
+                    std::fs::File::open(&path)?.take(limit).read_to_end(&mut out)?;
+                    Ok::<_, std::io::Error>(out)
+                })
+                .await
+                .map_err(|_| IndexOpError::Interrupted)?
+                .map_err(|e| IndexOpError::Io(tmp.display().to_string(), e))
+            }
+            Err(e) => Err(e.into()),
+        };
+        let _ = std::fs::remove_file(&tmp);
+        read
+    }
+
+    /// Stores `bytes` as a file of the node's own (a snapshot or a folder node), with the
+    /// default scheme when there are peers enough, else copies on the peers there are.
+    async fn store_small(self: &Arc<Self>, bytes: Vec<u8>, name: &str) -> Result<String, IndexOpError> {
+        let default = self.settings()?.default_scheme;
+        let me = self.blocks.net().peer_id();
+        let peers = self.candidates(&HashSet::from([me])).await?.len();
+        let needs = jewel::codec::SchemeSpec::parse(&default)
+            .ok()
+            .and_then(|s| jewel::codec::build(&s).ok())
+            .map_or(usize::MAX, |s| s.slots());
+        let scheme = if peers >= needs { default } else { format!("replicate:{}", peers.clamp(1, 3)) };
+        let size = bytes.len() as u64;
+        let input = Box::new(std::io::Cursor::new(bytes));
+        let put = self
+            .put_input(input, size, name.to_string(), name.to_string(), Some(&scheme), None, None)
+            .await?;
+        Ok(put.cap)
+    }
+
+    /// `jewel rm PATH`.
+    pub fn rm_path(self: &Arc<Self>, path: &str, recursive: bool) -> Result<Vec<String>, IndexOpError> {
+        let ops = self.index_change(|ix, device| ix.remove(device, path, recursive))?;
+        Ok(ops.into_iter().map(|op| op.path).collect())
+    }
+
+    /// `jewel mv A B`.
+    pub fn mv(self: &Arc<Self>, from: &str, to: &str) -> Result<Vec<(String, String)>, IndexOpError> {
+        let ops = self.index_change(|ix, device| ix.rename(device, from, to))?;
+        let removed: Vec<&Op> = ops.iter().filter(|o| o.entry.is_none()).collect();
+        let put: Vec<&Op> = ops.iter().filter(|o| o.entry.is_some()).collect();
+        Ok(removed.iter().zip(put).map(|(a, b)| (a.path.clone(), b.path.clone())).collect())
+    }
+
+    /// `jewel share PATH`: a file's cap, or a folder's: the folder written out as folder
+    /// nodes (each names its children by cap), bottom up; nodes already stored are reused.
+    pub async fn share(self: &Arc<Self>, path: &str) -> Result<(String, bool), IndexOpError> {
+        let path = index::normalize(path)?;
+        let files: Vec<(String, Entry)> = self.user_index.with(|ix| -> Result<_, IndexError> {
+            if ix.is_file(&path) {
+                return Ok(vec![(String::new(), ix.entry(&path, None)?)]);
+            }
+            if !ix.is_folder(&path) {
+                return Err(IndexError::NotFound(path.clone()));
+            }
+            let skip = if path.is_empty() { 0 } else { path.len() + 1 };
+            Ok(ix
+                .files_under(&path)
+                .into_iter()
+                .filter_map(|(p, e)| Some((p[skip..].to_string(), (*e.last()?).clone())))
+                .collect())
+        })?;
+        if let [(rel, e)] = files.as_slice() {
+            if rel.is_empty() {
+                return Ok((e.cap.clone(), false));
+            }
+        }
+        // Folders, deepest first, each with its children.
+        let mut folders: BTreeMap<String, Vec<index::Child>> = BTreeMap::new();
+        folders.insert(String::new(), Vec::new());
+        for (rel, e) in &files {
+            let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+            let mut d = dir;
+            loop {
+                folders.entry(d.to_string()).or_default();
+                match d.rsplit_once('/') {
+                    Some((up, _)) => d = up,
+                    None if !d.is_empty() => d = "",
+                    None => break,
+                }
+            }
+            folders.entry(dir.to_string()).or_default().push(index::Child {
+                name: name.to_string(),
+                cap: e.cap.clone(),
+                folder: false,
+                size: e.size,
+                mtime: e.mtime,
+            });
+        }
+        let mut order: Vec<String> = folders.keys().cloned().collect();
+        order.sort_by_key(|d| std::cmp::Reverse(if d.is_empty() { 0 } else { d.matches('/').count() + 1 }));
+        let mut caps: BTreeMap<String, (String, u64)> = BTreeMap::new();
+        for dir in order {
+            let mut children = folders.remove(&dir).unwrap_or_default();
+            for (sub, (cap, size)) in caps.iter().filter(|(s, _)| parent_of(s) == dir && !s.is_empty()) {
+                let name = sub.rsplit_once('/').map_or(sub.as_str(), |(_, n)| n);
+                children.push(index::Child {
+                    name: name.to_string(),
+                    cap: cap.clone(),
+                    folder: true,
+                    size: *size,
+                    mtime: 0,
+                });
+            }
+            children.sort_by(|a, b| a.name.cmp(&b.name));
+            let size = children.iter().map(|c| c.size).sum();
+            let bytes = FolderNode { children }.encode()?;
+            let key = format!("dag/{}", blake3::hash(&bytes).to_hex());
+            let cap = match self.state.index_meta(&key)?.and_then(|v| String::from_utf8(v).ok()) {
+                Some(cap) => cap,
+                None => {
+                    let cap = self.store_small(bytes, ".jewel-folder").await?;
+                    self.state.set_index_meta(&[(&key, cap.as_bytes())])?;
+                    cap
+                }
+            };
+            caps.insert(dir, (cap, size));
+        }
+        let (cap, _) = caps.remove("").ok_or_else(|| IndexError::NotFound(path.clone()))?;
+        Ok((cap, true))
+    }
+
+    /// Publishes this device's head: a snapshot of the index as a Jewel file, and its cap
+    /// in two signed records (this device's slot, and the user's latest).
+    async fn publish_head(self: &Arc<Self>) -> Result<(), IndexOpError> {
+        let Some(user) = self.user_index.user() else { return Ok(()) };
+        let (sealed, count) = self.user_index.with(|ix| (ix.seal(&user.index_key()), ix.len()));
+        if count == 0 {
+            return Ok(());
+        }
+        let cap = self.store_small(sealed?, ".jewel-index").await?;
+        let net = self.blocks.net();
+        let addrs = net.listeners().await?.into_iter().take(3).map(|a| a.to_string()).collect();
+        let value = HeadValue {
+            cap: cap.clone(),
+            device: self.user_index.device,
+            peer: net.peer_id().to_string(),
+            addrs,
+        };
+        let value = serde_json::to_vec(&value).map_err(|e| IndexError::Malformed(e.to_string()))?;
+        let last = meta_u64(&self.state, "head/seq")?.unwrap_or(0);
+        let seq = (now_secs() * 1000).max(last + 1);
+        let key = user.index_key();
+        let mine = NameRecord::sign(
+            user.signing_key(),
+            names::device_slot(self.user_index.device),
+            seq,
+            &key,
+            &value,
+        )?;
+        let latest = NameRecord::sign(user.signing_key(), names::LATEST_SLOT, seq, &key, &value)?;
+        let previous = self.state.index_meta("head/cap")?.and_then(|v| String::from_utf8(v).ok());
+        self.state.set_index_meta(&[
+            ("head/seq", &seq.to_be_bytes()),
+            ("head/cap", cap.as_bytes()),
+            ("head/records", &[mine.encode()?, latest.encode()?].concat()),
+        ])?;
+        self.republish().await?;
+        tracing::info!(seq, ops = count, "published the index head");
+        // The snapshot before the one just replaced goes (one is kept for readers that
+        // resolved the previous record a moment ago).
+        let older = self.state.index_meta("head/previous")?.and_then(|v| String::from_utf8(v).ok());
+        if let Some(p) = &previous {
+            self.state.set_index_meta(&[("head/previous", p.as_bytes())])?;
+        }
+        if let Some(old) = older.filter(|o| Some(o) != previous.as_ref() && *o != cap) {
+            if let Err(e) = self.rm(&old).await {
+                tracing::debug!(error = %e, "an old index snapshot was not released");
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts this device's last head records (and its published names) in the DHT again.
+    async fn republish(&self) -> Result<(), IndexOpError> {
+        let mut records = Vec::new();
+        if let Some(bytes) = self.state.index_meta("head/records")? {
+            let mut at = 0;
+            while at < bytes.len() {
+                let len = 4 + 32 + 32 + 8;
+                let Some(l) = bytes.get(at + len..at + len + 2) else { break };
+                let total = len + 2 + usize::from(u16::from_be_bytes([l[0], l[1]])) + 64;
+                let Some(one) = bytes.get(at..at + total) else { break };
+                records.push(NameRecord::decode(one)?);
+                at += total;
+            }
+        }
+        for label in self.published_labels()? {
+            if let Some(bytes) = self.state.index_meta(&format!("name/{label}"))? {
+                records.push(NameRecord::decode(&bytes)?);
+            }
+        }
+        for r in records {
+            self.blocks.net().publish_name(r).await?;
+        }
+        Ok(())
+    }
+
+    fn published_labels(&self) -> Result<Vec<String>, IndexOpError> {
+        let labels = self.state.index_meta("names")?.unwrap_or_default();
+        Ok(String::from_utf8_lossy(&labels).split('\n').filter(|l| !l.is_empty()).map(String::from).collect())
+    }
+
+    /// Resolves the heads of the user's devices and merges what they have that this device
+    /// has not; how many ops were new.
+    pub(crate) async fn catch_up(self: &Arc<Self>) -> Result<usize, IndexOpError> {
+        let Some(user) = self.user_index.user() else { return Ok(0) };
+        let me = self.user_index.device;
+        let pubkey = user.signing_key().verifying_key().to_bytes();
+        let mut done: HashSet<[u8; 32]> = HashSet::from([names::device_slot(me)]);
+        let mut todo = vec![names::LATEST_SLOT];
+        let mut merged = 0;
+        while let Some(slot) = todo.pop() {
+            if !done.insert(slot) || done.len() > MAX_DEVICES {
+                continue;
+            }
+            match self.merge_head(&user, &pubkey, slot).await {
+                Ok(n) => merged += n,
+                Err(e) => tracing::info!(error = %e, "a device's index head could not be merged"),
+            }
+            if todo.is_empty() {
+                let devices: HashSet<u64> =
+                    self.user_index.with(|ix| ix.ops().map(|o| o.id.device).collect());
+                todo.extend(devices.into_iter().map(names::device_slot).filter(|s| !done.contains(s)));
+            }
+        }
+        Ok(merged)
+    }
+
+    async fn merge_head(
+        self: &Arc<Self>,
+        user: &UserKey,
+        pubkey: &[u8; 32],
+        slot: [u8; 32],
+    ) -> Result<usize, IndexOpError> {
+        let key = names::key(pubkey, &slot);
+        let Some(record) = self.blocks.net().find_name(key.clone()).await? else { return Ok(0) };
+        let seen_key = format!("seen/{}", blake3::hash(&key).to_hex());
+        let seen = meta_u64(&self.state, &seen_key)?.unwrap_or(0);
+        if record.seq < seen {
+            tracing::warn!(
+                seq = record.seq,
+                seen,
+                "refused a replayed index head (a lower sequence number than one seen)"
+            );
+            return Ok(0);
+        }
+        if record.seq == seen {
+            return Ok(0);
+        }
+        let value: HeadValue = serde_json::from_slice(&record.open(&user.index_key())?)
+            .map_err(|e| IndexError::Malformed(e.to_string()))?;
+        let mut merged = 0;
+        if value.device != self.user_index.device {
+            self.meet(&value).await;
+            let bytes = self.read_cap(&value.cap, None, index::MAX_SNAPSHOT as u64).await?;
+            let ops = Index::open(&user.index_key(), &bytes)?;
+            merged = self.merge_ops(ops)?;
+            if merged > 0 {
+                tracing::info!(merged, "merged index changes from another device's head");
+            }
+        }
+        self.state.set_index_meta(&[(&seen_key, &record.seq.to_be_bytes())])?;
+        Ok(merged)
+    }
+
+    /// Connects to another device of the user, so gossip reaches it directly.
+    async fn meet(&self, head: &HeadValue) {
+        let net = self.blocks.net();
+        let Ok(peer) = head.peer.parse::<jewel_net::PeerId>() else { return };
+        if net.connect(peer).await.is_ok() {
+            return;
+        }
+        for a in &head.addrs {
+            if let Ok(addr) = a.parse::<jewel_net::Multiaddr>() {
+                if net.dial(addr).await.is_ok() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// `jewel name publish`: `cap` under the user's key and `label`.
+    pub async fn name_publish(self: &Arc<Self>, cap: &str, label: &str) -> Result<String, IndexOpError> {
+        let user = self.user_index.user().ok_or(IndexOpError::NoUser)?;
+        jewel::caps::Cap::parse(cap).map_err(GetError::Cap)?;
+        let pubkey = user.signing_key().verifying_key().to_bytes();
+        let name = names::format_name(&pubkey, label);
+        names::parse_name(&name)?;
+        let key_name = format!("name/{label}");
+        let last =
+            self.state.index_meta(&key_name)?.and_then(|b| NameRecord::decode(&b).ok()).map_or(0, |r| r.seq);
+        let seq = (now_secs() * 1000).max(last + 1);
+        let record = NameRecord::sign(
+            user.signing_key(),
+            names::label_slot(label),
+            seq,
+            &names::label_key(&pubkey, label),
+            cap.as_bytes(),
+        )?;
+        let mut labels = self.published_labels()?;
+        if !labels.iter().any(|l| l == label) {
+            labels.push(label.to_string());
+        }
+        self.state
+            .set_index_meta(&[(&key_name, &record.encode()?), ("names", labels.join("\n").as_bytes())])?;
+        self.blocks.net().publish_name(record).await?;
+        Ok(name)
+    }
+
+    /// `jewel name resolve`: the cap a name names now.
+    pub async fn name_resolve(&self, name: &str) -> Result<(String, u64), IndexOpError> {
+        let (user, label) = names::parse_name(name)?;
+        let key = names::key(&user, &names::label_slot(&label));
+        let record = self
+            .blocks
+            .net()
+            .find_name(key.clone())
+            .await?
+            .ok_or_else(|| IndexOpError::NoRecord(name.to_string()))?;
+        let seen_key = format!("seen/{}", blake3::hash(&key).to_hex());
+        let seen = meta_u64(&self.state, &seen_key)?.unwrap_or(0);
+        if record.seq < seen {
+            tracing::warn!(seq = record.seq, seen, "refused a replayed name record");
+            return Err(IndexOpError::NoRecord(format!("{name} newer than the one last seen")));
+        }
+        let cap = String::from_utf8(record.open(&names::label_key(&user, &label))?)
+            .map_err(|_| NameError::Malformed("its value is not text"))?;
+        self.state.set_index_meta(&[(&seen_key, &record.seq.to_be_bytes())])?;
+        Ok((cap, record.seq))
+    }
+}
+
+fn parent_of(dir: &str) -> &str {
+    dir.rsplit_once('/').map_or("", |(up, _)| up)
+}
+
+/// Runs the index's background work until `shutdown`: receiving gossip, publishing this
+/// device's head after changes, and catching up with the other devices.
+pub(crate) fn spawn(node: Arc<Node>, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let net = node.blocks.net().clone();
+    let mut events = net.events();
+    let receiver = node.clone();
+    let mut stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut subscribed: Option<String> = None;
+        loop {
+            if let Some(user) = receiver.user_index.user() {
+                let t = index::topic(&user);
+                if subscribed.as_ref() != Some(&t) {
+                    match net.subscribe(t.clone()).await {
+                        Ok(()) => subscribed = Some(t),
+                        Err(e) => tracing::warn!(error = %e, "could not join the user's gossip topic"),
+                    }
+                }
+            }
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Ok(NetEvent::Gossip { topic: t, data, .. }) if subscribed.as_ref() == Some(&t) => {
+                        match receiver.receive_gossip(&data) {
+                            Ok(n) if n > 0 => tracing::info!(merged = n, "merged index changes from another device"),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "refused an index message on the user's topic"),
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => receiver.user_index.catch_up.notify_one(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                _ = receiver.user_index.joined.notified() => {}
+                _ = receiver.user_index.catch_up.notified() => {
+                    // The user may be new: join its topic first (the loop's top), then catch up.
+                    let n = receiver.clone();
+                    tokio::spawn(async move {
+                        match n.catch_up().await {
+                            Ok(m) if m > 0 => tracing::info!(merged = m, "caught up with the user's other devices"),
+                            Ok(_) => {}
+                            Err(e) => tracing::info!(error = %e, "could not catch up with the user's other devices"),
+                        }
+                    });
+                }
+                _ = stop.changed() => break,
+            }
+        }
+    });
+    let publisher = node.clone();
+    let mut stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut last_publish = tokio::time::Instant::now();
+        let mut republish = tokio::time::interval(REPUBLISH_EVERY);
+        let mut catch_up = tokio::time::interval(CATCH_UP_EVERY);
+        loop {
+            tokio::select! {
+                _ = publisher.user_index.changed.notified() => {
+                    tokio::time::sleep(PUBLISH_DELAY).await;
+                    if let Err(e) = publisher.publish_head().await {
+                        tracing::warn!(error = %e, "could not publish the index head; trying again shortly");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        publisher.user_index.changed.notify_one();
+                    }
+                    last_publish = tokio::time::Instant::now();
+                }
+                _ = republish.tick() => {
+                    if last_publish.elapsed() >= REPUBLISH_EVERY / 2 || last_publish.elapsed() < Duration::from_secs(1) {
+                        if let Err(e) = publisher.republish().await {
+                            tracing::debug!(error = %e, "could not republish the index head");
+                        }
+                    }
+                }
+                _ = catch_up.tick() => publisher.user_index.catch_up.notify_one(),
+                _ = stop.changed() => break,
+            }
+        }
+    });
+}
