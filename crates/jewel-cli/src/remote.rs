@@ -147,11 +147,6 @@ pub fn put(
 ) -> Result<()> {
     let api = Api::open(home)?;
     let path = absolute(file)?;
-    let hash = {
-        let mut h = blake3::Hasher::new();
-        std::fs::File::open(&path).ok().and_then(|f| h.update_reader(f).ok());
-        h.finalize().to_hex().to_string()
-    };
     let v = with_progress(&api, "put", |job| {
         let req = api::PutRequest {
             path,
@@ -159,7 +154,8 @@ pub fn put(
             job: job.map(str::to_string),
             at: at.map(str::to_string),
             no_clobber,
-            hash: Some(hash),
+            // Only `put -r` hashes (to skip unchanged files): a single put reads the file once.
+            hash: None,
         };
         api.call::<api::Put>(&req)
     })?;
@@ -312,7 +308,7 @@ pub fn id_recover(home: Option<&Path>, json: bool) -> Result<()> {
         outln!("{}", v.user.unwrap_or_default());
         match v.index_files {
             Some(n) => eprintln!("your index has {n} files (`jewel ls -r` lists them)"),
-            None => eprintln!("your index was not found yet; it is looked for again every minute"),
+            None => eprintln!("your index was not found yet; it is looked for again every 10 seconds"),
         }
     }
     Ok(())

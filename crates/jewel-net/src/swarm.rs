@@ -660,6 +660,16 @@ impl EventLoop {
             Command::PublishName { record, reply } => match record.encode() {
                 Ok(bytes) => {
                     let mut r = kad::Record::new(names::key(&record.user, &record.slot), bytes);
+                    // Never over a newer record this node keeps (Kademlia would store it here
+                    // as it is).
+                    use kad::store::RecordStore;
+                    let kept = kad.store_mut().get(&r.key).and_then(|k| NameRecord::decode(&k.value).ok());
+                    if let Some(k) = kept.filter(|k| k.seq > record.seq) {
+                        let why =
+                            format!("a newer name record (sequence {} > {}) is known", k.seq, record.seq);
+                        let _ = reply.send(Err(NetError::Dht(why)));
+                        return;
+                    }
                     r.expires = Some(std::time::Instant::now() + NAME_TTL);
                     self.publish(r, reply)
                 }

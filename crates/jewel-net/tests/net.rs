@@ -795,3 +795,47 @@ async fn each_peer_and_all_new_peers_get_a_bounded_share_of_a_holder() {
         n.shutdown().await;
     }
 }
+
+/// Signed name records (a user's index heads): a valid one is found from any node; one
+/// that is forged (signed by someone else for the user) or replayed (an older sequence
+/// number) is refused by the peers that hold the record and by the reader, so a reader
+/// always gets the user's newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn name_records_are_verified_and_never_go_back() {
+    use jewel::names::{self, NameRecord};
+    let (nodes, _stores) = network(4, None).await;
+    let user = jewel::user::UserKey::generate().unwrap();
+    let value_key = user.index_key();
+    let slot = names::device_slot(7);
+    let key = names::key(&user.signing_key().verifying_key().to_bytes(), &slot);
+    let sign =
+        |seq: u64, value: &[u8]| NameRecord::sign(user.signing_key(), slot, seq, &value_key, value).unwrap();
+    nodes[0].handle().publish_name(sign(10, b"ten")).await.unwrap();
+    let found = nodes[3].handle().find_name(key.clone()).await.unwrap().expect("the record is found");
+    assert_eq!((found.seq, found.open(&value_key).unwrap()), (10, b"ten".to_vec()));
+    // Every node finds it before the attacks (its publication reaches the others as it goes).
+    for n in &nodes {
+        let mut tries = 0;
+        while n.handle().find_name(key.clone()).await.unwrap().map(|r| r.seq) != Some(10) {
+            tries += 1;
+            assert!(tries < 100, "node never found the record");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    // Forged: a higher sequence number, signed by another key in the user's name.
+    let mallory = jewel::user::UserKey::generate().unwrap();
+    let mut forged = NameRecord::sign(mallory.signing_key(), slot, 99, &value_key, b"evil").unwrap();
+    forged.user = user.signing_key().verifying_key().to_bytes();
+    let _ = nodes[1].handle().publish_name(forged).await;
+    // Replayed: a genuine older record.
+    let _ = nodes[2].handle().publish_name(sign(5, b"five")).await;
+    for n in &nodes {
+        let found = n.handle().find_name(key.clone()).await.unwrap().expect("still found");
+        assert_eq!(found.seq, 10, "a forged or replayed record replaced the newest");
+    }
+    // A newer genuine one replaces it everywhere.
+    nodes[1].handle().publish_name(sign(11, b"eleven")).await.unwrap();
+    let found = nodes[3].handle().find_name(key).await.unwrap().unwrap();
+    assert_eq!((found.seq, found.open(&value_key).unwrap()), (11, b"eleven".to_vec()));
+}

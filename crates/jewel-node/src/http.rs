@@ -189,6 +189,8 @@ async fn on_home<T: Send + 'static>(
 
 /// How long `jewel id recover` waits for the user's index.
 const RECOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long `jewel id recover` waits for an online device's answer.
+const ONLINE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn id_show(State(s): S) -> Reply<api::IdShow> {
     let user = on_home(&s, crate::user::load).await?;
@@ -203,9 +205,12 @@ async fn id_init(State(s): S, Body(_): Req<api::IdInit>) -> Reply<api::IdInit> {
 
 async fn id_recover(State(s): S, Body(req): Req<api::IdRecover>) -> Reply<api::IdRecover> {
     let key = on_home(&s, move |home| crate::user::recover(home, &req.phrase)).await?;
+    let before = *s.node.user_index.heard.borrow();
     s.node.user_index.set_user(key.clone());
-    // The user's index, from their other devices' heads, before the command returns.
+    // The user's index before the command returns: from their other devices' heads in the
+    // DHT, and from those online, which answer this device's ask at once.
     let caught = tokio::time::timeout(RECOVER_WAIT, s.node.catch_up()).await;
+    s.node.wait_heard(before, ONLINE_WAIT).await;
     let index_files = match caught {
         Ok(Ok(_)) => Some(s.node.user_index.files()),
         Ok(Err(e)) => {

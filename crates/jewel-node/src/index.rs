@@ -9,7 +9,7 @@
 //! - Shortly after, the device stores a snapshot of every op it knows (sealed with the
 //!   index key) as an ordinary Jewel file, and publishes its cap as a signed name record
 //!   in the DHT twice: in this device's slot and in the user's "latest" slot.
-//! - At start, after `jewel id recover` or `init`, and every minute, it resolves the
+//! - At start, after `jewel id recover` or `init`, and every 10 seconds, it resolves the
 //!   latest slot and the slot of every device its ops name, and merges the snapshots it
 //!   has not merged yet. A record with a lower sequence number than one seen is refused.
 //! - A version that falls off (more than [`KEEP_VERSIONS`] at a path, or every version of
@@ -33,12 +33,14 @@ use crate::state::{StateError, StateStore};
 /// Versions kept of each path (the live one included).
 pub const KEEP_VERSIONS: usize = 5;
 /// How often the device looks for its other devices' heads, and republishes its own.
-const CATCH_UP_EVERY: Duration = Duration::from_secs(60);
+const CATCH_UP_EVERY: Duration = Duration::from_secs(10);
 const REPUBLISH_EVERY: Duration = Duration::from_secs(1800);
 /// A change is published this long after it, so a burst of changes is one snapshot.
 const PUBLISH_DELAY: Duration = Duration::from_millis(300);
 /// Devices looked up per catch-up, at most.
 const MAX_DEVICES: usize = 64;
+/// A device answers another's ask at most this often.
+const ANSWER_EVERY: Duration = Duration::from_secs(2);
 /// The largest folder node read, in bytes.
 const MAX_FOLDER_NODE: u64 = 64 << 20;
 /// Files listed under one shared folder, at most.
@@ -94,6 +96,10 @@ pub(crate) struct UserIndex {
     catch_up: tokio::sync::Notify,
     /// Wakes the gossip receiver to join the user's topic.
     joined: tokio::sync::Notify,
+    /// Messages heard from the user's other devices (not counting their asks).
+    pub heard: tokio::sync::watch::Sender<u64>,
+    /// When this device last answered an ask.
+    answered: Mutex<Option<std::time::Instant>>,
     /// Serializes releases of fallen-off versions.
     releasing: tokio::sync::Mutex<()>,
 }
@@ -131,6 +137,8 @@ impl UserIndex {
             changed: Default::default(),
             catch_up: Default::default(),
             joined: Default::default(),
+            heard: tokio::sync::watch::Sender::new(0),
+            answered: Mutex::new(None),
             releasing: Default::default(),
         })
     }
@@ -227,7 +235,7 @@ impl Node {
 
     async fn gossip_ops(&self, ops: &[Op]) -> Result<(), IndexOpError> {
         let Some(user) = self.user_index.user() else { return Ok(()) };
-        let msg = index::seal_message(&user, ops)?;
+        let msg = index::seal_message(&user, &index::Message { ops: ops.to_vec(), ask: false })?;
         if msg.len() > jewel_net::swarm::GOSSIP_MAX {
             return Err(IndexError::Malformed(format!(
                 "{} bytes of changes, over the gossip limit",
@@ -252,15 +260,90 @@ impl Node {
             Ok(fresh)
         })?;
         let n = new.len();
+        self.adopt(&new)?;
         self.after_change(new, false);
         Ok(n)
+    }
+
+    /// Sends every op this device has to the user's other devices (when it joins their
+    /// topic, asking for theirs in return; or to answer a device that just joined, at most
+    /// once per [`ANSWER_EVERY`]). An index too large for one message is left to the heads.
+    pub(crate) async fn tell_all(&self, ask: bool) -> Result<(), IndexOpError> {
+        let Some(user) = self.user_index.user() else { return Ok(()) };
+        let ops: Vec<Op> = self.user_index.with(|ix| ix.ops().cloned().collect());
+        let mut msg = index::seal_message(&user, &index::Message { ops, ask })?;
+        if msg.len() > jewel_net::swarm::GOSSIP_MAX {
+            if !ask {
+                return Ok(());
+            }
+            msg = index::seal_message(&user, &index::Message { ops: Vec::new(), ask })?;
+        }
+        self.blocks.net().gossip(index::topic(&user), msg).await?;
+        Ok(())
+    }
+
+    fn answer_ask(self: &Arc<Self>) {
+        let now = std::time::Instant::now();
+        {
+            let mut last = self.user_index.answered.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| now.duration_since(t) < ANSWER_EVERY) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = node.tell_all(false).await {
+                tracing::debug!(error = %e, "could not answer another device");
+            }
+        });
+    }
+
+    /// Waits until another device's answer arrives after `before` (see
+    /// [`UserIndex::heard`]), at most `within`.
+    pub(crate) async fn wait_heard(&self, before: u64, within: Duration) {
+        let mut rx = self.user_index.heard.subscribe();
+        let _ = tokio::time::timeout(within, rx.wait_for(|n| *n > before)).await;
+    }
+
+    /// Takes on the files another device of the user put (the entries of `ops` this node
+    /// has no record of): their leases are renewed, and they are audited and repaired,
+    /// here too, so they outlive the device that put them.
+    fn adopt(&self, ops: &[Op]) -> Result<(), IndexOpError> {
+        for op in ops {
+            let Some(e) = &op.entry else { continue };
+            let Ok(cap) = jewel::caps::Cap::parse(&e.cap) else { continue };
+            let id = cap.manifest().to_string();
+            if self.state.file(&id)?.is_some() {
+                continue;
+            }
+            let record = crate::api::FileRecord {
+                name: op.path.clone(),
+                cap: Some(e.cap.clone()),
+                scheme: e.scheme.clone(),
+                size: e.size,
+                holders: Vec::new(),
+                audit: None,
+                lease_missing: Vec::new(),
+                leased_at: 0,
+                corrupt: Vec::new(),
+                indexed: true,
+            };
+            self.state.insert_file(&id, &record)?;
+        }
+        Ok(())
     }
 
     /// A gossip message on the user's topic: checked (signature, seal) and merged.
     fn receive_gossip(self: &Arc<Self>, data: &[u8]) -> Result<usize, IndexOpError> {
         let Some(user) = self.user_index.user() else { return Ok(0) };
-        let ops = index::open_message(&user, data)?;
-        self.merge_ops(ops)
+        let message = index::open_message(&user, data)?;
+        if message.ask {
+            self.answer_ask();
+        } else {
+            self.user_index.heard.send_modify(|n| *n += 1);
+        }
+        self.merge_ops(message.ops)
     }
 
     /// Releases the files this node put for the index that no kept entry names any more.
@@ -311,7 +394,7 @@ impl Node {
         let path = index::normalize(&req.target)?;
         self.user_index.with(|ix| {
             if req.versions {
-                let versions = ix.versions(&path);
+                let versions: Vec<_> = ix.versions(&path).into_iter().take(KEEP_VERSIONS).collect();
                 if versions.is_empty() {
                     return Err(IndexError::NotFound(path.clone()).into());
                 }
@@ -599,6 +682,7 @@ impl Node {
             ("head/seq", &seq.to_be_bytes()),
             ("head/cap", cap.as_bytes()),
             ("head/records", &[mine.encode()?, latest.encode()?].concat()),
+            ("head/ops", &(count as u64).to_be_bytes()),
         ])?;
         self.republish().await?;
         tracing::info!(seq, ops = count, "published the index head");
@@ -794,7 +878,15 @@ pub(crate) fn spawn(node: Arc<Node>, shutdown: tokio::sync::watch::Receiver<bool
                 let t = index::topic(&user);
                 if subscribed.as_ref() != Some(&t) {
                     match net.subscribe(t.clone()).await {
-                        Ok(()) => subscribed = Some(t),
+                        Ok(()) => {
+                            subscribed = Some(t);
+                            let n = receiver.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = n.tell_all(true).await {
+                                    tracing::debug!(error = %e, "no other device of the user is online");
+                                }
+                            });
+                        }
                         Err(e) => tracing::warn!(error = %e, "could not join the user's gossip topic"),
                     }
                 }
@@ -831,6 +923,11 @@ pub(crate) fn spawn(node: Arc<Node>, shutdown: tokio::sync::watch::Receiver<bool
     let publisher = node.clone();
     let mut stop = shutdown.clone();
     tokio::spawn(async move {
+        // Changes made while no peer could take them (the device was offline) go out now.
+        let published = meta_u64(&publisher.state, "head/ops").ok().flatten().unwrap_or(0);
+        if publisher.user_index.with(|ix| ix.len() as u64) != published {
+            publisher.user_index.changed.notify_one();
+        }
         let mut last_publish = tokio::time::Instant::now();
         let mut republish = tokio::time::interval(REPUBLISH_EVERY);
         let mut catch_up = tokio::time::interval(CATCH_UP_EVERY);

@@ -287,6 +287,10 @@ impl Node {
     /// The recorded holders of a file, if this node put it.
     pub fn recorded_holders(&self, manifest: &BlockId) -> Option<Vec<PeerId>> {
         let record = self.state.file(&manifest.to_string()).ok()??;
+        // A file adopted from the user's index (put by another device) has none recorded.
+        if record.holders.is_empty() {
+            return None;
+        }
         record.holders.iter().map(|h| h.parse().ok()).collect()
     }
 

@@ -71,3 +71,15 @@ fn zstd_sample_test(bencher: Bencher) {
         .counter(BytesCount::new(LEN))
         .bench_local(|| zstd::bulk::compress(divan::black_box(&d[..64 << 10]), 1).unwrap());
 }
+
+/// Two devices that made 5 000 edits each apart (1 000 to the same paths) meet: one takes
+/// the other's ops (issue 14's merge target: within 200 ms).
+#[divan::bench]
+fn index_merge_5000_each(bencher: Bencher) {
+    let (a, b) = jewel::index::apart(5000, 1000);
+    let theirs: Vec<jewel::index::Op> = b.ops().cloned().collect();
+    bencher.with_inputs(|| a.clone()).bench_local_values(|mut mine| {
+        mine.merge(&theirs).unwrap();
+        mine.files().len()
+    });
+}

@@ -443,14 +443,8 @@ impl Index {
 }
 
 /// Ops from compressed JSON, bounded in count and size.
-pub fn decode_ops(packed: &[u8]) -> Result<Vec<Op>, IndexError> {
-    use std::io::Read;
-    let mut json = Vec::new();
-    zstd::Decoder::new(packed)
-        .map_err(|e| IndexError::Malformed(e.to_string()))?
-        .take(MAX_SNAPSHOT as u64 * 8)
-        .read_to_end(&mut json)
-        .map_err(|e| IndexError::Malformed(e.to_string()))?;
+fn decode_ops(packed: &[u8]) -> Result<Vec<Op>, IndexError> {
+    let json = unpack(packed)?;
     let ops: Vec<Op> = serde_json::from_slice(&json).map_err(|e| IndexError::Malformed(e.to_string()))?;
     if ops.len() > MAX_OPS {
         return Err(IndexError::Malformed(format!("{} ops; the limit is {MAX_OPS}", ops.len())));
@@ -458,28 +452,33 @@ pub fn decode_ops(packed: &[u8]) -> Result<Vec<Op>, IndexError> {
     Ok(ops)
 }
 
-/// Ops as compressed JSON (a gossip message's body).
-pub fn encode_ops(ops: &[Op]) -> Result<Vec<u8>, IndexError> {
-    let json = serde_json::to_vec(ops).map_err(|e| IndexError::Malformed(e.to_string()))?;
-    zstd::encode_all(&json[..], 3).map_err(|e| IndexError::Malformed(e.to_string()))
-}
-
 const MESSAGE_CONTEXT: &[u8] = b"jewel index message v1";
 
-/// Ops as a message for the user's other devices: compressed, sealed with the user's
-/// index key, and signed with the user's key (`signature (64) ‖ sealed`).
-pub fn seal_message(user: &crate::user::UserKey, ops: &[Op]) -> Result<Vec<u8>, IndexError> {
+/// What a device tells the user's other devices: ops, and whether it asks them for theirs
+/// (a device that just joined does).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub ops: Vec<Op>,
+    #[serde(default)]
+    pub ask: bool,
+}
+
+/// A message for the user's other devices: compressed, sealed with the user's index key,
+/// and signed with the user's key (`signature (64) ‖ sealed`).
+pub fn seal_message(user: &crate::user::UserKey, message: &Message) -> Result<Vec<u8>, IndexError> {
     use ed25519_dalek::Signer;
-    let sealed = crate::crypto::seal_box(&user.index_key(), MESSAGE_CONTEXT, &encode_ops(ops)?)
+    let json = serde_json::to_vec(message).map_err(|e| IndexError::Malformed(e.to_string()))?;
+    let packed = zstd::encode_all(&json[..], 3).map_err(|e| IndexError::Malformed(e.to_string()))?;
+    let sealed = crate::crypto::seal_box(&user.index_key(), MESSAGE_CONTEXT, &packed)
         .map_err(|e| IndexError::Malformed(e.to_string()))?;
     let mut msg = user.signing_key().sign(&sealed).to_bytes().to_vec();
     msg.extend_from_slice(&sealed);
     Ok(msg)
 }
 
-/// The ops of a message [`seal_message`] made for the same user; refused if it is not
-/// signed by the user, or does not open with the index key.
-pub fn open_message(user: &crate::user::UserKey, msg: &[u8]) -> Result<Vec<Op>, IndexError> {
+/// A message [`seal_message`] made for the same user; refused if it is not signed by the
+/// user, or does not open with the index key.
+pub fn open_message(user: &crate::user::UserKey, msg: &[u8]) -> Result<Message, IndexError> {
     use ed25519_dalek::Verifier;
     if msg.len() < 64 {
         return Err(IndexError::Malformed("a message shorter than its signature".into()));
@@ -489,7 +488,23 @@ pub fn open_message(user: &crate::user::UserKey, msg: &[u8]) -> Result<Vec<Op>, 
     user.signing_key().verifying_key().verify(sealed, &sig).map_err(|_| IndexError::Signature)?;
     let packed = crate::crypto::open_box(&user.index_key(), MESSAGE_CONTEXT, sealed)
         .map_err(|_| IndexError::Sealed)?;
-    decode_ops(&packed)
+    let json = unpack(&packed)?;
+    let m: Message = serde_json::from_slice(&json).map_err(|e| IndexError::Malformed(e.to_string()))?;
+    if m.ops.len() > MAX_OPS {
+        return Err(IndexError::Malformed(format!("{} ops; the limit is {MAX_OPS}", m.ops.len())));
+    }
+    Ok(m)
+}
+
+fn unpack(packed: &[u8]) -> Result<Vec<u8>, IndexError> {
+    use std::io::Read;
+    let mut json = Vec::new();
+    zstd::Decoder::new(packed)
+        .map_err(|e| IndexError::Malformed(e.to_string()))?
+        .take(MAX_SNAPSHOT as u64 * 8)
+        .read_to_end(&mut json)
+        .map_err(|e| IndexError::Malformed(e.to_string()))?;
+    Ok(json)
 }
 
 /// The gossip topic of a user's devices (it names the user to no one who does not know
@@ -554,6 +569,28 @@ impl FolderNode {
     pub fn is_folder(bytes: &[u8]) -> bool {
         bytes.starts_with(FOLDER_MAGIC)
     }
+}
+
+/// Two indexes made apart: each device puts `edits` paths, `shared` of them the same
+/// paths as the other's (for the merge benchmark and its test).
+pub fn apart(edits: usize, shared: usize) -> (Index, Index) {
+    let make = |device: u64| {
+        let mut ix = Index::new();
+        for i in 0..edits {
+            let path =
+                if i < shared { format!("shared/{i}.txt") } else { format!("d{device}/{}/{i}.txt", i % 50) };
+            let entry = Entry {
+                cap: format!("jewel:r1:{device}x{i}"),
+                size: i as u64,
+                mtime: 1_764_000_000,
+                scheme: "jewels:3/5".into(),
+                hash: String::new(),
+            };
+            let _ = ix.put(device, &path, entry, false);
+        }
+        ix
+    };
+    (make(1), make(2))
 }
 
 #[cfg(test)]
@@ -663,6 +700,22 @@ mod tests {
         let bytes = node.encode().unwrap();
         assert!(matches!(FolderNode::decode(&bytes), Some(Err(IndexError::BadPath { .. }))));
         assert!(FolderNode::decode(b"plain file").is_none());
+    }
+
+    /// The merge target's scenario: two devices apart make 5 000 edits each, 1 000 of them
+    /// to the same paths; after each takes the other's ops, both show the same index, and
+    /// every same-path edit is a conflict with both entries.
+    #[test]
+    fn two_devices_apart_agree_after_they_meet() {
+        let (a, b) = apart(5000, 1000);
+        let mut a2 = a.clone();
+        a2.merge(b.ops().collect::<Vec<_>>()).unwrap();
+        let mut b2 = b.clone();
+        b2.merge(a.ops().collect::<Vec<_>>()).unwrap();
+        assert!(a2 == b2);
+        assert_eq!(view(&a2), view(&b2));
+        assert_eq!(a2.files().len(), 9000);
+        assert_eq!(a2.files().values().filter(|e| e.len() == 2).count(), 1000);
     }
 
     /// A device's edits: (path number, put or remove).

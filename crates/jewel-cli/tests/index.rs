@@ -1,0 +1,308 @@
+//! One secret, every device (issue 14, parts 2–5) through the binary on real node
+//! processes: the private index with folders and versions, sharing a folder by cap, a
+//! second device that recovers the index from the phrase and follows changes, concurrent
+//! edits merged as a CRDT, and recovery after the first device's home is gone.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jewel_testkit::{eventually, exclusive, Devnet, Node};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jewel");
+const SCHEME: &str = "replicate:2";
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+/// `jewel ls -r --json` as (path, caps) pairs.
+fn listing(node: &Node, target: &str) -> Vec<(String, Vec<String>)> {
+    let v = node.json(&["ls", target, "-r", "--json"]);
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let caps =
+                e["caps"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+            (e["path"].as_str().unwrap().to_string(), caps)
+        })
+        .collect()
+}
+
+fn paths(node: &Node, target: &str) -> Vec<String> {
+    listing(node, target).into_iter().map(|(p, _)| p).collect()
+}
+
+/// Every file under `dir`, relative, with its bytes.
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push((p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A user's files by path: put under a path (or the file's name), replaced with the old
+/// version kept, a whole folder stored and stored again (unchanged files skipped), listed,
+/// fetched by path and as a folder, moved, removed, shared by a folder cap that another
+/// node reads; bad paths refused with one line, and nothing written outside `get -r`'s
+/// folder.
+#[test]
+fn folders_paths_and_versions() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 4, |_| Vec::new());
+    let me = &net.peers[0];
+    let dir = net.path("work");
+    write(&dir.join("notes.txt"), b"first notes");
+    write(&dir.join("v2.txt"), b"second notes");
+
+    // A plain put goes at the file's name; --as puts it anywhere.
+    let cap1 =
+        me.ok(&["put", dir.join("notes.txt").to_str().unwrap(), "--scheme", SCHEME]).trim().to_string();
+    assert!(cap1.starts_with("jewel:r1:"));
+    me.ok(&["put", dir.join("notes.txt").to_str().unwrap(), "--as", "docs/notes.txt", "--scheme", SCHEME]);
+    assert_eq!(paths(me, ""), ["docs/notes.txt", "notes.txt"]);
+    // Replacing says so and keeps the previous version.
+    let o =
+        me.run(&["put", dir.join("v2.txt").to_str().unwrap(), "--as", "docs/notes.txt", "--scheme", SCHEME]);
+    assert!(o.success() && o.stderr.contains("replaced docs/notes.txt"), "{}", o.stderr);
+    let out = net.path("out.txt");
+    me.ok(&["get", "docs/notes.txt", "-o", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), b"second notes");
+    me.ok(&["get", "docs/notes.txt", "--version", "2", "-o", out.to_str().unwrap(), "--force"]);
+    assert_eq!(std::fs::read(&out).unwrap(), b"first notes");
+    let versions = me.json(&["ls", "--versions", "docs/notes.txt", "--json"]);
+    assert_eq!(versions["entries"].as_array().unwrap().len(), 2);
+    // --no-clobber refuses before anything is stored.
+    let files_before = me.json(&["dir", "--json"])["files"].as_object().unwrap().len();
+    let e =
+        me.err_line(&["put", dir.join("v2.txt").to_str().unwrap(), "--as", "docs/notes.txt", "--no-clobber"]);
+    assert!(e.contains("already exists"), "{e}");
+    assert_eq!(me.json(&["dir", "--json"])["files"].as_object().unwrap().len(), files_before);
+
+    // A whole folder; again, unchanged files are skipped; a changed one is stored.
+    let photos = net.path("photos");
+    for (name, len) in [("a.jpg", 3000), ("trip/b.jpg", 70_000), ("trip/day 2/c.jpg", 10)] {
+        write(&photos.join(name), &data(len, len as u8));
+    }
+    let o = me.run(&["put", "-r", photos.to_str().unwrap(), "--scheme", SCHEME]);
+    assert!(o.success() && o.stderr.contains("stored 3 files under photos (0 unchanged"), "{}", o.stderr);
+    let o = me.run(&["put", "-r", photos.to_str().unwrap(), "--scheme", SCHEME]);
+    assert!(o.success() && o.stderr.contains("stored 0 files under photos (3 unchanged"), "{}", o.stderr);
+    write(&photos.join("a.jpg"), &data(3000, 99));
+    let o = me.run(&["put", "-r", photos.to_str().unwrap(), "--scheme", SCHEME]);
+    assert!(o.success() && o.stderr.contains("stored 1 files under photos (2 unchanged"), "{}", o.stderr);
+    assert_eq!(paths(me, "photos"), ["photos/a.jpg", "photos/trip/b.jpg", "photos/trip/day 2/c.jpg"]);
+    let top = me.json(&["ls", "--json"]);
+    let folders: Vec<&str> = top["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["folder"] == true)
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(folders, ["docs", "photos"]);
+    let got = net.path("got");
+    me.ok(&["get", "-r", "photos", "-o", got.to_str().unwrap()]);
+    assert_eq!(tree(&got), tree(&photos));
+
+    // A folder cap reads the subtree, on a node that has no index of this user at all.
+    let share = me.ok(&["share", "photos/trip"]).trim().to_string();
+    let other = &net.peers[2];
+    assert_eq!(paths(other, &share), ["b.jpg", "day 2/c.jpg"]);
+    let shared = net.path("shared");
+    other.ok(&["get", "-r", &share, "-o", shared.to_str().unwrap()]);
+    assert_eq!(tree(&shared), tree(&photos.join("trip")));
+    assert!(paths(other, "").is_empty(), "sharing gives the other node nothing of the index");
+    // A file's share is its cap.
+    assert_eq!(me.ok(&["share", "notes.txt"]).trim(), cap1);
+
+    // Move and remove.
+    me.ok(&["mv", "photos/trip", "travel"]);
+    assert_eq!(paths(me, "travel"), ["travel/b.jpg", "travel/day 2/c.jpg"]);
+    assert!(me.err_line(&["ls", "photos/trip"]).contains("no file or folder at `photos/trip`"));
+    let e = me.err_line(&["rm", "travel"]);
+    assert!(e.contains("is a folder; give -r"), "{e}");
+    me.ok(&["rm", "-r", "travel"]);
+    me.ok(&["rm", "notes.txt"]);
+    assert_eq!(paths(me, ""), ["docs/notes.txt", "photos/a.jpg"]);
+
+    // Bad paths: one line each, nothing stored.
+    for bad in ["../x", "a//b", "docs/./x"] {
+        let e = me.err_line(&["put", dir.join("v2.txt").to_str().unwrap(), "--as", bad, "--scheme", SCHEME]);
+        assert!(e.starts_with("error: path"), "{bad}: {e}");
+        let e = me.err_line(&["get", bad, "-o", net.path("bad").to_str().unwrap()]);
+        assert!(e.starts_with("error: path"), "{bad}: {e}");
+    }
+    assert_eq!(paths(me, ""), ["docs/notes.txt", "photos/a.jpg"]);
+
+    // A folder node that names `..` is refused by `get -r`: nothing is written outside.
+    let evil = net.path("evil.dir");
+    let body = format!(r#"{{"children":[{{"name":"..","cap":"{cap1}","folder":false,"size":11}}]}}"#);
+    write(&evil, &[b"JEWELDIR1\n".as_slice(), body.as_bytes()].concat());
+    let evil_cap = me.ok(&["put", evil.to_str().unwrap(), "--scheme", SCHEME]).trim().to_string();
+    let target = net.path("inside/out");
+    let e = me.err_line(&["get", "-r", &evil_cap, "-o", target.to_str().unwrap()]);
+    assert!(e.contains("not a plain name"), "{e}");
+    assert!(!net.path("inside").exists(), "get -r wrote something");
+}
+
+/// More than five versions of a path: the oldest falls off the list and its file is
+/// released from its holders.
+#[test]
+fn a_version_that_falls_off_is_released() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 3, |_| Vec::new());
+    let me = &net.peers[0];
+    let file = net.path("f.txt");
+    let mut caps = Vec::new();
+    for i in 0..6u8 {
+        write(&file, &[i; 10]);
+        caps.push(
+            me.ok(&["put", file.to_str().unwrap(), "--as", "f.txt", "--scheme", SCHEME]).trim().to_string(),
+        );
+    }
+    let v = me.json(&["ls", "--versions", "f.txt", "--json"]);
+    let listed: Vec<&str> =
+        v["entries"].as_array().unwrap().iter().map(|e| e["caps"][0].as_str().unwrap()).collect();
+    let newest_first: Vec<&str> = caps.iter().rev().take(5).map(String::as_str).collect();
+    assert_eq!(listed, newest_first);
+    // The first version's file is released (the node no longer lists it as its own).
+    let first = jewel::caps::Cap::parse(&caps[0]).unwrap().manifest().to_string();
+    eventually("the fallen-off version released", Duration::from_secs(30), || {
+        let files = me.json(&["dir", "--json"]);
+        (!files["files"].as_object().unwrap().contains_key(&first)).then_some(())
+    });
+    let second = jewel::caps::Cap::parse(&caps[1]).unwrap().manifest().to_string();
+    assert!(me.json(&["dir", "--json"])["files"].as_object().unwrap().contains_key(&second));
+    let out = net.path("v5");
+    me.ok(&["get", "f.txt", "--version", "5", "-o", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), [1u8; 10]);
+}
+
+/// Two devices of one user: the second recovers the index from the phrase; changes on
+/// either show on the other; a device that was off catches up when it starts; concurrent
+/// edits of one path keep both versions, and a remove does not beat a concurrent put.
+/// Then the first device's home is deleted, and a brand-new node gets everything back.
+#[test]
+fn one_phrase_every_device() {
+    let _one = exclusive();
+    let mut net = Devnet::start(Path::new(BIN), 5, |_| Vec::new());
+    let laptop = &net.peers[0];
+    let made = laptop.json(&["id", "init", "--json"]);
+    let phrase = made["phrase"].as_str().unwrap().to_string();
+    let photos = net.path("photos");
+    for (name, len) in [("a.jpg", 5000), ("trip/b.jpg", 100_000)] {
+        write(&photos.join(name), &data(len, len as u8));
+    }
+    laptop.ok(&["put", "-r", photos.to_str().unwrap(), "--scheme", SCHEME]);
+    let notes = net.path("notes.txt");
+    write(&notes, b"shopping list");
+    laptop.ok(&["put", notes.to_str().unwrap(), "--as", "docs/notes.txt", "--scheme", SCHEME]);
+
+    // The phone: the phrase, and the whole index is there when the command returns.
+    let phone = &net.peers[1];
+    let o = phone.cli().run_fed(&phone.home, &["id", "recover"], phrase.as_bytes());
+    assert!(o.success() && o.stderr.contains("your index has 3 files"), "{}", o.stderr);
+    assert_eq!(listing(phone, ""), listing(laptop, ""));
+    let got = net.path("phone-photos");
+    phone.ok(&["get", "-r", "photos", "-o", got.to_str().unwrap()]);
+    assert_eq!(tree(&got), tree(&photos));
+
+    // A change on either reaches the other.
+    laptop.ok(&["mv", "docs/notes.txt", "docs/list.txt"]);
+    eventually("the move on the phone", Duration::from_secs(30), || {
+        (paths(phone, "docs") == ["docs/list.txt"]).then_some(())
+    });
+    write(&net.path("p.txt"), b"from the phone");
+    phone.ok(&["put", net.path("p.txt").to_str().unwrap(), "--as", "docs/phone.txt", "--scheme", SCHEME]);
+    eventually("the phone's file on the laptop", Duration::from_secs(30), || {
+        (paths(laptop, "docs") == ["docs/list.txt", "docs/phone.txt"]).then_some(())
+    });
+
+    // The phone is off while the laptop works; it catches up when it starts.
+    net.peers[1].stop();
+    net.peers[0].ok(&["rm", "docs/phone.txt"]);
+    net.peers[1].restart();
+    eventually("the phone caught up at start", Duration::from_secs(30), || {
+        (paths(&net.peers[1], "docs") == ["docs/list.txt"]).then_some(())
+    });
+
+    // Apart: the phone runs on its own (no peers), the laptop goes on. Both change
+    // docs/list.txt; the phone removes photos/a.jpg while the laptop replaces it.
+    let hub = net.hub.addr.clone();
+    net.peers[1].stop();
+    net.peers[1].restart_with(&[]);
+    let alone = &net.peers[1];
+    alone.ok(&["mv", "photos/trip/b.jpg", "docs/list.txt.tmp"]);
+    alone.ok(&["rm", "docs/list.txt"]);
+    alone.ok(&["mv", "docs/list.txt.tmp", "docs/list.txt"]);
+    alone.ok(&["rm", "photos/a.jpg"]);
+    net.peers[1].stop();
+    write(&net.path("list2.txt"), b"the laptop's list");
+    net.peers[0].ok(&[
+        "put",
+        net.path("list2.txt").to_str().unwrap(),
+        "--as",
+        "docs/list.txt",
+        "--scheme",
+        SCHEME,
+    ]);
+    write(&net.path("a2.jpg"), b"the laptop's new a.jpg");
+    net.peers[0].ok(&[
+        "put",
+        net.path("a2.jpg").to_str().unwrap(),
+        "--as",
+        "photos/a.jpg",
+        "--scheme",
+        SCHEME,
+    ]);
+    net.peers[1].restart_with(&["--bootstrap", &hub]);
+    // They meet: both show both versions of docs/list.txt, as a conflict, and the laptop's
+    // photos/a.jpg survives the phone's concurrent remove.
+    for device in [&net.peers[0], &net.peers[1]] {
+        eventually("the devices agree after meeting", Duration::from_secs(60), || {
+            let l = listing(device, "");
+            let conflict =
+                l.iter().find(|(p, _)| p == "docs/list.txt").is_some_and(|(_, caps)| caps.len() == 2);
+            let kept = l.iter().any(|(p, _)| p == "photos/a.jpg");
+            (conflict && kept && l == listing(&net.peers[0], "")).then_some(())
+        });
+    }
+    let e = net.peers[1].err_line(&["get", "docs/list.txt", "-o", net.path("x").to_str().unwrap()]);
+    assert!(e.contains("2 conflicting versions"), "{e}");
+    let human = net.peers[1].ok(&["ls", "docs"]);
+    assert!(human.contains("CONFLICT: 2 versions"), "{human}");
+    let out = net.path("a-now.jpg");
+    net.peers[1].ok(&["get", "photos/a.jpg", "-o", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), b"the laptop's new a.jpg");
+
+    // The laptop is lost, home and all. A brand-new node, the phrase: everything is back.
+    let everything = listing(&net.peers[0], "");
+    net.peers[0].kill();
+    std::fs::remove_dir_all(&net.peers[0].home).unwrap();
+    net.peers[1].stop();
+    let fresh = net.add(&[]);
+    let new = &net.peers[fresh];
+    let o = new.cli().run_fed(&new.home, &["id", "recover"], phrase.as_bytes());
+    assert!(o.success() && o.stderr.contains("your index has"), "{}", o.stderr);
+    assert_eq!(listing(new, ""), everything);
+    let back = net.path("back");
+    new.ok(&["get", "-r", "photos", "-o", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(back.join("a.jpg")).unwrap(), b"the laptop's new a.jpg");
+}
