@@ -100,8 +100,8 @@ pub(crate) struct UserIndex {
     pub heard: tokio::sync::watch::Sender<u64>,
     /// When this device last answered an ask.
     answered: Mutex<Option<std::time::Instant>>,
-    /// Serializes releases of fallen-off versions.
-    releasing: tokio::sync::Mutex<()>,
+    /// Wakes the release of fallen-off versions (one run for a burst of changes).
+    release: tokio::sync::Notify,
 }
 
 fn meta_u64(state: &StateStore, key: &str) -> Result<Option<u64>, StateError> {
@@ -139,7 +139,7 @@ impl UserIndex {
             joined: Default::default(),
             heard: tokio::sync::watch::Sender::new(0),
             answered: Mutex::new(None),
-            releasing: Default::default(),
+            release: Default::default(),
         })
     }
 
@@ -219,15 +219,18 @@ impl Node {
         if ops.is_empty() {
             return;
         }
-        let node = self.clone();
-        tokio::spawn(async move {
-            if own {
+        // Only an op that replaces another can make a version fall off.
+        if ops.iter().any(|op| !op.replaces.is_empty()) {
+            self.user_index.release.notify_one();
+        }
+        if own {
+            let node = self.clone();
+            tokio::spawn(async move {
                 if let Err(e) = node.gossip_ops(&ops).await {
                     tracing::debug!(error = %e, "index change not gossiped (the head record carries it)");
                 }
-            }
-            node.release_fallen().await;
-        });
+            });
+        }
         if own {
             self.user_index.changed.notify_one();
         }
@@ -348,7 +351,6 @@ impl Node {
 
     /// Releases the files this node put for the index that no kept entry names any more.
     async fn release_fallen(self: &Arc<Self>) {
-        let _one = self.user_index.releasing.lock().await;
         let kept: HashSet<String> = self.user_index.with(|ix| {
             ix.files()
                 .keys()
@@ -916,6 +918,16 @@ pub(crate) fn spawn(node: Arc<Node>, shutdown: tokio::sync::watch::Receiver<bool
                         }
                     });
                 }
+                _ = stop.changed() => break,
+            }
+        }
+    });
+    let releaser = node.clone();
+    let mut stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = releaser.user_index.release.notified() => releaser.release_fallen().await,
                 _ = stop.changed() => break,
             }
         }
