@@ -516,6 +516,16 @@ pub fn status(home: Option<&Path>, json: bool) -> Result<()> {
     let capacity = v.usage.capacity.map_or("unlimited".to_string(), |c| format!("{c} bytes"));
     writeln!(out, "store: {} bytes used, capacity {capacity}", v.usage.used)?;
     writeln!(out, "puts running: {}", v.puts_running)?;
+    if let Some(ix) = &v.index {
+        let saved = if !ix.shared {
+            "kept on this node only: `jewel id init` shares it with your other devices".to_string()
+        } else if ix.published_changes == ix.changes {
+            "all published".to_string()
+        } else {
+            format!("{} of them published so far", ix.published_changes)
+        };
+        writeln!(out, "index: {} files, {} changes ({saved})", ix.files, ix.changes)?;
+    }
     writeln!(out)?;
     let now = jewel::lease::now();
     let ago =

@@ -326,6 +326,11 @@ pub fn get_tree(home: Option<&Path>, target: &str, out: &Path, force: bool) -> R
     let listed =
         api.call::<api::Ls>(&LsRequest { target: target.to_string(), recursive: true, versions: false })?;
     let prefix = if is_cap(target) { String::new() } else { jewel::index::normalize(target)? };
+    if let [e] = listed.entries.as_slice() {
+        if !e.folder && (e.path == prefix || e.path.is_empty()) {
+            bail!("`{target}` is a file; `jewel get {target} -o FILE` fetches it");
+        }
+    }
     let files: Vec<(PathBuf, String)> = listed
         .entries
         .into_iter()

@@ -223,6 +223,14 @@ fn one_phrase_every_device() {
     let got = net.path("phone-photos");
     phone.ok(&["get", "-r", "photos", "-o", got.to_str().unwrap()]);
     assert_eq!(tree(&got), tree(&photos));
+    // The index's snapshot is an ordinary file of the laptop's: audited (and repaired) as
+    // any other.
+    let snapshot = eventually("the laptop's index snapshot", Duration::from_secs(30), || {
+        let dir = laptop.json(&["dir", "--json"]);
+        dir["files"].as_object().unwrap().values().find(|f| f["name"] == ".jewel-index").cloned()
+    });
+    let check = laptop.json(&["check", snapshot["cap"].as_str().unwrap(), "--json"]);
+    assert_eq!(check["recoverable"], true, "{check}");
 
     // A change on either reaches the other.
     laptop.ok(&["mv", "docs/notes.txt", "docs/list.txt"]);
@@ -292,8 +300,13 @@ fn one_phrase_every_device() {
     net.peers[1].ok(&["get", "photos/a.jpg", "-o", out.to_str().unwrap()]);
     assert_eq!(std::fs::read(&out).unwrap(), b"the laptop's new a.jpg");
 
-    // The laptop is lost, home and all. A brand-new node, the phrase: everything is back.
+    // The laptop is lost, home and all. A brand-new node, the phrase: everything is back
+    // (as soon as a device's status says its index is all published, whichever is lost).
     let everything = listing(&net.peers[0], "");
+    eventually("the phone's index published", Duration::from_secs(30), || {
+        let ix = net.peers[1].json(&["status", "--json"])["index"].clone();
+        (ix["changes"] == ix["published_changes"] && listing(&net.peers[1], "") == everything).then_some(())
+    });
     net.peers[0].kill();
     std::fs::remove_dir_all(&net.peers[0].home).unwrap();
     net.peers[1].stop();

@@ -14,6 +14,7 @@ mod error;
 pub mod fuzzing;
 pub mod iplimit;
 pub mod mux;
+mod records;
 pub mod swarm;
 pub mod wire;
 

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
@@ -35,8 +34,6 @@ pub const IDENTIFY_PROTOCOL: &str = "/jewel/id/1.0.0";
 const COMMAND_QUEUE: usize = 64;
 /// Provider records per node at most (bounded memory).
 const MAX_PROVIDED: usize = 1 << 20;
-/// Holders records kept per node at most (each at most [`crate::book::MAX_RECORD`] bytes).
-const MAX_RECORDS: usize = 4096;
 /// Connections being set up from outside at once, at most (half-open connections beyond
 /// this are closed at once).
 pub const MAX_PENDING_INCOMING: u32 = 128;
@@ -137,7 +134,7 @@ impl Default for NetConfig {
 pub(crate) struct Behaviour {
     limits: libp2p::connection_limits::Behaviour,
     ip_limits: crate::iplimit::Behaviour,
-    kad: kad::Behaviour<MemoryStore>,
+    kad: kad::Behaviour<crate::records::RecordBook>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     autonat: autonat::Behaviour,
@@ -214,14 +211,8 @@ pub(crate) fn build_swarm(
             kcfg.set_provider_record_ttl(Some(Duration::from_secs(4 * 3600)));
             // Inbound records are checked before they are stored (see `EventLoop::inbound`).
             kcfg.set_record_filtering(kad::StoreInserts::FilterBoth);
-            let store_cfg = MemoryStoreConfig {
-                max_provided_keys: MAX_PROVIDED,
-                max_records: MAX_RECORDS,
-                max_value_bytes: crate::book::MAX_RECORD,
-                ..Default::default()
-            };
-            let mut kad =
-                kad::Behaviour::with_config(peer_id, MemoryStore::with_config(peer_id, store_cfg), kcfg);
+            let store = crate::records::RecordBook::new(peer_id, MAX_PROVIDED, crate::book::MAX_RECORD);
+            let mut kad = kad::Behaviour::with_config(peer_id, store, kcfg);
             kad.set_mode(Some(kad::Mode::Server));
             // Gossip carries a user's index changes between their devices (one topic per
             // user); messages are signed by the sending peer, and their bodies sealed and
@@ -574,9 +565,9 @@ impl EventLoop {
         // Kademlia's own publication: stored here (and republished while this node
         // runs) and sent to the closest peers a walk finds. The walk waits for every
         // close peer's answer, a frozen one's too, so the caller does not wait for it.
+        // A full store here (see `records`) only loses the local copy and its republishing.
         if let Err(e) = kad.put_record(record.clone(), kad::Quorum::One) {
-            let _ = reply.send(Err(NetError::Dht(e.to_string())));
-            return;
+            tracing::debug!(error = %e, "a record is not kept here; it goes to the closest peers only");
         }
         // The caller waits for the closest peers this node knows: the first that
         // stores the record makes it findable.

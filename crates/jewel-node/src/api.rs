@@ -579,6 +579,22 @@ pub struct StatusResponse {
     /// Puts whose file is being read now (one whose client went away stops at once).
     #[serde(default)]
     pub puts_running: usize,
+    /// The user's index on this node.
+    #[serde(default)]
+    pub index: Option<IndexStatus>,
+}
+
+/// The user's index on a node: what it shows, and how much of it the node's last
+/// published head holds (all of it: another device recovers everything from the DHT).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IndexStatus {
+    pub files: usize,
+    /// Ops (changes) this node knows, its own and its other devices'.
+    pub changes: u64,
+    /// Ops the last head this node published holds (0 without a user identity).
+    pub published_changes: u64,
+    /// Whether the node holds a user identity (without one, the index stays here).
+    pub shared: bool,
 }
 
 /// A block the scrubber dropped.

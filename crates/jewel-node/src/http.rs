@@ -285,6 +285,7 @@ async fn status_(State(s): S) -> Reply<api::Status> {
         workers: s.workers.status(),
         dropped: s.node.state.dropped()?.into_iter().map(|(id, at)| api::DroppedBlock { id, at }).collect(),
         puts_running: s.node.reading.load(std::sync::atomic::Ordering::SeqCst),
+        index: Some(s.node.index_status()?),
     }))
 }
 

@@ -37,6 +37,9 @@ const CATCH_UP_EVERY: Duration = Duration::from_secs(10);
 const REPUBLISH_EVERY: Duration = Duration::from_secs(1800);
 /// A change is published this long after it, so a burst of changes is one snapshot.
 const PUBLISH_DELAY: Duration = Duration::from_millis(300);
+/// Snapshots are stored at most this often (a long burst of changes, `put -r` say, makes
+/// one every 2 s, not one per change; other devices get each change by gossip at once).
+const PUBLISH_GAP: Duration = Duration::from_secs(2);
 /// Devices looked up per catch-up, at most.
 const MAX_DEVICES: usize = 64;
 /// A device answers another's ask at most this often.
@@ -173,6 +176,14 @@ fn now_secs() -> u64 {
 }
 
 impl Node {
+    /// What `jewel status` says of the index.
+    pub(crate) fn index_status(&self) -> Result<crate::api::IndexStatus, StateError> {
+        let (files, changes) = self.user_index.with(|ix| (ix.files().len(), ix.len() as u64));
+        let published_changes = meta_u64(&self.state, "head/ops")?.unwrap_or(0);
+        let shared = self.user_index.user().is_some();
+        Ok(crate::api::IndexStatus { files, changes, published_changes, shared })
+    }
+
     /// Checks, before a put stores anything, that its entry could go at `path`.
     pub(crate) fn index_precheck(&self, path: &str, no_clobber: bool) -> Result<String, IndexError> {
         let path = index::normalize(path)?;
@@ -186,6 +197,13 @@ impl Node {
             if ix.is_folder(&path) {
                 return Err(IndexError::IsFolder(path.clone()));
             }
+            let mut up = path.as_str();
+            while let Some((parent, _)) = up.rsplit_once('/') {
+                if ix.is_file(parent) {
+                    return Err(IndexError::UnderFile(parent.to_string(), path.clone()));
+                }
+                up = parent;
+            }
             Ok(path.clone())
         })
     }
@@ -194,12 +212,13 @@ impl Node {
     /// then sent to the user's other devices, published, and what fell off is released.
     pub(crate) fn index_change(
         self: &Arc<Self>,
+        indexed: &[String],
         change: impl FnOnce(&mut Index, u64) -> Result<Vec<Op>, IndexError>,
     ) -> Result<Vec<Op>, IndexOpError> {
         let ui = &self.user_index;
         let ops = ui.with(|ix| -> Result<Vec<Op>, IndexOpError> {
             let ops = change(ix, ui.device)?;
-            if let Err(e) = self.state.add_index_ops(&ops) {
+            if let Err(e) = self.state.add_index_ops(&ops, indexed) {
                 // Not kept: the index goes back to what the store holds.
                 let mut back = Index::new();
                 for op in self.state.index_ops()? {
@@ -259,12 +278,17 @@ impl Node {
                     fresh.push(op);
                 }
             }
-            self.state.add_index_ops(&fresh)?;
+            self.state.add_index_ops(&fresh, &[])?;
             Ok(fresh)
         })?;
         let n = new.len();
         self.adopt(&new)?;
         self.after_change(new, false);
+        // This device's head holds what it merged too: any one device's head is then the
+        // whole index, whichever devices are lost.
+        if n > 0 {
+            self.user_index.changed.notify_one();
+        }
         Ok(n)
     }
 
@@ -313,13 +337,11 @@ impl Node {
     /// has no record of): their leases are renewed, and they are audited and repaired,
     /// here too, so they outlive the device that put them.
     fn adopt(&self, ops: &[Op]) -> Result<(), IndexOpError> {
+        let mut records = Vec::new();
         for op in ops {
             let Some(e) = &op.entry else { continue };
             let Ok(cap) = jewel::caps::Cap::parse(&e.cap) else { continue };
             let id = cap.manifest().to_string();
-            if self.state.file(&id)?.is_some() {
-                continue;
-            }
             let record = crate::api::FileRecord {
                 name: op.path.clone(),
                 cap: Some(e.cap.clone()),
@@ -332,7 +354,10 @@ impl Node {
                 corrupt: Vec::new(),
                 indexed: true,
             };
-            self.state.insert_file(&id, &record)?;
+            records.push((id, record));
+        }
+        if !records.is_empty() {
+            self.state.insert_files_absent(&records)?;
         }
         Ok(())
     }
@@ -380,11 +405,9 @@ impl Node {
         no_clobber: bool,
     ) -> Result<bool, IndexOpError> {
         let replaced = self.user_index.with(|ix| ix.is_file(path));
-        let manifest = jewel::caps::Cap::parse(&entry.cap).map(|c| c.manifest().to_string()).ok();
-        self.index_change(|ix, device| Ok(vec![ix.put(device, path, entry, no_clobber)?]))?;
-        if let Some(id) = manifest {
-            self.state.update_file(&id, |r| r.indexed = true)?;
-        }
+        let manifest: Vec<String> =
+            jewel::caps::Cap::parse(&entry.cap).map(|c| c.manifest().to_string()).into_iter().collect();
+        self.index_change(&manifest, |ix, device| Ok(vec![ix.put(device, path, entry, no_clobber)?]))?;
         Ok(replaced)
     }
 
@@ -560,13 +583,13 @@ impl Node {
 
     /// `jewel rm PATH`.
     pub fn rm_path(self: &Arc<Self>, path: &str, recursive: bool) -> Result<Vec<String>, IndexOpError> {
-        let ops = self.index_change(|ix, device| ix.remove(device, path, recursive))?;
+        let ops = self.index_change(&[], |ix, device| ix.remove(device, path, recursive))?;
         Ok(ops.into_iter().map(|op| op.path).collect())
     }
 
     /// `jewel mv A B`.
     pub fn mv(self: &Arc<Self>, from: &str, to: &str) -> Result<Vec<(String, String)>, IndexOpError> {
-        let ops = self.index_change(|ix, device| ix.rename(device, from, to))?;
+        let ops = self.index_change(&[], |ix, device| ix.rename(device, from, to))?;
         let removed: Vec<&Op> = ops.iter().filter(|o| o.entry.is_none()).collect();
         let put: Vec<&Op> = ops.iter().filter(|o| o.entry.is_some()).collect();
         Ok(removed.iter().zip(put).map(|(a, b)| (a.path.clone(), b.path.clone())).collect())
@@ -940,13 +963,15 @@ pub(crate) fn spawn(node: Arc<Node>, shutdown: tokio::sync::watch::Receiver<bool
         if publisher.user_index.with(|ix| ix.len() as u64) != published {
             publisher.user_index.changed.notify_one();
         }
-        let mut last_publish = tokio::time::Instant::now();
+        let start = tokio::time::Instant::now();
+        let mut last_publish = start.checked_sub(PUBLISH_GAP).unwrap_or(start);
         let mut republish = tokio::time::interval(REPUBLISH_EVERY);
         let mut catch_up = tokio::time::interval(CATCH_UP_EVERY);
         loop {
             tokio::select! {
                 _ = publisher.user_index.changed.notified() => {
-                    tokio::time::sleep(PUBLISH_DELAY).await;
+                    let wait = PUBLISH_GAP.saturating_sub(last_publish.elapsed()).max(PUBLISH_DELAY);
+                    tokio::time::sleep(wait).await;
                     if let Err(e) = publisher.publish_head().await {
                         tracing::warn!(error = %e, "could not publish the index head; trying again shortly");
                         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -955,7 +980,9 @@ pub(crate) fn spawn(node: Arc<Node>, shutdown: tokio::sync::watch::Receiver<bool
                     last_publish = tokio::time::Instant::now();
                 }
                 _ = republish.tick() => {
-                    if last_publish.elapsed() >= REPUBLISH_EVERY / 2 || last_publish.elapsed() < Duration::from_secs(1) {
+                    // At start (the records this node published before it stopped), then
+                    // every half hour.
+                    if start.elapsed() < Duration::from_secs(1) || last_publish.elapsed() >= REPUBLISH_EVERY / 2 {
                         if let Err(e) = publisher.republish().await {
                             tracing::debug!(error = %e, "could not republish the index head");
                         }

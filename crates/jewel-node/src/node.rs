@@ -51,6 +51,8 @@ pub(crate) struct Node {
     /// Puts, gets, repairs and full verifications running at once, at most
     /// [`MAX_TRANSFERS`]; more wait their turn.
     pub transfers: tokio::sync::Semaphore,
+    /// Small puts at once, at most [`MAX_SMALL_PUTS`] (see [`SMALL_PUT`]).
+    pub small_puts: tokio::sync::Semaphore,
     /// Puts whose data is still being read (a put's reader holds one [`Reading`]).
     pub reading: Arc<std::sync::atomic::AtomicUsize>,
     /// Peers that refused a piece for want of room, and when: placed last for
@@ -94,6 +96,11 @@ impl Drop for CancelOnDrop {
 /// Transfers (puts, gets, repairs, verifications) run at once, at most. A get holds about
 /// 26 MiB (segments in flight and chunk buffers), so gets hold about 100 MiB at most.
 pub const MAX_TRANSFERS: usize = 4;
+/// A put of at most this many bytes is small: it waits for one of [`MAX_SMALL_PUTS`] turns
+/// instead (it holds little memory, and its time is round trips, not bytes).
+pub const SMALL_PUT: u64 = 1 << 20;
+/// Small puts run at once, at most.
+pub const MAX_SMALL_PUTS: usize = 16;
 
 /// Why a put failed.
 #[derive(Debug, thiserror::Error)]
@@ -414,8 +421,8 @@ impl Node {
         at: Option<IndexAt>,
     ) -> Result<PutResponse, PutError> {
         let cancel = CancelOnDrop(Arc::default());
-        let _turn =
-            self.transfers.acquire().await.map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
+        let turns = if size <= SMALL_PUT { &self.small_puts } else { &self.transfers };
+        let _turn = turns.acquire().await.map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
         let default = self.settings()?.default_scheme;
         let text = scheme.unwrap_or(&default);
         let spec = SchemeSpec::parse(text).map_err(|e| PutError::Scheme(e.to_string()))?;

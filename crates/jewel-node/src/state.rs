@@ -232,6 +232,26 @@ impl StateStore {
         tx.commit().map_err(|e| err(&e))
     }
 
+    /// Records the files not recorded yet, durably, in one transaction; how many were new.
+    pub fn insert_files_absent(&self, records: &[(String, FileRecord)]) -> Result<usize, StateError> {
+        let err = self.db_err();
+        let tx = self.db.begin_write().map_err(|e| err(&e))?;
+        let mut new = 0;
+        {
+            let mut t = tx.open_table(FILES).map_err(|e| err(&e))?;
+            for (id, record) in records {
+                if t.get(id.as_str()).map_err(|e| err(&e))?.is_some() {
+                    continue;
+                }
+                let bytes = serde_json::to_vec(record).map_err(|e| err(&e))?;
+                t.insert(id.as_str(), bytes.as_slice()).map_err(|e| err(&e))?;
+                new += 1;
+            }
+        }
+        tx.commit().map_err(|e| err(&e))?;
+        Ok(new)
+    }
+
     /// Changes a file's record in one transaction (read, change, write); false if this node
     /// has no such file.
     pub fn update_file(&self, id: &str, change: impl FnOnce(&mut FileRecord)) -> Result<bool, StateError> {
@@ -275,8 +295,9 @@ impl StateStore {
         Ok(out)
     }
 
-    /// Keeps index ops, durably, in one transaction.
-    pub fn add_index_ops(&self, ops: &[jewel::index::Op]) -> Result<(), StateError> {
+    /// Keeps index ops, durably, in one transaction; in the same one, marks the files
+    /// `indexed` names (by manifest id) as the index's (see [`FileRecord::indexed`]).
+    pub fn add_index_ops(&self, ops: &[jewel::index::Op], indexed: &[String]) -> Result<(), StateError> {
         let err = self.db_err();
         let tx = self.db.begin_write().map_err(|e| err(&e))?;
         {
@@ -284,6 +305,17 @@ impl StateStore {
             for op in ops {
                 let bytes = serde_json::to_vec(op).map_err(|e| err(&e))?;
                 t.insert((op.id.clock, op.id.device), bytes.as_slice()).map_err(|e| err(&e))?;
+            }
+            let mut files = tx.open_table(FILES).map_err(|e| err(&e))?;
+            for id in indexed {
+                let current = files.get(id.as_str()).map_err(|e| err(&e))?.map(|v| v.value().to_vec());
+                if let Some(bytes) = current {
+                    let mut record: FileRecord = serde_json::from_slice(&bytes)
+                        .map_err(|e| self.damaged(format!("the record of file {id}: {e}")))?;
+                    record.indexed = true;
+                    let bytes = serde_json::to_vec(&record).map_err(|e| err(&e))?;
+                    files.insert(id.as_str(), bytes.as_slice()).map_err(|e| err(&e))?;
+                }
             }
         }
         tx.commit().map_err(|e| err(&e))
