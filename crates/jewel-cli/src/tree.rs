@@ -307,11 +307,12 @@ fn make_parents(out: &Path, rel: &Path) -> Result<()> {
     if let Some(parent) = rel.parent() {
         for c in parent.components() {
             at.push(c);
-            match std::fs::symlink_metadata(&at) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => bail!("{} is in the way (not a folder); nothing was written there", at.display()),
-                Err(_) => {
-                    std::fs::create_dir(&at).with_context(|| format!("cannot make {}", at.display()))?
+            if let Err(e) = std::fs::create_dir(&at) {
+                // Made already (by another of the parallel gets, say): fine if it is a real
+                // folder, never a link.
+                let is_dir = std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir());
+                if e.kind() != std::io::ErrorKind::AlreadyExists || !is_dir {
+                    bail!("{} cannot be made a folder ({e}); nothing was written there", at.display());
                 }
             }
         }

@@ -319,3 +319,38 @@ fn one_phrase_every_device() {
     new.ok(&["get", "-r", "photos", "-o", back.to_str().unwrap()]);
     assert_eq!(std::fs::read(back.join("a.jpg")).unwrap(), b"the laptop's new a.jpg");
 }
+
+/// A published name: the user puts a cap under their key and a label; anyone given the
+/// name resolves it from any node, and it follows what the user publishes next.
+#[test]
+fn a_published_name_follows_its_owner() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 3, |_| Vec::new());
+    let me = &net.peers[0];
+    write(&net.path("cv.txt"), b"cv, first");
+    me.ok(&["put", net.path("cv.txt").to_str().unwrap(), "--as", "cv.txt", "--scheme", SCHEME]);
+    let e = me.err_line(&["name", "publish", "cv.txt", "--label", "cv"]);
+    assert!(e.contains("holds no user identity"), "{e}");
+    me.json(&["id", "init", "--json"]);
+    let name = me.ok(&["name", "publish", "cv.txt", "--label", "cv"]).trim().to_string();
+    assert!(name.starts_with("jewel:n1:") && name.ends_with("/cv"), "{name}");
+    let stranger = &net.peers[2];
+    let first = me.ok(&["share", "cv.txt"]).trim().to_string();
+    assert_eq!(stranger.ok(&["name", "resolve", &name]).trim(), first);
+    let out = net.path("got.txt");
+    stranger.ok(&["get", &first, "-o", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), b"cv, first");
+    // A new version, published again: the same name now gives it.
+    write(&net.path("cv.txt"), b"cv, second");
+    me.ok(&["put", net.path("cv.txt").to_str().unwrap(), "--as", "cv.txt", "--scheme", SCHEME]);
+    let second = me.ok(&["share", "cv.txt"]).trim().to_string();
+    me.ok(&["name", "publish", "cv.txt", "--label", "cv"]);
+    // Peers take the new record as it spreads; a resolve soon gives it.
+    eventually("the name gives the new version", Duration::from_secs(30), || {
+        (stranger.ok(&["name", "resolve", &name]).trim() == second).then_some(())
+    });
+    let e = stranger.err_line(&["name", "resolve", "jewel:n1:nonsense"]);
+    assert!(e.contains("malformed name"), "{e}");
+    let e = stranger.err_line(&["name", "resolve", &name.replace("/cv", "/other")]);
+    assert!(e.contains("no record of"), "{e}");
+}
