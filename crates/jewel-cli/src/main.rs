@@ -417,7 +417,10 @@ impl CapArg {
                 std::io::stdin().read_line(&mut line).context("cannot read the cap from standard input")?;
                 line
             }
-            (Some(c), None) => c.clone(),
+            // An argument is taken whole (a path with a control character is then refused by
+            // name, not cut at its first line).
+            (Some(c), None) if !c.trim().is_empty() => return Ok(c.trim().to_string()),
+            (Some(_), None) => String::new(),
             (None, None) => {
                 anyhow::bail!("give a cap, `-` to read it from standard input, or --cap-file FILE")
             }
@@ -570,11 +573,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Put { file, scheme, at, no_clobber, json, .. } => {
             remote::put(home, &file, scheme.as_deref(), at.as_deref(), no_clobber, json)
         }
+        Command::Get { output, recursive: true, .. } if output.as_os_str() == "-" => {
+            anyhow::bail!("a folder cannot go to standard output: give -o DIR")
+        }
         Command::Get { cap, recursive: true, output, force, .. } => {
             tree::get_tree(home, &cap.read()?, &output, force)
         }
         Command::Get { cap, output, range, json, force, version, .. } => {
             let target = cap.read()?;
+            if target.starts_with("jewel:n1:") {
+                anyhow::bail!(
+                    "`{target}` is a name, not a cap: `jewel name resolve NAME` gives the cap it names now"
+                );
+            }
             let range = range.as_deref().map(remote::parse_range).transpose()?;
             if json && output.as_os_str() == "-" {
                 anyhow::bail!("--json prints to stdout, so the file cannot go there too: pass -o FILE");

@@ -147,6 +147,9 @@ pub fn put(
 ) -> Result<()> {
     let api = Api::open(home)?;
     let path = absolute(file)?;
+    if path.is_dir() {
+        bail!("{} is a folder: `jewel put -r {}` stores a whole folder", file.display(), file.display());
+    }
     let v = with_progress(&api, "put", |job| {
         let req = api::PutRequest {
             path,
@@ -485,6 +488,9 @@ pub fn dir(home: Option<&Path>, json: bool) -> Result<()> {
 pub fn rm(home: Option<&Path>, cap: &str) -> Result<()> {
     let v = Api::open(home)?.call::<api::Rm>(&cap_request(cap))?;
     eprintln!("released {}", v.released);
+    for path in &v.unindexed {
+        eprintln!("removed {path} from your index");
+    }
     for holder in &v.owed {
         eprintln!("  {holder} did not answer: it still owes the release, which is asked again until it answers or its lease runs out");
     }

@@ -87,7 +87,8 @@ pub fn ls(home: Option<&Path>, target: &str, recursive: bool, versions: bool, js
     for e in &v.entries {
         let name = if e.path.is_empty() { target } else { &e.path };
         if e.folder {
-            writeln!(out, "{:>12}  {:16}  {name}/  ({} files)", e.size, "", e.files)?;
+            let files = if e.files == 1 { "1 file".to_string() } else { format!("{} files", e.files) };
+            writeln!(out, "{:>12}  {:16}  {name}/  ({files})", e.size, "")?;
         } else if let Some(n) = e.version {
             let now = if e.live { "  (current)" } else { "" };
             writeln!(out, "{n:>3}  {:>12}  {:16}  {}{now}", e.size, when(e.mtime), e.caps.join(" "))?;

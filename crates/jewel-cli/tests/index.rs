@@ -142,8 +142,25 @@ fn folders_paths_and_versions() {
     me.ok(&["rm", "notes.txt"]);
     assert_eq!(paths(me, ""), ["docs/notes.txt", "photos/a.jpg"]);
 
+    // A move that cannot be done moves nothing; the root is never removed at once.
+    write(&dir.join("k.txt"), b"keep me");
+    me.ok(&["put", dir.join("k.txt").to_str().unwrap(), "--as", "m/k.txt", "--scheme", SCHEME]);
+    me.ok(&["put", dir.join("k.txt").to_str().unwrap(), "--as", "m/file", "--scheme", SCHEME]);
+    let e = me.err_line(&["mv", "m/k.txt", "m/file/x"]);
+    assert!(e.contains("is a file, so it cannot hold"), "{e}");
+    assert_eq!(paths(me, "m"), ["m/file", "m/k.txt"]);
+    let e = me.err_line(&["rm", "-r", "/"]);
+    assert!(e.contains("not removed at once"), "{e}");
+    // A put or a move onto a folder goes into it, as `cp` and `mv` do.
+    me.ok(&["mv", "m/k.txt", "docs"]);
+    me.ok(&["put", dir.join("v2.txt").to_str().unwrap(), "--as", "m/", "--scheme", SCHEME]);
+    assert_eq!(paths(me, "m"), ["m/file", "m/v2.txt"]);
+    assert!(paths(me, "docs").contains(&"docs/k.txt".to_string()));
+    me.ok(&["rm", "-r", "m"]);
+    me.ok(&["rm", "docs/k.txt"]);
+
     // Bad paths: one line each, nothing stored.
-    for bad in ["../x", "a//b", "docs/./x"] {
+    for bad in ["../x", "a//b", "docs/./x", "new\nline"] {
         let e = me.err_line(&["put", dir.join("v2.txt").to_str().unwrap(), "--as", bad, "--scheme", SCHEME]);
         assert!(e.starts_with("error: path"), "{bad}: {e}");
         let e = me.err_line(&["get", bad, "-o", net.path("bad").to_str().unwrap()]);

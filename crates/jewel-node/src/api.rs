@@ -484,6 +484,9 @@ pub struct RmResponse {
     /// Holders that did not answer: they still owe the release, which the node retries
     /// until they do or their leases run out.
     pub owed: Vec<String>,
+    /// The paths of the index that showed the file, removed with it.
+    #[serde(default)]
+    pub unindexed: Vec<String>,
 }
 
 /// A release a holder has not confirmed yet, kept in the node's state and retried.

@@ -111,7 +111,9 @@ impl From<IndexOpError> for ApiError {
             IndexOpError::Index(I::NotFound(_) | I::NoVersion { .. }) | IndexOpError::NoRecord(_) => {
                 status(StatusCode::NOT_FOUND, e)
             }
-            IndexOpError::Index(I::Exists(_) | I::Conflict { .. } | I::IsFolder(_) | I::UnderFile(..))
+            IndexOpError::Index(
+                I::Exists(_) | I::Conflict { .. } | I::IsFolder(_) | I::UnderFile(..) | I::NeedsRecursive(_),
+            )
             | IndexOpError::NoUser => status(StatusCode::CONFLICT, e),
             IndexOpError::Index(_) | IndexOpError::Name(_) | IndexOpError::TooLarge(..) => {
                 status(StatusCode::BAD_REQUEST, e)
@@ -365,7 +367,14 @@ async fn repair(State(s): S, Body(req): Req<api::Repair>) -> Reply<api::Repair> 
 }
 
 async fn rm(State(s): S, Body(req): Req<api::Rm>) -> Reply<api::Rm> {
-    Ok(Json(s.node.rm(&req.cap).await?))
+    let mut done = s.node.rm(&req.cap).await?;
+    // The index must not show a released file: the paths that showed it go too.
+    let paths = s.node.paths_of(&req.cap);
+    for path in &paths {
+        s.node.rm_path(path, false)?;
+    }
+    done.unindexed = paths;
+    Ok(Json(done))
 }
 
 async fn progress(State(s): S, Body(req): Req<api::Progress>) -> Reply<api::Progress> {

@@ -176,6 +176,20 @@ fn now_secs() -> u64 {
 }
 
 impl Node {
+    /// The paths whose shown entry is the file `cap` names.
+    pub(crate) fn paths_of(&self, cap: &str) -> Vec<String> {
+        let Ok(id) = jewel::caps::Cap::parse(cap).map(|c| c.manifest()) else { return Vec::new() };
+        self.user_index.with(|ix| {
+            ix.files()
+                .into_iter()
+                .filter(|(_, es)| {
+                    es.iter().any(|e| jewel::caps::Cap::parse(&e.cap).is_ok_and(|c| c.manifest() == id))
+                })
+                .map(|(p, _)| p.to_string())
+                .collect()
+        })
+    }
+
     /// What `jewel status` says of the index.
     pub(crate) fn index_status(&self) -> Result<crate::api::IndexStatus, StateError> {
         let (files, changes) = self.user_index.with(|ix| (ix.files().len(), ix.len() as u64));
@@ -184,27 +198,28 @@ impl Node {
         Ok(crate::api::IndexStatus { files, changes, published_changes, shared })
     }
 
-    /// Checks, before a put stores anything, that its entry could go at `path`.
-    pub(crate) fn index_precheck(&self, path: &str, no_clobber: bool) -> Result<String, IndexError> {
-        let path = index::normalize(path)?;
-        if path.is_empty() {
-            return Err(IndexError::BadPath { path, why: "the root is a folder" });
-        }
+    /// Where a put of a file called `name` goes: `at`, or into it if it is a folder (or
+    /// ends with `/`), or `name` at the root; checked before anything is stored.
+    pub(crate) fn index_precheck(
+        &self,
+        at: Option<&str>,
+        name: &str,
+        no_clobber: bool,
+    ) -> Result<String, IndexError> {
         self.user_index.with(|ix| {
-            if no_clobber && ix.is_file(&path) {
-                return Err(IndexError::Exists(path.clone()));
-            }
-            if ix.is_folder(&path) {
-                return Err(IndexError::IsFolder(path.clone()));
-            }
-            let mut up = path.as_str();
-            while let Some((parent, _)) = up.rsplit_once('/') {
-                if ix.is_file(parent) {
-                    return Err(IndexError::UnderFile(parent.to_string(), path.clone()));
+            let path = match at {
+                None => index::normalize(name)?,
+                Some(a) => {
+                    let p = index::normalize(a)?;
+                    if a.ends_with('/') || ix.is_folder(&p) {
+                        index::normalize(&index::join(&p, name))?
+                    } else {
+                        p
+                    }
                 }
-                up = parent;
-            }
-            Ok(path.clone())
+            };
+            ix.check_target(&path, no_clobber)?;
+            Ok(path)
         })
     }
 
@@ -217,14 +232,24 @@ impl Node {
     ) -> Result<Vec<Op>, IndexOpError> {
         let ui = &self.user_index;
         let ops = ui.with(|ix| -> Result<Vec<Op>, IndexOpError> {
-            let ops = change(ix, ui.device)?;
-            if let Err(e) = self.state.add_index_ops(&ops, indexed) {
-                // Not kept: the index goes back to what the store holds.
+            // A change that fails, or is not kept, leaves the index as the store holds it.
+            let undo = |ix: &mut Index| -> Result<(), IndexOpError> {
                 let mut back = Index::new();
                 for op in self.state.index_ops()? {
                     let _ = back.insert(op);
                 }
                 *ix = back;
+                Ok(())
+            };
+            let ops = match change(ix, ui.device) {
+                Ok(ops) => ops,
+                Err(e) => {
+                    undo(ix)?;
+                    return Err(e.into());
+                }
+            };
+            if let Err(e) = self.state.add_index_ops(&ops, indexed) {
+                undo(ix)?;
                 return Err(e.into());
             }
             Ok(ops)
@@ -419,7 +444,12 @@ impl Node {
         let path = index::normalize(&req.target)?;
         self.user_index.with(|ix| {
             if req.versions {
-                let versions: Vec<_> = ix.versions(&path).into_iter().take(KEEP_VERSIONS).collect();
+                if ix.is_folder(&path) {
+                    return Err(IndexError::IsFolder(path.clone()).into());
+                }
+                // A removed path's versions were released with it: none is listed.
+                let kept = if ix.is_file(&path) { KEEP_VERSIONS } else { 0 };
+                let versions: Vec<_> = ix.versions(&path).into_iter().take(kept).collect();
                 if versions.is_empty() {
                     return Err(IndexError::NotFound(path.clone()).into());
                 }

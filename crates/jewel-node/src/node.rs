@@ -362,7 +362,7 @@ impl Node {
         // the file system calls run off the runtime's threads.
         let path = body.path.clone();
         let name = body.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let at = self.index_precheck(body.at.as_deref().unwrap_or(&name), body.no_clobber)?;
+        let at = self.index_precheck(body.at.as_deref(), &name, body.no_clobber)?;
         let opened = tokio::task::spawn_blocking(move || open_regular(&path))
             .await
             .map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
@@ -399,7 +399,7 @@ impl Node {
         let what = if name.is_empty() { "the streamed file".to_string() } else { name.clone() };
         let at = match &query.name {
             Some(n) => Some(IndexAt {
-                path: self.index_precheck(n, query.no_clobber)?,
+                path: self.index_precheck(Some(n), "stdin", query.no_clobber)?,
                 no_clobber: query.no_clobber,
                 mtime: self.clock.now(),
                 hash: String::new(),
@@ -603,7 +603,11 @@ impl Node {
         let until = record.leased_at.saturating_add(u64::from(self.lease_secs));
         let owed = crate::renew::release_file(&self.blocks, id, &manifest.pieces, &located, until).await;
         self.state.remove_file_owing(&id.to_string(), &owed)?;
-        Ok(RmResponse { released: id.to_string(), owed: owed.into_iter().map(|p| p.holder).collect() })
+        Ok(RmResponse {
+            released: id.to_string(),
+            owed: owed.into_iter().map(|p| p.holder).collect(),
+            unindexed: Vec::new(),
+        })
     }
 
     /// The blocks held for peers, the space, and the files this node put.

@@ -41,10 +41,12 @@ pub enum IndexError {
     BadPath { path: String, why: &'static str },
     #[error("no file or folder at `{0}` in your index")]
     NotFound(String),
-    #[error("`{0}` is a folder; give -r to act on the whole folder")]
+    #[error("`{0}` is a folder (`ls`, `get -r` and `rm -r` take folders)")]
     IsFolder(String),
-    #[error("`{0}` already exists in your index (--no-clobber)")]
+    #[error("`{0}` already exists in your index")]
     Exists(String),
+    #[error("`{0}` is a folder; give -r to act on the whole folder")]
+    NeedsRecursive(String),
     #[error("`{0}` is a file, so it cannot hold `{1}`")]
     UnderFile(String, String),
     #[error("`{path}` has {count} conflicting versions (made on different devices at once); name one with --version")]
@@ -71,6 +73,9 @@ pub fn normalize(path: &str) -> Result<String, IndexError> {
     }
     if path.contains('\0') {
         return bad("it has a NUL byte");
+    }
+    if path.chars().any(char::is_control) {
+        return bad("it has a control character (a newline, a tab, …)");
     }
     let trimmed = path.strip_prefix('/').unwrap_or(path);
     if trimmed.is_empty() {
@@ -316,22 +321,7 @@ impl Index {
     /// Refuses a path under a file, and (with `no_clobber`) a path that is a file.
     pub fn put(&mut self, device: u64, path: &str, entry: Entry, no_clobber: bool) -> Result<Op, IndexError> {
         let path = normalize(path)?;
-        if path.is_empty() {
-            return Err(IndexError::BadPath { path, why: "the root is a folder" });
-        }
-        if no_clobber && self.is_file(&path) {
-            return Err(IndexError::Exists(path));
-        }
-        if self.is_folder(&path) {
-            return Err(IndexError::IsFolder(path));
-        }
-        let mut parent = path.as_str();
-        while let Some((up, _)) = parent.rsplit_once('/') {
-            if self.is_file(up) {
-                return Err(IndexError::UnderFile(up.to_string(), path));
-            }
-            parent = up;
-        }
+        self.check_target(&path, no_clobber)?;
         let replaces = self.live(&path).map(|op| op.id).collect();
         let op = Op { id: self.next(device), path, entry: Some(entry), replaces };
         self.insert(op.clone())?;
@@ -342,11 +332,17 @@ impl Index {
     /// ops made.
     pub fn remove(&mut self, device: u64, path: &str, recursive: bool) -> Result<Vec<Op>, IndexError> {
         let path = normalize(path)?;
+        if path.is_empty() {
+            return Err(IndexError::BadPath {
+                path: "/".into(),
+                why: "the whole index is not removed at once; remove its folders one by one",
+            });
+        }
         let targets: Vec<String> = if self.is_file(&path) {
             vec![path.clone()]
         } else if self.is_folder(&path) {
             if !recursive {
-                return Err(IndexError::IsFolder(if path.is_empty() { "/".into() } else { path }));
+                return Err(IndexError::NeedsRecursive(path));
             }
             self.files_under(&path).into_iter().map(|(p, _)| p.to_string()).collect()
         } else {
@@ -366,12 +362,25 @@ impl Index {
     /// and removed from their old ones. A conflict moves as the newest entry. Refuses a
     /// destination that exists.
     pub fn rename(&mut self, device: u64, from: &str, to: &str) -> Result<Vec<Op>, IndexError> {
-        let (from, to) = (normalize(from)?, normalize(to)?);
-        if to.is_empty() || self.is_file(&to) || (self.is_folder(&to) && to != from) {
-            return Err(IndexError::Exists(if to.is_empty() { "/".into() } else { to }));
+        let (from, mut to) = (normalize(from)?, normalize(to)?);
+        if from.is_empty() {
+            return Err(IndexError::BadPath { path: "/".into(), why: "the root cannot be moved" });
+        }
+        if !self.is_file(&from) && !self.is_folder(&from) {
+            return Err(IndexError::NotFound(from));
+        }
+        // Into an existing folder, as `mv` does.
+        if self.is_folder(&to) {
+            to = join(&to, from.rsplit_once('/').map_or(from.as_str(), |(_, name)| name));
+        }
+        if to == from {
+            return Err(IndexError::BadPath { path: to, why: "it is where it would move to" });
         }
         if to.starts_with(&format!("{from}/")) {
             return Err(IndexError::BadPath { path: to, why: "a folder cannot move into itself" });
+        }
+        if self.is_file(&to) || self.is_folder(&to) {
+            return Err(IndexError::Exists(to));
         }
         let moves: Vec<(String, Entry)> = if self.is_file(&from) {
             vec![(to.clone(), self.newest(&from)?)]
@@ -384,11 +393,38 @@ impl Index {
         } else {
             return Err(IndexError::NotFound(from));
         };
+        // Every destination is checked before anything changes: a move that fails moves
+        // nothing.
+        for (p, _) in &moves {
+            self.check_target(p, true)?;
+        }
         let mut made = self.remove(device, &from, true)?;
         for (p, e) in moves {
             made.push(self.put(device, &p, e, true)?);
         }
         Ok(made)
+    }
+
+    /// Whether a file could be put at `path` (canonical, not the root): not onto a folder,
+    /// nor under a file, nor (with `no_clobber`) onto a file.
+    pub fn check_target(&self, path: &str, no_clobber: bool) -> Result<(), IndexError> {
+        if path.is_empty() {
+            return Err(IndexError::BadPath { path: "/".into(), why: "the root is a folder" });
+        }
+        if no_clobber && self.is_file(path) {
+            return Err(IndexError::Exists(path.to_string()));
+        }
+        if self.is_folder(path) {
+            return Err(IndexError::IsFolder(path.to_string()));
+        }
+        let mut up = path;
+        while let Some((parent, _)) = up.rsplit_once('/') {
+            if self.is_file(parent) {
+                return Err(IndexError::UnderFile(parent.to_string(), path.to_string()));
+            }
+            up = parent;
+        }
+        Ok(())
     }
 
     fn newest(&self, path: &str) -> Result<Entry, IndexError> {
@@ -409,7 +445,7 @@ impl Index {
                 .map(|(_, e)| (*e).clone())
                 .ok_or(IndexError::NoVersion { path: path.to_string(), version: v }),
             None => match self.entries(path).as_slice() {
-                [] if self.is_folder(path) => Err(IndexError::IsFolder(path.to_string())),
+                [] if self.is_folder(path) => Err(IndexError::NeedsRecursive(path.to_string())),
                 [] => Err(IndexError::NotFound(path.to_string())),
                 [one] => Ok((*one).clone()),
                 many => Err(IndexError::Conflict { path: path.to_string(), count: many.len() }),
@@ -635,7 +671,7 @@ mod tests {
         ix.rename(1, "docs", "papers").unwrap();
         assert_eq!(ix.entry("papers/sub/b.txt", None).unwrap().cap, "B");
         assert!(matches!(ix.entry("docs/a.txt", None), Err(IndexError::NotFound(_))));
-        assert!(matches!(ix.remove(1, "papers", false), Err(IndexError::IsFolder(_))));
+        assert!(matches!(ix.remove(1, "papers", false), Err(IndexError::NeedsRecursive(_))));
         ix.remove(1, "papers", true).unwrap();
         assert_eq!(ix.files().len(), 1);
     }
