@@ -433,14 +433,6 @@ impl CapArg {
     }
 }
 
-/// A cap as given, or the cap of a path of the index.
-fn by_path(home: Option<&std::path::Path>, target: String) -> Result<String> {
-    if tree::is_cap(&target) {
-        return Ok(target);
-    }
-    tree::resolve(&remote::Api::open(home)?, &target, None)
-}
-
 #[derive(clap::Args, Debug)]
 struct PutArgs {
     /// Plaintext bytes per segment.
@@ -590,11 +582,7 @@ fn run(cli: Cli) -> Result<()> {
             if json && output.as_os_str() == "-" {
                 anyhow::bail!("--json prints to stdout, so the file cannot go there too: pass -o FILE");
             }
-            let cap = if tree::is_cap(&target) && version.is_none() {
-                target
-            } else {
-                tree::resolve(&remote::Api::open(home)?, &target, version)?
-            };
+            let cap = tree::resolve(home, &target, version)?;
             remote::get(home, remote::GetArgs { cap: &cap, out: &output, range, json, force })
         }
         Command::Ls { path, recursive, versions, json } => {
@@ -604,13 +592,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Share { path } => tree::share(home, &path),
         Command::Name { command } => match command {
             NameCommand::Publish { target, label } => {
-                let cap = tree::resolve(&remote::Api::open(home)?, &target, None)?;
+                let cap = tree::resolve(home, &target, None)?;
                 tree::name_publish(home, &cap, &label)
             }
             NameCommand::Resolve { name } => tree::name_resolve(home, &name),
         },
         Command::Check { cap, verify, json } => {
-            remote::check(home, &by_path(home, cap.read()?)?, verify, json)
+            remote::check(home, &tree::resolve(home, &cap.read()?, None)?, verify, json)
         }
         Command::Status { json } => remote::status(home, json),
         Command::Peers { json } => remote::peers(home, json),
@@ -623,7 +611,9 @@ fn run(cli: Cli) -> Result<()> {
                 tree::rm(home, &target, recursive)
             }
         }
-        Command::Repair { cap, json } => remote::repair(home, &by_path(home, cap.read()?)?, json),
+        Command::Repair { cap, json } => {
+            remote::repair(home, &tree::resolve(home, &cap.read()?, None)?, json)
+        }
         Command::Menu => menu::run(home),
         Command::Id { command } => match command {
             IdCommand::Init { json } => remote::id_init(home, json),

@@ -23,14 +23,14 @@ pub fn is_cap(target: &str) -> bool {
 
 /// The read cap `target` names: itself if it is a cap, else the file at that path of the
 /// index (version `version`, 1 the newest, if given).
-pub fn resolve(api: &Api, target: &str, version: Option<usize>) -> Result<String> {
+pub fn resolve(home: Option<&Path>, target: &str, version: Option<usize>) -> Result<String> {
     if is_cap(target) {
         if version.is_some() {
             bail!("--version is for paths of your index, not caps");
         }
         return Ok(target.to_string());
     }
-    let listed = api.call::<api::Ls>(&LsRequest {
+    let listed = Api::open(home)?.call::<api::Ls>(&LsRequest {
         target: target.to_string(),
         recursive: false,
         versions: version.is_some(),

@@ -157,6 +157,11 @@ impl LsEntry {
         }
     }
 
+    /// A file known only by its cap (a shared folder's child, or a cap listed).
+    pub fn shared(path: &str, size: u64, mtime: u64, cap: &str) -> LsEntry {
+        LsEntry { folder: false, mtime, caps: vec![cap.to_string()], ..LsEntry::folder(path, 0, size) }
+    }
+
     pub fn folder(path: &str, files: usize, size: u64) -> LsEntry {
         LsEntry {
             path: path.to_string(),

@@ -192,7 +192,7 @@ impl Node {
 
     /// What `jewel status` says of the index.
     pub(crate) fn index_status(&self) -> Result<crate::api::IndexStatus, StateError> {
-        let (files, changes) = self.user_index.with(|ix| (ix.files().len(), ix.len() as u64));
+        let (files, changes) = (self.user_index.files(), self.user_index.with(|ix| ix.len() as u64));
         let published_changes = meta_u64(&self.state, "head/ops")?.unwrap_or(0);
         let shared = self.user_index.user().is_some();
         Ok(crate::api::IndexStatus { files, changes, published_changes, shared })
@@ -233,23 +233,15 @@ impl Node {
         let ui = &self.user_index;
         let ops = ui.with(|ix| -> Result<Vec<Op>, IndexOpError> {
             // A change that fails, or is not kept, leaves the index as the store holds it.
-            let undo = |ix: &mut Index| -> Result<(), IndexOpError> {
-                let mut back = Index::new();
-                for op in self.state.index_ops()? {
-                    let _ = back.insert(op);
-                }
-                *ix = back;
-                Ok(())
-            };
             let ops = match change(ix, ui.device) {
                 Ok(ops) => ops,
                 Err(e) => {
-                    undo(ix)?;
+                    self.reload(ix)?;
                     return Err(e.into());
                 }
             };
             if let Err(e) = self.state.add_index_ops(&ops, indexed) {
-                undo(ix)?;
+                self.reload(ix)?;
                 return Err(e.into());
             }
             Ok(ops)
@@ -258,11 +250,24 @@ impl Node {
         Ok(ops)
     }
 
-    /// What follows a change: gossip (for this device's own changes), publication, release.
+    /// Puts `ix` back to what the state store holds (after a change that was not kept).
+    fn reload(&self, ix: &mut Index) -> Result<(), StateError> {
+        let mut back = Index::new();
+        for op in self.state.index_ops()? {
+            let _ = back.insert(op);
+        }
+        *ix = back;
+        Ok(())
+    }
+
+    /// What follows a change: gossip (for this device's own changes), publication (for
+    /// merged ones too: any one device's head is then the whole index, whichever devices
+    /// are lost), release of what fell off.
     fn after_change(self: &Arc<Self>, ops: Vec<Op>, own: bool) {
         if ops.is_empty() {
             return;
         }
+        self.user_index.changed.notify_one();
         // Only an op that replaces another can make a version fall off.
         if ops.iter().any(|op| !op.replaces.is_empty()) {
             self.user_index.release.notify_one();
@@ -274,9 +279,6 @@ impl Node {
                     tracing::debug!(error = %e, "index change not gossiped (the head record carries it)");
                 }
             });
-        }
-        if own {
-            self.user_index.changed.notify_one();
         }
     }
 
@@ -299,21 +301,21 @@ impl Node {
         let new: Vec<Op> = self.user_index.with(|ix| -> Result<Vec<Op>, IndexOpError> {
             let mut fresh = Vec::new();
             for op in ops {
-                if ix.insert(op.clone())? {
-                    fresh.push(op);
+                match ix.insert(op.clone()) {
+                    Ok(true) => fresh.push(op),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "skipped an index op from another device"),
                 }
             }
-            self.state.add_index_ops(&fresh, &[])?;
+            if let Err(e) = self.state.add_index_ops(&fresh, &[]) {
+                self.reload(ix)?;
+                return Err(e.into());
+            }
             Ok(fresh)
         })?;
         let n = new.len();
         self.adopt(&new)?;
         self.after_change(new, false);
-        // This device's head holds what it merged too: any one device's head is then the
-        // whole index, whichever devices are lost.
-        if n > 0 {
-            self.user_index.changed.notify_one();
-        }
         Ok(n)
     }
 
@@ -486,20 +488,11 @@ impl Node {
     async fn ls_cap(self: &Arc<Self>, cap: &str, recursive: bool) -> Result<LsResponse, IndexOpError> {
         let Some(node) = self.read_folder(cap).await? else {
             let manifest = self.manifest_of(cap).await?;
-            return Ok(LsResponse {
-                entries: vec![LsEntry {
-                    path: String::new(),
-                    folder: false,
-                    size: manifest.file_len,
-                    mtime: 0,
-                    scheme: manifest.scheme.to_string(),
-                    caps: vec![cap.to_string()],
-                    files: 0,
-                    version: None,
-                    live: true,
-                    hash: String::new(),
-                }],
-            });
+            let file = LsEntry {
+                scheme: manifest.scheme.to_string(),
+                ..LsEntry::shared("", manifest.file_len, 0, cap)
+            };
+            return Ok(LsResponse { entries: vec![file] });
         };
         let mut out = Vec::new();
         let mut todo = vec![(String::new(), node)];
@@ -517,18 +510,7 @@ impl Node {
                 } else if c.folder {
                     out.push(LsEntry { caps: vec![c.cap], ..LsEntry::folder(&path, 0, c.size) });
                 } else {
-                    out.push(LsEntry {
-                        path,
-                        folder: false,
-                        size: c.size,
-                        mtime: c.mtime,
-                        scheme: String::new(),
-                        caps: vec![c.cap],
-                        files: 0,
-                        version: None,
-                        live: true,
-                        hash: String::new(),
-                    });
+                    out.push(LsEntry::shared(&path, c.size, c.mtime, &c.cap));
                 }
             }
         }
@@ -736,7 +718,8 @@ impl Node {
         self.state.set_index_meta(&[
             ("head/seq", &seq.to_be_bytes()),
             ("head/cap", cap.as_bytes()),
-            ("head/records", &[mine.encode()?, latest.encode()?].concat()),
+            ("head/record/device", &mine.encode()?),
+            ("head/record/latest", &latest.encode()?),
             ("head/ops", &(count as u64).to_be_bytes()),
         ])?;
         self.republish().await?;
@@ -757,20 +740,11 @@ impl Node {
 
     /// Puts this device's last head records (and its published names) in the DHT again.
     async fn republish(&self) -> Result<(), IndexOpError> {
+        let mut keys = vec!["head/record/device".to_string(), "head/record/latest".to_string()];
+        keys.extend(self.published_labels()?.into_iter().map(|label| format!("name/{label}")));
         let mut records = Vec::new();
-        if let Some(bytes) = self.state.index_meta("head/records")? {
-            let mut at = 0;
-            while at < bytes.len() {
-                let len = 4 + 32 + 32 + 8;
-                let Some(l) = bytes.get(at + len..at + len + 2) else { break };
-                let total = len + 2 + usize::from(u16::from_be_bytes([l[0], l[1]])) + 64;
-                let Some(one) = bytes.get(at..at + total) else { break };
-                records.push(NameRecord::decode(one)?);
-                at += total;
-            }
-        }
-        for label in self.published_labels()? {
-            if let Some(bytes) = self.state.index_meta(&format!("name/{label}"))? {
+        for key in keys {
+            if let Some(bytes) = self.state.index_meta(&key)? {
                 records.push(NameRecord::decode(&bytes)?);
             }
         }
