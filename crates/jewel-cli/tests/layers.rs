@@ -6,11 +6,24 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::process::Command;
 
+/// The host's target triple, as `rustc -vV` prints it.
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let o = Command::new(rustc).arg("-vV").output().unwrap();
+    assert!(o.status.success(), "rustc -vV: {}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    text.lines().find_map(|l| l.strip_prefix("host: ")).unwrap().trim().to_string()
+}
+
+/// The workspace's metadata for this host's platform only: `--offline` without the filter
+/// resolves every platform, and so needs crates (Windows consoles, say) that a build here
+/// never downloaded, which a fresh cargo cache does not hold.
 fn metadata() -> serde_json::Value {
     let cargo = option_env!("CARGO").unwrap_or("cargo");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let host = host_triple();
     let o = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform", &host])
         .current_dir(&root)
         .output()
         .unwrap();
