@@ -245,8 +245,12 @@ enum Command {
     /// List your index: a folder's children (every file under it with -r), a file, or a
     /// cap (a shared folder's).
     Ls {
-        /// A path of your index (the root if absent), or a cap.
+        /// A path of your index (the root if absent), a cap, or `-` to read a cap from
+        /// standard input.
         path: Option<String>,
+        /// Read the cap from this file (its first line).
+        #[arg(long, value_name = "FILE", conflicts_with = "path")]
+        cap_file: Option<PathBuf>,
         #[arg(short = 'r', long)]
         recursive: bool,
         /// Every version the file has had, newest first.
@@ -328,8 +332,9 @@ enum BenchCommand {
 enum NameCommand {
     /// Publish a cap (or a path's cap) under your key and LABEL; prints the name.
     Publish {
-        /// A cap, or a path of your index.
-        target: String,
+        /// A cap, a path of your index, or `-` to read a cap from standard input.
+        #[command(flatten)]
+        target: CapArg,
         #[arg(long, default_value = "default")]
         label: String,
     },
@@ -463,13 +468,16 @@ impl PutArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    // The HTTP client dumps whole requests (the API token with them) at debug and trace
+    // levels: no secret in a log, at any level.
+    for quiet in ["ureq=info", "ureq_proto=info"] {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -585,14 +593,19 @@ fn run(cli: Cli) -> Result<()> {
             let cap = tree::resolve(home, &target, version)?;
             remote::get(home, remote::GetArgs { cap: &cap, out: &output, range, json, force })
         }
-        Command::Ls { path, recursive, versions, json } => {
-            tree::ls(home, path.as_deref().unwrap_or(""), recursive, versions, json)
+        Command::Ls { path, cap_file, recursive, versions, json } => {
+            let target = match (path, cap_file) {
+                (None, None) => String::new(),
+                (Some(p), None) if p.trim().is_empty() => String::new(),
+                (cap, cap_file) => CapArg { cap, cap_file }.read()?,
+            };
+            tree::ls(home, &target, recursive, versions, json)
         }
         Command::Mv { from, to } => tree::mv(home, &from, &to),
         Command::Share { path } => tree::share(home, &path),
         Command::Name { command } => match command {
             NameCommand::Publish { target, label } => {
-                let cap = tree::resolve(home, &target, None)?;
+                let cap = tree::resolve(home, &target.read()?, None)?;
                 tree::name_publish(home, &cap, &label)
             }
             NameCommand::Resolve { name } => tree::name_resolve(home, &name),

@@ -248,6 +248,12 @@ fn print_put(v: &api::PutResponse, json: bool) -> Result<()> {
         outln!("{}", v.cap);
         let holders = v.holders.len();
         eprintln!("stored {} bytes as {holders} pieces on {holders} peers", v.stats.file_bytes);
+        if v.crowded > 0 {
+            eprintln!(
+                "note: {} of its pieces share a network with another piece (too few networks could take them)",
+                v.crowded
+            );
+        }
         match &v.path {
             Some(p) if v.replaced => eprintln!(
                 "replaced {p} (the previous version is kept: `jewel ls --versions {p}`, `jewel get {p} --version 2`)"
@@ -457,7 +463,11 @@ pub fn peers(home: Option<&Path>, json: bool) -> Result<()> {
             out,
             "{} {} {}{}",
             p.peer,
-            if p.connected { "connected" } else { "known" },
+            match (p.connected, p.silent) {
+                (true, true) => "not-answering",
+                (true, false) => "connected",
+                _ => "known",
+            },
             p.addrs.first().map_or("-", String::as_str),
             p.zone.as_ref().map(|z| format!(" zone={z}")).unwrap_or_default()
         )?;

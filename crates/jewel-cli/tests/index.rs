@@ -371,3 +371,44 @@ fn a_published_name_follows_its_owner() {
     let e = stranger.err_line(&["name", "resolve", &name.replace("/cv", "/other")]);
     assert!(e.contains("no record of"), "{e}");
 }
+
+/// Replacing puts of many paths at once (what `put -r` of a changed tree does, 8 files at
+/// a time) while the release of fallen-off versions runs: every path's current version
+/// stays readable, whatever the order (issue 19: a put landing between the release's two
+/// reads was released while its path showed it as current). The nodes pause 20 ms between
+/// those two reads (a test hook), so a put that could land there would, many times.
+#[test]
+fn replacing_puts_at_once_keep_every_current_version() {
+    let _one = exclusive();
+    let pause = [("JEWEL_FAILPOINT_RELEASE_PAUSE_MS", "20")];
+    let net = Devnet::start_env(Path::new(BIN), 3, &pause, |_| Vec::new());
+    let me = &net.peers[0];
+    let tree_dir = net.path("race");
+    const FILES: usize = 120;
+    const ROUNDS: u8 = 7;
+    for round in 0..ROUNDS {
+        for i in 0..FILES {
+            write(&tree_dir.join(format!("f{i:03}")), format!("round {round} file {i}").as_bytes());
+        }
+        let o = me.run(&["put", "-r", tree_dir.to_str().unwrap(), "--as", "race", "--scheme", SCHEME]);
+        assert!(o.success(), "round {round}: {}", o.stderr);
+    }
+    // Every path shows the last round, and a get of the whole folder reads it back.
+    let got = net.path("race-got");
+    me.ok(&["get", "-r", "race", "-o", got.to_str().unwrap()]);
+    assert_eq!(tree(&got), tree(&tree_dir));
+    // Every version the index keeps (the last five of each path) is still this node's
+    // file: none was released.
+    let dir = me.json(&["dir", "--json"]);
+    let held = dir["files"].as_object().unwrap();
+    for i in 0..FILES {
+        let v = me.json(&["ls", "--versions", &format!("race/f{i:03}"), "--json"]);
+        let kept = v["entries"].as_array().unwrap();
+        assert_eq!(kept.len(), 5);
+        for (n, e) in kept.iter().enumerate() {
+            let cap = e["caps"][0].as_str().unwrap();
+            let id = jewel::caps::Cap::parse(cap).unwrap().manifest().to_string();
+            assert!(held.contains_key(&id), "race/f{i:03} version {} was released while kept", n + 1);
+        }
+    }
+}

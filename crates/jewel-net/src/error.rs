@@ -26,6 +26,8 @@ pub enum NetError {
     OpenStream { peer: PeerId, reason: String },
     #[error("peer {peer} did not answer within {waited:?} (frozen or overloaded?)")]
     Unresponsive { peer: PeerId, waited: Duration },
+    #[error("peer {peer} is not answering (frozen or overloaded?)")]
+    Silent { peer: PeerId },
     #[error(transparent)]
     Wire(#[from] crate::wire::WireError),
     #[error("peer {peer} sent a bad fragment: {source}")]

@@ -13,6 +13,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod iplimit;
+pub mod liveness;
 pub mod mux;
 mod records;
 pub mod swarm;

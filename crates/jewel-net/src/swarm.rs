@@ -221,6 +221,9 @@ pub(crate) fn build_swarm(
                 .heartbeat_interval(Duration::from_millis(500))
                 .max_transmit_size(GOSSIP_MAX)
                 .validation_mode(gossipsub::ValidationMode::Strict)
+                // Each message is checked by the topic's owner (see `Command::Subscribe`)
+                // before it is forwarded or kept: a stranger's messages go nowhere.
+                .validate_messages()
                 .build()
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             let gossip = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gcfg)
@@ -240,7 +243,11 @@ pub(crate) fn build_swarm(
                     identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
                         .with_agent_version(agent),
                 ),
-                ping: ping::Behaviour::default(),
+                ping: ping::Behaviour::new(
+                    ping::Config::new()
+                        .with_interval(crate::liveness::PING_EVERY)
+                        .with_timeout(Duration::from_secs(30)),
+                ),
                 autonat: autonat::Behaviour::new(peer_id, autonat_cfg),
                 relay,
                 relay_server: Toggle::from(
@@ -268,6 +275,13 @@ pub struct PeerInfo {
     /// Whether the peer said (through identify) that it serves the block protocol;
     /// `None` until it has said anything.
     pub blocks: Option<bool>,
+    /// The IP address of the peer's connection, if it is connected (a relayed peer: its
+    /// relay's): placement spreads a file's pieces over addresses.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// Whether the peer stopped answering (see [`crate::liveness`]).
+    #[serde(default)]
+    pub silent: bool,
 }
 
 pub(crate) enum Command {
@@ -283,7 +297,7 @@ pub(crate) enum Command {
     FindHolders { group: BlockId, reply: oneshot::Sender<Option<HoldersRecord>> },
     PublishName { record: NameRecord, reply: oneshot::Sender<Result<(), NetError>> },
     FindName { key: Vec<u8>, reply: oneshot::Sender<Option<NameRecord>> },
-    Subscribe { topic: String, reply: oneshot::Sender<Result<(), NetError>> },
+    Subscribe { topic: String, check: GossipCheck, reply: oneshot::Sender<Result<(), NetError>> },
     Gossip { topic: String, data: Vec<u8>, reply: oneshot::Sender<Result<(), NetError>> },
 }
 
@@ -308,6 +322,13 @@ const MAX_TRACKED: usize = 4096;
 /// one failed dial, not one per request.
 pub const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
 
+/// Decides whether a gossip message on a topic is genuine (for an index topic: signed by
+/// the user). Called on the event loop for every message, so it must be quick.
+pub type GossipCheck = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
+/// Gossip messages taken from one peer per second, at most; more are dropped unread.
+pub const GOSSIP_PER_PEER_PER_SEC: u32 = 50;
+
 /// Where a connect's outcome goes.
 type ConnectReply = oneshot::Sender<Result<PeerId, NetError>>;
 
@@ -329,6 +350,12 @@ pub(crate) struct EventLoop {
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
     events: tokio::sync::broadcast::Sender<NetEvent>,
     ips: Arc<PeerIps>,
+    liveness: Arc<crate::liveness::Liveness>,
+    /// The check of each subscribed topic's messages.
+    gossip_checks: HashMap<gossipsub::TopicHash, GossipCheck>,
+    /// Gossip messages taken from each peer in the current second (bounded by the
+    /// connection limit: a peer's entry goes with the second it counts).
+    gossip_rate: HashMap<PeerId, (std::time::Instant, u32)>,
 }
 
 /// The IP address each connected peer last connected from (a relayed peer: its relay's),
@@ -362,11 +389,17 @@ pub struct NetHandle {
     commands: mpsc::Sender<Command>,
     peer_id: PeerId,
     events: tokio::sync::broadcast::Sender<NetEvent>,
+    liveness: Arc<crate::liveness::Liveness>,
 }
 
 impl NetHandle {
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// Which peers answer (see [`crate::liveness`]).
+    pub fn liveness(&self) -> &Arc<crate::liveness::Liveness> {
+        &self.liveness
     }
 
     /// Reachability events from now on (NAT status, relay reservations, DCUtR upgrades).
@@ -447,9 +480,11 @@ impl NetHandle {
         self.ask(|reply| Command::FindName { key, reply }).await
     }
 
-    /// Joins a gossip topic: its messages arrive as [`NetEvent::Gossip`].
-    pub async fn subscribe(&self, topic: String) -> Result<(), NetError> {
-        self.ask(|reply| Command::Subscribe { topic, reply }).await?
+    /// Joins a gossip topic: its messages that `check` finds genuine arrive as
+    /// [`NetEvent::Gossip`] and are passed on to the topic's other peers; the others are
+    /// dropped (and not forwarded).
+    pub async fn subscribe(&self, topic: String, check: GossipCheck) -> Result<(), NetError> {
+        self.ask(|reply| Command::Subscribe { topic, check, reply }).await?
     }
 
     /// Sends `data` (at most [`GOSSIP_MAX`] bytes) to the topic's other subscribers.
@@ -507,7 +542,8 @@ impl EventLoop {
         let control = swarm.behaviour().stream.new_control();
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (events, _) = tokio::sync::broadcast::channel(EVENT_QUEUE);
-        let handle = NetHandle { commands: tx, peer_id, events: events.clone() };
+        let liveness = Arc::new(crate::liveness::Liveness::default());
+        let handle = NetHandle { commands: tx, peer_id, events: events.clone(), liveness: liveness.clone() };
         let ev = EventLoop {
             swarm,
             commands: rx,
@@ -520,6 +556,9 @@ impl EventLoop {
             addrs: HashMap::new(),
             events,
             ips: Arc::default(),
+            liveness,
+            gossip_checks: HashMap::new(),
+            gossip_rate: HashMap::new(),
         };
         Ok((handle, control, ev))
     }
@@ -532,8 +571,11 @@ impl EventLoop {
     /// Runs until `shutdown` fires or every handle is dropped.
     pub(crate) async fn run(mut self, shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut shutdown = shutdown;
+        let mut sweep = tokio::time::interval(Duration::from_millis(500));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = sweep.tick() => self.liveness.sweep(),
                 cmd = self.commands.recv() => match cmd {
                     Some(cmd) => self.command(cmd),
                     None => break,
@@ -672,8 +714,9 @@ impl EventLoop {
                 let q = kad.get_record(kad::RecordKey::new(&key));
                 self.pending.insert(q, Pending::FindName(key, None, 0, reply));
             }
-            Command::Subscribe { topic, reply } => {
+            Command::Subscribe { topic, check, reply } => {
                 let t = gossipsub::IdentTopic::new(topic);
+                self.gossip_checks.insert(t.hash(), check);
                 let r = self.swarm.behaviour_mut().gossip.subscribe(&t);
                 let _ = reply.send(r.map(|_| ()).map_err(|e| NetError::Dht(e.to_string())));
             }
@@ -713,6 +756,8 @@ impl EventLoop {
                         connected: self.swarm.is_connected(&p),
                         zone: self.zones.get(&p).cloned(),
                         blocks: self.serves_blocks.get(&p).copied(),
+                        ip: self.ips.get(&p).map(|ip| ip.to_string()),
+                        silent: self.liveness.is_silent(&p),
                     })
                     .collect();
                 let _ = reply.send(infos);
@@ -739,18 +784,30 @@ impl EventLoop {
                 }
                 self.unreachable.remove(&peer_id);
                 self.ips.connected(peer_id, endpoint.get_remote_address());
+                self.liveness.heard(peer_id);
                 if endpoint.is_dialer() {
                     let addr = endpoint.get_remote_address().clone();
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => self.ips.gone(&peer_id),
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.ips.gone(&peer_id);
+                self.liveness.gone(&peer_id);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result: Ok(_), .. })) => {
+                self.liveness.heard(peer);
+            }
             SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let _ =
                         reply.send(Err(NetError::Dial { target: "peer".into(), reason: error.to_string() }));
                 }
                 let Some(peer) = peer_id else { return };
+                // A peer that cannot be reached leaves the routing table at once (it joins
+                // again when it connects): queries must not keep meeting peers that left.
+                if !self.swarm.is_connected(&peer) {
+                    self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                }
                 if self.connecting.get(&peer).is_some_and(|(id, _)| *id == connection_id) {
                     let reason = first_line(&error.to_string());
                     if let Some((_, waiting)) = self.connecting.remove(&peer) {
@@ -834,10 +891,20 @@ impl EventLoop {
                     }
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message { message, .. })) => {
-                let from = message.source.unwrap_or(PeerId::random());
-                let topic = message.topic.into_string();
-                let _ = self.events.send(NetEvent::Gossip { topic, data: Arc::new(message.data), from });
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                let verdict = self.check_gossip(&propagation_source, &message);
+                let accepted = verdict == gossipsub::MessageAcceptance::Accept;
+                let gossip = &mut self.swarm.behaviour_mut().gossip;
+                gossip.report_message_validation_result(&message_id, &propagation_source, verdict);
+                if accepted {
+                    let from = message.source.unwrap_or(propagation_source);
+                    let topic = message.topic.into_string();
+                    let _ = self.events.send(NetEvent::Gossip { topic, data: Arc::new(message.data), from });
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::InboundRequest { request })) => {
                 self.inbound(request);
@@ -851,6 +918,35 @@ impl EventLoop {
                 self.query(id, result, step.last);
             }
             _ => {}
+        }
+    }
+
+    /// Whether a gossip message from `source` is passed on (to this node and to the topic's
+    /// other peers): within the peer's rate, on a topic this node checks, and genuine.
+    fn check_gossip(
+        &mut self,
+        source: &PeerId,
+        message: &gossipsub::Message,
+    ) -> gossipsub::MessageAcceptance {
+        let now = std::time::Instant::now();
+        if self.gossip_rate.len() >= MAX_TRACKED {
+            self.gossip_rate.retain(|_, (at, _)| now.duration_since(*at) < Duration::from_secs(1));
+        }
+        let (start, count) = self.gossip_rate.entry(*source).or_insert((now, 0));
+        if now.duration_since(*start) >= Duration::from_secs(1) {
+            (*start, *count) = (now, 0);
+        }
+        *count += 1;
+        if *count > GOSSIP_PER_PEER_PER_SEC {
+            return gossipsub::MessageAcceptance::Ignore;
+        }
+        match self.gossip_checks.get(&message.topic) {
+            Some(check) if check(&message.data) => gossipsub::MessageAcceptance::Accept,
+            Some(_) => {
+                tracing::debug!(peer = %source, "refused a gossip message (not genuine)");
+                gossipsub::MessageAcceptance::Reject
+            }
+            None => gossipsub::MessageAcceptance::Ignore,
         }
     }
 
@@ -876,7 +972,7 @@ impl EventLoop {
                     Ok(r) if kept.as_ref().is_none_or(|k| k.seq <= r.seq) => {
                         let mut record = record;
                         record.expires = Some(std::time::Instant::now() + NAME_TTL);
-                        if let Err(e) = store.put(record) {
+                        if let Err(e) = store.put_name(record, source, r.user) {
                             tracing::debug!(error = %e, "name record not stored");
                         }
                     }

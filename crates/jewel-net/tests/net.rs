@@ -295,6 +295,30 @@ async fn leases_keep_blocks_until_no_file_needs_them() {
     }
 }
 
+/// A stranger who leases a block it did not store cannot keep it past its sender's
+/// release; a block it stored itself stays until its own leases go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_lease_does_not_outlive_the_senders_release() {
+    let (nodes, stores) = network(3, None).await;
+    let (owner, stranger) = (nodes[0].blocks(), nodes[2].blocks());
+    let holder = nodes[1].handle().peer_id();
+    let block = data(30_000, 8);
+    let id = BlockId::of(&block);
+    owner.put_block(holder, id, &block).await.unwrap();
+    let file = BlockId::of(b"the file");
+    owner.lease(holder, file, 3600, &[id]).await.unwrap();
+    assert_eq!(stranger.lease(holder, BlockId::of(b"pin"), 90 * 24 * 3600, &[id]).await.unwrap(), vec![true]);
+    // The stranger's release changes nothing of the owner's.
+    stranger.lease(holder, BlockId::of(b"pin"), 0, &[id]).await.unwrap();
+    assert!(stores[1].has(&id).unwrap(), "the owner's lease keeps it");
+    stranger.lease(holder, BlockId::of(b"pin"), 3600, &[id]).await.unwrap();
+    owner.lease(holder, file, 0, &[id]).await.unwrap();
+    assert!(!stores[1].has(&id).unwrap(), "the sender released it: the stranger's lease does not keep it");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
 /// QUIC carries the block protocol as well as TCP does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_move_over_quic() {

@@ -356,6 +356,10 @@ pub struct PutResponse {
     /// Whether it replaced an entry at that path (kept as a previous version).
     #[serde(default)]
     pub replaced: bool,
+    /// Pieces that share a network (an address's /24 or /48) with another piece of the
+    /// file, because too few networks could take them (see `jewel::policy::crowded`).
+    #[serde(default)]
+    pub crowded: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -560,6 +564,13 @@ pub struct Peer {
     pub zone: Option<String>,
     /// Whether it serves the block protocol (can hold pieces); `None`: not known yet.
     pub blocks: Option<bool>,
+    /// The address it is connected from, if it is connected.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// Whether it stopped answering (frozen, say): asked last, and given no pieces, until
+    /// it answers again.
+    #[serde(default)]
+    pub silent: bool,
 }
 
 /// The owner's settings.

@@ -180,6 +180,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         small_puts: tokio::sync::Semaphore::new(crate::node::MAX_SMALL_PUTS),
         reading: Arc::default(),
         full: Default::default(),
+        liars: Default::default(),
         user_index,
     });
     let scrub = ScrubWorker::new(
@@ -225,7 +226,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     let served_result = tokio::select! {
-        r = axum::serve(listener, app).with_graceful_shutdown(signalled) => r,
+        r = crate::serve::serve(listener, app, signalled) => r,
         () = grace => {
             tracing::warn!("stopping with requests still in flight");
             Ok(())

@@ -46,8 +46,12 @@ const MAX_DEVICES: usize = 64;
 const ANSWER_EVERY: Duration = Duration::from_secs(2);
 /// The largest folder node read, in bytes.
 const MAX_FOLDER_NODE: u64 = 64 << 20;
-/// Files listed under one shared folder, at most.
+/// Entries listed under one shared folder, at most.
 const MAX_LISTED: usize = 1_000_000;
+/// Distinct folder nodes one walk of a shared folder reads, at most.
+const MAX_WALK_NODES: usize = 100_000;
+/// Folders nested in a shared folder, at most.
+const MAX_WALK_DEPTH: usize = 64;
 
 /// Why an index command failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +79,8 @@ pub enum IndexOpError {
     Io(String, std::io::Error),
     #[error("interrupted (the node is stopping)")]
     Interrupted,
+    #[error("the shared folder cannot be walked: {0}")]
+    Walk(String),
 }
 
 /// What a head record's value says: the snapshot's cap, and where the device is.
@@ -169,6 +175,24 @@ impl UserIndex {
         let mut guard = self.index.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
     }
+}
+
+/// A test hook: `JEWEL_FAILPOINT_RELEASE_PAUSE_MS` pauses the release of fallen versions
+/// between its two reads (the kept caps and the file records), so that a test can make the
+/// race a put could win there likely, and show that it cannot be won.
+fn failpoint_pause() {
+    let pause = std::env::var("JEWEL_FAILPOINT_RELEASE_PAUSE_MS").ok().and_then(|v| v.parse().ok());
+    if let Some(ms) = pause {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
+/// The caps of every version the index keeps (the [`KEEP_VERSIONS`] newest of each path).
+fn kept_caps(ix: &Index) -> HashSet<String> {
+    ix.files()
+        .keys()
+        .flat_map(|p| ix.versions(p).into_iter().take(KEEP_VERSIONS).map(|(_, e)| e.cap.clone()))
+        .collect()
 }
 
 fn now_secs() -> u64 {
@@ -402,24 +426,45 @@ impl Node {
     }
 
     /// Releases the files this node put for the index that no kept entry names any more.
+    ///
+    /// The decision is made under the index's lock, with the kept caps and the file
+    /// records read together: a put marks its record as the index's in the transaction
+    /// that keeps its op, under the same lock, so a put landing meanwhile is either in
+    /// both or in neither (read apart, a put between the two reads was released while its
+    /// path showed it as current). Each release checks again just before, in case a merge
+    /// made the file current again since.
     async fn release_fallen(self: &Arc<Self>) {
-        let kept: HashSet<String> = self.user_index.with(|ix| {
-            ix.files()
-                .keys()
-                .flat_map(|p| ix.versions(p).into_iter().take(KEEP_VERSIONS).map(|(_, e)| e.cap.clone()))
-                .collect()
+        let decided = self.user_index.with(|ix| -> Result<Vec<(String, String)>, StateError> {
+            let kept = kept_caps(ix);
+            failpoint_pause();
+            Ok(self
+                .state
+                .files()?
+                .into_values()
+                .filter_map(|r| {
+                    let cap = r.cap.filter(|c| r.indexed && !kept.contains(c))?;
+                    Some((r.name, cap))
+                })
+                .collect())
         });
-        let files = match self.state.files() {
+        let fallen = match decided {
             Ok(f) => f,
             Err(e) => return tracing::warn!(error = %e, "could not list files to release"),
         };
-        for (_, record) in files {
-            let Some(cap) = record.cap.filter(|c| record.indexed && !kept.contains(c)) else { continue };
-            match self.rm(&cap).await {
-                Ok(_) => tracing::info!(name = %record.name, "released a version no index entry keeps"),
-                Err(e) => {
-                    tracing::warn!(name = %record.name, error = %e, "could not release a fallen-off version")
+        let mut kept: Option<(usize, HashSet<String>)> = None;
+        for (name, cap) in fallen {
+            let still_fallen = self.user_index.with(|ix| {
+                if kept.as_ref().is_none_or(|(len, _)| *len != ix.len()) {
+                    kept = Some((ix.len(), kept_caps(ix)));
                 }
+                kept.as_ref().is_some_and(|(_, k)| !k.contains(&cap))
+            });
+            if !still_fallen {
+                continue;
+            }
+            match self.rm(&cap).await {
+                Ok(_) => tracing::info!(name = %name, "released a version no index entry keeps"),
+                Err(e) => tracing::warn!(name = %name, error = %e, "could not release a fallen-off version"),
             }
         }
     }
@@ -494,21 +539,41 @@ impl Node {
             };
             return Ok(LsResponse { entries: vec![file] });
         };
+        // A walk has a budget (folder nodes read, depth, entries listed), and a sub-folder
+        // named many times is read once: a shared folder is a stranger's DAG, and one of
+        // depth 20 whose two children are one node names a million paths.
         let mut out = Vec::new();
-        let mut todo = vec![(String::new(), node)];
-        while let Some((at, node)) = todo.pop() {
-            for c in node.children {
+        let mut read: std::collections::HashMap<String, Arc<FolderNode>> = Default::default();
+        let mut todo = vec![(String::new(), Arc::new(node), 0usize)];
+        while let Some((at, node, depth)) = todo.pop() {
+            for c in &node.children {
                 let path = index::join(&at, &c.name);
+                if out.len() + todo.len() >= MAX_LISTED {
+                    return Err(IndexOpError::Walk(format!("it names more than {MAX_LISTED} entries")));
+                }
                 if c.folder && recursive {
-                    if out.len() + todo.len() > MAX_LISTED {
-                        break;
+                    if depth >= MAX_WALK_DEPTH {
+                        return Err(IndexOpError::Walk(format!(
+                            "it nests deeper than {MAX_WALK_DEPTH} folders"
+                        )));
+                    }
+                    if let Some(sub) = read.get(&c.cap) {
+                        todo.push((path, sub.clone(), depth + 1));
+                        continue;
+                    }
+                    if read.len() >= MAX_WALK_NODES {
+                        return Err(IndexOpError::Walk(format!("it has more than {MAX_WALK_NODES} folders")));
                     }
                     match self.read_folder(&c.cap).await? {
-                        Some(sub) => todo.push((path, sub)),
+                        Some(sub) => {
+                            let sub = Arc::new(sub);
+                            read.insert(c.cap.clone(), sub.clone());
+                            todo.push((path, sub, depth + 1));
+                        }
                         None => tracing::warn!(%path, "a shared folder names a sub-folder that is not one"),
                     }
                 } else if c.folder {
-                    out.push(LsEntry { caps: vec![c.cap], ..LsEntry::folder(&path, 0, c.size) });
+                    out.push(LsEntry { caps: vec![c.cap.clone()], ..LsEntry::folder(&path, 0, c.size) });
                 } else {
                     out.push(LsEntry::shared(&path, c.size, c.mtime, &c.cap));
                 }
@@ -720,9 +785,17 @@ impl Node {
             ("head/cap", cap.as_bytes()),
             ("head/record/device", &mine.encode()?),
             ("head/record/latest", &latest.encode()?),
-            ("head/ops", &(count as u64).to_be_bytes()),
         ])?;
         self.republish().await?;
+        // Published is what can be found: a DHT crowded by strangers may take a record
+        // and lose it. Not found means not published (`jewel status` says so), and the
+        // publisher tries again.
+        let pubkey = user.signing_key().verifying_key().to_bytes();
+        let found = self.blocks.net().find_name(names::key(&pubkey, &names::LATEST_SLOT)).await?;
+        if found.is_none_or(|r| r.seq < seq) {
+            return Err(IndexOpError::NoRecord("this device's index head, just published,".into()));
+        }
+        self.state.set_index_meta(&[("head/ops", &(count as u64).to_be_bytes())])?;
         tracing::info!(seq, ops = count, "published the index head");
         // The snapshot before the one just replaced goes (one is kept for readers that
         // resolved the previous record a moment ago).
@@ -906,7 +979,10 @@ pub(crate) fn spawn(node: Arc<Node>, shutdown: tokio::sync::watch::Receiver<bool
             if let Some(user) = receiver.user_index.user() {
                 let t = index::topic(&user);
                 if subscribed.as_ref() != Some(&t) {
-                    match net.subscribe(t.clone()).await {
+                    let signer = user.clone();
+                    let check: jewel_net::swarm::GossipCheck =
+                        Arc::new(move |data: &[u8]| index::signed_by(&signer, data));
+                    match net.subscribe(t.clone(), check).await {
                         Ok(()) => {
                             subscribed = Some(t);
                             let n = receiver.clone();

@@ -26,6 +26,7 @@ mod jobs;
 mod node;
 pub mod renew;
 pub mod repair;
+pub mod serve;
 pub mod state;
 pub mod user;
 pub mod workers;

@@ -58,6 +58,9 @@ pub(crate) struct Node {
     /// Peers that refused a piece for want of room, and when: placed last for
     /// [`FULL_FOR`].
     pub full: Mutex<std::collections::HashMap<PeerId, Instant>>,
+    /// Peers that took a piece and could not prove it right after, and when: given no
+    /// pieces for [`LIAR_FOR`].
+    pub liars: Mutex<std::collections::HashMap<PeerId, Instant>>,
     /// The user's index on this device.
     pub user_index: crate::index::UserIndex,
 }
@@ -66,6 +69,27 @@ pub(crate) struct Node {
 pub const FULL_FOR: Duration = Duration::from_secs(600);
 /// Peers remembered as full, at most.
 const FULL_REMEMBERED: usize = 1024;
+/// Attempts of a put of a file whose pieces some peers took and could not prove.
+const LIE_ATTEMPTS: u32 = 3;
+/// How long a peer that could not prove a piece it just took gets no pieces.
+pub const LIAR_FOR: Duration = Duration::from_secs(3600);
+
+/// The peers noted in `map` within `within` (older notes are dropped).
+fn recent(map: &Mutex<std::collections::HashMap<PeerId, Instant>>, within: Duration) -> HashSet<PeerId> {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    map.retain(|_, at| at.elapsed() < within);
+    map.keys().copied().collect()
+}
+
+/// Notes `peers` in `map` now (at most [`FULL_REMEMBERED`] are kept).
+fn note(map: &Mutex<std::collections::HashMap<PeerId, Instant>>, peers: &[PeerId]) {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    for p in peers {
+        if map.len() < FULL_REMEMBERED || map.contains_key(p) {
+            map.insert(*p, Instant::now());
+        }
+    }
+}
 
 /// Counts one put in `Node::reading` while it lives.
 struct Reading(Arc<std::sync::atomic::AtomicUsize>);
@@ -133,6 +157,7 @@ impl From<jewel::index::IndexError> for PutError {
 }
 
 /// Where a put goes in the user's index.
+#[derive(Clone)]
 pub(crate) struct IndexAt {
     pub path: String,
     pub no_clobber: bool,
@@ -315,40 +340,57 @@ impl Node {
     /// Peers to place pieces on, except `exclude`: only those that can be reached now (a
     /// known peer may well be gone), connected ones first.
     pub async fn candidates(&self, exclude: &HashSet<PeerId>) -> Result<Vec<Candidate<PeerId>>, NetError> {
-        let mut known = self.blocks.net().peers().await?;
-        // Peers with room first (as far as this node saw), then connected ones first.
-        let full = self.recently_full();
-        known.sort_by_key(|p| (p.peer.parse::<PeerId>().is_ok_and(|id| full.contains(&id)), !p.connected));
-        // A peer that said it does not serve blocks cannot hold a piece.
-        let known: Vec<Candidate<PeerId>> = known
-            .into_iter()
-            .filter(|p| p.blocks != Some(false))
-            .filter_map(|p| Some(Candidate { peer: p.peer.parse::<PeerId>().ok()?, zone: p.zone }))
-            .filter(|c| !exclude.contains(&c.peer))
-            .take(MAX_CANDIDATES)
-            .collect();
         let net = self.blocks.net();
+        let known = net.peers().await?;
+        // Peers with room first (as far as this node saw), then connected ones first; a
+        // peer that stopped answering (frozen, say) is left out until it answers again.
+        let full = self.recently_full();
+        let liars = recent(&self.liars, LIAR_FOR);
+        let usable = |known: Vec<jewel_net::swarm::PeerInfo>| -> Vec<Candidate<PeerId>> {
+            let mut known: Vec<_> = known
+                .into_iter()
+                .filter(|p| p.blocks != Some(false) && !p.silent)
+                .filter_map(|p| {
+                    let peer = p.peer.parse::<PeerId>().ok()?;
+                    let site = p.ip.as_deref().and_then(|ip| ip.parse().ok()).map(policy::site_of);
+                    Some((full.contains(&peer), !p.connected, Candidate { peer, zone: p.zone, site }))
+                })
+                .filter(|(_, _, c)| !exclude.contains(&c.peer) && !liars.contains(&c.peer))
+                .collect();
+            known.sort_by_key(|(full, disconnected, _)| (*full, *disconnected));
+            known.into_iter().map(|(_, _, c)| c).collect()
+        };
+        // Spread before the cut: thousands of identities at one address must not fill the
+        // candidates and leave the peers elsewhere out.
+        let known = usable(known);
+        let spread = policy::place(known.len().min(MAX_CANDIDATES), &known).unwrap_or_default();
+        let known: Vec<Candidate<PeerId>> =
+            spread.into_iter().filter_map(|p| known.iter().find(|c| c.peer == p).cloned()).collect();
         let reach = known.iter().map(|c| tokio::time::timeout(REACH_TIMEOUT, net.connect(c.peer)));
-        let reached = futures::future::join_all(reach).await;
-        Ok(known.into_iter().zip(reached).filter(|(_, r)| matches!(r, Ok(Ok(_)))).map(|(c, _)| c).collect())
+        let reached: HashSet<PeerId> = futures::future::join_all(reach)
+            .await
+            .into_iter()
+            .zip(&known)
+            .filter(|(r, _)| matches!(r, Ok(Ok(_))))
+            .map(|(_, c)| c.peer)
+            .collect();
+        // Their addresses are known now that they are connected: read them again.
+        let now = usable(net.peers().await?);
+        Ok(known
+            .into_iter()
+            .filter(|c| reached.contains(&c.peer))
+            .map(|c| now.iter().find(|n| n.peer == c.peer).cloned().unwrap_or(c))
+            .collect())
     }
 
     /// The peers that refused a piece for want of room within [`FULL_FOR`].
     fn recently_full(&self) -> HashSet<PeerId> {
-        let Ok(mut full) = self.full.lock() else { return HashSet::new() };
-        full.retain(|_, at| at.elapsed() < FULL_FOR);
-        full.keys().copied().collect()
+        recent(&self.full, FULL_FOR)
     }
 
     /// Remembers `peers` as full (see [`Node::candidates`]).
     fn note_full(&self, peers: &[PeerId]) {
-        if let Ok(mut full) = self.full.lock() {
-            for p in peers {
-                if full.len() < FULL_REMEMBERED {
-                    full.insert(*p, Instant::now());
-                }
-            }
-        }
+        note(&self.full, peers);
     }
 
     pub fn settings(&self) -> Result<Settings, StateError> {
@@ -376,16 +418,35 @@ impl Node {
         let at =
             IndexAt { path: at, no_clobber: body.no_clobber, mtime, hash: body.hash.unwrap_or_default() };
         let what = body.path.display().to_string();
-        self.put_input(
-            Box::new(file),
-            size,
-            what,
-            name,
-            body.scheme.as_deref(),
-            body.job.as_deref(),
-            Some(at),
-        )
-        .await
+        let mut file = file;
+        let mut attempt = 1;
+        loop {
+            let put = self
+                .put_input(
+                    Box::new(file),
+                    size,
+                    what.clone(),
+                    name.clone(),
+                    body.scheme.as_deref(),
+                    body.job.as_deref(),
+                    Some(at.clone()),
+                )
+                .await;
+            // Peers that took pieces and could not prove them are left out from now on: a
+            // file (unlike a stream) can be read again, so the put is tried again without them.
+            match put {
+                Err(PutError::Transfer(ClientError::Unproven { .. })) if attempt < LIE_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::info!(attempt, "trying the put again without the peers that lied");
+                    let path = body.path.clone();
+                    let opened = tokio::task::spawn_blocking(move || open_regular(&path))
+                        .await
+                        .map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
+                    file = opened?.0;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Stores `input`, which must be exactly `size` bytes (a request's body, say), under
@@ -446,64 +507,99 @@ impl Node {
             _reading: Reading::new(&self.reading),
         };
         let input = Counted { inner: exact, progress: job.as_ref().map(|j| j.progress.clone()) };
-        let placed =
-            match client::put_file(&self.blocks, Box::new(input), size, &PutOptions::new(spec), &peers).await
-            {
-                Ok(placed) => placed,
-                Err(e) => {
-                    if let ClientError::Upload { peer, source, .. } = &e {
-                        if client::is_full(source) {
-                            self.note_full(&[*peer]);
-                        }
+        let mut liars = Vec::new();
+        let put = client::put_file_noting(
+            &self.blocks,
+            Box::new(input),
+            size,
+            &PutOptions::new(spec),
+            &peers,
+            &mut liars,
+        )
+        .await;
+        if !liars.is_empty() {
+            tracing::warn!(peers = ?liars, "peers took pieces they could not prove: they get none for an hour");
+            note(&self.liars, &liars);
+        }
+        let placed = match put {
+            Ok(placed) => placed,
+            Err(e) => {
+                if let ClientError::Upload { peer, source, .. } = &e {
+                    if client::is_full(source) {
+                        self.note_full(&[*peer]);
                     }
-                    return Err(e.into());
                 }
-            };
+                return Err(e.into());
+            }
+        };
         self.note_full(&placed.full);
+        let crowded = policy::crowded(&placed.holders, &candidates);
+        if crowded > 0 {
+            tracing::warn!(crowded, "too few networks for this file's pieces: some share one");
+        }
         let stored = started.elapsed();
         let file = placed.put.cap.manifest;
         let located: Vec<Option<PeerId>> = placed.holders.iter().copied().map(Some).collect();
-        let missing = crate::renew::lease_file(
-            &self.blocks,
-            file,
-            &placed.put.manifest.pieces,
-            &located,
-            self.lease_secs,
-        )
-        .await;
-        if !missing.is_empty() {
-            return Err(PutError::LeaseLost(missing));
-        }
-        // Findable from any peer before the put says it is done.
-        client::publish_holders(&self.blocks, file, &placed.put.manifest, &located).await?;
-        let record = FileRecord {
-            name,
-            cap: Some(placed.put.cap.to_string()),
-            scheme: placed.put.manifest.scheme.to_string(),
-            size: placed.put.manifest.file_len,
-            holders: placed.holders.iter().map(|p| p.to_string()).collect(),
-            audit: None,
-            lease_missing: Vec::new(),
-            leased_at: self.clock.now(),
-            corrupt: Vec::new(),
-            indexed: false,
-        };
-        self.state.insert_file(&file.to_string(), &record)?;
-        tracing::debug!(?reached, ?stored, done = ?started.elapsed(), "put");
-        let cap = placed.put.cap.to_string();
-        let (mut path, mut replaced) = (None, false);
-        if let Some(at) = at {
-            let entry = jewel::index::Entry {
-                cap: cap.clone(),
-                size: record.size,
-                mtime: at.mtime,
-                scheme: record.scheme.clone(),
-                hash: at.hash,
+        // Every step after the upload either completes the put or undoes it: a put that
+        // fails leaves nothing stored (its pieces are released, its record removed).
+        let finished: Result<(FileRecord, Option<String>, bool), PutError> = async {
+            let missing = crate::renew::lease_file(
+                &self.blocks,
+                file,
+                &placed.put.manifest.pieces,
+                &located,
+                self.lease_secs,
+            )
+            .await;
+            if !missing.is_empty() {
+                return Err(PutError::LeaseLost(missing));
+            }
+            // Findable from any peer before the put says it is done.
+            client::publish_holders(&self.blocks, file, &placed.put.manifest, &located).await?;
+            let record = FileRecord {
+                name,
+                cap: Some(placed.put.cap.to_string()),
+                scheme: placed.put.manifest.scheme.to_string(),
+                size: placed.put.manifest.file_len,
+                holders: placed.holders.iter().map(|p| p.to_string()).collect(),
+                audit: None,
+                lease_missing: Vec::new(),
+                leased_at: self.clock.now(),
+                corrupt: Vec::new(),
+                indexed: false,
             };
-            replaced =
-                self.index_put(&at.path, entry, at.no_clobber).map_err(|e| PutError::Index(e.to_string()))?;
-            path = Some(at.path);
+            self.state.insert_file(&file.to_string(), &record)?;
+            tracing::debug!(?reached, ?stored, done = ?started.elapsed(), "put");
+            let (mut path, mut replaced) = (None, false);
+            if let Some(at) = at {
+                let entry = jewel::index::Entry {
+                    cap: placed.put.cap.to_string(),
+                    size: record.size,
+                    mtime: at.mtime,
+                    scheme: record.scheme.clone(),
+                    hash: at.hash,
+                };
+                replaced = self
+                    .index_put(&at.path, entry, at.no_clobber)
+                    .map_err(|e| PutError::Index(e.to_string()))?;
+                path = Some(at.path);
+            }
+            Ok((record, path, replaced))
         }
+        .await;
+        let (record, path, replaced) = match finished {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::info!(%file, error = %e, "the put failed after its upload: releasing its pieces");
+                if let Err(e) = self.state.remove_file_owing(&file.to_string(), &[]) {
+                    tracing::warn!(%file, error = %e, "could not forget a failed put's record");
+                }
+                let pieces = &placed.put.manifest.pieces;
+                crate::renew::release_file(&self.blocks, file, pieces, &located, 0).await;
+                return Err(e);
+            }
+        };
+        let cap = placed.put.cap.to_string();
         Ok(PutResponse {
             cap,
             verify_cap: placed.put.cap.verify_cap().to_string(),
@@ -511,6 +607,7 @@ impl Node {
             stats: placed.put.stats,
             path,
             replaced,
+            crowded,
         })
     }
 
@@ -639,6 +736,8 @@ impl Node {
                 connected: p.connected,
                 zone: p.zone,
                 blocks: p.blocks,
+                ip: p.ip,
+                silent: p.silent,
             })
             .collect())
     }

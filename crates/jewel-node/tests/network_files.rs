@@ -94,7 +94,7 @@ async fn every_scheme_survives_exactly_what_it_promises() {
         let client = nodes[0].as_ref().unwrap().blocks().clone();
         let candidates: Vec<Candidate<PeerId>> = nodes[1..]
             .iter()
-            .map(|n| Candidate { peer: n.as_ref().unwrap().handle().peer_id(), zone: None })
+            .map(|n| Candidate { peer: n.as_ref().unwrap().handle().peer_id(), zone: None, site: None })
             .collect();
         let slots = build(&spec).unwrap().slots();
         let holders = place(slots, &candidates).unwrap();
@@ -154,8 +154,11 @@ async fn every_scheme_survives_exactly_what_it_promises() {
 fn placement_uses_distinct_peers_and_spreads_over_zones() {
     let peers: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
     let zones = ["a", "a", "a", "b", "b", "c"];
-    let candidates: Vec<Candidate<PeerId>> =
-        peers.iter().zip(zones).map(|(p, z)| Candidate { peer: *p, zone: Some(z.to_string()) }).collect();
+    let candidates: Vec<Candidate<PeerId>> = peers
+        .iter()
+        .zip(zones)
+        .map(|(p, z)| Candidate { peer: *p, zone: Some(z.to_string()), site: None })
+        .collect();
     let chosen = place(3, &candidates).unwrap();
     let chosen_zones: std::collections::HashSet<&str> =
         chosen.iter().map(|c| zones[peers.iter().position(|p| p == c).unwrap()]).collect();

@@ -511,6 +511,16 @@ impl Devnet {
         Devnet::start_with_hub(bin, &[], n, extra)
     }
 
+    /// [`Devnet::start`], with environment variables for every node.
+    pub fn start_env(
+        bin: &Path,
+        n: usize,
+        env: &[(&str, &str)],
+        extra: impl Fn(usize) -> Vec<String>,
+    ) -> Devnet {
+        Devnet::start_full(bin, &[], n, env, extra)
+    }
+
     /// [`Devnet::start`], with flags for the hub too.
     pub fn start_with_hub(
         bin: &Path,
@@ -518,18 +528,34 @@ impl Devnet {
         n: usize,
         extra: impl Fn(usize) -> Vec<String>,
     ) -> Devnet {
+        Devnet::start_full(bin, hub, n, &[], extra)
+    }
+
+    fn start_full(
+        bin: &Path,
+        hub: &[&str],
+        n: usize,
+        env: &[(&str, &str)],
+        extra: impl Fn(usize) -> Vec<String>,
+    ) -> Devnet {
         let cli = Cli::new(bin);
         let dir =
             tempfile::Builder::new().prefix("jewel-devnet-").tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let hub = Node::builder(&cli, &dir.path().join("hub")).args(hub).start();
+        let with_env = |mut b: NodeBuilder| {
+            for (k, v) in env {
+                b = b.env(k, v);
+            }
+            b
+        };
+        let hub = with_env(Node::builder(&cli, &dir.path().join("hub")).args(hub)).start();
         let peers: Vec<Node> = (0..n)
             .map(|i| {
                 let flags = extra(i);
                 let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-                Node::builder(&cli, &dir.path().join(format!("peer-{i}")))
+                let b = Node::builder(&cli, &dir.path().join(format!("peer-{i}")))
                     .bootstrap(&hub.addr)
-                    .args(&flags)
-                    .start()
+                    .args(&flags);
+                with_env(b).start()
             })
             .collect();
         let net = Devnet { cli, hub, peers, dir };

@@ -41,7 +41,7 @@ impl DirectWriter {
         let direct = offset.is_multiple_of(ALIGN as u64).then(|| open_direct(path)).and_then(Result::ok);
         let (file, direct) = match direct {
             Some(f) => (f, true),
-            None => (File::options().write(true).open(path)?, false),
+            None => (File::options().write(true).custom_flags(O_NOFOLLOW).open(path)?, false),
         };
         let buf = vec![0u8; STAGE + ALIGN];
         let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
@@ -105,8 +105,17 @@ impl Write for DirectWriter {
 const EINVAL: i32 = 22;
 
 fn open_direct(path: &Path) -> io::Result<File> {
-    File::options().write(true).custom_flags(O_DIRECT).open(path)
+    File::options().write(true).custom_flags(O_DIRECT | O_NOFOLLOW).open(path)
 }
+
+/// Opening a path whose last component is a symbolic link fails (ELOOP) instead of
+/// following it: files beside a user's output are never written through a planted link.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+pub(crate) const O_NOFOLLOW: i32 = 0o400000;
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+pub(crate) const O_NOFOLLOW: i32 = 0o100000;
+#[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")))]
+pub(crate) const O_NOFOLLOW: i32 = 0o400000;
 
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 const O_DIRECT: i32 = 0o40000;

@@ -512,6 +512,15 @@ pub fn seal_message(user: &crate::user::UserKey, message: &Message) -> Result<Ve
     Ok(msg)
 }
 
+/// Whether `msg` carries the user's signature (the first check of [`open_message`], cheap
+/// enough for every gossip message before it is forwarded).
+pub fn signed_by(user: &crate::user::UserKey, msg: &[u8]) -> bool {
+    use ed25519_dalek::Verifier;
+    let Some((sig, sealed)) = msg.split_at_checked(64) else { return false };
+    let Ok(sig) = ed25519_dalek::Signature::from_slice(sig) else { return false };
+    user.signing_key().verifying_key().verify(sealed, &sig).is_ok()
+}
+
 /// A message [`seal_message`] made for the same user; refused if it is not signed by the
 /// user, or does not open with the index key.
 pub fn open_message(user: &crate::user::UserKey, msg: &[u8]) -> Result<Message, IndexError> {

@@ -160,6 +160,14 @@ impl LeaseBook {
         tx.commit().map_err(db)
     }
 
+    /// The peer `block` is charged to: the one that first sent it, if it is still here.
+    pub fn charged_to(&self, block: &BlockId) -> Result<Option<Vec<u8>>, LeaseError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let t = tx.open_table(CHARGED).map_err(db)?;
+        let entry = t.get(block.0.as_slice()).map_err(db)?;
+        Ok(entry.and_then(|v| v.value().get(8..).map(<[u8]>::to_vec)))
+    }
+
     /// What `owner`'s uploads take here, if anything.
     pub fn charge_of(&self, owner: &[u8]) -> Result<Option<Charge>, LeaseError> {
         let tx = self.db.begin_read().map_err(db)?;
@@ -224,6 +232,24 @@ impl LeaseBook {
                 break;
             }
             latest = latest.max(Some(v.value()));
+        }
+        Ok(latest)
+    }
+
+    /// The latest expiry among `block`'s leases held by `owner`, if it holds any.
+    pub fn expiry_by(&self, block: &BlockId, owner: &[u8]) -> Result<Option<u64>, LeaseError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let t = tx.open_table(LEASES).map_err(db)?;
+        let mut latest = None;
+        for entry in t.range::<&[u8]>(block.0.as_slice()..).map_err(db)? {
+            let (k, v) = entry.map_err(db)?;
+            let k = k.value();
+            if !k.starts_with(&block.0) {
+                break;
+            }
+            if k.get(64..) == Some(owner) {
+                latest = latest.max(Some(v.value()));
+            }
         }
         Ok(latest)
     }

@@ -252,6 +252,32 @@ fn sums_path(target: &Path, tag: &str) -> PathBuf {
     target.with_file_name(format!(".{name}.{tag}.jewel-sums"))
 }
 
+/// Opens `path` for reading and writing (made if `create`) without following a link, and
+/// checks that it is a regular file with no other name (a hard link to another file).
+fn open_private(path: &Path, create: bool) -> std::io::Result<File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let f = File::options()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .custom_flags(crate::direct::O_NOFOLLOW)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(40) {
+                std::io::Error::other("it is a symbolic link: refusing to write through it")
+            } else {
+                e
+            }
+        })?;
+    let m = f.metadata()?;
+    if !m.file_type().is_file() || m.nlink() != 1 {
+        return Err(std::io::Error::other("it is not a plain file of one name: refusing to write to it"));
+    }
+    Ok(f)
+}
+
 /// The offset a [`get_resumable`] into `target` would resume from, at most: the last whole
 /// segment of its part file (segments that no longer verify are fetched again).
 pub fn resume_offset(target: &Path, manifest: &Manifest) -> u64 {
@@ -358,10 +384,16 @@ fn write_resumable<T, E: From<OfflineError>>(
 ) -> Result<(T, u64), E> {
     let unit = unit.max(1);
     let (part, sums) = (resumable_path(target, tag), sums_path(target, tag));
-    let file = File::options().read(true).write(true).create(true).truncate(false).open(&part);
-    let mut file = file.map_err(|e| unwritable(&part, e))?;
-    let recorded = match fs::read(&sums) {
-        Ok(b) => b,
+    // Their names are predictable (anyone who holds a piece knows the manifest id): each
+    // is opened without following a link, and must be a plain file of one name, so a link
+    // planted at either name never makes a get write, or cut short, another file.
+    let mut file = open_private(&part, true).map_err(|e| unwritable(&part, e))?;
+    let recorded = match open_private(&sums, false) {
+        Ok(mut f) => {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut b).map_err(|e| unwritable(&sums, e))?;
+            b
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(unwritable(&sums, e).into()),
     };
@@ -369,8 +401,7 @@ fn write_resumable<T, E: From<OfflineError>>(
     let from = units * unit;
     file.set_len(from).map_err(|e| unwritable(&part, e))?;
     drop(file);
-    let sums_file = File::options().write(true).create(true).truncate(false).open(&sums);
-    let sums_file = sums_file.map_err(|e| unwritable(&sums, e))?;
+    let sums_file = open_private(&sums, true).map_err(|e| unwritable(&sums, e))?;
     sums_file.set_len(units * 32).map_err(|e| unwritable(&sums, e))?;
     let mut sums_file = sums_file;
     std::io::Seek::seek(&mut sums_file, std::io::SeekFrom::End(0)).map_err(|e| unwritable(&sums, e))?;

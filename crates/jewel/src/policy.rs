@@ -9,7 +9,6 @@
 //!
 //! Peers are any small copyable id (`P`), so this module knows nothing of the network.
 
-use std::collections::VecDeque;
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -21,50 +20,103 @@ pub enum PolicyError {
     NotEnoughPeers { needed: usize, found: usize },
 }
 
-/// A candidate peer for placement, with the failure domain it announced, if any.
+/// A candidate peer for placement, with the failure domain it announced, if any, and the
+/// network its address is in (see [`site_of`]), if known.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate<P> {
     pub peer: P,
     pub zone: Option<String>,
+    pub site: Option<String>,
 }
 
-/// Chooses a distinct peer for each of `slots` slots, taking peers from each zone in turn
-/// so pieces spread over failure domains (peers without a zone each count as their own);
-/// within that, earlier candidates are preferred. Duplicates count once.
+/// The network an IP address is in, for placement: its /24 (IPv4) or /48 (IPv6), as
+/// Storj places at most one piece of a file per /24, so that many identities at one
+/// address, or in one subnet, hold one piece of a file, not most of them. A loopback
+/// address is its own site (every peer of a test network on one machine shares 127/8).
+pub fn site_of(ip: std::net::IpAddr) -> String {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) if v4.is_loopback() => v4.to_string(),
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        }
+        IpAddr::V6(v6) if v6.is_loopback() => v6.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => site_of(IpAddr::V4(v4)),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+            }
+        },
+    }
+}
+
+/// Chooses a distinct peer for each of `slots` slots. Each slot takes the candidate whose
+/// site holds the fewest pieces so far, then whose zone does (peers without a site or a
+/// zone each count as their own), then the earliest: pieces spread over networks first
+/// (strangers cannot choose their address as freely as their zone), then over failure
+/// domains, and the caller's preference order is kept within that. Duplicates count once.
+/// The first `slots` of a longer placement are this placement, so the rest are spares in
+/// the order that keeps the spread.
 pub fn place<P: Copy + Eq + Hash>(slots: usize, candidates: &[Candidate<P>]) -> Result<Vec<P>, PolicyError> {
-    #[derive(PartialEq)]
-    enum Zone<'a> {
-        Named(&'a str),
-        Alone(usize),
+    use std::collections::{HashMap, HashSet};
+    let mut seen = HashSet::new();
+    let distinct: Vec<&Candidate<P>> = candidates.iter().filter(|c| seen.insert(c.peer)).collect();
+    if distinct.len() < slots {
+        return Err(PolicyError::NotEnoughPeers { needed: slots, found: distinct.len() });
     }
-    // Zones in the order they first appear, so a caller's preference order is kept.
-    let mut zones: Vec<(Zone<'_>, VecDeque<P>)> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (i, c) in candidates.iter().enumerate() {
-        if !seen.insert(c.peer) {
-            continue;
+    // Each candidate's site and zone as small numbers; a missing one is its own.
+    fn key<'a>(
+        names: &mut HashMap<(u8, &'a str), usize>,
+        kind: u8,
+        name: Option<&'a str>,
+        alone: usize,
+    ) -> usize {
+        match name {
+            Some(n) => {
+                // Past every candidate's own number, so a name never meets a lone peer's.
+                let next = names.len() + usize::MAX / 2;
+                *names.entry((kind, n)).or_insert(next)
+            }
+            None => alone,
         }
-        let zone = c.zone.as_deref().map_or(Zone::Alone(i), Zone::Named);
-        match zones.iter_mut().find(|(z, _)| *z == zone) {
-            Some((_, q)) => q.push_back(c.peer),
-            None => zones.push((zone, VecDeque::from([c.peer]))),
-        }
     }
-    if seen.len() < slots {
-        return Err(PolicyError::NotEnoughPeers { needed: slots, found: seen.len() });
-    }
+    let mut names: HashMap<(u8, &str), usize> = HashMap::new();
+    let keys: Vec<(usize, usize)> = distinct
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (key(&mut names, 0, c.site.as_deref(), i), key(&mut names, 1, c.zone.as_deref(), i)))
+        .collect();
+    let (mut per_site, mut per_zone) = (HashMap::<usize, usize>::new(), HashMap::<usize, usize>::new());
+    let mut taken = vec![false; distinct.len()];
     let mut out = Vec::with_capacity(slots);
     while out.len() < slots {
-        for (_, q) in zones.iter_mut() {
-            if out.len() == slots {
-                break;
-            }
-            if let Some(p) = q.pop_front() {
-                out.push(p);
-            }
-        }
+        let best = (0..distinct.len()).filter(|&i| !taken[i]).min_by_key(|&i| {
+            let (site, zone) = keys[i];
+            (per_site.get(&site).copied().unwrap_or(0), per_zone.get(&zone).copied().unwrap_or(0), i)
+        });
+        let Some(i) = best else { break };
+        taken[i] = true;
+        *per_site.entry(keys[i].0).or_default() += 1;
+        *per_zone.entry(keys[i].1).or_default() += 1;
+        out.push(distinct[i].peer);
     }
     Ok(out)
+}
+
+/// How many of `placed` share a site with an earlier one (0 when every piece is on a
+/// network of its own): placement says so when the network is too small to spread.
+/// Loopback sites are not counted: a test network on one machine is meant to share one.
+pub fn crowded<P: Copy + Eq + Hash>(placed: &[P], candidates: &[Candidate<P>]) -> usize {
+    let mut sites = std::collections::HashSet::new();
+    let loopback = |s: &str| s.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    placed
+        .iter()
+        .filter_map(|p| candidates.iter().find(|c| c.peer == *p))
+        .filter_map(|c| c.site.as_deref())
+        .filter(|s| !loopback(s) && !sites.insert(s.to_string()))
+        .count()
 }
 
 /// A holder whose smoothed latency is at most this many times that of the fastest
@@ -152,7 +204,43 @@ mod tests {
     }
 
     fn c(peer: u32, zone: Option<&str>) -> Candidate<u32> {
-        Candidate { peer, zone: zone.map(str::to_string) }
+        Candidate { peer, zone: zone.map(str::to_string), site: None }
+    }
+
+    fn at(peer: u32, site: &str, zone: Option<&str>) -> Candidate<u32> {
+        Candidate { peer, zone: zone.map(str::to_string), site: Some(site.to_string()) }
+    }
+
+    #[test]
+    fn many_identities_at_one_address_get_one_piece_while_other_networks_have_room() {
+        // Thirty identities at one address come first in the caller's order; five honest
+        // peers on networks of their own.
+        let mut cands: Vec<Candidate<u32>> = (0..30).map(|i| at(i, "10.0.0.0/24", None)).collect();
+        cands.extend((100..105).map(|i| at(i, &format!("10.0.{}.0/24", i), None)));
+        let placed = place(5, &cands).unwrap();
+        assert_eq!(placed.iter().filter(|p| **p < 100).count(), 1, "{placed:?}");
+        assert_eq!(crowded(&placed, &cands), 0);
+        // Seven slots and six networks: the seventh piece must share, and that is said.
+        assert_eq!(crowded(&place(6, &cands).unwrap(), &cands), 0);
+        assert_eq!(crowded(&place(7, &cands).unwrap(), &cands), 1);
+        // The spares after a placement keep the spread: the honest peers come before the
+        // identities that share the attacker's address.
+        let all = place(cands.len(), &cands).unwrap();
+        assert!(all[..6].iter().filter(|p| **p < 100).count() == 1, "{all:?}");
+        // Sites come before zones: a zone claimed by many peers cannot pull pieces to one net.
+        let cands = [at(1, "a", Some("z1")), at(2, "a", Some("z2")), at(3, "b", Some("z1"))];
+        assert_eq!(place(2, &cands).unwrap(), vec![1, 3]);
+    }
+
+    #[test]
+    fn sites_are_subnets_and_loopback_addresses_are_their_own() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(site_of(ip("203.0.113.7")), site_of(ip("203.0.113.200")));
+        assert_ne!(site_of(ip("203.0.113.7")), site_of(ip("203.0.114.7")));
+        assert_eq!(site_of(ip("2001:db8:1:2::1")), site_of(ip("2001:db8:1:ffff::9")));
+        assert_ne!(site_of(ip("2001:db8:1::1")), site_of(ip("2001:db8:2::1")));
+        assert_eq!(site_of(ip("::ffff:203.0.113.7")), site_of(ip("203.0.113.9")));
+        assert_ne!(site_of(ip("127.0.0.1")), site_of(ip("127.0.0.2")));
     }
 
     #[test]

@@ -336,3 +336,43 @@ fn rebuilt_pieces_are_byte_identical_for_every_scheme() {
         assert!(lost.iter().all(|s| read[*s] == 0), "{spec}: nothing is read from lost slots");
     }
 }
+
+/// The part and sums files of a resumable get have names anyone holding a piece can
+/// predict: a link planted at either (to a file outside the folder), or a second name of
+/// another file, makes the get fail with a line that says so, and the other file keeps
+/// every byte (issue 19: a planted link made a get overwrite, or cut to 0 bytes, its target).
+#[test]
+fn a_link_planted_at_a_part_or_sums_name_is_never_written_through() {
+    let data = random(3 * SEG as usize, 35);
+    let s = store_file(&data, "jewels:3/5", CipherId::Aes256Gcm, false, 2);
+    let m = &s.put.manifest;
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim.txt");
+    let target = dir.path().join("got");
+    let tag = jewel::BlockId::of(&m.encode()).to_string()[..16].to_string();
+    let part = jewel::offline::resumable_path(&target, &tag);
+    let sums = dir.path().join(format!(".got.{tag}.jewel-sums"));
+    let all = vec![true; 5];
+    let planted: [(&std::path::Path, bool); 3] = [(&part, true), (&sums, true), (&part, false)];
+    for (at, symlink) in planted {
+        std::fs::write(&victim, b"precious").unwrap();
+        if symlink {
+            std::os::unix::fs::symlink(&victim, at).unwrap();
+        } else {
+            std::fs::hard_link(&victim, at).unwrap();
+        }
+        let whole = jewel::pipeline::local_fetch(m, sources(&s, &all)).unwrap();
+        let err = jewel::offline::get_resumable(&target, m, &s.put.cap.key, &whole, 2).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("link") || text.contains("one name"), "{text}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(!target.exists());
+        std::fs::remove_file(at).unwrap();
+        let _ = std::fs::remove_file(&part);
+    }
+    // With the names clear, the get works.
+    let whole = jewel::pipeline::local_fetch(m, sources(&s, &all)).unwrap();
+    jewel::offline::get_resumable(&target, m, &s.put.cap.key, &whole, 2).unwrap();
+    assert!(std::fs::read(&target).unwrap() == data);
+}

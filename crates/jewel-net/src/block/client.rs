@@ -171,8 +171,39 @@ impl BlockClient {
         self.permits.acquire(peer).await
     }
 
-    /// Runs a request with a per-peer permit, retrying transport failures a few times.
-    async fn request<T, F, Fut>(&self, peer: PeerId, mut f: F) -> Result<T, NetError>
+    /// Runs `work` for `peer` unless the peer is silent, or turns silent meanwhile (see
+    /// [`crate::liveness`]): then it fails at once. A request that times out marks its peer
+    /// silent until it answers again, so the next ones do not wait too.
+    async fn watched<T>(
+        &self,
+        peer: PeerId,
+        work: impl std::future::Future<Output = Result<T, NetError>>,
+    ) -> Result<T, NetError> {
+        let live = self.net.liveness();
+        if live.is_silent(&peer) {
+            return Err(NetError::Silent { peer });
+        }
+        let r = tokio::select! {
+            r = work => r,
+            _ = live.until_silent(peer) => Err(NetError::Silent { peer }),
+        };
+        if matches!(r, Err(NetError::Unresponsive { .. })) {
+            live.mark_silent(peer);
+        }
+        r
+    }
+
+    /// Runs a request with a per-peer permit, retrying transport failures a few times; a
+    /// silent peer fails it at once.
+    async fn request<T, F, Fut>(&self, peer: PeerId, f: F) -> Result<T, NetError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, NetError>>,
+    {
+        self.watched(peer, self.request_unwatched(peer, f)).await
+    }
+
+    async fn request_unwatched<T, F, Fut>(&self, peer: PeerId, mut f: F) -> Result<T, NetError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, NetError>>,
@@ -289,7 +320,15 @@ impl BlockClient {
         self.request(peer, || self.prove_once(peer, id, size, group)).await
     }
 
-    async fn put_stream<F, Fut>(
+    async fn put_stream<F, Fut>(&self, peer: PeerId, id: BlockId, size: u64, chunk: F) -> Result<(), NetError>
+    where
+        F: FnMut(u64, usize) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<u8>, NetError>>,
+    {
+        self.watched(peer, self.put_stream_unwatched(peer, id, size, chunk)).await
+    }
+
+    async fn put_stream_unwatched<F, Fut>(
         &self,
         peer: PeerId,
         id: BlockId,
@@ -367,7 +406,7 @@ impl BlockClient {
         mut chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
     ) -> (BlockId, Result<(), NetError>) {
         let mut hasher = blake3::Hasher::new();
-        let result = {
+        let sending = async {
             let _permit = self.permit(peer).await;
             let mut attempt = 1;
             loop {
@@ -383,6 +422,7 @@ impl BlockClient {
                 }
             }
         };
+        let result = self.watched(peer, sending).await;
         while let Some(chunk) = chunks.recv().await {
             hasher.update(&chunk);
         }

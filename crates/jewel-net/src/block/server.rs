@@ -431,7 +431,12 @@ fn lease(
     leases.apply(&changes).map_err(unavailable)?;
     if seconds == 0 {
         for l in &changes {
-            if leases.expiry(&l.block).map_err(unavailable)?.is_none_or(|e| e <= now) {
+            // The peer that stored the block releases it once none of its own leases keep
+            // it, whatever leases others hold: anyone who learns a piece's id can lease it,
+            // and must not pin it past the owner's `rm`.
+            let by_sender = leases.charged_to(&l.block).map_err(unavailable)?.is_some_and(|o| o == owner);
+            let keeps = if by_sender { leases.expiry_by(&l.block, owner) } else { leases.expiry(&l.block) };
+            if keeps.map_err(unavailable)?.is_none_or(|e| e <= now) {
                 store.remove(&l.block)?;
                 leases.forget(&l.block).map_err(unavailable)?;
             }

@@ -144,6 +144,22 @@ pub async fn publish_holders(
     let seq = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    blocks.net().publish_holders(HoldersRecord { group: file, seq, holders }).await?;
-    Ok(())
+    let record = HoldersRecord { group: file, seq, holders };
+    // A query that met only dead peers (strangers that came and went, say) is tried again:
+    // the peers that failed to answer are out of the routing table by then.
+    let mut attempt = 0u32;
+    loop {
+        match blocks.net().publish_holders(record.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < PUBLISH_ATTEMPTS => {
+                tracing::info!(%file, error = %e, "publishing a holders record failed; trying again");
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200) * attempt).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
+
+/// Attempts after the first at publishing a holders record.
+const PUBLISH_ATTEMPTS: u32 = 3;

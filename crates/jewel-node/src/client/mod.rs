@@ -18,7 +18,7 @@ mod repair;
 
 pub use find::{find_file, publish_holders, LOOKUP_FOR};
 pub use get::{fetch_manifest, get_file, locate, NetFetch, GET_THREADS};
-pub use put::{is_full, put_file, Placed};
+pub use put::{is_full, put_file, put_file_noting, Placed};
 pub use repair::{rebuild_slots, repair_slots, Repaired};
 
 use jewel::pipeline::PipelineError;
@@ -35,6 +35,10 @@ pub enum ClientError {
     Policy(#[from] PolicyError),
     #[error("uploading piece {slot} to {peer}: {source}")]
     Upload { slot: usize, peer: PeerId, source: Box<NetError> },
+    #[error(
+        "peer {peer} took piece {slot} but cannot prove it holds it ({source}): peers that do that get no pieces for an hour; try the put again"
+    )]
+    Unproven { slot: usize, peer: PeerId, source: Box<NetError> },
     #[error("rebuilt piece {slot} does not match its manifest id; nothing was recorded")]
     RebuildMismatch { slot: usize },
     #[error("manifest {0} was not found on any peer")]

@@ -19,6 +19,20 @@ pub struct Placed {
     pub holders: Vec<PeerId>,
     /// Peers that refused a piece for want of room (for placement to prefer others).
     pub full: Vec<PeerId>,
+    /// Peers that took a piece and could not prove it right after (for placement to
+    /// leave out).
+    pub liars: Vec<PeerId>,
+}
+
+/// Whether a failed proof of a piece just uploaded shows its holder lying (it said it
+/// stored the piece, and has not), rather than being slow or gone.
+fn is_lie(e: &NetError) -> bool {
+    use jewel_net::wire::{Status, WireError};
+    matches!(
+        e,
+        NetError::Fragment { .. }
+            | NetError::Wire(WireError::Refused { status: Status::NotFound | Status::Corrupt, .. })
+    )
 }
 
 /// Whether `e` is a holder saying it has no room (its store, or this peer's share of it).
@@ -43,17 +57,34 @@ fn max_piece_lens(scheme: &dyn jewel::codec::Scheme, file_len: u64, segment_size
 }
 
 /// Encrypts and encodes `input` (of `size` bytes), streaming slot i's piece straight to
-/// `peers[i]` as it is made (nothing is staged on disk), then sends the manifest to every
-/// holder. A piece whose peer vanished mid-put is rebuilt from the others and placed on
-/// the next of `peers` (those after the first n are spares), as a repair would; if that
-/// is impossible the put fails with the slot's error and reports nothing as stored. (Pieces
+/// `peers[i]` as it is made (nothing is staged on disk), then has every holder prove its
+/// piece (a random chunk group with its proof, checked against the piece id) and sends
+/// the manifest to every holder. A piece whose peer vanished, refused or stalled mid-put,
+/// or that its holder cannot prove (a peer that took the bytes and dropped them), is
+/// rebuilt from the others and placed on the next of `peers` (those after the first n
+/// are spares, in the order that keeps the spread), and proved there too; if that is
+/// impossible the put fails with the slot's error and reports nothing as stored. (Pieces
 /// already sent keep only their first, short lease and are collected.)
 pub async fn put_file(
+    blocks: &BlockClient,
+    input: Box<dyn Read + Send>,
+    size: u64,
+    opts: &PutOptions,
+    peers: &[PeerId],
+) -> Result<Placed, ClientError> {
+    put_file_noting(blocks, input, size, opts, peers, &mut Vec::new()).await
+}
+
+/// [`put_file`], adding to `liars` the peers that took a piece and could not prove it,
+/// whether the put succeeds or not (a put that failed for them is worth trying again
+/// without them).
+pub async fn put_file_noting(
     blocks: &BlockClient,
     mut input: Box<dyn Read + Send>,
     size: u64,
     opts: &PutOptions,
     peers: &[PeerId],
+    liars: &mut Vec<PeerId>,
 ) -> Result<Placed, ClientError> {
     let scheme = jewel::codec::build(&opts.scheme).map_err(PipelineError::from)?;
     let slots = scheme.slots();
@@ -69,7 +100,7 @@ pub async fn put_file(
     })
     .await?;
     let put = put?;
-    let failed: Vec<(usize, NetError)> = outcomes
+    let mut failed: Vec<(usize, NetError)> = outcomes
         .iter()
         .enumerate()
         .filter_map(|(slot, o)| match o.lock().ok().and_then(|mut o| o.take()) {
@@ -77,42 +108,93 @@ pub async fn put_file(
             _ => None,
         })
         .collect();
+    let uploaded: Vec<usize> = (0..slots).filter(|s| failed.iter().all(|(f, _)| f != s)).collect();
+    let unproven = unproved(blocks, &put.manifest, &uploaded, &holders).await;
+    liars.extend(unproven.iter().filter(|(_, e)| is_lie(e)).map(|(s, _)| holders[*s]));
+    failed.extend(unproven);
+    failed.sort_by_key(|(s, _)| *s);
     let good: Vec<usize> = (0..slots).filter(|s| failed.iter().all(|(f, _)| f != s)).collect();
     let good_peers: Vec<PeerId> = good.iter().map(|s| holders[*s]).collect();
     send_manifest(blocks, &put.manifest_bytes, &good, &good_peers).await?;
-    let lost: Vec<usize> = failed.iter().map(|(s, _)| *s).collect();
     let full: Vec<PeerId> = failed.iter().filter(|(_, e)| is_full(e)).map(|(s, _)| holders[*s]).collect();
-    if let Some((slot, first)) = failed.into_iter().next() {
-        tracing::warn!(slots = ?lost, error = %first, "pieces lost mid-put; placing them on spare peers");
+    let mut lost: Vec<usize> = failed.iter().map(|(s, _)| *s).collect();
+    let Some((slot, first)) = failed.into_iter().next() else {
+        return Ok(Placed { put, holders, full, liars: liars.clone() });
+    };
+    tracing::warn!(slots = ?lost, error = %first, "pieces lost mid-put; placing them on spare peers");
+    let refused = if is_lie(&first) {
+        ClientError::Unproven { slot, peer: holders[slot], source: Box::new(first) }
+    } else {
+        ClientError::Upload { slot, peer: holders[slot], source: Box::new(first) }
+    };
+    let mut spares = peers[slots..].iter().copied();
+    // A spare may be gone, or lie, too: try the next ones, until they run out. If none
+    // takes the pieces, the first upload's error says why (not the spares').
+    loop {
         let sources: Vec<Option<PeerId>> =
             (0..slots).map(|s| (!lost.contains(&s)).then_some(holders[s])).collect();
-        let mut spares = peers[slots..].iter().copied();
-        let refused = ClientError::Upload { slot, peer: holders[slot], source: Box::new(first) };
-        let mut placed = false;
-        // A spare may be gone too: try the next ones, a few times. If none takes the
-        // pieces, the first upload's error says why (not the spares').
-        for _ in 0..3 {
-            let targets: Vec<PeerId> = spares.by_ref().take(lost.len()).collect();
-            if targets.len() < lost.len() {
-                tracing::warn!(spares = targets.len(), needed = lost.len(), "not enough spare peers");
-                break;
-            }
-            match repair_slots(blocks, &put.manifest, &sources, &lost, &targets, opts.threads).await {
-                Err(e) => tracing::warn!(error = %e, "placing a lost piece on a spare failed"),
-                Ok(r) => {
-                    for (s, peer) in r.slots.iter().zip(&targets) {
-                        holders[*s] = *peer;
+        let targets: Vec<PeerId> = spares.by_ref().take(lost.len()).collect();
+        if targets.len() < lost.len() {
+            tracing::warn!(spares = targets.len(), needed = lost.len(), "not enough spare peers");
+            break;
+        }
+        match repair_slots(blocks, &put.manifest, &sources, &lost, &targets, opts.threads).await {
+            Err(e) => tracing::warn!(error = %e, "placing a lost piece on a spare failed"),
+            Ok(r) => {
+                for (s, peer) in r.slots.iter().zip(&targets) {
+                    holders[*s] = *peer;
+                }
+                let bad = unproved(blocks, &put.manifest, &r.slots, &holders).await;
+                for (s, e) in &bad {
+                    tracing::warn!(slot = s, peer = %holders[*s], error = %e, "a spare could not prove its piece");
+                    if is_lie(e) {
+                        liars.push(holders[*s]);
                     }
-                    placed = true;
-                    break;
+                }
+                lost = bad.into_iter().map(|(s, _)| s).collect();
+                if lost.is_empty() {
+                    return Ok(Placed { put, holders, full, liars: liars.clone() });
                 }
             }
         }
-        if !placed {
-            return Err(refused);
-        }
     }
-    Ok(Placed { put, holders, full })
+    // Nothing is reported stored: what was stored is released now, not left to take the
+    // holders' room (and this owner's share of it) until its first lease runs out.
+    let placed: Vec<Option<PeerId>> = holders.iter().copied().map(Some).collect();
+    crate::renew::release_file(blocks, put.cap.manifest, &put.manifest.pieces, &placed, 0).await;
+    Err(refused)
+}
+
+/// How long a new holder has to prove its piece: as long as an audit gives (a frozen
+/// holder fails at once, see `jewel_net::liveness`; a slow uplink takes seconds).
+const PROOF_TIMEOUT: std::time::Duration = crate::audit::AUDIT_TIMEOUT;
+
+/// Asks the holders of `slots` (in `holders`) to prove their pieces, in parallel, each
+/// with a random chunk group; the slots whose holder could not, with why.
+async fn unproved(
+    blocks: &BlockClient,
+    manifest: &jewel::manifest::Manifest,
+    slots: &[usize],
+    holders: &[PeerId],
+) -> Vec<(usize, NetError)> {
+    let Ok(scheme) = manifest.build_scheme() else { return Vec::new() };
+    let probes = slots.iter().filter_map(|&slot| {
+        let (peer, piece) = (*holders.get(slot)?, *manifest.pieces.get(slot)?);
+        let size = manifest.piece_len(scheme.as_ref(), slot);
+        let groups = size.div_ceil(jewel::store::CHUNK_GROUP_SIZE as u64).max(1);
+        let mut pick = [0u8; 8];
+        let _ = jewel::crypto::fill_random(&mut pick);
+        let group = u64::from_le_bytes(pick) % groups;
+        Some(async move {
+            let proved = tokio::time::timeout(PROOF_TIMEOUT, blocks.prove(peer, piece, size, group)).await;
+            match proved {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some((slot, e)),
+                Err(_) => Some((slot, NetError::Unresponsive { peer, waited: PROOF_TIMEOUT })),
+            }
+        })
+    });
+    futures::future::join_all(probes).await.into_iter().flatten().collect()
 }
 
 /// The first failed upload among `outcomes` (for `slots[i]` on `peers[i]`), as an error.
