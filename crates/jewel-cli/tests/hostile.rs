@@ -440,6 +440,31 @@ fn a_put_stops_when_its_client_goes_away() {
     assert!(dir["files"].as_object().unwrap().is_empty(), "{dir}");
 }
 
+/// An identity of this test process's own on the network (a stranger's peer): listening
+/// on `listen`, joining through `bootstrap`, holding `store` (or serving no blocks). A
+/// start whose first dial loses a race for its port (port reuse) is tried again.
+async fn stranger(
+    listen: &str,
+    bootstrap: Vec<jewel_net::Multiaddr>,
+    store: Option<std::sync::Arc<dyn jewel::store::BlockStore>>,
+) -> jewel_net::Network {
+    let mut last = None;
+    for _ in 0..5 {
+        let config = jewel_net::NetConfig {
+            listen: vec![listen.parse().unwrap()],
+            bootstrap: bootstrap.clone(),
+            serve_blocks: store.is_some(),
+            ..jewel_net::NetConfig::default()
+        };
+        let store = store.clone().unwrap_or_else(|| std::sync::Arc::new(jewel::MemStore::new(None)));
+        match jewel_net::Network::start(jewel_net::Keypair::generate_ed25519(), config, store).await {
+            Ok(n) => return n,
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("a stranger's peer could not start: {last:?}");
+}
+
 /// A peer that takes every block and keeps none: it says it stored each (its writer
 /// "commits" whatever id it is told), says it has every block, grants every lease, and
 /// cannot prove or serve a byte.
@@ -505,13 +530,14 @@ fn black_holes_cannot_swallow_a_put() {
     let holes: Vec<jewel_net::Network> = rt.block_on(async {
         let mut v = Vec::new();
         for _ in 0..30 {
-            let config = jewel_net::NetConfig {
-                listen: vec!["/ip4/127.0.0.2/tcp/0".parse().unwrap()],
-                bootstrap: vec![bootstrap.clone()],
-                ..jewel_net::NetConfig::default()
-            };
-            let key = jewel_net::Keypair::generate_ed25519();
-            v.push(jewel_net::Network::start(key, config, std::sync::Arc::new(BlackHole)).await.unwrap());
+            v.push(
+                stranger(
+                    "/ip4/127.0.0.2/tcp/0",
+                    vec![bootstrap.clone()],
+                    Some(std::sync::Arc::new(BlackHole)),
+                )
+                .await,
+            );
         }
         v
     });
@@ -660,18 +686,7 @@ fn a_strangers_lease_does_not_keep_pieces_past_rm() {
     // A stranger leases every piece on its holder, for the longest a holder grants.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let stranger = rt.block_on(async {
-        let config = jewel_net::NetConfig {
-            bootstrap: vec![net.hub.addr.parse().unwrap()],
-            serve_blocks: false,
-            ..jewel_net::NetConfig::default()
-        };
-        let n = jewel_net::Network::start(
-            jewel_net::Keypair::generate_ed25519(),
-            config,
-            std::sync::Arc::new(jewel::MemStore::new(None)),
-        )
-        .await
-        .unwrap();
+        let n = stranger("/ip4/127.0.0.1/tcp/0", vec![net.hub.addr.parse().unwrap()], None).await;
         for (holder, piece) in &pieces {
             let peer: jewel_net::PeerId = holder.parse().unwrap();
             let id: jewel::BlockId = piece.parse().unwrap();
@@ -721,21 +736,15 @@ fn a_gossip_flood_on_a_users_topic_goes_nowhere() {
     let before = rss(laptop.pid()).max(rss(phone.pid()));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (stranger, sent) = rt.block_on(async {
-        let config = jewel_net::NetConfig {
-            bootstrap: vec![laptop.addr.parse().unwrap(), phone.addr.parse().unwrap()],
-            serve_blocks: false,
-            ..jewel_net::NetConfig::default()
-        };
-        let key = jewel_net::Keypair::generate_ed25519();
-        let n = jewel_net::Network::start(key, config, std::sync::Arc::new(jewel::MemStore::new(None)))
-            .await
-            .unwrap();
+        let boots = vec![laptop.addr.parse().unwrap(), phone.addr.parse().unwrap()];
+        let n = stranger("/ip4/127.0.0.1/tcp/0", boots, None).await;
         n.handle().subscribe(topic.clone(), std::sync::Arc::new(|_: &[u8]| true)).await.unwrap();
         let mut sent = 0u64;
         let started = std::time::Instant::now();
         // Until the topic's mesh takes the stranger in, a publish finds no peers.
         while sent < 1000 && started.elapsed() < Duration::from_secs(120) {
-            let mut data = random_bytes(1 << 20, sent);
+            // 1 MB: under the 1 MiB a gossip message may have, headers and all.
+            let mut data = random_bytes(1_000_000, sent);
             data[..8].copy_from_slice(&sent.to_be_bytes());
             match n.handle().gossip(topic.clone(), data).await {
                 Ok(()) => sent += 1,
@@ -753,7 +762,44 @@ fn a_gossip_flood_on_a_users_topic_goes_nowhere() {
     });
     for (who, node) in [("laptop", laptop), ("phone", phone)] {
         let grown = rss(node.pid()).saturating_sub(before);
+        eprintln!("the {who} grew by {} MB during a flood of {sent} messages", grown >> 20);
+        // Stopped where they arrived: none reached the index, here or through the other
+        // device (which would log each one it refused).
+        let refused = node.log_lines().iter().filter(|l| l.contains("refused an index message")).count();
+        assert_eq!(refused, 0, "the {who}'s index was handed {refused} of the stranger's messages");
         assert!(grown < 256 << 20, "the {who} grew by {} MB during the flood", grown >> 20);
     }
     drop(stranger);
+}
+
+/// A shared folder is a stranger's DAG: one 20 deep whose every node names one sub-folder
+/// twice names a million paths. Reading it reads each node once and stops at a budget, with
+/// one line. Issue 19: depth 13 took 96 s to walk, and depth 20 would take hours.
+#[test]
+fn a_folder_bomb_is_refused_quickly() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 3, |_| Vec::new());
+    let me = &net.peers[0];
+    let leaf = write_file(&net.path("leaf"), b"a leaf");
+    let mut cap = me.ok(&["put", &leaf, "--scheme", "replicate:2"]).trim().to_string();
+    let mut folder = false;
+    for depth in 0..20 {
+        let child = |name: &str| jewel::index::Child {
+            name: name.to_string(),
+            cap: cap.clone(),
+            folder,
+            size: 6,
+            mtime: 0,
+        };
+        let node = jewel::index::FolderNode { children: vec![child("a"), child("b")] };
+        let file = write_file(&net.path(&format!("node{depth}")), &node.encode().unwrap());
+        cap = me.ok(&["put", &file, "--scheme", "replicate:2"]).trim().to_string();
+        folder = true;
+    }
+    let other = &net.peers[1];
+    let out = net.path("x");
+    for args in [vec!["ls", cap.as_str(), "-r"], vec!["get", "-r", cap.as_str(), "-o", s(&out)]] {
+        let e = other.err_line(&args);
+        assert!(e.contains("cannot be walked") && e.contains("100000 entries"), "{args:?}: {e}");
+    }
 }

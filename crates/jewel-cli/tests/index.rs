@@ -129,6 +129,13 @@ fn folders_paths_and_versions() {
     other.ok(&["get", "-r", &share, "-o", shared.to_str().unwrap()]);
     assert_eq!(tree(&shared), tree(&photos.join("trip")));
     assert!(paths(other, "").is_empty(), "sharing gives the other node nothing of the index");
+    // The cap can stay out of the process list: from standard input, or a file.
+    let o = other.cli().run_fed(&other.home, &["ls", "-", "-r"], share.as_bytes());
+    assert!(o.success() && o.stdout.contains("day 2/c.jpg"), "{}", o.stderr);
+    let cap_file = net.path("share.cap");
+    std::fs::write(&cap_file, format!("{share}\n")).unwrap();
+    let listed = other.ok(&["ls", "--cap-file", cap_file.to_str().unwrap(), "-r"]);
+    assert!(listed.contains("b.jpg"), "{listed}");
     // A file's share is its cap.
     assert_eq!(me.ok(&["share", "notes.txt"]).trim(), cap1);
 

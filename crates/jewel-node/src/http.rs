@@ -115,9 +115,10 @@ impl From<IndexOpError> for ApiError {
                 I::Exists(_) | I::Conflict { .. } | I::IsFolder(_) | I::UnderFile(..) | I::NeedsRecursive(_),
             )
             | IndexOpError::NoUser => status(StatusCode::CONFLICT, e),
-            IndexOpError::Index(_) | IndexOpError::Name(_) | IndexOpError::TooLarge(..) => {
-                status(StatusCode::BAD_REQUEST, e)
-            }
+            IndexOpError::Index(_)
+            | IndexOpError::Name(_)
+            | IndexOpError::TooLarge(..)
+            | IndexOpError::Walk(_) => status(StatusCode::BAD_REQUEST, e),
             IndexOpError::Net(e) => e.into(),
             IndexOpError::Get(e) => e.into(),
             IndexOpError::Put(e) => e.into(),

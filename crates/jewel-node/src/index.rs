@@ -47,7 +47,7 @@ const ANSWER_EVERY: Duration = Duration::from_secs(2);
 /// The largest folder node read, in bytes.
 const MAX_FOLDER_NODE: u64 = 64 << 20;
 /// Entries listed under one shared folder, at most.
-const MAX_LISTED: usize = 1_000_000;
+const MAX_LISTED: usize = 100_000;
 /// Distinct folder nodes one walk of a shared folder reads, at most.
 const MAX_WALK_NODES: usize = 100_000;
 /// Folders nested in a shared folder, at most.

@@ -492,6 +492,15 @@ async fn an_older_holders_record_does_not_replace_a_newer_one() {
     };
     let (new, old) = (nodes[1].handle().peer_id(), nodes[2].handle().peer_id());
     nodes[0].handle().publish_holders(record(20, new)).await.unwrap();
+    // A publication returns once one close peer keeps the record; the others get it just
+    // after. Once they keep it, an older one must not replace it.
+    for n in &nodes[1..3] {
+        let started = std::time::Instant::now();
+        while n.handle().find_holders(group).await.unwrap().is_none_or(|r| r.seq != 20) {
+            assert!(started.elapsed() < std::time::Duration::from_secs(20), "the newer record never arrived");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
     nodes[3].handle().publish_holders(record(10, old)).await.unwrap();
     // Every other node still answers with the newer one.
     for n in &nodes[1..3] {
