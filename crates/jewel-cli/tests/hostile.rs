@@ -565,6 +565,7 @@ fn black_holes_cannot_swallow_a_put() {
         reader.ok(&["get", v["cap"].as_str().unwrap(), "-o", s(&out)]);
         assert!(std::fs::read(&out).unwrap() == data, "put {i} reads back");
     }
+    eprintln!("puts that failed, saying why: {failed:?} of 10");
     assert!(failed.iter().all(|i| *i < 5), "puts {failed:?} failed after the liars were known");
     drop(holes);
 }
@@ -734,6 +735,7 @@ fn a_gossip_flood_on_a_users_topic_goes_nowhere() {
     let user = jewel::user::UserKey::from_phrase(&phrase).unwrap();
     let topic = jewel::index::topic(&user);
     let before = rss(laptop.pid()).max(rss(phone.pid()));
+    eprintln!("idle: {} MB", before >> 20);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (stranger, sent) = rt.block_on(async {
         let boots = vec![laptop.addr.parse().unwrap(), phone.addr.parse().unwrap()];
