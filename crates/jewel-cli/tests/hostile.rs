@@ -805,3 +805,50 @@ fn a_folder_bomb_is_refused_quickly() {
         assert!(e.contains("cannot be walked") && e.contains("100000 entries"), "{args:?}: {e}");
     }
 }
+
+/// A stranger fills every peer's DHT store with self-signed name records (16 500 users'
+/// worth, more than a store keeps): a new user's index and names still publish and are
+/// found, since a full store evicts the flood's own records first. Issue 19: a new name
+/// "was not found in the DHT" on every peer, and `id recover` found an empty index.
+#[test]
+fn a_flood_of_name_records_does_not_crowd_out_a_users() {
+    use futures::StreamExt;
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 5, |_| Vec::new());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let boots: Vec<jewel_net::Multiaddr> = net.peers.iter().map(|p| p.addr.parse().unwrap()).collect();
+    let published = rt.block_on(async {
+        let n = stranger("/ip4/127.0.0.1/tcp/0", boots, None).await;
+        let records = (0..16_500u64).map(|i| {
+            let user = jewel::user::UserKey::generate().unwrap();
+            jewel::names::NameRecord::sign(user.signing_key(), [1; 32], i + 1, &[2; 32], b"flood").unwrap()
+        });
+        let handle = n.handle().clone();
+        let ok = futures::stream::iter(records)
+            .map(|r| {
+                let h = handle.clone();
+                async move { h.publish_name(r).await.is_ok() }
+            })
+            .buffer_unordered(64)
+            .filter(|ok| std::future::ready(*ok))
+            .count()
+            .await;
+        n.shutdown().await;
+        ok
+    });
+    assert!(published > 16_384, "only {published} flood records were stored");
+    let laptop = &net.peers[0];
+    let made = laptop.json(&["id", "init", "--json"]);
+    let file = write_file(&net.path("notes"), b"my notes");
+    laptop.ok(&["put", &file, "--as", "notes.txt", "--scheme", "replicate:2"]);
+    let name = laptop.ok(&["name", "publish", "notes.txt", "--label", "notes"]).trim().to_string();
+    let resolved = net.peers[3].ok(&["name", "resolve", &name]);
+    assert!(resolved.starts_with("jewel:r1:"), "{resolved}");
+    jewel_testkit::eventually("the laptop's index all published", Duration::from_secs(30), || {
+        laptop.ok(&["status"]).contains("(all published)").then_some(())
+    });
+    let phone = &net.peers[4];
+    let phrase = made["phrase"].as_str().unwrap();
+    let o = phone.cli().run_fed(&phone.home, &["id", "recover"], phrase.as_bytes());
+    assert!(o.success() && o.stderr.contains("your index has 1 files"), "{}", o.stderr);
+}

@@ -703,6 +703,34 @@ fn check_verify_finds_rot_and_repair_replaces_it() {
     assert!(std::fs::read(&out).unwrap() == data);
 }
 
+/// Three of five pieces rot, each in another segment: every segment still has four good
+/// chunks of five, so the file can be rebuilt, and `check --verify` (which judges segment
+/// by segment) says so, as a get shows. Issue 19: check said "NOT recoverable" of a file
+/// whose get worked.
+#[test]
+fn rot_in_different_segments_is_recoverable_and_check_says_so() {
+    let _one = exclusive();
+    let net = devnet(8);
+    // Three segments of 4 MiB: each piece holds a chunk of about 1.4 MB of each.
+    let data = random_bytes(12 << 20, 15);
+    let file = write_file(&net.path("f"), &data);
+    let put = net.peers[0].json(&["put", &file, "--scheme", "jewels:3/5", "--json"]);
+    let cap = put["cap"].as_str().unwrap().to_string();
+    let check = net.peers[0].json(&["check", &cap, "--json"]);
+    let pieces = check["pieces"].as_array().unwrap().clone();
+    for (slot, at) in [(0usize, 100_000usize), (1, 1_500_000), (2, 3_000_000)] {
+        let (id, holder) =
+            (pieces[slot]["piece"].as_str().unwrap(), pieces[slot]["holder"].as_str().unwrap());
+        rot(net.node(holder), id, &[at]);
+    }
+    let verified = net.peers[0].json(&["check", &cap, "--verify", "--json"]);
+    assert_eq!(verified["alive"], 2, "{verified}");
+    assert_eq!(verified["recoverable"], true, "{verified}");
+    let out = net.path("out");
+    net.peers[5].ok(&["get", &cap, "-o", s(&out)]);
+    assert!(std::fs::read(&out).unwrap() == data);
+}
+
 /// A holder's scrubber finds a block that rotted, drops it and says so in `jewel status`;
 /// the owner's audit then sees the piece missing, and repair makes the file whole again.
 #[test]

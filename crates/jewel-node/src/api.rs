@@ -451,6 +451,11 @@ pub struct Audit {
     pub states: Vec<PieceState>,
     /// Bytes the proofs moved.
     pub bytes: u64,
+    /// For a full verification: each slot's segments whose chunk did not verify (all of them
+    /// for a holder that could not be read), so recoverability is judged segment by segment
+    /// (pieces damaged in different segments still rebuild the file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bad_segments: Vec<Vec<u32>>,
 }
 
 /// One piece in a [`CheckReport`].

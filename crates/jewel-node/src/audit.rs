@@ -62,6 +62,7 @@ pub async fn audit(blocks: &BlockClient, manifest: &Manifest, located: &[Option<
         at: now,
         bytes: results.iter().map(|r| r.1).sum(),
         states: results.into_iter().map(|r| r.0).collect(),
+        bad_segments: Vec::new(),
     }
 }
 
@@ -69,7 +70,10 @@ pub async fn audit(blocks: &BlockClient, manifest: &Manifest, located: &[Option<
 const VERIFY_CONCURRENCY: usize = 4;
 
 /// Fetches every byte of every piece from its holder, verified against the piece id as it
-/// arrives (like a get, without decoding), 4 pieces at a time: `check --verify`.
+/// arrives (like a get, without decoding), 4 pieces at a time: `check --verify`. Each
+/// piece is read segment by segment: a chunk that does not verify marks its segment bad
+/// and the read goes on (rot in one place leaves the rest of the piece usable); a holder
+/// that cannot be read marks the rest of its piece bad.
 pub async fn verify_all(
     blocks: &BlockClient,
     manifest: &Manifest,
@@ -78,38 +82,68 @@ pub async fn verify_all(
 ) -> Audit {
     use futures::stream::StreamExt;
     let Ok(scheme) = manifest.build_scheme() else { return Audit::default() };
+    let scheme = scheme.as_ref();
+    let segments = manifest.segments.len() as u32;
     let pieces: Vec<(usize, BlockId, u64, Option<PeerId>)> = manifest
         .pieces
         .iter()
         .enumerate()
-        .map(|(slot, id)| {
-            (slot, *id, manifest.piece_len(scheme.as_ref(), slot), located.get(slot).copied().flatten())
-        })
+        .map(|(slot, id)| (slot, *id, manifest.piece_len(scheme, slot), located.get(slot).copied().flatten()))
         .collect();
     let read = |(slot, id, size, holder): (usize, BlockId, u64, Option<PeerId>)| async move {
-        let Some(peer) = holder else { return (slot, PieceState::Missing, 0) };
+        let Some(peer) = holder else { return (slot, PieceState::Missing, 0, (0..segments).collect()) };
         let mut buf = Vec::new();
-        let mut at = 0u64;
-        while at < size {
-            let n = (size - at).min(jewel_net::wire::MAX_GET);
-            match blocks.get_range_into(peer, id, size, (at, n), &mut buf, 0).await {
-                Ok(()) => at += n,
-                Err(e) => {
-                    tracing::info!(%peer, piece = %id, slot, at, error = %e, "verify: piece not whole");
-                    return (slot, piece_state_of(&e), at);
+        let (mut at, mut moved, mut bad) = (0u64, 0u64, Vec::new());
+        for (seg, stored) in manifest.segments.iter().enumerate() {
+            let len = scheme.chunk_len(slot, *stored as usize) as u64;
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(jewel_net::wire::MAX_GET);
+                match blocks.get_range_into(peer, id, size, (at + done, n), &mut buf, 0).await {
+                    Ok(()) => {
+                        done += n;
+                        moved += n;
+                    }
+                    Err(e) if piece_state_of(&e) == PieceState::Corrupt => {
+                        tracing::info!(%peer, piece = %id, slot, segment = seg, error = %e, "verify: a segment's chunk is corrupt");
+                        bad.push(seg as u32);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::info!(%peer, piece = %id, slot, at, error = %e, "verify: piece not whole");
+                        bad.extend(seg as u32..segments);
+                        return (slot, PieceState::Missing, moved, bad);
+                    }
                 }
             }
+            at += len;
         }
-        (slot, PieceState::Alive, size)
+        let state = if bad.is_empty() { PieceState::Alive } else { PieceState::Corrupt };
+        (slot, state, moved, bad)
     };
-    let mut results: Vec<(usize, PieceState, u64)> =
+    let mut results: Vec<(usize, PieceState, u64, Vec<u32>)> =
         futures::stream::iter(pieces).map(read).buffer_unordered(VERIFY_CONCURRENCY).collect().await;
     results.sort_by_key(|r| r.0);
     Audit {
         at: now,
         bytes: results.iter().map(|r| r.2).sum(),
-        states: results.into_iter().map(|r| r.1).collect(),
+        states: results.iter().map(|r| r.1).collect(),
+        bad_segments: results.into_iter().map(|r| r.3).collect(),
     }
+}
+
+/// Whether the file can be rebuilt from what `audit` found: piece by piece for a sampled
+/// audit, segment by segment for a full verification (each segment needs enough good
+/// chunks, whichever pieces they are in).
+fn recoverable(scheme: &dyn jewel::codec::Scheme, audit: &Audit, segments: usize) -> bool {
+    let usable: Vec<bool> = audit.states.iter().map(|s| s.usable()).collect();
+    if audit.bad_segments.is_empty() {
+        return scheme.can_decode(&usable);
+    }
+    (0..segments as u32).all(|seg| {
+        let good: Vec<bool> = audit.bad_segments.iter().map(|bad| !bad.contains(&seg)).collect();
+        scheme.can_decode(&good)
+    })
 }
 
 /// What a failed read says about a piece: bytes that do not verify, or a holder that says
@@ -150,7 +184,7 @@ pub fn check_report(
         d: scheme.redundancy(),
         m: scheme.min_peers(),
         alive: usable.iter().filter(|a| **a).count(),
-        recoverable: scheme.can_decode(&usable),
+        recoverable: recoverable(scheme.as_ref(), audit, manifest.segments.len()),
         audit_bytes: audit.bytes,
         audited_at: audit.at,
         verified: false,

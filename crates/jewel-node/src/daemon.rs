@@ -181,6 +181,13 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         reading: Arc::default(),
         full: Default::default(),
         liars: Default::default(),
+        seen: std::sync::Mutex::new(
+            state
+                .peers_seen()?
+                .into_iter()
+                .filter_map(|(k, at)| Some((jewel_net::PeerId::from_bytes(&k).ok()?, at)))
+                .collect(),
+        ),
         user_index,
     });
     let scrub = ScrubWorker::new(

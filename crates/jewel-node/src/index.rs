@@ -936,6 +936,12 @@ impl Node {
         self.state
             .set_index_meta(&[(&key_name, &record.encode()?), ("names", labels.join("\n").as_bytes())])?;
         self.blocks.net().publish_name(record).await?;
+        // Published is what can be found (a DHT crowded by strangers may take a record and
+        // lose it); the record is kept here and published again every half hour.
+        let found = self.blocks.net().find_name(names::key(&pubkey, &names::label_slot(label))).await?;
+        if found.is_none_or(|r| r.seq < seq) {
+            return Err(IndexOpError::NoRecord(format!("{name}, just published,")));
+        }
         Ok(name)
     }
 

@@ -61,6 +61,9 @@ pub(crate) struct Node {
     /// Peers that took a piece and could not prove it right after, and when: given no
     /// pieces for [`LIAR_FOR`].
     pub liars: Mutex<std::collections::HashMap<PeerId, Instant>>,
+    /// When this node first saw each peer (Unix seconds; kept in the state store): a peer
+    /// seen for less than [`TRUST_AFTER`] holds at most what a file tolerates losing.
+    pub seen: Mutex<std::collections::HashMap<PeerId, u64>>,
     /// The user's index on this device.
     pub user_index: crate::index::UserIndex,
 }
@@ -69,6 +72,12 @@ pub(crate) struct Node {
 pub const FULL_FOR: Duration = Duration::from_secs(600);
 /// Peers remembered as full, at most.
 const FULL_REMEMBERED: usize = 1024;
+/// How long a peer must have been known to this node before it may hold more of a file's
+/// pieces than the file tolerates losing.
+pub const TRUST_AFTER: u64 = 24 * 3600;
+/// Peers whose first sighting is remembered, at most.
+const MAX_SEEN: usize = 100_000;
+
 /// Attempts of a put of a file whose pieces some peers took and could not prove.
 const LIE_ATTEMPTS: u32 = 3;
 /// How long a peer that could not prove a piece it just took gets no pieces.
@@ -353,7 +362,11 @@ impl Node {
                 .filter_map(|p| {
                     let peer = p.peer.parse::<PeerId>().ok()?;
                     let site = p.ip.as_deref().and_then(|ip| ip.parse().ok()).map(policy::site_of);
-                    Some((full.contains(&peer), !p.connected, Candidate { peer, zone: p.zone, site }))
+                    Some((
+                        full.contains(&peer),
+                        !p.connected,
+                        Candidate { peer, zone: p.zone, site, new: false },
+                    ))
                 })
                 .filter(|(_, _, c)| !exclude.contains(&c.peer) && !liars.contains(&c.peer))
                 .collect();
@@ -376,11 +389,40 @@ impl Node {
             .collect();
         // Their addresses are known now that they are connected: read them again.
         let now = usable(net.peers().await?);
-        Ok(known
+        let mut out: Vec<Candidate<PeerId>> = known
             .into_iter()
             .filter(|c| reached.contains(&c.peer))
             .map(|c| now.iter().find(|n| n.peer == c.peer).cloned().unwrap_or(c))
-            .collect())
+            .collect();
+        self.mark_new(&mut out);
+        Ok(out)
+    }
+
+    /// Marks the candidates this node first saw less than [`TRUST_AFTER`] ago, and records
+    /// the first sighting of those it had never seen.
+    fn mark_new(&self, candidates: &mut [Candidate<PeerId>]) {
+        let now = self.clock.now();
+        let mut first = Vec::new();
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            for c in candidates.iter_mut() {
+                let at = match seen.get(&c.peer) {
+                    Some(at) => *at,
+                    None if seen.len() < MAX_SEEN => {
+                        seen.insert(c.peer, now);
+                        first.push((c.peer.to_bytes(), now));
+                        now
+                    }
+                    None => now,
+                };
+                c.new = now.saturating_sub(at) < TRUST_AFTER;
+            }
+        }
+        if !first.is_empty() {
+            if let Err(e) = self.state.add_peers_seen(&first) {
+                tracing::warn!(error = %e, "could not record the peers first seen");
+            }
+        }
     }
 
     /// The peers that refused a piece for want of room within [`FULL_FOR`].
@@ -494,8 +536,10 @@ impl Node {
         let reached = started.elapsed();
         // All candidates, in placement order: the first n hold the pieces, the rest are spares
         // for a peer that vanishes mid-put.
-        let holders = policy::place(slots, &candidates)?;
-        let spares = policy::place(candidates.len(), &candidates).unwrap_or_default();
+        // New peers hold at most what the file tolerates losing, while others can hold it.
+        let max_new = jewel::codec::build(&spec).map_err(|e| PutError::Scheme(e.to_string()))?.tolerates();
+        let holders = policy::place_within(slots, &candidates, max_new)?;
+        let spares = policy::place_within(candidates.len(), &candidates, max_new).unwrap_or_default();
         let peers: Vec<PeerId> =
             holders.iter().copied().chain(spares.into_iter().filter(|p| !holders.contains(p))).collect();
         let job = self.jobs.start(job, size);
@@ -536,6 +580,10 @@ impl Node {
         let crowded = policy::crowded(&placed.holders, &candidates);
         if crowded > 0 {
             tracing::warn!(crowded, "too few networks for this file's pieces: some share one");
+        }
+        let newcomers = policy::newcomers_over(&placed.holders, &candidates, max_new);
+        if newcomers > 0 {
+            tracing::info!(newcomers, max_new, "too few peers known for a day: more new peers hold this file's pieces than it tolerates losing");
         }
         let stored = started.elapsed();
         let file = placed.put.cap.manifest;

@@ -39,6 +39,9 @@ const INDEX_OPS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("inde
 const INDEX_META: TableDefinition<&str, &[u8]> = TableDefinition::new("index_meta");
 /// Releases holders still owe: "file/holder" → the release (JSON).
 const RELEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("releases");
+/// Peer id (bytes) → when this node first saw it (Unix seconds), for placement to tell
+/// peers known for a while from new ones.
+const PEERS_SEEN: TableDefinition<&[u8], u64> = TableDefinition::new("peers_seen");
 
 /// Why the state store cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -334,6 +337,41 @@ impl StateStore {
     }
 
     /// Sets values of the index's bookkeeping, durably, in one transaction.
+    /// When this node first saw each peer it has seen.
+    pub fn peers_seen(&self) -> Result<Vec<(Vec<u8>, u64)>, StateError> {
+        let err = self.db_err();
+        let tx = self.db.begin_read().map_err(|e| err(&e))?;
+        let t = match tx.open_table(PEERS_SEEN) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(err(&e)),
+        };
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(|e| err(&e))? {
+            let (k, v) = entry.map_err(|e| err(&e))?;
+            out.push((k.value().to_vec(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Records peers seen for the first time (kept if already there), in one transaction.
+    /// Not waited for on disk: a crash forgets only that some peers were seen a little
+    /// earlier, which makes them count as new a little longer.
+    pub fn add_peers_seen(&self, peers: &[(Vec<u8>, u64)]) -> Result<(), StateError> {
+        let err = self.db_err();
+        let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
+        tx.set_durability(redb::Durability::None);
+        {
+            let mut t = tx.open_table(PEERS_SEEN).map_err(|e| err(&e))?;
+            for (peer, at) in peers {
+                if t.get(peer.as_slice()).map_err(|e| err(&e))?.is_none() {
+                    t.insert(peer.as_slice(), *at).map_err(|e| err(&e))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| err(&e))
+    }
+
     pub fn set_index_meta(&self, values: &[(&str, &[u8])]) -> Result<(), StateError> {
         let err = self.db_err();
         let tx = self.db.begin_write().map_err(|e| err(&e))?;

@@ -94,7 +94,12 @@ async fn every_scheme_survives_exactly_what_it_promises() {
         let client = nodes[0].as_ref().unwrap().blocks().clone();
         let candidates: Vec<Candidate<PeerId>> = nodes[1..]
             .iter()
-            .map(|n| Candidate { peer: n.as_ref().unwrap().handle().peer_id(), zone: None, site: None })
+            .map(|n| Candidate {
+                peer: n.as_ref().unwrap().handle().peer_id(),
+                zone: None,
+                site: None,
+                new: false,
+            })
             .collect();
         let slots = build(&spec).unwrap().slots();
         let holders = place(slots, &candidates).unwrap();
@@ -157,7 +162,7 @@ fn placement_uses_distinct_peers_and_spreads_over_zones() {
     let candidates: Vec<Candidate<PeerId>> = peers
         .iter()
         .zip(zones)
-        .map(|(p, z)| Candidate { peer: *p, zone: Some(z.to_string()), site: None })
+        .map(|(p, z)| Candidate { peer: *p, zone: Some(z.to_string()), site: None, new: false })
         .collect();
     let chosen = place(3, &candidates).unwrap();
     let chosen_zones: std::collections::HashSet<&str> =

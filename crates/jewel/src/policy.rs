@@ -20,13 +20,16 @@ pub enum PolicyError {
     NotEnoughPeers { needed: usize, found: usize },
 }
 
-/// A candidate peer for placement, with the failure domain it announced, if any, and the
-/// network its address is in (see [`site_of`]), if known.
+/// A candidate peer for placement, with the failure domain it announced, if any, the
+/// network its address is in (see [`site_of`]), if known, and whether the placing node
+/// first saw it only recently (identities are free: many new ones at once may be one
+/// stranger's, who can drop what they hold together).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate<P> {
     pub peer: P,
     pub zone: Option<String>,
     pub site: Option<String>,
+    pub new: bool,
 }
 
 /// The network an IP address is in, for placement: its /24 (IPv4) or /48 (IPv6), as
@@ -60,6 +63,18 @@ pub fn site_of(ip: std::net::IpAddr) -> String {
 /// The first `slots` of a longer placement are this placement, so the rest are spares in
 /// the order that keeps the spread.
 pub fn place<P: Copy + Eq + Hash>(slots: usize, candidates: &[Candidate<P>]) -> Result<Vec<P>, PolicyError> {
+    place_within(slots, candidates, usize::MAX)
+}
+
+/// [`place`], giving new peers ([`Candidate::new`]) at most `max_new` pieces while peers
+/// known longer can take them (a file whose pieces on new peers are at most what its scheme
+/// tolerates losing survives their leaving together); past that, new peers come last, not
+/// never ([`newcomers_over`] says how many were needed).
+pub fn place_within<P: Copy + Eq + Hash>(
+    slots: usize,
+    candidates: &[Candidate<P>],
+    max_new: usize,
+) -> Result<Vec<P>, PolicyError> {
     use std::collections::{HashMap, HashSet};
     let mut seen = HashSet::new();
     let distinct: Vec<&Candidate<P>> = candidates.iter().filter(|c| seen.insert(c.peer)).collect();
@@ -91,13 +106,16 @@ pub fn place<P: Copy + Eq + Hash>(slots: usize, candidates: &[Candidate<P>]) -> 
     let (mut per_site, mut per_zone) = (HashMap::<usize, usize>::new(), HashMap::<usize, usize>::new());
     let mut taken = vec![false; distinct.len()];
     let mut out = Vec::with_capacity(slots);
+    let mut new = 0;
     while out.len() < slots {
         let best = (0..distinct.len()).filter(|&i| !taken[i]).min_by_key(|&i| {
             let (site, zone) = keys[i];
-            (per_site.get(&site).copied().unwrap_or(0), per_zone.get(&zone).copied().unwrap_or(0), i)
+            let over = distinct[i].new && new >= max_new;
+            (over, per_site.get(&site).copied().unwrap_or(0), per_zone.get(&zone).copied().unwrap_or(0), i)
         });
         let Some(i) = best else { break };
         taken[i] = true;
+        new += usize::from(distinct[i].new);
         *per_site.entry(keys[i].0).or_default() += 1;
         *per_zone.entry(keys[i].1).or_default() += 1;
         out.push(distinct[i].peer);
@@ -117,6 +135,16 @@ pub fn crowded<P: Copy + Eq + Hash>(placed: &[P], candidates: &[Candidate<P>]) -
         .filter_map(|c| c.site.as_deref())
         .filter(|s| !loopback(s) && !sites.insert(s.to_string()))
         .count()
+}
+
+/// How many of `placed` went to new peers beyond `max_new` (too few peers known longer).
+pub fn newcomers_over<P: Copy + Eq + Hash>(
+    placed: &[P],
+    candidates: &[Candidate<P>],
+    max_new: usize,
+) -> usize {
+    let new = placed.iter().filter(|p| candidates.iter().any(|c| c.peer == **p && c.new)).count();
+    new.saturating_sub(max_new)
 }
 
 /// A holder whose smoothed latency is at most this many times that of the fastest
@@ -204,11 +232,11 @@ mod tests {
     }
 
     fn c(peer: u32, zone: Option<&str>) -> Candidate<u32> {
-        Candidate { peer, zone: zone.map(str::to_string), site: None }
+        Candidate { peer, zone: zone.map(str::to_string), site: None, new: false }
     }
 
     fn at(peer: u32, site: &str, zone: Option<&str>) -> Candidate<u32> {
-        Candidate { peer, zone: zone.map(str::to_string), site: Some(site.to_string()) }
+        Candidate { peer, zone: zone.map(str::to_string), site: Some(site.to_string()), new: false }
     }
 
     #[test]
@@ -230,6 +258,26 @@ mod tests {
         // Sites come before zones: a zone claimed by many peers cannot pull pieces to one net.
         let cands = [at(1, "a", Some("z1")), at(2, "a", Some("z2")), at(3, "b", Some("z1"))];
         assert_eq!(place(2, &cands).unwrap(), vec![1, 3]);
+    }
+
+    #[test]
+    fn new_peers_hold_at_most_what_a_file_tolerates_losing_while_others_can() {
+        // Twenty new identities, each on a network of its own, come first; four peers known
+        // longer. A 3-of-5 file tolerates losing 2: the new ones get 2 pieces.
+        let mut cands: Vec<Candidate<u32>> =
+            (0..20).map(|i| Candidate { new: true, ..at(i, &format!("10.{i}.0.0/24"), None) }).collect();
+        cands.extend((100..104).map(|i| at(i, &format!("10.{i}.0.0/24"), None)));
+        let placed = place_within(5, &cands, 2).unwrap();
+        assert_eq!(placed.iter().filter(|p| **p < 100).count(), 2, "{placed:?}");
+        assert_eq!(newcomers_over(&placed, &cands, 2), 0);
+        // Seven slots and four peers known longer: three new ones must hold a piece, said.
+        let placed = place_within(7, &cands, 2).unwrap();
+        assert_eq!(newcomers_over(&placed, &cands, 2), 1);
+        // Without a bound, the caller's order wins.
+        assert!(place(5, &cands).unwrap().iter().all(|p| *p < 100));
+        // The spares after a bounded placement keep the bound's order.
+        let all = place_within(cands.len(), &cands, 2).unwrap();
+        assert_eq!(&all[..5], &place_within(5, &cands, 2).unwrap()[..]);
     }
 
     #[test]
