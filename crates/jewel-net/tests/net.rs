@@ -210,15 +210,20 @@ async fn gets_reuse_their_stream_and_a_stream_carries_many_requests() {
     }
 }
 
-/// Sends `block` with SEND (id at the end) in 70 kB chunks, announcing `max` bytes.
-async fn send(
+/// Sends `block` with SEND (id at the end) in 70 kB chunks, announcing `max` bytes; the
+/// writer says the data is complete unless `cut`.
+async fn send_maybe_cut(
     net: &jewel_net::BlockClient,
     peer: jewel_net::PeerId,
     max: u64,
     block: &[u8],
+    cut: bool,
 ) -> (BlockId, Result<(), NetError>) {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
-    let chunks: Vec<Vec<u8>> = block.chunks(70_000).map(<[u8]>::to_vec).collect();
+    let mut chunks: Vec<Vec<u8>> = block.chunks(70_000).map(<[u8]>::to_vec).collect();
+    if !cut {
+        chunks.push(Vec::new());
+    }
     let feed = tokio::spawn(async move {
         for c in chunks {
             if tx.send(c).await.is_err() {
@@ -229,6 +234,15 @@ async fn send(
     let r = net.send_block(peer, max, rx).await;
     feed.await.unwrap();
     r
+}
+
+async fn send(
+    net: &jewel_net::BlockClient,
+    peer: jewel_net::PeerId,
+    max: u64,
+    block: &[u8],
+) -> (BlockId, Result<(), NetError>) {
+    send_maybe_cut(net, peer, max, block, false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,6 +258,14 @@ async fn send_streams_a_block_whose_id_comes_last() {
     r.unwrap();
     assert_eq!(id, BlockId::of(&block));
     assert!(stores[1].has(&id).unwrap());
+
+    // A writer that stops before its data is whole (a put that failed) commits nothing,
+    // though what it sent hashes to an id of its own. Issue 19: a cut put left its partial
+    // pieces committed, charged to the owner's quota.
+    let cut = data(200_000, 6);
+    let (id, r) = send_maybe_cut(a, b, 250_000, &cut, true).await;
+    assert!(r.is_err(), "a cut send must fail: {r:?}");
+    assert!(!stores[1].has(&id).unwrap(), "a cut send stored its partial data");
 
     // More data than announced: refused, nothing stored, and the id is still computed.
     let other = data(120_000, 5);

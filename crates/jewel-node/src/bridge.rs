@@ -109,6 +109,10 @@ struct NetWriter {
 
 impl BlockWriter for NetWriter {
     fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        // An empty chunk on the channel says the piece is complete (see `send_block`).
+        if data.is_empty() {
+            return Ok(());
+        }
         self.written += data.len() as u64;
         let sent = self.tx.as_ref().map(|tx| tx.blocking_send(data.to_vec()));
         if let Some(Err(_)) = sent {
@@ -122,7 +126,11 @@ impl BlockWriter for NetWriter {
     }
 
     fn commit(mut self: Box<Self>, _expected: Option<BlockId>) -> Result<BlockId, StoreError> {
-        drop(self.tx.take());
+        // The piece is whole: say so, so the upload ends with the id (a writer dropped
+        // without a commit closes the channel without it, and nothing is committed).
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.blocking_send(Vec::new());
+        }
         let task = self.task.take();
         let ended = task.map(|t| self.rt.block_on(t));
         let Some(Ok((id, result))) = ended else {

@@ -395,7 +395,10 @@ impl BlockClient {
     }
 
     /// Streams a block whose id is known only at its end to `peer`, which stores it after
-    /// checking the data against that id. `chunks` yields the data; it is hashed on the way
+    /// checking the data against that id. `chunks` yields the data, then one empty chunk
+    /// that says it is complete: a channel that closes without it (the writer failed, or
+    /// was dropped) ends the upload with nothing committed, never a truncated block that
+    /// hashes to its own id. The data is hashed on the way
     /// and, after a failure, still drained and hashed, so the id is always returned, with
     /// whether the peer stored the block. `max_size` bounds the block (the peer refuses at
     /// once if it cannot take that much).
@@ -444,8 +447,12 @@ impl BlockClient {
             Ok(r) => r?,
             Err(_) => return Err(NetError::Unresponsive { peer, waited: GO_TIMEOUT }),
         }
-        let mut sent = Ok(());
+        let (mut sent, mut complete) = (Ok(()), false);
         while let Some(chunk) = chunks.recv().await {
+            if chunk.is_empty() {
+                complete = true;
+                break;
+            }
             hasher.update(&chunk);
             for frame in chunk.chunks(wire::MAX_FRAME as usize) {
                 // A peer that stops reading must not hold the put forever.
@@ -461,8 +468,12 @@ impl BlockClient {
                 break;
             }
         }
+        if sent.is_ok() && !complete {
+            // The writer went away before its data was whole: the holder drops what it got
+            // when the stream closes without an end.
+            return Err(NetError::Closed);
+        }
         if sent.is_ok() {
-            // The data is all here only once the writer closed the channel.
             let id = BlockId::from(hasher.clone().finalize());
             sent = wire::write_end(&mut s, &id).await;
         }
