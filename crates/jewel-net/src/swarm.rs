@@ -803,11 +803,6 @@ impl EventLoop {
                         reply.send(Err(NetError::Dial { target: "peer".into(), reason: error.to_string() }));
                 }
                 let Some(peer) = peer_id else { return };
-                // A peer that cannot be reached leaves the routing table at once (it joins
-                // again when it connects): queries must not keep meeting peers that left.
-                if !self.swarm.is_connected(&peer) {
-                    self.swarm.behaviour_mut().kad.remove_peer(&peer);
-                }
                 if self.connecting.get(&peer).is_some_and(|(id, _)| *id == connection_id) {
                     let reason = first_line(&error.to_string());
                     if let Some((_, waiting)) = self.connecting.remove(&peer) {
