@@ -103,6 +103,9 @@ pub enum NetEvent {
     DirectUpgradeFailed { peer: PeerId, reason: String },
     /// The first connection with `peer` (ours or its own) is up.
     Connected { peer: PeerId },
+    /// A peer joined a gossip topic this node knows of: messages published on it now reach
+    /// that peer.
+    Subscribed { topic: String, peer: PeerId },
     /// A message on a gossip topic this node subscribed to (see [`NetHandle::subscribe`]).
     Gossip { topic: String, data: Arc<Vec<u8>>, from: PeerId },
 }
@@ -885,6 +888,12 @@ impl EventLoop {
                         let _ = self.swarm.dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
                     }
                 }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Subscribed {
+                peer_id,
+                topic,
+            })) => {
+                let _ = self.events.send(NetEvent::Subscribed { topic: topic.into_string(), peer: peer_id });
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message {
                 propagation_source,

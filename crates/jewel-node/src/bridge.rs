@@ -21,6 +21,49 @@ use crate::client::{ClientError, NetFetch};
 /// Chunks a slot's piece may have queued for its peer: bounds the memory of a put.
 const SEND_QUEUE: usize = 4;
 
+/// A put's uploads that are not done once at least half of the others are get this long:
+/// three times the slowest of those done, and this much more.
+const STRAGGLER_SLACK: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The uploads of one pipeline's pieces, timed together, so that one that lags far behind
+/// the others (a holder frozen a moment ago, before anything found it silent) is given up
+/// on, and its piece goes to a spare, instead of holding the put until the holder is found.
+struct Race {
+    started: tokio::time::Instant,
+    total: usize,
+    /// Uploads done, and the slowest of them.
+    done: Mutex<(usize, std::time::Duration)>,
+    finished: tokio::sync::Notify,
+}
+
+impl Race {
+    fn finish(&self) {
+        let took = self.started.elapsed();
+        let mut d = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        d.0 += 1;
+        d.1 = d.1.max(took);
+        drop(d);
+        self.finished.notify_waiters();
+    }
+
+    /// Resolves once an upload not yet done counts as a straggler (never, for uploads that
+    /// are not to be given up: `total` 0).
+    async fn straggler(&self) {
+        if self.total == 0 {
+            return std::future::pending().await;
+        }
+        loop {
+            let next = self.finished.notified();
+            let (done, slowest) = *self.done.lock().unwrap_or_else(|p| p.into_inner());
+            if done > 0 && done * 2 >= self.total {
+                tokio::time::sleep_until(self.started + slowest * 3 + STRAGGLER_SLACK).await;
+                return;
+            }
+            next.await;
+        }
+    }
+}
+
 /// How one streamed upload ended, once its writer was committed (`None` before that).
 pub(crate) type Outcome = Arc<Mutex<Option<Result<(), NetError>>>>;
 
@@ -46,20 +89,34 @@ impl Bridge {
     }
 
     /// One streaming writer per peer (see [`NetWriter`]), each bounded by `max[i]` bytes,
-    /// and where each upload's outcome will be.
+    /// and where each upload's outcome will be. With `give_up`, an upload that lags far
+    /// behind the others is given up (for a caller with spare peers to put its piece on).
     pub(crate) fn sinks(
         &self,
         blocks: &BlockClient,
         peers: &[PeerId],
         max: &[u64],
+        give_up: bool,
     ) -> (Vec<Box<dyn BlockWriter>>, Vec<Outcome>) {
         let mut outcomes = Vec::with_capacity(peers.len());
         let mut sinks: Vec<Box<dyn BlockWriter>> = Vec::with_capacity(peers.len());
+        let race = Arc::new(Race {
+            started: tokio::time::Instant::now(),
+            total: if give_up { peers.len() } else { 0 },
+            done: Mutex::new((0, std::time::Duration::ZERO)),
+            finished: tokio::sync::Notify::new(),
+        });
         for (peer, max) in peers.iter().zip(max) {
             let (tx, rx) = tokio::sync::mpsc::channel(SEND_QUEUE);
             let outcome = Arc::new(Mutex::new(None));
-            let (blocks, peer, max) = (blocks.clone(), *peer, *max);
-            let task = self.rt.spawn(async move { blocks.send_block(peer, max, rx).await });
+            let (client, peer, max, timed) = (blocks.clone(), *peer, *max, race.clone());
+            let task = self.rt.spawn(async move {
+                let sent = client.send_block(peer, max, rx).await;
+                if sent.1.is_ok() {
+                    timed.finish();
+                }
+                sent
+            });
             outcomes.push(outcome.clone());
             sinks.push(Box::new(NetWriter {
                 tx: Some(tx),
@@ -67,6 +124,10 @@ impl Bridge {
                 rt: self.rt.clone(),
                 written: 0,
                 outcome,
+                hasher: blake3::Hasher::new(),
+                peer,
+                race: race.clone(),
+                blocks: blocks.clone(),
             }));
         }
         (sinks, outcomes)
@@ -105,6 +166,11 @@ struct NetWriter {
     rt: Handle,
     written: u64,
     outcome: Outcome,
+    /// The piece's id as written: the manifest needs it even when the upload is given up.
+    hasher: blake3::Hasher,
+    peer: PeerId,
+    race: Arc<Race>,
+    blocks: BlockClient,
 }
 
 impl BlockWriter for NetWriter {
@@ -114,6 +180,7 @@ impl BlockWriter for NetWriter {
             return Ok(());
         }
         self.written += data.len() as u64;
+        self.hasher.update(data);
         let sent = self.tx.as_ref().map(|tx| tx.blocking_send(data.to_vec()));
         if let Some(Err(_)) = sent {
             return Err(StoreError::Unavailable { id: BlockId([0; 32]), reason: "upload task ended".into() });
@@ -126,18 +193,35 @@ impl BlockWriter for NetWriter {
     }
 
     fn commit(mut self: Box<Self>, _expected: Option<BlockId>) -> Result<BlockId, StoreError> {
+        let id = BlockId::from(self.hasher.finalize());
+        let (Some(tx), Some(mut task)) = (self.tx.take(), self.task.take()) else {
+            return Err(StoreError::Unavailable { id, reason: "upload task failed".into() });
+        };
         // The piece is whole: say so, so the upload ends with the id (a writer dropped
-        // without a commit closes the channel without it, and nothing is committed).
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.blocking_send(Vec::new());
-        }
-        let task = self.task.take();
-        let ended = task.map(|t| self.rt.block_on(t));
-        let Some(Ok((id, result))) = ended else {
-            return Err(StoreError::Unavailable {
-                id: BlockId([0; 32]),
-                reason: "upload task failed".into(),
-            });
+        // without a commit closes the channel without it, and nothing is committed). An
+        // upload that lags far behind the others is given up (its piece goes to a spare).
+        let race = self.race.clone();
+        let ended = self.rt.block_on(async {
+            let finish = async {
+                let _ = tx.send(Vec::new()).await;
+                drop(tx);
+                (&mut task).await
+            };
+            tokio::select! {
+                r = finish => Some(r),
+                () = race.straggler() => None,
+            }
+        });
+        let result = match ended {
+            Some(Ok((_, result))) => result,
+            Some(Err(_)) => return Err(StoreError::Unavailable { id, reason: "upload task failed".into() }),
+            None => {
+                task.abort();
+                let waited = race.started.elapsed();
+                tracing::info!(peer = %self.peer, ?waited, "an upload lagged far behind the others: its piece goes elsewhere");
+                self.blocks.net().liveness().mark_silent(self.peer);
+                Err(NetError::Unresponsive { peer: self.peer, waited })
+            }
         };
         if let Ok(mut o) = self.outcome.lock() {
             *o = Some(result);

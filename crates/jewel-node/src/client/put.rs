@@ -94,8 +94,11 @@ pub async fn put_file_noting(
     let mut holders: Vec<PeerId> = peers[..slots].to_vec();
     let max = max_piece_lens(scheme.as_ref(), size, opts.segment_size);
     let (client, targets, options) = (blocks.clone(), holders.clone(), opts.clone());
+    // A holder frozen a moment ago (not yet found silent) is given up on after a short
+    // wait, if a spare can take its piece.
+    let give_up = peers.len() > slots;
     let (put, outcomes) = Bridge::run(move |bridge| {
-        let (sinks, outcomes) = bridge.sinks(&client, &targets, &max);
+        let (sinks, outcomes) = bridge.sinks(&client, &targets, &max, give_up);
         (pipeline::put(&mut *input, &options, sinks), outcomes)
     })
     .await?;

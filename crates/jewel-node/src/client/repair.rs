@@ -71,7 +71,7 @@ pub async fn rebuild_slots(
     let (client, m, lost, to, f, max) =
         (blocks.clone(), manifest.clone(), missing.to_vec(), targets.clone(), fetch.clone(), sizes.clone());
     let (ids, outcomes) = Bridge::run(move |bridge| {
-        let (sinks, outcomes) = bridge.sinks(&client, &to, &max);
+        let (sinks, outcomes) = bridge.sinks(&client, &to, &max, false);
         (pipeline::rebuild(&m, &bridge.fetch(&f), &lost, sinks, threads), outcomes)
     })
     .await?;
