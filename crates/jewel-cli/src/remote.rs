@@ -461,7 +461,7 @@ pub fn peers(home: Option<&Path>, json: bool) -> Result<()> {
     for p in &v {
         writeln!(
             out,
-            "{} {} {}{}",
+            "{} {} {}{}{}",
             p.peer,
             match (p.connected, p.silent) {
                 (true, true) => "not-answering",
@@ -469,7 +469,9 @@ pub fn peers(home: Option<&Path>, json: bool) -> Result<()> {
                 _ => "known",
             },
             p.addrs.first().map_or("-", String::as_str),
-            p.zone.as_ref().map(|z| format!(" zone={z}")).unwrap_or_default()
+            p.zone.as_ref().map(|z| format!(" zone={z}")).unwrap_or_default(),
+            // Its gossip is not read (it sent messages that were refused).
+            if p.gossip_score.is_some_and(|s| s < -80.0) { " gossip-ignored" } else { "" }
         )?;
     }
     Ok(())

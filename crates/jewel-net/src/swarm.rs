@@ -229,8 +229,12 @@ pub(crate) fn build_swarm(
                 .validate_messages()
                 .build()
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let gossip = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gcfg)
+            let mut gossip = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gcfg)
                 .map_err(std::io::Error::other)?;
+            // A peer whose messages a topic's check refuses is scored down, and past the
+            // graylist threshold nothing it sends is read (see `gossip_scores`).
+            let (params, thresholds) = gossip_scores();
+            gossip.with_peer_score(params, thresholds).map_err(std::io::Error::other)?;
             let mdns = if mdns_on {
                 Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
             } else {
@@ -285,6 +289,9 @@ pub struct PeerInfo {
     /// Whether the peer stopped answering (see [`crate::liveness`]).
     #[serde(default)]
     pub silent: bool,
+    /// Its gossip score here: below -80 (refused messages) nothing it gossips is read.
+    #[serde(default)]
+    pub gossip_score: Option<f64>,
 }
 
 pub(crate) enum Command {
@@ -331,6 +338,38 @@ pub type GossipCheck = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
 /// Gossip messages taken from one peer per second, at most; more are dropped unread.
 pub const GOSSIP_PER_PEER_PER_SEC: u32 = 50;
+
+/// Gossip peer scoring: only refused messages count against a peer (each topic's
+/// [`topic_score`]); the rest of gossipsub's scoring is off or mild, because Jewel's topics
+/// are quiet (a user's index changes) and a loopback devnet puts every peer on one address.
+/// Past the graylist threshold (-80) a peer's messages are dropped unread.
+fn gossip_scores() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let params = gossipsub::PeerScoreParams {
+        topics: HashMap::new(),
+        // Per-address limits are the connection layer's (`iplimit`).
+        ip_colocation_factor_weight: 0.0,
+        // Broken IHAVE promises and slow peers: noted, never enough alone to graylist.
+        behaviour_penalty_weight: -1.0,
+        slow_peer_weight: -0.1,
+        ..Default::default()
+    };
+    (params, gossipsub::PeerScoreThresholds::default())
+}
+
+/// A topic's scoring: each refused message counts (squared, weight -10: three refused
+/// messages graylist a peer), forgotten slowly (×0.99 a second: a peer graylisted by
+/// ten refused messages is heard again after about two minutes); quiet mesh peers are not
+/// penalised.
+fn topic_score() -> gossipsub::TopicScoreParams {
+    gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -10.0,
+        invalid_message_deliveries_decay: 0.99,
+        ..Default::default()
+    }
+}
 
 /// Where a connect's outcome goes.
 type ConnectReply = oneshot::Sender<Result<PeerId, NetError>>;
@@ -720,7 +759,11 @@ impl EventLoop {
             Command::Subscribe { topic, check, reply } => {
                 let t = gossipsub::IdentTopic::new(topic);
                 self.gossip_checks.insert(t.hash(), check);
-                let r = self.swarm.behaviour_mut().gossip.subscribe(&t);
+                let gossip = &mut self.swarm.behaviour_mut().gossip;
+                if let Err(e) = gossip.set_topic_params(t.clone(), topic_score()) {
+                    tracing::warn!(error = e, "gossip scoring is off for a topic");
+                }
+                let r = gossip.subscribe(&t);
                 let _ = reply.send(r.map(|_| ()).map_err(|e| NetError::Dht(e.to_string())));
             }
             Command::Gossip { topic, data, reply } => {
@@ -761,6 +804,7 @@ impl EventLoop {
                         blocks: self.serves_blocks.get(&p).copied(),
                         ip: self.ips.get(&p).map(|ip| ip.to_string()),
                         silent: self.liveness.is_silent(&p),
+                        gossip_score: self.swarm.behaviour().gossip.peer_score(&p),
                     })
                     .collect();
                 let _ = reply.send(infos);

@@ -885,3 +885,61 @@ async fn name_records_are_verified_and_never_go_back() {
     let found = nodes[3].handle().find_name(key).await.unwrap().unwrap();
     assert_eq!((found.seq, found.open(&value_key).unwrap()), (11, b"eleven".to_vec()));
 }
+
+/// A peer whose gossip a topic's check refuses is scored down, and after a few refused
+/// messages nothing it sends on the topic is read, genuine or not, while an honest peer's
+/// messages still arrive. Issue 19: refused messages stopped going further, but the
+/// flooder could go on sending, and every message was still decoded and checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_gossip_is_refused_is_no_longer_heard() {
+    let (nodes, _) = network(3, None).await;
+    let (device, honest, stranger) = (&nodes[0], &nodes[1], &nodes[2]);
+    let topic = "user-topic".to_string();
+    let genuine: jewel_net::swarm::GossipCheck = Arc::new(|d: &[u8]| d.starts_with(b"ok"));
+    let mut events = device.handle().events();
+    device.handle().subscribe(topic.clone(), genuine.clone()).await.unwrap();
+    honest.handle().subscribe(topic.clone(), genuine).await.unwrap();
+    stranger.handle().subscribe(topic.clone(), Arc::new(|_: &[u8]| true)).await.unwrap();
+    for peer in [honest.handle().peer_id(), stranger.handle().peer_id()] {
+        event("the peers' subscriptions", &mut events, |e| {
+            matches!(e, NetEvent::Subscribed { topic: t, peer: p } if *t == topic && *p == peer)
+        })
+        .await;
+    }
+    let heard = |from: jewel_net::PeerId, what: &'static [u8]| {
+        move |e: &NetEvent| matches!(e, NetEvent::Gossip { data, from: f, .. } if *f == from && data.as_slice() == what)
+    };
+    // Before: the stranger is heard like anyone.
+    stranger.handle().gossip(topic.clone(), b"ok, first".to_vec()).await.unwrap();
+    event("the stranger's first message", &mut events, heard(stranger.handle().peer_id(), b"ok, first")).await;
+    // Ten forged messages: the device refuses them and scores the stranger down.
+    for i in 0..10u8 {
+        stranger.handle().gossip(topic.clone(), vec![b'x', i]).await.unwrap();
+    }
+    let s = stranger.handle().peer_id();
+    let graylisted = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let peers = device.handle().peers().await.unwrap();
+            let score = peers.iter().find(|p| p.peer == s.to_string()).and_then(|p| p.gossip_score);
+            if score.is_some_and(|s| s < -80.0) {
+                return score;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(graylisted.is_ok(), "the stranger was never graylisted");
+    // After: its genuine-looking messages go unread; the honest peer's (sent after them)
+    // arrive, and nothing of the stranger's came before.
+    for _ in 0..3 {
+        stranger.handle().gossip(topic.clone(), b"ok, again".to_vec()).await.unwrap();
+    }
+    honest.handle().gossip(topic.clone(), b"ok, honest".to_vec()).await.unwrap();
+    let first = event("a message after the forgeries", &mut events, |e| matches!(e, NetEvent::Gossip { .. })).await;
+    assert!(heard(honest.handle().peer_id(), b"ok, honest")(&first), "heard {first:?} first");
+    let later = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        event("any later message", &mut events, |e| matches!(e, NetEvent::Gossip { .. })).await
+    })
+    .await;
+    assert!(later.is_err(), "the graylisted stranger was still heard: {later:?}");
+}

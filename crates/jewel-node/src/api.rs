@@ -576,6 +576,10 @@ pub struct Peer {
     /// it answers again.
     #[serde(default)]
     pub silent: bool,
+    /// Its gossip score: below -80 (it sent messages that were refused) nothing it
+    /// gossips is read.
+    #[serde(default)]
+    pub gossip_score: Option<f64>,
 }
 
 /// The owner's settings.

@@ -786,6 +786,7 @@ impl Node {
                 blocks: p.blocks,
                 ip: p.ip,
                 silent: p.silent,
+                gossip_score: p.gossip_score,
             })
             .collect())
     }
