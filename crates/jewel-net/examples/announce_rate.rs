@@ -19,7 +19,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let blocks = args.first().copied().unwrap_or(3000);
     let levels = if args.len() > 1 { args[1..].to_vec() } else { vec![4, 16, 32] };
-    let config = |bootstrap| NetConfig { bootstrap, serve_blocks: false, ..NetConfig::default() };
+    let config = |bootstrap| NetConfig { bootstrap, ..NetConfig::default() };
     let first =
         Network::start(Keypair::generate_ed25519(), config(vec![]), Arc::new(MemStore::new(None))).await?;
     let boot =

@@ -32,7 +32,7 @@ fn summary(name: &str, mut v: Vec<f64>) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = |bootstrap| NetConfig { bootstrap, serve_blocks: false, ..NetConfig::default() };
+    let config = |bootstrap| NetConfig { bootstrap, ..NetConfig::default() };
     let first =
         Network::start(Keypair::generate_ed25519(), config(vec![]), Arc::new(MemStore::new(None))).await?;
     let boot =

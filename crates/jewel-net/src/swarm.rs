@@ -214,6 +214,10 @@ pub(crate) fn build_swarm(
             kcfg.set_provider_record_ttl(Some(Duration::from_secs(4 * 3600)));
             // Inbound records are checked before they are stored (see `EventLoop::inbound`).
             kcfg.set_record_filtering(kad::StoreInserts::FilterBoth);
+            // Peers enter the routing table only when this node says so: once identify
+            // shows they serve the DHT and blocks (see `routable`), never because they
+            // connected. Kademlia-only identities (Sybils) cannot crowd out storage peers.
+            kcfg.set_kbucket_inserts(kad::BucketInserts::Manual);
             let store = crate::records::RecordBook::new(peer_id, MAX_PROVIDED, crate::book::MAX_RECORD);
             let mut kad = kad::Behaviour::with_config(peer_id, store, kcfg);
             kad.set_mode(Some(kad::Mode::Server));
@@ -229,8 +233,9 @@ pub(crate) fn build_swarm(
                 .validate_messages()
                 .build()
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let mut gossip = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gcfg)
-                .map_err(std::io::Error::other)?;
+            let mut gossip =
+                gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gcfg)
+                    .map_err(std::io::Error::other)?;
             // A peer whose messages a topic's check refuses is scored down, and past the
             // graylist threshold nothing it sends is read (see `gossip_scores`).
             let (params, thresholds) = gossip_scores();
@@ -270,6 +275,13 @@ pub(crate) fn build_swarm(
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
     Ok(swarm)
+}
+
+/// Whether a peer that listed `protocols` (through identify) enters the routing table: it
+/// must serve both the DHT and the block protocol. A node that serves no blocks can still
+/// ask the DHT; it is just not asked.
+fn routable(protocols: &[StreamProtocol]) -> bool {
+    protocols.contains(&KAD_PROTOCOL) && protocols.contains(&crate::block::BLOCK_PROTOCOL)
 }
 
 /// What is known about one peer.
@@ -315,7 +327,17 @@ enum Pending {
     Bootstrap(oneshot::Sender<Result<(), NetError>>),
     Provide(oneshot::Sender<Result<(), NetError>>),
     Providers(oneshot::Sender<Vec<PeerId>>, HashSet<PeerId>),
-    Publish(oneshot::Sender<Result<(), NetError>>),
+    /// A publication to the closest peers this node knows, and the walk started with it:
+    /// if every known close peer fails (vanished Sybils), the caller waits for the walk.
+    /// If that fails too, one more walk is tried with `retry` (the failed dials have taken
+    /// the dead peers out of the routing table by then).
+    Publish {
+        reply: oneshot::Sender<Result<(), NetError>>,
+        walk: Option<kad::QueryId>,
+        retry: Option<kad::Record>,
+    },
+    /// Kademlia's own walk for the publication waiting under this id.
+    WalkFor(kad::QueryId),
     Find(BlockId, oneshot::Sender<Option<HoldersRecord>>),
     /// A name record's key, the best valid record so far, how many valid ones were found.
     FindName(Vec<u8>, Option<NameRecord>, usize, oneshot::Sender<Option<NameRecord>>),
@@ -398,6 +420,18 @@ pub(crate) struct EventLoop {
     /// Gossip messages taken from each peer in the current second (bounded by the
     /// connection limit: a peer's entry goes with the second it counts).
     gossip_rate: HashMap<PeerId, (std::time::Instant, u32)>,
+    /// The address each peer was reached at when this node dialed it, until identify says
+    /// whether it is routable (bounded by [`MAX_TRACKED`]).
+    dialed: HashMap<PeerId, Multiaddr>,
+}
+
+/// Bounded insertion into a per-peer map: past [`MAX_TRACKED`] entries, it is cleared
+/// first (what it tracks is a hint, relearned from the next event).
+fn track<V>(map: &mut HashMap<PeerId, V>, peer: PeerId, value: V) {
+    if map.len() >= MAX_TRACKED && !map.contains_key(&peer) {
+        map.clear();
+    }
+    map.insert(peer, value);
 }
 
 /// The IP address each connected peer last connected from (a relayed peer: its relay's),
@@ -601,6 +635,7 @@ impl EventLoop {
             liveness,
             gossip_checks: HashMap::new(),
             gossip_rate: HashMap::new(),
+            dialed: HashMap::new(),
         };
         Ok((handle, control, ev))
     }
@@ -650,20 +685,68 @@ impl EventLoop {
         // runs) and sent to the closest peers a walk finds. The walk waits for every
         // close peer's answer, a frozen one's too, so the caller does not wait for it.
         // A full store here (see `records`) only loses the local copy and its republishing.
-        if let Err(e) = kad.put_record(record.clone(), kad::Quorum::One) {
-            tracing::debug!(error = %e, "a record is not kept here; it goes to the closest peers only");
-        }
+        let walk = match kad.put_record(record.clone(), kad::Quorum::One) {
+            Ok(q) => Some(q),
+            Err(e) => {
+                tracing::debug!(error = %e, "a record is not kept here; it goes to the closest peers only");
+                None
+            }
+        };
         // The caller waits for the closest peers this node knows: the first that
         // stores the record makes it findable.
         let target = kad::KBucketKey::new(record.key.clone());
-        let closest: Vec<PeerId> =
-            kad.get_closest_local_peers(&target).take(PUBLISH_TO).map(|k| *k.preimage()).collect();
+        // Peers that failed a dial just now or stopped answering are passed over.
+        let (unreachable, liveness) = (&self.unreachable, &self.liveness);
+        let closest: Vec<PeerId> = kad
+            .get_closest_local_peers(&target)
+            .map(|k| *k.preimage())
+            .filter(|p| {
+                !liveness.is_silent(p)
+                    && unreachable.get(p).is_none_or(|(at, _)| at.elapsed() >= UNREACHABLE_FOR)
+            })
+            .take(PUBLISH_TO)
+            .collect();
         if closest.is_empty() {
             let _ = reply.send(Err(NetError::NoPeers));
             return;
         }
-        let q = kad.put_record_to(record, closest.into_iter(), kad::Quorum::One);
-        self.pending.insert(q, Pending::Publish(reply));
+        let q = kad.put_record_to(record.clone(), closest.into_iter(), kad::Quorum::One);
+        self.pending.insert(q, Pending::Publish { reply, walk, retry: Some(record) });
+        if let Some(w) = walk {
+            self.pending.insert(w, Pending::WalkFor(q));
+        }
+    }
+
+    /// A publication ended with `r`. On failure, the caller waits for the walk started with
+    /// it, if it still runs, or else for one more walk.
+    fn published(
+        &mut self,
+        r: kad::PutRecordResult,
+        reply: oneshot::Sender<Result<(), NetError>>,
+        walk: Option<kad::QueryId>,
+        retry: Option<kad::Record>,
+    ) {
+        if r.is_err() {
+            if let Some(w) = walk.filter(|w| self.pending.contains_key(w)) {
+                self.pending.insert(w, Pending::Publish { reply, walk: None, retry });
+                return;
+            }
+            if let Some(record) = retry {
+                match self.swarm.behaviour_mut().kad.put_record(record, kad::Quorum::One) {
+                    Ok(q) => {
+                        self.pending.insert(q, Pending::Publish { reply, walk: None, retry: None });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(NetError::Dht(e.to_string())));
+                    }
+                }
+                return;
+            }
+        }
+        if let Some(w) = walk {
+            self.pending.remove(&w);
+        }
+        let _ = reply.send(r.map(|_| ()).map_err(|e| NetError::Dht(e.to_string())));
     }
 
     fn command(&mut self, cmd: Command) {
@@ -821,6 +904,10 @@ impl EventLoop {
                     let _ = self.events.send(NetEvent::Connected { peer: peer_id });
                 }
                 if let Some(reply) = self.dials.remove(&connection_id) {
+                    // Dialed by address on the user's word (a bootstrap peer): routable now,
+                    // so a bootstrap walk can start before identify has answered.
+                    let addr = endpoint.get_remote_address().clone();
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     let _ = reply.send(Ok(peer_id));
                 }
                 // Any connection to the peer, ours or its own, answers every waiting connect.
@@ -833,8 +920,8 @@ impl EventLoop {
                 self.ips.connected(peer_id, endpoint.get_remote_address());
                 self.liveness.heard(peer_id);
                 if endpoint.is_dialer() {
-                    let addr = endpoint.get_remote_address().clone();
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    // Into the routing table once identify shows the peer routable.
+                    track(&mut self.dialed, peer_id, endpoint.get_remote_address().clone());
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
@@ -850,6 +937,7 @@ impl EventLoop {
                         reply.send(Err(NetError::Dial { target: "peer".into(), reason: error.to_string() }));
                 }
                 let Some(peer) = peer_id else { return };
+                self.dial_failed(peer, &error);
                 if self.connecting.get(&peer).is_some_and(|(id, _)| *id == connection_id) {
                     let reason = first_line(&error.to_string());
                     if let Some((_, waiting)) = self.connecting.remove(&peer) {
@@ -883,10 +971,13 @@ impl EventLoop {
                 if let Some(zone) = zone_of(&info.agent_version) {
                     self.zones.insert(peer_id, zone);
                 }
-                self.serves_blocks.insert(peer_id, info.protocols.contains(&crate::block::BLOCK_PROTOCOL));
-                if info.protocols.contains(&KAD_PROTOCOL) {
-                    for addr in &info.listen_addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                let serves_blocks = info.protocols.contains(&crate::block::BLOCK_PROTOCOL);
+                self.serves_blocks.insert(peer_id, serves_blocks);
+                let dialed = self.dialed.remove(&peer_id);
+                if routable(&info.protocols) {
+                    let kad = &mut self.swarm.behaviour_mut().kad;
+                    for addr in info.listen_addrs.iter().chain(dialed.as_ref()) {
+                        kad.add_address(&peer_id, addr.clone());
                     }
                 }
                 let mut addrs = info.listen_addrs;
@@ -966,6 +1057,28 @@ impl EventLoop {
                 self.query(id, result, step.last);
             }
             _ => {}
+        }
+    }
+
+    /// A dial to `peer` failed while it is not connected: it leaves the routing table (a
+    /// Sybil that left, a peer gone for good), so walks and publications stop asking it.
+    /// Kademlia alone keeps such a peer until a newcomer needs its slot, and seeds every
+    /// walk with it. A live peer that only lost a dial race (two peers dialing each other
+    /// at once) is connected, so it stays; one that connects later is routable again as
+    /// soon as identify says so. Failures of this node's own making (limits, a dial already
+    /// under way) do not count.
+    fn dial_failed(&mut self, peer: PeerId, error: &libp2p::swarm::DialError) {
+        use libp2p::swarm::DialError;
+        if self.swarm.is_connected(&peer)
+            || matches!(
+                error,
+                DialError::Denied { .. } | DialError::DialPeerConditionFalse(_) | DialError::Aborted
+            )
+        {
+            return;
+        }
+        if self.swarm.behaviour_mut().kad.remove_peer(&peer).is_some() {
+            tracing::debug!(%peer, "a peer that cannot be reached left the routing table");
         }
     }
 
@@ -1061,8 +1174,15 @@ impl EventLoop {
     fn query(&mut self, id: kad::QueryId, result: kad::QueryResult, last: bool) {
         match result {
             kad::QueryResult::PutRecord(r) => {
-                if let Some(Pending::Publish(reply)) = self.pending.remove(&id) {
-                    let _ = reply.send(r.map(|_| ()).map_err(|e| NetError::Dht(e.to_string())));
+                match self.pending.remove(&id) {
+                    Some(Pending::Publish { reply, walk, retry }) => self.published(r, reply, walk, retry),
+                    // The walk ended first: if it stored the record, the caller is answered.
+                    Some(Pending::WalkFor(fast)) if r.is_ok() => {
+                        if let Some(Pending::Publish { reply, .. }) = self.pending.remove(&fast) {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                    _ => {}
                 }
             }
             kad::QueryResult::GetRecord(result)

@@ -897,21 +897,38 @@ async fn a_peer_whose_gossip_is_refused_is_no_longer_heard() {
     let topic = "user-topic".to_string();
     let genuine: jewel_net::swarm::GossipCheck = Arc::new(|d: &[u8]| d.starts_with(b"ok"));
     let mut events = device.handle().events();
+    let mut heard_by = [honest.handle().events(), stranger.handle().events()];
     device.handle().subscribe(topic.clone(), genuine.clone()).await.unwrap();
     honest.handle().subscribe(topic.clone(), genuine).await.unwrap();
     stranger.handle().subscribe(topic.clone(), Arc::new(|_: &[u8]| true)).await.unwrap();
-    for peer in [honest.handle().peer_id(), stranger.handle().peer_id()] {
-        event("the peers' subscriptions", &mut events, |e| {
-            matches!(e, NetEvent::Subscribed { topic: t, peer: p } if *t == topic && *p == peer)
-        })
+    let mut waiting =
+        std::collections::HashSet::from([honest.handle().peer_id(), stranger.handle().peer_id()]);
+    while !waiting.is_empty() {
+        if let NetEvent::Subscribed { peer, .. } = event(
+            "the peers' subscriptions",
+            &mut events,
+            |e| matches!(e, NetEvent::Subscribed { topic: t, .. } if *t == topic),
+        )
+        .await
+        {
+            waiting.remove(&peer);
+        }
+    }
+    // And each of them knows the device is on the topic, so what they send reaches it.
+    let d = device.handle().peer_id();
+    for rx in &mut heard_by {
+        event(
+            "the device's subscription",
+            rx,
+            |e| matches!(e, NetEvent::Subscribed { topic: t, peer } if *t == topic && *peer == d),
+        )
         .await;
     }
-    let heard = |from: jewel_net::PeerId, what: &'static [u8]| {
-        move |e: &NetEvent| matches!(e, NetEvent::Gossip { data, from: f, .. } if *f == from && data.as_slice() == what)
-    };
+    let heard = |from: jewel_net::PeerId, what: &'static [u8]| move |e: &NetEvent| matches!(e, NetEvent::Gossip { data, from: f, .. } if *f == from && data.as_slice() == what);
     // Before: the stranger is heard like anyone.
     stranger.handle().gossip(topic.clone(), b"ok, first".to_vec()).await.unwrap();
-    event("the stranger's first message", &mut events, heard(stranger.handle().peer_id(), b"ok, first")).await;
+    event("the stranger's first message", &mut events, heard(stranger.handle().peer_id(), b"ok, first"))
+        .await;
     // Ten forged messages: the device refuses them and scores the stranger down.
     for i in 0..10u8 {
         stranger.handle().gossip(topic.clone(), vec![b'x', i]).await.unwrap();
@@ -935,11 +952,90 @@ async fn a_peer_whose_gossip_is_refused_is_no_longer_heard() {
         stranger.handle().gossip(topic.clone(), b"ok, again".to_vec()).await.unwrap();
     }
     honest.handle().gossip(topic.clone(), b"ok, honest".to_vec()).await.unwrap();
-    let first = event("a message after the forgeries", &mut events, |e| matches!(e, NetEvent::Gossip { .. })).await;
+    let first =
+        event("a message after the forgeries", &mut events, |e| matches!(e, NetEvent::Gossip { .. })).await;
     assert!(heard(honest.handle().peer_id(), b"ok, honest")(&first), "heard {first:?} first");
     let later = tokio::time::timeout(std::time::Duration::from_secs(1), async {
         event("any later message", &mut events, |e| matches!(e, NetEvent::Gossip { .. })).await
     })
     .await;
     assert!(later.is_err(), "the graylisted stranger was still heard: {later:?}");
+}
+
+/// Routing-table poisoning (issue 19): identities that speak only Kademlia never enter a
+/// storage peer's routing table; identities that also claim to store blocks do, and when
+/// they all vanish at once, every holders record published afterwards still lands, and
+/// the vanished ones leave the table as their dials fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sybils_neither_crowd_the_routing_table_nor_outlive_their_leaving() {
+    let (nodes, _) = network(3, None).await;
+    let boot = nodes[0].handle().listeners().await.unwrap()[0]
+        .clone()
+        .with(libp2p_peer(nodes[0].handle().peer_id()));
+    let sybil = |serve_blocks: bool| {
+        let config = NetConfig {
+            bootstrap: vec![boot.clone()],
+            serve_blocks,
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            ..NetConfig::default()
+        };
+        Network::start(Keypair::generate_ed25519(), config, Arc::new(MemStore::new(None)))
+    };
+    // 20 Kademlia-only identities; each walks the DHT, meeting every honest peer.
+    let mut dht_only = Vec::new();
+    for _ in 0..20 {
+        dht_only.push(sybil(false).await.unwrap());
+    }
+    let dht_only_ids: Vec<_> = dht_only.iter().map(|s| s.handle().peer_id()).collect();
+    // 40 that claim to store: they fill the tables (PUBLISH_TO is 20).
+    let mut storing = Vec::new();
+    for _ in 0..40 {
+        storing.push(sybil(true).await.unwrap());
+    }
+    let storing_ids: Vec<_> = storing.iter().map(|s| s.handle().peer_id()).collect();
+    for s in &storing {
+        s.handle().bootstrap().await.unwrap();
+    }
+    let publisher = nodes[1].handle();
+    // Once the publisher has heard, through identify, from every Kademlia-only identity it
+    // met, none of them is in its table, while storing ones are.
+    let table = publisher.routing_table().await.unwrap();
+    let peers = publisher.peers().await.unwrap();
+    let identified: Vec<_> =
+        peers.iter().filter(|p| p.blocks == Some(false)).map(|p| p.peer.clone()).collect();
+    for n in &nodes {
+        let t = n.handle().routing_table().await.unwrap();
+        let crowd: Vec<_> = t.iter().filter(|p| dht_only_ids.contains(p)).collect();
+        assert!(
+            crowd.is_empty(),
+            "Kademlia-only identities in a routing table: {crowd:?} (identified: {identified:?})"
+        );
+    }
+    let in_table = table.iter().filter(|p| storing_ids.contains(p)).count();
+    assert!(in_table >= 20, "only {in_table} of the storing identities were in the table");
+    // They all leave at once.
+    for s in storing.into_iter().chain(dht_only) {
+        s.shutdown().await;
+    }
+    for round in 0..20u64 {
+        let group = BlockId::of(&round.to_be_bytes());
+        let record = jewel_net::HoldersRecord {
+            group,
+            seq: round,
+            holders: vec![jewel_net::Holder {
+                block: group,
+                peer: nodes[2].handle().peer_id(),
+                addrs: vec![],
+            }],
+        };
+        publisher.publish_holders(record).await.unwrap_or_else(|e| panic!("publish {round} failed: {e}"));
+        let found = nodes[2].handle().find_holders(group).await.unwrap();
+        assert!(found.is_some(), "record {round} was not found");
+    }
+    let left: Vec<_> =
+        publisher.routing_table().await.unwrap().into_iter().filter(|p| storing_ids.contains(p)).collect();
+    assert!(left.len() < in_table, "none of the {in_table} vanished identities left the table");
+    for n in nodes {
+        n.shutdown().await;
+    }
 }
