@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Issue 19's targets, measured through the `jewel` binary on devnets of real processes.
 
-    python3 scripts/attack_bench.py target/release/jewel [race|frozen|idle|all]
+    python3 scripts/attack_bench.py target/release/jewel [race|frozen|sybil|idle|all]
 
 race    3 000 replacing puts, 10 at a time (`jewel put f --as race/fN`, 300 paths, 10
         rounds) on a 10-peer devnet, while the release of fallen-off versions runs; then
@@ -12,6 +12,11 @@ frozen  11 peers: `put -r` of 150 files of 4 KiB, healthy; then two holders of e
         files are frozen (SIGSTOP), a 4 KiB put at once, another 150 go in; then 4 KiB
         puts, one at a time.
         Prints the times against the target (1.5 x healthy + 3 s; a 4 KiB put <= 1.5 s).
+sybil   400 identities (the `sybil_swarm` example, built next to the binary) join a
+        10-peer devnet, claiming to store blocks, while 20 puts and gets run; then they all
+        vanish at once (SIGKILL).
+        Puts and gets before, while they are there, and in the 2 minutes after they left:
+        times and failures (the target: 0 failed puts after they left).
 idle    15 000 idle connections to a node's API from this process; `jewel status` timed
         (the target: within 1 s), and a put from another peer through the node.
 """
@@ -151,6 +156,68 @@ def frozen(work):
         down(live)
 
 
+def timed_ops(home, work, tag, n):
+    """n puts of a fresh 40 kB file from peer 0 and n gets of each on peer 1: (put times,
+    get times, failures)."""
+    puts, gets, failures = [], [], []
+    for i in range(n):
+        f = os.path.join(work, f"{tag}{i}")
+        with open(f, "wb") as out:
+            out.write(os.urandom(40000))
+        t = time.time()
+        r = jewel(home(0), "put", f, "--scheme", "jewels:3/5", check=False)
+        if r.returncode != 0:
+            failures.append(f"put: {r.stderr.strip()}")
+            continue
+        puts.append(time.time() - t)
+        cap = r.stdout.split()[0]
+        t = time.time()
+        g = jewel(home(1), "get", cap, "-o", f + ".got", check=False)
+        if g.returncode != 0:
+            failures.append(f"get: {g.stderr.strip()}")
+        else:
+            gets.append(time.time() - t)
+    return puts, gets, failures
+
+
+def summary(name, ops):
+    puts, gets, failures = ops
+    ms = lambda xs, p: f"{pct(xs, p) * 1000:.0f}" if xs else "-"
+    print(f"sybil: {name}: put p50 {ms(puts, 50)} ms p99 {ms(puts, 99)} ms; get p50 {ms(gets, 50)} ms "
+          f"p99 {ms(gets, 99)} ms; {len(failures)} failed" + (f" (first: {failures[0]})" if failures else ""))
+
+
+def sybil(work):
+    swarm = os.path.join(os.path.dirname(BIN), "examples", "sybil_swarm")
+    live, home = devnet(work, 10)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        summary("before", timed_ops(home, work, "a", 20))
+        state = json.load(open(os.path.join(live, "devnet.json")))
+        boots = [p["listen"][0] for p in state["peers"]]
+        proc = subprocess.Popen([swarm, "400", "--claim-blocks", *boots], stdout=subprocess.PIPE, text=True)
+        t = time.time()
+        line = proc.stdout.readline().strip()
+        print(f"sybil: {line} after {time.time() - t:.1f} s", flush=True)
+        try:
+            summary("with 400 Sybils", timed_ops(home, work, "b", 20))
+            known = jewel(home(0), "peers", "--json").stdout
+            print(f"sybil: peer 0 knows {len(json.loads(known))} peers while they are there")
+        finally:
+            proc.kill()
+            proc.wait()
+        t = time.time()
+        after = timed_ops(home, work, "c", 20)
+        summary(f"in the {time.time() - t:.0f} s after they vanished", after)
+        more = timed_ops(home, work, "d", 20)
+        summary("the next 20", more)
+        known = json.loads(jewel(home(0), "peers", "--json").stdout)
+        print(f"sybil: peer 0 knows {len(known)} peers at the end")
+    finally:
+        down(live)
+
+
 def idle(work):
     live, home = devnet(work, 3)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -191,7 +258,7 @@ def idle(work):
 
 
 def main():
-    for name, run in [("race", race), ("frozen", frozen), ("idle", idle)]:
+    for name, run in [("race", race), ("frozen", frozen), ("sybil", sybil), ("idle", idle)]:
         if WHAT in (name, "all"):
             work = tempfile.mkdtemp(prefix=f"jewel-attack-{name}-")
             try:

@@ -761,7 +761,9 @@ fn a_gossip_flood_on_a_users_topic_goes_nowhere() {
             .await
             .expect("the devices never joined the topic");
         let mut sent = 0u64;
-        for i in 0..1000u64 {
+        // JEWEL_FLOOD_MESSAGES scales the flood for a measurement by hand (BENCHMARKS.md).
+        let count = std::env::var("JEWEL_FLOOD_MESSAGES").ok().and_then(|n| n.parse().ok()).unwrap_or(1000u64);
+        for i in 0..count {
             // 1 MB: under the 1 MiB a gossip message may have, headers and all.
             let mut data = random_bytes(1_000_000, i);
             data[..8].copy_from_slice(&i.to_be_bytes());
@@ -771,7 +773,8 @@ fn a_gossip_flood_on_a_users_topic_goes_nowhere() {
         }
         (n, sent)
     });
-    assert!(sent >= 500, "only {sent} flood messages went out");
+    let count = std::env::var("JEWEL_FLOOD_MESSAGES").ok().and_then(|n| n.parse().ok()).unwrap_or(1000u64);
+    assert!(sent >= count / 2, "only {sent} of {count} flood messages went out");
     // The devices still sync at once, and kept their memory.
     let file = write_file(&net.path("doc"), b"after the flood");
     laptop.ok(&["put", &file, "--as", "doc.txt", "--scheme", "replicate:2"]);

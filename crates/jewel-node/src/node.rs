@@ -28,8 +28,13 @@ use crate::workers::Clock;
 
 /// The scheme `put` uses when none is given.
 pub const DEFAULT_SCHEME: &str = "jewels:3/5";
-/// Peers tried for one placement, at most.
+/// Peers tried at once for one placement.
 const MAX_CANDIDATES: usize = 64;
+/// Rounds of [`MAX_CANDIDATES`] tried while fewer than [`ENOUGH_REACHED`] answered.
+const REACH_ROUNDS: usize = 4;
+/// Candidates that make a round enough, at least (a put asks for its pieces and as many
+/// spares).
+const ENOUGH_REACHED: usize = 16;
 /// A candidate that cannot be connected to within this is left out.
 const REACH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -348,7 +353,12 @@ impl Node {
 
     /// Peers to place pieces on, except `exclude`: only those that can be reached now (a
     /// known peer may well be gone), connected ones first.
-    pub async fn candidates(&self, exclude: &HashSet<PeerId>) -> Result<Vec<Candidate<PeerId>>, NetError> {
+    /// Rounds of connects go on while fewer than `want` (at least [`ENOUGH_REACHED`]) answered.
+    pub async fn candidates(
+        &self,
+        exclude: &HashSet<PeerId>,
+        want: usize,
+    ) -> Result<Vec<Candidate<PeerId>>, NetError> {
         let net = self.blocks.net();
         let known = net.peers().await?;
         // Peers with room first (as far as this node saw), then connected ones first; a
@@ -376,23 +386,32 @@ impl Node {
         // Spread before the cut: thousands of identities at one address must not fill the
         // candidates and leave the peers elsewhere out.
         let known = usable(known);
-        let spread = policy::place(known.len().min(MAX_CANDIDATES), &known).unwrap_or_default();
+        let spread =
+            policy::place(known.len().min(MAX_CANDIDATES * REACH_ROUNDS), &known).unwrap_or_default();
         let known: Vec<Candidate<PeerId>> =
             spread.into_iter().filter_map(|p| known.iter().find(|c| c.peer == p).cloned()).collect();
-        let reach = known.iter().map(|c| tokio::time::timeout(REACH_TIMEOUT, net.connect(c.peer)));
-        let reached: HashSet<PeerId> = futures::future::join_all(reach)
-            .await
-            .into_iter()
-            .zip(&known)
-            .filter(|(r, _)| matches!(r, Ok(Ok(_))))
-            .map(|(_, c)| c.peer)
-            .collect();
+        // In rounds of MAX_CANDIDATES, in spread order, until enough answer: after many
+        // identities vanish at once (Sybils leaving), the first round may reach few.
+        let mut reached: HashSet<PeerId> = HashSet::new();
+        let mut tried = 0;
+        for round in known.chunks(MAX_CANDIDATES) {
+            let reach = round.iter().map(|c| tokio::time::timeout(REACH_TIMEOUT, net.connect(c.peer)));
+            let answers = futures::future::join_all(reach).await;
+            reached.extend(
+                answers.into_iter().zip(round).filter(|(r, _)| matches!(r, Ok(Ok(_)))).map(|(_, c)| c.peer),
+            );
+            tried += round.len();
+            if reached.len() >= want.max(ENOUGH_REACHED) {
+                break;
+            }
+        }
+        let known = &known[..tried];
         // Their addresses are known now that they are connected: read them again.
         let now = usable(net.peers().await?);
         let mut out: Vec<Candidate<PeerId>> = known
-            .into_iter()
+            .iter()
             .filter(|c| reached.contains(&c.peer))
-            .map(|c| now.iter().find(|n| n.peer == c.peer).cloned().unwrap_or(c))
+            .map(|c| now.iter().find(|n| n.peer == c.peer).cloned().unwrap_or_else(|| c.clone()))
             .collect();
         self.mark_new(&mut out);
         Ok(out)
@@ -532,7 +551,7 @@ impl Node {
         let slots = jewel::codec::build(&spec).map_err(|e| PutError::Scheme(e.to_string()))?.slots();
         let started = Instant::now();
         let me = self.blocks.net().peer_id();
-        let candidates = self.candidates(&HashSet::from([me])).await?;
+        let candidates = self.candidates(&HashSet::from([me]), slots + ENOUGH_REACHED).await?;
         let reached = started.elapsed();
         // All candidates, in placement order: the first n hold the pieces, the rest are spares
         // for a peer that vanishes mid-put.
