@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use jewel_testkit::{exclusive, Cli, Devnet, Lan, Node};
+use jewel_testkit::{exclusive, Cli, Devnet, Lan, Node, Sites};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jewel");
 
@@ -505,4 +505,58 @@ fn mdns_finds_a_peer_on_the_local_network() {
     assert_eq!(put["holders"], serde_json::json!([b.peer]), "{put}");
     let out = a.ok(&["get", put["cap"].as_str().unwrap(), "-o", "-"]);
     assert_eq!(out, "found over mDNS");
+}
+
+/// One piece per network (issue 19): identities crowded on one address cannot take more
+/// than one of a file's pieces while other networks can. Six sites on networks of their
+/// own (network namespaces, 10.78.i.2): the owner, four with one peer each, and one with
+/// eight peers at one address. A `jewels:3/5` put places its five pieces one per network:
+/// the crowd holds one, and losing that whole address loses one piece. A scheme with more
+/// pieces than there are networks is placed, and the put says some share one.
+#[test]
+fn a_files_pieces_go_to_different_networks() {
+    let _one = exclusive();
+    let lab = Sites::new(6);
+    let tmp = tempfile::tempdir().unwrap();
+    let node = |site: usize, name: &str, boot: Option<&str>| {
+        let mut b = Node::builder(&cli(), &tmp.path().join(name)).netns(&lab.ns[site]);
+        if let Some(addr) = boot {
+            b = b.bootstrap(addr);
+        }
+        let listen = Sites::listen(site);
+        b.args(&[listen[0].as_str(), listen[1].as_str()]).start()
+    };
+    let first = node(1, "site1", None);
+    let boot = first.addr.clone();
+    let mut others: Vec<Node> = (2..5).map(|s| node(s, &format!("site{s}"), Some(&boot))).collect();
+    let crowd: Vec<Node> = (0..8).map(|i| node(5, &format!("crowd{i}"), Some(&boot))).collect();
+    let owner = node(0, "owner", Some(&boot));
+    // The owner knows every storing peer before it puts.
+    jewel_testkit::eventually("the owner knows all 12 peers", Duration::from_secs(60), || {
+        let peers = owner.json(&["peers", "--json"]);
+        let storing = peers.as_array()?.iter().filter(|p| p["blocks"] == true).count();
+        (storing >= 12).then_some(())
+    });
+    let crowd_ids: Vec<&str> = crowd.iter().map(|n| n.peer.as_str()).collect();
+    let file = tmp.path().join("f");
+    std::fs::write(&file, jewel_testkit::random_bytes(300_000, 7)).unwrap();
+    let out = owner.cli().run(&owner.home, &["put", file.to_str().unwrap(), "--scheme", "jewels:3/5", "--json"]);
+    assert!(out.success(), "{}", out.stderr);
+    let put: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let holders: Vec<&str> = put["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    let on_crowd = holders.iter().filter(|h| crowd_ids.contains(h)).count();
+    assert_eq!(on_crowd, 1, "pieces on the crowded address: {on_crowd} of {holders:?}");
+    assert!(!out.stderr.contains("share a network"), "{}", out.stderr);
+    // Seven pieces and five networks: two must share one, and the put says so.
+    let out = owner.cli().run(&owner.home, &["put", file.to_str().unwrap(), "--scheme", "jewels:3/7"]);
+    assert!(out.success(), "{}", out.stderr);
+    assert!(out.stderr.contains("note: 2 of its pieces share a network"), "{}", out.stderr);
+    // The whole crowded address goes away: the file still reads back, from another site.
+    drop(crowd);
+    let reader = others.pop().unwrap();
+    let got = tmp.path().join("got");
+    let cap = put["cap"].as_str().unwrap();
+    reader.ok(&["get", cap, "-o", got.to_str().unwrap()]);
+    assert!(std::fs::read(&got).unwrap() == std::fs::read(&file).unwrap());
+    drop((first, others, owner));
 }

@@ -652,6 +652,59 @@ impl Drop for Lan {
     }
 }
 
+/// Hosts on networks of their own: `sites` network namespaces made here, each joined by a
+/// veth pair to one bridge in a hub namespace, so that every site reaches every other
+/// directly. Site `i` has the address `10.78.i.2` (a /24 of its own, on one /16 link).
+/// Everything is deleted when dropped (deleting the hub deletes the bridge and the links).
+pub struct Sites {
+    hub: String,
+    pub ns: Vec<String>,
+}
+
+impl Sites {
+    pub fn new(sites: usize) -> Sites {
+        assert!(sites < 250, "at most 249 sites");
+        let tag = format!("j{}s", std::process::id());
+        let ip = |args: &[&str]| {
+            let o = Command::new("ip").args(args).output().unwrap_or_else(|e| panic!("iproute2's ip: {e}"));
+            assert!(o.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        };
+        let lab = Sites { hub: format!("{tag}hub"), ns: (0..sites).map(|i| format!("{tag}{i}")).collect() };
+        ip(&["netns", "add", &lab.hub]);
+        ip(&["-n", &lab.hub, "link", "add", "name", "jbr", "type", "bridge"]);
+        ip(&["-n", &lab.hub, "link", "set", "jbr", "up"]);
+        for (i, n) in lab.ns.iter().enumerate() {
+            ip(&["netns", "add", n]);
+            let (inner, outer) = ("eth0".to_string(), format!("v{i}"));
+            ip(&["link", "add", &inner, "netns", n, "type", "veth", "peer", "name", &outer, "netns", &lab.hub]);
+            ip(&["-n", &lab.hub, "link", "set", &outer, "master", "jbr"]);
+            ip(&["-n", &lab.hub, "link", "set", &outer, "up"]);
+            ip(&["-n", n, "addr", "add", &format!("{}/16", Sites::addr(i)), "dev", &inner]);
+            ip(&["-n", n, "link", "set", &inner, "up"]);
+            ip(&["-n", n, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    /// Site `i`'s address.
+    pub fn addr(i: usize) -> String {
+        format!("10.78.{i}.2")
+    }
+
+    /// `--listen` flags for a node at site `i` (TCP, any port).
+    pub fn listen(i: usize) -> [String; 2] {
+        ["--listen".to_string(), format!("/ip4/{}/tcp/0", Sites::addr(i))]
+    }
+}
+
+impl Drop for Sites {
+    fn drop(&mut self) {
+        for n in self.ns.iter().chain([&self.hub]) {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
 /// `len` bytes of seeded, incompressible data.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
