@@ -56,7 +56,10 @@ impl Api {
                 resp.body_mut().read_json().context("the node sent a malformed error reply")?;
             bail!("{}", body.error);
         }
-        resp.body_mut().read_json().context("the node sent a malformed reply")
+        // No size limit: this node's own reply, as large as what it lists (an index or a
+        // shared folder of 100 000 entries is some 17 MB), read as it arrives.
+        let reader = std::io::BufReader::new(resp.body_mut().with_config().reader());
+        serde_json::from_reader(reader).context("the node sent a malformed reply")
     }
 
     /// Streams `body` (exactly `query.size` bytes) to the node's put-stream endpoint.

@@ -762,7 +762,8 @@ fn a_gossip_flood_on_a_users_topic_goes_nowhere() {
             .expect("the devices never joined the topic");
         let mut sent = 0u64;
         // JEWEL_FLOOD_MESSAGES scales the flood for a measurement by hand (BENCHMARKS.md).
-        let count = std::env::var("JEWEL_FLOOD_MESSAGES").ok().and_then(|n| n.parse().ok()).unwrap_or(1000u64);
+        let count =
+            std::env::var("JEWEL_FLOOD_MESSAGES").ok().and_then(|n| n.parse().ok()).unwrap_or(1000u64);
         for i in 0..count {
             // 1 MB: under the 1 MiB a gossip message may have, headers and all.
             let mut data = random_bytes(1_000_000, i);
@@ -823,6 +824,39 @@ fn a_folder_bomb_is_refused_quickly() {
         let e = other.err_line(&args);
         assert!(e.contains("cannot be walked") && e.contains("100000 entries"), "{args:?}: {e}");
     }
+}
+
+/// A shared folder of 80 000 files is listed whole on another peer: its listing (some
+/// 14 MB of JSON) is read as it arrives, with no reply-size limit in the way. Issue 19:
+/// any folder over about 60 000 entries failed in the CLI ("response body is larger than
+/// request limit: 10485760").
+#[test]
+fn a_shared_folder_of_80_000_files_lists_whole() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 3, |_| Vec::new());
+    let me = &net.peers[0];
+    let leaf = write_file(&net.path("leaf"), b"a leaf");
+    let cap = me.ok(&["put", &leaf, "--scheme", "replicate:2"]).trim().to_string();
+    let children = (0..80_000)
+        .map(|i| jewel::index::Child {
+            name: format!("photos-2026-{i:06}.jpg"),
+            cap: cap.clone(),
+            folder: false,
+            size: 6,
+            mtime: 0,
+        })
+        .collect();
+    let node = jewel::index::FolderNode { children };
+    let file = write_file(&net.path("folder"), &node.encode().unwrap());
+    let folder = me.ok(&["put", &file, "--scheme", "replicate:2"]).trim().to_string();
+    let other = &net.peers[1];
+    let out = other.cli().run(&other.home, &["ls", &folder, "--json"]);
+    assert!(out.success(), "{}", out.stderr);
+    assert!(out.stdout.len() > 10 << 20, "the listing is only {} bytes", out.stdout.len());
+    let listed: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let entries = listed.as_array().or_else(|| listed["entries"].as_array()).unwrap();
+    assert_eq!(entries.len(), 80_000);
+    assert!(out.stdout.contains("photos-2026-079999.jpg"));
 }
 
 /// A stranger fills every peer's DHT store with self-signed name records (16 500 users'

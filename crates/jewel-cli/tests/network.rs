@@ -540,7 +540,8 @@ fn a_files_pieces_go_to_different_networks() {
     let crowd_ids: Vec<&str> = crowd.iter().map(|n| n.peer.as_str()).collect();
     let file = tmp.path().join("f");
     std::fs::write(&file, jewel_testkit::random_bytes(300_000, 7)).unwrap();
-    let out = owner.cli().run(&owner.home, &["put", file.to_str().unwrap(), "--scheme", "jewels:3/5", "--json"]);
+    let out =
+        owner.cli().run(&owner.home, &["put", file.to_str().unwrap(), "--scheme", "jewels:3/5", "--json"]);
     assert!(out.success(), "{}", out.stderr);
     let put: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let holders: Vec<&str> = put["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();

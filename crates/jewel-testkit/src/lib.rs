@@ -676,7 +676,9 @@ impl Sites {
         for (i, n) in lab.ns.iter().enumerate() {
             ip(&["netns", "add", n]);
             let (inner, outer) = ("eth0".to_string(), format!("v{i}"));
-            ip(&["link", "add", &inner, "netns", n, "type", "veth", "peer", "name", &outer, "netns", &lab.hub]);
+            ip(&[
+                "link", "add", &inner, "netns", n, "type", "veth", "peer", "name", &outer, "netns", &lab.hub,
+            ]);
             ip(&["-n", &lab.hub, "link", "set", &outer, "master", "jbr"]);
             ip(&["-n", &lab.hub, "link", "set", &outer, "up"]);
             ip(&["-n", n, "addr", "add", &format!("{}/16", Sites::addr(i)), "dev", &inner]);
