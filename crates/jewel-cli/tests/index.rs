@@ -419,3 +419,77 @@ fn replacing_puts_at_once_keep_every_current_version() {
         }
     }
 }
+
+/// Puts of new paths, replacing puts, `mv` and `rm`, all at once from four users' shells,
+/// while the release of fallen-off versions runs (paused 20 ms between its reads, a test
+/// hook): afterwards every path shows what the last command on it left, reads back, and
+/// every version the index keeps is still the node's file (issue 19: no release without
+/// proof it is unreferenced).
+#[test]
+fn puts_moves_and_removes_at_once_keep_every_kept_version() {
+    let _one = exclusive();
+    let pause = [("JEWEL_FAILPOINT_RELEASE_PAUSE_MS", "20")];
+    let net = Devnet::start_env(Path::new(BIN), 3, &pause, |_| Vec::new());
+    let me = &net.peers[0];
+    // What the shells share (a node is not shared between threads).
+    let (cli, home, work) = (me.cli().clone(), me.home.clone(), net.path("work"));
+    std::fs::create_dir_all(&work).unwrap();
+    let put = |path: &str, text: &str, name: &str| {
+        let f = work.join(name);
+        write(&f, text.as_bytes());
+        let o = cli.run(&home, &["put", f.to_str().unwrap(), "--as", path, "--scheme", SCHEME]);
+        assert!(o.success(), "put {path}: {}", o.stderr);
+    };
+    // Paths 20-39 exist first: they are moved or removed while the rest goes on.
+    for i in 20..40 {
+        put(&format!("race/p{i}"), &format!("p{i} first"), &format!("first{i}"));
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for round in 0..4 {
+                for i in 0..20 {
+                    put(&format!("race/p{i}"), &format!("p{i} round {round}"), &format!("r{i}"));
+                }
+            }
+        });
+        s.spawn(|| {
+            for i in 0..20 {
+                put(&format!("new/q{i}"), &format!("q{i}"), &format!("q{i}"));
+            }
+        });
+        s.spawn(|| {
+            for i in 20..30 {
+                let o = cli.run(&home, &["mv", &format!("race/p{i}"), &format!("moved/p{i}")]);
+                assert!(o.success(), "mv p{i}: {}", o.stderr);
+            }
+        });
+        s.spawn(|| {
+            for i in 30..40 {
+                let o = cli.run(&home, &["rm", &format!("race/p{i}")]);
+                assert!(o.success(), "rm p{i}: {}", o.stderr);
+            }
+        });
+    });
+    let mut want: Vec<(String, String)> = Vec::new();
+    want.extend((0..20).map(|i| (format!("race/p{i}"), format!("p{i} round 3"))));
+    want.extend((0..20).map(|i| (format!("new/q{i}"), format!("q{i}"))));
+    want.extend((20..30).map(|i| (format!("moved/p{i}"), format!("p{i} first"))));
+    for (path, text) in &want {
+        let got = me.ok(&["get", path, "-o", "-"]);
+        assert_eq!(&got, text, "{path}");
+    }
+    for i in 20..40 {
+        let e = me.err_line(&["get", &format!("race/p{i}"), "-o", "-"]);
+        assert!(!e.is_empty(), "race/p{i} should be gone");
+    }
+    let held = me.json(&["dir", "--json"]);
+    let held = held["files"].as_object().unwrap();
+    for (path, _) in &want {
+        let v = me.json(&["ls", "--versions", path, "--json"]);
+        for (n, e) in v["entries"].as_array().unwrap().iter().enumerate() {
+            let cap = e["caps"][0].as_str().unwrap();
+            let id = jewel::caps::Cap::parse(cap).unwrap().manifest().to_string();
+            assert!(held.contains_key(&id), "{path} version {} was released while kept", n + 1);
+        }
+    }
+}
