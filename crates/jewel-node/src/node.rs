@@ -28,6 +28,16 @@ use crate::workers::Clock;
 
 /// The scheme `put` uses when none is given.
 pub const DEFAULT_SCHEME: &str = "jewels:3/5";
+/// Whether a put that failed with `e` may succeed with other peers: one that lied about a
+/// piece, or said it is full (both are remembered, see [`Node::put_input`]).
+fn worth_another_try(e: &ClientError) -> bool {
+    match e {
+        ClientError::Unproven { .. } => true,
+        ClientError::Upload { source, .. } => client::is_full(source),
+        _ => false,
+    }
+}
+
 /// Peers tried at once for one placement.
 const MAX_CANDIDATES: usize = 64;
 /// Rounds of [`MAX_CANDIDATES`] tried while fewer than [`ENOUGH_REACHED`] answered.
@@ -496,9 +506,11 @@ impl Node {
             // Peers that took pieces and could not prove them are left out from now on: a
             // file (unlike a stream) can be read again, so the put is tried again without them.
             match put {
-                Err(PutError::Transfer(ClientError::Unproven { .. })) if attempt < LIE_ATTEMPTS => {
+                // Liars are left out, and peers that said they are full asked last, from
+                // now on: the next try reaches others.
+                Err(PutError::Transfer(e)) if attempt < LIE_ATTEMPTS && worth_another_try(&e) => {
                     attempt += 1;
-                    tracing::info!(attempt, "trying the put again without the peers that lied");
+                    tracing::info!(attempt, error = %e, "trying the put again without the peers that failed it");
                     let path = body.path.clone();
                     let opened = tokio::task::spawn_blocking(move || open_regular(&path))
                         .await
@@ -570,20 +582,22 @@ impl Node {
             _reading: Reading::new(&self.reading),
         };
         let input = Counted { inner: exact, progress: job.as_ref().map(|j| j.progress.clone()) };
-        let mut liars = Vec::new();
+        let mut noted = client::Noted::default();
         let put = client::put_file_noting(
             &self.blocks,
             Box::new(input),
             size,
             &PutOptions::new(spec),
             &peers,
-            &mut liars,
+            &mut noted,
         )
         .await;
-        if !liars.is_empty() {
-            tracing::warn!(peers = ?liars, "peers took pieces they could not prove: they get none for an hour");
-            note(&self.liars, &liars);
+        if !noted.liars.is_empty() {
+            tracing::warn!(peers = ?noted.liars, "peers took pieces they could not prove: they get none for an hour");
+            note(&self.liars, &noted.liars);
         }
+        // Peers that refused for want of room are asked last from now on.
+        self.note_full(&noted.full);
         let placed = match put {
             Ok(placed) => placed,
             Err(e) => {
@@ -595,7 +609,6 @@ impl Node {
                 return Err(e.into());
             }
         };
-        self.note_full(&placed.full);
         let crowded = policy::crowded(&placed.holders, &candidates);
         if crowded > 0 {
             tracing::warn!(crowded, "too few networks for this file's pieces: some share one");

@@ -18,7 +18,7 @@ mod repair;
 
 pub use find::{find_file, publish_holders, LOOKUP_FOR};
 pub use get::{fetch_manifest, get_file, locate, NetFetch, GET_THREADS};
-pub use put::{is_full, put_file, put_file_noting, Placed};
+pub use put::{is_full, put_file, put_file_noting, Noted, Placed};
 pub use repair::{rebuild_slots, repair_slots, Repaired};
 
 use jewel::pipeline::PipelineError;

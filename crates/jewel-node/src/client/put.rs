@@ -24,6 +24,16 @@ pub struct Placed {
     pub liars: Vec<PeerId>,
 }
 
+/// What a put learned of its peers, whether it succeeded or not.
+#[derive(Debug, Default)]
+pub struct Noted {
+    /// Peers that took a piece and could not prove it (a put that failed for them is
+    /// worth trying again without them).
+    pub liars: Vec<PeerId>,
+    /// Peers that refused a piece for want of room.
+    pub full: Vec<PeerId>,
+}
+
 /// Whether a failed proof of a piece just uploaded shows its holder lying (it said it
 /// stored the piece, and has not), rather than being slow or gone.
 fn is_lie(e: &NetError) -> bool {
@@ -41,6 +51,14 @@ pub fn is_full(e: &NetError) -> bool {
         e,
         NetError::Wire(jewel_net::wire::WireError::Refused { status: jewel_net::wire::Status::Full, .. })
     )
+}
+
+/// Whether a failed placement was a holder saying it has no room.
+fn refused_full(e: &ClientError) -> bool {
+    match e {
+        ClientError::Upload { source, .. } | ClientError::Net(source) => is_full(source),
+        _ => false,
+    }
 }
 
 /// The most bytes each slot's piece can have for a file of `file_len` bytes: every
@@ -72,20 +90,20 @@ pub async fn put_file(
     opts: &PutOptions,
     peers: &[PeerId],
 ) -> Result<Placed, ClientError> {
-    put_file_noting(blocks, input, size, opts, peers, &mut Vec::new()).await
+    put_file_noting(blocks, input, size, opts, peers, &mut Noted::default()).await
 }
 
-/// [`put_file`], adding to `liars` the peers that took a piece and could not prove it,
-/// whether the put succeeds or not (a put that failed for them is worth trying again
-/// without them).
+/// [`put_file`], adding to `noted` the peers that took a piece and could not prove it,
+/// and those that refused one as full, whether the put succeeds or not.
 pub async fn put_file_noting(
     blocks: &BlockClient,
     mut input: Box<dyn Read + Send>,
     size: u64,
     opts: &PutOptions,
     peers: &[PeerId],
-    liars: &mut Vec<PeerId>,
+    noted: &mut Noted,
 ) -> Result<Placed, ClientError> {
+    let liars = &mut noted.liars;
     let scheme = jewel::codec::build(&opts.scheme).map_err(PipelineError::from)?;
     let slots = scheme.slots();
     if peers.len() < slots {
@@ -122,7 +140,8 @@ pub async fn put_file_noting(
     let full: Vec<PeerId> = failed.iter().filter(|(_, e)| is_full(e)).map(|(s, _)| holders[*s]).collect();
     let mut lost: Vec<usize> = failed.iter().map(|(s, _)| *s).collect();
     let Some((slot, first)) = failed.into_iter().next() else {
-        return Ok(Placed { put, holders, full, liars: liars.clone() });
+        noted.full.extend(&full);
+        return Ok(Placed { put, holders, full, liars: noted.liars.clone() });
     };
     tracing::warn!(slots = ?lost, error = %first, "pieces lost mid-put; placing them on spare peers");
     let refused = if is_lie(&first) {
@@ -131,35 +150,45 @@ pub async fn put_file_noting(
         ClientError::Upload { slot, peer: holders[slot], source: Box::new(first) }
     };
     let mut spares = peers[slots..].iter().copied();
-    // A spare may be gone, or lie, too: try the next ones, until they run out. If none
-    // takes the pieces, the first upload's error says why (not the spares').
-    loop {
+    let mut full = full;
+    // Each lost piece goes to the next spare on its own: a spare that refuses (full, gone)
+    // or lies costs that piece one more try, not the others'. If the spares run out, the
+    // first upload's error says why (not the spares').
+    while let Some(&slot) = lost.first() {
+        let Some(target) = spares.next() else {
+            tracing::warn!(needed = lost.len(), "not enough spare peers");
+            break;
+        };
         let sources: Vec<Option<PeerId>> =
             (0..slots).map(|s| (!lost.contains(&s)).then_some(holders[s])).collect();
-        let targets: Vec<PeerId> = spares.by_ref().take(lost.len()).collect();
-        if targets.len() < lost.len() {
-            tracing::warn!(spares = targets.len(), needed = lost.len(), "not enough spare peers");
-            break;
-        }
-        match repair_slots(blocks, &put.manifest, &sources, &lost, &targets, opts.threads).await {
-            Err(e) => tracing::warn!(error = %e, "placing a lost piece on a spare failed"),
-            Ok(r) => {
-                for (s, peer) in r.slots.iter().zip(&targets) {
-                    holders[*s] = *peer;
+        match repair_slots(blocks, &put.manifest, &sources, &[slot], &[target], opts.threads).await {
+            Err(e) => {
+                tracing::warn!(slot, peer = %target, error = %e, "placing a lost piece on a spare failed");
+                if refused_full(&e) {
+                    full.push(target);
                 }
-                let bad = unproved(blocks, &put.manifest, &r.slots, &holders).await;
-                for (s, e) in &bad {
-                    tracing::warn!(slot = s, peer = %holders[*s], error = %e, "a spare could not prove its piece");
-                    if is_lie(e) {
-                        liars.push(holders[*s]);
+            }
+            Ok(_) => {
+                let before = holders[slot];
+                holders[slot] = target;
+                match unproved(blocks, &put.manifest, &[slot], &holders).await.pop() {
+                    None => {
+                        lost.remove(0);
                     }
-                }
-                lost = bad.into_iter().map(|(s, _)| s).collect();
-                if lost.is_empty() {
-                    return Ok(Placed { put, holders, full, liars: liars.clone() });
+                    Some((_, e)) => {
+                        tracing::warn!(slot, peer = %target, error = %e, "a spare could not prove its piece");
+                        if is_lie(&e) {
+                            liars.push(target);
+                        }
+                        holders[slot] = before;
+                    }
                 }
             }
         }
+    }
+    noted.full.extend(&full);
+    if lost.is_empty() {
+        return Ok(Placed { put, holders, full, liars: noted.liars.clone() });
     }
     // Nothing is reported stored: what was stored is released now, not left to take the
     // holders' room (and this owner's share of it) until its first lease runs out.
