@@ -17,11 +17,6 @@ pub struct Placed {
     pub put: Put,
     /// The peer holding each slot's piece.
     pub holders: Vec<PeerId>,
-    /// Peers that refused a piece for want of room (for placement to prefer others).
-    pub full: Vec<PeerId>,
-    /// Peers that took a piece and could not prove it right after (for placement to
-    /// leave out).
-    pub liars: Vec<PeerId>,
 }
 
 /// What a put learned of its peers, whether it succeeded or not.
@@ -103,7 +98,6 @@ pub async fn put_file_noting(
     peers: &[PeerId],
     noted: &mut Noted,
 ) -> Result<Placed, ClientError> {
-    let liars = &mut noted.liars;
     let scheme = jewel::codec::build(&opts.scheme).map_err(PipelineError::from)?;
     let slots = scheme.slots();
     if peers.len() < slots {
@@ -131,17 +125,16 @@ pub async fn put_file_noting(
         .collect();
     let uploaded: Vec<usize> = (0..slots).filter(|s| failed.iter().all(|(f, _)| f != s)).collect();
     let unproven = unproved(blocks, &put.manifest, &uploaded, &holders).await;
-    liars.extend(unproven.iter().filter(|(_, e)| is_lie(e)).map(|(s, _)| holders[*s]));
+    noted.liars.extend(unproven.iter().filter(|(_, e)| is_lie(e)).map(|(s, _)| holders[*s]));
     failed.extend(unproven);
     failed.sort_by_key(|(s, _)| *s);
     let good: Vec<usize> = (0..slots).filter(|s| failed.iter().all(|(f, _)| f != s)).collect();
     let good_peers: Vec<PeerId> = good.iter().map(|s| holders[*s]).collect();
     send_manifest(blocks, &put.manifest_bytes, &good, &good_peers).await?;
-    let full: Vec<PeerId> = failed.iter().filter(|(_, e)| is_full(e)).map(|(s, _)| holders[*s]).collect();
+    noted.full.extend(failed.iter().filter(|(_, e)| is_full(e)).map(|(s, _)| holders[*s]));
     let mut lost: Vec<usize> = failed.iter().map(|(s, _)| *s).collect();
     let Some((slot, first)) = failed.into_iter().next() else {
-        noted.full.extend(&full);
-        return Ok(Placed { put, holders, full, liars: noted.liars.clone() });
+        return Ok(Placed { put, holders });
     };
     tracing::warn!(slots = ?lost, error = %first, "pieces lost mid-put; placing them on spare peers");
     let refused = if is_lie(&first) {
@@ -150,7 +143,6 @@ pub async fn put_file_noting(
         ClientError::Upload { slot, peer: holders[slot], source: Box::new(first) }
     };
     let mut spares = peers[slots..].iter().copied();
-    let mut full = full;
     // Each lost piece goes to the next spare on its own: a spare that refuses (full, gone)
     // or lies costs that piece one more try, not the others'. If the spares run out, the
     // first upload's error says why (not the spares').
@@ -165,11 +157,12 @@ pub async fn put_file_noting(
             Err(e) => {
                 tracing::warn!(slot, peer = %target, error = %e, "placing a lost piece on a spare failed");
                 if refused_full(&e) {
-                    full.push(target);
+                    noted.full.push(target);
                 }
             }
             Ok(_) => {
-                let before = holders[slot];
+                // Until another spare takes it, the slot names this one: a put that fails
+                // releases what it may hold.
                 holders[slot] = target;
                 match unproved(blocks, &put.manifest, &[slot], &holders).await.pop() {
                     None => {
@@ -178,17 +171,15 @@ pub async fn put_file_noting(
                     Some((_, e)) => {
                         tracing::warn!(slot, peer = %target, error = %e, "a spare could not prove its piece");
                         if is_lie(&e) {
-                            liars.push(target);
+                            noted.liars.push(target);
                         }
-                        holders[slot] = before;
                     }
                 }
             }
         }
     }
-    noted.full.extend(&full);
     if lost.is_empty() {
-        return Ok(Placed { put, holders, full, liars: noted.liars.clone() });
+        return Ok(Placed { put, holders });
     }
     // Nothing is reported stored: what was stored is released now, not left to take the
     // holders' room (and this owner's share of it) until its first lease runs out.
