@@ -114,6 +114,28 @@ impl StateStore {
         move |e| StateError::Db { path: self.path.clone(), reason: e.to_string() }
     }
 
+    /// Every entry of `table`, in key order, each turned into a `T` by `each` (which says
+    /// when one is damaged); a table not made yet is empty.
+    fn scan<K: redb::Key + 'static, V: redb::Value + 'static, T>(
+        &self,
+        table: redb::TableDefinition<K, V>,
+        mut each: impl for<'a> FnMut(K::SelfType<'a>, V::SelfType<'a>) -> Result<T, StateError>,
+    ) -> Result<Vec<T>, StateError> {
+        let err = self.db_err();
+        let tx = self.db.begin_read().map_err(|e| err(&e))?;
+        let t = match tx.open_table(table) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(err(&e)),
+        };
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(|e| err(&e))? {
+            let (k, v) = entry.map_err(|e| err(&e))?;
+            out.push(each(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
     /// The database, for the lease book that shares it.
     pub fn database(&self) -> Arc<Database> {
         self.db.clone()
@@ -191,21 +213,12 @@ impl StateStore {
 
     /// Every file this node put, by manifest id.
     pub fn files(&self) -> Result<BTreeMap<String, FileRecord>, StateError> {
-        let err = self.db_err();
-        let tx = self.db.begin_read().map_err(|e| err(&e))?;
-        let t = match tx.open_table(FILES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
-            Err(e) => return Err(err(&e)),
-        };
-        let mut out = BTreeMap::new();
-        for entry in t.iter().map_err(|e| err(&e))? {
-            let (k, v) = entry.map_err(|e| err(&e))?;
-            let record: FileRecord = serde_json::from_slice(v.value())
-                .map_err(|e| self.damaged(format!("the record of file {}: {e}", k.value())))?;
-            out.insert(k.value().to_string(), record);
-        }
-        Ok(out)
+        let files = self.scan(FILES, |k, v| {
+            let record: FileRecord = serde_json::from_slice(v)
+                .map_err(|e| self.damaged(format!("the record of file {k}: {e}")))?;
+            Ok((k.to_string(), record))
+        })?;
+        Ok(files.into_iter().collect())
     }
 
     /// One file's record, if this node put it.
@@ -281,21 +294,9 @@ impl StateStore {
 
     /// Every index op kept, in id order.
     pub fn index_ops(&self) -> Result<Vec<jewel::index::Op>, StateError> {
-        let err = self.db_err();
-        let tx = self.db.begin_read().map_err(|e| err(&e))?;
-        let t = match tx.open_table(INDEX_OPS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(err(&e)),
-        };
-        let mut out = Vec::new();
-        for entry in t.iter().map_err(|e| err(&e))? {
-            let (_, v) = entry.map_err(|e| err(&e))?;
-            out.push(
-                serde_json::from_slice(v.value()).map_err(|e| self.damaged(format!("an index op: {e}")))?,
-            );
-        }
-        Ok(out)
+        self.scan(INDEX_OPS, |_, v| {
+            serde_json::from_slice(v).map_err(|e| self.damaged(format!("an index op: {e}")))
+        })
     }
 
     /// Keeps index ops, durably, in one transaction; in the same one, marks the files
@@ -336,22 +337,9 @@ impl StateStore {
         Ok(t.get(key).map_err(|e| err(&e))?.map(|v| v.value().to_vec()))
     }
 
-    /// Sets values of the index's bookkeeping, durably, in one transaction.
     /// When this node first saw each peer it has seen.
     pub fn peers_seen(&self) -> Result<Vec<(Vec<u8>, u64)>, StateError> {
-        let err = self.db_err();
-        let tx = self.db.begin_read().map_err(|e| err(&e))?;
-        let t = match tx.open_table(PEERS_SEEN) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(err(&e)),
-        };
-        let mut out = Vec::new();
-        for entry in t.iter().map_err(|e| err(&e))? {
-            let (k, v) = entry.map_err(|e| err(&e))?;
-            out.push((k.value().to_vec(), v.value()));
-        }
-        Ok(out)
+        self.scan(PEERS_SEEN, |k, v| Ok((k.to_vec(), v)))
     }
 
     /// Records peers seen for the first time (kept if already there), in one transaction.
@@ -372,6 +360,7 @@ impl StateStore {
         tx.commit().map_err(|e| err(&e))
     }
 
+    /// Sets values of the index's bookkeeping, durably, in one transaction.
     pub fn set_index_meta(&self, values: &[(&str, &[u8])]) -> Result<(), StateError> {
         let err = self.db_err();
         let tx = self.db.begin_write().map_err(|e| err(&e))?;
@@ -419,21 +408,9 @@ impl StateStore {
 
     /// The releases holders still owe.
     pub fn pending_releases(&self) -> Result<Vec<PendingRelease>, StateError> {
-        let err = self.db_err();
-        let tx = self.db.begin_read().map_err(|e| err(&e))?;
-        let t = match tx.open_table(RELEASES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(err(&e)),
-        };
-        let mut out = Vec::new();
-        for entry in t.iter().map_err(|e| err(&e))? {
-            let (k, v) = entry.map_err(|e| err(&e))?;
-            let p = serde_json::from_slice(v.value())
-                .map_err(|e| self.damaged(format!("the pending release {}: {e}", k.value())))?;
-            out.push(p);
-        }
-        Ok(out)
+        self.scan(RELEASES, |k, v| {
+            serde_json::from_slice(v).map_err(|e| self.damaged(format!("the pending release {k}: {e}")))
+        })
     }
 
     /// A release is done (or no longer needed).
@@ -472,18 +449,7 @@ impl StateStore {
 
     /// The blocks the scrubber dropped, oldest first: (id, Unix seconds).
     pub fn dropped(&self) -> Result<Vec<(String, u64)>, StateError> {
-        let err = self.db_err();
-        let tx = self.db.begin_read().map_err(|e| err(&e))?;
-        let t = match tx.open_table(DROPPED) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(err(&e)),
-        };
-        let mut out = Vec::new();
-        for entry in t.iter().map_err(|e| err(&e))? {
-            let (k, v) = entry.map_err(|e| err(&e))?;
-            out.push((k.value().to_string(), v.value()));
-        }
+        let mut out = self.scan(DROPPED, |k, v| Ok((k.to_string(), v)))?;
         out.sort_by_key(|(_, at)| *at);
         Ok(out)
     }
