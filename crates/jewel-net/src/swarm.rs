@@ -1101,6 +1101,13 @@ impl EventLoop {
         if *count > GOSSIP_PER_PEER_PER_SEC {
             return gossipsub::MessageAcceptance::Ignore;
         }
+        // An author this node has graylisted is not heard through others either: an honest
+        // peer that forwards its genuine-looking messages is not penalised for it.
+        let graylist = gossipsub::PeerScoreThresholds::default().graylist_threshold;
+        let author_score = message.source.and_then(|a| self.swarm.behaviour().gossip.peer_score(&a));
+        if author_score.is_some_and(|s| s < graylist) {
+            return gossipsub::MessageAcceptance::Ignore;
+        }
         match self.gossip_checks.get(&message.topic) {
             Some(check) if check(&message.data) => gossipsub::MessageAcceptance::Accept,
             Some(_) => {

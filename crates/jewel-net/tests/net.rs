@@ -887,9 +887,11 @@ async fn name_records_are_verified_and_never_go_back() {
 }
 
 /// A peer whose gossip a topic's check refuses is scored down, and after a few refused
-/// messages nothing it sends on the topic is read, genuine or not, while an honest peer's
-/// messages still arrive. Issue 19: refused messages stopped going further, but the
-/// flooder could go on sending, and every message was still decoded and checked.
+/// messages nothing it sends on the topic is read, genuine or not, even when an honest
+/// peer (one that joined the topic after the forgeries, so it never refused any) relays
+/// it; the honest peer's own messages still arrive. Issue 19: refused messages stopped
+/// going further, but the flooder could go on sending, and every message was still
+/// decoded and checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_whose_gossip_is_refused_is_no_longer_heard() {
     let (nodes, _) = network(3, None).await;
@@ -897,43 +899,22 @@ async fn a_peer_whose_gossip_is_refused_is_no_longer_heard() {
     let topic = "user-topic".to_string();
     let genuine: jewel_net::swarm::GossipCheck = Arc::new(|d: &[u8]| d.starts_with(b"ok"));
     let mut events = device.handle().events();
-    let mut heard_by = [honest.handle().events(), stranger.handle().events()];
+    let mut honest_hears = honest.handle().events();
+    let mut stranger_hears = stranger.handle().events();
+    let subscribed = |topic: String, who: jewel_net::PeerId| move |e: &NetEvent| matches!(e, NetEvent::Subscribed { topic: t, peer } if *t == topic && *peer == who);
+    let (d, h, s) = (device.handle().peer_id(), honest.handle().peer_id(), stranger.handle().peer_id());
     device.handle().subscribe(topic.clone(), genuine.clone()).await.unwrap();
-    honest.handle().subscribe(topic.clone(), genuine).await.unwrap();
     stranger.handle().subscribe(topic.clone(), Arc::new(|_: &[u8]| true)).await.unwrap();
-    let mut waiting =
-        std::collections::HashSet::from([honest.handle().peer_id(), stranger.handle().peer_id()]);
-    while !waiting.is_empty() {
-        if let NetEvent::Subscribed { peer, .. } = event(
-            "the peers' subscriptions",
-            &mut events,
-            |e| matches!(e, NetEvent::Subscribed { topic: t, .. } if *t == topic),
-        )
-        .await
-        {
-            waiting.remove(&peer);
-        }
-    }
-    // And each of them knows the device is on the topic, so what they send reaches it.
-    let d = device.handle().peer_id();
-    for rx in &mut heard_by {
-        event(
-            "the device's subscription",
-            rx,
-            |e| matches!(e, NetEvent::Subscribed { topic: t, peer } if *t == topic && *peer == d),
-        )
-        .await;
-    }
+    event("the stranger's subscription", &mut events, subscribed(topic.clone(), s)).await;
+    event("the device's subscription", &mut stranger_hears, subscribed(topic.clone(), d)).await;
     let heard = |from: jewel_net::PeerId, what: &'static [u8]| move |e: &NetEvent| matches!(e, NetEvent::Gossip { data, from: f, .. } if *f == from && data.as_slice() == what);
     // Before: the stranger is heard like anyone.
     stranger.handle().gossip(topic.clone(), b"ok, first".to_vec()).await.unwrap();
-    event("the stranger's first message", &mut events, heard(stranger.handle().peer_id(), b"ok, first"))
-        .await;
+    event("the stranger's first message", &mut events, heard(s, b"ok, first")).await;
     // Ten forged messages: the device refuses them and scores the stranger down.
     for i in 0..10u8 {
         stranger.handle().gossip(topic.clone(), vec![b'x', i]).await.unwrap();
     }
-    let s = stranger.handle().peer_id();
     let graylisted = tokio::time::timeout(std::time::Duration::from_secs(30), async {
         loop {
             let peers = device.handle().peers().await.unwrap();
@@ -946,15 +927,22 @@ async fn a_peer_whose_gossip_is_refused_is_no_longer_heard() {
     })
     .await;
     assert!(graylisted.is_ok(), "the stranger was never graylisted");
-    // After: its genuine-looking messages go unread; the honest peer's (sent after them)
-    // arrive, and nothing of the stranger's came before.
+    // The honest peer joins now: it never saw a forgery, so it takes the stranger's
+    // messages and relays them to the device.
+    honest.handle().subscribe(topic.clone(), genuine).await.unwrap();
+    event("the honest peer's subscription", &mut events, subscribed(topic.clone(), h)).await;
+    event("the honest peer's subscription", &mut stranger_hears, subscribed(topic.clone(), h)).await;
+    event("the device's subscription", &mut honest_hears, subscribed(topic.clone(), d)).await;
+    // After: the stranger's genuine-looking messages go unread, direct or relayed; the
+    // honest peer's (sent after them) arrive, and nothing of the stranger's came before.
     for _ in 0..3 {
         stranger.handle().gossip(topic.clone(), b"ok, again".to_vec()).await.unwrap();
     }
+    event("the stranger's message, at the honest peer", &mut honest_hears, heard(s, b"ok, again")).await;
     honest.handle().gossip(topic.clone(), b"ok, honest".to_vec()).await.unwrap();
     let first =
         event("a message after the forgeries", &mut events, |e| matches!(e, NetEvent::Gossip { .. })).await;
-    assert!(heard(honest.handle().peer_id(), b"ok, honest")(&first), "heard {first:?} first");
+    assert!(heard(h, b"ok, honest")(&first), "heard {first:?} first");
     let later = tokio::time::timeout(std::time::Duration::from_secs(1), async {
         event("any later message", &mut events, |e| matches!(e, NetEvent::Gossip { .. })).await
     })
