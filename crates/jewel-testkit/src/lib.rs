@@ -8,11 +8,16 @@
 //!   ready when every peer knows every other.
 //! - [`Cli`]: the `jewel` command against a node's home, killed if it hangs.
 //! - [`Lan`]: two network namespaces joined by a veth pair, deleted when dropped.
+//! - [`Wan`]: the WAN lab: public hosts and homes behind NAT routers (cone, symmetric,
+//!   UPnP) on an internet of network namespaces (see [`wan`]).
 //! - [`exclusive`]: one process test at a time per test binary, so a 2-core machine is not
 //!   asked to run dozens of nodes at once.
 //!
 //! Nothing here sleeps to wait for a thing: readiness comes from what a process prints, and
 //! conditions are polled (with a deadline) through the CLI, as a user would check them.
+
+pub mod wan;
+pub use wan::{Home, Host, Router, Wan};
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
