@@ -98,6 +98,10 @@ pub fn spawn_with(index: usize, home: &Path, bootstrap: Option<&str>, extra: &[&
     };
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("node").arg("--home").arg(home).args(extra);
+    // A devnet stays on this machine: loopback, any port.
+    if !extra.contains(&"--listen") {
+        cmd.args(["--listen", "/ip4/127.0.0.1/tcp/0"]);
+    }
     if let Some(b) = bootstrap {
         cmd.args(["--bootstrap", b]);
     }

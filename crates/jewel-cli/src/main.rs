@@ -105,12 +105,22 @@ enum Command {
     },
     /// Run a peer: a block store on the libp2p network, with a local control API.
     Node {
-        /// Address to listen on (repeatable).
-        #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
+        /// Address to listen on (repeatable) [default: all interfaces, TCP and QUIC, on
+        /// port 4001, or a free port kept for this node if 4001 is taken].
+        #[arg(long)]
         listen: Vec<String>,
-        /// A peer to join the network through, with its /p2p/ id (repeatable).
+        /// A peer to join the network through, with its /p2p/ id (repeatable). Not needed
+        /// after the first start: the node dials the peers it knew.
         #[arg(long)]
         bootstrap: Vec<String>,
+        /// An invite (from `jewel invite` on a node of the network) to join through
+        /// (repeatable).
+        #[arg(long)]
+        join: Vec<String>,
+        /// Dial no peer at start, not even those known from the last run (to work
+        /// offline; peers can still connect to it).
+        #[arg(long)]
+        alone: bool,
         /// The control API's address; loopback only.
         #[arg(long, default_value = "127.0.0.1:0")]
         api: std::net::SocketAddr,
@@ -134,6 +144,15 @@ enum Command {
         /// `THIS-ADDR/p2p/THIS-PEER/p2p-circuit`).
         #[arg(long)]
         relay_server: bool,
+        /// Relayed connections at once, at most (with --relay-server).
+        #[arg(long, default_value_t = jewel_net::swarm::RelayLimits::default().circuits)]
+        relay_circuits: usize,
+        /// Bytes one relayed connection may carry, at most (with --relay-server).
+        #[arg(long, value_parser = parse_size, default_value = "64MiB")]
+        relay_circuit_bytes: u64,
+        /// Seconds one relayed connection may last, at most (with --relay-server).
+        #[arg(long, default_value_t = 600)]
+        relay_circuit_secs: u64,
         /// Most bytes per second to serve to peers (e.g. 20MiB); unlimited if not given.
         #[arg(long, value_parser = parse_size)]
         max_upload: Option<u64>,
@@ -225,10 +244,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The peers this node knows.
+    /// The peers this node knows: how each is reached, and its round-trip time.
     Peers {
         #[arg(long)]
         json: bool,
+    },
+    /// Print this node's invite: one line that another node joins the network through
+    /// (`jewel join INVITE`, or `jewel node --join INVITE`).
+    Invite {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join the network of the node an invite names (this node must be running).
+    Join {
+        /// The line `jewel invite` printed.
+        invite: String,
     },
     /// What this node stores, and the files it put.
     Dir {
@@ -507,6 +537,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Node {
             listen,
             bootstrap,
+            join,
+            alone,
             api,
             capacity,
             peer_quota,
@@ -514,6 +546,9 @@ fn run(cli: Cli) -> Result<()> {
             zone,
             mdns,
             relay_server,
+            relay_circuits,
+            relay_circuit_bytes,
+            relay_circuit_secs,
             max_upload,
             audit_every,
             repair_margin,
@@ -527,16 +562,29 @@ fn run(cli: Cli) -> Result<()> {
                 );
             };
             let parse = |a: &String| a.parse().with_context(|| format!("`{a}` is not a multiaddr"));
+            let mut bootstrap: Vec<jewel_net::Multiaddr> =
+                bootstrap.iter().map(parse).collect::<Result<_>>()?;
+            for j in &join {
+                let invite = jewel_net::invite::Invite::decode(j)?;
+                bootstrap.extend(invite.dial_addrs());
+            }
             let config = jewel_node::NodeConfig {
                 home,
                 listen: listen.iter().map(parse).collect::<Result<_>>()?,
-                bootstrap: bootstrap.iter().map(parse).collect::<Result<_>>()?,
+                bootstrap,
+                alone,
                 api,
                 capacity,
                 quota: jewel_net::block::Quota { per_peer: peer_quota, newcomers: newcomer_quota },
                 zone,
                 mdns,
                 relay_server,
+                relay_limits: jewel_net::swarm::RelayLimits {
+                    circuits: relay_circuits,
+                    circuit_bytes: relay_circuit_bytes,
+                    circuit_duration: std::time::Duration::from_secs(relay_circuit_secs.max(1)),
+                    ..Default::default()
+                },
                 max_upload,
                 audit_every: std::time::Duration::from_secs(audit_every.max(1)),
                 repair_margin,
@@ -615,6 +663,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Status { json } => remote::status(home, json),
         Command::Peers { json } => remote::peers(home, json),
+        Command::Invite { json } => remote::invite(home, json),
+        Command::Join { invite } => remote::join(home, &invite),
         Command::Dir { json } => remote::dir(home, json),
         Command::Rm { cap, recursive } => {
             let target = cap.read()?;

@@ -462,15 +462,22 @@ pub fn peers(home: Option<&Path>, json: bool) -> Result<()> {
     }
     let mut out = std::io::stdout().lock();
     for p in &v {
+        let path = match p.path {
+            Some(jewel_net::reach::Path::Direct) => " direct",
+            Some(jewel_net::reach::Path::HolePunched) => " hole-punched",
+            Some(jewel_net::reach::Path::Relayed) => " relayed",
+            None => "",
+        };
         writeln!(
             out,
-            "{} {} {}{}{}",
+            "{} {}{path}{} {}{}{}",
             p.peer,
             match (p.connected, p.silent) {
                 (true, true) => "not-answering",
                 (true, false) => "connected",
                 _ => "known",
             },
+            p.rtt_ms.map(|r| format!(" rtt={r:.0}ms")).unwrap_or_default(),
             p.addrs.first().map_or("-", String::as_str),
             p.zone.as_ref().map(|z| format!(" zone={z}")).unwrap_or_default(),
             // Its gossip is not read (it sent messages that were refused).
@@ -478,6 +485,44 @@ pub fn peers(home: Option<&Path>, json: bool) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+pub fn invite(home: Option<&Path>, json: bool) -> Result<()> {
+    let v = Api::open(home)?.fetch::<api::Invite>()?;
+    if json {
+        outln!("{}", serde_json::to_string(&v)?);
+    } else {
+        outln!("{}", v.invite);
+    }
+    Ok(())
+}
+
+pub fn join(home: Option<&Path>, invite: &str) -> Result<()> {
+    // A bad invite is told here, before any node is asked.
+    jewel_net::invite::Invite::decode(invite)?;
+    let v = Api::open(home)?.call::<api::Join>(&api::JoinRequest { invite: invite.to_string() })?;
+    eprintln!("joined the network through {}", v.peer);
+    Ok(())
+}
+
+/// How a node is reached, in words (`jewel status`).
+fn reached(r: &api::Reachability) -> String {
+    let short = |p: &String| p.get(p.len().saturating_sub(8)..).unwrap_or(p).to_string();
+    let punched = if r.hole_punched > 0 {
+        format!("; hole-punched to {} peers", r.hole_punched)
+    } else {
+        String::new()
+    };
+    if let Some(a) = &r.mapped {
+        format!("port-mapped by the router (UPnP) at {a}{punched}")
+    } else if let Some(a) = &r.public {
+        format!("public at {a}{punched}")
+    } else if !r.relays.is_empty() {
+        let relays: Vec<String> = r.relays.iter().map(short).collect();
+        format!("behind a NAT, relayed through …{}{punched}", relays.join(", …"))
+    } else {
+        format!("not known to be reachable from outside yet (no relay reservation){punched}")
+    }
 }
 
 pub fn dir(home: Option<&Path>, json: bool) -> Result<()> {
@@ -533,6 +578,9 @@ pub fn status(home: Option<&Path>, json: bool) -> Result<()> {
     writeln!(out, "peer id: {}", v.peer_id)?;
     for a in &v.listen {
         writeln!(out, "listening on {a}")?;
+    }
+    if let Some(r) = &v.reach {
+        writeln!(out, "reached: {}", reached(r))?;
     }
     let capacity = v.usage.capacity.map_or("unlimited".to_string(), |c| format!("{c} bytes"));
     writeln!(out, "store: {} bytes used, capacity {capacity}", v.usage.used)?;

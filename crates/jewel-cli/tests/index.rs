@@ -275,11 +275,11 @@ fn one_phrase_every_device() {
         (paths(&net.peers[1], "docs") == ["docs/list.txt"]).then_some(())
     });
 
-    // Apart: the phone runs on its own (no peers), the laptop goes on. Both change
+    // Apart: the phone runs on its own (`--alone`: it dials no one), the laptop goes on. Both change
     // docs/list.txt; the phone removes photos/a.jpg while the laptop replaces it.
     let hub = net.hub.addr.clone();
     net.peers[1].stop();
-    net.peers[1].restart_with(&[]);
+    net.peers[1].restart_with(&["--alone"]);
     let alone = &net.peers[1];
     alone.ok(&["mv", "photos/trip/b.jpg", "docs/list.txt.tmp"]);
     alone.ok(&["rm", "docs/list.txt"]);

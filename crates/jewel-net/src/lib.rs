@@ -12,9 +12,11 @@ pub mod book;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod invite;
 pub mod iplimit;
 pub mod liveness;
 pub mod mux;
+pub mod reach;
 mod records;
 pub mod swarm;
 pub mod wire;
@@ -39,6 +41,9 @@ pub struct Network {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     announced: tokio::sync::watch::Receiver<u64>,
 }
+
+/// How long [`Network::start`] waits for a first bootstrap peer to answer.
+pub const READY_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
 
 impl Network {
     /// Starts listening, serves `store` to peers, dials the bootstrap peers and fills the
@@ -91,25 +96,81 @@ impl Network {
             }));
         }
         let net = Network { handle, blocks, shutdown, tasks, announced };
-        // One unreachable bootstrap peer among several is not fatal; none reachable is.
-        let mut reached = 0;
-        let mut first_error = None;
-        for addr in &config.bootstrap {
-            match net.handle.dial(addr.clone()).await {
-                Ok(_) => reached += 1,
-                Err(e) => {
-                    tracing::warn!(%addr, error = %e, "bootstrap peer unreachable");
-                    first_error.get_or_insert(e);
+        // The bootstrap peers the user named and the peers this node remembers are dialed
+        // at once; start returns at the first that answers, or after READY_WAIT: a node is
+        // ready for commands within that, whatever the network does. One unreachable
+        // bootstrap peer among several is not fatal; none of them reachable is. Dials
+        // still under way go on, and the routing table fills, in the background.
+        let named = config.bootstrap.len();
+        let mut dials: futures::stream::FuturesUnordered<_> = config
+            .bootstrap
+            .iter()
+            .map(|a| (true, a.clone()))
+            .chain(config.remembered.iter().map(|a| (false, a.clone())))
+            .map(|(named, addr)| {
+                let h = net.handle.clone();
+                async move {
+                    let r = h.dial(addr.clone()).await;
+                    (named, addr, r)
                 }
+            })
+            .collect();
+        let (mut reached, mut named_failed, mut first_error) = (0, 0, None);
+        let wait = tokio::time::sleep(READY_WAIT);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                next = futures::StreamExt::next(&mut dials) => match next {
+                    None => break,
+                    Some((_, _, Ok(_))) => {
+                        reached += 1;
+                        break;
+                    }
+                    Some((named, addr, Err(e))) => {
+                        tracing::warn!(%addr, error = %e, "bootstrap peer unreachable");
+                        if named {
+                            named_failed += 1;
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                },
+                _ = &mut wait => break,
             }
         }
-        if let (0, Some(e)) = (reached, first_error) {
+        if let (0, true, Some(e)) = (reached, named > 0 && named_failed == named, first_error) {
             net.shutdown().await;
             return Err(e);
         }
+        // A first walk fills the routing table: waited for while READY_WAIT lasts (on a
+        // good network it takes milliseconds), else it goes on in the background.
+        let handle = net.handle.clone();
+        let mut walked = false;
         if reached > 0 {
-            net.handle.bootstrap().await?;
+            walked = true;
+            let h = handle.clone();
+            let mut walk = tokio::spawn(async move { h.bootstrap().await });
+            let _ = tokio::time::timeout_at(wait.deadline(), &mut walk).await;
         }
+        let mut stopped = net.shutdown.subscribe();
+        tokio::spawn(async move {
+            let rest = async {
+                while let Some((_, addr, r)) = futures::StreamExt::next(&mut dials).await {
+                    match r {
+                        Ok(_) if !walked => {
+                            walked = true;
+                            let h = handle.clone();
+                            tokio::spawn(async move { h.bootstrap().await });
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(%addr, error = %e, "a bootstrap peer is unreachable"),
+                    }
+                }
+            };
+            tokio::select! {
+                _ = rest => {}
+                _ = stopped.changed() => {}
+            }
+        });
         Ok(net)
     }
 

@@ -61,7 +61,10 @@ const KAD_REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
 #[derive(Clone, Debug)]
 pub struct NetConfig {
     pub listen: Vec<Multiaddr>,
+    /// Peers the user named to join through: start fails if none of them answers.
     pub bootstrap: Vec<Multiaddr>,
+    /// Peers this node knew when it last ran: dialed too, none of them needed.
+    pub remembered: Vec<Multiaddr>,
     pub mdns: bool,
     /// A failure domain this peer announces (through identify), if any.
     pub zone: Option<String>,
@@ -71,9 +74,16 @@ pub struct NetConfig {
     pub max_upload: Option<u64>,
     /// The leases of the served store; in memory if not given.
     pub leases: Option<Arc<jewel::lease::LeaseBook>>,
-    /// Relay connections for peers behind NATs (circuit relay v2, with libp2p's default
-    /// limits: 2 minutes and 128 KiB per circuit).
+    /// Relay connections for peers behind NATs (circuit relay v2), within `relay_limits`.
     pub relay_server: bool,
+    /// What a relay server carries at most.
+    pub relay_limits: RelayLimits,
+    /// Behind a NAT, keep reservations on [`crate::reach::RELAYS_WANTED`] relay-capable
+    /// peers (auto-relay), so that others can reach this node through them.
+    pub auto_relay: bool,
+    /// Ask the router for port mappings (UPnP IGD): only where the node listens beyond
+    /// loopback (it multicasts on the local network to find the router).
+    pub upnp: bool,
     /// AutoNAT also checks private and loopback addresses, and starts probing after 1 s
     /// rather than 15 s: for local networks and tests. Off: only global addresses count.
     pub autonat_local: bool,
@@ -87,6 +97,59 @@ pub struct NetConfig {
     pub data_stall: Duration,
     /// How much of the served store peers may fill (see [`crate::block::Quota`]).
     pub quota: crate::block::Quota,
+}
+
+/// What a relay server carries at most: circuits at once (and per peer), and bytes and
+/// time per circuit. Reservations and new circuits are also limited per peer and per IP
+/// address over time (libp2p's rate limiters). Block transfers go through a relay only
+/// where no direct path exists, so the defaults carry a few files, not a backup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayLimits {
+    pub circuits: usize,
+    pub circuits_per_peer: usize,
+    pub circuit_bytes: u64,
+    pub circuit_duration: Duration,
+    pub reservations: usize,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            circuits: 64,
+            circuits_per_peer: 8,
+            circuit_bytes: 64 << 20,
+            circuit_duration: Duration::from_secs(10 * 60),
+            reservations: 256,
+        }
+    }
+}
+
+impl RelayLimits {
+    fn config(&self) -> relay::Config {
+        relay::Config {
+            max_reservations: self.reservations,
+            max_circuits: self.circuits,
+            max_circuits_per_peer: self.circuits_per_peer,
+            max_circuit_bytes: self.circuit_bytes,
+            max_circuit_duration: self.circuit_duration,
+            ..relay::Config::default()
+        }
+    }
+}
+
+/// What this node knows of how it is reached (see [`NetHandle::reachability`]).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Reachability {
+    /// The address AutoNAT confirmed others reach this node at, if any.
+    pub public: Option<String>,
+    /// The address a port mapping on the router gave it (UPnP), if any.
+    pub mapped: Option<String>,
+    /// The relays that hold a reservation for it.
+    pub relays: Vec<String>,
+    /// Its addresses others may use: confirmed external ones and relayed ones.
+    pub addrs: Vec<String>,
+    /// Peers connected directly through both NATs (DCUtR).
+    pub hole_punched: usize,
 }
 
 /// What the event loop reports about reachability, as it happens (see
@@ -118,12 +181,16 @@ impl Default for NetConfig {
         NetConfig {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap_or_else(|_| Multiaddr::empty())],
             bootstrap: Vec::new(),
+            remembered: Vec::new(),
             mdns: false,
             zone: None,
             serve_blocks: true,
             max_upload: None,
             leases: None,
             relay_server: false,
+            relay_limits: RelayLimits::default(),
+            auto_relay: true,
+            upnp: false,
             autonat_local: false,
             announce_concurrency: crate::announce::ANNOUNCE_CONCURRENCY,
             max_connections: MAX_CONNECTIONS,
@@ -144,6 +211,7 @@ pub(crate) struct Behaviour {
     relay: relay::client::Behaviour,
     relay_server: Toggle<relay::Behaviour>,
     dcutr: dcutr::Behaviour,
+    upnp: Toggle<libp2p::upnp::tokio::Behaviour>,
     mdns: Toggle<mdns::tokio::Behaviour>,
     gossip: gossipsub::Behaviour,
     pub(crate) stream: libp2p_stream::Behaviour,
@@ -173,7 +241,8 @@ pub(crate) fn build_swarm(
 ) -> Result<Swarm<Behaviour>, NetError> {
     let transport = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
     let mdns_on = config.mdns;
-    let relay_on = config.relay_server;
+    let relay_on = config.relay_server.then(|| config.relay_limits.config());
+    let upnp_on = config.upnp;
     let autonat_cfg = if config.autonat_local {
         autonat::Config {
             only_global_ips: false,
@@ -262,10 +331,9 @@ pub(crate) fn build_swarm(
                 ),
                 autonat: autonat::Behaviour::new(peer_id, autonat_cfg),
                 relay,
-                relay_server: Toggle::from(
-                    relay_on.then(|| relay::Behaviour::new(peer_id, relay::Config::default())),
-                ),
+                relay_server: Toggle::from(relay_on.map(|c| relay::Behaviour::new(peer_id, c))),
                 dcutr: dcutr::Behaviour::new(peer_id),
+                upnp: Toggle::from(upnp_on.then(libp2p::upnp::tokio::Behaviour::default)),
                 mdns: Toggle::from(mdns),
                 gossip,
                 stream: libp2p_stream::Behaviour::new(),
@@ -304,23 +372,75 @@ pub struct PeerInfo {
     /// Its gossip score here: below -80 (refused messages) nothing it gossips is read.
     #[serde(default)]
     pub gossip_score: Option<f64>,
+    /// How this node is connected to it now, if it is.
+    #[serde(default)]
+    pub path: Option<crate::reach::Path>,
+    /// Its last round-trip time (ping), in milliseconds, if connected.
+    #[serde(default)]
+    pub rtt_ms: Option<f64>,
 }
 
 pub(crate) enum Command {
-    Listeners { reply: oneshot::Sender<Vec<Multiaddr>> },
-    Dial { addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, NetError>> },
-    Connect { peer: PeerId, reply: oneshot::Sender<Result<PeerId, NetError>> },
-    Bootstrap { reply: oneshot::Sender<Result<(), NetError>> },
-    Provide { id: BlockId, reply: oneshot::Sender<Result<(), NetError>> },
-    Providers { id: BlockId, reply: oneshot::Sender<Vec<PeerId>> },
-    Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
-    RoutingTable { reply: oneshot::Sender<Vec<PeerId>> },
-    PublishHolders { record: HoldersRecord, reply: oneshot::Sender<Result<(), NetError>> },
-    FindHolders { group: BlockId, reply: oneshot::Sender<Option<HoldersRecord>> },
-    PublishName { record: NameRecord, reply: oneshot::Sender<Result<(), NetError>> },
-    FindName { key: Vec<u8>, reply: oneshot::Sender<Option<NameRecord>> },
-    Subscribe { topic: String, check: GossipCheck, reply: oneshot::Sender<Result<(), NetError>> },
-    Gossip { topic: String, data: Vec<u8>, reply: oneshot::Sender<Result<(), NetError>> },
+    Listeners {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, NetError>>,
+    },
+    /// `direct`: for a transfer, so a peer reached only through a relay is given
+    /// [`crate::reach::DIRECT_WAIT`] to be connected directly (DCUtR) first.
+    Connect {
+        peer: PeerId,
+        direct: bool,
+        reply: oneshot::Sender<Result<PeerId, NetError>>,
+    },
+    Bootstrap {
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Provide {
+        id: BlockId,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Providers {
+        id: BlockId,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    Reachability {
+        reply: oneshot::Sender<Reachability>,
+    },
+    RoutingTable {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    PublishHolders {
+        record: HoldersRecord,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    FindHolders {
+        group: BlockId,
+        reply: oneshot::Sender<Option<HoldersRecord>>,
+    },
+    PublishName {
+        record: NameRecord,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    FindName {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Option<NameRecord>>,
+    },
+    Subscribe {
+        topic: String,
+        check: GossipCheck,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Gossip {
+        topic: String,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
 }
 
 enum Pending {
@@ -404,7 +524,7 @@ pub(crate) struct EventLoop {
     dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, NetError>>>,
     /// Connects waiting on one dial per peer: concurrent requests to a peer that cannot be
     /// reached cost one failed dial, not one each.
-    connecting: HashMap<PeerId, (ConnectionId, Vec<ConnectReply>)>,
+    connecting: HashMap<PeerId, (ConnectionId, Vec<(ConnectReply, bool)>)>,
     /// Peers whose last dial failed, and when: a connect within [`UNREACHABLE_FOR`] of that
     /// fails at once, unless the peer has connected to us since.
     unreachable: HashMap<PeerId, (std::time::Instant, String)>,
@@ -423,6 +543,15 @@ pub(crate) struct EventLoop {
     /// The address each peer was reached at when this node dialed it, until identify says
     /// whether it is routable (bounded by [`MAX_TRACKED`]).
     dialed: HashMap<PeerId, Multiaddr>,
+    /// Relays, reservations, and how each peer is reached.
+    reach: crate::reach::Reach,
+    /// Connects to peers reached only through a relay, waiting (until the deadline) for
+    /// DCUtR to connect them directly (bounded by the connection limit: one entry per
+    /// connected peer).
+    direct_waiters: HashMap<PeerId, (std::time::Instant, Vec<ConnectReply>)>,
+    auto_relay: bool,
+    /// The listeners the node was started with (closed at shutdown: port mappings go).
+    listener_ids: Vec<libp2p::core::transport::ListenerId>,
 }
 
 /// Bounded insertion into a per-peer map: past [`MAX_TRACKED`] entries, it is cleared
@@ -503,7 +632,14 @@ impl NetHandle {
     /// Makes sure there is a connection to `peer`, dialing its known addresses if there
     /// is none; fails if the dial fails.
     pub async fn connect(&self, peer: PeerId) -> Result<PeerId, NetError> {
-        self.ask(|reply| Command::Connect { peer, reply }).await?
+        self.ask(|reply| Command::Connect { peer, direct: false, reply }).await?
+    }
+
+    /// [`NetHandle::connect`] before a transfer: a peer reached only through a relay is
+    /// given [`crate::reach::DIRECT_WAIT`] for DCUtR to connect it directly (bulk data
+    /// goes direct whenever a direct path exists), then the relay is used.
+    pub async fn connect_for_transfer(&self, peer: PeerId) -> Result<PeerId, NetError> {
+        self.ask(|reply| Command::Connect { peer, direct: true, reply }).await?
     }
 
     pub async fn bootstrap(&self) -> Result<(), NetError> {
@@ -523,6 +659,11 @@ impl NetHandle {
     /// Every peer known: routing table and connections.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, NetError> {
         self.ask(|reply| Command::Peers { reply }).await
+    }
+
+    /// How this node is reached: public, port-mapped, or through relays.
+    pub async fn reachability(&self) -> Result<Reachability, NetError> {
+        self.ask(|reply| Command::Reachability { reply }).await
     }
 
     /// Peers in the Kademlia routing table.
@@ -588,11 +729,13 @@ impl EventLoop {
         let mut swarm = build_swarm(keypair, config)?;
         let peer_id = *swarm.local_peer_id();
         let mut waiting = HashSet::new();
+        let mut listener_ids = Vec::new();
         for addr in &config.listen {
             let id = swarm
                 .listen_on(addr.clone())
                 .map_err(|e| NetError::Listen { addr: addr.clone(), reason: e.to_string() })?;
             waiting.insert(id);
+            listener_ids.push(id);
         }
         let deadline = tokio::time::sleep(Duration::from_secs(10));
         tokio::pin!(deadline);
@@ -603,7 +746,13 @@ impl EventLoop {
                         // A relay server is run where it can be reached: its listen
                         // addresses are its external ones (relays refuse reservations
                         // without one).
-                        if config.relay_server {
+                        let loopback_only = config
+                            .listen
+                            .iter()
+                            .all(|a| crate::reach::scope(a) == Some(crate::reach::Scope::Loopback));
+                        let fit = crate::reach::scope(&address)
+                            .is_some_and(|s| s != crate::reach::Scope::Loopback || loopback_only);
+                        if config.relay_server && fit {
                             swarm.add_external_address(address);
                         }
                         waiting.remove(&listener_id);
@@ -636,6 +785,10 @@ impl EventLoop {
             gossip_checks: HashMap::new(),
             gossip_rate: HashMap::new(),
             dialed: HashMap::new(),
+            reach: crate::reach::Reach::with_explicit(&config.listen),
+            direct_waiters: HashMap::new(),
+            auto_relay: config.auto_relay && !config.relay_server,
+            listener_ids,
         };
         Ok((handle, control, ev))
     }
@@ -652,7 +805,10 @@ impl EventLoop {
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = sweep.tick() => self.liveness.sweep(),
+                _ = sweep.tick() => {
+                    self.liveness.sweep();
+                    self.direct_wait_over(false);
+                }
                 cmd = self.commands.recv() => match cmd {
                     Some(cmd) => self.command(cmd),
                     None => break,
@@ -661,7 +817,89 @@ impl EventLoop {
                 _ = shutdown.changed() => break,
             }
         }
+        // Listeners closed: port mappings on the router are removed (UPnP), for a second
+        // at most.
+        if self.swarm.behaviour().upnp.is_enabled() {
+            for id in self.listener_ids.drain(..) {
+                self.swarm.remove_listener(id);
+            }
+            let until = tokio::time::sleep(Duration::from_secs(1));
+            tokio::pin!(until);
+            loop {
+                tokio::select! {
+                    _ = &mut until => break,
+                    _ = self.swarm.select_next_some() => {}
+                }
+            }
+        }
         tracing::debug!("network event loop stopped");
+    }
+
+    /// Answers the connects waiting for a direct connection: those of peers that have one
+    /// now, or (all) whose wait is over, or every one if `all`.
+    fn direct_wait_over(&mut self, all: bool) {
+        let now = std::time::Instant::now();
+        let reach = &self.reach;
+        let done: Vec<PeerId> = self
+            .direct_waiters
+            .iter()
+            .filter(|(p, (deadline, _))| all || now >= *deadline || !reach.only_relayed(p))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in done {
+            if let Some((_, replies)) = self.direct_waiters.remove(&p) {
+                let connected = self.swarm.is_connected(&p);
+                for reply in replies {
+                    let _ = reply.send(if connected {
+                        Ok(p)
+                    } else {
+                        Err(NetError::Dial { target: p.to_string(), reason: "the connection closed".into() })
+                    });
+                }
+            }
+        }
+    }
+
+    /// A connect to `peer`, which is connected: at once if directly, else once DCUtR has
+    /// connected it directly, or failed, or [`crate::reach::DIRECT_WAIT`] has run.
+    fn connected_reply(&mut self, peer: PeerId, reply: ConnectReply) {
+        if !self.reach.only_relayed(&peer) {
+            let _ = reply.send(Ok(peer));
+            return;
+        }
+        let deadline = std::time::Instant::now() + crate::reach::DIRECT_WAIT;
+        self.direct_waiters.entry(peer).or_insert_with(|| (deadline, Vec::new())).1.push(reply);
+    }
+
+    /// Asks relays for reservations while this node is not reachable directly.
+    fn reserve(&mut self) {
+        if !self.auto_relay {
+            return;
+        }
+        for (relay, circuit) in self.reach.wanted() {
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(id) => {
+                    tracing::info!(%relay, "asking a relay for a reservation");
+                    self.reach.reservations.insert(id, relay);
+                }
+                Err(e) => tracing::debug!(%circuit, error = %e, "cannot listen through a relay"),
+            }
+        }
+    }
+
+    /// Tells every connected peer this node's addresses now (identify push): a relayed or
+    /// mapped address is how peers across the internet reach it, and they learn it at once.
+    fn push_addresses(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        self.swarm.behaviour_mut().identify.push(peers);
+    }
+
+    /// This node is reachable directly now: its relay reservations are given up.
+    fn drop_reservations(&mut self) {
+        let ids: Vec<_> = self.reach.reservations.keys().copied().collect();
+        for id in ids {
+            self.swarm.remove_listener(id);
+        }
     }
 
     /// Starts a dial; `reply` hears when it connects or fails.
@@ -759,9 +997,13 @@ impl EventLoop {
                 let target = addr.to_string();
                 self.dial(DialOpts::unknown_peer_id().address(addr).build(), target, reply);
             }
-            Command::Connect { peer, reply } => {
+            Command::Connect { peer, direct, reply } => {
                 if self.swarm.is_connected(&peer) {
-                    let _ = reply.send(Ok(peer));
+                    if direct {
+                        self.connected_reply(peer, reply);
+                    } else {
+                        let _ = reply.send(Ok(peer));
+                    }
                     return;
                 }
                 if let Some((at, reason)) = self.unreachable.get(&peer) {
@@ -772,7 +1014,7 @@ impl EventLoop {
                     }
                 }
                 if let Some((_, waiting)) = self.connecting.get_mut(&peer) {
-                    waiting.push(reply);
+                    waiting.push((reply, direct));
                     return;
                 }
                 // A dial already on its way (mDNS, Kademlia) does not make this one fail:
@@ -781,7 +1023,7 @@ impl EventLoop {
                 let id = opts.connection_id();
                 match self.swarm.dial(opts) {
                     Ok(()) => {
-                        self.connecting.insert(peer, (id, vec![reply]));
+                        self.connecting.insert(peer, (id, vec![(reply, direct)]));
                     }
                     Err(e) => {
                         let _ = reply
@@ -888,9 +1130,27 @@ impl EventLoop {
                         ip: self.ips.get(&p).map(|ip| ip.to_string()),
                         silent: self.liveness.is_silent(&p),
                         gossip_score: self.swarm.behaviour().gossip.peer_score(&p),
+                        path: self.reach.path(&p),
+                        rtt_ms: self.reach.rtt(&p).map(|d| d.as_secs_f64() * 1e3),
                     })
                     .collect();
                 let _ = reply.send(infos);
+            }
+            Command::Reachability { reply } => {
+                let mut addrs: Vec<String> = self
+                    .swarm
+                    .external_addresses()
+                    .chain(self.swarm.listeners().filter(|a| crate::reach::is_relayed(a)))
+                    .map(|a| a.to_string())
+                    .collect();
+                addrs.dedup();
+                let _ = reply.send(Reachability {
+                    public: self.reach.public.as_ref().map(|a| a.to_string()),
+                    mapped: self.reach.mapped.as_ref().map(|a| a.to_string()),
+                    relays: self.reach.relays().iter().map(|p| p.to_string()).collect(),
+                    addrs,
+                    hole_punched: self.reach.punched_count(),
+                });
             }
         }
     }
@@ -910,27 +1170,76 @@ impl EventLoop {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     let _ = reply.send(Ok(peer_id));
                 }
-                // Any connection to the peer, ours or its own, answers every waiting connect.
+                // A relayed connection's remote address is just the peer's id on the side
+                // that accepted it: the circuit is in its local address.
+                let relayed = endpoint.is_relayed();
+                self.reach.connected(peer_id, connection_id, relayed);
+                // Any connection to the peer, ours or its own, answers every waiting connect
+                // (one through a relay, once DCUtR had its chance).
                 if let Some((_, waiting)) = self.connecting.remove(&peer_id) {
-                    for reply in waiting {
-                        let _ = reply.send(Ok(peer_id));
+                    for (reply, direct) in waiting {
+                        if direct {
+                            self.connected_reply(peer_id, reply);
+                        } else {
+                            let _ = reply.send(Ok(peer_id));
+                        }
                     }
                 }
+                if !relayed {
+                    self.direct_wait_over(false);
+                }
                 self.unreachable.remove(&peer_id);
-                self.ips.connected(peer_id, endpoint.get_remote_address());
+                // A relayed peer counts at its relay's address (the circuit's address).
+                let via = match &endpoint {
+                    libp2p::core::ConnectedPoint::Listener { local_addr, .. } if relayed => local_addr,
+                    _ => endpoint.get_remote_address(),
+                };
+                self.ips.connected(peer_id, via);
                 self.liveness.heard(peer_id);
                 if endpoint.is_dialer() {
                     // Into the routing table once identify shows the peer routable.
                     track(&mut self.dialed, peer_id, endpoint.get_remote_address().clone());
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                self.ips.gone(&peer_id);
-                self.liveness.gone(&peer_id);
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
+                self.reach.closed(peer_id, connection_id);
+                if num_established == 0 {
+                    self.ips.gone(&peer_id);
+                    self.liveness.gone(&peer_id);
+                    self.direct_wait_over(false);
+                }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result: Ok(_), .. })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. })) => {
                 self.liveness.heard(peer);
+                self.reach.pinged(peer, rtt);
             }
+            SwarmEvent::ListenerClosed { listener_id, .. } => {
+                // A circuit listener closes when the relay refuses or drops the reservation.
+                let was_relay = self.reach.listener_closed(listener_id);
+                if was_relay {
+                    tracing::info!("a relay reservation ended");
+                    self.reserve();
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Upnp(e)) => match e {
+                libp2p::upnp::Event::NewExternalAddr { external_addr: addr, .. } => {
+                    tracing::info!(%addr, "the router mapped a port (UPnP): reachable from outside");
+                    self.reach.mapped = Some(addr);
+                    self.drop_reservations();
+                    self.push_addresses();
+                }
+                libp2p::upnp::Event::ExpiredExternalAddr { external_addr: addr, .. } => {
+                    tracing::info!(%addr, "a port mapping expired");
+                    if self.reach.mapped.as_ref() == Some(&addr) {
+                        self.reach.mapped = None;
+                        self.reserve();
+                    }
+                }
+                libp2p::upnp::Event::GatewayNotFound => tracing::debug!("no UPnP router found"),
+                libp2p::upnp::Event::NonRoutableGateway => {
+                    tracing::debug!("the UPnP router is itself behind a NAT")
+                }
+            },
             SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let _ =
@@ -941,7 +1250,7 @@ impl EventLoop {
                 if self.connecting.get(&peer).is_some_and(|(id, _)| *id == connection_id) {
                     let reason = first_line(&error.to_string());
                     if let Some((_, waiting)) = self.connecting.remove(&peer) {
-                        for reply in waiting {
+                        for (reply, _) in waiting {
                             let _ = reply.send(Err(NetError::Dial {
                                 target: peer.to_string(),
                                 reason: reason.clone(),
@@ -974,6 +1283,27 @@ impl EventLoop {
                 let serves_blocks = info.protocols.contains(&crate::block::BLOCK_PROTOCOL);
                 self.serves_blocks.insert(peer_id, serves_blocks);
                 let dialed = self.dialed.remove(&peer_id);
+                // Address hygiene: only addresses that reach as far as the connection they
+                // came over (a peer across the internet is not dialed at its private or
+                // loopback addresses).
+                let over = Some(
+                    self.ips.get(&peer_id).map_or(crate::reach::Scope::Public, crate::reach::scope_of_ip),
+                );
+                let mut info = info;
+                info.listen_addrs.retain(|a| {
+                    over.is_none_or(|o| crate::reach::usable(a, o))
+                        && !a
+                            .iter()
+                            .any(|p| matches!(p, libp2p::multiaddr::Protocol::Ip4(ip) if ip.is_unspecified()))
+                });
+                if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+                    let direct =
+                        dialed.iter().chain(&info.listen_addrs).find(|a| !crate::reach::is_relayed(a));
+                    if let Some(addr) = direct {
+                        self.reach.add_candidate(peer_id, addr.clone());
+                        self.reserve();
+                    }
+                }
                 if routable(&info.protocols) {
                     let kad = &mut self.swarm.behaviour_mut().kad;
                     for addr in info.listen_addrs.iter().chain(dialed.as_ref()) {
@@ -993,6 +1323,12 @@ impl EventLoop {
                     Some(addr) => tracing::info!(%addr, "AutoNAT: reachable from outside"),
                     None => tracing::info!("AutoNAT: not reachable from outside (or not known yet)"),
                 }
+                self.reach.public = public.clone().filter(|a| !crate::reach::is_relayed(a));
+                if self.reach.reachable() {
+                    self.drop_reservations();
+                } else {
+                    self.reserve();
+                }
                 let _ = self.events.send(NetEvent::Reachability { public });
             }
             SwarmEvent::Behaviour(BehaviourEvent::Relay(relay::client::Event::ReservationReqAccepted {
@@ -1000,16 +1336,26 @@ impl EventLoop {
                 ..
             })) => {
                 tracing::info!(relay = %relay_peer_id, "reachable through a relay");
+                self.reach.accepted(relay_peer_id);
+                self.push_addresses();
                 let _ = self.events.send(NetEvent::RelayReserved { relay: relay_peer_id });
             }
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result })) => {
                 let event = match result {
                     Ok(_) => {
                         tracing::info!(peer = %remote_peer_id, "DCUtR: direct connection replaces the relayed one");
+                        self.reach.hole_punched(remote_peer_id);
+                        self.direct_wait_over(false);
                         NetEvent::DirectUpgrade { peer: remote_peer_id }
                     }
                     Err(e) => {
                         tracing::info!(peer = %remote_peer_id, error = %e, "DCUtR: no direct connection");
+                        // The transfer goes through the relay without waiting any longer.
+                        if let Some((_, replies)) = self.direct_waiters.remove(&remote_peer_id) {
+                            for reply in replies {
+                                let _ = reply.send(Ok(remote_peer_id));
+                            }
+                        }
                         NetEvent::DirectUpgradeFailed { peer: remote_peer_id, reason: e.to_string() }
                     }
                 };

@@ -47,6 +47,14 @@ endpoint!(
     Peers, "/v1/peers", false, NoBody => Vec<Peer>
 );
 endpoint!(
+    /// This node's invite (`jewel invite`).
+    Invite, "/v1/invite", false, NoBody => InviteResponse
+);
+endpoint!(
+    /// Connect to the node an invite names, and join its network (`jewel join`).
+    Join, "/v1/join", true, JoinRequest => JoinResponse
+);
+endpoint!(
     /// What this node stores for others, and the files it put.
     Dir, "/v1/dir", false, NoBody => DirResponse
 );
@@ -580,6 +588,35 @@ pub struct Peer {
     /// gossips is read.
     #[serde(default)]
     pub gossip_score: Option<f64>,
+    /// How it is connected now: direct, hole-punched (through both NATs) or relayed.
+    #[serde(default)]
+    pub path: Option<jewel_net::reach::Path>,
+    /// Its last round-trip time, in milliseconds, if connected.
+    #[serde(default)]
+    pub rtt_ms: Option<f64>,
+}
+
+/// How this node is reached from outside (see `jewel status`).
+pub type Reachability = jewel_net::swarm::Reachability;
+
+/// This node's invite: one line another node joins the network through.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InviteResponse {
+    pub invite: String,
+    /// The addresses it carries.
+    pub addrs: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    pub invite: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinResponse {
+    /// The peer the invite named, now connected.
+    pub peer: String,
 }
 
 /// The owner's settings.
@@ -610,6 +647,9 @@ pub struct StatusResponse {
     /// The user's index on this node.
     #[serde(default)]
     pub index: Option<IndexStatus>,
+    /// How the node is reached from outside.
+    #[serde(default)]
+    pub reach: Option<Reachability>,
 }
 
 /// The user's index on a node: what it shows, and how much of it the node's last

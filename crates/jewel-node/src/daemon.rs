@@ -59,6 +59,8 @@ pub struct NodeConfig {
     pub home: PathBuf,
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
+    /// Dial no one at start, not even the peers known from the last run.
+    pub alone: bool,
     pub api: SocketAddr,
     /// Most bytes stored for others; a tenth of the free disk if not given.
     pub capacity: Option<u64>,
@@ -68,6 +70,8 @@ pub struct NodeConfig {
     pub mdns: bool,
     /// Relay connections for peers behind NATs.
     pub relay_server: bool,
+    /// What the relay carries at most.
+    pub relay_limits: jewel_net::swarm::RelayLimits,
     /// Most bytes per second served to peers.
     pub max_upload: Option<u64>,
     /// How often this node audits the files it put (and collects expired blocks).
@@ -140,15 +144,27 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         LeaseBook::in_database(state.database())
             .map_err(|e| NodeError::Leases { path: state.path().to_path_buf(), reason: e.to_string() })?,
     );
+    let listen = if config.listen.is_empty() { default_listen(&state)? } else { config.listen.clone() };
+    // UPnP multicasts on the local network to find the router: only for a node that
+    // listens beyond this machine (never on a loopback devnet).
+    let upnp = listen.iter().any(|a| jewel_net::reach::scope(a) != Some(jewel_net::reach::Scope::Loopback));
+    let remembered = if config.alone { Vec::new() } else { remembered_peers(&state)? };
+    if !remembered.is_empty() {
+        tracing::info!(peers = remembered.len(), "dialing the peers known from the last run");
+    }
     let net_config = NetConfig {
-        listen: config.listen.clone(),
+        listen,
         bootstrap: config.bootstrap.clone(),
+        remembered,
         mdns: config.mdns,
         zone: config.zone.clone(),
         serve_blocks: true,
         max_upload: config.max_upload,
         leases: Some(leases.clone()),
         relay_server: config.relay_server,
+        relay_limits: config.relay_limits,
+        auto_relay: true,
+        upnp,
         autonat_local: false,
         announce_concurrency: jewel_net::announce::ANNOUNCE_CONCURRENCY,
         max_connections: max_connections(descriptors),
@@ -207,7 +223,8 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     ];
     let workers = Workers::spawn(workers, node.clock.clone());
     let (index_stop, index_stopped) = tokio::sync::watch::channel(false);
-    crate::index::spawn(node.clone(), index_stopped);
+    crate::index::spawn(node.clone(), index_stopped.clone());
+    let remembering = tokio::spawn(remember_peers(node.clone(), index_stopped));
     let requests = Arc::new(tokio::sync::Semaphore::new(crate::http::MAX_REQUESTS));
     let served = Arc::new(Served { node, workers, token: token.clone(), requests });
     let app = router(served.clone());
@@ -242,8 +259,91 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     let _ = std::fs::remove_file(&api_json);
     served.workers.stop();
     let _ = index_stop.send(true);
+    // The peers known now are kept for the next start.
+    let _ = remembering.await;
     network.shutdown().await;
     served_result.map_err(io_err(&config.home))
+}
+
+/// The port a node listens on (TCP and QUIC, all interfaces) when no `--listen` is given,
+/// as kubo's: a second node on the machine gets a free port instead. Either is kept in
+/// the node's state, so peers find it at the same address after a restart.
+pub const DEFAULT_PORT: u16 = 4001;
+
+/// Whether TCP and UDP `port` are both free on all interfaces.
+fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+        && std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
+}
+
+/// The listen addresses of a node not told any: all interfaces, on its kept port.
+fn default_listen(state: &StateStore) -> Result<Vec<Multiaddr>, NodeError> {
+    let port = match state.listen_port()? {
+        Some(p) => p,
+        None => {
+            let mut port = DEFAULT_PORT;
+            if !port_free(port) {
+                // A free TCP port whose UDP twin is free too (a few tries).
+                for _ in 0..16 {
+                    let l = std::net::TcpListener::bind(("0.0.0.0", 0)).map_err(io_err(state.path()))?;
+                    let p = l.local_addr().map_err(io_err(state.path()))?.port();
+                    drop(l);
+                    if port_free(p) {
+                        port = p;
+                        break;
+                    }
+                }
+            }
+            state.set_listen_port(port)?;
+            port
+        }
+    };
+    let parse = |s: String| {
+        s.parse::<Multiaddr>().map_err(|e| NodeError::Net(jewel_net::NetError::Transport(e.to_string())))
+    };
+    Ok(vec![parse(format!("/ip4/0.0.0.0/tcp/{port}"))?, parse(format!("/ip4/0.0.0.0/udp/{port}/quic-v1"))?])
+}
+
+/// Remembered peers dialed at start, at most.
+const REMEMBERED_DIALED: usize = 16;
+
+/// The addresses of the peers this node knew when it last ran, the last seen first, each
+/// ending with its `/p2p/` id.
+fn remembered_peers(state: &StateStore) -> Result<Vec<Multiaddr>, NodeError> {
+    let mut known = state.known_peers()?;
+    known.sort_by_key(|k| std::cmp::Reverse(k.1.seen));
+    let mut addrs = Vec::new();
+    for (id, peer) in known.into_iter().take(REMEMBERED_DIALED) {
+        let Ok(id) = jewel_net::PeerId::from_bytes(&id) else { continue };
+        for a in peer.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()).take(4) {
+            let ends_with_id =
+                matches!(a.iter().last(), Some(jewel_net::MultiaddrProtocol::P2p(p)) if p == id);
+            addrs.push(if ends_with_id { a } else { a.with(jewel_net::MultiaddrProtocol::P2p(id)) });
+        }
+    }
+    Ok(addrs)
+}
+
+/// How often the peers connected now are written down for the next start.
+const REMEMBER_EVERY: Duration = Duration::from_secs(30);
+
+/// Writes down the peers connected now: a few seconds after start, then every
+/// [`REMEMBER_EVERY`], and once more when the node stops.
+async fn remember_peers(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut wait = Duration::from_secs(5);
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(wait) => false,
+            _ = stop.changed() => true,
+        };
+        if let Err(e) = node.remember_peers().await {
+            tracing::debug!(error = %e, "the peers known now could not be written down");
+        }
+        if stopping {
+            return;
+        }
+        wait = REMEMBER_EVERY;
+    }
 }
 
 /// How long requests in flight may run on after SIGTERM or SIGINT.

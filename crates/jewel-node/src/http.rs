@@ -289,7 +289,19 @@ async fn status_(State(s): S) -> Reply<api::Status> {
         dropped: s.node.state.dropped()?.into_iter().map(|(id, at)| api::DroppedBlock { id, at }).collect(),
         puts_running: s.node.reading.load(std::sync::atomic::Ordering::SeqCst),
         index: Some(s.node.index_status()?),
+        reach: Some(net.reachability().await?),
     }))
+}
+
+async fn invite(State(s): S) -> Reply<api::Invite> {
+    Ok(Json(s.node.invite().await?))
+}
+
+async fn join(State(s): S, Body(req): Req<api::Join>) -> Reply<api::Join> {
+    let invite =
+        jewel_net::invite::Invite::decode(&req.invite).map_err(|e| status(StatusCode::BAD_REQUEST, e))?;
+    let peer = s.node.join(&invite).await.map_err(|e| status(StatusCode::BAD_GATEWAY, e))?;
+    Ok(Json(api::JoinResponse { peer: peer.to_string() }))
 }
 
 async fn peers(State(s): S) -> Reply<api::Peers> {
@@ -431,6 +443,8 @@ pub(crate) fn router(served: Arc<Served>) -> Router {
     Router::new()
         .route(at::<api::Status>(), get(status_))
         .route(at::<api::Peers>(), get(peers))
+        .route(at::<api::Invite>(), get(invite))
+        .route(at::<api::Join>(), post(join))
         .route(at::<api::Dir>(), get(dir))
         .route(at::<api::Put>(), post(put))
         .route(api::PUT_STREAM_PATH, post(put_stream))

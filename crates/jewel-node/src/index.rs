@@ -644,7 +644,7 @@ impl Node {
     async fn store_small(self: &Arc<Self>, bytes: Vec<u8>, name: &str) -> Result<String, IndexOpError> {
         let default = self.settings()?.default_scheme;
         let me = self.blocks.net().peer_id();
-        let peers = self.candidates(&HashSet::from([me]), 0).await?.len();
+        let peers = self.candidates(&HashSet::from([me]), 0, 0).await?.len();
         let needs = jewel::codec::SchemeSpec::parse(&default)
             .ok()
             .and_then(|s| jewel::codec::build(&s).ok())

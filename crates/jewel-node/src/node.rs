@@ -47,6 +47,8 @@ const REACH_ROUNDS: usize = 4;
 const ENOUGH_REACHED: usize = 16;
 /// A candidate that cannot be connected to within this is left out.
 const REACH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a put that knows too few peers walks the DHT for more, at most.
+const WALK_FOR_PEERS: Duration = Duration::from_secs(5);
 
 /// Everything the node's operations and workers share.
 pub(crate) struct Node {
@@ -364,13 +366,26 @@ impl Node {
     /// Peers to place pieces on, except `exclude`: only those that can be reached now (a
     /// known peer may well be gone), connected ones first.
     /// Rounds of connects go on while fewer than `want` (at least [`ENOUGH_REACHED`]) answered.
+    /// If fewer than `need` peers are known at all (a node that joined before the others,
+    /// say), a DHT walk looks for more first, for [`WALK_FOR_PEERS`] at most.
     pub async fn candidates(
         &self,
         exclude: &HashSet<PeerId>,
         want: usize,
+        need: usize,
     ) -> Result<Vec<Candidate<PeerId>>, NetError> {
         let net = self.blocks.net();
-        let known = net.peers().await?;
+        let mut known = net.peers().await?;
+        let count = |k: &[jewel_net::swarm::PeerInfo]| {
+            k.iter()
+                .filter(|p| p.blocks != Some(false) && !p.silent)
+                .filter(|p| p.peer.parse::<PeerId>().is_ok_and(|id| !exclude.contains(&id)))
+                .count()
+        };
+        if count(&known) < need {
+            let _ = tokio::time::timeout(WALK_FOR_PEERS, net.bootstrap()).await;
+            known = net.peers().await?;
+        }
         // Peers with room first (as far as this node saw), then connected ones first; a
         // peer that stopped answering (frozen, say) is left out until it answers again.
         let full = self.recently_full();
@@ -563,7 +578,7 @@ impl Node {
         let slots = jewel::codec::build(&spec).map_err(|e| PutError::Scheme(e.to_string()))?.slots();
         let started = Instant::now();
         let me = self.blocks.net().peer_id();
-        let candidates = self.candidates(&HashSet::from([me]), slots + ENOUGH_REACHED).await?;
+        let candidates = self.candidates(&HashSet::from([me]), slots + ENOUGH_REACHED, slots).await?;
         let reached = started.elapsed();
         // All candidates, in placement order: the first n hold the pieces, the rest are spares
         // for a peer that vanishes mid-put.
@@ -819,9 +834,107 @@ impl Node {
                 ip: p.ip,
                 silent: p.silent,
                 gossip_score: p.gossip_score,
+                path: p.path,
+                rtt_ms: p.rtt_ms,
             })
             .collect())
     }
+
+    /// This node's invite: its addresses others can use, the best first: confirmed
+    /// external and port-mapped ones, relayed ones, then its local network's; loopback
+    /// ones only if it has nothing else (a devnet).
+    pub async fn invite(&self) -> Result<crate::api::InviteResponse, NetError> {
+        use jewel_net::reach::{is_relayed, scope, Scope};
+        let net = self.blocks.net();
+        let reach = net.reachability().await?;
+        let mut addrs: Vec<jewel_net::Multiaddr> =
+            reach.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        let listen = net.listeners().await?;
+        for a in &listen {
+            if !is_relayed(a) && scope(a).is_some_and(|s| s > Scope::Loopback) && !addrs.contains(a) {
+                addrs.push(a.clone());
+            }
+        }
+        if addrs.is_empty() {
+            addrs = listen;
+        }
+        // Public direct, then relayed, then private (a stable sort keeps their order).
+        addrs.sort_by_key(|a| match (scope(a), is_relayed(a)) {
+            (Some(Scope::Public), false) => 0,
+            (_, true) => 1,
+            (Some(Scope::Private), _) => 2,
+            _ => 3,
+        });
+        let invite = jewel_net::invite::Invite::new(net.peer_id(), &addrs);
+        Ok(crate::api::InviteResponse {
+            invite: invite.encode(),
+            addrs: invite.addrs.iter().map(|a| a.to_string()).collect(),
+        })
+    }
+
+    /// Connects to the node `invite` names (at the first of its addresses that answers)
+    /// and fills the routing table through it.
+    pub async fn join(&self, invite: &jewel_net::invite::Invite) -> Result<PeerId, NetError> {
+        let net = self.blocks.net();
+        if invite.peer == net.peer_id() {
+            return Err(NetError::Dial {
+                target: invite.peer.to_string(),
+                reason: "the invite is this node's own".into(),
+            });
+        }
+        let mut first_error = None;
+        for addr in invite.dial_addrs() {
+            match net.dial(addr).await {
+                Ok(peer) => {
+                    let walk = net.clone();
+                    tokio::spawn(async move { walk.bootstrap().await });
+                    return Ok(peer);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or(NetError::NoPeers))
+    }
+
+    /// Writes down the peers connected now, with the addresses they were reached at (see
+    /// `daemon::remembered_peers`).
+    pub async fn remember_peers(&self) -> Result<(), RememberError> {
+        let now = jewel::lease::now();
+        let known: Vec<_> = self
+            .blocks
+            .net()
+            .peers()
+            .await?
+            .into_iter()
+            .filter(|p| p.connected && !p.addrs.is_empty())
+            .filter_map(|p| {
+                let id = p.peer.parse::<jewel_net::PeerId>().ok()?;
+                Some((id.to_bytes(), crate::state::KnownPeer { addrs: p.addrs, seen: now }))
+            })
+            .collect();
+        if known.is_empty() {
+            return Ok(());
+        }
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || state.remember_peers(&known))
+            .await
+            .map_err(|_| RememberError::Interrupted)??;
+        Ok(())
+    }
+}
+
+/// Why the peers known now could not be written down.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RememberError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("interrupted (the node is stopping)")]
+    Interrupted,
 }
 
 /// Why the node could not list what it holds.

@@ -83,7 +83,7 @@ impl Node {
         }
         let mut taken: HashSet<PeerId> = located.iter().flatten().copied().collect();
         taken.insert(self.blocks.net().peer_id());
-        let mut candidates = self.candidates(&taken, 0).await?;
+        let mut candidates = self.candidates(&taken, 0, 0).await?;
         // Damaged pieces still give their good chunks (each verified); only pieces out of
         // reach are not read.
         let sources: Vec<Option<PeerId>> = located

@@ -42,6 +42,11 @@ const RELEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("releases");
 /// Peer id (bytes) → when this node first saw it (Unix seconds), for placement to tell
 /// peers known for a while from new ones.
 const PEERS_SEEN: TableDefinition<&[u8], u64> = TableDefinition::new("peers_seen");
+/// Peers this node was connected to lately (peer id bytes → [`KnownPeer`] as JSON): it
+/// bootstraps from them at its next start.
+const KNOWN_PEERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("known_peers");
+/// Known peers kept at most (the most recently seen).
+pub const MAX_KNOWN_PEERS: usize = 64;
 
 /// Why the state store cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -360,6 +365,62 @@ impl StateStore {
         tx.commit().map_err(|e| err(&e))
     }
 
+    /// The peers this node was connected to lately.
+    pub fn known_peers(&self) -> Result<Vec<(Vec<u8>, KnownPeer)>, StateError> {
+        self.scan(KNOWN_PEERS, |k, v| Ok((k.to_vec(), serde_json::from_slice(v).unwrap_or_default())))
+    }
+
+    /// Remembers peers seen now (replacing what was known of them), keeping the
+    /// [`MAX_KNOWN_PEERS`] seen last, in one transaction (not waited for on disk: a crash
+    /// forgets only the last sightings).
+    pub fn remember_peers(&self, peers: &[(Vec<u8>, KnownPeer)]) -> Result<(), StateError> {
+        let err = self.db_err();
+        let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
+        tx.set_durability(redb::Durability::None);
+        {
+            let mut t = tx.open_table(KNOWN_PEERS).map_err(|e| err(&e))?;
+            for (peer, known) in peers {
+                let bytes = serde_json::to_vec(known).map_err(|e| err(&e))?;
+                t.insert(peer.as_slice(), bytes.as_slice()).map_err(|e| err(&e))?;
+            }
+            let mut all = Vec::new();
+            for entry in t.iter().map_err(|e| err(&e))? {
+                let (k, v) = entry.map_err(|e| err(&e))?;
+                let seen = serde_json::from_slice::<KnownPeer>(v.value()).map(|p| p.seen).unwrap_or(0);
+                all.push((seen, k.value().to_vec()));
+            }
+            all.sort_unstable_by_key(|a| std::cmp::Reverse(a.0));
+            for (_, k) in all.iter().skip(MAX_KNOWN_PEERS) {
+                t.remove(k.as_slice()).map_err(|e| err(&e))?;
+            }
+        }
+        tx.commit().map_err(|e| err(&e))
+    }
+
+    /// The port the node listens on when no `--listen` is given, once chosen.
+    pub fn listen_port(&self) -> Result<Option<u16>, StateError> {
+        let err = self.db_err();
+        let tx = self.db.begin_read().map_err(|e| err(&e))?;
+        let t = match tx.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(err(&e)),
+        };
+        let port = t.get("listen_port").map_err(|e| err(&e))?.map(|v| v.value());
+        Ok(port.and_then(|p| u16::try_from(p).ok()))
+    }
+
+    /// Keeps the port chosen for the node (durably: peers remember it).
+    pub fn set_listen_port(&self, port: u16) -> Result<(), StateError> {
+        let err = self.db_err();
+        let tx = self.db.begin_write().map_err(|e| err(&e))?;
+        {
+            let mut t = tx.open_table(META).map_err(|e| err(&e))?;
+            t.insert("listen_port", u64::from(port)).map_err(|e| err(&e))?;
+        }
+        tx.commit().map_err(|e| err(&e))
+    }
+
     /// Sets values of the index's bookkeeping, durably, in one transaction.
     pub fn set_index_meta(&self, values: &[(&str, &[u8])]) -> Result<(), StateError> {
         let err = self.db_err();
@@ -496,6 +557,13 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, S
         .map_err(|e| StateError::Migrate { path: path.to_path_buf(), reason: e.to_string() })
 }
 
+/// A peer this node was connected to: where it was reached, and when (Unix seconds).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KnownPeer {
+    pub addrs: Vec<String>,
+    pub seen: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,6 +610,34 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(home.path().join(STATE_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn the_last_peers_seen_and_the_port_survive_a_reopen() {
+        let home = tempfile::tempdir().unwrap();
+        {
+            let s = StateStore::open(home.path()).unwrap();
+            assert_eq!(s.listen_port().unwrap(), None);
+            s.set_listen_port(4001).unwrap();
+            let peers: Vec<_> = (0..MAX_KNOWN_PEERS as u64 + 6)
+                .map(|i| {
+                    (
+                        i.to_be_bytes().to_vec(),
+                        KnownPeer { addrs: vec![format!("/ip4/11.0.0.1/tcp/{i}")], seen: i },
+                    )
+                })
+                .collect();
+            s.remember_peers(&peers[..10]).unwrap();
+            s.remember_peers(&peers[10..]).unwrap();
+            // Seen again: replaced, not doubled.
+            s.remember_peers(&[(peers[0].0.clone(), KnownPeer { addrs: vec![], seen: 1000 })]).unwrap();
+        }
+        let s = StateStore::open(home.path()).unwrap();
+        assert_eq!(s.listen_port().unwrap(), Some(4001));
+        let known = s.known_peers().unwrap();
+        assert_eq!(known.len(), MAX_KNOWN_PEERS, "only the last seen are kept");
+        assert!(known.iter().any(|(_, k)| k.seen == 1000), "the one seen again stays");
+        assert!(known.iter().all(|(_, k)| k.seen == 1000 || k.seen >= 7), "the oldest went");
     }
 
     #[test]

@@ -283,6 +283,11 @@ impl Node {
     fn launch(&mut self) {
         let mut cmd = self.cli.command();
         cmd.arg("node").arg("--home").arg(&self.home).args(&self.args);
+        // On this machine's own network a test node stays on loopback; inside a network
+        // namespace it listens as a user's node does unless told otherwise.
+        if self.cli.ns.is_none() && !self.args.iter().any(|a| a == "--listen") {
+            cmd.args(["--listen", "/ip4/127.0.0.1/tcp/0"]);
+        }
         cmd.env("RUST_LOG", "jewel=info");
         for (k, v) in &self.env {
             cmd.env(k, v);

@@ -96,8 +96,14 @@ impl NetworkBehaviour for Behaviour {
             FromSwarm::ConnectionEstablished(ConnectionEstablished {
                 peer_id,
                 connection_id,
+                endpoint,
                 ..
-            }) => Shared::lock(&self.shared).on_connection_established(connection_id, peer_id),
+            }) => {
+                // Jewel: a connection through a circuit relay is marked, so that streams go
+                // over a direct connection to the same peer whenever there is one.
+                let relayed = endpoint.is_relayed();
+                Shared::lock(&self.shared).on_connection_established(connection_id, peer_id, relayed)
+            }
             FromSwarm::ConnectionClosed(ConnectionClosed { connection_id, .. }) => {
                 Shared::lock(&self.shared).on_connection_closed(connection_id)
             }

@@ -22,7 +22,8 @@ pub(crate) struct Shared {
     /// [`mpsc::Receiver`] in [`IncomingStreams`].
     supported_inbound_protocols: HashMap<StreamProtocol, mpsc::Sender<(PeerId, Stream)>>,
 
-    connections: HashMap<ConnectionId, PeerId>,
+    /// Each connection's peer, and whether it goes through a relay (Jewel).
+    connections: HashMap<ConnectionId, (PeerId, bool)>,
     senders: HashMap<ConnectionId, mpsc::Sender<NewStream>>,
 
     /// Tracks channel pairs for a peer whilst we are dialing them.
@@ -105,8 +106,8 @@ impl Shared {
         }
     }
 
-    pub(crate) fn on_connection_established(&mut self, conn: ConnectionId, peer: PeerId) {
-        self.connections.insert(conn, peer);
+    pub(crate) fn on_connection_established(&mut self, conn: ConnectionId, peer: PeerId, relayed: bool) {
+        self.connections.insert(conn, (peer, relayed));
     }
 
     pub(crate) fn on_connection_closed(&mut self, conn: ConnectionId) {
@@ -129,12 +130,15 @@ impl Shared {
     }
 
     pub(crate) fn sender(&mut self, peer: PeerId) -> mpsc::Sender<NewStream> {
-        let maybe_sender = self
-            .connections
-            .iter()
-            .filter_map(|(c, p)| (p == &peer).then_some(c))
-            .choose(&mut rand::rng())
-            .and_then(|c| self.senders.get(c));
+        // Jewel: a direct connection if there is one, a relayed one only if not.
+        let pick = |relayed: bool| {
+            self.connections
+                .iter()
+                .filter_map(|(c, (p, r))| (p == &peer && *r == relayed).then_some(c))
+                .filter(|c| self.senders.contains_key(c))
+                .choose(&mut rand::rng())
+        };
+        let maybe_sender = pick(false).or_else(|| pick(true)).and_then(|c| self.senders.get(c));
 
         match maybe_sender {
             Some(sender) => {

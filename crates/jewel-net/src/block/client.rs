@@ -142,7 +142,7 @@ impl BlockClient {
     async fn open(&self, peer: PeerId) -> Result<Stream, NetError> {
         // Connect first, through the event loop: libp2p-stream's own dial can wait forever
         // when several streams to an unreachable peer are opened at once.
-        match tokio::time::timeout(CONNECT_TIMEOUT, self.net.connect(peer)).await {
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.net.connect_for_transfer(peer)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(NetError::OpenStream { peer, reason: e.to_string() }),
             Err(_) => {

@@ -1,0 +1,263 @@
+//! Across the internet (issue 20): real `jewel node` processes in the WAN lab (network
+//! namespaces: an internet bridge, public hosts, homes behind NAT routers; see
+//! `jewel_testkit::wan`), started as a user starts them: no `--listen`, one invite or
+//! bootstrap address, nothing else. Needs root (CI runs as root); without it each test
+//! fails with the reason, unless JEWEL_SKIP_LAB=1 says to skip them.
+
+use std::time::Duration;
+
+use jewel_testkit::{eventually, exclusive, random_bytes, write_file, Cli, Node, Router, Wan};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jewel");
+
+fn lab(publics: usize, homes: &[Router]) -> Option<Wan> {
+    match Wan::available(homes.contains(&Router::Upnp)) {
+        Ok(()) => Some(Wan::new(publics, homes)),
+        Err(why) if std::env::var("JEWEL_SKIP_LAB").is_ok() => {
+            eprintln!("skipped: {why}");
+            None
+        }
+        Err(why) => panic!("{why} (set JEWEL_SKIP_LAB=1 to skip the WAN lab's tests)"),
+    }
+}
+
+/// A public relay node on public host `p`, started with `--relay-server` only.
+fn relay(lab: &Wan, p: usize, dir: &std::path::Path) -> Node {
+    Node::builder(&Cli::new(BIN), &dir.join(format!("relay-{p}")))
+        .netns(&lab.publics[p].ns)
+        .args(&["--relay-server"])
+        .start()
+}
+
+/// A home node on home `h`, joining through `invite`, and nothing else.
+fn home(lab: &Wan, h: usize, dir: &std::path::Path, invite: &str) -> Node {
+    Node::builder(&Cli::new(BIN), &dir.join(format!("home-{h}")))
+        .netns(&lab.homes[h].host.ns)
+        .args(&["--join", invite])
+        .env("RUST_LOG", &std::env::var("JEWEL_LAB_LOG").unwrap_or_else(|_| "jewel=info".into()))
+        .start()
+}
+
+/// [`eventually`], and `node`'s log if not.
+fn within<T>(node: &Node, what: &str, limit: Duration, check: impl FnMut() -> Option<T>) -> T {
+    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| eventually(what, limit, check)));
+    got.unwrap_or_else(|_| {
+        panic!("{what}: not within {limit:?}; the node's log:\n{}", node.log_lines().join("\n"))
+    })
+}
+
+/// The peers `node` is connected to and how: (peer, path).
+fn paths(node: &Node) -> Vec<(String, String)> {
+    let v = node.json(&["peers", "--json"]);
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|p| p["connected"] == true)
+                .map(|p| {
+                    (
+                        p["peer"].as_str().unwrap_or("").to_string(),
+                        p["path"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A public relay and a node in every home of `lab`, each home joining through the
+/// relay's invite and nothing else; returns once every home holds a relay reservation
+/// (its status says so). Returns the relay, the homes and the invite.
+fn relay_and_homes(lab: &Wan, dir: &std::path::Path) -> (Node, Vec<Node>, String) {
+    let public = relay(lab, 0, dir);
+    let invite = public.ok(&["invite"]).trim().to_string();
+    assert!(invite.starts_with("jewel-invite:"), "{invite}");
+    let homes: Vec<Node> = (0..lab.homes.len()).map(|h| home(lab, h, dir, &invite)).collect();
+    for h in &homes {
+        let status = within(h, "a home's relay reservation", Duration::from_secs(30), || {
+            let s = h.ok(&["status"]);
+            s.contains("behind a NAT, relayed through").then_some(s)
+        });
+        assert!(status.contains(&public.peer[public.peer.len() - 8..]), "{status}");
+    }
+    (public, homes, invite)
+}
+
+/// Seven homes behind cone NATs and one public relay, as issue 20 found them: a put of
+/// `jewels:3/5` from one home and a get from another both work, the holders are homes
+/// reached directly (hole-punched), and each home's status says it is behind a NAT and
+/// relayed. The invite is the only thing a home is given.
+#[test]
+fn seven_homes_behind_nats_put_and_get_through_an_invite() {
+    let _one = exclusive();
+    let Some(lab) = lab(1, &[Router::Cone; 7]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (_public, homes, _) = relay_and_homes(&lab, dir.path());
+    let file = dir.path().join("photo.raw");
+    let data = random_bytes(3 << 20, 20);
+    write_file(&file, &data);
+    let put = homes[0].json(&["put", file.to_str().unwrap(), "--scheme", "jewels:3/5", "--json"]);
+    let cap = put["cap"].as_str().unwrap().to_string();
+    let holders: Vec<String> =
+        put["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().to_string()).collect();
+    let out = dir.path().join("back.raw");
+    homes[6].ok(&["get", &cap, "-o", out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == data, "the file came back whole across the NATs");
+    // The pieces went to homes over direct (hole-punched) connections, not the relay.
+    let seen = paths(&homes[0]);
+    let relayed: Vec<&(String, String)> =
+        seen.iter().filter(|(p, path)| holders.contains(p) && path == "relayed").collect();
+    assert!(relayed.is_empty(), "holders reached only through the relay: {relayed:?} of {seen:?}");
+    assert!(
+        seen.iter().any(|(_, path)| path == "hole-punched"),
+        "some home was reached through both NATs: {seen:?}"
+    );
+}
+
+/// Every address `node` keeps for its peers reaches as far as the internet: none is a
+/// loopback or private address another home advertised.
+fn assert_no_foreign_private_addresses(node: &Node) {
+    let v = node.json(&["peers", "--json"]);
+    for p in v.as_array().unwrap() {
+        for a in p["addrs"].as_array().unwrap() {
+            let a = a.as_str().unwrap();
+            assert!(
+                !a.starts_with("/ip4/127.") && !a.starts_with("/ip4/192.168."),
+                "{} keeps {a} for {}",
+                node.peer,
+                p["peer"]
+            );
+        }
+    }
+}
+
+/// Two homes behind symmetric NATs (random ports: no hole punching) and one public
+/// relay: a file copied to both other nodes is placed, read back from the other home, and its
+/// bytes between the homes went through the relay (the only path there is).
+#[test]
+fn homes_behind_symmetric_nats_fall_back_to_the_relay() {
+    let _one = exclusive();
+    let Some(lab) = lab(1, &[Router::Symmetric; 2]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (_public, homes, _) = relay_and_homes(&lab, dir.path());
+    let file = dir.path().join("notes.txt");
+    let data = random_bytes(1 << 20, 21);
+    write_file(&file, &data);
+    let put = homes[0].json(&["put", file.to_str().unwrap(), "--scheme", "replicate:2", "--json"]);
+    let holders: Vec<&str> = put["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    assert!(holders.contains(&homes[1].peer.as_str()), "the other home holds a copy: {put}");
+    let between = paths(&homes[0]);
+    let to_other = between.iter().find(|(p, _)| *p == homes[1].peer).map(|(_, path)| path.as_str());
+    assert_eq!(
+        to_other,
+        Some("relayed"),
+        "no direct path between symmetric NATs: {between:?} {}",
+        homes[0].ok(&["peers", "--json"])
+    );
+    let out = dir.path().join("back.txt");
+    homes[1].ok(&["get", put["cap"].as_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == data);
+    for h in &homes {
+        assert_no_foreign_private_addresses(h);
+    }
+}
+
+/// A home whose router offers UPnP: the node maps its port, says so, is reached directly
+/// from another home (no relay, no hole punching needed), and removes the mapping when
+/// it stops.
+#[test]
+fn a_home_with_a_upnp_router_maps_its_port_and_removes_it_when_it_stops() {
+    let _one = exclusive();
+    let Some(lab) = lab(1, &[Router::Upnp, Router::Cone]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let public = relay(&lab, 0, dir.path());
+    let invite = public.ok(&["invite"]).trim().to_string();
+    let mut mapped = home(&lab, 0, dir.path(), &invite);
+    let status = within(&mapped, "a port mapping", Duration::from_secs(30), || {
+        let s = mapped.ok(&["status"]);
+        s.contains("port-mapped by the router").then_some(s)
+    });
+    assert!(status.contains(&lab.homes[0].wan), "{status}");
+    assert!(!lab.mappings(0).is_empty(), "the router holds the mapping");
+    // Its invite carries the mapped address: a cone home joins through it directly.
+    let its_invite = mapped.ok(&["invite", "--json"]);
+    assert!(its_invite.contains(&format!("/ip4/{}/", lab.homes[0].wan)), "{its_invite}");
+    let its_invite: serde_json::Value = serde_json::from_str(&its_invite).unwrap();
+    let other = home(&lab, 1, dir.path(), its_invite["invite"].as_str().unwrap());
+    let seen = paths(&other);
+    let to_mapped = seen.iter().find(|(p, _)| *p == mapped.peer).map(|(_, path)| path.as_str());
+    assert_eq!(to_mapped, Some("direct"), "{seen:?}");
+    mapped.stop();
+    assert!(lab.mappings(0).is_empty(), "the mapping went with the node: {:?}", lab.mappings(0));
+}
+
+/// A home node restarted with no flags at all is back in the network: it dials the peers
+/// it knew, and a put from it reaches homes it was never told of this time.
+#[test]
+fn a_restarted_home_needs_no_flags_to_rejoin() {
+    let _one = exclusive();
+    let Some(lab) = lab(1, &[Router::Cone; 4]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (_public, mut homes, _) = relay_and_homes(&lab, dir.path());
+    let others: Vec<String> = homes[1..].iter().map(|h| h.peer.clone()).collect();
+    let others: Vec<&str> = others.iter().map(String::as_str).collect();
+    // It has met the others (a put through them), and wrote them down when it stopped.
+    let file = dir.path().join("a.txt");
+    write_file(&file, b"before the restart");
+    homes[0].ok(&["put", file.to_str().unwrap(), "--scheme", "jewels:2/4"]);
+    homes[0].stop();
+    homes[0].restart_with(&[]);
+    within(&homes[0], "the restarted home knows the others", Duration::from_secs(10), || {
+        let known = homes[0].known_peers();
+        others.iter().all(|o| known.iter().any(|k| k == o)).then_some(())
+    });
+    write_file(&file, b"after the restart");
+    let put = homes[0].json(&["put", file.to_str().unwrap(), "--scheme", "jewels:2/4", "--json"]);
+    let back = homes[3].ok(&["get", put["cap"].as_str().unwrap(), "-o", "-"]);
+    assert_eq!(back, "after the restart");
+}
+
+/// A node is ready for commands at once whatever the network does: here its only
+/// bootstrap peer is frozen (SIGSTOP: connections hang, nothing answers). It is ready
+/// before a dial could even time out, and says it is alone; once the peer thaws it joins.
+#[test]
+fn a_node_is_ready_at_once_while_its_bootstrap_peer_hangs() {
+    let _one = exclusive();
+    let Some(lab) = lab(1, &[Router::Cone]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut public = relay(&lab, 0, dir.path());
+    let invite = public.ok(&["invite"]).trim().to_string();
+    public.freeze();
+    let started = std::time::Instant::now();
+    let h = home(&lab, 0, dir.path(), &invite);
+    let took = started.elapsed();
+    // The bound is the dial timeout (a frozen peer's handshake hangs that long), not a speed target.
+    assert!(took < Duration::from_secs(8), "ready after {took:?}");
+    public.thaw();
+    let joined = h.run(&["join", &invite]);
+    assert!(joined.success(), "{}", joined.stderr);
+    h.wait_knows(&[&public.peer]);
+}
+
+/// Bad invites get one line that says why, from `jewel join` and from `jewel node --join`.
+#[test]
+fn bad_invites_are_refused_with_one_line() {
+    let _one = exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(BIN);
+    let node = Node::builder(&cli, &dir.path().join("n")).start();
+    let e = node.err_line(&["join", "/ip4/1.2.3.4/tcp/1"]);
+    assert!(e.contains("not a Jewel invite"), "{e}");
+    let good = node.ok(&["invite"]).trim().to_string();
+    let cut = &good[..good.len() - 8];
+    let e = node.err_line(&["join", cut]);
+    assert!(e.contains("damaged"), "{e}");
+    let e = node.err_line(&["join", &good]);
+    assert!(e.contains("own"), "joining oneself: {e}");
+    let mut cmd = cli.command();
+    cmd.args(["node", "--home", dir.path().join("m").to_str().unwrap(), "--join", cut]);
+    let o = jewel_testkit::run_with_timeout(cmd, Duration::from_secs(30));
+    assert!(!o.success());
+    let e = o.stderr.trim();
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("damaged"), "{e}");
+}
