@@ -261,3 +261,32 @@ fn bad_invites_are_refused_with_one_line() {
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(e.contains("damaged"), "{e}");
 }
+
+/// Peers reachable only through a relay are placed last: with enough peers reached
+/// directly (the public node and homes behind cone NATs, hole-punched), a put from a home
+/// leaves the homes behind symmetric NATs out; they still hold pieces when they are needed
+/// (the symmetric test above). Two things see to it: candidates reached directly are
+/// ordered first, and a relayed peer counts at its relay's address, a network that already
+/// holds a piece (the relay's own); either alone passes this test.
+#[test]
+fn relayed_peers_are_placed_last() {
+    let _one = exclusive();
+    let kinds = [Router::Cone, Router::Cone, Router::Cone, Router::Symmetric, Router::Symmetric];
+    let Some(lab) = lab(1, &kinds) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (_public, homes, _) = relay_and_homes(&lab, dir.path());
+    let symmetric = [homes[3].peer.clone(), homes[4].peer.clone()];
+    homes[0].wait_knows(&[&symmetric[0], &symmetric[1]]);
+    let file = dir.path().join("f");
+    for i in 0..3 {
+        write_file(&file, &random_bytes(50_000, i));
+        let put = homes[0].json(&["put", file.to_str().unwrap(), "--scheme", "jewels:2/3", "--json"]);
+        let holders: Vec<&str> =
+            put["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+        assert!(
+            !holders.iter().any(|h| symmetric.iter().any(|s| s == h)),
+            "a relayed home holds a piece while direct peers had room: {put} {:?}",
+            paths(&homes[0])
+        );
+    }
+}

@@ -102,6 +102,10 @@ const RELAY_RETRY: Duration = Duration::from_secs(60);
 /// How long a connect to a peer reached only through a relay waits for a direct
 /// connection (DCUtR) before the transfer goes through the relay.
 pub const DIRECT_WAIT: Duration = Duration::from_secs(3);
+/// How long a peer DCUtR failed for is not waited for again.
+const PUNCH_RETRY: Duration = Duration::from_secs(10 * 60);
+/// Peers remembered as not punchable, at most.
+const MAX_UNPUNCHABLE: usize = 4096;
 
 /// See the module's doc.
 #[derive(Default)]
@@ -121,6 +125,9 @@ pub(crate) struct Reach {
     conns: HashMap<PeerId, Vec<(ConnectionId, bool)>>,
     /// Peers DCUtR connected directly.
     punched: HashSet<PeerId>,
+    /// Peers DCUtR could not connect directly lately, and when: transfers to them go
+    /// through the relay at once (a symmetric NAT does not become punchable in minutes).
+    unpunchable: HashMap<PeerId, Instant>,
     /// Each connected peer's last round-trip time (ping).
     rtt: HashMap<PeerId, Duration>,
     /// The address AutoNAT confirmed this node is reachable at, if any.
@@ -230,6 +237,21 @@ impl Reach {
         }
     }
 
+    /// DCUtR failed for `peer`, or a transfer's wait for it ran out.
+    pub(crate) fn punch_failed(&mut self, peer: PeerId) {
+        if self.unpunchable.len() >= MAX_UNPUNCHABLE {
+            self.unpunchable.retain(|_, at| at.elapsed() < PUNCH_RETRY);
+        }
+        if self.unpunchable.len() < MAX_UNPUNCHABLE {
+            self.unpunchable.insert(peer, Instant::now());
+        }
+    }
+
+    /// Whether a transfer to `peer` should wait for DCUtR: not if it failed lately.
+    pub(crate) fn worth_waiting(&self, peer: &PeerId) -> bool {
+        self.unpunchable.get(peer).is_none_or(|at| at.elapsed() >= PUNCH_RETRY)
+    }
+
     pub(crate) fn hole_punched(&mut self, peer: PeerId) {
         if self.conns.contains_key(&peer) {
             self.punched.insert(peer);
@@ -257,6 +279,16 @@ impl Reach {
     /// Whether every connection to `peer` goes through a relay.
     pub(crate) fn only_relayed(&self, peer: &PeerId) -> bool {
         self.path(peer) == Some(Path::Relayed)
+    }
+
+    /// The relayed connections to `peer` once it also has a direct one: they hold a
+    /// circuit on the relay (a slot in its limits) for nothing, so they are closed.
+    pub(crate) fn redundant_relayed(&self, peer: &PeerId) -> Vec<ConnectionId> {
+        let Some(conns) = self.conns.get(peer) else { return Vec::new() };
+        if conns.iter().all(|(_, r)| *r) {
+            return Vec::new();
+        }
+        conns.iter().filter(|(_, r)| *r).map(|(i, _)| *i).collect()
     }
 
     pub(crate) fn rtt(&self, peer: &PeerId) -> Option<Duration> {
@@ -347,8 +379,10 @@ mod tests {
         let (relayed, direct) = (ConnectionId::new_unchecked(1), ConnectionId::new_unchecked(2));
         r.connected(p, relayed, true);
         assert_eq!(r.path(&p), Some(Path::Relayed));
+        assert!(r.redundant_relayed(&p).is_empty(), "the only connection stays");
         r.connected(p, direct, false);
         assert_eq!(r.path(&p), Some(Path::HolePunched), "direct after relayed: hole-punched");
+        assert_eq!(r.redundant_relayed(&p), vec![relayed]);
         r.closed(p, direct);
         r.closed(p, relayed);
         assert_eq!(r.path(&p), None);

@@ -115,8 +115,8 @@ pub struct RelayLimits {
 impl Default for RelayLimits {
     fn default() -> Self {
         RelayLimits {
-            circuits: 64,
-            circuits_per_peer: 8,
+            circuits: 256,
+            circuits_per_peer: 16,
             circuit_bytes: 64 << 20,
             circuit_duration: Duration::from_secs(10 * 60),
             reservations: 256,
@@ -848,6 +848,9 @@ impl EventLoop {
             .collect();
         for p in done {
             if let Some((_, replies)) = self.direct_waiters.remove(&p) {
+                if self.reach.only_relayed(&p) {
+                    self.reach.punch_failed(p);
+                }
                 let connected = self.swarm.is_connected(&p);
                 for reply in replies {
                     let _ = reply.send(if connected {
@@ -863,7 +866,7 @@ impl EventLoop {
     /// A connect to `peer`, which is connected: at once if directly, else once DCUtR has
     /// connected it directly, or failed, or [`crate::reach::DIRECT_WAIT`] has run.
     fn connected_reply(&mut self, peer: PeerId, reply: ConnectReply) {
-        if !self.reach.only_relayed(&peer) {
+        if !self.reach.only_relayed(&peer) || !self.reach.worth_waiting(&peer) {
             let _ = reply.send(Ok(peer));
             return;
         }
@@ -1187,6 +1190,11 @@ impl EventLoop {
                 }
                 if !relayed {
                     self.direct_wait_over(false);
+                    // Streams take the direct connection now; the relayed one would hold a
+                    // circuit (a slot in the relay's limits) until it idled out.
+                    for id in self.reach.redundant_relayed(&peer_id) {
+                        self.swarm.close_connection(id);
+                    }
                 }
                 self.unreachable.remove(&peer_id);
                 // A relayed peer counts at its relay's address (the circuit's address).
@@ -1350,7 +1358,9 @@ impl EventLoop {
                     }
                     Err(e) => {
                         tracing::info!(peer = %remote_peer_id, error = %e, "DCUtR: no direct connection");
-                        // The transfer goes through the relay without waiting any longer.
+                        // The transfer goes through the relay without waiting any longer,
+                        // and later ones do not wait for this peer.
+                        self.reach.punch_failed(remote_peer_id);
                         if let Some((_, replies)) = self.direct_waiters.remove(&remote_peer_id) {
                             for reply in replies {
                                 let _ = reply.send(Ok(remote_peer_id));

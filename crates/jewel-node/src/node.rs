@@ -386,8 +386,11 @@ impl Node {
             let _ = tokio::time::timeout(WALK_FOR_PEERS, net.bootstrap()).await;
             known = net.peers().await?;
         }
-        // Peers with room first (as far as this node saw), then connected ones first; a
-        // peer that stopped answering (frozen, say) is left out until it answers again.
+        // Peers with room first (as far as this node saw), then those reached directly
+        // (one reached only through a relay costs the relay's bandwidth and limits), then
+        // connected ones; a peer that stopped answering (frozen, say) is left out until it
+        // answers again. A relayed peer counts at its relay's address (its site), so
+        // identities hiding behind one relay cannot pass for many networks.
         let full = self.recently_full();
         let liars = recent(&self.liars, LIAR_FOR);
         let usable = |known: Vec<jewel_net::swarm::PeerInfo>| -> Vec<Candidate<PeerId>> {
@@ -397,16 +400,16 @@ impl Node {
                 .filter_map(|p| {
                     let peer = p.peer.parse::<PeerId>().ok()?;
                     let site = p.ip.as_deref().and_then(|ip| ip.parse().ok()).map(policy::site_of);
+                    let relayed = p.path == Some(jewel_net::reach::Path::Relayed);
                     Some((
-                        full.contains(&peer),
-                        !p.connected,
+                        (full.contains(&peer), relayed, !p.connected),
                         Candidate { peer, zone: p.zone, site, new: false },
                     ))
                 })
-                .filter(|(_, _, c)| !exclude.contains(&c.peer) && !liars.contains(&c.peer))
+                .filter(|(_, c)| !exclude.contains(&c.peer) && !liars.contains(&c.peer))
                 .collect();
-            known.sort_by_key(|(full, disconnected, _)| (*full, *disconnected));
-            known.into_iter().map(|(_, _, c)| c).collect()
+            known.sort_by_key(|(order, _)| *order);
+            known.into_iter().map(|(_, c)| c).collect()
         };
         // Spread before the cut: thousands of identities at one address must not fill the
         // candidates and leave the peers elsewhere out.
