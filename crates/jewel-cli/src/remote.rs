@@ -470,7 +470,7 @@ pub fn peers(home: Option<&Path>, json: bool) -> Result<()> {
         };
         writeln!(
             out,
-            "{} {}{path}{} {}{}{}",
+            "{} {}{path}{}{} {}{}{}",
             p.peer,
             match (p.connected, p.silent) {
                 (true, true) => "not-answering",
@@ -478,6 +478,7 @@ pub fn peers(home: Option<&Path>, json: bool) -> Result<()> {
                 _ => "known",
             },
             p.rtt_ms.map(|r| format!(" rtt={r:.0}ms")).unwrap_or_default(),
+            p.rate_bps.map(|r| format!(" rate={:.1}MB/s", r / 1e6)).unwrap_or_default(),
             p.addrs.first().map_or("-", String::as_str),
             p.zone.as_ref().map(|z| format!(" zone={z}")).unwrap_or_default(),
             // Its gossip is not read (it sent messages that were refused).

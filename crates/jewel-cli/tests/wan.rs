@@ -111,6 +111,12 @@ fn seven_homes_behind_nats_put_and_get_through_an_invite() {
         seen.iter().any(|(_, path)| path == "hole-punched"),
         "some home was reached through both NATs: {seen:?}"
     );
+    // `jewel peers` shows each holder's rate on the transfers just made.
+    let v = homes[0].json(&["peers", "--json"]);
+    for h in &holders {
+        let p = v.as_array().unwrap().iter().find(|p| p["peer"] == h.as_str()).unwrap();
+        assert!(p["rate_bps"].as_f64().is_some_and(|r| r > 0.0), "no rate for holder {h}: {p}");
+    }
 }
 
 /// Every address `node` keeps for its peers reaches as far as the internet: none is a

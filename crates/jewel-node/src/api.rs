@@ -594,6 +594,10 @@ pub struct Peer {
     /// Its last round-trip time, in milliseconds, if connected.
     #[serde(default)]
     pub rtt_ms: Option<f64>,
+    /// Its transfer rate in bytes per second, measured on recent transfers (of 64 KiB or
+    /// more) to and from it, if there were any.
+    #[serde(default)]
+    pub rate_bps: Option<f64>,
 }
 
 /// How this node is reached from outside (see `jewel status`).

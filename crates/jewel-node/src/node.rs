@@ -829,6 +829,7 @@ impl Node {
             .await?
             .into_iter()
             .map(|p| Peer {
+                rate_bps: p.peer.parse().ok().and_then(|id| self.blocks.rate(&id)),
                 peer: p.peer,
                 addrs: p.addrs,
                 connected: p.connected,

@@ -2,6 +2,7 @@
 //! prove), each with a per-peer permit, connect-then-open, an answer timeout and retries of
 //! transport failures.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,6 +57,38 @@ pub struct BlockClient {
     permits: Arc<PeerPermits>,
     /// Block-protocol streams this node has opened.
     opened: Arc<AtomicU64>,
+    /// Each peer's transfer rate, measured on recent transfers.
+    rates: Arc<Rates>,
+}
+
+/// Transfers shorter than this measure latency more than bandwidth: not counted.
+const RATE_MIN_BYTES: u64 = 64 << 10;
+/// Peers whose rate is kept, at most (past it, all are forgotten and measured anew).
+const MAX_RATES: usize = 4096;
+
+/// Each peer's transfer rate in bytes per second: a moving average (weight 0.3 for the
+/// newest) of the transfers of at least [`RATE_MIN_BYTES`] to and from it, each timed whole.
+#[derive(Debug, Default)]
+struct Rates(Mutex<HashMap<PeerId, f64>>);
+
+impl Rates {
+    fn note(&self, peer: PeerId, bytes: u64, took: std::time::Duration) {
+        if bytes < RATE_MIN_BYTES || took.is_zero() {
+            return;
+        }
+        let sample = bytes as f64 / took.as_secs_f64();
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= MAX_RATES && !m.contains_key(&peer) {
+                m.clear();
+            }
+            let r = m.entry(peer).or_insert(sample);
+            *r = 0.7 * *r + 0.3 * sample;
+        }
+    }
+
+    fn get(&self, peer: &PeerId) -> Option<f64> {
+        self.0.lock().ok().and_then(|m| m.get(peer).copied())
+    }
 }
 
 /// A put's outcome from the peer's final status and our own writes. A peer that gives up
@@ -110,10 +143,23 @@ impl Sink<'_> {
 impl BlockClient {
     /// A client over `net`, opening streams through `control`.
     pub(crate) fn new(net: NetHandle, control: libp2p_stream::Control) -> BlockClient {
-        BlockClient { net, control, idle: Arc::default(), permits: Arc::default(), opened: Arc::default() }
+        BlockClient {
+            net,
+            control,
+            idle: Arc::default(),
+            permits: Arc::default(),
+            opened: Arc::default(),
+            rates: Arc::default(),
+        }
     }
 
     /// The network handle this client reaches peers through.
+    /// `peer`'s transfer rate (bytes per second) on recent transfers of 64 KiB or more,
+    /// if there were any.
+    pub fn rate(&self, peer: &PeerId) -> Option<f64> {
+        self.rates.get(peer)
+    }
+
     pub fn net(&self) -> &NetHandle {
         &self.net
     }
@@ -295,11 +341,17 @@ impl BlockClient {
         // Each attempt borrows the sink anew (through an uncontended lock, since `request`
         // makes a fresh future per attempt) and writes from `at` again.
         let shared = tokio::sync::Mutex::new(sink);
-        self.request(peer, || async {
-            let mut sink = shared.lock().await;
-            self.fragment_once(peer, id, size, range, &mut sink, at).await
-        })
-        .await
+        let started = std::time::Instant::now();
+        let got = self
+            .request(peer, || async {
+                let mut sink = shared.lock().await;
+                self.fragment_once(peer, id, size, range, &mut sink, at).await
+            })
+            .await;
+        if got.is_ok() {
+            self.rates.note(peer, range.1, started.elapsed());
+        }
+        got
     }
 
     /// The size of block `id` on `peer`, verified: the peer proves its first chunk group
@@ -325,7 +377,12 @@ impl BlockClient {
         F: FnMut(u64, usize) -> Fut,
         Fut: std::future::Future<Output = Result<Vec<u8>, NetError>>,
     {
-        self.watched(peer, self.put_stream_unwatched(peer, id, size, chunk)).await
+        let started = std::time::Instant::now();
+        let sent = self.watched(peer, self.put_stream_unwatched(peer, id, size, chunk)).await;
+        if sent.is_ok() {
+            self.rates.note(peer, size, started.elapsed());
+        }
+        sent
     }
 
     async fn put_stream_unwatched<F, Fut>(
@@ -425,7 +482,11 @@ impl BlockClient {
                 }
             }
         };
+        let started = std::time::Instant::now();
         let result = self.watched(peer, sending).await;
+        if result.is_ok() {
+            self.rates.note(peer, hasher.count(), started.elapsed());
+        }
         while let Some(chunk) = chunks.recv().await {
             hasher.update(&chunk);
         }
