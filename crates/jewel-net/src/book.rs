@@ -157,10 +157,11 @@ impl HoldersRecord {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+/// A cursor over a bounded binary format (holders records, invites).
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], BookError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], BookError> {
         if self.0.len() < n {
             return Err(BookError::Malformed("truncated"));
         }
@@ -169,7 +170,7 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn byte(&mut self) -> Result<u8, BookError> {
+    pub(crate) fn byte(&mut self) -> Result<u8, BookError> {
         Ok(self.take(1)?[0])
     }
 

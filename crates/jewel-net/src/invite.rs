@@ -93,18 +93,20 @@ impl Invite {
         if &blake3::hash(body).as_bytes()[..4] != sum {
             return Err(InviteError::Damaged("its checksum does not match"));
         }
-        let mut r = Reader(body);
-        let version = r.byte()?;
+        let mut r = crate::book::Reader(body);
+        let cut = |_| InviteError::Damaged("cut short");
+        let version = r.byte().map_err(cut)?;
         if version != VERSION {
             return Err(InviteError::Version(version));
         }
-        let n = r.byte()? as usize;
-        let peer = PeerId::from_bytes(r.take(n)?).map_err(|_| InviteError::Damaged("a bad peer id"))?;
-        let count = r.byte()? as usize;
+        let n = r.byte().map_err(cut)? as usize;
+        let peer =
+            PeerId::from_bytes(r.take(n).map_err(cut)?).map_err(|_| InviteError::Damaged("a bad peer id"))?;
+        let count = r.byte().map_err(cut)? as usize;
         let mut addrs = Vec::with_capacity(count.min(MAX_ADDRS));
         for _ in 0..count {
-            let len = u16::from_be_bytes([r.byte()?, r.byte()?]) as usize;
-            let a = Multiaddr::try_from(r.take(len)?.to_vec())
+            let len = u16::from_be_bytes([r.byte().map_err(cut)?, r.byte().map_err(cut)?]) as usize;
+            let a = Multiaddr::try_from(r.take(len).map_err(cut)?.to_vec())
                 .map_err(|_| InviteError::Damaged("a bad address"))?;
             addrs.push(a);
         }
@@ -117,23 +119,6 @@ impl Invite {
     /// The addresses to dial, each ending with the node's `/p2p/` id.
     pub fn dial_addrs(&self) -> Vec<Multiaddr> {
         self.addrs.iter().map(|a| a.clone().with(Protocol::P2p(self.peer))).collect()
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], InviteError> {
-        if self.0.len() < n {
-            return Err(InviteError::Damaged("cut short"));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn byte(&mut self) -> Result<u8, InviteError> {
-        Ok(self.take(1)?[0])
     }
 }
 

@@ -1294,16 +1294,11 @@ impl EventLoop {
                 // Address hygiene: only addresses that reach as far as the connection they
                 // came over (a peer across the internet is not dialed at its private or
                 // loopback addresses).
-                let over = Some(
-                    self.ips.get(&peer_id).map_or(crate::reach::Scope::Public, crate::reach::scope_of_ip),
-                );
+                // (A peer whose connection has no address of its own, a relayed one: public.)
+                let over =
+                    self.ips.get(&peer_id).map_or(crate::reach::Scope::Public, crate::reach::scope_of_ip);
                 let mut info = info;
-                info.listen_addrs.retain(|a| {
-                    over.is_none_or(|o| crate::reach::usable(a, o))
-                        && !a
-                            .iter()
-                            .any(|p| matches!(p, libp2p::multiaddr::Protocol::Ip4(ip) if ip.is_unspecified()))
-                });
+                info.listen_addrs.retain(|a| crate::reach::usable(a, over));
                 if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
                     let direct =
                         dialed.iter().chain(&info.listen_addrs).find(|a| !crate::reach::is_relayed(a));
