@@ -470,7 +470,7 @@ pub fn peers(home: Option<&Path>, json: bool) -> Result<()> {
         };
         writeln!(
             out,
-            "{} {}{path}{}{} {}{}{}",
+            "{} {}{path}{}{} {}{}{}{}",
             p.peer,
             match (p.connected, p.silent) {
                 (true, true) => "not-answering",
@@ -482,7 +482,9 @@ pub fn peers(home: Option<&Path>, json: bool) -> Result<()> {
             p.addrs.first().map_or("-", String::as_str),
             p.zone.as_ref().map(|z| format!(" zone={z}")).unwrap_or_default(),
             // Its gossip is not read (it sent messages that were refused).
-            if p.gossip_score.is_some_and(|s| s < -80.0) { " gossip-ignored" } else { "" }
+            if p.gossip_score.is_some_and(|s| s < -80.0) { " gossip-ignored" } else { "" },
+            // It took a piece and could not prove it kept it: no pieces for an hour.
+            if p.unproven { " unproven" } else { "" }
         )?;
     }
     Ok(())

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use jewel_testkit::{exclusive, random_bytes, write_file, Cli, Devnet, Node};
 
+mod strangers;
+use strangers::{stranger, BlackHole};
+
 const BIN: &str = env!("CARGO_BIN_EXE_jewel");
 
 fn s(p: &Path) -> &str {
@@ -440,85 +443,13 @@ fn a_put_stops_when_its_client_goes_away() {
     assert!(dir["files"].as_object().unwrap().is_empty(), "{dir}");
 }
 
-/// An identity of this test process's own on the network (a stranger's peer): listening
-/// on `listen`, joining through `bootstrap`, holding `store` (or serving no blocks). A
-/// start whose first dial loses a race for its port (port reuse) is tried again.
-async fn stranger(
-    listen: &str,
-    bootstrap: Vec<jewel_net::Multiaddr>,
-    store: Option<std::sync::Arc<dyn jewel::store::BlockStore>>,
-) -> jewel_net::Network {
-    let mut last = None;
-    for _ in 0..5 {
-        let config = jewel_net::NetConfig {
-            listen: vec![listen.parse().unwrap()],
-            bootstrap: bootstrap.clone(),
-            serve_blocks: store.is_some(),
-            ..jewel_net::NetConfig::default()
-        };
-        let store = store.clone().unwrap_or_else(|| std::sync::Arc::new(jewel::MemStore::new(None)));
-        match jewel_net::Network::start(jewel_net::Keypair::generate_ed25519(), config, store).await {
-            Ok(n) => return n,
-            Err(e) => last = Some(e),
-        }
-    }
-    panic!("a stranger's peer could not start: {last:?}");
-}
-
-/// A peer that takes every block and keeps none: it says it stored each (its writer
-/// "commits" whatever id it is told), says it has every block, grants every lease, and
-/// cannot prove or serve a byte.
-struct BlackHole;
-
-struct Swallow(u64);
-
-impl jewel::store::BlockWriter for Swallow {
-    fn write(&mut self, data: &[u8]) -> Result<(), jewel::store::StoreError> {
-        self.0 += data.len() as u64;
-        Ok(())
-    }
-    fn written(&self) -> u64 {
-        self.0
-    }
-    fn commit(
-        self: Box<Self>,
-        expected: Option<jewel::BlockId>,
-    ) -> Result<jewel::BlockId, jewel::store::StoreError> {
-        Ok(expected.unwrap_or(jewel::BlockId([0; 32])))
-    }
-}
-
-impl jewel::store::BlockStore for BlackHole {
-    fn writer(&self) -> Result<Box<dyn jewel::store::BlockWriter>, jewel::store::StoreError> {
-        Ok(Box::new(Swallow(0)))
-    }
-    fn has(&self, _: &jewel::BlockId) -> Result<bool, jewel::store::StoreError> {
-        Ok(true)
-    }
-    fn reader(
-        &self,
-        id: &jewel::BlockId,
-    ) -> Result<Box<dyn jewel::store::BlockReader>, jewel::store::StoreError> {
-        Err(jewel::store::StoreError::NotFound(*id))
-    }
-    fn remove(&self, _: &jewel::BlockId) -> Result<bool, jewel::store::StoreError> {
-        Ok(true)
-    }
-    fn list(&self) -> Result<Vec<(jewel::BlockId, u64)>, jewel::store::StoreError> {
-        Ok(Vec::new())
-    }
-    fn usage(&self) -> jewel::store::Usage {
-        jewel::store::Usage { used: 0, capacity: None }
-    }
-}
-
 /// 30 black-hole identities on the same machine among 10 honest peers: no put exits 0
 /// with a file that cannot be read back. Every piece is proved right after its upload, a
 /// piece its holder cannot prove goes to another peer, and a peer that lied gets no pieces
 /// for an hour; a put that runs out of honest peers says why and stores nothing, and once
-/// the liars are known every put succeeds. (At most one piece of a file per address is
-/// the placement's other guard, tested in `jewel::policy`: on loopback every peer's
-/// connections come from 127.0.0.1, so it cannot tell these apart.) Issue 19: 10 of 10
+/// the liars are known every put succeeds. (At most one piece of a file per network is
+/// the placement's other guard: on loopback every peer's connections come from 127.0.0.1,
+/// so it is tested in the WAN lab, `wan.rs::black_holes_at_one_address_…`.) Issue 19: 10 of 10
 /// puts exited 0 with 3 of 5 pieces on black holes, and every get failed.
 #[test]
 fn black_holes_cannot_swallow_a_put() {

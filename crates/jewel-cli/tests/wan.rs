@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use jewel_testkit::{eventually, exclusive, random_bytes, write_file, Cli, Node, Router, Wan};
+use jewel_testkit::{eventually, exclusive, in_netns, random_bytes, write_file, Cli, Node, Router, Wan};
+
+mod strangers;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jewel");
 
@@ -295,4 +297,104 @@ fn relayed_peers_are_placed_last() {
             paths(&homes[0])
         );
     }
+}
+
+/// 30 black-hole identities at one internet address (a stranger's machine: they take every
+/// piece, keep nothing and answer "yes" to HAS and LEASE) among 10 honest public peers, three
+/// of which share a network: a file gets at most one piece per network (/24) while other
+/// networks have room, so the three honest neighbours hold at most one piece of a file
+/// and the holes are given at most one, which the proof after upload then moves (`jewel
+/// peers` names each hole found out: `unproven`). Every put succeeds and reads back
+/// elsewhere. Issue 19: 10 of 10 puts exited 0 with 3 of 5 pieces on black holes, and
+/// every get failed.
+#[test]
+fn black_holes_at_one_address_get_at_most_one_piece_of_a_file() {
+    let _one = exclusive();
+    let Some(lab) = lab(9, &[]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(BIN);
+    let first = Node::builder(&cli, &dir.path().join("honest-1")).netns(&lab.publics[1].ns).start();
+    let invite = first.ok(&["invite"]).trim().to_string();
+    // Ten honest peers: the putter on host 1, three sharing host 2 (one network), one on
+    // each of hosts 3 to 8.
+    let mut honest = vec![first];
+    for (k, p) in [2, 2, 2, 3, 4, 5, 6, 7, 8].into_iter().enumerate() {
+        honest.push(
+            Node::builder(&cli, &dir.path().join(format!("honest-{}", k + 2)))
+                .netns(&lab.publics[p].ns)
+                .args(&["--join", &invite])
+                .start(),
+        );
+    }
+    let crowd: Vec<String> = honest[1..4].iter().map(|n| n.peer.clone()).collect();
+    let me = &honest[0];
+    let others: Vec<&str> = honest[1..].iter().map(|n| n.peer.as_str()).collect();
+    me.wait_knows(&others);
+    // The holes: this process's own peers, all in public host 0's namespace.
+    let bootstrap: jewel_net::Multiaddr =
+        format!("/ip4/{}/tcp/4001/p2p/{}", lab.publics[1].addr, me.peer).parse().unwrap();
+    let listen = format!("/ip4/{}/tcp/0", lab.publics[0].addr);
+    let (ids_tx, ids_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let holes = in_netns(&lab.publics[0].ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let mut v = Vec::new();
+            for _ in 0..30 {
+                let n = strangers::stranger(
+                    &listen,
+                    vec![bootstrap.clone()],
+                    Some(std::sync::Arc::new(strangers::BlackHole)),
+                )
+                .await;
+                ids_tx.send(n.handle().peer_id().to_string()).unwrap();
+                v.push(n);
+            }
+            let _ = stop_rx.await;
+            drop(v);
+        })
+    });
+    let hole_ids: Vec<String> = (0..30).map(|_| ids_rx.recv().unwrap()).collect();
+    me.wait_knows(&hole_ids.iter().map(String::as_str).collect::<Vec<_>>());
+    let file = dir.path().join("f");
+    const PUTS: usize = 20;
+    for i in 0..PUTS {
+        let data = random_bytes(200_000 + i * 1000, i as u64);
+        write_file(&file, &data);
+        let o = me.run(&["put", file.to_str().unwrap(), "--scheme", "jewels:3/5", "--json"]);
+        assert!(o.success(), "put {i} failed: {}", o.stderr);
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        let holders: Vec<&str> =
+            v["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+        assert!(
+            !holders.iter().any(|h| hole_ids.iter().any(|x| x == h)),
+            "put {i} recorded pieces on black holes: {v}"
+        );
+        let crowded = holders.iter().filter(|h| crowd.iter().any(|c| c == *h)).count();
+        assert!(crowded <= 1, "put {i}: {crowded} pieces on the three peers of one network: {v}");
+        assert_eq!(v["crowded"], 0, "put {i} says pieces share a network: {v}");
+        let out = dir.path().join(format!("got{i}"));
+        honest[5 + i % 5].ok(&["get", v["cap"].as_str().unwrap(), "-o", out.to_str().unwrap()]);
+        assert!(std::fs::read(&out).unwrap() == data, "put {i} reads back");
+    }
+    let peers = me.json(&["peers", "--json"]);
+    let unproven: Vec<&str> = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["unproven"] == true)
+        .map(|p| p["peer"].as_str().unwrap())
+        .collect();
+    eprintln!("black holes found unproven: {} of 30", unproven.len());
+    assert!(
+        unproven.iter().all(|p| hole_ids.iter().any(|h| h == p)),
+        "an honest peer unproven: {unproven:?}"
+    );
+    assert!(
+        unproven.len() <= PUTS,
+        "{} black holes were given pieces in {PUTS} puts: more than one per put",
+        unproven.len()
+    );
+    let _ = stop_tx.send(());
+    holes.join().unwrap();
 }

@@ -598,6 +598,10 @@ pub struct Peer {
     /// more) to and from it, if there were any.
     #[serde(default)]
     pub rate_bps: Option<f64>,
+    /// Whether it took a piece from this node and then could not prove it held it (a
+    /// black hole, or a disk that failed): it is given no pieces for an hour.
+    #[serde(default)]
+    pub unproven: bool,
 }
 
 /// How this node is reached from outside (see `jewel status`).

@@ -822,24 +822,29 @@ impl Node {
 
     /// The peers this node knows.
     pub async fn peers(&self) -> Result<Vec<Peer>, NetError> {
+        let liars = recent(&self.liars, LIAR_FOR);
         Ok(self
             .blocks
             .net()
             .peers()
             .await?
             .into_iter()
-            .map(|p| Peer {
-                rate_bps: p.peer.parse().ok().and_then(|id| self.blocks.rate(&id)),
-                peer: p.peer,
-                addrs: p.addrs,
-                connected: p.connected,
-                zone: p.zone,
-                blocks: p.blocks,
-                ip: p.ip,
-                silent: p.silent,
-                gossip_score: p.gossip_score,
-                path: p.path,
-                rtt_ms: p.rtt_ms,
+            .map(|p| {
+                let id = p.peer.parse::<PeerId>().ok();
+                Peer {
+                    rate_bps: id.and_then(|id| self.blocks.rate(&id)),
+                    unproven: id.is_some_and(|id| liars.contains(&id)),
+                    peer: p.peer,
+                    addrs: p.addrs,
+                    connected: p.connected,
+                    zone: p.zone,
+                    blocks: p.blocks,
+                    ip: p.ip,
+                    silent: p.silent,
+                    gossip_score: p.gossip_score,
+                    path: p.path,
+                    rtt_ms: p.rtt_ms,
+                }
             })
             .collect())
     }

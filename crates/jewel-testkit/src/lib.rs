@@ -17,7 +17,7 @@
 //! conditions are polled (with a deadline) through the CLI, as a user would check them.
 
 pub mod wan;
-pub use wan::{Home, Host, Router, Wan};
+pub use wan::{in_netns, Home, Host, Router, Wan};
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

@@ -3,12 +3,13 @@
 //! it is dropped (also when the test fails or panics).
 //!
 //! - The internet is a bridge in a namespace of its own. Its addresses are in
-//!   `11.0.0.0/16`: global-looking, so that nodes treat them as the internet (Jewel and
+//!   `11.0.0.0/8`: global-looking, so that nodes treat them as the internet (Jewel and
 //!   libp2p's AutoNAT ignore private and benchmarking ranges), and reachable from nowhere
 //!   else: the namespaces have no route out of the lab.
-//! - A public host has an internet address of its own (`11.0.0.P`).
+//! - A public host has an internet address of its own (`11.0.P.1`), each in a /24 of its
+//!   own, as hosts on the internet mostly are (Jewel spreads a file's pieces over /24s).
 //! - A home is a host at `192.168.1.2` behind a router (`192.168.1.1` inside,
-//!   `11.0.1.H` outside), every home on the same private range, as at home: a private
+//!   `11.1.H.1` outside), every home on the same private range, as at home: a private
 //!   address learned from another home names a machine in one's own home, or none. The
 //!   router forwards what its home sends, lets in only replies (conntrack), and does one
 //!   kind of NAT, see [`Router`].
@@ -18,7 +19,26 @@
 //! Everything needs root (CI runs as root); [`Wan::available`] says whether this machine
 //! can build a lab, so a test can say plainly why it did not run.
 
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
+
+/// Runs `f` on a thread of its own inside network namespace `ns` (one made by `ip netns
+/// add`, such as a lab host's): every socket it opens and every thread it starts belong to
+/// that namespace, so a test can play peers at a lab address from its own process.
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns(2) with a descriptor this thread holds open; it moves only the
+        // calling thread into the namespace.
+        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+}
 
 /// How a home's router maps its hosts' connections to its internet address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,12 +187,12 @@ impl Wan {
             ip(&["link", "add", dev, "netns", ns, "type", "veth", "peer", "name", port, "netns", &lab.inet]);
             ip(&["-n", &lab.inet, "link", "set", port, "master", "inet0"]);
             ip(&["-n", &lab.inet, "link", "set", port, "up"]);
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/16"), "dev", dev]);
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/8"), "dev", dev]);
             ip(&["-n", ns, "link", "set", dev, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         };
         for p in 0..publics {
-            let host = Host { ns: format!("{tag}p{p}"), addr: format!("11.0.0.{}", p + 1) };
+            let host = Host { ns: format!("{tag}p{p}"), addr: format!("11.0.{}.1", p + 1) };
             ip(&["netns", "add", &host.ns]);
             plug(&host.ns, "eth0", &format!("p{p}"), &host.addr);
             lab.publics.push(host);
@@ -181,7 +201,7 @@ impl Wan {
             let home = Home {
                 host: Host { ns: format!("{tag}h{h}"), addr: "192.168.1.2".into() },
                 router_ns: format!("{tag}r{h}"),
-                wan: format!("11.0.1.{}", h + 1),
+                wan: format!("11.1.{}.1", h + 1),
                 router: *kind,
             };
             ip(&["netns", "add", &home.router_ns]);
