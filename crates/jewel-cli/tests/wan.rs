@@ -398,3 +398,65 @@ fn black_holes_at_one_address_get_at_most_one_piece_of_a_file() {
     let _ = stop_tx.send(());
     holes.join().unwrap();
 }
+
+/// A get gives each holder work in proportion to its rate: six public holders of a
+/// `jewels:3/6` file with equal uplinks (20 Mbit/s, 20–70 ms away) each send a fair share
+/// (a get that asked always the three fastest would leave three idle), and a holder whose
+/// uplink is throttled to 1% sends far less than the others, while the get still reads
+/// back every byte.
+#[test]
+fn a_get_spreads_its_work_over_holders_by_their_rate() {
+    let _one = exclusive();
+    let Some(mut lab) = lab(7, &[]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(BIN);
+    let ms = Duration::from_millis;
+    let lines: Vec<(String, jewel_testkit::delay::Line)> = (0..7)
+        .map(|p| {
+            (
+                lab.publics[p].addr.clone(),
+                jewel_testkit::delay::Line { delay: ms(5 + 5 * p as u64), loss: 0.0 },
+            )
+        })
+        .collect();
+    lab.delays(&lines.iter().map(|(a, l)| (a.as_str(), *l)).collect::<Vec<_>>());
+    for p in 1..7 {
+        lab.shape(&lab.publics[p].ns, "eth0", "20mbit");
+    }
+    let me = Node::builder(&cli, &dir.path().join("me")).netns(&lab.publics[0].ns).start();
+    let invite = me.ok(&["invite"]).trim().to_string();
+    let holders: Vec<Node> = (1..7)
+        .map(|p| {
+            Node::builder(&cli, &dir.path().join(format!("holder-{p}")))
+                .netns(&lab.publics[p].ns)
+                .args(&["--join", &invite])
+                .start()
+        })
+        .collect();
+    me.wait_knows(&holders.iter().map(|n| n.peer.as_str()).collect::<Vec<_>>());
+    let data = random_bytes(24 << 20, 7);
+    let file = dir.path().join("f");
+    write_file(&file, &data);
+    let put = me.json(&["put", file.to_str().unwrap(), "--scheme", "jewels:3/6", "--json"]);
+    let cap = put["cap"].as_str().unwrap().to_string();
+    let slot_holders: Vec<String> =
+        put["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().to_string()).collect();
+    assert_eq!(slot_holders.len(), 6, "{put}");
+    let get = |name: &str| -> Vec<u64> {
+        let out = dir.path().join(name);
+        let v = me.json(&["get", &cap, "-o", out.to_str().unwrap(), "--json"]);
+        assert!(std::fs::read(&out).unwrap() == data, "the get reads back every byte");
+        v["stats"]["read_by_slot"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect()
+    };
+    let even = get("even");
+    let mean = even.iter().sum::<u64>() as f64 / 6.0;
+    eprintln!("equal holders, bytes per slot: {even:?}");
+    assert!(even.iter().all(|b| *b as f64 >= mean / 3.0), "a holder left (nearly) idle: {even:?}");
+    // Slot 0's holder throttled to 1% of its uplink.
+    let slow = holders.iter().position(|n| n.peer == slot_holders[0]).unwrap() + 1;
+    lab.shape(&lab.publics[slow].ns, "eth0", "200kbit");
+    let skewed = get("skewed");
+    eprintln!("slot 0 throttled to 1%, bytes per slot: {skewed:?}");
+    let others = skewed[1..].iter().sum::<u64>() as f64 / 5.0;
+    assert!((skewed[0] as f64) < others / 4.0, "the throttled holder sent as much as the others: {skewed:?}");
+}

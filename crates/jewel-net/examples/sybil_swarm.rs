@@ -5,8 +5,10 @@
 //! never do for anyone: their store is full. They stay until this process is killed: then
 //! they all vanish at once, as a Sybil attack that ends does.
 //!
-//! `cargo run --release -p jewel-net --example sybil_swarm -- COUNT [--claim-blocks] BOOTSTRAP...`
-//! Prints `ready COUNT` once every identity has met every given peer.
+//! `cargo run --release -p jewel-net --example sybil_swarm -- COUNT [--claim-blocks]
+//! [--first N] BOOTSTRAP...`: `--first N` starts at the Nth address (for several processes,
+//! each within its descriptor limit). Prints `ready COUNT` once every identity has met
+//! every given peer.
 
 use std::sync::Arc;
 
@@ -19,10 +21,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count: usize = args.next().ok_or("COUNT is missing")?.parse()?;
     let rest: Vec<String> = args.collect();
     let claim = rest.iter().any(|a| a == "--claim-blocks");
+    let first: usize = match rest.iter().position(|a| a == "--first") {
+        Some(i) => rest.get(i + 1).ok_or("--first needs a number")?.parse()?,
+        None => 0,
+    };
     let bootstrap: Vec<jewel_net::Multiaddr> =
-        rest.iter().filter(|a| !a.starts_with("--")).map(|a| a.parse()).collect::<Result<_, _>>()?;
+        rest.iter().filter(|a| a.starts_with('/')).map(|a| a.parse()).collect::<Result<_, _>>()?;
     let mut sybils = Vec::with_capacity(count);
-    for i in 0..count {
+    for i in first..first + count {
         let ip = format!("127.0.{}.{}", 1 + i / 250, 1 + i % 250);
         let config = NetConfig {
             listen: vec![format!("/ip4/{ip}/tcp/0").parse()?],

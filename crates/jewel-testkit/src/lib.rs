@@ -16,6 +16,7 @@
 //! Nothing here sleeps to wait for a thing: readiness comes from what a process prints, and
 //! conditions are polled (with a deadline) through the CLI, as a user would check them.
 
+pub mod delay;
 pub mod wan;
 pub use wan::{in_netns, Home, Host, Router, Wan};
 

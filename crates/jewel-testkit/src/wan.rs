@@ -14,7 +14,9 @@
 //!   router forwards what its home sends, lets in only replies (conntrack), and does one
 //!   kind of NAT, see [`Router`].
 //!
-//! Links can be shaped with `tbf` ([`Wan::shape`]); the kernel here has no `netem`.
+//! Links can be shaped with `tbf` ([`Wan::shape`]); the kernel here has no `netem`, so
+//! round-trip times and loss come from a delay line in user space ([`Wan::delays`], see
+//! [`crate::delay`]).
 //!
 //! Everything needs root (CI runs as root); [`Wan::available`] says whether this machine
 //! can build a lab, so a test can say plainly why it did not run.
@@ -82,6 +84,7 @@ pub struct Wan {
     pub publics: Vec<Host>,
     pub homes: Vec<Home>,
     upnpd: Vec<Child>,
+    delay: Option<crate::delay::DelayLine>,
     dir: tempfile::TempDir,
 }
 
@@ -157,7 +160,8 @@ impl Wan {
         if unsafe { libc::geteuid() } != 0 {
             return Err("the WAN lab needs root (network namespaces)".into());
         }
-        let tools: &[&str] = if upnp { &["ip", "nft", "miniupnpd"] } else { &["ip", "nft"] };
+        let tools: &[&str] =
+            if upnp { &["ip", "nft", "iptables", "miniupnpd"] } else { &["ip", "nft", "iptables"] };
         for tool in tools {
             let found = std::env::var_os("PATH")
                 .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
@@ -177,8 +181,14 @@ impl Wan {
         let n = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tag = format!("jw{}n{n}", std::process::id());
         let dir = tempfile::Builder::new().prefix("jewel-wan-").tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let mut lab =
-            Wan { inet: format!("{tag}i"), publics: Vec::new(), homes: Vec::new(), upnpd: Vec::new(), dir };
+        let mut lab = Wan {
+            inet: format!("{tag}i"),
+            publics: Vec::new(),
+            homes: Vec::new(),
+            upnpd: Vec::new(),
+            delay: None,
+            dir,
+        };
         ip(&["netns", "add", &lab.inet]);
         ip(&["-n", &lab.inet, "link", "add", "name", "inet0", "type", "bridge"]);
         ip(&["-n", &lab.inet, "link", "set", "inet0", "up"]);
@@ -266,6 +276,39 @@ impl Wan {
         assert!(o.status.success(), "tc in {ns}: {}", String::from_utf8_lossy(&o.stderr));
     }
 
+    /// Gives each of `lines`' lab addresses (a public host's, or a home's router's) a line
+    /// to the core of the internet: its one-way delay and loss (see [`crate::delay`]). A
+    /// round trip between two addresses takes twice the sum of their delays; an address
+    /// not given has none. The first call starts the delay line (it needs `iptables`).
+    pub fn delays(&mut self, lines: &[(&str, crate::delay::Line)]) {
+        if self.delay.is_none() {
+            let line = crate::delay::DelayLine::start(&self.inet).unwrap_or_else(|e| panic!("{e}"));
+            for cmd in [
+                &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"][..],
+                &["iptables", "-A", "FORWARD", "-j", "NFQUEUE", "--queue-num", "0"][..],
+            ] {
+                let o = Command::new("ip")
+                    .args(["netns", "exec", &self.inet])
+                    .args(cmd)
+                    .output()
+                    .unwrap_or_else(|e| panic!("{}: {e}", cmd[0]));
+                assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
+            }
+            self.delay = Some(line);
+        }
+        if let Some(d) = &self.delay {
+            for (addr, line) in lines {
+                d.set(addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}")), *line);
+            }
+        }
+    }
+
+    /// Limits what public host `p` receives to `rate` (its downlink): a token bucket on the
+    /// internet's side of its line.
+    pub fn shape_down(&self, p: usize, rate: &str) {
+        self.shape(&self.inet, &format!("p{p}"), rate);
+    }
+
     /// The port mappings home `h`'s router holds for it (UPnP or NAT-PMP), as nftables
     /// prints its DNAT rules: one line each.
     pub fn mappings(&self, h: usize) -> Vec<String> {
@@ -284,6 +327,7 @@ impl Wan {
 
 impl Drop for Wan {
     fn drop(&mut self) {
+        self.delay = None;
         for c in &mut self.upnpd {
             let _ = c.kill();
             let _ = c.wait();

@@ -3,8 +3,10 @@
 //! UPnP router maps a port when asked. Needs root; says so and passes vacuously never:
 //! without root it fails with the reason, unless `JEWEL_SKIP_LAB=1` is set.
 
+use jewel_testkit::delay::Line;
 use jewel_testkit::{Router, Wan};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 fn lab_or_skip(upnp: bool) -> bool {
     match Wan::available(upnp) {
@@ -109,4 +111,102 @@ fn a_upnp_router_maps_a_port_when_asked() {
         "reachable through the mapping: {}",
         String::from_utf8_lossy(&rules.stdout)
     );
+}
+
+/// Round trips of one byte over a TCP connection from the namespace `ns` to an echo
+/// server at `to`:5002 in `server_ns`: the connection's set-up time, then `n` echoes.
+fn round_trips(server_ns: &str, ns: &str, to: &str, n: usize) -> (Duration, Vec<Duration>) {
+    use std::io::{Read, Write};
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = jewel_testkit::in_netns(server_ns, move || {
+        let l = std::net::TcpListener::bind("0.0.0.0:5002").unwrap();
+        ready_tx.send(()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        let mut b = [0u8; 1];
+        while s.read_exact(&mut b).is_ok() {
+            s.write_all(&b).unwrap();
+        }
+    });
+    ready_rx.recv().unwrap();
+    let to = format!("{to}:5002");
+    let client = jewel_testkit::in_netns(ns, move || {
+        let t = Instant::now();
+        let mut s =
+            std::net::TcpStream::connect_timeout(&to.parse().unwrap(), Duration::from_secs(5)).unwrap();
+        let connect = t.elapsed();
+        s.set_nodelay(true).unwrap();
+        let mut times = Vec::new();
+        let mut b = [7u8; 1];
+        for _ in 0..n {
+            let t = Instant::now();
+            s.write_all(&b).unwrap();
+            s.read_exact(&mut b).unwrap();
+            times.push(t.elapsed());
+        }
+        (connect, times)
+    });
+    let got = client.join().unwrap();
+    server.join().unwrap();
+    got
+}
+
+/// The delay line gives each address its one-way delay: a round trip between two takes
+/// twice the sum of theirs (a home's, behind its router, too), never less; an address with
+/// none set has none; loss drops about the share asked.
+#[test]
+fn the_delay_line_gives_each_address_its_round_trip_time_and_loss() {
+    if !lab_or_skip(false) {
+        return;
+    }
+    let mut lab = Wan::new(3, &[Router::Cone]);
+    let ms = Duration::from_millis;
+    let (p0, p1, p2, home) =
+        (lab.publics[0].clone(), lab.publics[1].clone(), lab.publics[2].clone(), lab.homes[0].clone());
+    lab.delays(&[
+        (&p0.addr, Line { delay: ms(20), loss: 0.0 }),
+        (&p1.addr, Line { delay: ms(5), loss: 0.0 }),
+        (&home.wan, Line { delay: ms(10), loss: 0.0 }),
+    ]);
+    // 2 × (20 + 5) = 50 ms; 2 × (10 + 20) = 60 ms; p2 has no delay: 2 × 5 = 10 ms to p1.
+    for (server, client, to, rtt) in [
+        (&p1.ns, &p0.ns, &p1.addr, ms(50)),
+        (&p0.ns, &home.host.ns, &p0.addr, ms(60)),
+        (&p2.ns, &p1.ns, &p2.addr, ms(10)),
+    ] {
+        let (connect, mut times) = round_trips(server, client, to, 9);
+        times.sort();
+        let median = times[4];
+        eprintln!("{client} → {to}: connect {connect:?}, echo median {median:?} (set {rtt:?})");
+        assert!(connect >= rtt && times[0] >= rtt, "faster than the line: {connect:?} {times:?} < {rtt:?}");
+        assert!(median < rtt + ms(40), "median {median:?} for a round trip of {rtt:?}");
+    }
+    // Loss: 30% of the datagrams p2 sends to p1 are lost.
+    lab.delays(&[(&p2.addr, Line { delay: Duration::ZERO, loss: 0.3 })]);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receiver = jewel_testkit::in_netns(&p1.ns, move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:5003").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut got = 0;
+        let mut b = [0u8; 16];
+        while s.recv(&mut b).is_ok() {
+            got += 1;
+        }
+        got
+    });
+    ready_rx.recv().unwrap();
+    let to = format!("{}:5003", p1.addr);
+    jewel_testkit::in_netns(&p2.ns, move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for i in 0..2000u32 {
+            s.send_to(&i.to_be_bytes(), &to).unwrap();
+            if i % 100 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    })
+    .join()
+    .unwrap();
+    let got = receiver.join().unwrap();
+    assert!((1200..1600).contains(&got), "{got} of 2000 datagrams arrived at 30% loss");
 }

@@ -168,6 +168,39 @@ pub fn rank(latency: &[Option<f64>], usable: &[bool], preferred: &[bool]) -> Vec
     slots
 }
 
+/// T*, the fastest a get of a k-of-n file can go: the largest T with Σ min(u_i, T/k) ≥ T
+/// over the holders' uplinks `uplinks` (bytes per second; each holder sends at most one k-th
+/// of every segment, and at most its uplink), at most `downlink` if given. Beats the sum of
+/// the k fastest uplinks whenever there are more than k holders.
+pub fn t_star(uplinks: &[f64], k: usize, downlink: Option<f64>) -> f64 {
+    let k = k.max(1) as f64;
+    let sends = |t: f64| uplinks.iter().map(|u| u.max(0.0).min(t / k)).sum::<f64>();
+    // sends(t) - t is concave and 0 at 0: the set where it is ≥ 0 is an interval [0, T*].
+    let (mut lo, mut hi) = (0.0, uplinks.iter().map(|u| u.max(0.0)).sum::<f64>());
+    for _ in 0..100 {
+        let mid = (lo + hi) / 2.0;
+        if sends(mid) >= mid {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    downlink.map_or(lo, |d| lo.min(d))
+}
+
+/// What asking a holder for `len` more bytes costs, in seconds: the bytes it was asked for
+/// and has not sent yet (`queued`), and `len`, at its measured `rate` (bytes per second), or
+/// at `typical` (the others' rate) while it has none. A get asks the holders whose cost is
+/// least, so each gets work in proportion to its rate: a fast holder is asked again while
+/// a slow one still works on its first request. Without any rate, the least queued.
+pub fn queue_cost(queued: u64, len: u64, rate: Option<f64>, typical: Option<f64>) -> f64 {
+    let bytes = queued.saturating_add(len) as f64;
+    match rate.or(typical) {
+        Some(r) if r > 0.0 => bytes / r,
+        _ => bytes,
+    }
+}
+
 /// Before any answer has been timed, extra holders are asked after this long.
 pub const FIRST_HEDGE: Duration = Duration::from_millis(300);
 /// Bounds of the hedge delay once answers have been timed.
@@ -229,6 +262,80 @@ mod tests {
         assert_eq!(rank(&latency, &[true; 5], &[]), vec![1, 3, 2, 0, 4]);
         // Slots 1 and 4 are unusable; data slots 2 and 0 are fast enough to go first.
         assert_eq!(rank(&latency, &[true, false, true, true, false], &DATA), vec![2, 0, 3]);
+    }
+
+    #[test]
+    fn t_star_is_where_the_holders_can_no_longer_keep_up() {
+        // Five equal holders of 3-of-5, none limited by T/k: all they send, 5 × u.
+        assert!((t_star(&[30.0; 5], 3, None) - 150.0).abs() < 1e-6);
+        // One fast holder cannot send more than T/k: 100 and four of 10, k = 3: with T/3
+        // above 10, T = 100.min(T/3) + 40 → T/3 + 40 = T → T = 60.
+        let t = t_star(&[100.0, 10.0, 10.0, 10.0, 10.0], 3, None);
+        assert!((t - 60.0).abs() < 1e-6, "{t}");
+        // The three fastest alone: the two slow ones send 10 each and the fast one at most
+        // T/3, so T = 30: more holders than k go faster.
+        assert!((t_star(&[100.0, 10.0, 10.0], 3, None) - 30.0).abs() < 1e-6);
+        assert!(t > t_star(&[100.0, 10.0, 10.0], 3, None));
+        // The getter's downlink caps it; fewer than k holders give nothing.
+        assert_eq!(t_star(&[100.0; 5], 3, Some(20.0)), 20.0);
+        assert!(t_star(&[100.0; 2], 3, None) < 1e-6);
+    }
+
+    /// Throughput of a simulated get: holders that each send at their own rate (MB/s), first
+    /// come first served; segments of k chunks of 1 MB, `in_flight` at once; each segment
+    /// asks the k holders `by_queue` picks by [`queue_cost`] (else the k of best rate, as a
+    /// get that ranks by speed alone does).
+    fn simulate(uplinks: &[f64], k: usize, in_flight: usize, by_queue: bool) -> f64 {
+        let (n, chunk, segments) = (uplinks.len(), 1.0f64, 600usize);
+        let (mut free_at, mut sent, mut busy) = (vec![0.0f64; n], vec![0.0f64; n], vec![0.0f64; n]);
+        let mut done: Vec<f64> = Vec::new();
+        let mut now = 0.0f64;
+        for seg in 0..segments {
+            if seg >= in_flight {
+                done.sort_by(f64::total_cmp);
+                now = now.max(done[seg - in_flight]);
+            }
+            let rates: Vec<Option<f64>> =
+                (0..n).map(|i| (busy[i] > 0.0).then(|| sent[i] / busy[i])).collect();
+            let mut known: Vec<f64> = rates.iter().flatten().copied().collect();
+            known.sort_by(f64::total_cmp);
+            let typical = known.get(known.len() / 2).copied();
+            let mut cost: Vec<(f64, usize)> = (0..n)
+                .map(|i| {
+                    let queued =
+                        if by_queue { ((free_at[i] - now).max(0.0) * uplinks[i] * 1e6) as u64 } else { 0 };
+                    (queue_cost(queued, 1_000_000, rates[i], typical), i)
+                })
+                .collect();
+            cost.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut finish = 0.0f64;
+            for &(_, i) in cost.iter().take(k) {
+                free_at[i] = free_at[i].max(now) + chunk / uplinks[i];
+                busy[i] += chunk / uplinks[i];
+                sent[i] += chunk;
+                finish = finish.max(free_at[i]);
+            }
+            done.push(finish);
+        }
+        segments as f64 * k as f64 * chunk / done.iter().copied().fold(0.0, f64::max)
+    }
+
+    /// Asking, for each segment, the k holders of least [`queue_cost`] gives each holder
+    /// work in proportion to its rate: with enough segments in flight a get reaches most of
+    /// T*, and with few it still beats asking the k fastest (which caps a get at what the
+    /// k fastest send). Uplinks like the mix: 5/20/50/100/500 Mbit/s, in MB/s.
+    #[test]
+    fn asking_the_least_queued_holders_reaches_most_of_t_star() {
+        let uplinks = [0.625, 2.5, 2.5, 6.25, 12.5, 62.5, 0.625, 2.5];
+        let best = t_star(&uplinks, 3, None);
+        let deep = simulate(&uplinks, 3, 8, true);
+        assert!(deep >= 0.85 * best, "{deep:.2} MB/s of T* {best:.2}, 8 segments in flight");
+        let (shallow, fastest) = (simulate(&uplinks, 3, 3, true), simulate(&uplinks, 3, 3, false));
+        assert!(shallow > 1.2 * fastest, "3 in flight: {shallow:.2} MB/s, the k fastest {fastest:.2}");
+        // Equal holders, more than k: all of them send, so a get goes n/k times as fast as
+        // from k of them.
+        let equal = simulate(&[2.5; 6], 3, 3, true);
+        assert!(equal >= 0.85 * 15.0, "{equal:.2} MB/s of 15 from six holders of 2.5");
     }
 
     fn c(peer: u32, zone: Option<&str>) -> Candidate<u32> {

@@ -1,5 +1,7 @@
-//! A network get: each segment from the fastest holders that can decode it, verified as it
-//! arrives, hedged when a holder is slow.
+//! A network get: each segment from the holders that would send it soonest and can decode
+//! it (given what each is already asked for and the rate it sends at, so every holder gets
+//! work in proportion to its rate), verified as it arrives, hedged onto idle holders when
+//! one is slow.
 
 use std::io::Write;
 use std::sync::Mutex;
@@ -30,6 +32,65 @@ struct Health {
     answered: u32,
     /// Chunks it sent that did not verify, in this get.
     bad_chunks: u32,
+    /// Bytes it was asked for and has not sent yet, in requests still open.
+    queued: u64,
+    /// Requests open to it.
+    open: u32,
+    /// Bytes it sent, and the time it was busy (had a request open) before the current
+    /// stretch, which began at `busy_since`: its rate is what it sent over its busy time,
+    /// however many requests were open at once.
+    sent: u64,
+    busy: Duration,
+    busy_since: Option<Instant>,
+}
+
+impl Health {
+    /// Bytes per second it sent while busy, once it has sent anything.
+    fn rate(&self) -> Option<f64> {
+        let busy = self.busy + self.busy_since.map_or(Duration::ZERO, |t| t.elapsed());
+        (self.sent > 0 && !busy.is_zero()).then(|| self.sent as f64 / busy.as_secs_f64())
+    }
+}
+
+/// A request open to a holder, counted in its [`Health`] until dropped (answered, failed
+/// or cancelled: a segment that decoded drops the requests still open).
+struct Open<'a> {
+    fetch: &'a NetFetch,
+    slot: usize,
+    len: u64,
+    sent: bool,
+}
+
+impl<'a> Open<'a> {
+    fn new(fetch: &'a NetFetch, slot: usize, len: u64) -> Open<'a> {
+        if let Ok(mut h) = fetch.health.lock() {
+            let h = &mut h[slot];
+            h.queued = h.queued.saturating_add(len);
+            if h.open == 0 {
+                h.busy_since = Some(Instant::now());
+            }
+            h.open = h.open.saturating_add(1);
+        }
+        Open { fetch, slot, len, sent: false }
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut h) = self.fetch.health.lock() {
+            let h = &mut h[self.slot];
+            h.queued = h.queued.saturating_sub(self.len);
+            h.open = h.open.saturating_sub(1);
+            if self.sent {
+                h.sent = h.sent.saturating_add(self.len);
+            }
+            if h.open == 0 {
+                if let Some(t) = h.busy_since.take() {
+                    h.busy += t.elapsed();
+                }
+            }
+        }
+    }
 }
 
 /// A holder that sent this many chunks that do not verify is not asked again in a get.
@@ -50,7 +111,8 @@ fn is_bad_data(e: &NetError) -> bool {
 pub const GET_THREADS: usize = 3;
 
 /// Chunks from holders over the network, for [`pipeline::get_with`]. For each segment it
-/// asks the fastest set of holders that can decode it, all at once; when one fails it is
+/// asks the set of holders that can decode it at least cost ([`policy::queue_cost`]: the
+/// bytes a holder is already asked for plus the chunk, at its rate), all at once; when one fails it is
 /// dropped for the rest of the get and another holder is asked; when one is slow (longer
 /// than [`policy::HEDGE_FACTOR`] × the typical answer), spare holders are asked too. The first
 /// decodable set of verified chunks wins and the other requests are cancelled.
@@ -117,11 +179,24 @@ impl NetFetch {
         self
     }
 
-    /// Usable slots in the order to ask them (see [`rank`]).
-    fn order(&self, preferred: &[bool]) -> Vec<usize> {
+    /// Usable slots in the order to ask them for `len` bytes each: by what that would cost
+    /// each holder given what it is already asked for and its rate ([`policy::queue_cost`]),
+    /// pieces this node holds first (see [`rank`]).
+    fn order(&self, preferred: &[bool], len: u64) -> Vec<usize> {
         let health = self.health.lock().map(|h| h.clone()).unwrap_or_default();
-        let latency: Vec<Option<f64>> =
-            health.iter().map(|h| (h.answered > 0).then_some(h.latency)).collect();
+        let rates: Vec<Option<f64>> = health.iter().map(Health::rate).collect();
+        let mut known: Vec<f64> = rates.iter().flatten().copied().collect();
+        known.sort_by(f64::total_cmp);
+        let typical = known.get(known.len() / 2).copied();
+        let latency: Vec<Option<f64>> = (0..self.holders.len())
+            .map(|s| {
+                if self.local[s].is_some() {
+                    return Some(0.0);
+                }
+                let h = health.get(s).copied().unwrap_or_default();
+                Some(policy::queue_cost(h.queued, len, rates.get(s).copied().flatten(), typical))
+            })
+            .collect();
         let usable: Vec<bool> = (0..self.holders.len())
             .map(|s| {
                 (self.holders[s].is_some() || self.local[s].is_some())
@@ -190,11 +265,17 @@ impl NetFetch {
 
     /// The fastest usable slots, outside `exclude`, that make `held` decodable; empty if
     /// `held` already decodes or no choice can.
-    fn complete(&self, scheme: &dyn jewel_codec::Scheme, held: &[bool], exclude: &[bool]) -> Vec<usize> {
+    fn complete(
+        &self,
+        scheme: &dyn jewel_codec::Scheme,
+        held: &[bool],
+        exclude: &[bool],
+        len: u64,
+    ) -> Vec<usize> {
         let mut mask = held.to_vec();
         let mut add = Vec::new();
         let preferred = scheme.select(&vec![true; held.len()]).unwrap_or_default();
-        for slot in self.order(&preferred) {
+        for slot in self.order(&preferred, len) {
             if scheme.can_decode(&mask) {
                 break;
             }
@@ -287,21 +368,23 @@ impl NetFetch {
             let place = places.get_mut(slot).and_then(Option::take);
             Box::pin(async move {
                 let t = Instant::now();
-                match place {
+                let mut open = Open::new(self, slot, len as u64);
+                let (r, back) = match place {
                     Some(place) => {
                         let r = self.read(slot, offset, len, pool, ReadInto::Place(&mut *place)).await;
                         let back = r.is_err().then_some(place);
-                        (slot, r, t.elapsed(), back)
+                        (r, back)
                     }
-                    None => {
-                        (slot, self.read(slot, offset, len, pool, ReadInto::Pooled).await, t.elapsed(), None)
-                    }
-                }
+                    None => (self.read(slot, offset, len, pool, ReadInto::Pooled).await, None),
+                };
+                open.sent = r.is_ok();
+                (slot, r, t.elapsed(), back)
             }) as std::pin::Pin<Box<dyn std::future::Future<Output = Answer<'p>> + Send + '_>>
         };
         {
             let started = Instant::now();
-            for slot in self.complete(scheme, &asked, &asked) {
+            let chunk = want.iter().map(|w| w.1 as u64).max().unwrap_or(0);
+            for slot in self.complete(scheme, &asked, &asked, chunk) {
                 pending.push(ask(slot, &mut asked, places));
             }
             let asked_at = tokio::time::Instant::now();
@@ -332,7 +415,7 @@ impl NetFetch {
                         pending.push(ask(slot, &mut asked, places));
                     }
                     if pending.is_empty() {
-                        let available = self.order(&[]).len();
+                        let available = self.order(&[], chunk).len();
                         return Err(
                             CodecError::NotEnoughPieces { needed: scheme.min_peers(), available }.into()
                         );
@@ -365,7 +448,7 @@ impl NetFetch {
                             // What is held or still coming, if it cannot decode, gets the
                             // fastest holders not asked yet.
                             let coming: Vec<bool> = (0..n).map(|s| asked[s] && !failed[s]).collect();
-                            for extra in self.complete(scheme, &coming, &asked) {
+                            for extra in self.complete(scheme, &coming, &asked, chunk) {
                                 pending.push(ask(extra, &mut asked, places));
                             }
                         }
@@ -374,8 +457,10 @@ impl NetFetch {
                         hedged = true;
                         // As many spares as answers are late, fastest first.
                         let late = (0..n).filter(|&s| asked[s] && !got[s] && !failed[s]).count();
-                        // Spares are for speed: by latency alone.
-                        let spares: Vec<usize> = self.order(&[]).into_iter().filter(|s| !asked[*s]).take(late).collect();
+                        // Spares are for speed: the idle fast holders first, whatever
+                        // their slot.
+                        let spares: Vec<usize> =
+                            self.order(&[], chunk).into_iter().filter(|s| !asked[*s]).take(late).collect();
                         for extra in spares {
                             pending.push(ask(extra, &mut asked, places));
                         }
