@@ -27,6 +27,16 @@ fn rate(mbit: f64) -> String {
     format!("{}kbit", (mbit * 1000.0).round() as u64)
 }
 
+/// A process's peak resident memory (VmHWM), MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let holders: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
@@ -136,6 +146,7 @@ fn main() {
                 "get_secs": plain,
                 "throttled_get_secs": throttled,
                 "throttled_ratio": throttled / plain,
+                "getter_peak_rss_mib": peak_rss_mib(me.pid()),
             })
         );
     }

@@ -12,8 +12,8 @@ use libp2p::{PeerId, Stream};
 
 use super::pool::{IdleStreams, PeerPermits};
 use super::{
-    is_transient, ANSWER_TIMEOUT, ATTEMPTS, BLOCK_PROTOCOL, CONNECT_TIMEOUT, GO_TIMEOUT, MIN_UPLOAD_RATE,
-    PUT_CHUNK, WRITE_STALL,
+    is_transient, ANSWER_TIMEOUT, ATTEMPTS, BLOCK_PROTOCOL, CONNECT_TIMEOUT, GO_TIMEOUT, MIN_READ_RATE,
+    MIN_UPLOAD_RATE, PUT_CHUNK, WRITE_STALL,
 };
 use crate::error::NetError;
 use crate::swarm::NetHandle;
@@ -246,10 +246,24 @@ impl BlockClient {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, NetError>>,
     {
-        self.watched(peer, self.request_unwatched(peer, f)).await
+        self.watched(peer, self.request_unwatched(peer, ANSWER_TIMEOUT, f)).await
     }
 
-    async fn request_unwatched<T, F, Fut>(&self, peer: PeerId, mut f: F) -> Result<T, NetError>
+    /// [`Self::request`] with `limit` for each attempt instead of [`ANSWER_TIMEOUT`].
+    async fn request_within<T, F, Fut>(&self, peer: PeerId, limit: Duration, f: F) -> Result<T, NetError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, NetError>>,
+    {
+        self.watched(peer, self.request_unwatched(peer, limit, f)).await
+    }
+
+    async fn request_unwatched<T, F, Fut>(
+        &self,
+        peer: PeerId,
+        limit: Duration,
+        mut f: F,
+    ) -> Result<T, NetError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, NetError>>,
@@ -258,9 +272,9 @@ impl BlockClient {
         let mut attempt = 1;
         loop {
             // A peer that accepted the stream but never answers must not hold us forever.
-            let answer = match tokio::time::timeout(ANSWER_TIMEOUT, f()).await {
+            let answer = match tokio::time::timeout(limit, f()).await {
                 Ok(r) => r,
-                Err(_) => Err(NetError::Unresponsive { peer, waited: ANSWER_TIMEOUT }),
+                Err(_) => Err(NetError::Unresponsive { peer, waited: limit }),
             };
             match answer {
                 Err(e) => match retry_wait(&e, attempt) {
@@ -342,8 +356,10 @@ impl BlockClient {
         // makes a fresh future per attempt) and writes from `at` again.
         let shared = tokio::sync::Mutex::new(sink);
         let started = std::time::Instant::now();
+        // A holder on a slow uplink has time to send the range: its length at MIN_READ_RATE.
+        let limit = ANSWER_TIMEOUT + Duration::from_secs_f64(range.1 as f64 / MIN_READ_RATE as f64);
         let got = self
-            .request(peer, || async {
+            .request_within(peer, limit, || async {
                 let mut sink = shared.lock().await;
                 self.fragment_once(peer, id, size, range, &mut sink, at).await
             })

@@ -73,8 +73,12 @@ pub const CLIENT_PER_PEER: usize = 2;
 /// Attempts for a request that failed in transport (never for a refusal or a bad proof).
 pub const ATTEMPTS: usize = 3;
 /// How long one attempt of a request may take, from opening the stream to the last byte
-/// of the answer (a 16 MiB read at a slow 2 MB/s fits).
+/// of the answer; a range read gets its length at [`MIN_READ_RATE`] more.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The slowest a holder may send a range, for the read's deadline: half a megabit per
+/// second, the uplink of a poor home line (a frozen holder is found by its pings within
+/// seconds whatever this allows; a slow one is hedged around by the get).
+pub const MIN_READ_RATE: u64 = 64 << 10;
 /// How long connecting to a peer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a holder may take to say go (or why not) to an upload.
