@@ -460,3 +460,49 @@ fn a_get_spreads_its_work_over_holders_by_their_rate() {
     let others = skewed[1..].iter().sum::<u64>() as f64 / 5.0;
     assert!((skewed[0] as f64) < others / 4.0, "the throttled holder sent as much as the others: {skewed:?}");
 }
+
+/// The TCP port in a node's first listen address (`/ip4/A/tcp/PORT/…`).
+fn port_of(node: &Node) -> String {
+    node.addr.split('/').nth(4).unwrap_or_default().to_string()
+}
+
+/// Nodes started at once on one machine with no `--listen` all come up, each on a port of
+/// its own, and a node whose kept port another program took since comes up on another.
+/// Found by hand: three nodes started together all kept 4001, and two failed "cannot
+/// listen on /ip4/0.0.0.0/udp/4001/quic-v1: " (no reason given) at every start after.
+#[test]
+fn nodes_started_at_once_on_one_machine_each_find_a_port() {
+    let _one = exclusive();
+    let Some(lab) = lab(1, &[]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(BIN);
+    let ns = lab.publics[0].ns.clone();
+    let mut nodes: Vec<Node> = std::thread::scope(|s| {
+        let started: Vec<_> = (0..3)
+            .map(|i| {
+                let (cli, home, ns) = (&cli, dir.path().join(format!("n{i}")), &ns);
+                s.spawn(move || Node::builder(cli, &home).netns(ns).start())
+            })
+            .collect();
+        started.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ports: Vec<String> = nodes.iter().map(port_of).collect();
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), 3, "ports {:?}", nodes.iter().map(|n| n.addr.clone()).collect::<Vec<_>>());
+    // Another program takes node 0's port while it is stopped.
+    nodes[0].stop();
+    let port: u16 = port_of(&nodes[0]).parse().unwrap();
+    let (taken_tx, taken_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let squatter = in_netns(&ns, move || {
+        let _tcp = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+        taken_tx.send(()).unwrap();
+        let _ = done_rx.recv();
+    });
+    taken_rx.recv().unwrap();
+    nodes[0].restart_with(&[]);
+    assert_ne!(port_of(&nodes[0]), port.to_string(), "the node listens where another program does");
+    let _ = done_tx.send(());
+    squatter.join().unwrap();
+}

@@ -731,9 +731,11 @@ impl EventLoop {
         let mut waiting = HashSet::new();
         let mut listener_ids = Vec::new();
         for addr in &config.listen {
-            let id = swarm
-                .listen_on(addr.clone())
-                .map_err(|e| NetError::Listen { addr: addr.clone(), reason: e.to_string() })?;
+            let id = swarm.listen_on(addr.clone()).map_err(|e| NetError::Listen {
+                addr: addr.clone(),
+                // libp2p's "other" transport errors print nothing themselves.
+                reason: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
+            })?;
             waiting.insert(id);
             listener_ids.push(id);
         }

@@ -144,7 +144,8 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         LeaseBook::in_database(state.database())
             .map_err(|e| NodeError::Leases { path: state.path().to_path_buf(), reason: e.to_string() })?,
     );
-    let listen = if config.listen.is_empty() { default_listen(&state)? } else { config.listen.clone() };
+    let defaults = config.listen.is_empty();
+    let listen = if defaults { default_listen(&state, false)? } else { config.listen.clone() };
     // UPnP multicasts on the local network to find the router: only for a node that
     // listens beyond this machine (never on a loopback devnet).
     let upnp = listen.iter().any(|a| jewel_net::reach::scope(a) != Some(jewel_net::reach::Scope::Loopback));
@@ -152,10 +153,10 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     if !remembered.is_empty() {
         tracing::info!(peers = remembered.len(), "dialing the peers known from the last run");
     }
-    let net_config = NetConfig {
+    let net_config = |listen| NetConfig {
         listen,
         bootstrap: config.bootstrap.clone(),
-        remembered,
+        remembered: remembered.clone(),
         mdns: config.mdns,
         zone: config.zone.clone(),
         serve_blocks: true,
@@ -171,7 +172,15 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         data_stall: jewel_net::block::DATA_STALL,
         quota: config.quota,
     };
-    let network = Network::start(keypair, net_config, Arc::new(store.clone())).await?;
+    let network = match Network::start(keypair.clone(), net_config(listen), Arc::new(store.clone())).await {
+        // Another node on this machine took the port between the check and the listen.
+        Err(jewel_net::NetError::Listen { addr, reason }) if defaults => {
+            tracing::warn!(%addr, %reason, "could not listen on the node's port: trying a free one");
+            Network::start(keypair, net_config(default_listen(&state, true)?), Arc::new(store.clone()))
+                .await?
+        }
+        started => started?,
+    };
     let listener = tokio::net::TcpListener::bind(config.api).await.map_err(io_err(&config.home))?;
     let api_addr = listener.local_addr().map_err(io_err(&config.home))?;
     let token = new_token()?;
@@ -276,28 +285,40 @@ fn port_free(port: u16) -> bool {
         && std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
 }
 
-/// The listen addresses of a node not told any: all interfaces, on its kept port.
-fn default_listen(state: &StateStore) -> Result<Vec<Multiaddr>, NodeError> {
-    let port = match state.listen_port()? {
-        Some(p) => p,
-        None => {
-            let mut port = DEFAULT_PORT;
-            if !port_free(port) {
-                // A free TCP port whose UDP twin is free too (a few tries).
-                for _ in 0..16 {
-                    let l = std::net::TcpListener::bind(("0.0.0.0", 0)).map_err(io_err(state.path()))?;
-                    let p = l.local_addr().map_err(io_err(state.path()))?.port();
-                    drop(l);
-                    if port_free(p) {
-                        port = p;
-                        break;
-                    }
-                }
+/// A free TCP port whose UDP twin is free too (a few tries).
+fn free_port(state: &StateStore) -> Result<u16, NodeError> {
+    let mut last = 0;
+    for _ in 0..16 {
+        let l = std::net::TcpListener::bind(("0.0.0.0", 0)).map_err(io_err(state.path()))?;
+        last = l.local_addr().map_err(io_err(state.path()))?.port();
+        drop(l);
+        if port_free(last) {
+            break;
+        }
+    }
+    Ok(last)
+}
+
+/// The listen addresses of a node not told any: all interfaces, on its kept port (at first
+/// [`DEFAULT_PORT`]). If that port is taken by another program (or `fresh` asks, after
+/// another node took it between the check and the listen), a free one instead, kept from
+/// then on: a node that cannot start is worse than one at a new address.
+fn default_listen(state: &StateStore, fresh: bool) -> Result<Vec<Multiaddr>, NodeError> {
+    let kept = state.listen_port()?;
+    let port = match kept {
+        Some(p) if !fresh && port_free(p) => p,
+        None if !fresh && port_free(DEFAULT_PORT) => DEFAULT_PORT,
+        _ => {
+            let p = free_port(state)?;
+            if let Some(k) = kept {
+                tracing::warn!(kept = k, now = p, "the node's port is taken: listening on another");
             }
-            state.set_listen_port(port)?;
-            port
+            p
         }
     };
+    if kept != Some(port) {
+        state.set_listen_port(port)?;
+    }
     let parse = |s: String| {
         s.parse::<Multiaddr>().map_err(|e| NodeError::Net(jewel_net::NetError::Transport(e.to_string())))
     };
