@@ -182,7 +182,10 @@ fn the_delay_line_gives_each_address_its_round_trip_time_and_loss() {
     }
     // Loss: 30% of the datagrams p2 sends to p1 are lost.
     lab.delays(&[(&p2.addr, Line { delay: Duration::ZERO, loss: 0.3 })]);
+    // The receiver tells each arrival, so the sender never outruns its socket's buffer
+    // (an overflow there would pass for loss).
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (got_tx, got_rx) = std::sync::mpsc::channel::<usize>();
     let receiver = jewel_testkit::in_netns(&p1.ns, move || {
         let s = std::net::UdpSocket::bind("0.0.0.0:5003").unwrap();
         s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
@@ -191,6 +194,7 @@ fn the_delay_line_gives_each_address_its_round_trip_time_and_loss() {
         let mut b = [0u8; 16];
         while s.recv(&mut b).is_ok() {
             got += 1;
+            let _ = got_tx.send(got);
         }
         got
     });
@@ -198,10 +202,17 @@ fn the_delay_line_gives_each_address_its_round_trip_time_and_loss() {
     let to = format!("{}:5003", p1.addr);
     jewel_testkit::in_netns(&p2.ns, move || {
         let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        for i in 0..2000u32 {
-            s.send_to(&i.to_be_bytes(), &to).unwrap();
-            if i % 100 == 0 {
-                std::thread::sleep(Duration::from_millis(1));
+        let mut arrived = 0;
+        for i in 0..2000usize {
+            s.send_to(&(i as u32).to_be_bytes(), &to).unwrap();
+            // Every 100 sent, wait until half of what was sent has arrived (70% should).
+            if i % 100 == 99 {
+                while arrived < i.div_ceil(2) {
+                    match got_rx.recv_timeout(Duration::from_secs(2)) {
+                        Ok(n) => arrived = n,
+                        Err(_) => break,
+                    }
+                }
             }
         }
     })
