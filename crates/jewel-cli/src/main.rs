@@ -153,6 +153,10 @@ enum Command {
         /// Seconds one relayed connection may last, at most (with --relay-server).
         #[arg(long, default_value_t = 600)]
         relay_circuit_secs: u64,
+        /// Bytes per second one relayed connection may carry, both ways together, at most
+        /// (with --relay-server; 0: no limit).
+        #[arg(long, value_parser = parse_size, default_value = "1MiB")]
+        relay_circuit_rate: u64,
         /// Most bytes per second to serve to peers (e.g. 20MiB); unlimited if not given.
         #[arg(long, value_parser = parse_size)]
         max_upload: Option<u64>,
@@ -549,6 +553,7 @@ fn run(cli: Cli) -> Result<()> {
             relay_circuits,
             relay_circuit_bytes,
             relay_circuit_secs,
+            relay_circuit_rate,
             max_upload,
             audit_every,
             repair_margin,
@@ -583,6 +588,7 @@ fn run(cli: Cli) -> Result<()> {
                     circuits: relay_circuits,
                     circuit_bytes: relay_circuit_bytes,
                     circuit_duration: std::time::Duration::from_secs(relay_circuit_secs.max(1)),
+                    circuit_rate: relay_circuit_rate,
                     ..Default::default()
                 },
                 max_upload,

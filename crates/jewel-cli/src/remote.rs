@@ -516,15 +516,20 @@ fn reached(r: &api::Reachability) -> String {
     } else {
         String::new()
     };
+    let double = if r.upnp.as_deref() == Some("double-nat") {
+        "; the router's UPnP cannot help: it is itself behind another NAT (double NAT)"
+    } else {
+        ""
+    };
     if let Some(a) = &r.mapped {
         format!("port-mapped by the router (UPnP) at {a}{punched}")
     } else if let Some(a) = &r.public {
         format!("public at {a}{punched}")
     } else if !r.relays.is_empty() {
         let relays: Vec<String> = r.relays.iter().map(short).collect();
-        format!("behind a NAT, relayed through …{}{punched}", relays.join(", …"))
+        format!("behind a NAT, relayed through …{}{punched}{double}", relays.join(", …"))
     } else {
-        format!("not known to be reachable from outside yet (no relay reservation){punched}")
+        format!("not known to be reachable from outside yet (no relay reservation){punched}{double}")
     }
 }
 
@@ -650,5 +655,19 @@ mod tests {
         assert_eq!(parse_range("0-99").unwrap(), (0, 100));
         assert_eq!(parse_range("5-").unwrap(), (5, u64::MAX));
         assert!(parse_range("9-3").unwrap_err().to_string().contains("END is before START"));
+    }
+
+    #[test]
+    fn status_says_how_the_node_is_reached_and_why_upnp_did_not_help() {
+        let mut r = api::Reachability {
+            relays: vec!["12D3KooWrelayone".into()],
+            hole_punched: 2,
+            ..Default::default()
+        };
+        assert_eq!(reached(&r), "behind a NAT, relayed through …relayone; hole-punched to 2 peers");
+        r.upnp = Some("double-nat".into());
+        assert!(reached(&r).ends_with("it is itself behind another NAT (double NAT)"), "{}", reached(&r));
+        r.mapped = Some("/ip4/11.1.1.1/tcp/4001".into());
+        assert!(reached(&r).starts_with("port-mapped by the router (UPnP) at /ip4/11.1.1.1"));
     }
 }

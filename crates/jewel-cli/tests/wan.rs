@@ -506,3 +506,111 @@ fn nodes_started_at_once_on_one_machine_each_find_a_port() {
     let _ = done_tx.send(());
     squatter.join().unwrap();
 }
+
+/// Address hygiene: a node tells a peer that comes from across the internet none of its
+/// loopback or private addresses (identify's listen addresses and signed record), only those
+/// that can reach it from there. The peer here is a bare libp2p identify client of the test's
+/// own, in a home behind a NAT, so nothing on its side filters what it is told.
+#[test]
+fn a_node_tells_peers_across_the_internet_no_loopback_or_private_address() {
+    use futures::StreamExt;
+    use libp2p::{identify, multiaddr::Protocol, swarm::SwarmEvent};
+    let _one = exclusive();
+    let Some(lab) = lab(1, &[Router::Cone]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let public = relay(&lab, 0, dir.path());
+    let target: libp2p::Multiaddr =
+        format!("/ip4/{}/tcp/4001/p2p/{}", lab.publics[0].addr, public.peer).parse().unwrap();
+    let told = in_netns(&lab.homes[0].host.ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+                .with_tokio()
+                .with_tcp(
+                    libp2p::tcp::Config::default(),
+                    libp2p::noise::Config::new,
+                    libp2p::yamux::Config::default,
+                )
+                .unwrap()
+                .with_behaviour(|key| {
+                    identify::Behaviour::new(identify::Config::new("/ipfs/0.1.0".into(), key.public()))
+                })
+                .unwrap()
+                .build();
+            swarm.dial(target).unwrap();
+            let wait = async {
+                loop {
+                    match swarm.select_next_some().await {
+                        SwarmEvent::Behaviour(identify::Event::Received { info, .. }) => {
+                            return info.listen_addrs
+                        }
+                        SwarmEvent::OutgoingConnectionError { error, .. } => panic!("dial: {error}"),
+                        _ => {}
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(20), wait).await.expect("identified within 20 s")
+        })
+    })
+    .join()
+    .unwrap();
+    let public_addr = lab.publics[0].addr.to_string();
+    assert!(
+        told.iter().any(|a| a.to_string().starts_with(&format!("/ip4/{public_addr}/"))),
+        "the node's public address is told: {told:?}"
+    );
+    for a in &told {
+        let far = match a.iter().next() {
+            Some(Protocol::Ip4(ip)) => !ip.is_loopback() && !ip.is_private() && !ip.is_link_local(),
+            Some(Protocol::Ip6(ip)) => !ip.is_loopback() && (ip.segments()[0] & 0xfe00) != 0xfc00,
+            _ => true,
+        };
+        assert!(far, "a peer across the internet was told {a}: {told:?}");
+    }
+}
+
+/// A relay server carries a circuit no faster than its operator allows
+/// (`--relay-circuit-rate`): two homes behind symmetric NATs can only reach each other
+/// through it, and a 2 MiB copy between them at 256 KiB/s takes at least the 7 s the limit
+/// allows (one second's worth goes at once); on the unshaped lab it takes the 3 s a put
+/// waits for a hole punch to a relayed peer (`DIRECT_WAIT`) and well under a second more
+/// without the limit. The put still succeeds and reads back.
+#[test]
+fn a_relay_carries_a_circuit_no_faster_than_its_operator_allows() {
+    let _one = exclusive();
+    let Some(lab) = lab(1, &[Router::Symmetric; 2]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let public = Node::builder(&Cli::new(BIN), &dir.path().join("relay-0"))
+        .netns(&lab.publics[0].ns)
+        .args(&["--relay-server", "--relay-circuit-rate", "256KiB", "--capacity", "0"])
+        .start();
+    let invite = public.ok(&["invite"]).trim().to_string();
+    let homes: Vec<Node> = (0..2).map(|h| home(&lab, h, dir.path(), &invite)).collect();
+    for h in &homes {
+        within(h, "a home's relay reservation", Duration::from_secs(30), || {
+            h.ok(&["status"]).contains("behind a NAT, relayed through").then_some(())
+        });
+    }
+    homes[0].wait_knows(&[&homes[1].peer]);
+    let file = dir.path().join("f");
+    let data = random_bytes(2 << 20, 7);
+    write_file(&file, &data);
+    let started = std::time::Instant::now();
+    let put = homes[0].json(&["put", file.to_str().unwrap(), "--scheme", "hosting", "--json"]);
+    let took = started.elapsed();
+    let holders: Vec<&str> = put["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    assert_eq!(
+        holders,
+        [homes[1].peer.as_str()],
+        "the other home holds it (the relay stores nothing): {put}"
+    );
+    assert_eq!(
+        paths(&homes[0]).iter().find(|(p, _)| *p == homes[1].peer).map(|(_, path)| path.clone()),
+        Some("relayed".to_string())
+    );
+    assert!(took >= Duration::from_secs(6), "2 MiB crossed a 256 KiB/s circuit in {took:?}");
+    eprintln!("2 MiB through a 256 KiB/s circuit: {took:?}");
+    let out = dir.path().join("back");
+    homes[1].ok(&["get", put["cap"].as_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == data);
+}

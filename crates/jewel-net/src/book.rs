@@ -68,6 +68,30 @@ pub fn group_of(key: &[u8]) -> Option<BlockId> {
 }
 
 impl HoldersRecord {
+    /// The widest scope of any address in the record (`None`: it has none).
+    pub fn widest(&self) -> Option<crate::reach::Scope> {
+        self.holders.iter().flat_map(|h| &h.addrs).filter_map(crate::reach::scope).max()
+    }
+
+    /// Keeps only the addresses that reach at least as far as `over` (see
+    /// [`crate::reach::usable`]).
+    pub fn keep_reaching(&mut self, over: crate::reach::Scope) {
+        for h in &mut self.holders {
+            h.addrs.retain(|a| crate::reach::usable(a, over));
+        }
+    }
+
+    /// Address hygiene for a record anyone may read: where it has addresses that reach the
+    /// internet, its private and loopback ones go (they name machines in a reader's own
+    /// network, or none, and tell strangers how a home is laid out). A record among
+    /// machines of one network (a devnet on loopback, a LAN) keeps its addresses.
+    pub fn scoped(mut self) -> Self {
+        if let Some(widest) = self.widest() {
+            self.keep_reaching(widest);
+        }
+        self
+    }
+
     /// The record's bytes, at most [`MAX_RECORD`]: addresses are dropped (last holders'
     /// first) until it fits. Fails only if the holders alone do not fit.
     pub fn encode(&self) -> Result<Vec<u8>, BookError> {
@@ -185,6 +209,33 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_record_with_internet_addresses_carries_no_private_or_loopback_ones() {
+        let peer = PeerId::random();
+        let holder = |addrs: &[&str]| Holder {
+            block: BlockId([1; 32]),
+            peer,
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        };
+        let mixed = HoldersRecord {
+            group: BlockId([2; 32]),
+            seq: 1,
+            holders: vec![
+                holder(&["/ip4/127.0.0.1/tcp/4001", "/ip4/192.168.1.2/tcp/4001", "/ip4/11.1.3.1/tcp/4001"]),
+                holder(&["/ip4/10.0.0.7/tcp/4001"]),
+            ],
+        }
+        .scoped();
+        let kept: Vec<String> = mixed.holders.iter().flat_map(|h| &h.addrs).map(|a| a.to_string()).collect();
+        assert_eq!(kept, ["/ip4/11.1.3.1/tcp/4001"]);
+        let devnet = HoldersRecord {
+            group: BlockId([2; 32]),
+            seq: 1,
+            holders: vec![holder(&["/ip4/127.0.0.1/tcp/4001"]), holder(&["/ip4/127.0.0.1/tcp/4002"])],
+        };
+        assert_eq!(devnet.clone().scoped(), devnet, "a loopback devnet keeps its addresses");
+    }
 
     fn record(n: usize, addrs: usize) -> HoldersRecord {
         HoldersRecord {

@@ -134,6 +134,9 @@ pub(crate) struct Reach {
     pub(crate) public: Option<Multiaddr>,
     /// The address a UPnP / NAT-PMP port mapping gave this node, if any.
     pub(crate) mapped: Option<Multiaddr>,
+    /// The UPnP router found is itself behind another NAT (its external address is not a
+    /// public one): a mapping on it would not reach the internet.
+    pub(crate) double_nat: bool,
 }
 
 impl Reach {

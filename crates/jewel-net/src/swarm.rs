@@ -99,8 +99,8 @@ pub struct NetConfig {
     pub quota: crate::block::Quota,
 }
 
-/// What a relay server carries at most: circuits at once (and per peer), and bytes and
-/// time per circuit. Reservations and new circuits are also limited per peer and per IP
+/// What a relay server carries at most: circuits at once (and per peer), and bytes, time
+/// and rate (bytes per second, both ways together) per circuit. Reservations and new circuits are also limited per peer and per IP
 /// address over time (libp2p's rate limiters). Block transfers go through a relay only
 /// where no direct path exists, so the defaults carry a few files, not a backup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +109,7 @@ pub struct RelayLimits {
     pub circuits_per_peer: usize,
     pub circuit_bytes: u64,
     pub circuit_duration: Duration,
+    pub circuit_rate: u64,
     pub reservations: usize,
 }
 
@@ -119,6 +120,7 @@ impl Default for RelayLimits {
             circuits_per_peer: 16,
             circuit_bytes: 64 << 20,
             circuit_duration: Duration::from_secs(10 * 60),
+            circuit_rate: 1 << 20,
             reservations: 256,
         }
     }
@@ -132,6 +134,7 @@ impl RelayLimits {
             max_circuits_per_peer: self.circuits_per_peer,
             max_circuit_bytes: self.circuit_bytes,
             max_circuit_duration: self.circuit_duration,
+            max_circuit_rate: self.circuit_rate,
             ..relay::Config::default()
         }
     }
@@ -150,6 +153,11 @@ pub struct Reachability {
     pub addrs: Vec<String>,
     /// Peers connected directly through both NATs (DCUtR).
     pub hole_punched: usize,
+    /// What UPnP found, where it could not map a port: `double-nat` (the router that
+    /// offers UPnP is itself behind another NAT, so a mapping on it would not reach the
+    /// internet); `None` otherwise (mapped, no UPnP router, or not tried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upnp: Option<String>,
 }
 
 /// What the event loop reports about reachability, as it happens (see
@@ -1056,7 +1064,7 @@ impl EventLoop {
                 let q = kad.get_providers(kad_key(&id));
                 self.pending.insert(q, Pending::Providers(reply, HashSet::new()));
             }
-            Command::PublishHolders { record, reply } => match record.encode() {
+            Command::PublishHolders { record, reply } => match record.clone().scoped().encode() {
                 Ok(bytes) => self.publish(kad::Record::new(book::key(&record.group), bytes), reply),
                 Err(e) => {
                     let _ = reply.send(Err(NetError::Dht(e.to_string())));
@@ -1155,6 +1163,7 @@ impl EventLoop {
                     relays: self.reach.relays().iter().map(|p| p.to_string()).collect(),
                     addrs,
                     hole_punched: self.reach.punched_count(),
+                    upnp: self.reach.double_nat.then(|| "double-nat".to_string()),
                 });
             }
         }
@@ -1247,7 +1256,8 @@ impl EventLoop {
                 }
                 libp2p::upnp::Event::GatewayNotFound => tracing::debug!("no UPnP router found"),
                 libp2p::upnp::Event::NonRoutableGateway => {
-                    tracing::debug!("the UPnP router is itself behind a NAT")
+                    tracing::info!("the UPnP router is itself behind a NAT (double NAT): no mapping");
+                    self.reach.double_nat = true;
                 }
             },
             SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
@@ -1579,10 +1589,20 @@ impl EventLoop {
             kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) => {
                 let Some(Pending::Find(group, _)) = self.pending.get(&id) else { return };
                 let record = HoldersRecord::decode(&found.record.value).ok().filter(|r| r.group == *group);
-                let Some(record) = record else {
+                let Some(mut record) = record else {
                     tracing::debug!(peer = ?found.peer, "a peer answered with a bad holders record");
                     return;
                 };
+                // Address hygiene: a record from across the internet (anyone can write one)
+                // does not make this node dial its own network's or machine's addresses.
+                // (One from this node's own store: as it would be published.)
+                let over = match found.peer {
+                    Some(p) => {
+                        self.ips.get(&p).map_or(crate::reach::Scope::Public, crate::reach::scope_of_ip)
+                    }
+                    None => record.widest().unwrap_or(crate::reach::Scope::Public),
+                };
+                record.keep_reaching(over);
                 // The first good record is enough: a get needs one placement, and every byte
                 // it leads to is verified.
                 if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {

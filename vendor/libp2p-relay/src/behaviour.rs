@@ -62,6 +62,8 @@ pub struct Config {
     pub max_circuits_per_peer: usize,
     pub max_circuit_duration: Duration,
     pub max_circuit_bytes: u64,
+    /// Jewel: bytes per second one circuit carries at most, both ways together (0: no limit).
+    pub max_circuit_rate: u64,
     pub circuit_src_rate_limiters: Vec<Box<dyn rate_limiter::RateLimiter>>,
 }
 
@@ -161,6 +163,7 @@ impl Default for Config {
             max_circuits_per_peer: 4,
             max_circuit_duration: Duration::from_secs(2 * 60),
             max_circuit_bytes: 1 << 17, // 128 kibibyte
+            max_circuit_rate: 0,
             circuit_src_rate_limiters,
         }
     }
@@ -476,6 +479,7 @@ impl NetworkBehaviour for Behaviour {
                 reservation_duration: self.config.reservation_duration,
                 max_circuit_duration: self.config.max_circuit_duration,
                 max_circuit_bytes: self.config.max_circuit_bytes,
+                max_circuit_rate: self.config.max_circuit_rate,
             },
             ConnectedPoint::Listener {
                 local_addr: local_addr.clone(),
@@ -503,6 +507,7 @@ impl NetworkBehaviour for Behaviour {
                 reservation_duration: self.config.reservation_duration,
                 max_circuit_duration: self.config.max_circuit_duration,
                 max_circuit_bytes: self.config.max_circuit_bytes,
+                max_circuit_rate: self.config.max_circuit_rate,
             },
             ConnectedPoint::Dialer {
                 address: addr.clone(),

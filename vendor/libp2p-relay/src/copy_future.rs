@@ -45,6 +45,11 @@ pub(crate) struct CopyFuture<S, D> {
     max_circuit_duration: Delay,
     max_circuit_bytes: u64,
     bytes_sent: u64,
+    // Jewel: a rate limit (bytes per second, 0: none), from when the copy started; while
+    // ahead of it, the copy waits on `throttle`.
+    max_circuit_rate: u64,
+    started: std::time::Instant,
+    throttle: Option<Delay>,
 }
 
 impl<S: AsyncRead, D: AsyncRead> CopyFuture<S, D> {
@@ -60,7 +65,28 @@ impl<S: AsyncRead, D: AsyncRead> CopyFuture<S, D> {
             max_circuit_duration: Delay::new(max_circuit_duration),
             max_circuit_bytes,
             bytes_sent: Default::default(),
+            max_circuit_rate: 0,
+            started: std::time::Instant::now(),
+            throttle: None,
         }
+    }
+
+    /// Jewel: carry at most `rate` bytes per second on average, both ways together, with a
+    /// burst of one second's worth (0: no limit).
+    pub(crate) fn with_rate(mut self, rate: u64) -> Self {
+        self.max_circuit_rate = rate;
+        self
+    }
+
+    /// How long the copy must wait before it is back within its rate (None: it is).
+    fn ahead_by(&self) -> Option<Duration> {
+        if self.max_circuit_rate == 0 {
+            return None;
+        }
+        let rate = self.max_circuit_rate as f64;
+        let allowed = rate * (self.started.elapsed().as_secs_f64() + 1.0);
+        let over = self.bytes_sent as f64 - allowed;
+        (over > 0.0).then(|| Duration::from_secs_f64(over / rate))
     }
 }
 
@@ -77,6 +103,16 @@ where
         loop {
             if this.max_circuit_bytes > 0 && this.bytes_sent > this.max_circuit_bytes {
                 return Poll::Ready(Err(io::Error::other("Max circuit bytes reached.")));
+            }
+
+            // Jewel: ahead of the rate, wait (the timer wakes this task) before copying more.
+            if let Some(wait) = this.ahead_by() {
+                let throttle = this.throttle.get_or_insert_with(|| Delay::new(wait));
+                if throttle.poll_unpin(cx).is_pending() {
+                    break;
+                }
+                this.throttle = None;
+                continue;
             }
 
             enum Status {

@@ -61,6 +61,8 @@ pub struct Config {
     pub reservation_duration: Duration,
     pub max_circuit_duration: Duration,
     pub max_circuit_bytes: u64,
+    /// Jewel: bytes per second a circuit carries at most, both ways together (0: no limit).
+    pub max_circuit_rate: u64,
 }
 
 pub enum In {
@@ -790,6 +792,7 @@ impl ConnectionHandler for Handler {
                     } = parts;
                     let max_circuit_duration = self.config.max_circuit_duration;
                     let max_circuit_bytes = self.config.max_circuit_bytes;
+                    let max_circuit_rate = self.config.max_circuit_rate;
 
                     let circuit = async move {
                         let (result_1, result_2) = futures::future::join(
@@ -806,6 +809,7 @@ impl ConnectionHandler for Handler {
                             max_circuit_duration,
                             max_circuit_bytes,
                         )
+                        .with_rate(max_circuit_rate)
                         .await?;
 
                         Ok(())
