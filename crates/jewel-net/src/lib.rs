@@ -72,15 +72,17 @@ impl Network {
         };
         let mut announced = tokio::sync::watch::channel(0).1;
         if config.serve_blocks {
+            let filter = announce::Filter { store: store.clone(), only: config.announce_only };
             let (announcer, drain, count) =
-                announce::Announcer::new(handle.clone(), config.announce_concurrency);
+                announce::Announcer::new(handle.clone(), config.announce_concurrency, filter);
             announced = count;
             let all = announcer.clone();
             let listed = store.clone();
+            let state = config.announce_state.clone();
             let mut stop_announcing = stop.clone();
             tasks.push(tokio::spawn(async move {
                 tokio::select! {
-                    _ = async { tokio::join!(drain, all.everything(listed)) } => {}
+                    _ = async { tokio::join!(drain, all.refresh(listed, state)) } => {}
                     _ = stop_announcing.changed() => {}
                 }
             }));

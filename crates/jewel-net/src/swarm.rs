@@ -89,6 +89,15 @@ pub struct NetConfig {
     pub autonat_local: bool,
     /// Provider announcements in flight at once (see [`crate::announce`]).
     pub announce_concurrency: usize,
+    /// Which stored blocks are announced as provider records: those whose first bytes
+    /// (up to [`crate::announce::HEAD`]) pass this test; every block if `None`. A node
+    /// announces only manifests: its files are found through their holders records, and a
+    /// manifest's providers (every holder has it) are asked which pieces they hold.
+    pub announce_only: Option<fn(&[u8]) -> bool>,
+    /// Where the announcer keeps when it last announced the whole store (see
+    /// [`crate::announce`]): a restart within the provider records' life announces nothing
+    /// again. `None`: the whole store is announced at every start.
+    pub announce_state: Option<std::path::PathBuf>,
     /// Connections at once, at most (a quarter kept for outgoing ones): keep it well under
     /// the process's descriptor limit.
     pub max_connections: u32,
@@ -201,6 +210,8 @@ impl Default for NetConfig {
             upnp: false,
             autonat_local: false,
             announce_concurrency: crate::announce::ANNOUNCE_CONCURRENCY,
+            announce_only: None,
+            announce_state: None,
             max_connections: MAX_CONNECTIONS,
             data_stall: crate::block::DATA_STALL,
             quota: crate::block::Quota::default(),
@@ -287,8 +298,10 @@ pub(crate) fn build_swarm(
             let mut kcfg = kad::Config::new(KAD_PROTOCOL);
             kcfg.set_query_timeout(Duration::from_secs(30));
             kcfg.set_substreams_timeout(KAD_REQUEST_TIMEOUT);
-            kcfg.set_provider_publication_interval(Some(Duration::from_secs(3600)));
-            kcfg.set_provider_record_ttl(Some(Duration::from_secs(4 * 3600)));
+            // Provider records live PROVIDER_TTL on the peers that keep them; this node's own
+            // announcer refreshes them (`crate::announce`), not Kademlia's hourly job.
+            kcfg.set_provider_publication_interval(None);
+            kcfg.set_provider_record_ttl(Some(crate::announce::PROVIDER_TTL));
             // Inbound records are checked before they are stored (see `EventLoop::inbound`).
             kcfg.set_record_filtering(kad::StoreInserts::FilterBoth);
             // Peers enter the routing table only when this node says so: once identify

@@ -1037,3 +1037,54 @@ async fn sybils_neither_crowd_the_routing_table_nor_outlive_their_leaving() {
         n.shutdown().await;
     }
 }
+
+/// A holder announces only the blocks its filter names (a node: manifests, not pieces),
+/// and one restarted within [`jewel_net::announce::REFRESH_EVERY`] of its last whole pass
+/// (kept in its state file) announces nothing again: the records of that pass are still
+/// alive. Without the state file it announces its store at every start (the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_announces_only_what_its_filter_names_and_not_again_after_a_quick_restart() {
+    let key = Keypair::generate_ed25519();
+    let store = MemStore::new(None);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("announced");
+    let (others, _) = network(3, None).await;
+    let boot = others[0].handle().listeners().await.unwrap()[0]
+        .clone()
+        .with(libp2p_peer(others[0].handle().peer_id()));
+    let with_key = |bootstrap: Vec<Multiaddr>| {
+        let config = NetConfig {
+            bootstrap,
+            announce_only: Some(|head: &[u8]| head.starts_with(b"SAY")),
+            announce_state: Some(state.clone()),
+            ..NetConfig::default()
+        };
+        Network::start(key.clone(), config, Arc::new(store.clone()))
+    };
+    let holder = with_key(vec![boot.clone()]).await.unwrap();
+    let (said, quiet) = (b"SAY this one".to_vec(), data(10_000, 3));
+    for b in [&quiet, &said] {
+        others[1].blocks().put_block(holder.handle().peer_id(), BlockId::of(b), b).await.unwrap();
+    }
+    announced(&holder, 1).await;
+    let found = others[2].handle().providers(BlockId::of(&said)).await.unwrap();
+    assert!(found.contains(&holder.handle().peer_id()), "{found:?}");
+    let none = others[2].handle().providers(BlockId::of(&quiet)).await.unwrap();
+    assert!(none.is_empty(), "a block the filter does not name was announced: {none:?}");
+    // The start-up pass (of an empty store) has ended and been kept.
+    assert!(state.exists(), "the pass's time is kept");
+    holder.shutdown().await;
+    let again = with_key(vec![boot]).await.unwrap();
+    // The announcer is idle until the next pass is due: a block stored now is announced,
+    // and it is the only one (the two already held are not announced again).
+    let fresh = b"SAY a newer one".to_vec();
+    others[1].blocks().put_block(again.handle().peer_id(), BlockId::of(&fresh), &fresh).await.unwrap();
+    announced(&again, 1).await;
+    let found = others[2].handle().providers(BlockId::of(&fresh)).await.unwrap();
+    assert!(found.contains(&again.handle().peer_id()), "{found:?}");
+    assert_eq!(*again.announced().borrow(), 1, "only the new block was announced after the restart");
+    again.shutdown().await;
+    for n in others {
+        n.shutdown().await;
+    }
+}

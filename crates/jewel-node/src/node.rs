@@ -359,7 +359,7 @@ impl Node {
             return client::find_file(&self.blocks, id, Some(&self.store)).await;
         };
         let manifest = client::fetch_manifest(&self.blocks, id, &holders).await?;
-        let located = client::locate(&self.blocks, &manifest, Some(&holders)).await;
+        let located = client::locate(&self.blocks, id, &manifest, Some(&holders)).await;
         Ok((manifest, located))
     }
 

@@ -71,6 +71,72 @@ pub struct Lease {
 /// The leases of the blocks in one store.
 pub struct LeaseBook {
     db: Arc<Database>,
+    /// The charges table's running sums, in memory: what a quota check reads, with no
+    /// transaction and no scan (a check is a cost any stranger can trigger).
+    sums: std::sync::Mutex<Sums>,
+}
+
+/// The charges, mirrored: each owner's, and the owners whose first charge came after
+/// `horizon` (ordered by it) with their bytes' total. Updated after each commit that
+/// changes a charge; loaded once when the book opens. One book per database holds it.
+#[derive(Default)]
+struct Sums {
+    owners: std::collections::HashMap<Vec<u8>, Charge>,
+    recent: std::collections::BTreeSet<(u64, Vec<u8>)>,
+    horizon: u64,
+    recent_bytes: u64,
+}
+
+impl Sums {
+    fn add(&mut self, owner: &[u8], size: u64, now: u64) {
+        let c = self.owners.entry(owner.to_vec()).or_insert(Charge { bytes: 0, since: now });
+        c.bytes = c.bytes.saturating_add(size);
+        if c.since > self.horizon {
+            self.recent.insert((c.since, owner.to_vec()));
+            self.recent_bytes = self.recent_bytes.saturating_add(size);
+        }
+    }
+
+    fn take(&mut self, owner: &[u8], size: u64) {
+        let Some(c) = self.owners.get_mut(owner) else { return };
+        let size = size.min(c.bytes);
+        c.bytes -= size;
+        let since = c.since;
+        if since > self.horizon {
+            self.recent_bytes = self.recent_bytes.saturating_sub(size);
+        }
+        if c.bytes == 0 {
+            self.owners.remove(owner);
+            self.recent.remove(&(since, owner.to_vec()));
+        }
+    }
+
+    /// Bytes of the owners first charged after `since`: amortized O(1) while `since` only
+    /// grows (each owner leaves the recent set once); a `since` before the horizon (a clock
+    /// set back) rebuilds the set.
+    fn recent_after(&mut self, since: u64) -> u64 {
+        if since < self.horizon {
+            self.horizon = since;
+            self.recent = self
+                .owners
+                .iter()
+                .filter(|(_, c)| c.since > since)
+                .map(|(o, c)| (c.since, o.clone()))
+                .collect();
+            self.recent_bytes = self.owners.values().filter(|c| c.since > since).map(|c| c.bytes).sum();
+            return self.recent_bytes;
+        }
+        self.horizon = since;
+        while let Some((first, owner)) = self.recent.first().cloned() {
+            if first > since {
+                break;
+            }
+            self.recent.pop_first();
+            let bytes = self.owners.get(&owner).map_or(0, |c| c.bytes);
+            self.recent_bytes = self.recent_bytes.saturating_sub(bytes);
+        }
+        self.recent_bytes
+    }
 }
 
 impl std::fmt::Debug for LeaseBook {
@@ -101,9 +167,30 @@ impl LeaseBook {
     /// The book in a table of `database`, which other tables may share (a node keeps all
     /// its state in one database, so a change and what it depends on commit together).
     pub fn in_database(database: Arc<Database>) -> Result<LeaseBook, LeaseError> {
-        let book = LeaseBook { db: database };
+        let book = LeaseBook { db: database, sums: std::sync::Mutex::default() };
         book.init()?;
+        book.load_sums()?;
         Ok(book)
+    }
+
+    /// Reads the charges table into the running sums (once, when the book opens).
+    fn load_sums(&self) -> Result<(), LeaseError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let t = tx.open_table(CHARGES).map_err(db)?;
+        let mut sums = Sums::default();
+        for entry in t.iter().map_err(db)? {
+            let (owner, v) = entry.map_err(db)?;
+            let (bytes, since) = v.value();
+            sums.add(owner.value(), bytes, since);
+        }
+        *self.sums() = sums;
+        Ok(())
+    }
+
+    fn sums(&self) -> std::sync::MutexGuard<'_, Sums> {
+        // The sums are updated in whole steps under the lock: a panic elsewhere leaves
+        // them consistent.
+        self.sums.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Copies every lease of `other` into this book, in one transaction; returns how many.
@@ -145,7 +232,7 @@ impl LeaseBook {
     pub fn charge(&self, block: &BlockId, owner: &[u8], size: u64, now: u64) -> Result<(), LeaseError> {
         let mut tx = self.db.begin_write().map_err(db)?;
         tx.set_durability(redb::Durability::None);
-        {
+        let since = {
             let mut charged = tx.open_table(CHARGED).map_err(db)?;
             if charged.get(block.0.as_slice()).map_err(db)?.is_some() {
                 return Ok(());
@@ -156,8 +243,11 @@ impl LeaseBook {
             let mut charges = tx.open_table(CHARGES).map_err(db)?;
             let (bytes, since) = charges.get(owner).map_err(db)?.map_or((0, now), |v| v.value());
             charges.insert(owner, (bytes.saturating_add(size), since)).map_err(db)?;
-        }
-        tx.commit().map_err(db)
+            since
+        };
+        tx.commit().map_err(db)?;
+        self.sums().add(owner, size, since);
+        Ok(())
     }
 
     /// The peer `block` is charged to: the one that first sent it, if it is still here.
@@ -168,28 +258,17 @@ impl LeaseBook {
         Ok(entry.and_then(|v| v.value().get(8..).map(<[u8]>::to_vec)))
     }
 
-    /// What `owner`'s uploads take here, if anything.
+    /// What `owner`'s uploads take here, if anything (from the running sums: no
+    /// transaction).
     pub fn charge_of(&self, owner: &[u8]) -> Result<Option<Charge>, LeaseError> {
-        let tx = self.db.begin_read().map_err(db)?;
-        let t = tx.open_table(CHARGES).map_err(db)?;
-        Ok(t.get(owner).map_err(db)?.map(|v| {
-            let (bytes, since) = v.value();
-            Charge { bytes, since }
-        }))
+        Ok(self.sums().owners.get(owner).copied())
     }
 
-    /// Bytes charged to the peers whose first charge came after `since`, together.
+    /// Bytes charged to the peers whose first charge came after `since`, together (from
+    /// the running sums: amortized O(1) while `since` moves forward, as it does when the
+    /// caller passes now minus a fixed age).
     pub fn newcomers_charged(&self, since: u64) -> Result<u64, LeaseError> {
-        let tx = self.db.begin_read().map_err(db)?;
-        let t = tx.open_table(CHARGES).map_err(db)?;
-        let mut total = 0u64;
-        for entry in t.iter().map_err(db)? {
-            let (bytes, first) = entry.map_err(db)?.1.value();
-            if first > since {
-                total = total.saturating_add(bytes);
-            }
-        }
-        Ok(total)
+        Ok(self.sums().recent_after(since))
     }
 
     /// Applies lease changes in one transaction, durably.
@@ -257,6 +336,7 @@ impl LeaseBook {
     /// Forgets every lease of `block`, and its charge (the block is gone).
     pub fn forget(&self, block: &BlockId) -> Result<(), LeaseError> {
         let tx = self.db.begin_write().map_err(db)?;
+        let mut freed = None;
         {
             let mut t = tx.open_table(LEASES).map_err(db)?;
             t.retain_in::<&[u8], _>(block.0.as_slice().., |k, _| !k.starts_with(&block.0)).map_err(db)?;
@@ -265,6 +345,7 @@ impl LeaseBook {
             if let Some(entry) = entry.filter(|e| e.len() >= 8) {
                 let (size, owner) = entry.split_at(8);
                 let size = u64::from_be_bytes(size.try_into().unwrap_or([0; 8]));
+                freed = Some((owner.to_vec(), size));
                 let mut charges = tx.open_table(CHARGES).map_err(db)?;
                 let left = charges.get(owner).map_err(db)?.map(|v| v.value());
                 match left {
@@ -278,7 +359,11 @@ impl LeaseBook {
                 }
             }
         }
-        tx.commit().map_err(db)
+        tx.commit().map_err(db)?;
+        if let Some((owner, size)) = freed {
+            self.sums().take(&owner, size);
+        }
+        Ok(())
     }
 }
 
@@ -351,6 +436,45 @@ mod tests {
         book.forget(&b).unwrap();
         assert_eq!(book.charge_of(b"alice").unwrap(), None, "nothing left: alice is new again");
         book.forget(&b).unwrap(); // twice: nothing happens
+    }
+
+    /// The running sums agree with the table they mirror, after any charges and frees, at
+    /// any horizon, and after a reopen (which reads them from the table).
+    #[test]
+    fn the_running_sums_agree_with_the_charges_table() {
+        use proptest::prelude::*;
+        let ops = proptest::collection::vec((0u8..6, 0u8..4, 1u64..1000, 0u64..100, any::<bool>()), 1..60);
+        proptest!(ProptestConfig::with_cases(64), |(ops in ops, ages in proptest::collection::vec(0u64..120, 1..6))| {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            let book = LeaseBook::open(file.path()).unwrap();
+            for (block, owner, size, at, free) in &ops {
+                let id = BlockId([*block; 32]);
+                if *free {
+                    book.forget(&id).unwrap();
+                } else {
+                    book.charge(&id, &[*owner], *size, *at).unwrap();
+                }
+            }
+            let scan = |book: &LeaseBook, since: u64| {
+                let tx = book.db.begin_read().unwrap();
+                let t = tx.open_table(CHARGES).unwrap();
+                t.iter().unwrap().map(|e| e.unwrap().1.value()).filter(|(_, f)| *f > since).map(|(b, _)| b).sum::<u64>()
+            };
+            for since in &ages {
+                prop_assert_eq!(book.newcomers_charged(*since).unwrap(), scan(&book, *since));
+            }
+            for owner in 0u8..4 {
+                let tx = book.db.begin_read().unwrap();
+                let t = tx.open_table(CHARGES).unwrap();
+                let row = t.get([owner].as_slice()).unwrap().map(|v| { let (bytes, since) = v.value(); Charge { bytes, since } });
+                prop_assert_eq!(book.charge_of(&[owner]).unwrap(), row);
+            }
+            drop(book);
+            let again = LeaseBook::open(file.path()).unwrap();
+            for since in &ages {
+                prop_assert_eq!(again.newcomers_charged(*since).unwrap(), scan(&again, *since));
+            }
+        });
     }
 
     #[test]

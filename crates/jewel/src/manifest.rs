@@ -83,6 +83,13 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Whether a block starting with `head` may be a manifest (its magic bytes): what a
+    /// holder announces in the DHT (see `jewel_net::announce`). Pieces are ciphertext: one
+    /// starts with these four bytes once in 2^32.
+    pub fn looks_like(head: &[u8]) -> bool {
+        head.starts_with(MAGIC)
+    }
+
     /// Number of segments a file of `file_len` bytes has: at least one, so that even an
     /// empty file carries an authenticated "last segment".
     pub fn segment_count(file_len: u64, segment_size: u32) -> u64 {

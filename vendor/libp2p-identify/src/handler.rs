@@ -104,44 +104,47 @@ pub struct Handler {
 }
 
 /// Jewel: how far an address reaches: 0 loopback, 1 a local network (private, link-local,
-/// carrier-grade NAT), 2 the internet. An address with no IP of its own first (a DNS
-/// name, a bare circuit) counts as the internet: the strictest reading for a remote, and
-/// kept as an address.
-fn reach(addr: &Multiaddr) -> u8 {
+/// carrier-grade NAT), 2 the internet; a DNS name counts as the internet, and an address
+/// with no host first (a relayed connection's `/p2p/PEER`) is unknown (`None`).
+fn reach(addr: &Multiaddr) -> Option<u8> {
     use libp2p_core::multiaddr::Protocol;
-    match addr.iter().next() {
-        Some(Protocol::Ip4(ip)) => {
+    match addr.iter().next()? {
+        Protocol::Ip4(ip) => {
             let o = ip.octets();
-            if ip.is_loopback() {
+            Some(if ip.is_loopback() {
                 0
             } else if ip.is_private() || ip.is_link_local() || (o[0] == 100 && (o[1] & 0xc0) == 64)
             {
                 1
             } else {
                 2
-            }
+            })
         }
-        Some(Protocol::Ip6(ip)) => {
+        Protocol::Ip6(ip) => {
             let first = ip.segments()[0];
-            if ip.is_loopback() {
+            Some(if ip.is_loopback() {
                 0
             } else if (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80 {
                 1
             } else {
                 2
-            }
+            })
         }
-        _ => 2,
+        Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) | Protocol::Dnsaddr(_) => Some(2),
+        _ => None,
     }
 }
 
 /// Jewel: the addresses worth telling a peer whose connection comes from `remote`: those
 /// that reach at least as far (a peer across the internet learns no loopback or private
 /// address; one on the local network no loopback one). Such addresses name machines in
-/// the peer's own network, or none, and tell strangers how this home is laid out.
+/// the peer's own network, or none, and tell strangers how a home is laid out. Where the
+/// remote's reach is unknown (it came through a relay), as far as the farthest-reaching
+/// address there is: on the internet, the internet ones only; on one machine, all.
 fn for_remote(addrs: &HashSet<Multiaddr>, remote: &Multiaddr) -> Vec<Multiaddr> {
-    let over = reach(remote);
-    addrs.iter().filter(|a| reach(a) >= over).cloned().collect()
+    let widest = addrs.iter().filter_map(reach).max().unwrap_or(0);
+    let over = reach(remote).unwrap_or(widest);
+    addrs.iter().filter(|a| reach(a).unwrap_or(2) >= over).cloned().collect()
 }
 
 /// An event from `Behaviour` with the information requested by the `Handler`.

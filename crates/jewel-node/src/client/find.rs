@@ -81,7 +81,7 @@ pub async fn find_file(
             }
         }
         if let Some(manifest) = manifest {
-            let holders = holders_of(blocks, &manifest, trusted).await;
+            let holders = holders_of(blocks, id, &manifest, trusted).await;
             tracing::debug!(file = %id, took = ?start.elapsed(), record = trusted.is_some(), "found the file");
             return Ok((manifest, holders));
         }
@@ -98,23 +98,66 @@ pub async fn find_file(
     }
 }
 
-/// Each slot's holder: the record's, where it names one for that piece, else the first
-/// provider of the piece.
+/// Each slot's holder: the record's, where it names one for that piece, else one that
+/// says it holds the piece (see [`ask_holders`]).
 async fn holders_of(
     blocks: &BlockClient,
+    id: BlockId,
     manifest: &Manifest,
     record: Option<&HoldersRecord>,
 ) -> Vec<Option<PeerId>> {
     let mut unused: Vec<&Holder> = record.map(|r| r.holders.iter().collect()).unwrap_or_default();
-    let mut out = Vec::with_capacity(manifest.pieces.len());
-    for piece in &manifest.pieces {
-        let named = unused.iter().position(|h| h.block == *piece).map(|i| unused.remove(i).peer);
-        out.push(match named {
-            Some(peer) => Some(peer),
-            None => within(blocks.net().providers(*piece)).await.and_then(|p| p.into_iter().next()),
-        });
+    let named: Vec<Option<PeerId>> = manifest
+        .pieces
+        .iter()
+        .map(|piece| unused.iter().position(|h| h.block == *piece).map(|i| unused.remove(i).peer))
+        .collect();
+    let known: Vec<PeerId> = named.iter().flatten().copied().collect();
+    ask_holders(blocks, id, manifest, named, &known).await
+}
+
+/// Peers asked at once which pieces of a file they hold, at most.
+const ASK_AT_ONCE: usize = 20;
+
+/// Fills the slots of `found` that name no holder: the manifest's providers in the DHT
+/// (every holder keeps the manifest and announces it; pieces are not announced, see
+/// `jewel_net::announce`) and `known` are asked which of the file's pieces they hold
+/// (HAS, each within [`QUERY_TIMEOUT`]), and a slot takes the first that says yes. Asks
+/// nothing when every slot has a holder.
+pub async fn ask_holders(
+    blocks: &BlockClient,
+    id: BlockId,
+    manifest: &Manifest,
+    mut found: Vec<Option<PeerId>>,
+    known: &[PeerId],
+) -> Vec<Option<PeerId>> {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    found.resize(manifest.pieces.len(), None);
+    if found.iter().all(Option::is_some) {
+        return found;
     }
-    out
+    let mut peers: Vec<PeerId> = known.to_vec();
+    for p in within(blocks.net().providers(id)).await.unwrap_or_default() {
+        if !peers.contains(&p) {
+            peers.push(p);
+        }
+    }
+    peers.truncate(ASK_AT_ONCE);
+    let mut asked: FuturesUnordered<_> = peers
+        .into_iter()
+        .map(|peer| async move { (peer, within(blocks.has(peer, &manifest.pieces)).await) })
+        .collect();
+    while let Some((peer, held)) = asked.next().await {
+        for (slot, has) in held.unwrap_or_default().into_iter().enumerate() {
+            if has && found.get(slot).is_some_and(Option::is_none) {
+                found[slot] = Some(peer);
+            }
+        }
+        if found.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    found
 }
 
 /// Publishes who holds each piece of `manifest` (`holders[i]` for slot i) and the manifest,

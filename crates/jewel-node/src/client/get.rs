@@ -476,20 +476,18 @@ impl NetFetch {
     }
 }
 
-/// Finds the holder of every slot: the recorded placement first, else a DHT lookup.
+/// Finds the holder of every slot of file `id`: the recorded placement first, else one
+/// of the manifest's providers that holds the piece (see [`super::find::ask_holders`]).
 pub async fn locate(
     blocks: &BlockClient,
+    id: BlockId,
     manifest: &Manifest,
     placement: Option<&[PeerId]>,
 ) -> Vec<Option<PeerId>> {
-    let mut found = Vec::with_capacity(manifest.pieces.len());
-    for (slot, id) in manifest.pieces.iter().enumerate() {
-        found.push(match placement.and_then(|p| p.get(slot)) {
-            Some(peer) => Some(*peer),
-            None => blocks.net().providers(*id).await.ok().and_then(|p| p.into_iter().next()),
-        });
-    }
-    found
+    let found: Vec<Option<PeerId>> =
+        placement.map(|p| p.iter().copied().map(Some).collect()).unwrap_or_default();
+    let known: Vec<PeerId> = found.iter().flatten().copied().collect();
+    super::find::ask_holders(blocks, id, manifest, found, &known).await
 }
 
 /// Another holder is asked for the manifest when the ones asked have not answered within
