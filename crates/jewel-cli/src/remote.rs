@@ -85,6 +85,37 @@ impl Api {
         self.reply(req.send(ureq::SendBody::from_reader(body)))
     }
 
+    /// Streams a file's bytes from the node (`/v1/read`) into `out`, as they decode; a
+    /// stream cut short (the get failed midway) is an error. Returns the bytes written.
+    pub fn read_into(&self, req: &api::ReadRequest, out: &mut dyn Write) -> Result<u64> {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let url = format!("{}{}", self.base, api::READ_PATH);
+        let r = agent.post(&url).header("authorization", &format!("Bearer {}", self.token)).send_json(req);
+        let mut resp = r.with_context(|| format!("cannot reach the node's API at {}", self.base))?;
+        if !resp.status().is_success() {
+            let body: ErrorBody =
+                resp.body_mut().read_json().context("the node sent a malformed error reply")?;
+            bail!("{}", body.error);
+        }
+        let expected = resp.body().content_length();
+        let mut body = resp.body_mut().with_config().reader();
+        let copied = std::io::copy(&mut body, out).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                anyhow::anyhow!("writing to stdout: {e}")
+            } else {
+                anyhow::anyhow!("the get failed midway (the output is cut short): {e}")
+            }
+        })?;
+        if expected.is_some_and(|n| n != copied) {
+            bail!(
+                "the get failed midway (the output is cut short): {copied} of {} bytes",
+                expected.unwrap_or(0)
+            );
+        }
+        out.flush().context("writing to stdout")?;
+        Ok(copied)
+    }
+
     /// Calls an endpoint that takes no request body.
     pub fn fetch<E: Endpoint<Request = NoBody>>(&self) -> Result<E::Response> {
         self.call::<E>(&NoBody {})
@@ -355,32 +386,26 @@ pub struct GetArgs<'a> {
 pub fn get(home: Option<&Path>, args: GetArgs<'_>) -> Result<()> {
     let GetArgs { cap, out, range, json, force } = args;
     let api = Api::open(home)?;
-    let to_stdout = out.as_os_str() == "-";
-    if !to_stdout {
-        // Before anything is fetched: a wrong output costs nothing.
-        jewel_node::check_output(out, force)?;
+    if out.as_os_str() == "-" {
+        // Streamed as it decodes: nothing is written to disk.
+        let req = api::ReadRequest { cap: cap.to_string(), range };
+        api.read_into(&req, &mut std::io::stdout().lock())?;
+        return Ok(());
     }
-    let target = if to_stdout {
-        let home = home.map(Path::to_path_buf).unwrap_or_default();
-        absolute(&home.join(format!("stdout-{}.tmp", std::process::id())))?
-    } else {
-        absolute(out)?
-    };
+    // Before anything is fetched: a wrong output costs nothing.
+    jewel_node::check_output(out, force)?;
+    let target = absolute(out)?;
     let v = with_progress(&api, "get", |job| {
         let req = api::GetRequest {
             cap: cap.to_string(),
             out: target.clone(),
             range,
             job: job.map(str::to_string),
-            force: force || to_stdout,
+            force,
         };
         api.call::<api::Get>(&req)
     })?;
-    if to_stdout {
-        let mut f = std::fs::File::open(&target)?;
-        std::io::copy(&mut f, &mut std::io::stdout().lock()).context("writing to stdout")?;
-        let _ = std::fs::remove_file(&target);
-    } else if json {
+    if json {
         outln!("{}", serde_json::to_string(&v)?);
     } else {
         let resumed = v.resumed_from;

@@ -811,3 +811,58 @@ fn a_bad_chunk_costs_its_segment_not_its_holder() {
     let verified = net.peers[0].json(&["check", &cap, "--verify", "--json"]);
     assert_eq!(verified["alive"], 5, "{verified}");
 }
+
+/// `get CAP -o -` streams the file to stdout as it decodes, with nothing written to the
+/// home, and a get that fails once bytes have gone out never looks complete: the holder is
+/// killed after the first megabyte reached stdout, and the CLI exits with an error that
+/// says the output is cut short (the node ends the stream short; the CLI checks the length).
+#[test]
+fn a_streamed_get_is_whole_or_says_it_was_cut_short() {
+    use std::process::Stdio;
+    let _one = exclusive();
+    let tmp = tempfile::tempdir().unwrap();
+    let cli = Cli::new(BIN);
+    let owner = Node::builder(&cli, &tmp.path().join("owner")).start();
+    let mut holder = Node::builder(&cli, &tmp.path().join("holder")).bootstrap(&owner.addr).start();
+    owner.wait_knows(&[&holder.peer]);
+    let data = random_bytes(64 << 20, 17);
+    let file = write_file(&tmp.path().join("big"), &data);
+    let put = owner.json(&["put", &file, "--scheme", "hosting", "--json"]);
+    let cap = put["cap"].as_str().unwrap().to_string();
+    let get = || {
+        let mut cmd = cli.command();
+        cmd.arg("--home").arg(&owner.home).args(["get", &cap, "-o", "-"]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    };
+    let mut whole = get();
+    let mut got = Vec::new();
+    whole.stdout.take().unwrap().read_to_end(&mut got).unwrap();
+    assert!(whole.wait().unwrap().success());
+    assert!(got == data, "the streamed get gave {} bytes, not the file", got.len());
+    let leftovers: Vec<_> = std::fs::read_dir(&owner.home)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains("stdout") || n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "a streamed get wrote to the home: {leftovers:?}");
+
+    let mut cut = get();
+    let mut stdout = cut.stdout.take().unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    stdout.read_exact(&mut first).unwrap();
+    holder.kill();
+    let mut rest = Vec::new();
+    let _ = stdout.read_to_end(&mut rest);
+    let mut stderr = String::new();
+    cut.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let status = cut.wait().unwrap();
+    let total = first.len() + rest.len();
+    assert!(total < data.len(), "the whole file came before the holder was killed: make it larger");
+    assert!(!status.success(), "a get cut short after {total} bytes exited 0");
+    assert!(stderr.contains("cut short"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        data.starts_with(&first) && data[first.len()..].starts_with(&rest),
+        "what came is the file's start"
+    );
+}

@@ -67,6 +67,23 @@ endpoint!(
 /// The body must be exactly `size` bytes. Answers a [`PutResponse`].
 pub const PUT_STREAM_PATH: &str = "/v1/put-stream";
 
+/// A file's plaintext as the reply's body, streamed as it decodes: `POST /v1/read` with a
+/// [`ReadRequest`]; the reply is `application/octet-stream` of exactly its
+/// `content-length` (the file, or the range), or an error reply before any byte. A get
+/// that fails once bytes have gone ends the body short (the client sees it cut). `jewel get
+/// CAP -o -` reads so: nothing is written to disk.
+pub const READ_PATH: &str = "/v1/read";
+
+/// The request of [`READ_PATH`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadRequest {
+    pub cap: String,
+    /// Plaintext bytes `start..end` only (end exclusive); the whole file if absent.
+    #[serde(default)]
+    pub range: Option<(u64, u64)>,
+}
+
 /// The query of [`PUT_STREAM_PATH`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -367,6 +367,22 @@ impl std::io::Read for BodyReader {
     }
 }
 
+/// `POST /v1/read` (see [`api::READ_PATH`]): the file's bytes as the body, streamed.
+async fn read_stream(State(s): S, Body(req): Body<api::ReadRequest>) -> Response {
+    match s.node.read(&req.cap, req.range).await {
+        Ok((len, rx)) => {
+            let body =
+                futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+            Response::builder()
+                .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
+                .header(axum::http::header::CONTENT_LENGTH, len)
+                .body(axum::body::Body::from_stream(body))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
 async fn get_file(State(s): S, Body(req): Req<api::Get>) -> Reply<api::Get> {
     Ok(Json(s.node.get(req).await?))
 }
@@ -451,6 +467,7 @@ pub(crate) fn router(served: Arc<Served>) -> Router {
         .route(at::<api::Put>(), post(put))
         .route(api::PUT_STREAM_PATH, post(put_stream))
         .route(at::<api::Get>(), post(get_file))
+        .route(api::READ_PATH, post(read_stream))
         .route(at::<api::Check>(), post(check))
         .route(at::<api::Repair>(), post(repair))
         .route(at::<api::Rm>(), post(rm))

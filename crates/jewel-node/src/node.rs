@@ -787,6 +787,63 @@ impl Node {
         Ok(GetResponse { stats, resumed_from })
     }
 
+    /// Streams a file (or `range` of it) as it decodes: returns its length and a bounded
+    /// channel of its bytes, in order, once the file is found and the key checked (errors
+    /// before that are returned; one after is the channel's last item). Runs as a transfer
+    /// (it waits its turn); a reader that drops the channel stops the get. Nothing is
+    /// written to disk.
+    pub async fn read(
+        self: &Arc<Self>,
+        cap: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<(u64, tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>), GetError> {
+        let cap: ReadCap = cap.parse()?;
+        if let Some((start, end)) = range {
+            if start > end {
+                return Err(GetError::Range { start, end });
+            }
+        }
+        let (manifest, located) = self.locate(cap.manifest).await.map_err(GetError::Locate)?;
+        let len = manifest.file_len;
+        let (start, end) = range.map_or((0, len), |(s, e)| (s, e.min(len)));
+        if start >= len && start > 0 {
+            return Err(GetError::PastEnd { start, len });
+        }
+        manifest.check_key(&cap.key).map_err(GetError::Key)?;
+        let fetch = NetFetch::new(self.blocks.clone(), &manifest, &located)
+            .map_err(GetError::Locate)?
+            .with_local(&self.store);
+        let (tx, rx) = tokio::sync::mpsc::channel(READ_QUEUE);
+        let node = self.clone();
+        tokio::spawn(async move {
+            let Ok(_turn) = node.transfers.acquire().await else { return };
+            let sink = tx.clone();
+            let done = Bridge::run(move |bridge| {
+                let mut out = ChannelWriter(sink);
+                let range = ByteRange { start, end };
+                jewel::pipeline::get_with(
+                    &manifest,
+                    &cap.key,
+                    &bridge.fetch(&fetch),
+                    range,
+                    &mut out,
+                    client::GET_THREADS,
+                )
+            })
+            .await;
+            let failed = match done {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(why) = failed {
+                tracing::info!(error = %why, "a streamed read failed");
+                let _ = tx.send(Err(std::io::Error::other(why))).await;
+            }
+        });
+        Ok((end - start, rx))
+    }
+
     /// Releases a file this node put: holders delete what no other lease keeps, and the
     /// node forgets it.
     pub async fn rm(&self, cap: &str) -> Result<RmResponse, RmError> {
@@ -956,4 +1013,25 @@ pub enum DirError {
     State(#[from] StateError),
     #[error("interrupted (the node is stopping)")]
     Interrupted,
+}
+
+/// Chunks a streamed read may have decoded ahead of its reader (each at most a segment's
+/// plaintext): bounds its memory.
+const READ_QUEUE: usize = 4;
+
+/// A pipeline's output into a streamed read's channel, from the blocking thread the
+/// pipeline runs on; a reader that went away ends the get (a broken pipe).
+struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(buf.to_vec()))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the reader went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
