@@ -805,7 +805,14 @@ fn a_flood_of_name_records_does_not_crowd_out_a_users() {
         let n = stranger("/ip4/127.0.0.1/tcp/0", boots, None).await;
         let records = (0..16_500u64).map(|i| {
             let user = jewel::user::UserKey::generate().unwrap();
-            jewel::names::NameRecord::sign(user.signing_key(), [1; 32], i + 1, &[2; 32], b"flood").unwrap()
+            <jewel::names::NameRecord as jewel::names::Sealed>::sign(
+                user.signing_key(),
+                [1; 32],
+                i + 1,
+                &[2; 32],
+                b"flood",
+            )
+            .unwrap()
         });
         let handle = n.handle().clone();
         let ok = futures::stream::iter(records)

@@ -30,8 +30,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::swarm::NetHandle;
-use jewel::store::BlockStore;
-use jewel::BlockId;
+use jewel_store::store::BlockStore;
+use jewel_store::BlockId;
 
 /// How long an announcement waits after its block was stored.
 pub const ANNOUNCE_DELAY: Duration = Duration::from_secs(1);
@@ -117,12 +117,12 @@ impl Announcer {
     pub(crate) async fn refresh(&self, store: Arc<dyn BlockStore>, state: Option<PathBuf>) {
         loop {
             if let Some(last) = state.as_deref().and_then(last_pass) {
-                let since = jewel::lease::now().saturating_sub(last);
+                let since = jewel_store::lease::now().saturating_sub(last);
                 let wait = REFRESH_EVERY.saturating_sub(Duration::from_secs(since));
                 tracing::debug!(?wait, "the store's provider records are alive; next pass later");
                 tokio::time::sleep(wait).await;
             }
-            let began = jewel::lease::now();
+            let began = jewel_store::lease::now();
             if !self.everything(store.clone()).await {
                 return;
             }

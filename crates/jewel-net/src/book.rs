@@ -13,7 +13,7 @@
 //! A record is only a hint: every byte fetched from a holder it names is still verified
 //! against its block id, so a forged record costs time, never a wrong byte.
 
-use jewel::BlockId;
+use jewel_store::BlockId;
 use libp2p::{Multiaddr, PeerId};
 
 /// The largest record, in bytes.

@@ -31,7 +31,7 @@ pub enum NetError {
     #[error(transparent)]
     Wire(#[from] crate::wire::WireError),
     #[error("peer {peer} sent a bad fragment: {source}")]
-    Fragment { peer: PeerId, source: jewel::store::FragmentError },
+    Fragment { peer: PeerId, source: jewel_store::store::FragmentError },
     #[error(transparent)]
-    Store(#[from] jewel::store::StoreError),
+    Store(#[from] jewel_store::store::StoreError),
 }

@@ -31,7 +31,7 @@ pub use libp2p::multiaddr::Protocol as MultiaddrProtocol;
 pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
 pub use swarm::{NetConfig, NetEvent, NetHandle, PeerInfo, KAD_PROTOCOL};
 
-use jewel::store::BlockStore;
+use jewel_store::store::BlockStore;
 
 /// A running network node: the event loop and the block server, stopped together.
 pub struct Network {
@@ -67,7 +67,7 @@ impl Network {
         let leases = match &config.leases {
             Some(l) => l.clone(),
             None => Arc::new(
-                jewel::lease::LeaseBook::in_memory().map_err(|e| NetError::Transport(e.to_string()))?,
+                jewel_store::lease::LeaseBook::in_memory().map_err(|e| NetError::Transport(e.to_string()))?,
             ),
         };
         let mut announced = tokio::sync::watch::channel(0).1;

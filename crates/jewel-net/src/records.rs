@@ -2,7 +2,7 @@
 //! that many files' holders records never crowd out the signed name records a user's index
 //! lives by, and memory stays bounded whatever peers send:
 //! - holders records (`crate::book`): at most [`MAX_HOLDERS_BYTES`] of values in all;
-//! - name records (`jewel::names`, at most 1 KiB each): at most [`MAX_NAMES`].
+//! - name records (`jewel_store::names`, at most 1 KiB each): at most [`MAX_NAMES`].
 //!
 //! A holders record over its kind's limit is refused (`MaxRecords`); replacing a record
 //! counts only the difference.
@@ -48,7 +48,7 @@ pub(crate) struct RecordBook {
 }
 
 fn is_name(key: &RecordKey) -> bool {
-    key.as_ref().starts_with(jewel::names::KEY_PREFIX)
+    key.as_ref().starts_with(jewel_store::names::KEY_PREFIX)
 }
 
 impl RecordBook {
@@ -145,7 +145,8 @@ impl RecordStore for RecordBook {
         let old = self.inner.get(&r.key).map(|o| o.value.len());
         if is_name(&r.key) {
             // This node's own publications (peers' go through `put_name`).
-            let user = jewel::names::NameRecord::decode(&r.value).map_err(|_| Error::ValueTooLarge)?.user;
+            let user =
+                jewel_store::names::NameRecord::decode(&r.value).map_err(|_| Error::ValueTooLarge)?.user;
             let local = self.local;
             return self.put_name(r, local, user);
         } else if self.holders_bytes - old.unwrap_or(0) + r.value.len() > MAX_HOLDERS_BYTES {
@@ -201,7 +202,7 @@ mod tests {
         }
         assert!(matches!(book.put(record(b"/jewel/holders/x", big)), Err(Error::MaxRecords)));
         // A name record still fits; replacing a holders record with a smaller one frees room.
-        let name = [jewel::names::KEY_PREFIX, b"n1"].concat();
+        let name = [jewel_store::names::KEY_PREFIX, b"n1"].concat();
         book.put_name(record(&name, 500), PeerId::random(), [1; 32]).unwrap();
         book.put(record(b"/jewel/holders/0", 10)).unwrap();
         book.put(record(b"/jewel/holders/x", big - 10)).unwrap();
@@ -211,7 +212,7 @@ mod tests {
     }
 
     fn name(i: usize) -> Record {
-        record(&[jewel::names::KEY_PREFIX, format!("k{i}").as_bytes()].concat(), 100)
+        record(&[jewel_store::names::KEY_PREFIX, format!("k{i}").as_bytes()].concat(), 100)
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! [`NetHandle`] sends it bounded commands with oneshot replies. If the loop is gone,
 //! every call returns `NetError::Closed`; nothing panics.
 
+use jewel_store::sync::Locked;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::book::{self, HoldersRecord};
 use crate::error::NetError;
 
-use jewel::names::{self, NameRecord};
-use jewel::BlockId;
+use jewel_store::names::{self, NameRecord};
+use jewel_store::BlockId;
 
 /// The Kademlia protocol name: only Jewel peers share this DHT.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/jewel/kad/1.0.0");
@@ -73,7 +74,7 @@ pub struct NetConfig {
     /// Most bytes per second this node serves to peers (reads and proofs), if limited.
     pub max_upload: Option<u64>,
     /// The leases of the served store; in memory if not given.
-    pub leases: Option<Arc<jewel::lease::LeaseBook>>,
+    pub leases: Option<Arc<jewel_store::lease::LeaseBook>>,
     /// Relay connections for peers behind NATs (circuit relay v2), within `relay_limits`.
     pub relay_server: bool,
     /// What a relay server carries at most.
@@ -592,17 +593,18 @@ pub(crate) struct PeerIps(std::sync::Mutex<HashMap<PeerId, std::net::IpAddr>>);
 
 impl PeerIps {
     pub(crate) fn get(&self, peer: &PeerId) -> Option<std::net::IpAddr> {
-        self.0.lock().ok().and_then(|m| m.get(peer).copied())
+        self.0.locked().get(peer).copied()
     }
 
     fn connected(&self, peer: PeerId, addr: &Multiaddr) {
-        if let (Some(ip), Ok(mut m)) = (crate::iplimit::ip_of(addr), self.0.lock()) {
-            m.insert(peer, ip);
+        if let Some(ip) = crate::iplimit::ip_of(addr) {
+            self.0.locked().insert(peer, ip);
         }
     }
 
     fn gone(&self, peer: &PeerId) {
-        if let Ok(mut m) = self.0.lock() {
+        {
+            let mut m = self.0.locked();
             m.remove(peer);
         }
     }
@@ -703,7 +705,7 @@ impl NetHandle {
         }
     }
 
-    /// Publishes a signed name record (see [`jewel::names`]), as [`NetHandle::publish_holders`].
+    /// Publishes a signed name record (see [`jewel_store::names`]), as [`NetHandle::publish_holders`].
     pub async fn publish_name(&self, record: NameRecord) -> Result<(), NetError> {
         let asked = self.ask(|reply| Command::PublishName { record, reply });
         match tokio::time::timeout(PUBLISH_TIMEOUT, asked).await {

@@ -30,7 +30,7 @@
 
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use jewel::BlockId;
+use jewel_store::BlockId;
 
 const MAGIC: &[u8; 2] = b"JB";
 /// The protocol version this build speaks.

@@ -848,7 +848,7 @@ async fn each_peer_and_all_new_peers_get_a_bounded_share_of_a_holder() {
 /// always gets the user's newest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn name_records_are_verified_and_never_go_back() {
-    use jewel::names::{self, NameRecord};
+    use jewel::names::{self, NameRecord, Sealed};
     let (nodes, _stores) = network(4, None).await;
     let user = jewel::user::UserKey::generate().unwrap();
     let value_key = user.index_key();

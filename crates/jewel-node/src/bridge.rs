@@ -7,6 +7,7 @@
 //! [`Bridge::fetch`] makes a [`NetFetch`] (async, hedged) a `Fetch`. Code outside this
 //! module is either synchronous (the engine) or async (everything else), never both.
 
+use jewel::sync::Locked;
 use std::sync::{Arc, Mutex};
 
 use jewel::pipeline::{Fetch, Fetched, PieceFault, PipelineError};
@@ -223,7 +224,8 @@ impl BlockWriter for NetWriter {
                 Err(NetError::Unresponsive { peer: self.peer, waited })
             }
         };
-        if let Ok(mut o) = self.outcome.lock() {
+        {
+            let mut o = self.outcome.locked();
             *o = Some(result);
         }
         Ok(id)

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use jewel::index::{self, Entry, FolderNode, Index, IndexError, Op};
-use jewel::names::{self, NameError, NameRecord};
+use jewel::names::{self, NameError, NameRecord, Sealed};
 use jewel::user::UserKey;
 use jewel_net::{NetError, NetEvent};
 use serde::{Deserialize, Serialize};
@@ -153,7 +153,7 @@ impl UserIndex {
     }
 
     fn user(&self) -> Option<UserKey> {
-        self.user.read().ok().and_then(|u| u.clone())
+        self.user.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The node now holds `user` (after `jewel id init` or `recover`): join its topic and

@@ -1,6 +1,7 @@
 //! Progress of puts and gets that a client follows by a job id it chose: a bounded table of
 //! counters, and the reader and fetch wrappers that feed them.
 
+use jewel::sync::Locked;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,7 +43,7 @@ impl Jobs {
         if id.is_empty() || id.len() > MAX_JOB_ID {
             return None;
         }
-        let mut jobs = self.0.lock().ok()?;
+        let mut jobs = self.0.locked();
         if jobs.len() >= MAX_JOBS {
             return None;
         }
@@ -54,7 +55,7 @@ impl Jobs {
 
     /// (done, total) of a running job.
     pub fn get(&self, id: &str) -> Option<(u64, u64)> {
-        let jobs = self.0.lock().ok()?;
+        let jobs = self.0.locked();
         let p = jobs.get(id)?;
         Some((p.done.load(Ordering::Relaxed), p.total.load(Ordering::Relaxed)))
     }
@@ -69,7 +70,8 @@ pub struct JobGuard<'a> {
 
 impl Drop for JobGuard<'_> {
     fn drop(&mut self) {
-        if let Ok(mut jobs) = self.jobs.0.lock() {
+        {
+            let mut jobs = self.jobs.0.locked();
             jobs.remove(&self.id);
         }
     }

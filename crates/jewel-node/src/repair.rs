@@ -2,6 +2,7 @@
 //! (not the file's current holders, not this node), lease them, then record the new
 //! placement, only once every rebuilt piece is in place and matches its id.
 
+use jewel::sync::Locked;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -47,14 +48,15 @@ struct RepairGuard<'a> {
 
 impl<'a> RepairGuard<'a> {
     fn take(node: &'a Node, id: BlockId) -> Option<RepairGuard<'a>> {
-        let mut busy = node.repairing.lock().ok()?;
+        let mut busy = node.repairing.locked();
         busy.insert(id).then_some(RepairGuard { node, id })
     }
 }
 
 impl Drop for RepairGuard<'_> {
     fn drop(&mut self) {
-        if let Ok(mut busy) = self.node.repairing.lock() {
+        {
+            let mut busy = self.node.repairing.locked();
             busy.remove(&self.id);
         }
     }

@@ -11,26 +11,29 @@
 //! - [`policy`]: placement, holder ranking, hedging and the repair threshold, pure.
 //! - [`lease`]: why a holder keeps a block, and garbage collection.
 //!
+//! [`store`], [`lease`], [`pool`], [`sync`] and [`BlockId`] live in the `jewel-store` crate,
+//! re-exported here.
+//!
 //! The schemes themselves live in the `jewel-codec` crate, re-exported as [`codec`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod caps;
 pub mod crypto;
-mod direct;
 #[doc(hidden)]
 pub mod fuzzing;
-mod id;
 pub mod index;
-pub mod lease;
 pub mod manifest;
 pub mod names;
 pub mod offline;
 mod parallel;
 pub mod pipeline;
 pub mod policy;
-pub mod pool;
-pub mod store;
 pub mod user;
+
+// Below the engine, in their own crate (which the network layer uses without the engine):
+// ids, block stores, leases, buffer pools, locks.
+use jewel_store::{direct, id};
+pub use jewel_store::{lease, pool, store, sync};
 
 pub use caps::{Cap, CapError, ReadCap, VerifyCap};
 pub use crypto::{CipherId, FileKey};

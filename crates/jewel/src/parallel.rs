@@ -4,6 +4,7 @@
 //! bounded by `window` items whatever the input size. The consumer runs on the calling
 //! thread. The first error, from any stage, stops every stage and is returned.
 
+use crate::sync::Locked;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
@@ -63,10 +64,7 @@ where
             let work = &work;
             let stop = &stop;
             scope.spawn(move || loop {
-                let job = match job_rx.lock() {
-                    Ok(rx) => rx.recv(),
-                    Err(_) => break,
-                };
+                let job = job_rx.locked().recv();
                 let Ok((i, item)) = job else { break };
                 // After a stop, keep draining so the producer is never stuck on a full queue.
                 if stop.load(Ordering::Relaxed) {

@@ -10,6 +10,7 @@
 //! This module knows block writers and readers, not where they live: the offline
 //! commands, the tests and (later) the network each supply their own.
 
+use crate::sync::Locked;
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -314,18 +315,16 @@ fn commit_all(
     std::thread::scope(|scope| {
         for _ in 0..threads.min(n).max(1) {
             scope.spawn(|| loop {
-                let next = queue.lock().ok().and_then(|mut q| q.pop());
+                let next = queue.locked().pop();
                 let Some((slot, sink)) = next else { break };
                 match sink.commit(None) {
                     Ok(id) => {
-                        if let Ok(mut r) = results.lock() {
-                            r[slot] = Some(id);
-                        }
+                        let mut r = results.locked();
+                        r[slot] = Some(id);
                     }
                     Err(e) => {
-                        if let Ok(mut f) = first_error.lock() {
-                            f.get_or_insert(e);
-                        }
+                        let mut f = first_error.locked();
+                        f.get_or_insert(e);
                     }
                 }
             });
@@ -411,14 +410,15 @@ impl FetchLog {
     }
 
     pub fn fault(&self, slot: usize, reason: String, corrupt: bool) {
-        if let Ok(mut f) = self.faults.lock() {
+        {
+            let mut f = self.faults.locked();
             f.push(PieceFault { slot, reason, corrupt });
         }
     }
 
     pub fn report(&self) -> (Vec<u64>, Vec<PieceFault>) {
         let read = self.read.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-        (read, self.faults.lock().map(|f| f.clone()).unwrap_or_default())
+        (read, self.faults.locked().clone())
     }
 }
 
@@ -442,7 +442,7 @@ impl Fetch for LocalFetch {
         // Chunks read into their place stay there across the retries below.
         let mut placed = vec![false; n];
         loop {
-            let alive_now = self.alive.lock().map(|a| a.clone()).unwrap_or_default();
+            let alive_now = self.alive.locked().clone();
             let Some(chosen) = scheme.select(&alive_now) else {
                 return Err(CodecError::NotEnoughPieces {
                     needed: scheme.min_peers(),
@@ -486,7 +486,8 @@ impl Fetch for LocalFetch {
             }
             let Some((slot, e)) = lost else { return Ok(Fetched { chunks, placed }) };
             tracing::warn!(slot, segment, error = %e, "piece failed; rebuilding from the others");
-            if let Ok(mut a) = self.alive.lock() {
+            {
+                let mut a = self.alive.locked();
                 a[slot] = false;
             }
             let corrupt = matches!(e, StoreError::Corrupt { .. });

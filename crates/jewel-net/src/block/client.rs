@@ -2,6 +2,7 @@
 //! prove), each with a per-peer permit, connect-then-open, an answer timeout and retries of
 //! transport failures.
 
+use jewel_store::sync::Locked;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,8 +19,8 @@ use super::{
 use crate::error::NetError;
 use crate::swarm::NetHandle;
 use crate::wire::{self, Request, WireError};
-use jewel::store::{decode_fragment, room, FragmentDecoder, FragmentError, Want, CHUNK_GROUP_SIZE};
-use jewel::BlockId;
+use jewel_store::store::{decode_fragment, room, FragmentDecoder, FragmentError, Want, CHUNK_GROUP_SIZE};
+use jewel_store::BlockId;
 
 /// Wait before the second attempt (twice that before the third).
 const RETRY_BACKOFF: Duration = Duration::from_millis(20);
@@ -77,7 +78,8 @@ impl Rates {
             return;
         }
         let sample = bytes as f64 / took.as_secs_f64();
-        if let Ok(mut m) = self.0.lock() {
+        {
+            let mut m = self.0.locked();
             if m.len() >= MAX_RATES && !m.contains_key(&peer) {
                 m.clear();
             }
@@ -87,7 +89,7 @@ impl Rates {
     }
 
     fn get(&self, peer: &PeerId) -> Option<f64> {
-        self.0.lock().ok().and_then(|m| m.get(peer).copied())
+        self.0.locked().get(peer).copied()
     }
 }
 
@@ -171,7 +173,7 @@ impl BlockClient {
 
     /// A stream for a get: one an earlier get to `peer` left idle, else a new one.
     async fn open_for_get(&self, peer: PeerId) -> Result<Stream, NetError> {
-        let idle = self.idle.lock().ok().and_then(|mut idle| idle.take(peer));
+        let idle = self.idle.locked().take(peer);
         match idle {
             Some(s) => Ok(s),
             None => self.open(peer).await,
@@ -180,7 +182,8 @@ impl BlockClient {
 
     /// Leaves a stream whose last answer was read to its end idle for the next get.
     fn keep_for_get(&self, peer: PeerId, stream: Stream) {
-        if let Ok(mut idle) = self.idle.lock() {
+        {
+            let mut idle = self.idle.locked();
             idle.keep(peer, stream);
         }
     }
@@ -448,7 +451,7 @@ impl BlockClient {
     pub async fn put_block_from(
         &self,
         peer: PeerId,
-        reader: Arc<dyn jewel::store::BlockReader>,
+        reader: Arc<dyn jewel_store::store::BlockReader>,
     ) -> Result<(), NetError> {
         let (id, size) = (reader.id(), reader.len());
         self.put_stream(peer, id, size, |off, n| {

@@ -1,6 +1,7 @@
 //! The block client's pool: idle get streams kept for the next get to the same peer, and
 //! the per-peer limit on requests in flight. Both are bounded in peers and per peer.
 
+use jewel_store::sync::Locked;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,7 +59,7 @@ impl PeerPermits {
     /// A permit for one request to `peer`; waits for one to be free.
     pub(super) async fn acquire(&self, peer: PeerId) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let sem = {
-            let mut map = self.0.lock().ok()?;
+            let mut map = self.0.locked();
             if map.len() > PERMIT_PEERS {
                 map.retain(|_, s| s.available_permits() < CLIENT_PER_PEER);
             }

@@ -1,6 +1,7 @@
 //! The block server: serves a store to peers, request after request on each stream, within
 //! global, per-peer, per-address and open-stream limits; store work on the blocking pool.
 
+use jewel_store::sync::Locked;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,10 +18,10 @@ use crate::announce::Announcer;
 use crate::error::NetError;
 use crate::swarm::PeerIps;
 use crate::wire::{self, Request, Status, WireError};
-use jewel::lease::{Lease, LeaseBook};
-use jewel::pool::Pool;
-use jewel::store::{BlockStore, StoreError, CHUNK_GROUP_SIZE};
-use jewel::BlockId;
+use jewel_store::lease::{Lease, LeaseBook};
+use jewel_store::pool::Pool;
+use jewel_store::store::{BlockStore, StoreError, CHUNK_GROUP_SIZE};
+use jewel_store::BlockId;
 
 /// A node-wide limit on the bytes served per second: each reply waits for its turn, so
 /// replies leave at most at `rate` bytes per second on average, whatever their number.
@@ -120,15 +121,12 @@ fn keyed<K: std::hash::Hash + Eq>(
     key: K,
     max: usize,
 ) -> Arc<Semaphore> {
-    match map.lock() {
-        Ok(mut m) => {
-            if m.len() > 4 * MAX_CONCURRENT {
-                m.retain(|_, s| s.available_permits() < max);
-            }
-            m.entry(key).or_insert_with(|| Arc::new(Semaphore::new(max))).clone()
-        }
-        Err(_) => Arc::new(Semaphore::new(max)),
+    // (A poisoned map is still the map: a fresh semaphore per request would lift the limit.)
+    let mut m = map.locked();
+    if m.len() > 4 * MAX_CONCURRENT {
+        m.retain(|_, s| s.available_permits() < max);
     }
+    m.entry(key).or_insert_with(|| Arc::new(Semaphore::new(max))).clone()
 }
 
 impl Permits {
@@ -205,7 +203,8 @@ struct Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if let Ok(mut f) = self.quotas.in_flight.lock() {
+        {
+            let mut f = self.quotas.in_flight.locked();
             if let Some(b) = f.per_peer.get_mut(&self.peer) {
                 *b = b.saturating_sub(self.bytes);
                 if *b == 0 {
@@ -232,11 +231,11 @@ impl Quotas {
         if per_peer.is_none() && newcomers.is_none() {
             return Ok(Reservation { quotas: self.clone(), peer, bytes: 0, newcomer: false });
         }
-        let unknown = |e: jewel::lease::LeaseError| {
+        let unknown = |e: jewel_store::lease::LeaseError| {
             tracing::warn!(error = %e, "cannot read the peers' charges");
             "the holder cannot read its quotas; its log says why".to_string()
         };
-        let now = jewel::lease::now();
+        let now = jewel_store::lease::now();
         let charge = leases.charge_of(&peer.to_bytes()).map_err(unknown)?;
         let newcomer = charge.is_none_or(|c| c.since.saturating_add(super::NEWCOMER_SECS) > now);
         let newcomers_charged = match (newcomer, newcomers) {
@@ -245,7 +244,7 @@ impl Quotas {
             }
             _ => 0,
         };
-        let mut f = self.in_flight.lock().map_err(|_| "internal error".to_string())?;
+        let mut f = self.in_flight.locked();
         let mine = charge.map_or(0, |c| c.bytes).saturating_add(f.per_peer.get(&peer).copied().unwrap_or(0));
         if let Some(max) = per_peer {
             if mine.saturating_add(bytes) > max {
@@ -411,9 +410,10 @@ fn lease(
     ids: &[BlockId],
 ) -> Result<Vec<bool>, StoreError> {
     let held = ids.iter().map(|id| store.has(id)).collect::<Result<Vec<bool>, _>>()?;
-    let now = jewel::lease::now();
+    let now = jewel_store::lease::now();
     // A lease is capped: a stranger cannot make this node keep a block for 136 years.
-    let expires = if seconds == 0 { 0 } else { now + u64::from(seconds).min(jewel::lease::MAX_LEASE_SECS) };
+    let expires =
+        if seconds == 0 { 0 } else { now + u64::from(seconds).min(jewel_store::lease::MAX_LEASE_SECS) };
     let mut changes: Vec<Lease> = ids
         .iter()
         .zip(&held)
@@ -423,11 +423,16 @@ fn lease(
     // A lease for a file replaces the owner's first, unassigned one.
     let firsts: Vec<Lease> = changes
         .iter()
-        .map(|l| Lease { block: l.block, file: jewel::lease::UNASSIGNED, owner: owner.to_vec(), expires: 0 })
+        .map(|l| Lease {
+            block: l.block,
+            file: jewel_store::lease::UNASSIGNED,
+            owner: owner.to_vec(),
+            expires: 0,
+        })
         .collect();
     changes.extend(firsts);
     let unavailable =
-        |e: jewel::lease::LeaseError| StoreError::Unavailable { id: file, reason: e.to_string() };
+        |e: jewel_store::lease::LeaseError| StoreError::Unavailable { id: file, reason: e.to_string() };
     leases.apply(&changes).map_err(unavailable)?;
     if seconds == 0 {
         for l in &changes {
@@ -530,16 +535,17 @@ async fn receive(
         // Lease before commit, so a collection running meanwhile never sees it unleased.
         let first = Lease {
             block: id,
-            file: jewel::lease::UNASSIGNED,
+            file: jewel_store::lease::UNASSIGNED,
             owner: owner.clone(),
-            expires: jewel::lease::now() + jewel::lease::INITIAL_LEASE_SECS,
+            expires: jewel_store::lease::now() + jewel_store::lease::INITIAL_LEASE_SECS,
         };
-        let unavailable = |e: jewel::lease::LeaseError| StoreError::Unavailable { id, reason: e.to_string() };
+        let unavailable =
+            |e: jewel_store::lease::LeaseError| StoreError::Unavailable { id, reason: e.to_string() };
         leases.apply_soon(&[first]).map_err(unavailable)?;
         let size = w.written();
         let id = w.commit(Some(id))?;
         // Charged once stored (before, a failed upload would stay charged).
-        leases.charge(&id, &owner, size, jewel::lease::now()).map_err(unavailable)?;
+        leases.charge(&id, &owner, size, jewel_store::lease::now()).map_err(unavailable)?;
         Ok(id)
     });
     let received = match incoming {

@@ -3,6 +3,7 @@
 //! work in proportion to its rate), verified as it arrives, hedged onto idle holders when
 //! one is slow.
 
+use jewel::sync::Locked;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -63,7 +64,8 @@ struct Open<'a> {
 
 impl<'a> Open<'a> {
     fn new(fetch: &'a NetFetch, slot: usize, len: u64) -> Open<'a> {
-        if let Ok(mut h) = fetch.health.lock() {
+        {
+            let mut h = fetch.health.locked();
             let h = &mut h[slot];
             h.queued = h.queued.saturating_add(len);
             if h.open == 0 {
@@ -77,7 +79,8 @@ impl<'a> Open<'a> {
 
 impl Drop for Open<'_> {
     fn drop(&mut self) {
-        if let Ok(mut h) = self.fetch.health.lock() {
+        {
+            let mut h = self.fetch.health.locked();
             let h = &mut h[self.slot];
             h.queued = h.queued.saturating_sub(self.len);
             h.open = h.open.saturating_sub(1);
@@ -162,7 +165,7 @@ impl NetFetch {
     /// Reads the pieces that `store` (this node's own) holds from there, first: they count
     /// as answered at once, so they rank before every peer.
     pub fn with_local(mut self, store: &dyn BlockStore) -> NetFetch {
-        let mut health = self.health.lock().map(|h| h.clone()).unwrap_or_default();
+        let mut health = self.health.locked().clone();
         for (slot, id) in self.ids.iter().enumerate() {
             let Ok(reader) = store.reader(id) else { continue };
             if reader.len() != self.sizes[slot] {
@@ -173,7 +176,8 @@ impl NetFetch {
                 *h = Health { answered: 1, ..Health::default() };
             }
         }
-        if let Ok(mut h) = self.health.lock() {
+        {
+            let mut h = self.health.locked();
             *h = health;
         }
         self
@@ -183,7 +187,7 @@ impl NetFetch {
     /// each holder given what it is already asked for and its rate ([`policy::queue_cost`]),
     /// pieces this node holds first (see [`rank`]).
     fn order(&self, preferred: &[bool], len: u64) -> Vec<usize> {
-        let health = self.health.lock().map(|h| h.clone()).unwrap_or_default();
+        let health = self.health.locked().clone();
         let rates: Vec<Option<f64>> = health.iter().map(Health::rate).collect();
         let mut known: Vec<f64> = rates.iter().flatten().copied().collect();
         known.sort_by(f64::total_cmp);
@@ -207,13 +211,14 @@ impl NetFetch {
     }
 
     fn hedge_delay(&self) -> Duration {
-        let health = self.health.lock().map(|h| h.clone()).unwrap_or_default();
+        let health = self.health.locked().clone();
         let timed: Vec<f64> = health.iter().filter(|h| h.answered > 0).map(|h| h.latency).collect();
         policy::hedge_delay(&timed)
     }
 
     fn record(&self, slot: usize, took: Duration) {
-        if let Ok(mut h) = self.health.lock() {
+        {
+            let mut h = self.health.locked();
             let h = &mut h[slot];
             let t = took.as_secs_f64();
             h.latency = if h.answered == 0 { t } else { 0.7 * h.latency + 0.3 * t };
@@ -223,7 +228,8 @@ impl NetFetch {
 
     /// A request outrun by others still tells how slow its holder is: at least `took`.
     fn record_slow(&self, slot: usize, took: Duration) {
-        if let Ok(mut h) = self.health.lock() {
+        {
+            let mut h = self.health.locked();
             let h = &mut h[slot];
             h.latency = h.latency.max(took.as_secs_f64());
             h.answered = h.answered.max(1);
@@ -232,7 +238,7 @@ impl NetFetch {
 
     /// Makes a holder that failed in transport (not with a bad answer) usable again.
     fn revive(&self, slot: usize) -> bool {
-        let Ok(mut h) = self.health.lock() else { return false };
+        let mut h = self.health.locked();
         if h[slot].dead && h[slot].transient {
             h[slot].dead = false;
             return true;
@@ -249,7 +255,8 @@ impl NetFetch {
         // segments until it has failed MAX_BAD_CHUNKS times. A holder out of reach is
         // dropped at once.
         let corrupt = is_bad_data(e);
-        if let Ok(mut h) = self.health.lock() {
+        {
+            let mut h = self.health.locked();
             let h = &mut h[slot];
             if corrupt {
                 h.bad_chunks += 1;

@@ -1,5 +1,6 @@
 //! A network put: pieces stream to their peers as the pipeline makes them.
 
+use jewel::sync::Locked;
 use std::io::Read;
 
 use jewel::manifest::SEGMENT_OVERHEAD;
@@ -118,7 +119,7 @@ pub async fn put_file_noting(
     let mut failed: Vec<(usize, NetError)> = outcomes
         .iter()
         .enumerate()
-        .filter_map(|(slot, o)| match o.lock().ok().and_then(|mut o| o.take()) {
+        .filter_map(|(slot, o)| match o.locked().take() {
             Some(Err(e)) => Some((slot, e)),
             _ => None,
         })
@@ -223,7 +224,7 @@ async fn unproved(
 /// The first failed upload among `outcomes` (for `slots[i]` on `peers[i]`), as an error.
 pub(super) fn uploaded(outcomes: &[Outcome], slots: &[usize], peers: &[PeerId]) -> Result<(), ClientError> {
     for ((outcome, slot), peer) in outcomes.iter().zip(slots).zip(peers) {
-        let result = outcome.lock().ok().and_then(|mut o| o.take());
+        let result = outcome.locked().take();
         if let Some(Err(e)) = result {
             return Err(ClientError::Upload { slot: *slot, peer: *peer, source: Box::new(e) });
         }

@@ -14,6 +14,7 @@ mod renew;
 mod repair;
 mod scrub;
 
+use jewel::sync::Locked;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -158,7 +159,7 @@ impl Workers {
 
     /// Every worker's status, in the order they were started.
     pub fn status(&self) -> Vec<WorkerStatus> {
-        self.slots.iter().filter_map(|s| s.status.lock().ok().map(|s| s.clone())).collect()
+        self.slots.iter().map(|s| s.status.locked().clone()).collect()
     }
 
     /// Wakes the worker called `name` now.
@@ -184,9 +185,8 @@ async fn drive(
     wake: Arc<tokio::sync::Notify>,
 ) {
     let set = |f: &dyn Fn(&mut WorkerStatus)| {
-        if let Ok(mut s) = status.lock() {
-            f(&mut s);
-        }
+        let mut s = status.locked();
+        f(&mut s);
     };
     let mut last = None;
     loop {

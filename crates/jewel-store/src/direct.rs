@@ -111,11 +111,11 @@ fn open_direct(path: &Path) -> io::Result<File> {
 /// Opening a path whose last component is a symbolic link fails (ELOOP) instead of
 /// following it: files beside a user's output are never written through a planted link.
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-pub(crate) const O_NOFOLLOW: i32 = 0o400000;
+pub const O_NOFOLLOW: i32 = 0o400000;
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
-pub(crate) const O_NOFOLLOW: i32 = 0o100000;
+pub const O_NOFOLLOW: i32 = 0o100000;
 #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")))]
-pub(crate) const O_NOFOLLOW: i32 = 0o400000;
+pub const O_NOFOLLOW: i32 = 0o400000;
 
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 const O_DIRECT: i32 = 0o40000;

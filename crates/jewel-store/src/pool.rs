@@ -2,6 +2,7 @@
 //! page-fault in) fresh multi-megabyte buffers for every segment. A std `Mutex` is fine:
 //! it is held only to push or pop.
 
+use crate::sync::Locked;
 use std::sync::Mutex;
 
 pub struct Pool<T> {
@@ -16,12 +17,13 @@ impl<T: Default> Pool<T> {
 
     /// A pooled item, or a new one.
     pub fn take(&self) -> T {
-        self.items.lock().ok().and_then(|mut v| v.pop()).unwrap_or_default()
+        self.items.locked().pop().unwrap_or_default()
     }
 
     /// Returns an item; beyond `max` pooled items it is dropped.
     pub fn give(&self, item: T) {
-        if let Ok(mut v) = self.items.lock() {
+        {
+            let mut v = self.items.locked();
             if v.len() < self.max {
                 v.push(item);
             }
