@@ -99,13 +99,13 @@ impl Api {
         }
         let expected = resp.body().content_length();
         let mut body = resp.body_mut().with_config().reader();
-        let copied = std::io::copy(&mut body, out).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                anyhow::anyhow!("writing to stdout: {e}")
-            } else {
-                anyhow::anyhow!("the get failed midway (the output is cut short): {e}")
-            }
-        })?;
+        let copied = match std::io::copy(&mut body, out) {
+            Ok(n) => n,
+            // The reader stopped reading (`| head`): end quietly, as `cat` does on SIGPIPE
+            // (the node stops the get when the connection goes).
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(141),
+            Err(e) => bail!("the get failed midway (the output is cut short): {e}"),
+        };
         if expected.is_some_and(|n| n != copied) {
             bail!(
                 "the get failed midway (the output is cut short): {copied} of {} bytes",

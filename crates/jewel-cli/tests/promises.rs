@@ -845,6 +845,15 @@ fn a_streamed_get_is_whole_or_says_it_was_cut_short() {
         .filter(|n| n.contains("stdout") || n.ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "a streamed get wrote to the home: {leftovers:?}");
+    // A reader that stops early (`| head -c 1000`): the CLI ends quietly, as `cat` does.
+    let mut early = get();
+    let mut head = vec![0u8; 1000];
+    early.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    let mut said = String::new();
+    early.stderr.take().unwrap().read_to_string(&mut said).unwrap();
+    let status = early.wait().unwrap();
+    assert!(said.is_empty() && status.code() == Some(141), "{status:?}: {said}");
+    assert!(data.starts_with(&head));
 
     let mut cut = get();
     let mut stdout = cut.stdout.take().unwrap();
