@@ -11,6 +11,9 @@ use jewel_node::api::{self, ApiInfo, Endpoint, ErrorBody, NoBody};
 pub struct Api {
     base: String,
     token: String,
+    /// One HTTP agent for every call (its connections are kept and reused: a progress bar
+    /// asks ten times a second).
+    agent: ureq::Agent,
 }
 
 impl Api {
@@ -29,12 +32,13 @@ impl Api {
         })?;
         let info: ApiInfo =
             serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged", path.display()))?;
-        Ok(Api { base: format!("http://{}", info.api), token: info.token })
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        Ok(Api { base: format!("http://{}", info.api), token: info.token, agent })
     }
 
     /// Calls endpoint `E` with `req`; an error reply becomes its one line.
     pub fn call<E: Endpoint>(&self, req: &E::Request) -> Result<E::Response> {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let agent = &self.agent;
         let url = format!("{}{}", self.base, E::PATH);
         let auth = format!("Bearer {}", self.token);
         let r = if E::POST {
@@ -68,7 +72,7 @@ impl Api {
         query: &api::PutStreamQuery,
         body: &mut dyn std::io::Read,
     ) -> Result<api::PutResponse> {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let agent = &self.agent;
         let url = format!("{}{}", self.base, api::PUT_STREAM_PATH);
         let mut req = agent
             .post(&url)
@@ -88,7 +92,7 @@ impl Api {
     /// Streams a file's bytes from the node (`/v1/read`) into `out`, as they decode; a
     /// stream cut short (the get failed midway) is an error. Returns the bytes written.
     pub fn read_into(&self, req: &api::ReadRequest, out: &mut dyn Write) -> Result<u64> {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let agent = &self.agent;
         let url = format!("{}{}", self.base, api::READ_PATH);
         let r = agent.post(&url).header("authorization", &format!("Bearer {}", self.token)).send_json(req);
         let mut resp = r.with_context(|| format!("cannot reach the node's API at {}", self.base))?;
