@@ -545,7 +545,7 @@ fn reached(r: &api::Reachability) -> String {
     } else {
         String::new()
     };
-    let double = if r.upnp.as_deref() == Some("double-nat") {
+    let double = if r.double_nat {
         "; the router's UPnP cannot help: it is itself behind another NAT (double NAT)"
     } else {
         ""
@@ -694,7 +694,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(reached(&r), "behind a NAT, relayed through …relayone; hole-punched to 2 peers");
-        r.upnp = Some("double-nat".into());
+        r.double_nat = true;
         assert!(reached(&r).ends_with("it is itself behind another NAT (double NAT)"), "{}", reached(&r));
         r.mapped = Some("/ip4/11.1.1.1/tcp/4001".into());
         assert!(reached(&r).starts_with("port-mapped by the router (UPnP) at /ip4/11.1.1.1"));

@@ -163,11 +163,10 @@ pub struct Reachability {
     pub addrs: Vec<String>,
     /// Peers connected directly through both NATs (DCUtR).
     pub hole_punched: usize,
-    /// What UPnP found, where it could not map a port: `double-nat` (the router that
-    /// offers UPnP is itself behind another NAT, so a mapping on it would not reach the
-    /// internet); `None` otherwise (mapped, no UPnP router, or not tried).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upnp: Option<String>,
+    /// The router that offers UPnP is itself behind another NAT, so a mapping on it would
+    /// not reach the internet.
+    #[serde(default)]
+    pub double_nat: bool,
 }
 
 /// What the event loop reports about reachability, as it happens (see
@@ -603,10 +602,7 @@ impl PeerIps {
     }
 
     fn gone(&self, peer: &PeerId) {
-        {
-            let mut m = self.0.locked();
-            m.remove(peer);
-        }
+        self.0.locked().remove(peer);
     }
 }
 
@@ -698,6 +694,8 @@ impl NetHandle {
     /// [`crate::book`]), stored here and on at least one of the peers closest to its key
     /// before this returns; Kademlia republishes it while this node runs.
     pub async fn publish_holders(&self, record: HoldersRecord) -> Result<(), NetError> {
+        // Address hygiene (see `HoldersRecord::scoped`), here rather than in the event loop.
+        let record = record.scoped();
         let asked = self.ask(|reply| Command::PublishHolders { record, reply });
         match tokio::time::timeout(PUBLISH_TIMEOUT, asked).await {
             Ok(r) => r?,
@@ -1079,7 +1077,7 @@ impl EventLoop {
                 let q = kad.get_providers(kad_key(&id));
                 self.pending.insert(q, Pending::Providers(reply, HashSet::new()));
             }
-            Command::PublishHolders { record, reply } => match record.clone().scoped().encode() {
+            Command::PublishHolders { record, reply } => match record.encode() {
                 Ok(bytes) => self.publish(kad::Record::new(book::key(&record.group), bytes), reply),
                 Err(e) => {
                     let _ = reply.send(Err(NetError::Dht(e.to_string())));
@@ -1178,7 +1176,7 @@ impl EventLoop {
                     relays: self.reach.relays().iter().map(|p| p.to_string()).collect(),
                     addrs,
                     hole_punched: self.reach.punched_count(),
-                    upnp: self.reach.double_nat.then(|| "double-nat".to_string()),
+                    double_nat: self.reach.double_nat,
                 });
             }
         }

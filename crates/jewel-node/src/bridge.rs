@@ -224,10 +224,7 @@ impl BlockWriter for NetWriter {
                 Err(NetError::Unresponsive { peer: self.peer, waited })
             }
         };
-        {
-            let mut o = self.outcome.locked();
-            *o = Some(result);
-        }
+        *self.outcome.locked() = Some(result);
         Ok(id)
     }
 }

@@ -70,10 +70,7 @@ pub struct JobGuard<'a> {
 
 impl Drop for JobGuard<'_> {
     fn drop(&mut self) {
-        {
-            let mut jobs = self.jobs.0.locked();
-            jobs.remove(&self.id);
-        }
+        self.jobs.0.locked().remove(&self.id);
     }
 }
 

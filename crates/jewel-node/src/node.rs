@@ -712,26 +712,11 @@ impl Node {
     /// Gets a file into `out`. A whole-file get is resumable: an interrupted one leaves a
     /// hidden part file beside `out`, and the next get of the same cap continues from it.
     pub async fn get(self: &Arc<Self>, body: GetRequest) -> Result<GetResponse, GetError> {
-        let cap: ReadCap = body.cap.parse()?;
-        if let Some((start, end)) = body.range {
-            if start > end {
-                return Err(GetError::Range { start, end });
-            }
-        }
         check_output(&body.out, body.force)?;
         let _turn = self.transfers.acquire().await.map_err(|_| GetError::Interrupted)?;
         let started = Instant::now();
-        let (manifest, located) = self.locate(cap.manifest).await.map_err(GetError::Locate)?;
-        if let Some((start, _)) = body.range {
-            if start >= manifest.file_len && start > 0 {
-                return Err(GetError::PastEnd { start, len: manifest.file_len });
-            }
-        }
+        let Ready { cap, manifest, located, fetch } = self.ready_to_get(&body.cap, body.range).await?;
         let (found, pieces) = (located.iter().flatten().count(), located.len());
-        manifest.check_key(&cap.key).map_err(GetError::Key)?;
-        let fetch = NetFetch::new(self.blocks.clone(), &manifest, &located)
-            .map_err(GetError::Locate)?
-            .with_local(&self.store);
         let node = self.clone();
         let (stats, resumed_from) = Bridge::run(move |bridge| -> Result<_, GetError> {
             // Progress counts whole segments fetched, of the segments the get covers.
@@ -787,6 +772,28 @@ impl Node {
         Ok(GetResponse { stats, resumed_from })
     }
 
+    /// What a get of `cap` (or `range` of it) starts from, once everything a user can get
+    /// wrong is checked (the cap, the range, the key) and the file is found.
+    async fn ready_to_get(&self, cap: &str, range: Option<(u64, u64)>) -> Result<Ready, GetError> {
+        let cap: ReadCap = cap.parse()?;
+        if let Some((start, end)) = range {
+            if start > end {
+                return Err(GetError::Range { start, end });
+            }
+        }
+        let (manifest, located) = self.locate(cap.manifest).await.map_err(GetError::Locate)?;
+        if let Some((start, _)) = range {
+            if start >= manifest.file_len && start > 0 {
+                return Err(GetError::PastEnd { start, len: manifest.file_len });
+            }
+        }
+        manifest.check_key(&cap.key).map_err(GetError::Key)?;
+        let fetch = NetFetch::new(self.blocks.clone(), &manifest, &located)
+            .map_err(GetError::Locate)?
+            .with_local(&self.store);
+        Ok(Ready { cap, manifest, located, fetch })
+    }
+
     /// Streams a file (or `range` of it) as it decodes: returns its length and a bounded
     /// channel of its bytes, in order, once the file is found and the key checked (errors
     /// before that are returned; one after is the channel's last item). Runs as a transfer
@@ -797,22 +804,9 @@ impl Node {
         cap: &str,
         range: Option<(u64, u64)>,
     ) -> Result<(u64, tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>), GetError> {
-        let cap: ReadCap = cap.parse()?;
-        if let Some((start, end)) = range {
-            if start > end {
-                return Err(GetError::Range { start, end });
-            }
-        }
-        let (manifest, located) = self.locate(cap.manifest).await.map_err(GetError::Locate)?;
+        let Ready { cap, manifest, fetch, .. } = self.ready_to_get(cap, range).await?;
         let len = manifest.file_len;
         let (start, end) = range.map_or((0, len), |(s, e)| (s, e.min(len)));
-        if start >= len && start > 0 {
-            return Err(GetError::PastEnd { start, len });
-        }
-        manifest.check_key(&cap.key).map_err(GetError::Key)?;
-        let fetch = NetFetch::new(self.blocks.clone(), &manifest, &located)
-            .map_err(GetError::Locate)?
-            .with_local(&self.store);
         let (tx, rx) = tokio::sync::mpsc::channel(READ_QUEUE);
         let node = self.clone();
         tokio::spawn(async move {
@@ -1013,6 +1007,15 @@ pub enum DirError {
     State(#[from] StateError),
     #[error("interrupted (the node is stopping)")]
     Interrupted,
+}
+
+/// A get ready to run (see `Node::ready_to_get`): the cap, the file's manifest, where its
+/// pieces are, and a fetch over them (this node's own pieces first).
+struct Ready {
+    cap: ReadCap,
+    manifest: Manifest,
+    located: Vec<Option<PeerId>>,
+    fetch: NetFetch,
 }
 
 /// Chunks a streamed read may have decoded ahead of its reader (each at most a segment's

@@ -55,10 +55,7 @@ impl<'a> RepairGuard<'a> {
 
 impl Drop for RepairGuard<'_> {
     fn drop(&mut self) {
-        {
-            let mut busy = self.node.repairing.locked();
-            busy.remove(&self.id);
-        }
+        self.node.repairing.locked().remove(&self.id);
     }
 }
 

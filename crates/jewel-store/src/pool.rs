@@ -22,11 +22,9 @@ impl<T: Default> Pool<T> {
 
     /// Returns an item; beyond `max` pooled items it is dropped.
     pub fn give(&self, item: T) {
-        {
-            let mut v = self.items.locked();
-            if v.len() < self.max {
-                v.push(item);
-            }
+        let mut v = self.items.locked();
+        if v.len() < self.max {
+            v.push(item);
         }
     }
 }

@@ -410,10 +410,7 @@ impl FetchLog {
     }
 
     pub fn fault(&self, slot: usize, reason: String, corrupt: bool) {
-        {
-            let mut f = self.faults.locked();
-            f.push(PieceFault { slot, reason, corrupt });
-        }
+        self.faults.locked().push(PieceFault { slot, reason, corrupt });
     }
 
     pub fn report(&self) -> (Vec<u64>, Vec<PieceFault>) {
@@ -486,10 +483,7 @@ impl Fetch for LocalFetch {
             }
             let Some((slot, e)) = lost else { return Ok(Fetched { chunks, placed }) };
             tracing::warn!(slot, segment, error = %e, "piece failed; rebuilding from the others");
-            {
-                let mut a = self.alive.locked();
-                a[slot] = false;
-            }
+            self.alive.locked()[slot] = false;
             let corrupt = matches!(e, StoreError::Corrupt { .. });
             self.log.fault(slot, e.to_string(), corrupt);
             chunks.into_iter().flatten().for_each(|c| pool.give(c));

@@ -78,14 +78,12 @@ impl Rates {
             return;
         }
         let sample = bytes as f64 / took.as_secs_f64();
-        {
-            let mut m = self.0.locked();
-            if m.len() >= MAX_RATES && !m.contains_key(&peer) {
-                m.clear();
-            }
-            let r = m.entry(peer).or_insert(sample);
-            *r = 0.7 * *r + 0.3 * sample;
+        let mut m = self.0.locked();
+        if m.len() >= MAX_RATES && !m.contains_key(&peer) {
+            m.clear();
         }
+        let r = m.entry(peer).or_insert(sample);
+        *r = 0.7 * *r + 0.3 * sample;
     }
 
     fn get(&self, peer: &PeerId) -> Option<f64> {
@@ -182,10 +180,7 @@ impl BlockClient {
 
     /// Leaves a stream whose last answer was read to its end idle for the next get.
     fn keep_for_get(&self, peer: PeerId, stream: Stream) {
-        {
-            let mut idle = self.idle.locked();
-            idle.keep(peer, stream);
-        }
+        self.idle.locked().keep(peer, stream);
     }
 
     async fn open(&self, peer: PeerId) -> Result<Stream, NetError> {

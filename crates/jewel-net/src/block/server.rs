@@ -203,17 +203,15 @@ struct Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        {
-            let mut f = self.quotas.in_flight.locked();
-            if let Some(b) = f.per_peer.get_mut(&self.peer) {
-                *b = b.saturating_sub(self.bytes);
-                if *b == 0 {
-                    f.per_peer.remove(&self.peer);
-                }
+        let mut f = self.quotas.in_flight.locked();
+        if let Some(b) = f.per_peer.get_mut(&self.peer) {
+            *b = b.saturating_sub(self.bytes);
+            if *b == 0 {
+                f.per_peer.remove(&self.peer);
             }
-            if self.newcomer {
-                f.newcomers = f.newcomers.saturating_sub(self.bytes);
-            }
+        }
+        if self.newcomer {
+            f.newcomers = f.newcomers.saturating_sub(self.bytes);
         }
     }
 }

@@ -112,16 +112,15 @@ async fn holders_of(
         .iter()
         .map(|piece| unused.iter().position(|h| h.block == *piece).map(|i| unused.remove(i).peer))
         .collect();
-    let known: Vec<PeerId> = named.iter().flatten().copied().collect();
-    ask_holders(blocks, id, manifest, named, &known).await
+    ask_holders(blocks, id, manifest, named).await
 }
 
 /// Peers asked at once which pieces of a file they hold, at most.
 const ASK_AT_ONCE: usize = 20;
 
-/// Fills the slots of `found` that name no holder: the manifest's providers in the DHT
-/// (every holder keeps the manifest and announces it; pieces are not announced, see
-/// `jewel_net::announce`) and `known` are asked which of the file's pieces they hold
+/// Fills the slots of `found` that name no holder: the holders `found` names and the
+/// manifest's providers in the DHT (every holder keeps the manifest and announces it;
+/// pieces are not announced, see `jewel_net::announce`) are asked which of the file's pieces they hold
 /// (HAS, each within [`QUERY_TIMEOUT`]), and a slot takes the first that says yes. Asks
 /// nothing when every slot has a holder.
 pub async fn ask_holders(
@@ -129,15 +128,16 @@ pub async fn ask_holders(
     id: BlockId,
     manifest: &Manifest,
     mut found: Vec<Option<PeerId>>,
-    known: &[PeerId],
 ) -> Vec<Option<PeerId>> {
     use futures::stream::{FuturesUnordered, StreamExt};
     found.resize(manifest.pieces.len(), None);
     if found.iter().all(Option::is_some) {
         return found;
     }
-    let mut peers: Vec<PeerId> = known.to_vec();
-    for p in within(blocks.net().providers(id)).await.unwrap_or_default() {
+    let mut peers: Vec<PeerId> = Vec::new();
+    for p in
+        found.iter().flatten().copied().chain(within(blocks.net().providers(id)).await.unwrap_or_default())
+    {
         if !peers.contains(&p) {
             peers.push(p);
         }

@@ -64,33 +64,29 @@ struct Open<'a> {
 
 impl<'a> Open<'a> {
     fn new(fetch: &'a NetFetch, slot: usize, len: u64) -> Open<'a> {
-        {
-            let mut h = fetch.health.locked();
-            let h = &mut h[slot];
-            h.queued = h.queued.saturating_add(len);
-            if h.open == 0 {
-                h.busy_since = Some(Instant::now());
-            }
-            h.open = h.open.saturating_add(1);
+        let mut health = fetch.health.locked();
+        let h = &mut health[slot];
+        h.queued = h.queued.saturating_add(len);
+        if h.open == 0 {
+            h.busy_since = Some(Instant::now());
         }
+        h.open = h.open.saturating_add(1);
         Open { fetch, slot, len, sent: false }
     }
 }
 
 impl Drop for Open<'_> {
     fn drop(&mut self) {
-        {
-            let mut h = self.fetch.health.locked();
-            let h = &mut h[self.slot];
-            h.queued = h.queued.saturating_sub(self.len);
-            h.open = h.open.saturating_sub(1);
-            if self.sent {
-                h.sent = h.sent.saturating_add(self.len);
-            }
-            if h.open == 0 {
-                if let Some(t) = h.busy_since.take() {
-                    h.busy += t.elapsed();
-                }
+        let mut health = self.fetch.health.locked();
+        let h = &mut health[self.slot];
+        h.queued = h.queued.saturating_sub(self.len);
+        h.open = h.open.saturating_sub(1);
+        if self.sent {
+            h.sent = h.sent.saturating_add(self.len);
+        }
+        if h.open == 0 {
+            if let Some(t) = h.busy_since.take() {
+                h.busy += t.elapsed();
             }
         }
     }
@@ -165,7 +161,8 @@ impl NetFetch {
     /// Reads the pieces that `store` (this node's own) holds from there, first: they count
     /// as answered at once, so they rank before every peer.
     pub fn with_local(mut self, store: &dyn BlockStore) -> NetFetch {
-        let mut health = self.health.locked().clone();
+        // Owned: no other thread can hold the lock.
+        let health = self.health.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         for (slot, id) in self.ids.iter().enumerate() {
             let Ok(reader) = store.reader(id) else { continue };
             if reader.len() != self.sizes[slot] {
@@ -175,10 +172,6 @@ impl NetFetch {
             if let Some(h) = health.get_mut(slot) {
                 *h = Health { answered: 1, ..Health::default() };
             }
-        }
-        {
-            let mut h = self.health.locked();
-            *h = health;
         }
         self
     }
@@ -217,23 +210,19 @@ impl NetFetch {
     }
 
     fn record(&self, slot: usize, took: Duration) {
-        {
-            let mut h = self.health.locked();
-            let h = &mut h[slot];
-            let t = took.as_secs_f64();
-            h.latency = if h.answered == 0 { t } else { 0.7 * h.latency + 0.3 * t };
-            h.answered = h.answered.saturating_add(1);
-        }
+        let mut health = self.health.locked();
+        let h = &mut health[slot];
+        let t = took.as_secs_f64();
+        h.latency = if h.answered == 0 { t } else { 0.7 * h.latency + 0.3 * t };
+        h.answered = h.answered.saturating_add(1);
     }
 
     /// A request outrun by others still tells how slow its holder is: at least `took`.
     fn record_slow(&self, slot: usize, took: Duration) {
-        {
-            let mut h = self.health.locked();
-            let h = &mut h[slot];
-            h.latency = h.latency.max(took.as_secs_f64());
-            h.answered = h.answered.max(1);
-        }
+        let mut health = self.health.locked();
+        let h = &mut health[slot];
+        h.latency = h.latency.max(took.as_secs_f64());
+        h.answered = h.answered.max(1);
     }
 
     /// Makes a holder that failed in transport (not with a bad answer) usable again.
@@ -493,8 +482,7 @@ pub async fn locate(
 ) -> Vec<Option<PeerId>> {
     let found: Vec<Option<PeerId>> =
         placement.map(|p| p.iter().copied().map(Some).collect()).unwrap_or_default();
-    let known: Vec<PeerId> = found.iter().flatten().copied().collect();
-    super::find::ask_holders(blocks, id, manifest, found, &known).await
+    super::find::ask_holders(blocks, id, manifest, found).await
 }
 
 /// Another holder is asked for the manifest when the ones asked have not answered within
