@@ -442,20 +442,28 @@ fn a_get_spreads_its_work_over_holders_by_their_rate() {
     let slot_holders: Vec<String> =
         put["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().to_string()).collect();
     assert_eq!(slot_holders.len(), 6, "{put}");
-    let get = |name: &str| -> Vec<u64> {
+    // The bytes each slot sent, and the get's whole stats (its faults say why a holder
+    // sent little).
+    let get = |name: &str| -> (Vec<u64>, serde_json::Value) {
         let out = dir.path().join(name);
         let v = me.json(&["get", &cap, "-o", out.to_str().unwrap(), "--json"]);
         assert!(std::fs::read(&out).unwrap() == data, "the get reads back every byte");
-        v["stats"]["read_by_slot"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect()
+        let bytes =
+            v["stats"]["read_by_slot"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect();
+        (bytes, v["stats"].clone())
     };
-    let even = get("even");
+    let (even, stats) = get("even");
     let mean = even.iter().sum::<u64>() as f64 / 6.0;
     eprintln!("equal holders, bytes per slot: {even:?}");
-    assert!(even.iter().all(|b| *b as f64 >= mean / 3.0), "a holder left (nearly) idle: {even:?}");
+    assert!(
+        even.iter().all(|b| *b as f64 >= mean / 3.0),
+        "a holder left (nearly) idle: {even:?}; the get's stats: {stats}; the owner's log: {}",
+        me.log_lines().iter().filter(|l| !l.contains("DEBUG")).cloned().collect::<Vec<_>>().join("\n")
+    );
     // Slot 0's holder throttled to 1% of its uplink.
     let slow = holders.iter().position(|n| n.peer == slot_holders[0]).unwrap() + 1;
     lab.shape(&lab.publics[slow].ns, "eth0", "200kbit");
-    let skewed = get("skewed");
+    let (skewed, _) = get("skewed");
     eprintln!("slot 0 throttled to 1%, bytes per slot: {skewed:?}");
     let others = skewed[1..].iter().sum::<u64>() as f64 / 5.0;
     assert!((skewed[0] as f64) < others / 4.0, "the throttled holder sent as much as the others: {skewed:?}");

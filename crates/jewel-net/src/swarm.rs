@@ -464,18 +464,24 @@ pub(crate) enum Command {
     },
 }
 
+/// How many more walks a publication tries after its first publication and walk failed.
+/// A mass departure of close peers (Sybils that all leave) can leave more dead peers at
+/// the top of the table than one walk dials.
+const WALKS_AFTER_FAILURE: u8 = 3;
+
 enum Pending {
     Bootstrap(oneshot::Sender<Result<(), NetError>>),
     Provide(oneshot::Sender<Result<(), NetError>>),
     Providers(oneshot::Sender<Vec<PeerId>>, HashSet<PeerId>),
     /// A publication to the closest peers this node knows, and the walk started with it:
     /// if every known close peer fails (vanished Sybils), the caller waits for the walk.
-    /// If that fails too, one more walk is tried with `retry` (the failed dials have taken
-    /// the dead peers out of the routing table by then).
+    /// If that fails too, up to [`WALKS_AFTER_FAILURE`] more walks are tried with `retry`
+    /// (each walk's failed dials take up to 20 dead peers out of the routing table, so the
+    /// next starts from peers further down the list).
     Publish {
         reply: oneshot::Sender<Result<(), NetError>>,
         walk: Option<kad::QueryId>,
-        retry: Option<kad::Record>,
+        retry: Option<(kad::Record, u8)>,
     },
     /// Kademlia's own walk for the publication waiting under this id.
     WalkFor(kad::QueryId),
@@ -975,7 +981,7 @@ impl EventLoop {
             return;
         }
         let q = kad.put_record_to(record.clone(), closest.into_iter(), kad::Quorum::One);
-        self.pending.insert(q, Pending::Publish { reply, walk, retry: Some(record) });
+        self.pending.insert(q, Pending::Publish { reply, walk, retry: Some((record, WALKS_AFTER_FAILURE)) });
         if let Some(w) = walk {
             self.pending.insert(w, Pending::WalkFor(q));
         }
@@ -988,17 +994,18 @@ impl EventLoop {
         r: kad::PutRecordResult,
         reply: oneshot::Sender<Result<(), NetError>>,
         walk: Option<kad::QueryId>,
-        retry: Option<kad::Record>,
+        retry: Option<(kad::Record, u8)>,
     ) {
         if r.is_err() {
             if let Some(w) = walk.filter(|w| self.pending.contains_key(w)) {
                 self.pending.insert(w, Pending::Publish { reply, walk: None, retry });
                 return;
             }
-            if let Some(record) = retry {
-                match self.swarm.behaviour_mut().kad.put_record(record, kad::Quorum::One) {
+            if let Some((record, walks)) = retry.filter(|(_, walks)| *walks > 0) {
+                match self.swarm.behaviour_mut().kad.put_record(record.clone(), kad::Quorum::One) {
                     Ok(q) => {
-                        self.pending.insert(q, Pending::Publish { reply, walk: None, retry: None });
+                        let retry = Some((record, walks - 1));
+                        self.pending.insert(q, Pending::Publish { reply, walk: None, retry });
                     }
                     Err(e) => {
                         let _ = reply.send(Err(NetError::Dht(e.to_string())));

@@ -362,9 +362,14 @@ impl NetFetch {
             asked[slot] = true;
             let (offset, len) = want[slot];
             let place = places.get_mut(slot).and_then(Option::take);
+            // Counted as queued now, not when the future first runs: segments fetched at
+            // once each choose their holders seeing what the others just asked for (else
+            // all of them may pick the same holders and leave others idle).
+            let open = Open::new(self, slot, len as u64);
             Box::pin(async move {
+                // Moved in whole (not only the field set below): it counts until the read ends.
+                let mut open = open;
                 let t = Instant::now();
-                let mut open = Open::new(self, slot, len as u64);
                 let (r, back) = match place {
                     Some(place) => {
                         let r = self.read(slot, offset, len, pool, ReadInto::Place(&mut *place)).await;
