@@ -99,14 +99,11 @@ fn the_network_knows_no_manifests_keys_caps_or_pipelines() {
     assert!(ours.is_empty(), "jewel-store depends on {ours:?}");
 }
 
-/// No lock is skipped when poisoned (`lock().ok()`, `if let Ok(..) = x.lock()`): library
-/// code takes locks with `jewel::sync::Locked::locked` (or recovers the guard itself), so a
-/// panic elsewhere cannot leave a repair marked busy forever or lift a per-peer limit.
-#[test]
-fn no_library_code_skips_a_poisoned_lock() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut todo = vec![root.clone()];
-    let mut found = Vec::new();
+/// Every line of library code (before any `#[cfg(test)]`) of the `.rs` files under
+/// `dir`, outside `tests` folders: (file, line number, line).
+fn library_lines(dir: &Path) -> Vec<(std::path::PathBuf, usize, String)> {
+    let mut todo = vec![dir.to_path_buf()];
+    let mut out = Vec::new();
     while let Some(dir) = todo.pop() {
         for e in std::fs::read_dir(&dir).unwrap() {
             let path = e.unwrap().path();
@@ -119,18 +116,48 @@ fn no_library_code_skips_a_poisoned_lock() {
                 let text = std::fs::read_to_string(&path).unwrap();
                 let library = text.split("#[cfg(test)]").next().unwrap_or("");
                 for (i, line) in library.lines().enumerate() {
-                    let skips = line.contains(".lock().ok()")
-                        || line.contains(".lock().map(")
-                        || (line.contains("let Ok(") && line.contains(".lock()"))
-                        || (line.contains("match ") && line.contains(".lock()") && !line.contains(".await"))
-                        || line.contains(".read().ok()")
-                        || line.contains(".write().ok()");
-                    if skips {
-                        found.push(format!("{}:{}: {}", path.display(), i + 1, line.trim()));
-                    }
+                    out.push((path.clone(), i + 1, line.to_string()));
                 }
             }
         }
     }
+    out
+}
+
+/// No lock is skipped when poisoned (`lock().ok()`, `if let Ok(..) = x.lock()`): library
+/// code takes locks with `jewel::sync::Locked::locked` (or recovers the guard itself), so a
+/// panic elsewhere cannot leave a repair marked busy forever or lift a per-peer limit.
+#[test]
+fn no_library_code_skips_a_poisoned_lock() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut found = Vec::new();
+    for (path, n, line) in library_lines(&root) {
+        let skips = line.contains(".lock().ok()")
+            || line.contains(".lock().map(")
+            || (line.contains("let Ok(") && line.contains(".lock()"))
+            || (line.contains("match ") && line.contains(".lock()") && !line.contains(".await"))
+            || line.contains(".read().ok()")
+            || line.contains(".write().ok()");
+        if skips {
+            found.push(format!("{}:{n}: {}", path.display(), line.trim()));
+        }
+    }
     assert!(found.is_empty(), "locks skipped when poisoned:\n{}", found.join("\n"));
+}
+
+/// The node's state store is written by its one writer thread only (issue 21): no write
+/// transaction, and so no fsync, runs on an async worker thread. Every other piece of the
+/// node hands the writer a change and awaits it.
+#[test]
+fn the_node_state_is_written_by_its_writer_thread_only() {
+    let node = Path::new(env!("CARGO_MANIFEST_DIR")).join("../jewel-node/src");
+    let lines = library_lines(&node);
+    let writes: Vec<String> = lines
+        .iter()
+        .filter(|(_, _, l)| l.contains("begin_write("))
+        .map(|(p, n, l)| format!("{}:{n}: {}", p.display(), l.trim()))
+        .collect();
+    assert!(!writes.is_empty(), "the scan found the writer's own transaction");
+    let elsewhere: Vec<&String> = writes.iter().filter(|w| !w.contains("state/writer.rs:")).collect();
+    assert!(elsewhere.is_empty(), "write transactions outside the state writer:\n{elsewhere:#?}");
 }

@@ -703,6 +703,44 @@ fn check_verify_finds_rot_and_repair_replaces_it() {
     assert!(std::fs::read(&out).unwrap() == data);
 }
 
+/// A streamed get (`-o -`) that meets rot still writes every byte, and what it found
+/// rotten reaches check and repair as a get's does: a sampled `check` (which rarely looks
+/// where one byte rotted) then names the rotten pieces. Found in review: `Node::read` did
+/// not record them.
+#[test]
+fn a_streamed_get_that_meets_rot_records_it_for_check_and_repair() {
+    let _one = exclusive();
+    let net = devnet(6);
+    // Text (the kit reads a command's output as text), random enough to fill 2 MiB pieces.
+    let data: Vec<u8> = random_bytes(4 << 20, 17).iter().map(|b| b'a' + b % 26).collect();
+    let file = write_file(&net.path("f"), &data);
+    let put = net.peers[0].json(&["put", &file, "--scheme", "jewels:3/5", "--json"]);
+    let cap = put["cap"].as_str().unwrap().to_string();
+    let check = net.peers[0].json(&["check", &cap, "--json"]);
+    let pieces = check["pieces"].as_array().unwrap().clone();
+    // Two of the three pieces a get asks first (the systematic ones), in the first segment.
+    let rotten = [0usize, 1];
+    for &slot in &rotten {
+        let (id, holder) =
+            (pieces[slot]["piece"].as_str().unwrap(), pieces[slot]["holder"].as_str().unwrap());
+        rot(net.node(holder), id, &[1000]);
+    }
+    let out = net.peers[0].run(&["get", &cap, "-o", "-"]);
+    assert!(out.success(), "{}", out.stderr);
+    assert!(out.stdout.as_bytes() == data, "the streamed get wrote every byte");
+    let after = net.peers[0].json(&["check", &cap, "--json"]);
+    let corrupt: Vec<usize> = after["pieces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p["state"] == "corrupt")
+        .map(|(slot, _)| slot)
+        .collect();
+    assert!(!corrupt.is_empty(), "the rot the read met was not recorded: {after}");
+    assert!(corrupt.iter().all(|s| rotten.contains(s)), "only rotten pieces are named: {after}");
+}
+
 /// Three of five pieces rot, each in another segment: every segment still has four good
 /// chunks of five, so the file can be rebuilt, and `check --verify` (which judges segment
 /// by segment) says so, as a get shows. Issue 19: check said "NOT recoverable" of a file

@@ -675,6 +675,10 @@ pub struct StatusResponse {
     /// How the node is reached from outside.
     #[serde(default)]
     pub reach: Option<Reachability>,
+    /// Write transactions of the node's state committed since it started (changes made
+    /// together share one: group commit).
+    #[serde(default)]
+    pub state_commits: u64,
 }
 
 /// The user's index on a node: what it shows, and how much of it the node's last

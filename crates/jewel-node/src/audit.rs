@@ -14,7 +14,7 @@ use jewel_net::{BlockClient, NetError, PeerId};
 use crate::api::{Audit, CheckReport, PieceReport, PieceState};
 use crate::client::ClientError;
 use crate::node::Node;
-use crate::state::StateError;
+use crate::state::{StateError, Work};
 
 /// An audit answer slower than this marks its holder late.
 pub const AUDIT_LATE: Duration = Duration::from_secs(2);
@@ -214,19 +214,32 @@ impl Node {
             false => audit(&self.blocks, &manifest, &located, now).await,
         };
         let recorded = result.clone();
-        let mut known_corrupt = Vec::new();
-        self.state.update_file(&id.to_string(), |r| {
-            if full {
-                r.corrupt = (0..recorded.states.len())
-                    .filter(|s| recorded.states[*s] == PieceState::Corrupt)
-                    .collect();
-            }
-            known_corrupt = r.corrupt.clone();
-            r.audit = Some(recorded);
-        })?;
-        for slot in known_corrupt {
+        let known_corrupt = self
+            .state
+            .update_file(&id.to_string(), move |r| {
+                if full {
+                    r.corrupt = (0..recorded.states.len())
+                        .filter(|s| recorded.states[*s] == PieceState::Corrupt)
+                        .collect();
+                }
+                r.audit = Some(recorded.clone());
+                r.corrupt.clone()
+            })
+            .await?;
+        let own = known_corrupt.is_some();
+        for slot in known_corrupt.unwrap_or_default() {
             if let Some(state) = result.states.get_mut(slot) {
                 *state = PieceState::Corrupt;
+            }
+        }
+        // This node's own file: its next audit counts from now, and a file that lost more
+        // than its margin allows is queued for repair (keeping its place if it waits out a
+        // backoff).
+        if own {
+            let file = id.to_string();
+            self.state.schedule(Work::Audit, &file, now, 0).await?;
+            if self.needs_repair(&manifest, lost_slots(&result).len()) {
+                self.state.schedule_absent(Work::Repair, &file, now).await?;
             }
         }
         Ok((manifest, located, result))

@@ -319,7 +319,7 @@ fn default_listen(state: &StateStore, fresh: bool) -> Result<Vec<Multiaddr>, Nod
         }
     };
     if kept != Some(port) {
-        state.set_listen_port(port)?;
+        state.set_listen_port(port).wait()?;
     }
     let parse = |s: String| {
         s.parse::<Multiaddr>().map_err(|e| NodeError::Net(jewel_net::NetError::Transport(e.to_string())))

@@ -256,12 +256,12 @@ async fn ls(State(s): S, Body(req): Req<api::Ls>) -> Reply<api::Ls> {
 }
 
 async fn rm_path(State(s): S, Body(req): Req<api::RmPath>) -> Reply<api::RmPath> {
-    let removed = s.node.rm_path(&req.path, req.recursive)?;
+    let removed = s.node.rm_path(&req.path, req.recursive).await?;
     Ok(Json(api::PathsResponse { paths: removed.into_iter().map(|p| (p, String::new())).collect() }))
 }
 
 async fn mv(State(s): S, Body(req): Req<api::Mv>) -> Reply<api::Mv> {
-    Ok(Json(api::PathsResponse { paths: s.node.mv(&req.from, &req.to)? }))
+    Ok(Json(api::PathsResponse { paths: s.node.mv(&req.from, &req.to).await? }))
 }
 
 async fn share(State(s): S, Body(req): Req<api::Share>) -> Reply<api::Share> {
@@ -290,6 +290,7 @@ async fn status_(State(s): S) -> Reply<api::Status> {
         puts_running: s.node.reading.load(std::sync::atomic::Ordering::SeqCst),
         index: Some(s.node.index_status()?),
         reach: Some(net.reachability().await?),
+        state_commits: s.node.state.commits(),
     }))
 }
 
@@ -400,7 +401,7 @@ async fn rm(State(s): S, Body(req): Req<api::Rm>) -> Reply<api::Rm> {
     // The index must not show a released file: the paths that showed it go too.
     let paths = s.node.paths_of(&req.cap);
     for path in &paths {
-        s.node.rm_path(path, false)?;
+        s.node.rm_path(path, false).await?;
     }
     done.unindexed = paths;
     Ok(Json(done))
@@ -421,7 +422,7 @@ async fn set_settings(State(s): S, Body(req): Req<api::SetSettings>) -> Reply<ap
     let spec = jewel::codec::SchemeSpec::parse(&req.default_scheme)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad scheme: {e}")))?;
     let settings = api::Settings { default_scheme: spec.to_string() };
-    s.node.state.set_settings(&settings)?;
+    s.node.state.set_settings(&settings).await?;
     Ok(Json(settings))
 }
 

@@ -129,7 +129,7 @@ impl UserIndex {
                     reason: format!("no random numbers: {e}"),
                 })?;
                 let d = u64::from_be_bytes(b) >> 1;
-                state.set_index_meta(&[("device", &d.to_be_bytes())])?;
+                state.set_index_meta(&[("device", &d.to_be_bytes())]).wait()?;
                 d
             }
         };
@@ -247,15 +247,21 @@ impl Node {
         })
     }
 
-    /// Applies a change to the index: the ops it makes are durable before this returns,
-    /// then sent to the user's other devices, published, and what fell off is released.
-    pub(crate) fn index_change(
+    /// Applies a change to the index: the ops it makes are durable before this returns
+    /// (with `new_file`, a put's file record, in the same transaction), then sent to the
+    /// user's other devices, published, and what fell off is released.
+    ///
+    /// The change is made, and handed to the state writer, under the index's lock (so the
+    /// store gets the changes in the order the index made them); its commit is awaited
+    /// outside the lock, so that changes made meanwhile share one commit.
+    pub(crate) async fn index_change(
         self: &Arc<Self>,
         indexed: &[String],
+        new_file: Option<(String, crate::api::FileRecord)>,
         change: impl FnOnce(&mut Index, u64) -> Result<Vec<Op>, IndexError>,
     ) -> Result<Vec<Op>, IndexOpError> {
         let ui = &self.user_index;
-        let ops = ui.with(|ix| -> Result<Vec<Op>, IndexOpError> {
+        let (ops, kept) = ui.with(|ix| -> Result<_, IndexOpError> {
             // A change that fails, or is not kept, leaves the index as the store holds it.
             let ops = match change(ix, ui.device) {
                 Ok(ops) => ops,
@@ -264,18 +270,23 @@ impl Node {
                     return Err(e.into());
                 }
             };
-            if let Err(e) = self.state.add_index_ops(&ops, indexed) {
-                self.reload(ix)?;
-                return Err(e.into());
-            }
-            Ok(ops)
+            let kept = self.state.add_index_ops(ops.clone(), indexed.to_vec(), new_file);
+            Ok((ops, kept))
         })?;
+        if let Err(e) = kept.await {
+            ui.with(|ix| self.reload(ix))?;
+            return Err(e.into());
+        }
         self.after_change(ops.clone(), true);
         Ok(ops)
     }
 
-    /// Puts `ix` back to what the state store holds (after a change that was not kept).
+    /// Puts `ix` back to what the state store holds (after a change that was not kept),
+    /// once every change queued before is committed (or failed): the changes of other
+    /// callers, made in `ix` and queued but not committed yet, are not lost from it.
+    /// Blocks for that one commit; only on a change that failed.
     fn reload(&self, ix: &mut Index) -> Result<(), StateError> {
+        self.state.flush().wait()?;
         let mut back = Index::new();
         for op in self.state.index_ops()? {
             let _ = back.insert(op);
@@ -321,8 +332,8 @@ impl Node {
     }
 
     /// Merges ops from another device; how many were new.
-    fn merge_ops(self: &Arc<Self>, ops: Vec<Op>) -> Result<usize, IndexOpError> {
-        let new: Vec<Op> = self.user_index.with(|ix| -> Result<Vec<Op>, IndexOpError> {
+    async fn merge_ops(self: &Arc<Self>, ops: Vec<Op>) -> Result<usize, IndexOpError> {
+        let (new, kept) = self.user_index.with(|ix| {
             let mut fresh = Vec::new();
             for op in ops {
                 match ix.insert(op.clone()) {
@@ -331,14 +342,15 @@ impl Node {
                     Err(e) => tracing::warn!(error = %e, "skipped an index op from another device"),
                 }
             }
-            if let Err(e) = self.state.add_index_ops(&fresh, &[]) {
-                self.reload(ix)?;
-                return Err(e.into());
-            }
-            Ok(fresh)
-        })?;
+            let kept = self.state.add_index_ops(fresh.clone(), Vec::new(), None);
+            (fresh, kept)
+        });
+        if let Err(e) = kept.await {
+            self.user_index.with(|ix| self.reload(ix))?;
+            return Err(e.into());
+        }
         let n = new.len();
-        self.adopt(&new)?;
+        self.adopt(&new).await?;
         self.after_change(new, false);
         Ok(n)
     }
@@ -387,7 +399,7 @@ impl Node {
     /// Takes on the files another device of the user put (the entries of `ops` this node
     /// has no record of): their leases are renewed, and they are audited and repaired,
     /// here too, so they outlive the device that put them.
-    fn adopt(&self, ops: &[Op]) -> Result<(), IndexOpError> {
+    async fn adopt(&self, ops: &[Op]) -> Result<(), IndexOpError> {
         let mut records = Vec::new();
         for op in ops {
             let Some(e) = &op.entry else { continue };
@@ -408,13 +420,13 @@ impl Node {
             records.push((id, record));
         }
         if !records.is_empty() {
-            self.state.insert_files_absent(&records)?;
+            self.state.insert_files_absent(records).await?;
         }
         Ok(())
     }
 
     /// A gossip message on the user's topic: checked (signature, seal) and merged.
-    fn receive_gossip(self: &Arc<Self>, data: &[u8]) -> Result<usize, IndexOpError> {
+    async fn receive_gossip(self: &Arc<Self>, data: &[u8]) -> Result<usize, IndexOpError> {
         let Some(user) = self.user_index.user() else { return Ok(0) };
         let message = index::open_message(&user, data)?;
         if message.ask {
@@ -422,7 +434,7 @@ impl Node {
         } else {
             self.user_index.heard.send_modify(|n| *n += 1);
         }
-        self.merge_ops(message.ops)
+        self.merge_ops(message.ops).await
     }
 
     /// Releases the files this node put for the index that no kept entry names any more.
@@ -469,17 +481,21 @@ impl Node {
         }
     }
 
-    /// Records a put's file at `path`; whether it replaced an entry.
-    pub(crate) fn index_put(
+    /// Records a put's file at `path`, with its record (`file`: manifest id, record) in
+    /// the same transaction; whether it replaced an entry.
+    pub(crate) async fn index_put(
         self: &Arc<Self>,
         path: &str,
         entry: Entry,
         no_clobber: bool,
+        file: (String, crate::api::FileRecord),
     ) -> Result<bool, IndexOpError> {
         let replaced = self.user_index.with(|ix| ix.is_file(path));
-        let manifest: Vec<String> =
-            jewel::caps::Cap::parse(&entry.cap).map(|c| c.manifest().to_string()).into_iter().collect();
-        self.index_change(&manifest, |ix, device| Ok(vec![ix.put(device, path, entry, no_clobber)?]))?;
+        let manifest = vec![file.0.clone()];
+        self.index_change(&manifest, Some(file), |ix, device| {
+            Ok(vec![ix.put(device, path, entry, no_clobber)?])
+        })
+        .await?;
         Ok(replaced)
     }
 
@@ -659,14 +675,14 @@ impl Node {
     }
 
     /// `jewel rm PATH`.
-    pub fn rm_path(self: &Arc<Self>, path: &str, recursive: bool) -> Result<Vec<String>, IndexOpError> {
-        let ops = self.index_change(&[], |ix, device| ix.remove(device, path, recursive))?;
+    pub async fn rm_path(self: &Arc<Self>, path: &str, recursive: bool) -> Result<Vec<String>, IndexOpError> {
+        let ops = self.index_change(&[], None, |ix, device| ix.remove(device, path, recursive)).await?;
         Ok(ops.into_iter().map(|op| op.path).collect())
     }
 
     /// `jewel mv A B`.
-    pub fn mv(self: &Arc<Self>, from: &str, to: &str) -> Result<Vec<(String, String)>, IndexOpError> {
-        let ops = self.index_change(&[], |ix, device| ix.rename(device, from, to))?;
+    pub async fn mv(self: &Arc<Self>, from: &str, to: &str) -> Result<Vec<(String, String)>, IndexOpError> {
+        let ops = self.index_change(&[], None, |ix, device| ix.rename(device, from, to)).await?;
         let removed: Vec<&Op> = ops.iter().filter(|o| o.entry.is_none()).collect();
         let put: Vec<&Op> = ops.iter().filter(|o| o.entry.is_some()).collect();
         Ok(removed.iter().zip(put).map(|(a, b)| (a.path.clone(), b.path.clone())).collect())
@@ -740,7 +756,7 @@ impl Node {
                 Some(cap) => cap,
                 None => {
                     let cap = self.store_small(bytes, ".jewel-folder").await?;
-                    self.state.set_index_meta(&[(&key, cap.as_bytes())])?;
+                    self.state.set_index_meta(&[(&key, cap.as_bytes())]).await?;
                     cap
                 }
             };
@@ -780,12 +796,14 @@ impl Node {
         )?;
         let latest = NameRecord::sign(user.signing_key(), names::LATEST_SLOT, seq, &key, &value)?;
         let previous = self.state.index_meta("head/cap")?.and_then(|v| String::from_utf8(v).ok());
-        self.state.set_index_meta(&[
-            ("head/seq", &seq.to_be_bytes()),
-            ("head/cap", cap.as_bytes()),
-            ("head/record/device", &mine.encode()?),
-            ("head/record/latest", &latest.encode()?),
-        ])?;
+        self.state
+            .set_index_meta(&[
+                ("head/seq", &seq.to_be_bytes()),
+                ("head/cap", cap.as_bytes()),
+                ("head/record/device", &mine.encode()?),
+                ("head/record/latest", &latest.encode()?),
+            ])
+            .await?;
         self.republish().await?;
         // Published is what can be found: a DHT crowded by strangers may take a record
         // and lose it. Not found means not published (`jewel status` says so), and the
@@ -795,13 +813,13 @@ impl Node {
         if found.is_none_or(|r| r.seq < seq) {
             return Err(IndexOpError::NoRecord("this device's index head, just published,".into()));
         }
-        self.state.set_index_meta(&[("head/ops", &(count as u64).to_be_bytes())])?;
+        self.state.set_index_meta(&[("head/ops", &(count as u64).to_be_bytes())]).await?;
         tracing::info!(seq, ops = count, "published the index head");
         // The snapshot before the one just replaced goes (one is kept for readers that
         // resolved the previous record a moment ago).
         let older = self.state.index_meta("head/previous")?.and_then(|v| String::from_utf8(v).ok());
         if let Some(p) = &previous {
-            self.state.set_index_meta(&[("head/previous", p.as_bytes())])?;
+            self.state.set_index_meta(&[("head/previous", p.as_bytes())]).await?;
         }
         if let Some(old) = older.filter(|o| Some(o) != previous.as_ref() && *o != cap) {
             if let Err(e) = self.rm(&old).await {
@@ -886,12 +904,12 @@ impl Node {
             self.meet(&value).await;
             let bytes = self.read_cap(&value.cap, None, index::MAX_SNAPSHOT as u64).await?;
             let ops = Index::open(&user.index_key(), &bytes)?;
-            merged = self.merge_ops(ops)?;
+            merged = self.merge_ops(ops).await?;
             if merged > 0 {
                 tracing::info!(merged, "merged index changes from another device's head");
             }
         }
-        self.state.set_index_meta(&[(&seen_key, &record.seq.to_be_bytes())])?;
+        self.state.set_index_meta(&[(&seen_key, &record.seq.to_be_bytes())]).await?;
         Ok(merged)
     }
 
@@ -934,7 +952,8 @@ impl Node {
             labels.push(label.to_string());
         }
         self.state
-            .set_index_meta(&[(&key_name, &record.encode()?), ("names", labels.join("\n").as_bytes())])?;
+            .set_index_meta(&[(&key_name, &record.encode()?), ("names", labels.join("\n").as_bytes())])
+            .await?;
         self.blocks.net().publish_name(record).await?;
         // Published is what can be found (a DHT crowded by strangers may take a record and
         // lose it); the record is kept here and published again every half hour.
@@ -963,7 +982,7 @@ impl Node {
         }
         let cap = String::from_utf8(record.open(&names::label_key(&user, &label))?)
             .map_err(|_| NameError::Malformed("its value is not text"))?;
-        self.state.set_index_meta(&[(&seen_key, &record.seq.to_be_bytes())])?;
+        self.state.set_index_meta(&[(&seen_key, &record.seq.to_be_bytes())]).await?;
         Ok((cap, record.seq))
     }
 }
@@ -1005,7 +1024,7 @@ pub(crate) fn spawn(node: Arc<Node>, shutdown: tokio::sync::watch::Receiver<bool
             tokio::select! {
                 ev = events.recv() => match ev {
                     Ok(NetEvent::Gossip { topic: t, data, .. }) if subscribed.as_ref() == Some(&t) => {
-                        match receiver.receive_gossip(&data) {
+                        match receiver.receive_gossip(&data).await {
                             Ok(n) if n > 0 => tracing::info!(merged = n, "merged index changes from another device"),
                             Ok(_) => {}
                             Err(e) => tracing::warn!(error = %e, "refused an index message on the user's topic"),

@@ -466,8 +466,15 @@ impl Node {
             }
         }
         if !first.is_empty() {
-            if let Err(e) = self.state.add_peers_seen(&first) {
-                tracing::warn!(error = %e, "could not record the peers first seen");
+            // Not waited for: a sighting lost in a crash only makes a peer count as new a
+            // little longer. A failure is logged.
+            let kept = self.state.add_peers_seen(first);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Err(e) = kept.await {
+                        tracing::warn!(error = %e, "could not record the peers first seen");
+                    }
+                });
             }
         }
     }
@@ -666,21 +673,25 @@ impl Node {
                 corrupt: Vec::new(),
                 indexed: false,
             };
-            self.state.insert_file(&file.to_string(), &record)?;
             tracing::debug!(?reached, ?stored, done = ?started.elapsed(), "put");
             let (mut path, mut replaced) = (None, false);
-            if let Some(at) = at {
-                let entry = jewel::index::Entry {
-                    cap: placed.put.cap.to_string(),
-                    size: record.size,
-                    mtime: at.mtime,
-                    scheme: record.scheme.clone(),
-                    hash: at.hash,
-                };
-                replaced = self
-                    .index_put(&at.path, entry, at.no_clobber)
-                    .map_err(|e| PutError::Index(e.to_string()))?;
-                path = Some(at.path);
+            match at {
+                // The file's record and its index entry in one transaction.
+                Some(at) => {
+                    let entry = jewel::index::Entry {
+                        cap: placed.put.cap.to_string(),
+                        size: record.size,
+                        mtime: at.mtime,
+                        scheme: record.scheme.clone(),
+                        hash: at.hash,
+                    };
+                    replaced = self
+                        .index_put(&at.path, entry, at.no_clobber, (file.to_string(), record.clone()))
+                        .await
+                        .map_err(|e| PutError::Index(e.to_string()))?;
+                    path = Some(at.path);
+                }
+                None => self.state.insert_file(&file.to_string(), &record).await?,
             }
             Ok((record, path, replaced))
         }
@@ -689,7 +700,7 @@ impl Node {
             Ok(done) => done,
             Err(e) => {
                 tracing::info!(%file, error = %e, "the put failed after its upload: releasing its pieces");
-                if let Err(e) = self.state.remove_file_owing(&file.to_string(), &[]) {
+                if let Err(e) = self.state.remove_file(&file.to_string()).await {
                     tracing::warn!(%file, error = %e, "could not forget a failed put's record");
                 }
                 let pieces = &placed.put.manifest.pieces;
@@ -755,21 +766,30 @@ impl Node {
             }
             None => e,
         })?;
-        // What the get found rotten reaches check and repair (for this node's own files).
-        let bad: Vec<usize> = stats.faults.iter().filter(|f| f.corrupt).map(|f| f.slot).collect();
-        if !bad.is_empty() {
-            let recorded = self.state.update_file(&cap.manifest.to_string(), |r| {
+        self.record_corrupt(cap.manifest, &stats.faults).await;
+        Ok(GetResponse { stats, resumed_from })
+    }
+
+    /// What a get or a read found rotten reaches check and repair (for this node's own
+    /// files: the record of another's file is not there, and nothing is written).
+    async fn record_corrupt(&self, file: BlockId, faults: &[jewel::pipeline::PieceFault]) {
+        let bad: Vec<usize> = faults.iter().filter(|f| f.corrupt).map(|f| f.slot).collect();
+        if bad.is_empty() {
+            return;
+        }
+        let recorded = self
+            .state
+            .update_file(&file.to_string(), move |r| {
                 for slot in &bad {
                     if !r.corrupt.contains(slot) {
                         r.corrupt.push(*slot);
                     }
                 }
-            });
-            if let Err(e) = recorded {
-                tracing::warn!(error = %e, "could not record the pieces a get found corrupt");
-            }
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "could not record the pieces a get found corrupt");
         }
-        Ok(GetResponse { stats, resumed_from })
     }
 
     /// What a get of `cap` (or `range` of it) starts from, once everything a user can get
@@ -808,7 +828,7 @@ impl Node {
         let len = manifest.file_len;
         let (start, end) = range.map_or((0, len), |(s, e)| (s, e.min(len)));
         let (tx, rx) = tokio::sync::mpsc::channel(READ_QUEUE);
-        let node = self.clone();
+        let (node, file) = (self.clone(), cap.manifest);
         tokio::spawn(async move {
             let Ok(_turn) = node.transfers.acquire().await else { return };
             let sink = tx.clone();
@@ -826,7 +846,10 @@ impl Node {
             })
             .await;
             let failed = match done {
-                Ok(Ok(_)) => None,
+                Ok(Ok(stats)) => {
+                    node.record_corrupt(file, &stats.faults).await;
+                    None
+                }
                 Ok(Err(e)) => Some(e.to_string()),
                 Err(e) => Some(e.to_string()),
             };
@@ -848,7 +871,7 @@ impl Node {
         // is asked again until then (the release worker), never forgotten.
         let until = record.leased_at.saturating_add(u64::from(self.lease_secs));
         let owed = crate::renew::release_file(&self.blocks, id, &manifest.pieces, &located, until).await;
-        self.state.remove_file_owing(&id.to_string(), &owed)?;
+        self.state.remove_file_owing(&id.to_string(), owed.clone()).await?;
         Ok(RmResponse {
             released: id.to_string(),
             owed: owed.into_iter().map(|p| p.holder).collect(),
@@ -977,10 +1000,7 @@ impl Node {
         if known.is_empty() {
             return Ok(());
         }
-        let state = self.state.clone();
-        tokio::task::spawn_blocking(move || state.remember_peers(&known))
-            .await
-            .map_err(|_| RememberError::Interrupted)??;
+        self.state.remember_peers(known).await?;
         Ok(())
     }
 }
@@ -993,8 +1013,6 @@ pub enum RememberError {
     Net(#[from] NetError),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("interrupted (the node is stopping)")]
-    Interrupted,
 }
 
 /// Why the node could not list what it holds.

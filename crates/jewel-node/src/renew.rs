@@ -87,10 +87,12 @@ impl Node {
         let (manifest, located) = self.locate(id).await?;
         let missing = lease_file(&self.blocks, id, &manifest.pieces, &located, self.lease_secs).await;
         let recorded = missing.clone();
-        self.state.update_file(&id.to_string(), move |r| {
-            r.lease_missing = recorded;
-            r.leased_at = now;
-        })?;
+        self.state
+            .update_file(&id.to_string(), move |r| {
+                r.lease_missing = recorded.clone();
+                r.leased_at = now;
+            })
+            .await?;
         Ok(missing)
     }
 }

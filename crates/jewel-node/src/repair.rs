@@ -132,10 +132,13 @@ impl Node {
         // Any peer finds the new pieces by the time the repair returns.
         client::publish_holders(&self.blocks, id, &manifest, &now).await?;
         let holders: Vec<String> = now.iter().map(|p| p.map(|p| p.to_string()).unwrap_or_default()).collect();
-        self.state.update_file(&id.to_string(), |r| {
-            r.holders = holders;
-            r.corrupt.retain(|s| !lost.contains(s));
-        })?;
+        let replaced = lost.clone();
+        self.state
+            .update_file(&id.to_string(), move |r| {
+                r.holders = holders.clone();
+                r.corrupt.retain(|s| !replaced.contains(s));
+            })
+            .await?;
         let (manifest, located, after) = self.audit_file(id, false).await?;
         let check = check_report(&manifest, &located, &after, lease_missing()?)?;
         Ok(RepairResponse { repaired, check })

@@ -21,11 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use audit::{audit_due, AuditWorker};
+pub use audit::AuditWorker;
 pub use gc::GcWorker;
 pub use release::ReleaseWorker;
-pub use renew::{renewal_due, RenewWorker};
-pub use repair::RepairWorker;
+pub use renew::RenewWorker;
+pub use repair::{backoff, RepairWorker};
 pub use scrub::ScrubWorker;
 
 use crate::api::{WorkerState, WorkerStatus};

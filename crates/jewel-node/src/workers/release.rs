@@ -56,7 +56,7 @@ impl Worker for ReleaseWorker {
                     false
                 };
                 if settled {
-                    if let Err(e) = self.node.state.settle_release(p) {
+                    if let Err(e) = self.node.state.settle_release(p).await {
                         error = Some(e.to_string());
                     }
                 }

@@ -1,19 +1,18 @@
 //! Lease renewal: renews the leases on each of this node's files once half of the lease
-//! has run, so holders keep the pieces while the owner is alive.
+//! has run, so holders keep the pieces while the owner is alive. The files come from the
+//! renewal queue in the state store ([`crate::state::Work::Renew`], by last renewal); a
+//! failed renewal is tried again a quarter of a lease later.
 
 use std::sync::Arc;
 
 use jewel::BlockId;
 
 use super::{count, Outcome, Run, Worker, WorkerError};
-use crate::api::FileRecord;
 use crate::node::Node;
+use crate::state::Work;
 
-/// Whether a file's leases (each `lease_secs` long, last renewed at `record.leased_at`)
-/// should be renewed at `now`: once half of the lease has run.
-pub fn renewal_due(record: &FileRecord, lease_secs: u64, now: u64) -> bool {
-    record.leased_at.saturating_add(lease_secs / 2) <= now
-}
+/// Files renewed in one pass, at most (the rest are due at once after it).
+pub const RENEWALS_PER_PASS: usize = 1000;
 
 pub struct RenewWorker {
     node: Arc<Node>,
@@ -34,61 +33,54 @@ impl Worker for RenewWorker {
         "renew"
     }
 
-    /// Often enough that no lease runs past three quarters before it is renewed.
+    /// When the earliest file is half way through its lease, and at least every quarter of
+    /// a lease.
     fn due(&self, last: Option<u64>, now: u64) -> u64 {
-        last.unwrap_or(now) + (self.lease_secs() / 4).max(1)
+        let next = last.unwrap_or(now) + (self.lease_secs() / 4).max(1);
+        match self.node.state.first_due(Work::Renew) {
+            Ok(Some(at)) => next.min(at.saturating_add(self.lease_secs() / 2)),
+            _ => next,
+        }
     }
 
     fn run(&mut self, now: u64) -> Run<'_> {
         Box::pin(async move {
-            let files = self.node.state.files().map_err(|e| WorkerError::Failed(e.to_string()))?;
-            let due: Vec<BlockId> = files
-                .iter()
-                .filter(|(_, r)| renewal_due(r, self.lease_secs(), now))
-                .filter_map(|(id, _)| id.parse().ok())
-                .collect();
+            let half = self.lease_secs() / 2;
+            let state = &self.node.state;
+            let fail = |e: crate::state::StateError| WorkerError::Failed(e.to_string());
+            let queued = state.due(Work::Renew, now.saturating_sub(half), RENEWALS_PER_PASS).map_err(fail)?;
             let (mut renewed, mut gone, mut failed) = (0, 0, None);
-            for id in &due {
-                match self.node.renew(*id, now).await {
+            for due in &queued {
+                let Ok(id) = due.file.parse::<BlockId>() else {
+                    // Not a file id (never written so): off the queue, or it stays due.
+                    let _ = state.unschedule(Work::Renew, &due.file).await;
+                    continue;
+                };
+                let next = match self.node.renew(id, now).await {
                     Ok(missing) => {
                         renewed += 1;
                         gone += missing.len();
+                        state.schedule(Work::Renew, &due.file, now, 0)
                     }
-                    Err(e) => failed = Some(format!("file {id}: {e}")),
+                    Err(e) => {
+                        failed = Some(format!("file {id}: {e}"));
+                        // Due again a quarter of a lease from now.
+                        let at = now.saturating_sub(half) + (self.lease_secs() / 4).max(1);
+                        state.schedule(Work::Renew, &due.file, at, due.failures + 1)
+                    }
+                };
+                if let Err(e) = next.await {
+                    tracing::warn!(file = %id, error = %e, "could not queue the next renewal");
                 }
             }
+            let queued_all = state.queued(Work::Renew).map_err(fail)?;
             Ok(Outcome::idle(format!(
                 "renewed {} of {}; {} no longer held",
                 count(renewed, "file", "files"),
-                files.len(),
+                queued_all,
                 count(gone, "piece", "pieces")
             ))
             .failed(failed))
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_lease_is_renewed_once_half_of_it_has_run() {
-        let mut r = FileRecord {
-            name: "f".into(),
-            cap: None,
-            scheme: "hosting".into(),
-            size: 1,
-            holders: vec![],
-            audit: None,
-            lease_missing: vec![],
-            leased_at: 1_000,
-            corrupt: vec![],
-            indexed: false,
-        };
-        assert!(!renewal_due(&r, 100, 1_049));
-        assert!(renewal_due(&r, 100, 1_050));
-        r.leased_at = 1_050;
-        assert!(!renewal_due(&r, 100, 1_099));
     }
 }

@@ -1,8 +1,9 @@
 //! Repair: rebuilds the files whose last audit found more pieces lost than the scheme
-//! tolerates minus the margin (`jewel::policy::needs_repair`). A failed repair is retried
-//! after a backoff that doubles, up to an hour; meanwhile the worker shows as throttled.
+//! tolerates minus the margin (`jewel::policy::needs_repair`). An audit that finds one
+//! queues it ([`crate::state::Work::Repair`], in the state store); a failed repair is
+//! retried after a backoff that doubles, up to an hour, kept in the queue (a restart
+//! forgets none); meanwhile the worker shows as throttled.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use jewel::manifest::Manifest;
@@ -12,46 +13,38 @@ use super::{count, Outcome, Run, Worker, WorkerError};
 use crate::api::{FileRecord, WorkerState};
 use crate::audit::lost_slots;
 use crate::node::Node;
+use crate::state::Work;
 
 /// The first wait before a failed repair is tried again, and the longest.
 const FIRST_BACKOFF: u64 = 10;
 const MAX_BACKOFF: u64 = 3600;
+/// Files repaired in one pass, at most (the rest are due at once after it).
+pub const REPAIRS_PER_PASS: usize = 100;
+
+/// How long a repair that failed `failures` times in a row waits before the next try.
+pub fn backoff(failures: u32) -> u64 {
+    let doublings = failures.saturating_sub(1).min(20);
+    FIRST_BACKOFF.saturating_mul(1 << doublings).min(MAX_BACKOFF)
+}
 
 pub struct RepairWorker {
     node: Arc<Node>,
     every: u64,
-    /// Files whose last repair failed: when to try again, and the wait after that.
-    backoff: HashMap<BlockId, (u64, u64)>,
 }
 
 impl RepairWorker {
     pub(crate) fn new(node: Arc<Node>, every: u64) -> RepairWorker {
-        RepairWorker { node, every: every.max(1), backoff: HashMap::new() }
+        RepairWorker { node, every: every.max(1) }
     }
 
-    /// Files whose last audit says they need repair, and that are not waiting out a
-    /// backoff at `now`.
-    fn wanted(
-        &self,
-        files: &std::collections::BTreeMap<String, FileRecord>,
-        now: u64,
-    ) -> (Vec<BlockId>, usize) {
-        let mut want = Vec::new();
-        let mut held = 0;
-        for (id, record) in files {
-            let (Ok(id), Some(audit)) = (id.parse::<BlockId>(), &record.audit) else { continue };
-            let Ok(spec) = jewel::codec::SchemeSpec::parse(&record.scheme) else { continue };
-            let Ok(scheme) = jewel::codec::build(&spec) else { continue };
-            let lost = lost_slots(audit).len();
-            if !jewel::policy::needs_repair(scheme.tolerates(), self.node.repair_margin, lost) {
-                continue;
-            }
-            match self.backoff.get(&id) {
-                Some((at, _)) if *at > now => held += 1,
-                _ => want.push(id),
-            }
-        }
-        (want, held)
+    /// Whether `record`'s last audit, with the pieces known corrupt, says it needs repair.
+    fn wanted(&self, record: &FileRecord) -> bool {
+        let Some(audit) = &record.audit else { return false };
+        let Ok(spec) = jewel::codec::SchemeSpec::parse(&record.scheme) else { return false };
+        let Ok(scheme) = jewel::codec::build(&spec) else { return false };
+        let mut lost: std::collections::BTreeSet<usize> = lost_slots(audit).into_iter().collect();
+        lost.extend(record.corrupt.iter().copied());
+        jewel::policy::needs_repair(scheme.tolerates(), self.node.repair_margin, lost.len())
     }
 }
 
@@ -71,19 +64,33 @@ impl Worker for RepairWorker {
 
     fn due(&self, last: Option<u64>, now: u64) -> u64 {
         let next = last.unwrap_or(now) + self.every;
-        self.backoff.values().map(|(at, _)| *at).filter(|at| *at > now).fold(next, u64::min)
+        match self.node.state.first_due(Work::Repair) {
+            Ok(Some(at)) => next.min(at),
+            _ => next,
+        }
     }
 
     fn run(&mut self, now: u64) -> Run<'_> {
         Box::pin(async move {
-            let files = self.node.state.files().map_err(|e| WorkerError::Failed(e.to_string()))?;
-            self.backoff.retain(|id, _| files.contains_key(&id.to_string()));
-            let (want, _) = self.wanted(&files, now);
+            let state = &self.node.state;
+            let fail = |e: crate::state::StateError| WorkerError::Failed(e.to_string());
+            let queued = state.due(Work::Repair, now, REPAIRS_PER_PASS).map_err(fail)?;
             let (mut repaired, mut failed) = (0, None);
-            for id in want {
+            for due in queued {
+                let id = due.file.parse::<BlockId>().ok();
+                let record = state.file(&due.file).map_err(fail)?;
+                let (Some(id), Some(record)) = (id, record) else {
+                    state.unschedule(Work::Repair, &due.file).await.map_err(fail)?;
+                    continue;
+                };
+                // An audit since may have found the pieces back.
+                if !self.wanted(&record) {
+                    state.unschedule(Work::Repair, &due.file).await.map_err(fail)?;
+                    continue;
+                }
                 match self.node.repair_file(id).await {
                     Ok(r) => {
-                        self.backoff.remove(&id);
+                        state.unschedule(Work::Repair, &due.file).await.map_err(fail)?;
                         if !r.repaired.slots.is_empty() {
                             repaired += 1;
                             tracing::info!(file = %id, slots = ?r.repaired.slots, "repaired");
@@ -91,17 +98,30 @@ impl Worker for RepairWorker {
                     }
                     Err(e) => {
                         tracing::warn!(file = %id, error = %e, "repair failed");
-                        let wait =
-                            self.backoff.get(&id).map_or(FIRST_BACKOFF, |(_, w)| (w * 2).min(MAX_BACKOFF));
-                        self.backoff.insert(id, (now + wait, wait));
+                        let failures = due.failures + 1;
+                        let at = now + backoff(failures);
+                        state.schedule(Work::Repair, &due.file, at, failures).await.map_err(fail)?;
                         failed = Some(format!("file {id}: {e}"));
                     }
                 }
             }
-            let (_, held) = self.wanted(&self.node.state.files().unwrap_or_default(), now);
+            let held = state.due(Work::Repair, u64::MAX, usize::MAX).map_err(fail)?;
+            let held = held.iter().filter(|d| d.at > now).count();
             let found = format!("repaired {}; {} waiting to retry", count(repaired, "file", "files"), held);
             let after = if held > 0 { WorkerState::Throttled } else { WorkerState::Idle };
             Ok(Outcome { found, after, error: failed })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_repair_waits_twice_as_long_each_time_up_to_an_hour() {
+        let waits: Vec<u64> = (1..=11).map(backoff).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600, 3600]);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
     }
 }

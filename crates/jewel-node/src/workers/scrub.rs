@@ -142,7 +142,7 @@ impl Worker for ScrubWorker {
             self.ids = if next.is_some() { ids } else { Vec::new() };
             let mut error = None;
             for id in &dropped {
-                if let Err(e) = self.state.record_drop(id, now) {
+                if let Err(e) = self.state.record_drop(id, now).await {
                     error = Some(e.to_string());
                 }
             }
