@@ -261,8 +261,14 @@ pub fn put_tree(
         let dest = jewel::index::join(&root, rel);
         let meta = std::fs::metadata(path)?;
         let hash = hash_file(path)?;
+        // A mode the entry does not know (put by an older node) is not a change.
+        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
         let same = known.get(&dest).is_some_and(|e| {
-            e.caps.len() == 1 && e.size == meta.len() && e.mtime == mtime_of(&meta) && e.hash == hash
+            e.caps.len() == 1
+                && e.size == meta.len()
+                && e.mtime == mtime_of(&meta)
+                && e.hash == hash
+                && (e.mode == 0 || e.mode == mode)
         });
         if same {
             skipped.fetch_add(1, Ordering::Relaxed);
@@ -287,6 +293,23 @@ pub fn put_tree(
     eprintln!("stored {stored} files under {shown} ({skipped} unchanged, skipped)");
     if let Some((_, first)) = failed.first() {
         bail!("{} of {} files failed; the first: {first:#}", failed.len(), files.len());
+    }
+    Ok(())
+}
+
+/// Gives a file just fetched its modification time (Unix seconds) and permission bits, where
+/// known (0: not known, left as written): a private file comes back private.
+fn restore_metadata(path: &Path, mtime: u64, mode: u32) -> Result<()> {
+    if mtime > 0 {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+        let f = std::fs::OpenOptions::new().write(true).open(path)?;
+        f.set_modified(at)
+            .with_context(|| format!("cannot set the modification time of {}", path.display()))?;
+    }
+    if mode != 0 {
+        let perms = std::os::unix::fs::PermissionsExt::from_mode(mode & 0o777);
+        std::fs::set_permissions(path, perms)
+            .with_context(|| format!("cannot set the permissions of {}", path.display()))?;
     }
     Ok(())
 }
@@ -333,7 +356,7 @@ pub fn get_tree(home: Option<&Path>, target: &str, out: &Path, force: bool) -> R
             bail!("`{target}` is a file; `jewel get {target} -o FILE` fetches it");
         }
     }
-    let files: Vec<(PathBuf, String)> = listed
+    let files: Vec<(PathBuf, String, u64, u32)> = listed
         .entries
         .into_iter()
         .filter(|e| !e.folder)
@@ -350,7 +373,7 @@ pub fn get_tree(home: Option<&Path>, target: &str, out: &Path, force: bool) -> R
                     e.caps.len()
                 );
             }
-            Ok((inside(&rel)?, e.caps.last().cloned().unwrap_or_default()))
+            Ok((inside(&rel)?, e.caps.last().cloned().unwrap_or_default(), e.mtime, e.mode))
         })
         .collect::<Result<_>>()?;
     if files.is_empty() {
@@ -363,10 +386,11 @@ pub fn get_tree(home: Option<&Path>, target: &str, out: &Path, force: bool) -> R
     }
     let out = if out.is_absolute() { out.to_path_buf() } else { std::env::current_dir()?.join(out) };
     let bar = files_bar(files.len(), "get");
-    let failed = parallel(&files, |(rel, cap)| {
+    let failed = parallel(&files, |(rel, cap, mtime, mode)| {
         make_parents(&out, rel)?;
         let req = api::GetRequest { cap: cap.clone(), out: out.join(rel), range: None, job: None, force };
         api.call::<api::Get>(&req).with_context(|| rel.display().to_string())?;
+        restore_metadata(&out.join(rel), *mtime, *mode).with_context(|| rel.display().to_string())?;
         bar.inc(1);
         Ok(())
     });

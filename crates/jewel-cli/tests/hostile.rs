@@ -743,6 +743,7 @@ fn a_folder_bomb_is_refused_quickly() {
             folder,
             size: 6,
             mtime: 0,
+            mode: 0,
         };
         let node = jewel::index::FolderNode { children: vec![child("a"), child("b")] };
         let file = write_file(&net.path(&format!("node{depth}")), &node.encode().unwrap());
@@ -775,6 +776,7 @@ fn a_shared_folder_of_80_000_files_lists_whole() {
             folder: false,
             size: 6,
             mtime: 0,
+            mode: 0,
         })
         .collect();
     let node = jewel::index::FolderNode { children };

@@ -163,6 +163,9 @@ pub struct LsEntry {
     /// A file's content hash (BLAKE3, hex), if its put gave one.
     #[serde(default)]
     pub hash: String,
+    /// A file's permission bits, if known (0: not known): a get restores them.
+    #[serde(default)]
+    pub mode: u32,
 }
 
 impl LsEntry {
@@ -179,6 +182,7 @@ impl LsEntry {
             version: None,
             live: true,
             hash: newest.map(|e| e.hash.clone()).unwrap_or_default(),
+            mode: newest.map_or(0, |e| e.mode),
         }
     }
 
@@ -199,6 +203,7 @@ impl LsEntry {
             version: None,
             live: true,
             hash: String::new(),
+            mode: 0,
         }
     }
 }

@@ -216,6 +216,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
                 .collect(),
         ),
         user_index,
+        users: Default::default(),
     });
     let scrub = ScrubWorker::new(
         Arc::new(store.clone()),

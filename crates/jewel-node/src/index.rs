@@ -591,7 +591,7 @@ impl Node {
                 } else if c.folder {
                     out.push(LsEntry { caps: vec![c.cap.clone()], ..LsEntry::folder(&path, 0, c.size) });
                 } else {
-                    out.push(LsEntry::shared(&path, c.size, c.mtime, &c.cap));
+                    out.push(LsEntry { mode: c.mode, ..LsEntry::shared(&path, c.size, c.mtime, &c.cap) });
                 }
             }
         }
@@ -731,6 +731,7 @@ impl Node {
                 folder: false,
                 size: e.size,
                 mtime: e.mtime,
+                mode: e.mode,
             });
         }
         let mut order: Vec<String> = folders.keys().cloned().collect();
@@ -746,6 +747,7 @@ impl Node {
                     folder: true,
                     size: *size,
                     mtime: 0,
+                    mode: 0,
                 });
             }
             children.sort_by(|a, b| a.name.cmp(&b.name));

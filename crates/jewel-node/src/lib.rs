@@ -29,6 +29,7 @@ pub mod repair;
 pub mod serve;
 pub mod state;
 pub mod user;
+pub mod users;
 pub mod workers;
 
 pub use api::ApiInfo;

@@ -83,6 +83,9 @@ pub(crate) struct Node {
     pub seen: Mutex<std::collections::HashMap<PeerId, u64>>,
     /// The user's index on this device.
     pub user_index: crate::index::UserIndex,
+    /// The puts and gets users wait for: background work waits for them (see
+    /// [`crate::users`]).
+    pub users: crate::users::UserWork,
 }
 
 /// How long a peer that refused a piece for want of room is placed after the others.
@@ -189,6 +192,8 @@ pub(crate) struct IndexAt {
     pub no_clobber: bool,
     pub mtime: u64,
     pub hash: String,
+    /// Permission bits (0: not known).
+    pub mode: u32,
 }
 
 /// Why a get will not write where it was asked to.
@@ -505,14 +510,15 @@ impl Node {
             .await
             .map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
         let (file, size) = opened?;
-        let mtime = file
-            .metadata()
-            .ok()
+        let meta = file.metadata().ok();
+        let mtime = meta
+            .as_ref()
             .and_then(|m| m.modified().ok())
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
-        let at =
-            IndexAt { path: at, no_clobber: body.no_clobber, mtime, hash: body.hash.unwrap_or_default() };
+        let mode = meta.map_or(0, |m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+        let hash = body.hash.unwrap_or_default();
+        let at = IndexAt { path: at, no_clobber: body.no_clobber, mtime, hash, mode };
         let what = body.path.display().to_string();
         let mut file = file;
         let mut attempt = 1;
@@ -562,6 +568,7 @@ impl Node {
                 no_clobber: query.no_clobber,
                 mtime: self.clock.now(),
                 hash: String::new(),
+                mode: 0,
             }),
             None => None,
         };
@@ -580,6 +587,7 @@ impl Node {
         at: Option<IndexAt>,
     ) -> Result<PutResponse, PutError> {
         let cancel = CancelOnDrop(Arc::default());
+        let _user = self.users.begin();
         let turns = if size <= SMALL_PUT { &self.small_puts } else { &self.transfers };
         let _turn = turns.acquire().await.map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
         let default = self.settings()?.default_scheme;
@@ -684,6 +692,7 @@ impl Node {
                         mtime: at.mtime,
                         scheme: record.scheme.clone(),
                         hash: at.hash,
+                        mode: at.mode,
                     };
                     replaced = self
                         .index_put(&at.path, entry, at.no_clobber, (file.to_string(), record.clone()))
@@ -724,6 +733,7 @@ impl Node {
     /// hidden part file beside `out`, and the next get of the same cap continues from it.
     pub async fn get(self: &Arc<Self>, body: GetRequest) -> Result<GetResponse, GetError> {
         check_output(&body.out, body.force)?;
+        let _user = self.users.begin();
         let _turn = self.transfers.acquire().await.map_err(|_| GetError::Interrupted)?;
         let started = Instant::now();
         let Ready { cap, manifest, located, fetch } = self.ready_to_get(&body.cap, body.range).await?;
@@ -830,6 +840,7 @@ impl Node {
         let (tx, rx) = tokio::sync::mpsc::channel(READ_QUEUE);
         let (node, file) = (self.clone(), cap.manifest);
         tokio::spawn(async move {
+            let _user = node.users.begin();
             let Ok(_turn) = node.transfers.acquire().await else { return };
             let sink = tx.clone();
             let done = Bridge::run(move |bridge| {

@@ -124,6 +124,14 @@ pub struct Entry {
     /// Its content's BLAKE3 hash (hex), so an unchanged file is not stored again.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash: String,
+    /// Its permission bits (`0o644`, `0o600`...), restored by a get; 0 when not known (a
+    /// file streamed in, or put by an older node).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mode: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// One change to the index.
@@ -572,6 +580,9 @@ pub struct Child {
     pub size: u64,
     #[serde(default)]
     pub mtime: u64,
+    /// A file's permission bits (0: not known).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mode: u32,
 }
 
 /// A folder as a stored file: its children by name and cap, so a folder's cap reads its
@@ -630,6 +641,7 @@ pub fn apart(edits: usize, shared: usize) -> (Index, Index) {
                 mtime: 1_764_000_000,
                 scheme: "jewels:3/5".into(),
                 hash: String::new(),
+                mode: 0o644,
             };
             let _ = ix.put(device, &path, entry, false);
         }
@@ -650,6 +662,7 @@ mod tests {
             mtime: 1,
             scheme: "jewels:3/5".into(),
             hash: String::new(),
+            mode: 0,
         }
     }
 
@@ -740,7 +753,14 @@ mod tests {
     #[test]
     fn folder_nodes_refuse_names_that_leave_the_folder() {
         let node = FolderNode {
-            children: vec![Child { name: "..".into(), cap: "c".into(), folder: false, size: 1, mtime: 0 }],
+            children: vec![Child {
+                name: "..".into(),
+                cap: "c".into(),
+                folder: false,
+                size: 1,
+                mtime: 0,
+                mode: 0,
+            }],
         };
         let bytes = node.encode().unwrap();
         assert!(matches!(FolderNode::decode(&bytes), Some(Err(IndexError::BadPath { .. }))));

@@ -50,6 +50,7 @@ impl Worker for AuditWorker {
                 .map_err(|e| WorkerError::Failed(e.to_string()))?;
             let (mut audited, mut lost, mut to_repair, mut failed) = (0, 0, 0, None);
             for due in &queued {
+                self.node.yield_to_users().await;
                 let Ok(id) = due.file.parse::<BlockId>() else {
                     // Not a file id (never written so): off the queue, or it stays due.
                     let _ = self.node.state.unschedule(Work::Audit, &due.file).await;

@@ -51,6 +51,7 @@ impl Worker for RenewWorker {
             let queued = state.due(Work::Renew, now.saturating_sub(half), RENEWALS_PER_PASS).map_err(fail)?;
             let (mut renewed, mut gone, mut failed) = (0, 0, None);
             for due in &queued {
+                self.node.yield_to_users().await;
                 let Ok(id) = due.file.parse::<BlockId>() else {
                     // Not a file id (never written so): off the queue, or it stays due.
                     let _ = state.unschedule(Work::Renew, &due.file).await;

@@ -49,6 +49,14 @@ impl RepairWorker {
 }
 
 impl Node {
+    /// Background work (an audit, a renewal, a repair) waits here for users' puts and gets
+    /// to end, [`crate::users::MAX_YIELD`] at most.
+    pub async fn yield_to_users(&self) {
+        if self.users.wait_idle(crate::users::MAX_YIELD).await {
+            tracing::debug!("background work waited for users' transfers");
+        }
+    }
+
     /// Whether `manifest`'s file, with `lost` pieces not usable, must be repaired now.
     pub fn needs_repair(&self, manifest: &Manifest, lost: usize) -> bool {
         manifest
@@ -77,6 +85,7 @@ impl Worker for RepairWorker {
             let queued = state.due(Work::Repair, now, REPAIRS_PER_PASS).map_err(fail)?;
             let (mut repaired, mut failed) = (0, None);
             for due in queued {
+                self.node.yield_to_users().await;
                 let id = due.file.parse::<BlockId>().ok();
                 let record = state.file(&due.file).map_err(fail)?;
                 let (Some(id), Some(record)) = (id, record) else {
