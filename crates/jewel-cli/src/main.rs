@@ -621,8 +621,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Put { name: Some(_), .. } | Command::Put { size: Some(_), .. } => {
             anyhow::bail!("--name and --size are for `jewel put -` (standard input) only")
         }
-        Command::Put { file, scheme, at, recursive: true, no_clobber, .. } => {
-            tree::put_tree(home, &file, at.as_deref(), scheme.as_deref(), no_clobber)
+        Command::Put { file, scheme, at, recursive: true, no_clobber, json, .. } => {
+            tree::put_tree(home, &file, at.as_deref(), scheme.as_deref(), no_clobber, json)
         }
         Command::Put { file, scheme, at, no_clobber, json, .. } => {
             remote::put(home, &file, scheme.as_deref(), at.as_deref(), no_clobber, json)
@@ -630,8 +630,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Get { output, recursive: true, .. } if output.as_os_str() == "-" => {
             anyhow::bail!("a folder cannot go to standard output: give -o DIR")
         }
-        Command::Get { cap, recursive: true, output, force, .. } => {
-            tree::get_tree(home, &cap.read()?, &output, force)
+        Command::Get { cap, recursive: true, output, force, json, .. } => {
+            tree::get_tree(home, &cap.read()?, &output, force, json)
         }
         Command::Get { cap, output, range, json, force, version, .. } => {
             let target = cap.read()?;

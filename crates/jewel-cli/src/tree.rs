@@ -239,6 +239,7 @@ pub fn put_tree(
     at: Option<&str>,
     scheme: Option<&str>,
     no_clobber: bool,
+    json: bool,
 ) -> Result<()> {
     let api = Api::open(home)?;
     let dir = if dir.is_absolute() { dir.to_path_buf() } else { std::env::current_dir()?.join(dir) };
@@ -290,11 +291,23 @@ pub fn put_tree(
     bar.finish_and_clear();
     let (stored, skipped) = (stored.into_inner(), skipped.into_inner());
     let shown = if root.is_empty() { "/".to_string() } else { root };
-    eprintln!("stored {stored} files under {shown} ({skipped} unchanged, skipped)");
+    if json {
+        let failures = failures_json(&failed, |i| files[i].0.display().to_string());
+        let v =
+            serde_json::json!({"root": shown, "stored": stored, "unchanged": skipped, "failed": failures});
+        outln!("{v}");
+    } else {
+        eprintln!("stored {stored} files under {shown} ({skipped} unchanged, skipped)");
+    }
     if let Some((_, first)) = failed.first() {
         bail!("{} of {} files failed; the first: {first:#}", failed.len(), files.len());
     }
     Ok(())
+}
+
+/// The failures of a tree's files as JSON: each file's name (`name_of` its index) and why.
+fn failures_json(failed: &[(usize, anyhow::Error)], name_of: impl Fn(usize) -> String) -> serde_json::Value {
+    failed.iter().map(|(i, e)| serde_json::json!({"file": name_of(*i), "error": format!("{e:#}")})).collect()
 }
 
 /// Gives a file just fetched its modification time (Unix seconds) and permission bits, where
@@ -346,7 +359,7 @@ fn make_parents(out: &Path, rel: &Path) -> Result<()> {
 
 /// `jewel get -r PATH|CAP -o DIR`: every file of a folder of the index, or of a shared
 /// folder's cap, into DIR (made if absent), never outside it.
-pub fn get_tree(home: Option<&Path>, target: &str, out: &Path, force: bool) -> Result<()> {
+pub fn get_tree(home: Option<&Path>, target: &str, out: &Path, force: bool, json: bool) -> Result<()> {
     let api = Api::open(home)?;
     let listed =
         api.call::<api::Ls>(&LsRequest { target: target.to_string(), recursive: true, versions: false })?;
@@ -395,7 +408,14 @@ pub fn get_tree(home: Option<&Path>, target: &str, out: &Path, force: bool) -> R
         Ok(())
     });
     bar.finish_and_clear();
-    eprintln!("got {} files into {}", files.len() - failed.len(), out.display());
+    let got = files.len() - failed.len();
+    if json {
+        let failures = failures_json(&failed, |i| files[i].0.display().to_string());
+        let v = serde_json::json!({"out": out.display().to_string(), "got": got, "failed": failures});
+        outln!("{v}");
+    } else {
+        eprintln!("got {got} files into {}", out.display());
+    }
     if let Some((_, first)) = failed.first() {
         bail!("{} of {} files failed; the first: {first:#}", failed.len(), files.len());
     }

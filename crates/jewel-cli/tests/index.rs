@@ -80,14 +80,18 @@ fn a_tree_comes_back_with_its_files_modes_and_times() {
         f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(mtime)).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
-    let o = me.run(&["put", "-r", src.to_str().unwrap(), "--scheme", SCHEME]);
-    assert!(o.success() && o.stderr.contains("stored 3 files"), "{}", o.stderr);
+    // --json says what a tree's put did, on stdout (issue 22: it printed nothing).
+    let v = me.json(&["put", "-r", src.to_str().unwrap(), "--scheme", SCHEME, "--json"]);
+    assert_eq!((v["stored"].as_u64(), v["unchanged"].as_u64()), (Some(3), Some(0)), "{v}");
+    assert_eq!(v["root"], "home", "{v}");
+    assert!(v["failed"].as_array().is_some_and(|f| f.is_empty()), "{v}");
     // Only the mode of one file changes: that file is stored again.
     std::fs::set_permissions(src.join("secret.key"), std::fs::Permissions::from_mode(0o640)).unwrap();
     let o = me.run(&["put", "-r", src.to_str().unwrap(), "--scheme", SCHEME]);
     assert!(o.success() && o.stderr.contains("stored 1 files under home (2 unchanged"), "{}", o.stderr);
     let got = net.path("got");
-    me.ok(&["get", "-r", "home", "-o", got.to_str().unwrap()]);
+    let v = me.json(&["get", "-r", "home", "-o", got.to_str().unwrap(), "--json"]);
+    assert_eq!(v["got"].as_u64(), Some(3), "{v}");
     for (name, mode, mtime) in files {
         let want = if name == "secret.key" { 0o640 } else { mode };
         let meta = std::fs::metadata(got.join(name)).unwrap();
