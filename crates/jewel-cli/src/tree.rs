@@ -204,8 +204,14 @@ fn hash_file(path: &Path) -> Result<String> {
 
 /// The regular files under `dir`, with their paths relative to it (`/`-separated). Links
 /// are not followed; a name that is not UTF-8 is an error.
-fn walk(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+/// Files to put: each one's path, and its index path below the folder put.
+type Files = Vec<(PathBuf, String)>;
+
+/// The regular files under `dir` (path, index path below `dir`), and what was left out: links,
+/// devices, sockets, and names that are not UTF-8 (the index's paths are text).
+fn walk(dir: &Path) -> Result<(Files, Vec<PathBuf>)> {
     let mut out = Vec::new();
+    let mut left = Vec::new();
     let mut todo = vec![(dir.to_path_buf(), String::new())];
     while let Some((d, rel)) = todo.pop() {
         for entry in
@@ -214,7 +220,8 @@ fn walk(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
             let entry = entry?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else {
-                bail!("{} has a name that is not UTF-8", entry.path().display());
+                left.push(entry.path());
+                continue;
             };
             let sub = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
             let kind = entry.file_type()?;
@@ -223,12 +230,13 @@ fn walk(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
             } else if kind.is_file() {
                 out.push((entry.path(), sub));
             } else {
-                eprintln!("skipped {} (not a regular file)", entry.path().display());
+                left.push(entry.path());
             }
         }
     }
     out.sort_by(|a, b| a.1.cmp(&b.1));
-    Ok(out)
+    left.sort();
+    Ok((out, left))
 }
 
 /// `jewel put -r DIR [--as PATH]`: every regular file under DIR, in parallel; a file whose
@@ -250,7 +258,16 @@ pub fn put_tree(
         Some(a) => jewel::index::normalize(a)?,
         None => dir.file_name().and_then(|n| n.to_str()).map(str::to_string).unwrap_or_default(),
     };
-    let files = walk(&dir)?;
+    let (files, left) = walk(&dir)?;
+    if !left.is_empty() && !json {
+        // One line, however many: a tree of thousands of links said each on every run.
+        eprintln!(
+            "left out {} that {} not a regular file with a UTF-8 name (links, devices, sockets), e.g. {}",
+            left.len(),
+            if left.len() == 1 { "is" } else { "are" },
+            left[0].display()
+        );
+    }
     let known: HashMap<String, LsEntry> =
         match api.call::<api::Ls>(&LsRequest { target: root.clone(), recursive: true, versions: false }) {
             Ok(v) => v.entries.into_iter().filter(|e| !e.folder).map(|e| (e.path.clone(), e)).collect(),
@@ -293,8 +310,11 @@ pub fn put_tree(
     let shown = if root.is_empty() { "/".to_string() } else { root };
     if json {
         let failures = failures_json(&failed, |i| files[i].0.display().to_string());
-        let v =
-            serde_json::json!({"root": shown, "stored": stored, "unchanged": skipped, "failed": failures});
+        // Shown, not serialized as paths: a name that is not UTF-8 is one of them.
+        let left: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
+        let v = serde_json::json!({
+            "root": shown, "stored": stored, "unchanged": skipped, "failed": failures, "left_out": left
+        });
         outln!("{v}");
     } else {
         eprintln!("stored {stored} files under {shown} ({skipped} unchanged, skipped)");
