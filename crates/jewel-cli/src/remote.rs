@@ -2,7 +2,7 @@
 //! repair/status` reach the node named by `--home` (or `JEWEL_HOME`) through
 //! `HOME/api.json`, with the request and reply types of `jewel_node::api`.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -339,7 +339,7 @@ pub fn id_show(home: Option<&Path>, json: bool) -> Result<()> {
 
 /// `jewel id recover`: the phrase from standard input (one line from a terminal).
 pub fn id_recover(home: Option<&Path>, json: bool) -> Result<()> {
-    use std::io::{BufRead, IsTerminal, Read};
+    use std::io::{BufRead, IsTerminal};
     let api = Api::open(home)?;
     let mut phrase = String::new();
     if std::io::stdin().is_terminal() {
@@ -409,6 +409,9 @@ pub fn get(home: Option<&Path>, args: GetArgs<'_>) -> Result<()> {
         };
         api.call::<api::Get>(&req)
     })?;
+    if range.is_none() {
+        refuse_folder(cap, &target)?;
+    }
     if json {
         outln!("{}", serde_json::to_string(&v)?);
     } else {
@@ -417,6 +420,25 @@ pub fn get(home: Option<&Path>, args: GetArgs<'_>) -> Result<()> {
         eprintln!("got {} bytes into {}{note}", v.stats.file_bytes, out.display());
     }
     Ok(())
+}
+
+/// A shared folder's cap got without `-r` reads the folder node (its children's names and
+/// caps), not a file of the user's: what was written is removed, and the user told how to
+/// get the folder.
+fn refuse_folder(cap: &str, out: &Path) -> Result<()> {
+    let mut head = [0u8; 16];
+    let n = std::fs::File::open(out).and_then(|mut f| f.read(&mut head)).unwrap_or(0);
+    if !jewel::index::FolderNode::is_folder(&head[..n]) {
+        return Ok(());
+    }
+    let whole = std::fs::read(out).unwrap_or_default();
+    if !matches!(jewel::index::FolderNode::decode(&whole), Some(Ok(_))) {
+        return Ok(());
+    }
+    std::fs::remove_file(out).with_context(|| format!("cannot remove {}", out.display()))?;
+    bail!(
+        "`{cap}` is a shared folder, not a file (nothing was kept): `jewel get -r CAP -o DIR` gets its files"
+    )
 }
 
 fn cap_request(cap: &str) -> api::CapRequest {

@@ -111,6 +111,12 @@ fn a_tree_comes_back_with_its_files_modes_and_times() {
     net.peers[1].ok(&["get", "-r", &share, "-o", shared.to_str().unwrap()]);
     let meta = std::fs::metadata(shared.join("secret.key")).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o640, "a shared private file stays private");
+    // The folder's cap without -r: refused, and nothing is left where it was asked to go
+    // (issue 22: the folder node's JSON was written there).
+    let out = net.path("folder.txt");
+    let e = net.peers[1].err_line(&["get", &share, "-o", out.to_str().unwrap()]);
+    assert!(e.contains("shared folder") && e.contains("get -r"), "{e}");
+    assert!(!out.exists(), "the folder node was left at {}", out.display());
 }
 
 /// A user's files by path: put under a path (or the file's name), replaced with the old
