@@ -501,6 +501,9 @@ impl Node {
     /// Stores a file on the network and records it; the record is durable before this
     /// returns.
     pub async fn put(self: &Arc<Self>, body: PutRequest) -> Result<PutResponse, PutError> {
+        // A user's put (the index's own snapshots and folder nodes go through `put_input`
+        // alone: they are background work).
+        let _user = self.users.begin();
         // Regular files only, checked before opening (opening a FIFO waits for a writer);
         // the file system calls run off the runtime's threads.
         let path = body.path.clone();
@@ -560,6 +563,7 @@ impl Node {
         query: &crate::api::PutStreamQuery,
         input: Box<dyn std::io::Read + Send>,
     ) -> Result<PutResponse, PutError> {
+        let _user = self.users.begin();
         let name = query.name.clone().unwrap_or_default();
         let what = if name.is_empty() { "the streamed file".to_string() } else { name.clone() };
         let at = match &query.name {
@@ -587,7 +591,6 @@ impl Node {
         at: Option<IndexAt>,
     ) -> Result<PutResponse, PutError> {
         let cancel = CancelOnDrop(Arc::default());
-        let _user = self.users.begin();
         let turns = if size <= SMALL_PUT { &self.small_puts } else { &self.transfers };
         let _turn = turns.acquire().await.map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
         let default = self.settings()?.default_scheme;
