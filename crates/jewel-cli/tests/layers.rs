@@ -161,3 +161,29 @@ fn the_node_state_is_written_by_its_writer_thread_only() {
     let elsewhere: Vec<&String> = writes.iter().filter(|w| !w.contains("state/writer.rs:")).collect();
     assert!(elsewhere.is_empty(), "write transactions outside the state writer:\n{elsewhere:#?}");
 }
+
+/// The index service knows the node's files and network only through its two traits
+/// (`IndexFiles`, `IndexNet`): outside its glue, no line of it names the node, its block
+/// client or the network's handle.
+#[test]
+fn the_index_service_knows_files_and_network_only_through_its_traits() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../jewel-node/src/index");
+    let lines = library_lines(&dir);
+    assert!(lines.iter().any(|(p, _, _)| p.ends_with("mod.rs")), "the scan found the service");
+    let named: Vec<String> = lines
+        .iter()
+        .filter(|(p, _, _)| !p.ends_with("glue.rs") && !p.ends_with("tests.rs"))
+        .filter(|(_, _, l)| {
+            ["Node", "NetHandle", "blocks", "put_input"].iter().any(|w| {
+                l.match_indices(w).any(|(i, _)| {
+                    let before = l[..i].chars().next_back();
+                    let after = l[i + w.len()..].chars().next();
+                    !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                        && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                })
+            })
+        })
+        .map(|(p, n, l)| format!("{}:{n}: {}", p.display(), l.trim()))
+        .collect();
+    assert!(named.is_empty(), "the index service reaches past its traits:\n{named:#?}");
+}

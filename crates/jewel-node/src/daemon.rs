@@ -192,8 +192,14 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         tracing::warn!(error = %e, "the user identity could not be read; the index is not shared until it is");
         None
     });
-    let user_index = crate::index::UserIndex::open(&state, user)?;
-    let node = Arc::new(Node {
+    let loaded = crate::index::Loaded::open(&state)?;
+    let seen = state
+        .peers_seen()?
+        .into_iter()
+        .filter_map(|(k, at)| Some((jewel_net::PeerId::from_bytes(&k).ok()?, at)))
+        .collect();
+    let index_net = Arc::new(crate::index::NodeNet(network.handle().clone()));
+    let node = Arc::new_cyclic(|me| Node {
         home: config.home.clone(),
         store: store.clone(),
         blocks: network.blocks().clone(),
@@ -208,14 +214,15 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
         reading: Arc::default(),
         full: Default::default(),
         liars: Default::default(),
-        seen: std::sync::Mutex::new(
-            state
-                .peers_seen()?
-                .into_iter()
-                .filter_map(|(k, at)| Some((jewel_net::PeerId::from_bytes(&k).ok()?, at)))
-                .collect(),
-        ),
-        user_index,
+        seen: std::sync::Mutex::new(seen),
+        index: Arc::new(crate::index::IndexService::new(
+            loaded,
+            state.clone(),
+            user,
+            Arc::new(crate::index::NodeFiles(me.clone())),
+            index_net,
+            Arc::new(SystemClock),
+        )),
         users: Default::default(),
     });
     let scrub = ScrubWorker::new(
@@ -235,7 +242,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     ];
     let workers = Workers::spawn(workers, node.clock.clone());
     let (index_stop, index_stopped) = tokio::sync::watch::channel(false);
-    crate::index::spawn(node.clone(), index_stopped.clone());
+    crate::index::spawn(node.index.clone(), network.handle().clone(), index_stopped.clone());
     let remembering = tokio::spawn(remember_peers(node.clone(), index_stopped));
     let requests = Arc::new(tokio::sync::Semaphore::new(crate::http::MAX_REQUESTS));
     let served = Arc::new(Served { node, workers, token: token.clone(), requests });

@@ -202,20 +202,20 @@ async fn id_show(State(s): S) -> Reply<api::IdShow> {
 
 async fn id_init(State(s): S, Body(_): Req<api::IdInit>) -> Reply<api::IdInit> {
     let key = on_home(&s, crate::user::init).await?;
-    s.node.user_index.set_user(key.clone());
+    s.node.index.set_user(key.clone());
     Ok(Json(api::IdInitResponse { phrase: key.phrase(), user: key.user_id() }))
 }
 
 async fn id_recover(State(s): S, Body(req): Req<api::IdRecover>) -> Reply<api::IdRecover> {
     let key = on_home(&s, move |home| crate::user::recover(home, &req.phrase)).await?;
-    let before = *s.node.user_index.heard.borrow();
-    s.node.user_index.set_user(key.clone());
+    let before = *s.node.index.heard.borrow();
+    s.node.index.set_user(key.clone());
     // The user's index before the command returns: from their other devices' heads in the
     // DHT, and from those online, which answer this device's ask at once.
-    let caught = tokio::time::timeout(RECOVER_WAIT, s.node.catch_up()).await;
-    s.node.wait_heard(before, ONLINE_WAIT).await;
+    let caught = tokio::time::timeout(RECOVER_WAIT, s.node.index.catch_up()).await;
+    s.node.index.wait_heard(before, ONLINE_WAIT).await;
     let index_files = match caught {
-        Ok(Ok(_)) => Some(s.node.user_index.files()),
+        Ok(Ok(_)) => Some(s.node.index.files()),
         Ok(Err(e)) => {
             tracing::info!(error = %e, "no index head found at recovery");
             None
@@ -252,30 +252,30 @@ type Reply<E> = Result<Json<<E as Endpoint>::Response>, ApiError>;
 type Req<E> = Body<<E as Endpoint>::Request>;
 
 async fn ls(State(s): S, Body(req): Req<api::Ls>) -> Reply<api::Ls> {
-    Ok(Json(s.node.ls(req).await?))
+    Ok(Json(s.node.index.ls(req).await?))
 }
 
 async fn rm_path(State(s): S, Body(req): Req<api::RmPath>) -> Reply<api::RmPath> {
-    let removed = s.node.rm_path(&req.path, req.recursive).await?;
+    let removed = s.node.index.rm_path(&req.path, req.recursive).await?;
     Ok(Json(api::PathsResponse { paths: removed.into_iter().map(|p| (p, String::new())).collect() }))
 }
 
 async fn mv(State(s): S, Body(req): Req<api::Mv>) -> Reply<api::Mv> {
-    Ok(Json(api::PathsResponse { paths: s.node.mv(&req.from, &req.to).await? }))
+    Ok(Json(api::PathsResponse { paths: s.node.index.mv(&req.from, &req.to).await? }))
 }
 
 async fn share(State(s): S, Body(req): Req<api::Share>) -> Reply<api::Share> {
-    let (cap, folder) = s.node.share(&req.path).await?;
+    let (cap, folder) = s.node.index.share(&req.path).await?;
     Ok(Json(api::ShareResponse { cap, folder }))
 }
 
 async fn name_publish(State(s): S, Body(req): Req<api::NamePublish>) -> Reply<api::NamePublish> {
-    let name = s.node.name_publish(&req.cap, &req.label).await?;
+    let name = s.node.index.name_publish(&req.cap, &req.label).await?;
     Ok(Json(api::NameResponse { name, cap: req.cap, seq: 0 }))
 }
 
 async fn name_resolve(State(s): S, Body(req): Req<api::NameResolve>) -> Reply<api::NameResolve> {
-    let (cap, seq) = s.node.name_resolve(&req.name).await?;
+    let (cap, seq) = s.node.index.name_resolve(&req.name).await?;
     Ok(Json(api::NameResponse { name: req.name, cap, seq }))
 }
 
@@ -288,7 +288,7 @@ async fn status_(State(s): S) -> Reply<api::Status> {
         workers: s.workers.status(),
         dropped: s.node.state.dropped()?.into_iter().map(|(id, at)| api::DroppedBlock { id, at }).collect(),
         puts_running: s.node.reading.load(std::sync::atomic::Ordering::SeqCst),
-        index: Some(s.node.index_status()?),
+        index: Some(s.node.index.status()?),
         reach: Some(net.reachability().await?),
         state_commits: s.node.state.commits(),
     }))
@@ -399,9 +399,9 @@ async fn repair(State(s): S, Body(req): Req<api::Repair>) -> Reply<api::Repair> 
 async fn rm(State(s): S, Body(req): Req<api::Rm>) -> Reply<api::Rm> {
     let mut done = s.node.rm(&req.cap).await?;
     // The index must not show a released file: the paths that showed it go too.
-    let paths = s.node.paths_of(&req.cap);
+    let paths = s.node.index.paths_of(&req.cap);
     for path in &paths {
-        s.node.rm_path(path, false).await?;
+        s.node.index.rm_path(path, false).await?;
     }
     done.unindexed = paths;
     Ok(Json(done))

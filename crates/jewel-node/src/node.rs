@@ -82,7 +82,7 @@ pub(crate) struct Node {
     /// seen for less than [`TRUST_AFTER`] holds at most what a file tolerates losing.
     pub seen: Mutex<std::collections::HashMap<PeerId, u64>>,
     /// The user's index on this device.
-    pub user_index: crate::index::UserIndex,
+    pub index: Arc<crate::index::IndexService>,
     /// The puts and gets users wait for: background work waits for them (see
     /// [`crate::users`]).
     pub users: crate::users::UserWork,
@@ -195,6 +195,16 @@ pub(crate) struct IndexAt {
     /// Permission bits (0: not known).
     pub mode: u32,
 }
+
+/// Where a put's path in the index ended up, and whether it replaced an entry there.
+pub(crate) type Kept = (Option<String>, bool);
+
+/// How a put's record is kept once its pieces are stored, leased and findable: given the
+/// file's manifest id and record, it writes them (with whatever else belongs in the same
+/// transaction). The file service knows nothing of the index: a put to a path is kept by
+/// [`Node::keep_at`], a put of the node's own by [`Node::keep_alone`].
+pub(crate) type Keep =
+    Box<dyn FnOnce(String, FileRecord) -> futures::future::BoxFuture<'static, Result<Kept, PutError>> + Send>;
 
 /// Why a get will not write where it was asked to.
 #[derive(Debug, thiserror::Error)]
@@ -508,7 +518,7 @@ impl Node {
         // the file system calls run off the runtime's threads.
         let path = body.path.clone();
         let name = body.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let at = self.index_precheck(body.at.as_deref(), &name, body.no_clobber)?;
+        let at = self.index.precheck(body.at.as_deref(), &name, body.no_clobber)?;
         let opened = tokio::task::spawn_blocking(move || open_regular(&path))
             .await
             .map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
@@ -534,7 +544,7 @@ impl Node {
                     name.clone(),
                     body.scheme.as_deref(),
                     body.job.as_deref(),
-                    Some(at.clone()),
+                    self.keep_at(at.clone()),
                 )
                 .await;
             // Peers that took pieces and could not prove them are left out from now on: a
@@ -566,17 +576,51 @@ impl Node {
         let _user = self.users.begin();
         let name = query.name.clone().unwrap_or_default();
         let what = if name.is_empty() { "the streamed file".to_string() } else { name.clone() };
-        let at = match &query.name {
-            Some(n) => Some(IndexAt {
-                path: self.index_precheck(Some(n), "stdin", query.no_clobber)?,
+        let keep = match &query.name {
+            Some(n) => self.keep_at(IndexAt {
+                path: self.index.precheck(Some(n), "stdin", query.no_clobber)?,
                 no_clobber: query.no_clobber,
                 mtime: self.clock.now(),
                 hash: String::new(),
                 mode: 0,
             }),
-            None => None,
+            None => self.keep_alone(),
         };
-        self.put_input(input, query.size, what, name, query.scheme.as_deref(), query.job.as_deref(), at).await
+        self.put_input(input, query.size, what, name, query.scheme.as_deref(), query.job.as_deref(), keep)
+            .await
+    }
+
+    /// Keeps a put's record and its index entry at `at`, in one transaction.
+    pub(crate) fn keep_at(self: &Arc<Self>, at: IndexAt) -> Keep {
+        let index = self.index.clone();
+        Box::new(move |file, record| {
+            Box::pin(async move {
+                let entry = jewel::index::Entry {
+                    cap: record.cap.clone().unwrap_or_default(),
+                    size: record.size,
+                    mtime: at.mtime,
+                    scheme: record.scheme.clone(),
+                    hash: at.hash,
+                    mode: at.mode,
+                };
+                let replaced = index
+                    .put(&at.path, entry, at.no_clobber, (file, record))
+                    .await
+                    .map_err(|e| PutError::Index(e.to_string()))?;
+                Ok((Some(at.path), replaced))
+            })
+        })
+    }
+
+    /// Keeps a put's record alone (the node's own files, and puts to no path).
+    pub(crate) fn keep_alone(&self) -> Keep {
+        let state = self.state.clone();
+        Box::new(move |file, record| {
+            Box::pin(async move {
+                state.insert_file(&file, &record).await?;
+                Ok((None, false))
+            })
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -588,7 +632,7 @@ impl Node {
         name: String,
         scheme: Option<&str>,
         job: Option<&str>,
-        at: Option<IndexAt>,
+        keep: Keep,
     ) -> Result<PutResponse, PutError> {
         let cancel = CancelOnDrop(Arc::default());
         let turns = if size <= SMALL_PUT { &self.small_puts } else { &self.transfers };
@@ -685,26 +729,7 @@ impl Node {
                 indexed: false,
             };
             tracing::debug!(?reached, ?stored, done = ?started.elapsed(), "put");
-            let (mut path, mut replaced) = (None, false);
-            match at {
-                // The file's record and its index entry in one transaction.
-                Some(at) => {
-                    let entry = jewel::index::Entry {
-                        cap: placed.put.cap.to_string(),
-                        size: record.size,
-                        mtime: at.mtime,
-                        scheme: record.scheme.clone(),
-                        hash: at.hash,
-                        mode: at.mode,
-                    };
-                    replaced = self
-                        .index_put(&at.path, entry, at.no_clobber, (file.to_string(), record.clone()))
-                        .await
-                        .map_err(|e| PutError::Index(e.to_string()))?;
-                    path = Some(at.path);
-                }
-                None => self.state.insert_file(&file.to_string(), &record).await?,
-            }
+            let (path, replaced) = keep(file.to_string(), record.clone()).await?;
             Ok((record, path, replaced))
         }
         .await;

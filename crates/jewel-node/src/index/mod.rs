@@ -23,12 +23,16 @@ use std::time::Duration;
 use jewel::index::{self, Entry, FolderNode, Index, IndexError, Op};
 use jewel::names::{self, NameError, NameRecord, Sealed};
 use jewel::user::UserKey;
-use jewel_net::{NetError, NetEvent};
+use jewel_net::NetError;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{LsEntry, LsRequest, LsResponse};
-use crate::node::{GetError, Node, PutError};
+use crate::node::{GetError, PutError, RmError};
+use crate::workers::Clock;
+
+mod glue;
 use crate::state::{StateError, StateStore};
+pub(crate) use glue::{spawn, NodeFiles, NodeNet};
 
 /// Versions kept of each path (the live one included).
 pub const KEEP_VERSIONS: usize = 5;
@@ -66,6 +70,8 @@ pub enum IndexOpError {
     #[error(transparent)]
     Get(#[from] GetError),
     #[error(transparent)]
+    Rm(#[from] RmError),
+    #[error(transparent)]
     Put(#[from] PutError),
     #[error(transparent)]
     Name(#[from] NameError),
@@ -93,10 +99,50 @@ struct HeadValue {
     addrs: Vec<String>,
 }
 
-/// The index's state on this device.
-pub(crate) struct UserIndex {
+/// What the index needs of the file service: store bytes, read them back into memory,
+/// describe a file, release one. The node's is [`NodeFiles`]; unit tests use an
+/// in-memory one.
+#[async_trait::async_trait]
+pub(crate) trait IndexFiles: Send + Sync {
+    /// Stores `bytes` as a file of the node's own (a snapshot or a folder node); its cap.
+    async fn store(&self, bytes: Vec<u8>, name: &str) -> Result<String, IndexOpError>;
+    /// A file's bytes: its first `range` bytes, or all of it; at most `limit`.
+    async fn read(&self, cap: &str, range: Option<u64>, limit: u64) -> Result<Vec<u8>, IndexOpError>;
+    /// The length and scheme of the file `cap` names.
+    async fn describe(&self, cap: &str) -> Result<(u64, String), IndexOpError>;
+    /// Releases a file this node put (its holders may drop it; the node forgets it).
+    async fn release(&self, cap: &str) -> Result<(), IndexOpError>;
+}
+
+/// What the index needs of the network: gossip to the user's devices, and signed name
+/// records in the DHT.
+#[async_trait::async_trait]
+pub(crate) trait IndexNet: Send + Sync {
+    async fn gossip(&self, topic: String, msg: Vec<u8>) -> Result<(), NetError>;
+    async fn publish_name(&self, record: NameRecord) -> Result<(), NetError>;
+    async fn find_name(&self, key: Vec<u8>) -> Result<Option<NameRecord>, NetError>;
+    /// This node's peer id, and a few addresses it listens on (for the head record).
+    async fn whereabouts(&self) -> Result<(String, Vec<String>), NetError>;
+    /// Connects to another device of the user, so gossip reaches it directly.
+    async fn meet(&self, peer: &str, addrs: &[String]);
+}
+
+/// The index as it is loaded from the state store, before the services it uses exist.
+pub(crate) struct Loaded {
+    device: u64,
+    index: Index,
+}
+
+/// The index service: the user's index on this device, its sync with the user's other
+/// devices, and the release of what falls off. It knows files only through
+/// [`IndexFiles`], the network only through [`IndexNet`].
+pub(crate) struct IndexService {
     /// This device's id (random, kept in the state store).
     pub device: u64,
+    state: Arc<StateStore>,
+    files: Arc<dyn IndexFiles>,
+    net: Arc<dyn IndexNet>,
+    clock: Arc<dyn Clock>,
     index: Mutex<Index>,
     user: RwLock<Option<UserKey>>,
     /// Wakes the publisher.
@@ -117,9 +163,9 @@ fn meta_u64(state: &StateStore, key: &str) -> Result<Option<u64>, StateError> {
     Ok(state.index_meta(key)?.and_then(|v| v.try_into().ok()).map(u64::from_be_bytes))
 }
 
-impl UserIndex {
-    /// Loads the index and this device's id (made on first start), and the user, if any.
-    pub fn open(state: &StateStore, user: Option<UserKey>) -> Result<UserIndex, StateError> {
+impl Loaded {
+    /// Loads the index and this device's id (made on first start).
+    pub fn open(state: &StateStore) -> Result<Loaded, StateError> {
         let device = match meta_u64(state, "device")? {
             Some(d) => d,
             None => {
@@ -139,9 +185,27 @@ impl UserIndex {
                 tracing::warn!(error = %e, "an index op in the state store was skipped");
             }
         }
-        Ok(UserIndex {
-            device,
-            index: Mutex::new(index),
+        Ok(Loaded { device, index })
+    }
+}
+
+impl IndexService {
+    /// The service over what was loaded, for `user` (if the node holds one).
+    pub fn new(
+        loaded: Loaded,
+        state: Arc<StateStore>,
+        user: Option<UserKey>,
+        files: Arc<dyn IndexFiles>,
+        net: Arc<dyn IndexNet>,
+        clock: Arc<dyn Clock>,
+    ) -> IndexService {
+        IndexService {
+            device: loaded.device,
+            state,
+            files,
+            net,
+            clock,
+            index: Mutex::new(loaded.index),
             user: RwLock::new(user),
             changed: Default::default(),
             catch_up: Default::default(),
@@ -149,19 +213,17 @@ impl UserIndex {
             heard: tokio::sync::watch::Sender::new(0),
             answered: Mutex::new(None),
             release: Default::default(),
-        })
+        }
     }
 
-    fn user(&self) -> Option<UserKey> {
+    pub(crate) fn user(&self) -> Option<UserKey> {
         self.user.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The node now holds `user` (after `jewel id init` or `recover`): join its topic and
     /// publish (the caller catches up).
     pub fn set_user(&self, user: UserKey) {
-        if let Ok(mut u) = self.user.write() {
-            *u = Some(user);
-        }
+        *self.user.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(user);
         self.joined.notify_one();
         self.changed.notify_one();
     }
@@ -174,6 +236,12 @@ impl UserIndex {
     fn with<T>(&self, f: impl FnOnce(&mut Index) -> T) -> T {
         let mut guard = self.index.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
+    }
+
+    /// A sequence number for a record replacing one numbered `last`: the time in
+    /// milliseconds, and always above `last`.
+    fn next_seq(&self, last: u64) -> u64 {
+        self.clock.now().saturating_mul(1000).max(last + 1)
     }
 }
 
@@ -195,15 +263,11 @@ fn kept_caps(ix: &Index) -> HashSet<String> {
         .collect()
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-impl Node {
+impl IndexService {
     /// The paths whose shown entry is the file `cap` names.
     pub(crate) fn paths_of(&self, cap: &str) -> Vec<String> {
         let Ok(id) = jewel::caps::Cap::parse(cap).map(|c| c.manifest()) else { return Vec::new() };
-        self.user_index.with(|ix| {
+        self.with(|ix| {
             ix.files()
                 .into_iter()
                 .filter(|(_, es)| {
@@ -215,22 +279,22 @@ impl Node {
     }
 
     /// What `jewel status` says of the index.
-    pub(crate) fn index_status(&self) -> Result<crate::api::IndexStatus, StateError> {
-        let (files, changes) = (self.user_index.files(), self.user_index.with(|ix| ix.len() as u64));
+    pub(crate) fn status(&self) -> Result<crate::api::IndexStatus, StateError> {
+        let (files, changes) = (self.files(), self.with(|ix| ix.len() as u64));
         let published_changes = meta_u64(&self.state, "head/ops")?.unwrap_or(0);
-        let shared = self.user_index.user().is_some();
+        let shared = self.user().is_some();
         Ok(crate::api::IndexStatus { files, changes, published_changes, shared })
     }
 
     /// Where a put of a file called `name` goes: `at`, or into it if it is a folder (or
     /// ends with `/`), or `name` at the root; checked before anything is stored.
-    pub(crate) fn index_precheck(
+    pub(crate) fn precheck(
         &self,
         at: Option<&str>,
         name: &str,
         no_clobber: bool,
     ) -> Result<String, IndexError> {
-        self.user_index.with(|ix| {
+        self.with(|ix| {
             let path = match at {
                 None => index::normalize(name)?,
                 Some(a) => {
@@ -254,16 +318,15 @@ impl Node {
     /// The change is made, and handed to the state writer, under the index's lock (so the
     /// store gets the changes in the order the index made them); its commit is awaited
     /// outside the lock, so that changes made meanwhile share one commit.
-    pub(crate) async fn index_change(
+    pub(crate) async fn change(
         self: &Arc<Self>,
         indexed: &[String],
         new_file: Option<(String, crate::api::FileRecord)>,
         change: impl FnOnce(&mut Index, u64) -> Result<Vec<Op>, IndexError>,
     ) -> Result<Vec<Op>, IndexOpError> {
-        let ui = &self.user_index;
-        let (ops, kept) = ui.with(|ix| -> Result<_, IndexOpError> {
+        let (ops, kept) = self.with(|ix| -> Result<_, IndexOpError> {
             // A change that fails, or is not kept, leaves the index as the store holds it.
-            let ops = match change(ix, ui.device) {
+            let ops = match change(ix, self.device) {
                 Ok(ops) => ops,
                 Err(e) => {
                     self.reload(ix)?;
@@ -274,7 +337,7 @@ impl Node {
             Ok((ops, kept))
         })?;
         if let Err(e) = kept.await {
-            ui.with(|ix| self.reload(ix))?;
+            self.with(|ix| self.reload(ix))?;
             return Err(e.into());
         }
         self.after_change(ops.clone(), true);
@@ -302,10 +365,10 @@ impl Node {
         if ops.is_empty() {
             return;
         }
-        self.user_index.changed.notify_one();
+        self.changed.notify_one();
         // Only an op that replaces another can make a version fall off.
         if ops.iter().any(|op| !op.replaces.is_empty()) {
-            self.user_index.release.notify_one();
+            self.release.notify_one();
         }
         if own {
             let node = self.clone();
@@ -318,7 +381,7 @@ impl Node {
     }
 
     async fn gossip_ops(&self, ops: &[Op]) -> Result<(), IndexOpError> {
-        let Some(user) = self.user_index.user() else { return Ok(()) };
+        let Some(user) = self.user() else { return Ok(()) };
         let msg = index::seal_message(&user, &index::Message { ops: ops.to_vec(), ask: false })?;
         if msg.len() > jewel_net::swarm::GOSSIP_MAX {
             return Err(IndexError::Malformed(format!(
@@ -327,13 +390,13 @@ impl Node {
             ))
             .into());
         }
-        self.blocks.net().gossip(index::topic(&user), msg).await?;
+        self.net.gossip(index::topic(&user), msg).await?;
         Ok(())
     }
 
     /// Merges ops from another device; how many were new.
     async fn merge_ops(self: &Arc<Self>, ops: Vec<Op>) -> Result<usize, IndexOpError> {
-        let (new, kept) = self.user_index.with(|ix| {
+        let (new, kept) = self.with(|ix| {
             let mut fresh = Vec::new();
             for op in ops {
                 match ix.insert(op.clone()) {
@@ -346,7 +409,7 @@ impl Node {
             (fresh, kept)
         });
         if let Err(e) = kept.await {
-            self.user_index.with(|ix| self.reload(ix))?;
+            self.with(|ix| self.reload(ix))?;
             return Err(e.into());
         }
         let n = new.len();
@@ -359,8 +422,8 @@ impl Node {
     /// topic, asking for theirs in return; or to answer a device that just joined, at most
     /// once per [`ANSWER_EVERY`]). An index too large for one message is left to the heads.
     pub(crate) async fn tell_all(&self, ask: bool) -> Result<(), IndexOpError> {
-        let Some(user) = self.user_index.user() else { return Ok(()) };
-        let ops: Vec<Op> = self.user_index.with(|ix| ix.ops().cloned().collect());
+        let Some(user) = self.user() else { return Ok(()) };
+        let ops: Vec<Op> = self.with(|ix| ix.ops().cloned().collect());
         let mut msg = index::seal_message(&user, &index::Message { ops, ask })?;
         if msg.len() > jewel_net::swarm::GOSSIP_MAX {
             if !ask {
@@ -368,14 +431,14 @@ impl Node {
             }
             msg = index::seal_message(&user, &index::Message { ops: Vec::new(), ask })?;
         }
-        self.blocks.net().gossip(index::topic(&user), msg).await?;
+        self.net.gossip(index::topic(&user), msg).await?;
         Ok(())
     }
 
     fn answer_ask(self: &Arc<Self>) {
         let now = std::time::Instant::now();
         {
-            let mut last = self.user_index.answered.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = self.answered.lock().unwrap_or_else(|p| p.into_inner());
             if last.is_some_and(|t| now.duration_since(t) < ANSWER_EVERY) {
                 return;
             }
@@ -392,7 +455,7 @@ impl Node {
     /// Waits until another device's answer arrives after `before` (see
     /// [`UserIndex::heard`]), at most `within`.
     pub(crate) async fn wait_heard(&self, before: u64, within: Duration) {
-        let mut rx = self.user_index.heard.subscribe();
+        let mut rx = self.heard.subscribe();
         let _ = tokio::time::timeout(within, rx.wait_for(|n| *n > before)).await;
     }
 
@@ -427,12 +490,12 @@ impl Node {
 
     /// A gossip message on the user's topic: checked (signature, seal) and merged.
     async fn receive_gossip(self: &Arc<Self>, data: &[u8]) -> Result<usize, IndexOpError> {
-        let Some(user) = self.user_index.user() else { return Ok(0) };
+        let Some(user) = self.user() else { return Ok(0) };
         let message = index::open_message(&user, data)?;
         if message.ask {
             self.answer_ask();
         } else {
-            self.user_index.heard.send_modify(|n| *n += 1);
+            self.heard.send_modify(|n| *n += 1);
         }
         self.merge_ops(message.ops).await
     }
@@ -446,7 +509,7 @@ impl Node {
     /// path showed it as current). Each release checks again just before, in case a merge
     /// made the file current again since.
     async fn release_fallen(self: &Arc<Self>) {
-        let decided = self.user_index.with(|ix| -> Result<Vec<(String, String)>, StateError> {
+        let decided = self.with(|ix| -> Result<Vec<(String, String)>, StateError> {
             let kept = kept_caps(ix);
             failpoint_pause();
             Ok(self
@@ -465,7 +528,7 @@ impl Node {
         };
         let mut kept: Option<(usize, HashSet<String>)> = None;
         for (name, cap) in fallen {
-            let still_fallen = self.user_index.with(|ix| {
+            let still_fallen = self.with(|ix| {
                 if kept.as_ref().is_none_or(|(len, _)| *len != ix.len()) {
                     kept = Some((ix.len(), kept_caps(ix)));
                 }
@@ -474,7 +537,7 @@ impl Node {
             if !still_fallen {
                 continue;
             }
-            match self.rm(&cap).await {
+            match self.files.release(&cap).await {
                 Ok(_) => tracing::info!(name = %name, "released a version no index entry keeps"),
                 Err(e) => tracing::warn!(name = %name, error = %e, "could not release a fallen-off version"),
             }
@@ -483,19 +546,17 @@ impl Node {
 
     /// Records a put's file at `path`, with its record (`file`: manifest id, record) in
     /// the same transaction; whether it replaced an entry.
-    pub(crate) async fn index_put(
+    pub(crate) async fn put(
         self: &Arc<Self>,
         path: &str,
         entry: Entry,
         no_clobber: bool,
         file: (String, crate::api::FileRecord),
     ) -> Result<bool, IndexOpError> {
-        let replaced = self.user_index.with(|ix| ix.is_file(path));
+        let replaced = self.with(|ix| ix.is_file(path));
         let manifest = vec![file.0.clone()];
-        self.index_change(&manifest, Some(file), |ix, device| {
-            Ok(vec![ix.put(device, path, entry, no_clobber)?])
-        })
-        .await?;
+        self.change(&manifest, Some(file), |ix, device| Ok(vec![ix.put(device, path, entry, no_clobber)?]))
+            .await?;
         Ok(replaced)
     }
 
@@ -505,7 +566,7 @@ impl Node {
             return self.ls_cap(&req.target, req.recursive).await;
         }
         let path = index::normalize(&req.target)?;
-        self.user_index.with(|ix| {
+        self.with(|ix| {
             if req.versions {
                 if ix.is_folder(&path) {
                     return Err(IndexError::IsFolder(path.clone()).into());
@@ -548,11 +609,8 @@ impl Node {
     /// Lists a cap: a file, or a shared folder (walked, with `recursive`, to every file).
     async fn ls_cap(self: &Arc<Self>, cap: &str, recursive: bool) -> Result<LsResponse, IndexOpError> {
         let Some(node) = self.read_folder(cap).await? else {
-            let manifest = self.manifest_of(cap).await?;
-            let file = LsEntry {
-                scheme: manifest.scheme.to_string(),
-                ..LsEntry::shared("", manifest.file_len, 0, cap)
-            };
+            let (len, scheme) = self.files.describe(cap).await?;
+            let file = LsEntry { scheme, ..LsEntry::shared("", len, 0, cap) };
             return Ok(LsResponse { entries: vec![file] });
         };
         // A walk has a budget (folder nodes read, depth, entries listed), and a sub-folder
@@ -599,90 +657,29 @@ impl Node {
         Ok(LsResponse { entries: out })
     }
 
-    async fn manifest_of(&self, cap: &str) -> Result<jewel::manifest::Manifest, IndexOpError> {
-        let id = jewel::caps::Cap::parse(cap).map_err(GetError::Cap)?.manifest();
-        Ok(self.locate(id).await.map_err(GetError::Locate)?.0)
-    }
-
     /// The folder node a cap reads, or `None` if it reads a plain file.
-    async fn read_folder(self: &Arc<Self>, cap: &str) -> Result<Option<FolderNode>, IndexOpError> {
-        let manifest = self.manifest_of(cap).await?;
-        let head = self.read_cap(cap, Some(10), 10).await?;
+    async fn read_folder(&self, cap: &str) -> Result<Option<FolderNode>, IndexOpError> {
+        let (len, _) = self.files.describe(cap).await?;
+        let head = self.files.read(cap, Some(10), 10).await?;
         if !FolderNode::is_folder(&head) {
             return Ok(None);
         }
-        if manifest.file_len > MAX_FOLDER_NODE {
-            return Err(IndexOpError::TooLarge(cap.to_string(), manifest.file_len));
+        if len > MAX_FOLDER_NODE {
+            return Err(IndexOpError::TooLarge(cap.to_string(), len));
         }
-        let bytes = self.read_cap(cap, None, MAX_FOLDER_NODE).await?;
+        let bytes = self.files.read(cap, None, MAX_FOLDER_NODE).await?;
         Ok(FolderNode::decode(&bytes).transpose()?)
-    }
-
-    /// A small file's bytes (its first `range` bytes, or all of it, at most `limit`).
-    pub(crate) async fn read_cap(
-        self: &Arc<Self>,
-        cap: &str,
-        range: Option<u64>,
-        limit: u64,
-    ) -> Result<Vec<u8>, IndexOpError> {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = self.home.join(format!("read-{}-{n}.tmp", std::process::id()));
-        let req = crate::api::GetRequest {
-            cap: cap.to_string(),
-            out: tmp.clone(),
-            range: range.map(|r| (0, r)),
-            job: None,
-            force: true,
-        };
-        let got = self.get(req).await;
-        let read = match got {
-            Ok(_) => {
-                let path = tmp.clone();
-                tokio::task::spawn_blocking(move || {
-                    use std::io::Read;
-                    let mut out = Vec::new();
-                    std::fs::File::open(&path)?.take(limit).read_to_end(&mut out)?;
-                    Ok::<_, std::io::Error>(out)
-                })
-                .await
-                .map_err(|_| IndexOpError::Interrupted)?
-                .map_err(|e| IndexOpError::Io(tmp.display().to_string(), e))
-            }
-            Err(e) => Err(e.into()),
-        };
-        let _ = std::fs::remove_file(&tmp);
-        read
-    }
-
-    /// Stores `bytes` as a file of the node's own (a snapshot or a folder node), with the
-    /// default scheme when there are peers enough, else copies on the peers there are.
-    async fn store_small(self: &Arc<Self>, bytes: Vec<u8>, name: &str) -> Result<String, IndexOpError> {
-        let default = self.settings()?.default_scheme;
-        let me = self.blocks.net().peer_id();
-        let peers = self.candidates(&HashSet::from([me]), 0, 0).await?.len();
-        let needs = jewel::codec::SchemeSpec::parse(&default)
-            .ok()
-            .and_then(|s| jewel::codec::build(&s).ok())
-            .map_or(usize::MAX, |s| s.slots());
-        let scheme = if peers >= needs { default } else { format!("replicate:{}", peers.clamp(1, 3)) };
-        let size = bytes.len() as u64;
-        let input = Box::new(std::io::Cursor::new(bytes));
-        let put = self
-            .put_input(input, size, name.to_string(), name.to_string(), Some(&scheme), None, None)
-            .await?;
-        Ok(put.cap)
     }
 
     /// `jewel rm PATH`.
     pub async fn rm_path(self: &Arc<Self>, path: &str, recursive: bool) -> Result<Vec<String>, IndexOpError> {
-        let ops = self.index_change(&[], None, |ix, device| ix.remove(device, path, recursive)).await?;
+        let ops = self.change(&[], None, |ix, device| ix.remove(device, path, recursive)).await?;
         Ok(ops.into_iter().map(|op| op.path).collect())
     }
 
     /// `jewel mv A B`.
     pub async fn mv(self: &Arc<Self>, from: &str, to: &str) -> Result<Vec<(String, String)>, IndexOpError> {
-        let ops = self.index_change(&[], None, |ix, device| ix.rename(device, from, to)).await?;
+        let ops = self.change(&[], None, |ix, device| ix.rename(device, from, to)).await?;
         let removed: Vec<&Op> = ops.iter().filter(|o| o.entry.is_none()).collect();
         let put: Vec<&Op> = ops.iter().filter(|o| o.entry.is_some()).collect();
         Ok(removed.iter().zip(put).map(|(a, b)| (a.path.clone(), b.path.clone())).collect())
@@ -692,7 +689,7 @@ impl Node {
     /// nodes (each names its children by cap), bottom up; nodes already stored are reused.
     pub async fn share(self: &Arc<Self>, path: &str) -> Result<(String, bool), IndexOpError> {
         let path = index::normalize(path)?;
-        let files: Vec<(String, Entry)> = self.user_index.with(|ix| -> Result<_, IndexError> {
+        let files: Vec<(String, Entry)> = self.with(|ix| -> Result<_, IndexError> {
             if ix.is_file(&path) {
                 return Ok(vec![(String::new(), ix.entry(&path, None)?)]);
             }
@@ -757,7 +754,7 @@ impl Node {
             let cap = match self.state.index_meta(&key)?.and_then(|v| String::from_utf8(v).ok()) {
                 Some(cap) => cap,
                 None => {
-                    let cap = self.store_small(bytes, ".jewel-folder").await?;
+                    let cap = self.files.store(bytes, ".jewel-folder").await?;
                     self.state.set_index_meta(&[(&key, cap.as_bytes())]).await?;
                     cap
                 }
@@ -771,31 +768,19 @@ impl Node {
     /// Publishes this device's head: a snapshot of the index as a Jewel file, and its cap
     /// in two signed records (this device's slot, and the user's latest).
     async fn publish_head(self: &Arc<Self>) -> Result<(), IndexOpError> {
-        let Some(user) = self.user_index.user() else { return Ok(()) };
-        let (sealed, count) = self.user_index.with(|ix| (ix.seal(&user.index_key()), ix.len()));
+        let Some(user) = self.user() else { return Ok(()) };
+        let (sealed, count) = self.with(|ix| (ix.seal(&user.index_key()), ix.len()));
         if count == 0 {
             return Ok(());
         }
-        let cap = self.store_small(sealed?, ".jewel-index").await?;
-        let net = self.blocks.net();
-        let addrs = net.listeners().await?.into_iter().take(3).map(|a| a.to_string()).collect();
-        let value = HeadValue {
-            cap: cap.clone(),
-            device: self.user_index.device,
-            peer: net.peer_id().to_string(),
-            addrs,
-        };
+        let cap = self.files.store(sealed?, ".jewel-index").await?;
+        let (peer, addrs) = self.net.whereabouts().await?;
+        let value = HeadValue { cap: cap.clone(), device: self.device, peer, addrs };
         let value = serde_json::to_vec(&value).map_err(|e| IndexError::Malformed(e.to_string()))?;
         let last = meta_u64(&self.state, "head/seq")?.unwrap_or(0);
-        let seq = (now_secs() * 1000).max(last + 1);
+        let seq = self.next_seq(last);
         let key = user.index_key();
-        let mine = NameRecord::sign(
-            user.signing_key(),
-            names::device_slot(self.user_index.device),
-            seq,
-            &key,
-            &value,
-        )?;
+        let mine = NameRecord::sign(user.signing_key(), names::device_slot(self.device), seq, &key, &value)?;
         let latest = NameRecord::sign(user.signing_key(), names::LATEST_SLOT, seq, &key, &value)?;
         let previous = self.state.index_meta("head/cap")?.and_then(|v| String::from_utf8(v).ok());
         self.state
@@ -811,7 +796,7 @@ impl Node {
         // and lose it. Not found means not published (`jewel status` says so), and the
         // publisher tries again.
         let pubkey = user.signing_key().verifying_key().to_bytes();
-        let found = self.blocks.net().find_name(names::key(&pubkey, &names::LATEST_SLOT)).await?;
+        let found = self.net.find_name(names::key(&pubkey, &names::LATEST_SLOT)).await?;
         if found.is_none_or(|r| r.seq < seq) {
             return Err(IndexOpError::NoRecord("this device's index head, just published,".into()));
         }
@@ -824,7 +809,7 @@ impl Node {
             self.state.set_index_meta(&[("head/previous", p.as_bytes())]).await?;
         }
         if let Some(old) = older.filter(|o| Some(o) != previous.as_ref() && *o != cap) {
-            if let Err(e) = self.rm(&old).await {
+            if let Err(e) = self.files.release(&old).await {
                 tracing::debug!(error = %e, "an old index snapshot was not released");
             }
         }
@@ -842,7 +827,7 @@ impl Node {
             }
         }
         for r in records {
-            self.blocks.net().publish_name(r).await?;
+            self.net.publish_name(r).await?;
         }
         Ok(())
     }
@@ -855,8 +840,8 @@ impl Node {
     /// Resolves the heads of the user's devices and merges what they have that this device
     /// has not; how many ops were new.
     pub(crate) async fn catch_up(self: &Arc<Self>) -> Result<usize, IndexOpError> {
-        let Some(user) = self.user_index.user() else { return Ok(0) };
-        let me = self.user_index.device;
+        let Some(user) = self.user() else { return Ok(0) };
+        let me = self.device;
         let pubkey = user.signing_key().verifying_key().to_bytes();
         let mut done: HashSet<[u8; 32]> = HashSet::from([names::device_slot(me)]);
         let mut todo = vec![names::LATEST_SLOT];
@@ -870,8 +855,7 @@ impl Node {
                 Err(e) => tracing::info!(error = %e, "a device's index head could not be merged"),
             }
             if todo.is_empty() {
-                let devices: HashSet<u64> =
-                    self.user_index.with(|ix| ix.ops().map(|o| o.id.device).collect());
+                let devices: HashSet<u64> = self.with(|ix| ix.ops().map(|o| o.id.device).collect());
                 todo.extend(devices.into_iter().map(names::device_slot).filter(|s| !done.contains(s)));
             }
         }
@@ -885,7 +869,7 @@ impl Node {
         slot: [u8; 32],
     ) -> Result<usize, IndexOpError> {
         let key = names::key(pubkey, &slot);
-        let Some(record) = self.blocks.net().find_name(key.clone()).await? else { return Ok(0) };
+        let Some(record) = self.net.find_name(key.clone()).await? else { return Ok(0) };
         let seen_key = format!("seen/{}", blake3::hash(&key).to_hex());
         let seen = meta_u64(&self.state, &seen_key)?.unwrap_or(0);
         if record.seq < seen {
@@ -902,9 +886,9 @@ impl Node {
         let value: HeadValue = serde_json::from_slice(&record.open(&user.index_key())?)
             .map_err(|e| IndexError::Malformed(e.to_string()))?;
         let mut merged = 0;
-        if value.device != self.user_index.device {
-            self.meet(&value).await;
-            let bytes = self.read_cap(&value.cap, None, index::MAX_SNAPSHOT as u64).await?;
+        if value.device != self.device {
+            self.net.meet(&value.peer, &value.addrs).await;
+            let bytes = self.files.read(&value.cap, None, index::MAX_SNAPSHOT as u64).await?;
             let ops = Index::open(&user.index_key(), &bytes)?;
             merged = self.merge_ops(ops).await?;
             if merged > 0 {
@@ -915,25 +899,9 @@ impl Node {
         Ok(merged)
     }
 
-    /// Connects to another device of the user, so gossip reaches it directly.
-    async fn meet(&self, head: &HeadValue) {
-        let net = self.blocks.net();
-        let Ok(peer) = head.peer.parse::<jewel_net::PeerId>() else { return };
-        if net.connect(peer).await.is_ok() {
-            return;
-        }
-        for a in &head.addrs {
-            if let Ok(addr) = a.parse::<jewel_net::Multiaddr>() {
-                if net.dial(addr).await.is_ok() {
-                    return;
-                }
-            }
-        }
-    }
-
     /// `jewel name publish`: `cap` under the user's key and `label`.
     pub async fn name_publish(self: &Arc<Self>, cap: &str, label: &str) -> Result<String, IndexOpError> {
-        let user = self.user_index.user().ok_or(IndexOpError::NoUser)?;
+        let user = self.user().ok_or(IndexOpError::NoUser)?;
         jewel::caps::Cap::parse(cap).map_err(GetError::Cap)?;
         let pubkey = user.signing_key().verifying_key().to_bytes();
         let name = names::format_name(&pubkey, label);
@@ -941,7 +909,7 @@ impl Node {
         let key_name = format!("name/{label}");
         let last =
             self.state.index_meta(&key_name)?.and_then(|b| NameRecord::decode(&b).ok()).map_or(0, |r| r.seq);
-        let seq = (now_secs() * 1000).max(last + 1);
+        let seq = self.next_seq(last);
         let record = NameRecord::sign(
             user.signing_key(),
             names::label_slot(label),
@@ -956,10 +924,10 @@ impl Node {
         self.state
             .set_index_meta(&[(&key_name, &record.encode()?), ("names", labels.join("\n").as_bytes())])
             .await?;
-        self.blocks.net().publish_name(record).await?;
+        self.net.publish_name(record).await?;
         // Published is what can be found (a DHT crowded by strangers may take a record and
         // lose it); the record is kept here and published again every half hour.
-        let found = self.blocks.net().find_name(names::key(&pubkey, &names::label_slot(label))).await?;
+        let found = self.net.find_name(names::key(&pubkey, &names::label_slot(label))).await?;
         if found.is_none_or(|r| r.seq < seq) {
             return Err(IndexOpError::NoRecord(format!("{name}, just published,")));
         }
@@ -970,12 +938,8 @@ impl Node {
     pub async fn name_resolve(&self, name: &str) -> Result<(String, u64), IndexOpError> {
         let (user, label) = names::parse_name(name)?;
         let key = names::key(&user, &names::label_slot(&label));
-        let record = self
-            .blocks
-            .net()
-            .find_name(key.clone())
-            .await?
-            .ok_or_else(|| IndexOpError::NoRecord(name.to_string()))?;
+        let record =
+            self.net.find_name(key.clone()).await?.ok_or_else(|| IndexOpError::NoRecord(name.to_string()))?;
         let seen_key = format!("seen/{}", blake3::hash(&key).to_hex());
         let seen = meta_u64(&self.state, &seen_key)?.unwrap_or(0);
         if record.seq < seen {
@@ -993,111 +957,67 @@ fn parent_of(dir: &str) -> &str {
     dir.rsplit_once('/').map_or("", |(up, _)| up)
 }
 
-/// Runs the index's background work until `shutdown`: receiving gossip, publishing this
-/// device's head after changes, and catching up with the other devices.
-pub(crate) fn spawn(node: Arc<Node>, shutdown: tokio::sync::watch::Receiver<bool>) {
-    let net = node.blocks.net().clone();
-    let mut events = net.events();
-    let receiver = node.clone();
-    let mut stop = shutdown.clone();
-    tokio::spawn(async move {
-        let mut subscribed: Option<String> = None;
-        loop {
-            if let Some(user) = receiver.user_index.user() {
-                let t = index::topic(&user);
-                if subscribed.as_ref() != Some(&t) {
-                    let signer = user.clone();
-                    let check: jewel_net::swarm::GossipCheck =
-                        Arc::new(move |data: &[u8]| index::signed_by(&signer, data));
-                    match net.subscribe(t.clone(), check).await {
-                        Ok(()) => {
-                            subscribed = Some(t);
-                            let n = receiver.clone();
-                            tokio::spawn(async move {
-                                if let Err(e) = n.tell_all(true).await {
-                                    tracing::debug!(error = %e, "no other device of the user is online");
-                                }
-                            });
-                        }
-                        Err(e) => tracing::warn!(error = %e, "could not join the user's gossip topic"),
-                    }
-                }
-            }
-            tokio::select! {
-                ev = events.recv() => match ev {
-                    Ok(NetEvent::Gossip { topic: t, data, .. }) if subscribed.as_ref() == Some(&t) => {
-                        match receiver.receive_gossip(&data).await {
-                            Ok(n) if n > 0 => tracing::info!(merged = n, "merged index changes from another device"),
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!(error = %e, "refused an index message on the user's topic"),
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => receiver.user_index.catch_up.notify_one(),
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                },
-                _ = receiver.user_index.joined.notified() => {}
-                _ = receiver.user_index.catch_up.notified() => {
-                    // The user may be new: join its topic first (the loop's top), then catch up.
-                    let n = receiver.clone();
-                    tokio::spawn(async move {
-                        match n.catch_up().await {
-                            Ok(m) if m > 0 => tracing::info!(merged = m, "caught up with the user's other devices"),
-                            Ok(_) => {}
-                            Err(e) => tracing::info!(error = %e, "could not catch up with the user's other devices"),
-                        }
-                    });
-                }
-                _ = stop.changed() => break,
-            }
-        }
-    });
-    let releaser = node.clone();
-    let mut stop = shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = releaser.user_index.release.notified() => releaser.release_fallen().await,
-                _ = stop.changed() => break,
-            }
-        }
-    });
-    let publisher = node.clone();
-    let mut stop = shutdown.clone();
-    tokio::spawn(async move {
-        // Changes made while no peer could take them (the device was offline) go out now.
-        let published = meta_u64(&publisher.state, "head/ops").ok().flatten().unwrap_or(0);
-        if publisher.user_index.with(|ix| ix.len() as u64) != published {
-            publisher.user_index.changed.notify_one();
-        }
-        let start = tokio::time::Instant::now();
-        let mut last_publish = start.checked_sub(PUBLISH_GAP).unwrap_or(start);
-        let mut republish = tokio::time::interval(REPUBLISH_EVERY);
-        let mut catch_up = tokio::time::interval(CATCH_UP_EVERY);
-        loop {
-            tokio::select! {
-                _ = publisher.user_index.changed.notified() => {
-                    let wait = PUBLISH_GAP.saturating_sub(last_publish.elapsed()).max(PUBLISH_DELAY);
-                    tokio::time::sleep(wait).await;
-                    if let Err(e) = publisher.publish_head().await {
-                        tracing::warn!(error = %e, "could not publish the index head; trying again shortly");
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                        publisher.user_index.changed.notify_one();
-                    }
-                    last_publish = tokio::time::Instant::now();
-                }
-                _ = republish.tick() => {
-                    // At start (the records this node published before it stopped), then
-                    // every half hour.
-                    if start.elapsed() < Duration::from_secs(1) || last_publish.elapsed() >= REPUBLISH_EVERY / 2 {
-                        if let Err(e) = publisher.republish().await {
-                            tracing::debug!(error = %e, "could not republish the index head");
-                        }
-                    }
-                }
-                _ = catch_up.tick() => publisher.user_index.catch_up.notify_one(),
-                _ = stop.changed() => break,
-            }
-        }
-    });
+/// How long the publisher waits after a change before it publishes, `since` the last
+/// publication: a burst of changes is one snapshot, and snapshots are at most one per
+/// [`PUBLISH_GAP`].
+fn publish_wait(since: Duration) -> Duration {
+    PUBLISH_GAP.saturating_sub(since).max(PUBLISH_DELAY)
 }
+
+impl IndexService {
+    /// Runs the index's own background work until `shutdown`: publishing this device's
+    /// head after changes (and again every half hour), waking the catch-up, and releasing
+    /// what fell off. (The gossip it receives comes from [`glue::spawn`].)
+    pub(crate) fn run(self: &Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let releaser = self.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = releaser.release.notified() => releaser.release_fallen().await,
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+        let publisher = self.clone();
+        let mut stop = shutdown;
+        tokio::spawn(async move {
+            // Changes made while no peer could take them (the device was offline) go out now.
+            let published = meta_u64(&publisher.state, "head/ops").ok().flatten().unwrap_or(0);
+            if publisher.with(|ix| ix.len() as u64) != published {
+                publisher.changed.notify_one();
+            }
+            let start = tokio::time::Instant::now();
+            let mut last_publish = start.checked_sub(PUBLISH_GAP).unwrap_or(start);
+            let mut republish = tokio::time::interval(REPUBLISH_EVERY);
+            let mut catch_up = tokio::time::interval(CATCH_UP_EVERY);
+            loop {
+                tokio::select! {
+                    _ = publisher.changed.notified() => {
+                        tokio::time::sleep(publish_wait(last_publish.elapsed())).await;
+                        if let Err(e) = publisher.publish_head().await {
+                            tracing::warn!(error = %e, "could not publish the index head; trying again shortly");
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                            publisher.changed.notify_one();
+                        }
+                        last_publish = tokio::time::Instant::now();
+                    }
+                    _ = republish.tick() => {
+                        // At start (the records this node published before it stopped), then
+                        // every half hour.
+                        if start.elapsed() < Duration::from_secs(1) || last_publish.elapsed() >= REPUBLISH_EVERY / 2 {
+                            if let Err(e) = publisher.republish().await {
+                                tracing::debug!(error = %e, "could not republish the index head");
+                            }
+                        }
+                    }
+                    _ = catch_up.tick() => publisher.catch_up.notify_one(),
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;
