@@ -17,13 +17,12 @@ use jewel::BlockId;
 use jewel_net::{BlockClient, NetError, PeerId};
 
 use crate::api::{
-    BlockEntry, DirResponse, FileRecord, GetRequest, GetResponse, Peer, PutRequest, PutResponse, RmResponse,
-    Settings,
+    BlockEntry, DirResponse, GetRequest, GetResponse, Peer, PutRequest, PutResponse, RmResponse, Settings,
 };
 use crate::bridge::Bridge;
 use crate::client::{self, ClientError, NetFetch};
 use crate::jobs::{Counted, CountedFetch, Jobs};
-use crate::state::{StateError, StateStore};
+use crate::state::{StateError, StateStore, StoredFile};
 use crate::workers::Clock;
 
 /// The scheme `put` uses when none is given.
@@ -204,7 +203,7 @@ pub(crate) type Kept = (Option<String>, bool);
 /// transaction). The file service knows nothing of the index: a put to a path is kept by
 /// [`Node::keep_at`], a put of the node's own by [`Node::keep_alone`].
 pub(crate) type Keep =
-    Box<dyn FnOnce(String, FileRecord) -> futures::future::BoxFuture<'static, Result<Kept, PutError>> + Send>;
+    Box<dyn FnOnce(String, StoredFile) -> futures::future::BoxFuture<'static, Result<Kept, PutError>> + Send>;
 
 /// Why a get will not write where it was asked to.
 #[derive(Debug, thiserror::Error)]
@@ -702,7 +701,7 @@ impl Node {
         let located: Vec<Option<PeerId>> = placed.holders.iter().copied().map(Some).collect();
         // Every step after the upload either completes the put or undoes it: a put that
         // fails leaves nothing stored (its pieces are released, its record removed).
-        let finished: Result<(FileRecord, Option<String>, bool), PutError> = async {
+        let finished: Result<(StoredFile, Option<String>, bool), PutError> = async {
             let missing = crate::renew::lease_file(
                 &self.blocks,
                 file,
@@ -716,7 +715,7 @@ impl Node {
             }
             // Findable from any peer before the put says it is done.
             client::publish_holders(&self.blocks, file, &placed.put.manifest, &located).await?;
-            let record = FileRecord {
+            let record = StoredFile {
                 name,
                 cap: Some(placed.put.cap.to_string()),
                 scheme: placed.put.manifest.scheme.to_string(),
@@ -929,7 +928,7 @@ impl Node {
             used: usage.used,
             capacity: usage.capacity,
             free: usage.capacity.map(|c| c.saturating_sub(usage.used)),
-            files: self.state.files()?,
+            files: self.state.files()?.into_iter().map(|(id, f)| (id, f.into())).collect(),
         })
     }
 

@@ -159,14 +159,10 @@ pub(crate) struct IndexService {
     release: tokio::sync::Notify,
 }
 
-fn meta_u64(state: &StateStore, key: &str) -> Result<Option<u64>, StateError> {
-    Ok(state.index_meta(key)?.and_then(|v| v.try_into().ok()).map(u64::from_be_bytes))
-}
-
 impl Loaded {
     /// Loads the index and this device's id (made on first start).
     pub fn open(state: &StateStore) -> Result<Loaded, StateError> {
-        let device = match meta_u64(state, "device")? {
+        let device = match state.index_device()? {
             Some(d) => d,
             None => {
                 let mut b = [0u8; 8];
@@ -175,7 +171,7 @@ impl Loaded {
                     reason: format!("no random numbers: {e}"),
                 })?;
                 let d = u64::from_be_bytes(b) >> 1;
-                state.set_index_meta(&[("device", &d.to_be_bytes())]).wait()?;
+                state.set_index_device(d).wait()?;
                 d
             }
         };
@@ -281,7 +277,7 @@ impl IndexService {
     /// What `jewel status` says of the index.
     pub(crate) fn status(&self) -> Result<crate::api::IndexStatus, StateError> {
         let (files, changes) = (self.files(), self.with(|ix| ix.len() as u64));
-        let published_changes = meta_u64(&self.state, "head/ops")?.unwrap_or(0);
+        let published_changes = self.state.head()?.ops;
         let shared = self.user().is_some();
         Ok(crate::api::IndexStatus { files, changes, published_changes, shared })
     }
@@ -321,7 +317,7 @@ impl IndexService {
     pub(crate) async fn change(
         self: &Arc<Self>,
         indexed: &[String],
-        new_file: Option<(String, crate::api::FileRecord)>,
+        new_file: Option<(String, crate::state::StoredFile)>,
         change: impl FnOnce(&mut Index, u64) -> Result<Vec<Op>, IndexError>,
     ) -> Result<Vec<Op>, IndexOpError> {
         let (ops, kept) = self.with(|ix| -> Result<_, IndexOpError> {
@@ -468,7 +464,7 @@ impl IndexService {
             let Some(e) = &op.entry else { continue };
             let Ok(cap) = jewel::caps::Cap::parse(&e.cap) else { continue };
             let id = cap.manifest().to_string();
-            let record = crate::api::FileRecord {
+            let record = crate::state::StoredFile {
                 name: op.path.clone(),
                 cap: Some(e.cap.clone()),
                 scheme: e.scheme.clone(),
@@ -551,7 +547,7 @@ impl IndexService {
         path: &str,
         entry: Entry,
         no_clobber: bool,
-        file: (String, crate::api::FileRecord),
+        file: (String, crate::state::StoredFile),
     ) -> Result<bool, IndexOpError> {
         let replaced = self.with(|ix| ix.is_file(path));
         let manifest = vec![file.0.clone()];
@@ -750,12 +746,12 @@ impl IndexService {
             children.sort_by(|a, b| a.name.cmp(&b.name));
             let size = children.iter().map(|c| c.size).sum();
             let bytes = FolderNode { children }.encode()?;
-            let key = format!("dag/{}", blake3::hash(&bytes).to_hex());
-            let cap = match self.state.index_meta(&key)?.and_then(|v| String::from_utf8(v).ok()) {
+            let hash: [u8; 32] = blake3::hash(&bytes).into();
+            let cap = match self.state.folder_node(hash)? {
                 Some(cap) => cap,
                 None => {
                     let cap = self.files.store(bytes, ".jewel-folder").await?;
-                    self.state.set_index_meta(&[(&key, cap.as_bytes())]).await?;
+                    self.state.set_folder_node(hash, &cap).await?;
                     cap
                 }
             };
@@ -777,19 +773,21 @@ impl IndexService {
         let (peer, addrs) = self.net.whereabouts().await?;
         let value = HeadValue { cap: cap.clone(), device: self.device, peer, addrs };
         let value = serde_json::to_vec(&value).map_err(|e| IndexError::Malformed(e.to_string()))?;
-        let last = meta_u64(&self.state, "head/seq")?.unwrap_or(0);
-        let seq = self.next_seq(last);
+        let seq = self.next_seq(self.state.head()?.seq);
         let key = user.index_key();
         let mine = NameRecord::sign(user.signing_key(), names::device_slot(self.device), seq, &key, &value)?;
         let latest = NameRecord::sign(user.signing_key(), names::LATEST_SLOT, seq, &key, &value)?;
-        let previous = self.state.index_meta("head/cap")?.and_then(|v| String::from_utf8(v).ok());
+        let (mine, latest) = (mine.encode()?, latest.encode()?);
+        // The cap it replaces becomes the previous once this one is found (below).
+        let previous = self.state.head()?.cap;
+        let new_cap = cap.clone();
         self.state
-            .set_index_meta(&[
-                ("head/seq", &seq.to_be_bytes()),
-                ("head/cap", cap.as_bytes()),
-                ("head/record/device", &mine.encode()?),
-                ("head/record/latest", &latest.encode()?),
-            ])
+            .update_head(move |h| {
+                h.seq = seq;
+                h.cap = Some(new_cap.clone());
+                h.device_record = mine.clone();
+                h.latest_record = latest.clone();
+            })
             .await?;
         self.republish().await?;
         // Published is what can be found: a DHT crowded by strangers may take a record
@@ -800,14 +798,19 @@ impl IndexService {
         if found.is_none_or(|r| r.seq < seq) {
             return Err(IndexOpError::NoRecord("this device's index head, just published,".into()));
         }
-        self.state.set_index_meta(&[("head/ops", &(count as u64).to_be_bytes())]).await?;
-        tracing::info!(seq, ops = count, "published the index head");
         // The snapshot before the one just replaced goes (one is kept for readers that
         // resolved the previous record a moment ago).
-        let older = self.state.index_meta("head/previous")?.and_then(|v| String::from_utf8(v).ok());
-        if let Some(p) = &previous {
-            self.state.set_index_meta(&[("head/previous", p.as_bytes())]).await?;
-        }
+        let older = self.state.head()?.previous;
+        let kept = previous.clone();
+        self.state
+            .update_head(move |h| {
+                h.ops = count as u64;
+                if kept.is_some() {
+                    h.previous = kept.clone();
+                }
+            })
+            .await?;
+        tracing::info!(seq, ops = count, "published the index head");
         if let Some(old) = older.filter(|o| Some(o) != previous.as_ref() && *o != cap) {
             if let Err(e) = self.files.release(&old).await {
                 tracing::debug!(error = %e, "an old index snapshot was not released");
@@ -818,11 +821,11 @@ impl IndexService {
 
     /// Puts this device's last head records (and its published names) in the DHT again.
     async fn republish(&self) -> Result<(), IndexOpError> {
-        let mut keys = vec!["head/record/device".to_string(), "head/record/latest".to_string()];
-        keys.extend(self.published_labels()?.into_iter().map(|label| format!("name/{label}")));
+        let head = self.state.head()?;
         let mut records = Vec::new();
-        for key in keys {
-            if let Some(bytes) = self.state.index_meta(&key)? {
+        let named = self.state.names()?.into_iter().map(|(_, record)| record);
+        for bytes in [head.device_record, head.latest_record].into_iter().chain(named) {
+            if !bytes.is_empty() {
                 records.push(NameRecord::decode(&bytes)?);
             }
         }
@@ -830,11 +833,6 @@ impl IndexService {
             self.net.publish_name(r).await?;
         }
         Ok(())
-    }
-
-    fn published_labels(&self) -> Result<Vec<String>, IndexOpError> {
-        let labels = self.state.index_meta("names")?.unwrap_or_default();
-        Ok(String::from_utf8_lossy(&labels).split('\n').filter(|l| !l.is_empty()).map(String::from).collect())
     }
 
     /// Resolves the heads of the user's devices and merges what they have that this device
@@ -870,8 +868,8 @@ impl IndexService {
     ) -> Result<usize, IndexOpError> {
         let key = names::key(pubkey, &slot);
         let Some(record) = self.net.find_name(key.clone()).await? else { return Ok(0) };
-        let seen_key = format!("seen/{}", blake3::hash(&key).to_hex());
-        let seen = meta_u64(&self.state, &seen_key)?.unwrap_or(0);
+        let seen_key: [u8; 32] = blake3::hash(&key).into();
+        let seen = self.state.seen(seen_key)?;
         if record.seq < seen {
             tracing::warn!(
                 seq = record.seq,
@@ -895,7 +893,7 @@ impl IndexService {
                 tracing::info!(merged, "merged index changes from another device's head");
             }
         }
-        self.state.set_index_meta(&[(&seen_key, &record.seq.to_be_bytes())]).await?;
+        self.state.set_seen(seen_key, record.seq).await?;
         Ok(merged)
     }
 
@@ -906,9 +904,7 @@ impl IndexService {
         let pubkey = user.signing_key().verifying_key().to_bytes();
         let name = names::format_name(&pubkey, label);
         names::parse_name(&name)?;
-        let key_name = format!("name/{label}");
-        let last =
-            self.state.index_meta(&key_name)?.and_then(|b| NameRecord::decode(&b).ok()).map_or(0, |r| r.seq);
+        let last = self.state.name(label)?.and_then(|b| NameRecord::decode(&b).ok()).map_or(0, |r| r.seq);
         let seq = self.next_seq(last);
         let record = NameRecord::sign(
             user.signing_key(),
@@ -917,13 +913,7 @@ impl IndexService {
             &names::label_key(&pubkey, label),
             cap.as_bytes(),
         )?;
-        let mut labels = self.published_labels()?;
-        if !labels.iter().any(|l| l == label) {
-            labels.push(label.to_string());
-        }
-        self.state
-            .set_index_meta(&[(&key_name, &record.encode()?), ("names", labels.join("\n").as_bytes())])
-            .await?;
+        self.state.set_name(label, record.encode()?).await?;
         self.net.publish_name(record).await?;
         // Published is what can be found (a DHT crowded by strangers may take a record and
         // lose it); the record is kept here and published again every half hour.
@@ -940,15 +930,15 @@ impl IndexService {
         let key = names::key(&user, &names::label_slot(&label));
         let record =
             self.net.find_name(key.clone()).await?.ok_or_else(|| IndexOpError::NoRecord(name.to_string()))?;
-        let seen_key = format!("seen/{}", blake3::hash(&key).to_hex());
-        let seen = meta_u64(&self.state, &seen_key)?.unwrap_or(0);
+        let seen_key: [u8; 32] = blake3::hash(&key).into();
+        let seen = self.state.seen(seen_key)?;
         if record.seq < seen {
             tracing::warn!(seq = record.seq, seen, "refused a replayed name record");
             return Err(IndexOpError::NoRecord(format!("{name} newer than the one last seen")));
         }
         let cap = String::from_utf8(record.open(&names::label_key(&user, &label))?)
             .map_err(|_| NameError::Malformed("its value is not text"))?;
-        self.state.set_index_meta(&[(&seen_key, &record.seq.to_be_bytes())]).await?;
+        self.state.set_seen(seen_key, record.seq).await?;
         Ok((cap, record.seq))
     }
 }
@@ -983,7 +973,7 @@ impl IndexService {
         let mut stop = shutdown;
         tokio::spawn(async move {
             // Changes made while no peer could take them (the device was offline) go out now.
-            let published = meta_u64(&publisher.state, "head/ops").ok().flatten().unwrap_or(0);
+            let published = publisher.state.head().map_or(0, |h| h.ops);
             if publisher.with(|ix| ix.len() as u64) != published {
                 publisher.changed.notify_one();
             }

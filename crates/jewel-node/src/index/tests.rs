@@ -15,7 +15,8 @@ use jewel::BlockId;
 use jewel_net::NetError;
 
 use super::*;
-use crate::api::{FileRecord, LsRequest};
+use crate::api::LsRequest;
+use crate::state::StoredFile;
 use crate::workers::ManualClock;
 
 /// What every device of a test shares: the files stored "on the network", and the DHT.
@@ -159,7 +160,7 @@ async fn put(d: &Device, path: &str, content: &str) -> Result<String, IndexOpErr
         hash: String::new(),
         mode: 0o644,
     };
-    let record = FileRecord {
+    let record = StoredFile {
         name: path.into(),
         cap: Some(cap.clone()),
         scheme: "replicate:1".into(),

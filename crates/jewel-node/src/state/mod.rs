@@ -16,16 +16,65 @@ use std::sync::Arc;
 use jewel::lease::LeaseBook;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::api::{FileRecord, PendingRelease, Settings};
+use crate::api::{Audit, PendingRelease, Settings};
 
+mod index;
 mod writer;
+pub use index::Head;
 use writer::Writer;
 pub use writer::{Durability, Pending, MAX_BATCH, WRITE_QUEUE};
+
+/// A file this node put, as the store keeps it: where its pieces went, and the state of
+/// its background work. The API shows it as [`crate::api::FileRecord`]; the two change
+/// apart (a field the API adds is not a change of layout, nor the other way round).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredFile {
+    pub name: String,
+    /// The read cap, so the owner can get the file back by name (the store is 0600).
+    #[serde(default)]
+    pub cap: Option<String>,
+    pub scheme: String,
+    pub size: u64,
+    pub holders: Vec<String>,
+    /// The last audit, if any.
+    #[serde(default)]
+    pub audit: Option<Audit>,
+    /// Slots whose holder said, at the last lease renewal, that it no longer has the piece.
+    #[serde(default)]
+    pub lease_missing: Vec<usize>,
+    /// When the leases on the pieces were last renewed (Unix seconds; 0: at the put).
+    #[serde(default)]
+    pub leased_at: u64,
+    /// Slots whose piece a full verification (`check --verify`) found corrupt, until a
+    /// repair replaces them.
+    #[serde(default)]
+    pub corrupt: Vec<usize>,
+    /// The user's index names it: released once no kept entry or version does.
+    #[serde(default)]
+    pub indexed: bool,
+}
+
+impl From<StoredFile> for crate::api::FileRecord {
+    fn from(f: StoredFile) -> Self {
+        crate::api::FileRecord {
+            name: f.name,
+            cap: f.cap,
+            scheme: f.scheme,
+            size: f.size,
+            holders: f.holders,
+            audit: f.audit,
+            lease_missing: f.lease_missing,
+            leased_at: f.leased_at,
+            corrupt: f.corrupt,
+            indexed: f.indexed,
+        }
+    }
+}
 
 /// The store's file name in the node's home.
 pub const STATE_FILE: &str = "state.redb";
 /// The layout this build writes and reads.
-pub const VERSION: u64 = 1;
+pub const VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
@@ -38,9 +87,6 @@ const MAX_DROPPED: usize = 1000;
 /// The user's index: every op this device knows (its own and its other devices'), by id
 /// (clock, device) → the op (JSON).
 const INDEX_OPS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("index_ops");
-/// The index's bookkeeping: this device's id, its head's sequence number and cap, the
-/// highest sequence number seen of each record, the folder nodes stored.
-const INDEX_META: TableDefinition<&str, &[u8]> = TableDefinition::new("index_meta");
 /// Releases holders still owe: "file/holder" → the release (JSON).
 const RELEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("releases");
 /// Peer id (bytes) → when this node first saw it (Unix seconds), for placement to tell
@@ -158,7 +204,7 @@ fn clear_due(
 fn queue_file(
     tx: &redb::WriteTransaction,
     file: &str,
-    record: &FileRecord,
+    record: &StoredFile,
     err: ErrFn<'_>,
 ) -> Result<(), StateError> {
     set_due(tx, Work::Audit, file, record.audit.as_ref().map_or(0, |a| a.at), 0, err)?;
@@ -206,6 +252,7 @@ impl StateStore {
         let version = store.version().map_err(|e| store.damaged(e))?;
         match version {
             Some(v) if v > VERSION => return Err(StateError::Newer { path: store.path.clone(), found: v }),
+            Some(v) if v < VERSION => store.upgrade(v)?,
             Some(_) => {}
             None => store.migrate(home)?,
         }
@@ -382,11 +429,26 @@ impl StateStore {
         Ok(v)
     }
 
+    /// Brings a store of layout `from` to [`VERSION`], in one transaction. Layout 1 kept the
+    /// index's bookkeeping in one string-keyed table (see [`index`]).
+    fn upgrade(&self, from: u64) -> Result<(), StateError> {
+        let err = db_error(&self.path);
+        let moved = self
+            .write(Durability::Durable, move |tx| {
+                let moved = if from < 2 { index::migrate_meta(tx, &err)? } else { 0 };
+                tx.open_table(META).map_err(|e| err(&e))?.insert("version", VERSION).map_err(|e| err(&e))?;
+                Ok(moved)
+            })
+            .wait()?;
+        tracing::info!(from, to = VERSION, rows = moved, "upgraded the node state's layout");
+        Ok(())
+    }
+
     /// Takes over `files.json`, `settings.json` and `leases.redb` from an older node, all
     /// in the transaction that sets the version; then renames them `*.migrated`.
     fn migrate(&self, home: &Path) -> Result<(), StateError> {
         let files_json = home.join("files.json");
-        let files: BTreeMap<String, FileRecord> = read_json(&files_json)?.unwrap_or_default();
+        let files: BTreeMap<String, StoredFile> = read_json(&files_json)?.unwrap_or_default();
         let settings_json = home.join("settings.json");
         let settings: Option<Settings> = read_json(&settings_json)?;
         let leases_path = home.join("leases.redb");
@@ -439,9 +501,9 @@ impl StateStore {
     }
 
     /// Every file this node put, by manifest id.
-    pub fn files(&self) -> Result<BTreeMap<String, FileRecord>, StateError> {
+    pub fn files(&self) -> Result<BTreeMap<String, StoredFile>, StateError> {
         let files = self.scan(FILES, |k, v| {
-            let record: FileRecord = serde_json::from_slice(v)
+            let record: StoredFile = serde_json::from_slice(v)
                 .map_err(|e| self.damaged(format!("the record of file {k}: {e}")))?;
             Ok((k.to_string(), record))
         })?;
@@ -449,7 +511,7 @@ impl StateStore {
     }
 
     /// One file's record, if this node put it.
-    pub fn file(&self, id: &str) -> Result<Option<FileRecord>, StateError> {
+    pub fn file(&self, id: &str) -> Result<Option<StoredFile>, StateError> {
         let err = self.db_err();
         let Some((_tx, t)) = self.open_read(FILES)? else { return Ok(None) };
         let Some(v) = t.get(id).map_err(|e| err(&e))? else { return Ok(None) };
@@ -459,7 +521,7 @@ impl StateStore {
     }
 
     /// Records a file, durably.
-    pub fn insert_file(&self, id: &str, record: &FileRecord) -> Pending<()> {
+    pub fn insert_file(&self, id: &str, record: &StoredFile) -> Pending<()> {
         let err = db_error(&self.path);
         let (id, bytes, record) = (id.to_string(), serde_json::to_vec(record), record.clone());
         self.write(Durability::Durable, move |tx| {
@@ -471,7 +533,7 @@ impl StateStore {
     }
 
     /// Records the files not recorded yet, durably, in one transaction; how many were new.
-    pub fn insert_files_absent(&self, records: Vec<(String, FileRecord)>) -> Pending<usize> {
+    pub fn insert_files_absent(&self, records: Vec<(String, StoredFile)>) -> Pending<usize> {
         let err = db_error(&self.path);
         self.write(Durability::Durable, move |tx| {
             let mut new = 0;
@@ -495,14 +557,14 @@ impl StateStore {
     pub fn update_file<R: Send + 'static>(
         &self,
         id: &str,
-        mut change: impl FnMut(&mut FileRecord) -> R + Send + 'static,
+        mut change: impl FnMut(&mut StoredFile) -> R + Send + 'static,
     ) -> Pending<Option<R>> {
         let (err, damaged, id) = (db_error(&self.path), damaged_at(&self.path), id.to_string());
         self.write(Durability::Durable, move |tx| {
             let mut t = tx.open_table(FILES).map_err(|e| err(&e))?;
             let current = t.get(id.as_str()).map_err(|e| err(&e))?.map(|v| v.value().to_vec());
             let Some(bytes) = current else { return Ok(None) };
-            let mut record: FileRecord = serde_json::from_slice(&bytes)
+            let mut record: StoredFile = serde_json::from_slice(&bytes)
                 .map_err(|e| damaged(format!("the record of file {id}: {e}")))?;
             let out = change(&mut record);
             let bytes = serde_json::to_vec(&record).map_err(|e| err(&e))?;
@@ -519,14 +581,14 @@ impl StateStore {
     }
 
     /// Keeps index ops, durably, in one transaction; in the same one, marks the files
-    /// `indexed` names (by manifest id) as the index's (see [`FileRecord::indexed`]).
+    /// `indexed` names (by manifest id) as the index's (see [`StoredFile::indexed`]).
     /// A put's file (`new_file`, its manifest id and record) is recorded in that same
     /// transaction too, so that a file is never kept without its entry nor the other way.
     pub fn add_index_ops(
         &self,
         ops: Vec<jewel::index::Op>,
         indexed: Vec<String>,
-        new_file: Option<(String, FileRecord)>,
+        new_file: Option<(String, StoredFile)>,
     ) -> Pending<()> {
         let (err, damaged) = (db_error(&self.path), damaged_at(&self.path));
         self.write(Durability::Durable, move |tx| {
@@ -544,7 +606,7 @@ impl StateStore {
             for id in &indexed {
                 let current = files.get(id.as_str()).map_err(|e| err(&e))?.map(|v| v.value().to_vec());
                 if let Some(bytes) = current {
-                    let mut record: FileRecord = serde_json::from_slice(&bytes)
+                    let mut record: StoredFile = serde_json::from_slice(&bytes)
                         .map_err(|e| damaged(format!("the record of file {id}: {e}")))?;
                     record.indexed = true;
                     let bytes = serde_json::to_vec(&record).map_err(|e| err(&e))?;
@@ -553,13 +615,6 @@ impl StateStore {
             }
             Ok(())
         })
-    }
-
-    /// A value of the index's bookkeeping.
-    pub fn index_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        let err = self.db_err();
-        let Some((_tx, t)) = self.open_read(INDEX_META)? else { return Ok(None) };
-        Ok(t.get(key).map_err(|e| err(&e))?.map(|v| v.value().to_vec()))
     }
 
     /// When this node first saw each peer it has seen.
@@ -627,20 +682,6 @@ impl StateStore {
         self.write(Durability::Durable, move |tx| {
             let mut t = tx.open_table(META).map_err(|e| err(&e))?;
             t.insert("listen_port", u64::from(port)).map_err(|e| err(&e))?;
-            Ok(())
-        })
-    }
-
-    /// Sets values of the index's bookkeeping, durably, in one transaction.
-    pub fn set_index_meta(&self, values: &[(&str, &[u8])]) -> Pending<()> {
-        let err = db_error(&self.path);
-        let values: Vec<(String, Vec<u8>)> =
-            values.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
-        self.write(Durability::Durable, move |tx| {
-            let mut t = tx.open_table(INDEX_META).map_err(|e| err(&e))?;
-            for (k, v) in &values {
-                t.insert(k.as_str(), v.as_slice()).map_err(|e| err(&e))?;
-            }
             Ok(())
         })
     }
@@ -761,8 +802,8 @@ pub struct KnownPeer {
 mod tests {
     use super::*;
 
-    fn record(name: &str) -> FileRecord {
-        FileRecord {
+    fn record(name: &str) -> StoredFile {
+        StoredFile {
             name: name.into(),
             cap: Some(format!("jewel:r1:{name}")),
             scheme: "jewels:3/5".into(),

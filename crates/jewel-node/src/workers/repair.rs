@@ -10,9 +10,10 @@ use jewel::manifest::Manifest;
 use jewel::BlockId;
 
 use super::{count, Outcome, Run, Worker, WorkerError};
-use crate::api::{FileRecord, WorkerState};
+use crate::api::WorkerState;
 use crate::audit::lost_slots;
 use crate::node::Node;
+use crate::state::StoredFile;
 use crate::state::Work;
 
 /// The first wait before a failed repair is tried again, and the longest.
@@ -38,7 +39,7 @@ impl RepairWorker {
     }
 
     /// Whether `record`'s last audit, with the pieces known corrupt, says it needs repair.
-    fn wanted(&self, record: &FileRecord) -> bool {
+    fn wanted(&self, record: &StoredFile) -> bool {
         let Some(audit) = &record.audit else { return false };
         let Ok(spec) = jewel::codec::SchemeSpec::parse(&record.scheme) else { return false };
         let Ok(scheme) = jewel::codec::build(&spec) else { return false };
