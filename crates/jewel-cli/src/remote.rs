@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use jewel_node::api::{self, ApiInfo, Endpoint, ErrorBody, NoBody};
 
+#[derive(Clone)]
 pub struct Api {
     base: String,
     token: String,
-    /// One HTTP agent for every call (its connections are kept and reused: a progress bar
-    /// asks ten times a second).
+    /// One HTTP agent for every call (its connections are kept and reused).
     agent: ureq::Agent,
 }
 
@@ -120,6 +120,25 @@ impl Api {
         Ok(copied)
     }
 
+    /// Follows job `job`'s progress (`/v1/progress/watch`, one streamed reply): `each` is
+    /// called with every line the node sends, until the job ends.
+    pub fn watch(&self, job: &str, mut each: impl FnMut(api::ProgressResponse)) -> Result<()> {
+        use std::io::BufRead;
+        let url = format!("{}{}", self.base, api::WATCH_PATH);
+        let req = api::ProgressRequest { job: job.to_string() };
+        let r =
+            self.agent.post(&url).header("authorization", &format!("Bearer {}", self.token)).send_json(&req);
+        let mut resp = r.with_context(|| format!("cannot reach the node's API at {}", self.base))?;
+        if !resp.status().is_success() {
+            bail!("the node would not report progress: {}", resp.status());
+        }
+        let body = std::io::BufReader::new(resp.body_mut().with_config().reader());
+        for line in body.lines() {
+            each(serde_json::from_str(&line?).context("the node sent a malformed progress line")?);
+        }
+        Ok(())
+    }
+
     /// Calls an endpoint that takes no request body.
     pub fn fetch<E: Endpoint<Request = NoBody>>(&self) -> Result<E::Response> {
         self.call::<E>(&NoBody {})
@@ -131,7 +150,8 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 }
 
 /// Runs `call` (a put or get naming job `id`, if any) with a progress bar on stderr that
-/// follows the node's `/v1/progress/{id}`, when stderr is a terminal.
+/// follows the node's report of the job (one streamed reply, `/v1/progress/watch`), when
+/// stderr is a terminal.
 fn with_progress<T>(api: &Api, label: &str, call: impl FnOnce(Option<&str>) -> Result<T>) -> Result<T> {
     use std::io::IsTerminal;
     if !std::io::stderr().is_terminal() {
@@ -150,28 +170,30 @@ fn with_progress<T>(api: &Api, label: &str, call: impl FnOnce(Option<&str>) -> R
         .progress_chars("=> "),
     );
     bar.set_message(label.to_string());
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    let result = std::thread::scope(|scope| {
-        let (bar, job) = (&bar, &job);
-        scope.spawn(move || {
-            // Refresh ten times a second until the call returns.
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                stopped.recv_timeout(std::time::Duration::from_millis(100))
-            {
-                if let Ok(p) = api.call::<api::Progress>(&api::ProgressRequest { job: job.clone() }) {
-                    if bar.is_hidden() {
-                        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-                    }
-                    bar.set_length(p.total);
-                    bar.set_position(p.done);
-                }
+    // Set, under its lock, when the call returned: the watcher draws nothing after.
+    let done = std::sync::Arc::new(std::sync::Mutex::new(false));
+    let (watcher, seen, shown) = (api.clone(), job.clone(), bar.clone());
+    let finished = done.clone();
+    // Not joined: the watch ends with the job, and a call that fails before its job starts
+    // does not wait for it (the process ends).
+    std::thread::spawn(move || {
+        let _ = watcher.watch(&seen, |p| {
+            let finished = finished.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *finished {
+                return;
             }
+            if shown.is_hidden() {
+                shown.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+            shown.set_length(p.total);
+            shown.set_position(p.done);
         });
-        let r = call(Some(job));
-        let _ = stop.send(());
-        r
     });
+    let result = call(Some(&job));
+    let mut finished = done.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    *finished = true;
     bar.finish_and_clear();
+    drop(finished);
     result
 }
 

@@ -913,3 +913,66 @@ fn a_streamed_get_is_whole_or_says_it_was_cut_short() {
         "what came is the file's start"
     );
 }
+
+/// A put at a terminal shows a progress bar, from the node's report of the job (one
+/// streamed reply): the test feeds the put half its input, sees the bar with the file's
+/// size on the terminal (a pty, from `script`), then the rest; the put ends with its cap.
+#[test]
+fn a_put_at_a_terminal_shows_its_progress() {
+    let _one = exclusive();
+    let net = devnet(3);
+    let owner = &net.peers[0];
+    let size = 16usize << 20;
+    let data = random_bytes(size, 77);
+    let fifo = net.path("input.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let put = format!(
+        "cat {} | {BIN} --home {} put - --size {size} --scheme replicate:2 --name big.bin",
+        s(&fifo),
+        s(&owner.home)
+    );
+    // `script` gives the put a terminal (its stderr) and copies what it draws to stdout.
+    let mut term = std::process::Command::new("script")
+        .args(["-qfec", &put, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut screen = term.stdout.take().unwrap();
+    let (tx, drawn) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = screen.read(&mut buf) {
+            if n == 0 || tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut input = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    input.write_all(&data[..size / 2]).unwrap();
+    input.flush().unwrap();
+    // The bar, with the file's size as its total, while half the input waits to be sent.
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(seen.contains("put [") && seen.contains("16.00 MiB")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match drawn.recv_timeout(left) {
+            Ok(text) => seen.push_str(&text),
+            Err(_) => panic!("no progress bar on the terminal; it showed: {seen:?}"),
+        }
+    }
+    input.write_all(&data[size / 2..]).unwrap();
+    drop(input);
+    let status = term.wait().unwrap();
+    while let Ok(text) = drawn.recv_timeout(Duration::from_secs(10)) {
+        seen.push_str(&text);
+    }
+    assert!(status.success(), "the put failed: {seen}");
+    assert!(seen.contains("jewel:r1:"), "no cap printed: {seen}");
+    let out = net.path("back");
+    // After the bar's last escape codes.
+    let at = seen.find("jewel:r1:").unwrap();
+    let cap = seen[at..].split_whitespace().next().unwrap();
+    owner.ok(&["get", cap, "-o", s(&out)]);
+    assert!(std::fs::read(&out).unwrap() == data, "other bytes came back");
+}

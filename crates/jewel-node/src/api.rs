@@ -67,6 +67,17 @@ endpoint!(
 /// The body must be exactly `size` bytes. Answers a [`PutResponse`].
 pub const PUT_STREAM_PATH: &str = "/v1/put-stream";
 
+/// A job's progress as one streamed reply: `POST /v1/progress/watch` with a
+/// [`ProgressRequest`]; the body is one JSON [`ProgressResponse`] per line, sent each time
+/// the job moves (at most [`WATCH_EVERY`] apart), and ends when the job ends (or, for a job
+/// that has not started within [`WATCH_WAIT`], at once). A progress bar reads it instead
+/// of asking ten times a second.
+pub const WATCH_PATH: &str = "/v1/progress/watch";
+/// How often a watched job is looked at.
+pub const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a watch waits for its job to start.
+pub const WATCH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A file's plaintext as the reply's body, streamed as it decodes: `POST /v1/read` with a
 /// [`ReadRequest`]; the reply is `application/octet-stream` of exactly its
 /// `content-length` (the file, or the range), or an error reply before any byte. A get

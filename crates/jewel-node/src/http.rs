@@ -414,6 +414,40 @@ async fn progress(State(s): S, Body(req): Req<api::Progress>) -> Reply<api::Prog
     }
 }
 
+/// `POST /v1/progress/watch` (see [`api::WATCH_PATH`]): the job's progress, one line each
+/// time it moves, until it ends.
+async fn watch_progress(State(s): S, Body(req): Body<api::ProgressRequest>) -> Response {
+    struct Watch {
+        served: Arc<Served>,
+        job: String,
+        last: Option<(u64, u64)>,
+        asked: tokio::time::Instant,
+    }
+    let first = Watch { served: s, job: req.job, last: None, asked: tokio::time::Instant::now() };
+    let lines = futures::stream::unfold(first, |mut w| async move {
+        loop {
+            match w.served.node.jobs.get(&w.job) {
+                Some(now) if w.last != Some(now) => {
+                    w.last = Some(now);
+                    let (done, total) = now;
+                    let mut line = serde_json::to_vec(&api::ProgressResponse { done, total }).ok()?;
+                    line.push(b'\n');
+                    return Some((Ok::<_, std::io::Error>(line), w));
+                }
+                Some(_) => {}
+                // The job ended (it was seen), or never started.
+                None if w.last.is_some() || w.asked.elapsed() >= api::WATCH_WAIT => return None,
+                None => {}
+            }
+            tokio::time::sleep(api::WATCH_EVERY).await;
+        }
+    });
+    Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/x-ndjson")
+        .body(axum::body::Body::from_stream(lines))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
 async fn settings(State(s): S) -> Reply<api::GetSettings> {
     Ok(Json(s.node.settings()?))
 }
@@ -469,6 +503,7 @@ pub(crate) fn router(served: Arc<Served>) -> Router {
         .route(api::PUT_STREAM_PATH, post(put_stream))
         .route(at::<api::Get>(), post(get_file))
         .route(api::READ_PATH, post(read_stream))
+        .route(api::WATCH_PATH, post(watch_progress))
         .route(at::<api::Check>(), post(check))
         .route(at::<api::Repair>(), post(repair))
         .route(at::<api::Rm>(), post(rm))
