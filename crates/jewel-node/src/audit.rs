@@ -12,6 +12,7 @@ use jewel_net::wire::{Status, WireError};
 use jewel_net::{BlockClient, NetError, PeerId};
 
 use crate::api::{Audit, CheckReport, PieceReport, PieceState};
+use crate::client::fanout::{fan_out, Flow, Strategy};
 use crate::client::ClientError;
 use crate::node::Node;
 use crate::state::{StateError, Work};
@@ -39,25 +40,35 @@ pub enum AuditError {
 /// bao proof, verified against the piece id.
 pub async fn audit(blocks: &BlockClient, manifest: &Manifest, located: &[Option<PeerId>], now: u64) -> Audit {
     let Ok(scheme) = manifest.build_scheme() else { return Audit::default() };
-    let probes = manifest.pieces.iter().enumerate().map(|(slot, piece)| {
-        let holder = located.get(slot).copied().flatten();
-        let size = manifest.piece_len(scheme.as_ref(), slot);
-        let groups = size.div_ceil(CHUNK_GROUP_SIZE as u64).max(1);
-        let mut pick = [0u8; 8];
-        let _ = jewel::crypto::fill_random(&mut pick);
-        let group = u64::from_le_bytes(pick) % groups;
-        async move {
-            let Some(peer) = holder else { return (PieceState::Missing, 0) };
-            let t = std::time::Instant::now();
-            match tokio::time::timeout(AUDIT_TIMEOUT, blocks.prove(peer, *piece, size, group)).await {
-                Ok(Ok(moved)) if t.elapsed() > AUDIT_LATE => (PieceState::Late, moved as u64),
-                Ok(Ok(moved)) => (PieceState::Alive, moved as u64),
-                Ok(Err(e)) => (piece_state_of(&e), 0),
-                Err(_) => (PieceState::Missing, 0),
-            }
-        }
-    });
-    let results = futures::future::join_all(probes).await;
+    let probes: Vec<(usize, Option<PeerId>, BlockId, u64, u64)> = manifest
+        .pieces
+        .iter()
+        .enumerate()
+        .map(|(slot, piece)| {
+            let size = manifest.piece_len(scheme.as_ref(), slot);
+            let groups = size.div_ceil(CHUNK_GROUP_SIZE as u64).max(1);
+            let mut pick = [0u8; 8];
+            let _ = jewel::crypto::fill_random(&mut pick);
+            (slot, located.get(slot).copied().flatten(), *piece, size, u64::from_le_bytes(pick) % groups)
+        })
+        .collect();
+    let ask = |(_, holder, piece, size, group): (usize, Option<PeerId>, BlockId, u64, u64)| async move {
+        let peer = holder?;
+        let t = std::time::Instant::now();
+        Some((blocks.prove(peer, piece, size, group).await, t.elapsed()))
+    };
+    let mut results = vec![(PieceState::Missing, 0u64); manifest.pieces.len()];
+    fan_out(probes, Strategy::all(PROBES_AT_ONCE, Some(AUDIT_TIMEOUT)), ask, |(slot, ..), answer| {
+        results[slot] = match answer.flatten() {
+            Some((Ok(moved), took)) if took > AUDIT_LATE => (PieceState::Late, moved as u64),
+            Some((Ok(moved), _)) => (PieceState::Alive, moved as u64),
+            Some((Err(e), _)) => (piece_state_of(&e), 0),
+            // No holder known, or none answered in time.
+            None => (PieceState::Missing, 0),
+        };
+        Flow::Go
+    })
+    .await;
     Audit {
         at: now,
         bytes: results.iter().map(|r| r.1).sum(),
@@ -65,6 +76,9 @@ pub async fn audit(blocks: &BlockClient, manifest: &Manifest, located: &[Option<
         bad_segments: Vec::new(),
     }
 }
+
+/// Pieces proved at once in an audit.
+const PROBES_AT_ONCE: usize = 64;
 
 /// Pieces read for a full verification at once.
 const VERIFY_CONCURRENCY: usize = 4;

@@ -4,7 +4,12 @@ use jewel::BlockId;
 use jewel_net::{BlockClient, PeerId};
 
 use crate::api::PendingRelease;
+use crate::client::fanout::{fan_out, Flow, Strategy};
 use crate::client::ClientError;
+
+/// Holders asked at once for one file's leases (a file has at most this many pieces in
+/// practice; more wait their turn).
+const MAX_ASKS: usize = 64;
 use crate::node::Node;
 use crate::state::StateError;
 
@@ -29,21 +34,28 @@ pub async fn lease_file(
     holders: &[Option<PeerId>],
     seconds: u32,
 ) -> Vec<usize> {
-    let asks = pieces.iter().zip(holders).enumerate().filter_map(|(slot, (piece, holder))| {
-        let peer = (*holder)?;
-        Some(async move { (slot, blocks.lease(peer, file, seconds, &[*piece, file]).await) })
-    });
+    let asks: Vec<(usize, PeerId, BlockId)> = pieces
+        .iter()
+        .zip(holders)
+        .enumerate()
+        .filter_map(|(slot, (piece, holder))| Some((slot, (*holder)?, *piece)))
+        .collect();
     let mut missing = Vec::new();
-    for (slot, answer) in futures::future::join_all(asks).await {
+    let ask = |(_, peer, piece): (usize, PeerId, BlockId)| async move {
+        blocks.lease(peer, file, seconds, &[piece, file]).await
+    };
+    fan_out(asks, Strategy::all(MAX_ASKS, None), ask, |(slot, _, _), answer| {
         match answer {
-            Ok(held) if held.first() == Some(&false) => {
+            Some(Ok(held)) if held.first() == Some(&false) => {
                 tracing::warn!(%file, slot, "a holder no longer has its piece (lease renewal)");
                 missing.push(slot);
             }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(%file, slot, error = %e, "lease request failed"),
+            Some(Ok(_)) | None => {}
+            Some(Err(e)) => tracing::debug!(%file, slot, error = %e, "lease request failed"),
         }
-    }
+        Flow::Go
+    })
+    .await;
     missing
 }
 
@@ -57,13 +69,13 @@ pub async fn release_file(
     holders: &[Option<PeerId>],
     until: u64,
 ) -> Vec<PendingRelease> {
-    let asks = pieces.iter().zip(holders).filter_map(|(piece, holder)| {
-        let peer = (*holder)?;
-        Some(async move { (peer, *piece, blocks.lease(peer, file, 0, &[*piece, file]).await) })
-    });
+    let asks: Vec<(PeerId, BlockId)> =
+        pieces.iter().zip(holders).filter_map(|(piece, holder)| Some(((*holder)?, *piece))).collect();
     let mut owed: Vec<PendingRelease> = Vec::new();
-    for (peer, piece, answer) in futures::future::join_all(asks).await {
-        if let Err(e) = answer {
+    let ask =
+        |(peer, piece): (PeerId, BlockId)| async move { blocks.lease(peer, file, 0, &[piece, file]).await };
+    fan_out(asks, Strategy::all(MAX_ASKS, None), ask, |(peer, piece), answer| {
+        if let Some(Err(e)) = answer {
             tracing::info!(%file, %peer, error = %e, "a holder did not take the release; it will be asked again");
             let holder = peer.to_string();
             match owed.iter_mut().find(|p| p.holder == holder) {
@@ -76,7 +88,9 @@ pub async fn release_file(
                 }),
             }
         }
-    }
+        Flow::Go
+    })
+    .await;
     owed
 }
 

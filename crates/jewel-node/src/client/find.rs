@@ -9,6 +9,7 @@ use jewel::store::BlockStore;
 use jewel::BlockId;
 use jewel_net::{BlockClient, Holder, HoldersRecord, Multiaddr, NetError, PeerId};
 
+use super::fanout::{fan_out, Flow, Strategy};
 use super::{fetch_manifest, ClientError};
 
 /// How long a get looks for a file it cannot find before it gives up: a put returns only
@@ -129,7 +130,6 @@ pub async fn ask_holders(
     manifest: &Manifest,
     mut found: Vec<Option<PeerId>>,
 ) -> Vec<Option<PeerId>> {
-    use futures::stream::{FuturesUnordered, StreamExt};
     found.resize(manifest.pieces.len(), None);
     if found.iter().all(Option::is_some) {
         return found;
@@ -143,20 +143,21 @@ pub async fn ask_holders(
         }
     }
     peers.truncate(ASK_AT_ONCE);
-    let mut asked: FuturesUnordered<_> = peers
-        .into_iter()
-        .map(|peer| async move { (peer, within(blocks.has(peer, &manifest.pieces)).await) })
-        .collect();
-    while let Some((peer, held)) = asked.next().await {
-        for (slot, has) in held.unwrap_or_default().into_iter().enumerate() {
+    let ask = |peer: PeerId| blocks.has(peer, &manifest.pieces);
+    let strategy = Strategy::all(ASK_AT_ONCE, Some(QUERY_TIMEOUT));
+    fan_out(peers, strategy, ask, |peer, held| {
+        for (slot, has) in held.and_then(Result::ok).unwrap_or_default().into_iter().enumerate() {
             if has && found.get(slot).is_some_and(Option::is_none) {
                 found[slot] = Some(peer);
             }
         }
         if found.iter().all(Option::is_some) {
-            break;
+            Flow::Stop
+        } else {
+            Flow::Go
         }
-    }
+    })
+    .await;
     found
 }
 

@@ -18,6 +18,7 @@ use jewel::store::{BlockReader, BlockStore};
 use jewel::BlockId;
 use jewel_net::{wire, BlockClient, NetError, PeerId};
 
+use super::fanout::{fan_out, Flow, Strategy};
 use super::ClientError;
 use crate::bridge::Bridge;
 
@@ -502,31 +503,26 @@ pub async fn fetch_manifest(
     id: BlockId,
     peers: &[PeerId],
 ) -> Result<Manifest, ClientError> {
-    use futures::stream::{FuturesUnordered, StreamExt};
     let mut candidates = peers.to_vec();
     if candidates.is_empty() {
         candidates = blocks.net().providers(id).await.unwrap_or_default();
     }
-    let ask = |peer: PeerId| async move {
-        let got = manifest_from(blocks, peer, id).await;
-        if let Err(e) = &got {
+    let ask = |peer: PeerId| manifest_from(blocks, peer, id);
+    let mut found = None;
+    let at_once = candidates.len();
+    fan_out(candidates, Strategy::first(MANIFEST_STAGGER, at_once), ask, |peer, got| match got {
+        Some(Ok(m)) => {
+            found = Some(m);
+            Flow::Stop
+        }
+        Some(Err(e)) => {
             tracing::debug!(%peer, manifest = %id, error = %e, "no manifest from this peer");
+            Flow::Go
         }
-        got
-    };
-    let mut next = candidates.into_iter();
-    let mut pending = FuturesUnordered::new();
-    pending.extend(next.next().map(ask));
-    while !pending.is_empty() {
-        tokio::select! {
-            Some(got) = pending.next() => match got {
-                Ok(m) => return Ok(m),
-                Err(_) => pending.extend(next.next().map(ask)),
-            },
-            () = tokio::time::sleep(MANIFEST_STAGGER) => pending.extend(next.next().map(ask)),
-        }
-    }
-    Err(ClientError::ManifestNotFound(id))
+        None => Flow::Go,
+    })
+    .await;
+    found.ok_or(ClientError::ManifestNotFound(id))
 }
 
 /// The manifest `id` from one peer, verified: one round trip if it fits in one chunk group

@@ -11,6 +11,7 @@
 //! These functions are async; the pipelines themselves run on the blocking pool through
 //! [`crate::bridge`], the only place where the two meet.
 
+pub mod fanout;
 mod find;
 mod get;
 mod put;

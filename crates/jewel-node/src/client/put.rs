@@ -9,6 +9,7 @@ use jewel::policy::PolicyError;
 use jewel::BlockId;
 use jewel_net::{BlockClient, NetError, PeerId};
 
+use super::fanout::{fan_out, Flow, Strategy};
 use super::{repair_slots, ClientError};
 use crate::bridge::{Bridge, Outcome};
 
@@ -192,6 +193,10 @@ pub async fn put_file_noting(
 /// How long a new holder has to prove its piece: as long as an audit gives (a frozen
 /// holder fails at once, see `jewel_net::liveness`; a slow uplink takes seconds).
 const PROOF_TIMEOUT: std::time::Duration = crate::audit::AUDIT_TIMEOUT;
+/// Proofs asked at once after a put (one per piece).
+const PROBES_AT_ONCE: usize = 64;
+/// Holders sent the manifest at once.
+const MANIFESTS_AT_ONCE: usize = 8;
 
 /// Asks the holders of `slots` (in `holders`) to prove their pieces, in parallel, each
 /// with a random chunk group; the slots whose holder could not, with why.
@@ -202,23 +207,31 @@ async fn unproved(
     holders: &[PeerId],
 ) -> Vec<(usize, NetError)> {
     let Ok(scheme) = manifest.build_scheme() else { return Vec::new() };
-    let probes = slots.iter().filter_map(|&slot| {
-        let (peer, piece) = (*holders.get(slot)?, *manifest.pieces.get(slot)?);
-        let size = manifest.piece_len(scheme.as_ref(), slot);
-        let groups = size.div_ceil(jewel::store::CHUNK_GROUP_SIZE as u64).max(1);
-        let mut pick = [0u8; 8];
-        let _ = jewel::crypto::fill_random(&mut pick);
-        let group = u64::from_le_bytes(pick) % groups;
-        Some(async move {
-            let proved = tokio::time::timeout(PROOF_TIMEOUT, blocks.prove(peer, piece, size, group)).await;
-            match proved {
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) => Some((slot, e)),
-                Err(_) => Some((slot, NetError::Unresponsive { peer, waited: PROOF_TIMEOUT })),
-            }
+    let probes: Vec<(usize, PeerId, BlockId, u64, u64)> = slots
+        .iter()
+        .filter_map(|&slot| {
+            let (peer, piece) = (*holders.get(slot)?, *manifest.pieces.get(slot)?);
+            let size = manifest.piece_len(scheme.as_ref(), slot);
+            let groups = size.div_ceil(jewel::store::CHUNK_GROUP_SIZE as u64).max(1);
+            let mut pick = [0u8; 8];
+            let _ = jewel::crypto::fill_random(&mut pick);
+            Some((slot, peer, piece, size, u64::from_le_bytes(pick) % groups))
         })
-    });
-    futures::future::join_all(probes).await.into_iter().flatten().collect()
+        .collect();
+    let ask = |(_, peer, piece, size, group): (usize, PeerId, BlockId, u64, u64)| {
+        blocks.prove(peer, piece, size, group)
+    };
+    let mut failed = Vec::new();
+    fan_out(probes, Strategy::all(PROBES_AT_ONCE, Some(PROOF_TIMEOUT)), ask, |(slot, peer, ..), proved| {
+        match proved {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => failed.push((slot, e)),
+            None => failed.push((slot, NetError::Unresponsive { peer, waited: PROOF_TIMEOUT })),
+        }
+        Flow::Go
+    })
+    .await;
+    failed
 }
 
 /// The first failed upload among `outcomes` (for `slots[i]` on `peers[i]`), as an error.
@@ -239,18 +252,18 @@ pub(super) async fn send_manifest(
     slots: &[usize],
     peers: &[PeerId],
 ) -> Result<(), ClientError> {
-    use futures::StreamExt;
     let id = BlockId::of(manifest_bytes);
     let pairs: Vec<(usize, PeerId)> = slots.iter().copied().zip(peers.iter().copied()).collect();
-    let upload = |(slot, peer): (usize, PeerId)| async move {
-        blocks.put_block(peer, id, manifest_bytes).await.map_err(|e| ClientError::Upload {
-            slot,
-            peer,
-            source: Box::new(e),
-        })
-    };
-    let results: Vec<Result<(), ClientError>> =
-        futures::stream::iter(pairs).map(upload).buffer_unordered(8).collect().await;
-    results.into_iter().collect::<Result<Vec<()>, _>>()?;
-    Ok(())
+    let upload = |(_, peer): (usize, PeerId)| blocks.put_block(peer, id, manifest_bytes);
+    // Every holder must take it: the first refusal ends the put's wait for the others.
+    let mut failed = None;
+    fan_out(pairs, Strategy::all(MANIFESTS_AT_ONCE, None), upload, |(slot, peer), sent| match sent {
+        Some(Err(e)) => {
+            failed = Some(ClientError::Upload { slot, peer, source: Box::new(e) });
+            Flow::Stop
+        }
+        _ => Flow::Go,
+    })
+    .await;
+    failed.map_or(Ok(()), Err)
 }
