@@ -665,7 +665,7 @@ pub fn status(home: Option<&Path>, json: bool) -> Result<()> {
     }
     let capacity = v.usage.capacity.map_or("unlimited".to_string(), |c| format!("{c} bytes"));
     writeln!(out, "store: {} bytes used, capacity {capacity}", v.usage.used)?;
-    writeln!(out, "puts running: {}", v.puts_running)?;
+    writeln!(out, "puts running: {}, gets running: {}", v.puts_running, v.gets_running)?;
     if let Some(ix) = &v.index {
         let saved = if !ix.shared {
             "kept on this node only: `jewel id init` shares it with your other devices".to_string()

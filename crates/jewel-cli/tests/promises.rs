@@ -976,3 +976,53 @@ fn a_put_at_a_terminal_shows_its_progress() {
     owner.ok(&["get", cap, "-o", s(&out)]);
     assert!(std::fs::read(&out).unwrap() == data, "other bytes came back");
 }
+
+/// A get killed midway (kill -9 of `jewel get`, as a closed laptop lid or Ctrl-C leaves
+/// it) stops on the node too (`jewel status` shows no get running, and the output never
+/// appears: only the part file, to resume from); run again, as the README advises, it
+/// resumes and brings the file back whole. Killed again and run again at once, the new get
+/// stops the old one before it writes the same part file.
+#[test]
+fn a_get_killed_midway_and_run_again_brings_the_file_back() {
+    let _one = exclusive();
+    // Holders serve slowly, so the first get is still running when it is killed.
+    let net = Devnet::start_with_hub(Path::new(BIN), &["--max-upload", "4MiB"], 3, |i| {
+        if i > 0 {
+            vec!["--max-upload".into(), "4MiB".into()]
+        } else {
+            Vec::new()
+        }
+    });
+    let owner = &net.peers[0];
+    let data = random_bytes(24 << 20, 31);
+    let file = write_file(&net.path("big.bin"), &data);
+    let cap = owner.ok(&["put", &file, "--scheme", "replicate:2"]).trim().to_string();
+    let dir = net.path("restore");
+    std::fs::create_dir(&dir).unwrap();
+    let out = dir.join("big.bin");
+    let mut first = owner.cli().command();
+    first.args(["--home", s(&owner.home), "get", &cap, "-o", s(&out)]);
+    let mut first =
+        first.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    // Killed once part of the file is there.
+    let part = || {
+        std::fs::read_dir(&dir).unwrap().flatten().find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name.ends_with(".jewel-part") && e.metadata().ok()?.len() > 0).then_some(())
+        })
+    };
+    eventually("part of the file written", Duration::from_secs(60), part);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(!out.exists(), "the first get finished before it was killed");
+    let again = owner.run(&["get", &cap, "-o", s(&out)]);
+    assert!(again.success(), "the get run again failed: {}", again.stderr);
+    assert!(std::fs::read(&out).unwrap() == data, "other bytes came back");
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "big.bin")
+        .collect();
+    assert!(left.is_empty(), "the get left files beside its output: {left:?}");
+}

@@ -685,6 +685,10 @@ pub struct StatusResponse {
     /// Puts whose file is being read now (one whose client went away stops at once).
     #[serde(default)]
     pub puts_running: usize,
+    /// Gets writing to a file now (one whose client went away stops before its next
+    /// segment, and leaves its part file to resume from).
+    #[serde(default)]
+    pub gets_running: usize,
     /// The user's index on this node.
     #[serde(default)]
     pub index: Option<IndexStatus>,

@@ -224,6 +224,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
             Arc::new(SystemClock),
         )),
         users: Default::default(),
+        gets: Default::default(),
     });
     let scrub = ScrubWorker::new(
         Arc::new(store.clone()),

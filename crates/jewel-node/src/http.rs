@@ -288,6 +288,7 @@ async fn status_(State(s): S) -> Reply<api::Status> {
         workers: s.workers.status(),
         dropped: s.node.state.dropped()?.into_iter().map(|(id, at)| api::DroppedBlock { id, at }).collect(),
         puts_running: s.node.reading.load(std::sync::atomic::Ordering::SeqCst),
+        gets_running: s.node.gets.lock().map_or(0, |g| g.len()),
         index: Some(s.node.index.status()?),
         reach: Some(net.reachability().await?),
         state_commits: s.node.state.commits(),

@@ -74,11 +74,13 @@ impl Drop for JobGuard<'_> {
     }
 }
 
-/// Counts each segment fetched (its plaintext length) into a job's progress.
+/// Counts each segment fetched (its plaintext length) into a job's progress, and stops
+/// the get (before its next segment) once `stop` is set.
 pub struct CountedFetch<'a, F> {
     pub inner: F,
     pub progress: Option<Arc<Progress>>,
     pub manifest: &'a Manifest,
+    pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl<F: Fetch> Fetch for CountedFetch<'_, F> {
@@ -90,6 +92,10 @@ impl<F: Fetch> Fetch for CountedFetch<'_, F> {
         pool: &Pool<Vec<u8>>,
         places: &mut [Option<&mut [u8]>],
     ) -> Result<Fetched, PipelineError> {
+        if self.stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
+            let why = "the get was stopped (its client went, or a new get of the same output began)";
+            return Err(PipelineError::Output(std::io::Error::new(std::io::ErrorKind::Interrupted, why)));
+        }
         let chunks = self.inner.fetch(scheme, segment, want, pool, places)?;
         if let Some(p) = &self.progress {
             p.add(self.manifest.plain_len(segment) as u64);

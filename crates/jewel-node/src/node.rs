@@ -2,6 +2,7 @@
 //! peers. Each returns its own domain error; the API turns them into HTTP statuses at its
 //! edge (`http`). Work that blocks (pipelines, store scans) runs on the blocking pool.
 
+use jewel::sync::Locked;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -85,6 +86,52 @@ pub(crate) struct Node {
     /// The puts and gets users wait for: background work waits for them (see
     /// [`crate::users`]).
     pub users: crate::users::UserWork,
+    /// Gets running, by output: a get to an output another is writing stops that one
+    /// first (its client was interrupted, and the user runs it again to resume), so two
+    /// gets never write one part file.
+    pub gets: Mutex<std::collections::HashMap<std::path::PathBuf, RunningGet>>,
+}
+
+/// A get running into an output (see [`Node::gets`]).
+pub struct RunningGet {
+    /// Set to stop it before its next segment.
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// True once its pipeline has ended (its part file is free).
+    ended: tokio::sync::watch::Receiver<bool>,
+}
+
+/// How long a get waits for an earlier get to the same output to stop.
+const EARLIER_GET_STOPS: Duration = Duration::from_secs(30);
+
+/// Stops a get when dropped: held by the get's future, so a get whose client went (the
+/// future is dropped) stops before its next segment.
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A get's place in [`Node::gets`], held by its pipeline: dropped when the pipeline has
+/// really ended (not when its caller stopped waiting), it frees the place and says so
+/// ([`RunningGet::ended`]).
+struct Ended {
+    node: Arc<Node>,
+    out: std::path::PathBuf,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ended: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let mut gets = self.node.gets.locked();
+        if gets.get(&self.out).is_some_and(|g| Arc::ptr_eq(&g.stop, &self.stop)) {
+            gets.remove(&self.out);
+        }
+        drop(gets);
+        let _ = self.ended.send(true);
+    }
 }
 
 /// How long a peer that refused a piece for want of room is placed after the others.
@@ -318,6 +365,8 @@ pub enum GetError {
     Pipeline(#[from] jewel::PipelineError),
     #[error("the get was interrupted (the node is stopping)")]
     Interrupted,
+    #[error("an earlier get to {0} is still stopping; try again in a moment")]
+    Busy(String),
     #[error(
         "not enough pieces: {needed} needed, {available} available; found {found} of {pieces} pieces' holders, and looked for {:.1} s",
         looked.as_secs_f64()
@@ -760,12 +809,13 @@ impl Node {
     /// hidden part file beside `out`, and the next get of the same cap continues from it.
     pub async fn get(self: &Arc<Self>, body: GetRequest) -> Result<GetResponse, GetError> {
         check_output(&body.out, body.force)?;
+        let (place, ended) = self.take_output(&body.out).await?;
         let _user = self.users.begin();
         let _turn = self.transfers.acquire().await.map_err(|_| GetError::Interrupted)?;
         let started = Instant::now();
         let Ready { cap, manifest, located, fetch } = self.ready_to_get(&body.cap, body.range).await?;
         let (found, pieces) = (located.iter().flatten().count(), located.len());
-        let node = self.clone();
+        let (node, stop) = (self.clone(), place.0.clone());
         let (stats, resumed_from) = Bridge::run(move |bridge| -> Result<_, GetError> {
             // Progress counts whole segments fetched, of the segments the get covers.
             let seg = u64::from(manifest.segment_size);
@@ -776,10 +826,12 @@ impl Node {
             if let (Some(j), None) = (&job, body.range) {
                 j.progress.set_done(jewel::offline::resume_offset(&body.out, &manifest));
             }
+            let _ended = ended;
             let fetch = CountedFetch {
                 inner: bridge.fetch(&fetch),
                 progress: job.as_ref().map(|j| j.progress.clone()),
                 manifest: &manifest,
+                stop: Some(stop),
             };
             let threads = client::GET_THREADS;
             match body.range {
@@ -805,6 +857,31 @@ impl Node {
         })?;
         self.record_corrupt(cap.manifest, &stats.faults).await;
         Ok(GetResponse { stats, resumed_from })
+    }
+
+    /// Makes `out` this get's: an earlier get to it is stopped, and waited for (at most
+    /// [`EARLIER_GET_STOPS`]). Returns what the get's future holds (dropped, it stops the
+    /// get) and what its pipeline holds until it ends.
+    async fn take_output(self: &Arc<Self>, out: &std::path::Path) -> Result<(StopOnDrop, Ended), GetError> {
+        let earlier = self.gets.locked().get(out).map(|e| {
+            e.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            e.ended.clone()
+        });
+        if let Some(mut earlier) = earlier {
+            tracing::info!(out = %out.display(), "a new get to this output stops the earlier one");
+            let stopped = matches!(
+                tokio::time::timeout(EARLIER_GET_STOPS, earlier.wait_for(|done| *done)).await,
+                Ok(Ok(_))
+            );
+            if !stopped && !*earlier.borrow() {
+                return Err(GetError::Busy(out.display().to_string()));
+            }
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ended_tx, ended) = tokio::sync::watch::channel(false);
+        self.gets.locked().insert(out.to_path_buf(), RunningGet { stop: stop.clone(), ended });
+        let place = Ended { node: self.clone(), out: out.to_path_buf(), stop: stop.clone(), ended: ended_tx };
+        Ok((StopOnDrop(stop), place))
     }
 
     /// What a get or a read found rotten reaches check and repair (for this node's own

@@ -96,17 +96,12 @@ pub async fn release_file(
 
 impl Node {
     /// Renews the leases of one of this node's files and records when, and what holders
-    /// reported. Returns the slots whose holder no longer has its piece.
+    /// reported, with the next renewal queued, in one commit. Returns the slots whose
+    /// holder no longer has its piece.
     pub async fn renew(&self, id: BlockId, now: u64) -> Result<Vec<usize>, RenewError> {
         let (manifest, located) = self.locate(id).await?;
         let missing = lease_file(&self.blocks, id, &manifest.pieces, &located, self.lease_secs).await;
-        let recorded = missing.clone();
-        self.state
-            .update_file(&id.to_string(), move |r| {
-                r.lease_missing = recorded.clone();
-                r.leased_at = now;
-            })
-            .await?;
+        self.state.record_renewal(&id.to_string(), now, missing.clone()).await?;
         Ok(missing)
     }
 }

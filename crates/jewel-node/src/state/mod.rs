@@ -153,6 +153,26 @@ fn db_error(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> StateError + Send
 }
 
 /// A damaged record of the store at `path`.
+/// Changes file `id`'s record within `tx`; what `change` returns, `None` if there is no
+/// such file.
+fn change_record<R>(
+    tx: &redb::WriteTransaction,
+    id: &str,
+    err: &impl Fn(&dyn std::fmt::Display) -> StateError,
+    damaged: &impl Fn(String) -> StateError,
+    mut change: impl FnMut(&mut StoredFile) -> R,
+) -> Result<Option<R>, StateError> {
+    let mut t = tx.open_table(FILES).map_err(|e| err(&e))?;
+    let current = t.get(id).map_err(|e| err(&e))?.map(|v| v.value().to_vec());
+    let Some(bytes) = current else { return Ok(None) };
+    let mut record: StoredFile =
+        serde_json::from_slice(&bytes).map_err(|e| damaged(format!("the record of file {id}: {e}")))?;
+    let out = change(&mut record);
+    let bytes = serde_json::to_vec(&record).map_err(|e| err(&e))?;
+    t.insert(id, bytes.as_slice()).map_err(|e| err(&e))?;
+    Ok(Some(out))
+}
+
 fn damaged_at(path: &Path) -> impl Fn(String) -> StateError + Send + 'static {
     let path = path.to_path_buf();
     move |reason| StateError::Damaged { path: path.clone(), reason }
@@ -560,16 +580,24 @@ impl StateStore {
         mut change: impl FnMut(&mut StoredFile) -> R + Send + 'static,
     ) -> Pending<Option<R>> {
         let (err, damaged, id) = (db_error(&self.path), damaged_at(&self.path), id.to_string());
+        self.write(Durability::Durable, move |tx| change_record(tx, &id, &err, &damaged, &mut change))
+    }
+
+    /// Records a renewal of file `id`'s leases at `now` (and the slots whose holder said it
+    /// no longer has its piece) and queues the next, in one transaction; false if the file
+    /// is gone (released meanwhile: nothing is queued).
+    pub fn record_renewal(&self, id: &str, now: u64, missing: Vec<usize>) -> Pending<bool> {
+        let (err, damaged, id) = (db_error(&self.path), damaged_at(&self.path), id.to_string());
         self.write(Durability::Durable, move |tx| {
-            let mut t = tx.open_table(FILES).map_err(|e| err(&e))?;
-            let current = t.get(id.as_str()).map_err(|e| err(&e))?.map(|v| v.value().to_vec());
-            let Some(bytes) = current else { return Ok(None) };
-            let mut record: StoredFile = serde_json::from_slice(&bytes)
-                .map_err(|e| damaged(format!("the record of file {id}: {e}")))?;
-            let out = change(&mut record);
-            let bytes = serde_json::to_vec(&record).map_err(|e| err(&e))?;
-            t.insert(id.as_str(), bytes.as_slice()).map_err(|e| err(&e))?;
-            Ok(Some(out))
+            let renewed = |r: &mut StoredFile| {
+                r.lease_missing = missing.clone();
+                r.leased_at = now;
+            };
+            if change_record(tx, &id, &err, &damaged, renewed)?.is_none() {
+                return Ok(false);
+            }
+            set_due(tx, Work::Renew, &id, now, 0, &err)?;
+            Ok(true)
         })
     }
 
@@ -947,6 +975,26 @@ mod tests {
         );
         s.unschedule(Work::Repair, "old").wait().unwrap();
         assert_eq!((s.first_due(Work::Repair).unwrap(), s.queued(Work::Repair).unwrap()), (None, 0));
+    }
+
+    #[test]
+    fn a_renewal_is_recorded_and_queued_again_in_one_commit_unless_the_file_is_gone() {
+        let home = tempfile::tempdir().unwrap();
+        let s = StateStore::open(home.path()).unwrap();
+        s.insert_file("f", &record("f")).wait().unwrap();
+        let before = s.commits();
+        assert!(s.record_renewal("f", 700, vec![2]).wait().unwrap());
+        assert_eq!(s.commits(), before + 1);
+        let f = s.file("f").unwrap().unwrap();
+        assert_eq!((f.leased_at, f.lease_missing), (700, vec![2]));
+        assert_eq!(
+            s.due(Work::Renew, u64::MAX, 10).unwrap(),
+            vec![Due { file: "f".into(), at: 700, failures: 0 }]
+        );
+        // Released while its renewal ran: nothing is recorded, nothing queued.
+        assert!(s.remove_file("f").wait().unwrap());
+        assert!(!s.record_renewal("f", 800, Vec::new()).wait().unwrap());
+        assert!(s.due(Work::Renew, u64::MAX, 10).unwrap().is_empty());
     }
 
     #[test]

@@ -58,10 +58,11 @@ impl Worker for RenewWorker {
                     continue;
                 };
                 let next = match self.node.renew(id, now).await {
+                    // Recorded and queued again in one commit.
                     Ok(missing) => {
                         renewed += 1;
                         gone += missing.len();
-                        state.schedule(Work::Renew, &due.file, now, 0)
+                        continue;
                     }
                     Err(e) => {
                         failed = Some(format!("file {id}: {e}"));
