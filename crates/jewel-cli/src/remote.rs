@@ -222,7 +222,20 @@ pub fn put(
         };
         api.call::<api::Put>(&req)
     })?;
+    publish_index(&api);
     print_put(&v, json)
+}
+
+/// Makes a command's index changes durable on the network before it returns (a head the
+/// node published and found again: see [`api::IndexPublish`]), once per command. When it
+/// cannot be done now (no peer is reachable), one warning line: the change is kept on this
+/// device and goes out as soon as peers are back.
+pub fn publish_index(api: &Api) {
+    if let Err(e) = api.call::<api::IndexPublish>(&NoBody {}) {
+        eprintln!(
+            "warning: the change to your index is kept on this device only for now ({e:#}); it goes out as soon as peers are reachable"
+        );
+    }
 }
 
 /// `jewel put -`: this process's standard input, streamed through the node's API. Its
@@ -273,7 +286,11 @@ pub fn put_stdin(
     if stated.over {
         bail!("standard input has more bytes than its size said ({size}); nothing was stored");
     }
-    print_put(&v?, json)
+    let v = v?;
+    if v.path.is_some() {
+        publish_index(&api);
+    }
+    print_put(&v, json)
 }
 
 /// Standard input up to its stated size; a byte more fails the read (so the node never
@@ -627,7 +644,11 @@ pub fn dir(home: Option<&Path>, json: bool) -> Result<()> {
 }
 
 pub fn rm(home: Option<&Path>, cap: &str) -> Result<()> {
-    let v = Api::open(home)?.call::<api::Rm>(&cap_request(cap))?;
+    let api = Api::open(home)?;
+    let v = api.call::<api::Rm>(&cap_request(cap))?;
+    if !v.unindexed.is_empty() {
+        publish_index(&api);
+    }
     eprintln!("released {}", v.released);
     for path in &v.unindexed {
         eprintln!("removed {path} from your index");

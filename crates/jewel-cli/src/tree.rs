@@ -112,8 +112,9 @@ pub fn ls(home: Option<&Path>, target: &str, recursive: bool, versions: bool, js
 
 /// `jewel rm PATH [-r]` (a cap goes to `remote::rm`).
 pub fn rm(home: Option<&Path>, path: &str, recursive: bool) -> Result<()> {
-    let v =
-        Api::open(home)?.call::<api::RmPath>(&api::RmPathRequest { path: path.to_string(), recursive })?;
+    let api = Api::open(home)?;
+    let v = api.call::<api::RmPath>(&api::RmPathRequest { path: path.to_string(), recursive })?;
+    crate::remote::publish_index(&api);
     for (p, _) in &v.paths {
         eprintln!("removed {p}");
     }
@@ -122,8 +123,9 @@ pub fn rm(home: Option<&Path>, path: &str, recursive: bool) -> Result<()> {
 
 /// `jewel mv A B`.
 pub fn mv(home: Option<&Path>, from: &str, to: &str) -> Result<()> {
-    let v =
-        Api::open(home)?.call::<api::Mv>(&api::MvRequest { from: from.to_string(), to: to.to_string() })?;
+    let api = Api::open(home)?;
+    let v = api.call::<api::Mv>(&api::MvRequest { from: from.to_string(), to: to.to_string() })?;
+    crate::remote::publish_index(&api);
     for (a, b) in &v.paths {
         eprintln!("moved {a} to {b}");
     }
@@ -307,6 +309,9 @@ pub fn put_tree(
     });
     bar.finish_and_clear();
     let (stored, skipped) = (stored.into_inner(), skipped.into_inner());
+    if stored > 0 {
+        crate::remote::publish_index(&api);
+    }
     let shown = if root.is_empty() { "/".to_string() } else { root };
     if json {
         let failures = failures_json(&failed, |i| files[i].0.display().to_string());

@@ -555,3 +555,46 @@ fn puts_moves_and_removes_at_once_keep_every_kept_version() {
         }
     }
 }
+
+/// What a command reported done survives the device: the user puts a folder, a file,
+/// moves and removes, and the moment each command returns the device is lost (kill -9,
+/// home deleted, no other device of theirs online). On a new node, the phrase brings back
+/// every change.
+#[test]
+fn the_device_lost_the_moment_a_command_returns_loses_nothing() {
+    let _one = exclusive();
+    let mut net = Devnet::start(Path::new(BIN), 4, |_| Vec::new());
+    let phrase = net.peers[0].json(&["id", "init", "--json"])["phrase"].as_str().unwrap().to_string();
+    let lose_and_recover = |net: &mut Devnet, command: &[&str]| -> usize {
+        let last = net.peers.len() - 1;
+        net.peers[last].ok(command);
+        // At once: nothing waits for a publication the command did not make.
+        net.peers[last].kill();
+        std::fs::remove_dir_all(&net.peers[last].home).unwrap();
+        let fresh = net.add(&[]);
+        let new = &net.peers[fresh];
+        let o = new.cli().run_fed(&new.home, &["id", "recover"], phrase.as_bytes());
+        assert!(o.success(), "{}", o.stderr);
+        fresh
+    };
+    // The first device's own commands, then each next device's, each lost right after.
+    let photos = net.path("photos");
+    write(&photos.join("a.jpg"), &data(3000, 1));
+    write(&photos.join("trip/b.jpg"), &data(5000, 2));
+    let first = net.peers.len() - 1;
+    net.peers.swap(0, first);
+    let at = lose_and_recover(&mut net, &["put", "-r", photos.to_str().unwrap(), "--scheme", SCHEME]);
+    assert_eq!(paths(&net.peers[at], ""), ["photos/a.jpg", "photos/trip/b.jpg"]);
+    let notes = net.path("n.txt");
+    write(&notes, b"notes");
+    let put = ["put", notes.to_str().unwrap(), "--as", "docs/n.txt", "--scheme", SCHEME];
+    let at = lose_and_recover(&mut net, &put);
+    assert_eq!(paths(&net.peers[at], ""), ["docs/n.txt", "photos/a.jpg", "photos/trip/b.jpg"]);
+    let at = lose_and_recover(&mut net, &["mv", "docs", "papers"]);
+    assert_eq!(paths(&net.peers[at], ""), ["papers/n.txt", "photos/a.jpg", "photos/trip/b.jpg"]);
+    let at = lose_and_recover(&mut net, &["rm", "-r", "photos"]);
+    assert_eq!(paths(&net.peers[at], ""), ["papers/n.txt"]);
+    let out = net.path("back.txt");
+    net.peers[at].ok(&["get", "papers/n.txt", "-o", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), b"notes");
+}

@@ -126,6 +126,13 @@ endpoint!(
     Mv, "/v1/index/mv", true, MvRequest => PathsResponse
 );
 endpoint!(
+    /// Make the index's changes so far durable on the network (a published head that was
+    /// found again), once per command: `put`, `put -r`, `rm` and `mv` return after it, so
+    /// losing the device right after loses nothing they reported done. At once when the
+    /// head already holds every change, or the node holds no user identity.
+    IndexPublish, "/v1/index/publish", true, NoBody => IndexStatus
+);
+endpoint!(
     /// A path's read cap: a file's, or for a folder one that reads the whole subtree.
     Share, "/v1/share", true, ShareRequest => ShareResponse
 );

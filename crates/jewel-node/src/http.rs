@@ -269,6 +269,10 @@ async fn share(State(s): S, Body(req): Req<api::Share>) -> Reply<api::Share> {
     Ok(Json(api::ShareResponse { cap, folder }))
 }
 
+async fn index_publish(State(s): S) -> Reply<api::IndexPublish> {
+    Ok(Json(s.node.index.publish_now().await?))
+}
+
 async fn name_publish(State(s): S, Body(req): Req<api::NamePublish>) -> Reply<api::NamePublish> {
     let name = s.node.index.name_publish(&req.cap, &req.label).await?;
     Ok(Json(api::NameResponse { name, cap: req.cap, seq: 0 }))
@@ -517,6 +521,7 @@ pub(crate) fn router(served: Arc<Served>) -> Router {
         .route(at::<api::RmPath>(), post(rm_path))
         .route(at::<api::Mv>(), post(mv))
         .route(at::<api::Share>(), post(share))
+        .route(at::<api::IndexPublish>(), post(index_publish))
         .route(at::<api::NamePublish>(), post(name_publish))
         .route(at::<api::NameResolve>(), post(name_resolve))
         .layer(axum::middleware::from_fn_with_state(served.clone(), auth))

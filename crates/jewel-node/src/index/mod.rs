@@ -157,6 +157,8 @@ pub(crate) struct IndexService {
     answered: Mutex<Option<std::time::Instant>>,
     /// Wakes the release of fallen-off versions (one run for a burst of changes).
     release: tokio::sync::Notify,
+    /// Held while a head is published (by the publisher, or for a command).
+    publishing: tokio::sync::Mutex<()>,
 }
 
 impl Loaded {
@@ -209,6 +211,7 @@ impl IndexService {
             heard: tokio::sync::watch::Sender::new(0),
             answered: Mutex::new(None),
             release: Default::default(),
+            publishing: Default::default(),
         }
     }
 
@@ -947,6 +950,23 @@ fn parent_of(dir: &str) -> &str {
     dir.rsplit_once('/').map_or("", |(up, _)| up)
 }
 
+impl IndexService {
+    /// Publishes a head holding every change made so far, unless the last one does (or
+    /// the node holds no user identity: its index is its own, and shared with no one);
+    /// what `jewel status` says of the index then. One publication at a time: a command's
+    /// waits for the publisher's, and is then often already done.
+    pub(crate) async fn publish_now(self: &Arc<Self>) -> Result<crate::api::IndexStatus, IndexOpError> {
+        if self.user().is_some() {
+            let _one = self.publishing.lock().await;
+            let changes = self.with(|ix| ix.len() as u64);
+            if self.state.head()?.ops != changes {
+                self.publish_head().await?;
+            }
+        }
+        Ok(self.status()?)
+    }
+}
+
 /// How long the publisher waits after a change before it publishes, `since` the last
 /// publication: a burst of changes is one snapshot, and snapshots are at most one per
 /// [`PUBLISH_GAP`].
@@ -985,7 +1005,7 @@ impl IndexService {
                 tokio::select! {
                     _ = publisher.changed.notified() => {
                         tokio::time::sleep(publish_wait(last_publish.elapsed())).await;
-                        if let Err(e) = publisher.publish_head().await {
+                        if let Err(e) = publisher.publish_now().await {
                             tracing::warn!(error = %e, "could not publish the index head; trying again shortly");
                             tokio::time::sleep(Duration::from_secs(5)).await;
                             publisher.changed.notify_one();
