@@ -1026,3 +1026,35 @@ fn a_get_killed_midway_and_run_again_brings_the_file_back() {
         .collect();
     assert!(left.is_empty(), "the get left files beside its output: {left:?}");
 }
+
+/// Ten peers, one of which fills up after a few pieces: a tree of small files is put
+/// whole (no put fails while other peers have room), and the pieces spread over every peer
+/// that can take them, not the same few.
+#[test]
+fn puts_never_fail_while_spare_peers_have_room() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 9, |i| {
+        if i == 2 {
+            vec!["--capacity".into(), "40KiB".into()]
+        } else {
+            vec![]
+        }
+    });
+    let owner = &net.peers[0];
+    let tree = net.path("tree");
+    for i in 0..60 {
+        let path = tree.join(format!("d{}/f{i}.txt", i % 4));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        write_file(&path, &random_bytes(3000 + i * 37, i as u64));
+    }
+    let v = owner.json(&["put", "-r", s(&tree), "--scheme", "jewels:3/5", "--json"]);
+    assert_eq!(v["failed"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(v["stored"], 60, "{v}");
+    // Where the pieces went: every peer but the owner holds some (the full one a few).
+    let used: Vec<u64> =
+        net.peers[1..].iter().map(|p| p.json(&["dir", "--json"])["used"].as_u64().unwrap()).collect();
+    let empty = used.iter().filter(|u| **u == 0).count();
+    assert_eq!(empty, 0, "peers left empty while others took every piece: {used:?}");
+    let back = net.path("back");
+    owner.ok(&["get", "-r", "tree", "-o", s(&back)]);
+}

@@ -456,6 +456,14 @@ impl Node {
         // identities hiding behind one relay cannot pass for many networks.
         let full = self.recently_full();
         let liars = recent(&self.liars, LIAR_FOR);
+        // Within each of those classes, a new random order for each put: pieces spread over
+        // every peer that can take them, not over the same few the peer list names first.
+        let mut seed = [0u8; 32];
+        let _ = jewel::crypto::fill_random(&mut seed);
+        let shuffled = |peer: &PeerId| {
+            let h = blake3::keyed_hash(&seed, &peer.to_bytes());
+            u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8]))
+        };
         let usable = |known: Vec<jewel_net::swarm::PeerInfo>| -> Vec<Candidate<PeerId>> {
             let mut known: Vec<_> = known
                 .into_iter()
@@ -471,7 +479,7 @@ impl Node {
                 })
                 .filter(|(_, c)| !exclude.contains(&c.peer) && !liars.contains(&c.peer))
                 .collect();
-            known.sort_by_key(|(order, _)| *order);
+            known.sort_by_cached_key(|(order, c)| (*order, shuffled(&c.peer)));
             known.into_iter().map(|(_, c)| c).collect()
         };
         // Spread before the cut: thousands of identities at one address must not fill the
