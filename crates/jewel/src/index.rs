@@ -366,10 +366,11 @@ impl Index {
         Ok(made)
     }
 
-    /// Moves a file or a folder from `from` to `to`: the entries are put at their new paths
-    /// and removed from their old ones. A conflict moves as the newest entry. Refuses a
-    /// destination that exists.
-    pub fn rename(&mut self, device: u64, from: &str, to: &str) -> Result<Vec<Op>, IndexError> {
+    /// Moves a file or a folder from `from` to `to`: each file's `keep` newest versions are
+    /// put at its new path, oldest first (so its history moves with it, and its newest is
+    /// the one shown), and removed from the old one. A conflict moves as the newest entry.
+    /// Refuses a destination that exists.
+    pub fn rename(&mut self, device: u64, from: &str, to: &str, keep: usize) -> Result<Vec<Op>, IndexError> {
         let (from, mut to) = (normalize(from)?, normalize(to)?);
         if from.is_empty() {
             return Err(IndexError::BadPath { path: "/".into(), why: "the root cannot be moved" });
@@ -390,12 +391,22 @@ impl Index {
         if self.is_file(&to) || self.is_folder(&to) {
             return Err(IndexError::Exists(to));
         }
-        let moves: Vec<(String, Entry)> = if self.is_file(&from) {
-            vec![(to.clone(), self.newest(&from)?)]
+        // Each file's history, oldest first, ending with its newest live entry.
+        let history = |p: &str| -> Result<Vec<Entry>, IndexError> {
+            let newest = self.newest(p)?;
+            let mut older: Vec<Entry> =
+                self.versions(p).into_iter().map(|(_, e)| e.clone()).filter(|e| *e != newest).collect();
+            older.truncate(keep.saturating_sub(1));
+            older.reverse();
+            older.push(newest);
+            Ok(older)
+        };
+        let moves: Vec<(String, Vec<Entry>)> = if self.is_file(&from) {
+            vec![(to.clone(), history(&from)?)]
         } else if !from.is_empty() && self.is_folder(&from) {
             let mut m = Vec::new();
             for (p, _) in self.files_under(&from) {
-                m.push((join(&to, &p[from.len() + 1..]), self.newest(p)?));
+                m.push((join(&to, &p[from.len() + 1..]), history(p)?));
             }
             m
         } else {
@@ -407,8 +418,10 @@ impl Index {
             self.check_target(p, true)?;
         }
         let mut made = self.remove(device, &from, true)?;
-        for (p, e) in moves {
-            made.push(self.put(device, &p, e, true)?);
+        for (p, versions) in moves {
+            for (i, e) in versions.into_iter().enumerate() {
+                made.push(self.put(device, &p, e, i == 0)?);
+            }
         }
         Ok(made)
     }
@@ -678,6 +691,26 @@ mod tests {
     }
 
     #[test]
+    fn a_move_takes_the_kept_versions_along() {
+        let mut ix = Index::new();
+        for v in ["v1", "v2", "v3", "v4"] {
+            ix.put(1, "a.txt", entry(v), false).unwrap();
+        }
+        ix.put(1, "dir/b.txt", entry("b"), false).unwrap();
+        ix.rename(1, "a.txt", "dir/c.txt", 3).unwrap();
+        let caps =
+            |p: &str, ix: &Index| ix.versions(p).into_iter().map(|(_, e)| e.cap.clone()).collect::<Vec<_>>();
+        assert_eq!(caps("dir/c.txt", &ix), ["v4", "v3", "v2"], "the 3 newest, newest shown");
+        assert_eq!(ix.entries("dir/c.txt").len(), 1);
+        assert_eq!(ix.entries("dir/c.txt")[0].cap, "v4");
+        assert!(!ix.is_file("a.txt"));
+        // A folder's files each take theirs.
+        ix.rename(1, "dir", "moved", 3).unwrap();
+        assert_eq!(caps("moved/c.txt", &ix), ["v4", "v3", "v2"]);
+        assert_eq!(caps("moved/b.txt", &ix), ["b"]);
+    }
+
+    #[test]
     fn put_list_rename_and_remove() {
         let mut ix = Index::new();
         ix.put(1, "docs/a.txt", entry("A"), false).unwrap();
@@ -690,7 +723,7 @@ mod tests {
         assert!(matches!(ix.put(1, "c.txt/x", entry("X"), false), Err(IndexError::UnderFile(..))));
         assert!(matches!(ix.put(1, "docs", entry("X"), false), Err(IndexError::IsFolder(_))));
         assert!(matches!(ix.put(1, "c.txt", entry("X"), true), Err(IndexError::Exists(_))));
-        ix.rename(1, "docs", "papers").unwrap();
+        ix.rename(1, "docs", "papers", 5).unwrap();
         assert_eq!(ix.entry("papers/sub/b.txt", None).unwrap().cap, "B");
         assert!(matches!(ix.entry("docs/a.txt", None), Err(IndexError::NotFound(_))));
         assert!(matches!(ix.remove(1, "papers", false), Err(IndexError::NeedsRecursive(_))));

@@ -678,9 +678,11 @@ impl IndexService {
 
     /// `jewel mv A B`.
     pub async fn mv(self: &Arc<Self>, from: &str, to: &str) -> Result<Vec<(String, String)>, IndexOpError> {
-        let ops = self.change(&[], None, |ix, device| ix.rename(device, from, to)).await?;
+        let ops = self.change(&[], None, |ix, device| ix.rename(device, from, to, KEEP_VERSIONS)).await?;
         let removed: Vec<&Op> = ops.iter().filter(|o| o.entry.is_none()).collect();
-        let put: Vec<&Op> = ops.iter().filter(|o| o.entry.is_some()).collect();
+        // One put per version kept: a file's are one after another, its newest last.
+        let mut put: Vec<&Op> = ops.iter().filter(|o| o.entry.is_some()).collect();
+        put.dedup_by(|next, first| next.path == first.path);
         Ok(removed.iter().zip(put).map(|(a, b)| (a.path.clone(), b.path.clone())).collect())
     }
 

@@ -372,3 +372,23 @@ async fn sequence_numbers_follow_the_clock_and_never_go_back() {
     lab.clock.set(10);
     assert_eq!(d.svc.next_seq(1_000_000_000), 1_000_000_001);
 }
+
+#[tokio::test]
+async fn a_moved_file_keeps_its_versions_and_none_is_released() {
+    let lab = Lab::new();
+    let d = lab.device();
+    let mut caps = Vec::new();
+    for v in 0..3 {
+        caps.push(put(&d, "draft.txt", &format!("draft {v}")).await.unwrap());
+    }
+    assert_eq!(
+        d.svc.mv("draft.txt", "final.txt").await.unwrap(),
+        vec![("draft.txt".into(), "final.txt".into())]
+    );
+    let req = LsRequest { target: "final.txt".into(), recursive: false, versions: true };
+    let versions: Vec<String> =
+        d.svc.ls(req).await.unwrap().entries.into_iter().map(|e| e.caps[0].clone()).collect();
+    assert_eq!(versions, caps.iter().rev().cloned().collect::<Vec<_>>());
+    d.svc.release_fallen().await;
+    assert!(lock(&d.files.released).is_empty(), "a move released a version it keeps");
+}
