@@ -275,7 +275,12 @@ enum Command {
         cap: CapArg,
         #[arg(short = 'r', long)]
         recursive: bool,
+        /// Free the removed versions at once (else they are kept 30 days: `jewel undelete`).
+        #[arg(long)]
+        purge: bool,
     },
+    /// Put a removed file back (its newest version), within 30 days of its removal.
+    Undelete { path: String },
     /// List your index: a folder's children (every file under it with -r), a file, or a
     /// cap (a shared folder's).
     Ls {
@@ -672,14 +677,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Invite { json } => remote::invite(home, json),
         Command::Join { invite } => remote::join(home, &invite),
         Command::Dir { json } => remote::dir(home, json),
-        Command::Rm { cap, recursive } => {
+        Command::Rm { cap, recursive, purge } => {
             let target = cap.read()?;
             if tree::is_cap(&target) {
                 remote::rm(home, &target)
             } else {
-                tree::rm(home, &target, recursive)
+                tree::rm(home, &target, recursive, purge)
             }
         }
+        Command::Undelete { path } => tree::undelete(home, &path),
         Command::Repair { cap, json } => {
             remote::repair(home, &tree::resolve(home, &cap.read()?, None)?, json)
         }

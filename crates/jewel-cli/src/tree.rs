@@ -110,14 +110,27 @@ pub fn ls(home: Option<&Path>, target: &str, recursive: bool, versions: bool, js
     Ok(())
 }
 
-/// `jewel rm PATH [-r]` (a cap goes to `remote::rm`).
-pub fn rm(home: Option<&Path>, path: &str, recursive: bool) -> Result<()> {
+/// `jewel rm PATH [-r] [--purge]` (a cap goes to `remote::rm`).
+pub fn rm(home: Option<&Path>, path: &str, recursive: bool, purge: bool) -> Result<()> {
     let api = Api::open(home)?;
-    let v = api.call::<api::RmPath>(&api::RmPathRequest { path: path.to_string(), recursive })?;
+    let v = api.call::<api::RmPath>(&api::RmPathRequest { path: path.to_string(), recursive, purge })?;
     crate::remote::publish_index(&api);
     for (p, _) in &v.paths {
-        eprintln!("removed {p}");
+        if purge {
+            eprintln!("removed {p}, and freed its versions");
+        } else {
+            eprintln!("removed {p} (its versions are kept 30 days: `jewel undelete {p}` brings it back)");
+        }
     }
+    Ok(())
+}
+
+/// `jewel undelete PATH`.
+pub fn undelete(home: Option<&Path>, path: &str) -> Result<()> {
+    let api = Api::open(home)?;
+    api.call::<api::Undelete>(&api::UndeleteRequest { path: path.to_string() })?;
+    crate::remote::publish_index(&api);
+    eprintln!("{path} is back");
     Ok(())
 }
 

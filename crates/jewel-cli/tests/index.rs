@@ -279,6 +279,26 @@ fn a_version_that_falls_off_is_released() {
     let out = net.path("v5");
     me.ok(&["get", "f.txt", "--version", "5", "-o", out.to_str().unwrap()]);
     assert_eq!(std::fs::read(&out).unwrap(), [1u8; 10]);
+
+    // Removed, it can be undone: its versions stay, and `undelete` brings the newest back.
+    let removed = me.cli().run(&me.home, &["rm", "f.txt"]);
+    assert!(removed.success() && removed.stderr.contains("jewel undelete"), "{}", removed.stderr);
+    assert!(me.err_line(&["get", "f.txt", "-o", "-"]).contains("no file"));
+    let v = me.json(&["ls", "--versions", "f.txt", "--json"]);
+    assert_eq!(v["entries"].as_array().unwrap().len(), 5, "the removed path's versions are listed: {v}");
+    me.ok(&["undelete", "f.txt"]);
+    assert_eq!(me.ok(&["get", "f.txt", "-o", "-"]).as_bytes(), [5u8; 10]);
+    // Removed with --purge, its versions are freed at once, and nothing can bring it back.
+    me.ok(&["rm", "--purge", "f.txt"]);
+    let kept: Vec<String> =
+        caps[1..].iter().map(|c| jewel::caps::Cap::parse(c).unwrap().manifest().to_string()).collect();
+    eventually("the purged versions released", Duration::from_secs(30), || {
+        let files = me.json(&["dir", "--json"]);
+        let files = files["files"].as_object().unwrap();
+        (!kept.iter().any(|id| files.contains_key(id))).then_some(())
+    });
+    let e = me.err_line(&["undelete", "f.txt"]);
+    assert!(e.contains("freed"), "{e}");
 }
 
 /// Two devices of one user: the second recovers the index from the phrase; changes on

@@ -122,6 +122,10 @@ endpoint!(
     RmPath, "/v1/index/rm", true, RmPathRequest => PathsResponse
 );
 endpoint!(
+    /// Put a removed file back (its newest version), while its versions are kept.
+    Undelete, "/v1/index/undelete", true, UndeleteRequest => PathsResponse
+);
+endpoint!(
     /// Move a file or a folder in the index.
     Mv, "/v1/index/mv", true, MvRequest => PathsResponse
 );
@@ -237,6 +241,15 @@ pub struct RmPathRequest {
     pub path: String,
     #[serde(default)]
     pub recursive: bool,
+    /// Free the removed versions at once (else they are kept 30 days, for `undelete`).
+    #[serde(default)]
+    pub purge: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UndeleteRequest {
+    pub path: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -256,7 +256,7 @@ async fn ls(State(s): S, Body(req): Req<api::Ls>) -> Reply<api::Ls> {
 }
 
 async fn rm_path(State(s): S, Body(req): Req<api::RmPath>) -> Reply<api::RmPath> {
-    let removed = s.node.index.rm_path(&req.path, req.recursive).await?;
+    let removed = s.node.index.rm_path(&req.path, req.recursive, req.purge).await?;
     Ok(Json(api::PathsResponse { paths: removed.into_iter().map(|p| (p, String::new())).collect() }))
 }
 
@@ -267,6 +267,11 @@ async fn mv(State(s): S, Body(req): Req<api::Mv>) -> Reply<api::Mv> {
 async fn share(State(s): S, Body(req): Req<api::Share>) -> Reply<api::Share> {
     let (cap, folder) = s.node.index.share(&req.path).await?;
     Ok(Json(api::ShareResponse { cap, folder }))
+}
+
+async fn undelete(State(s): S, Body(req): Req<api::Undelete>) -> Reply<api::Undelete> {
+    let cap = s.node.index.undelete(&req.path).await?;
+    Ok(Json(api::PathsResponse { paths: vec![(req.path, cap)] }))
 }
 
 async fn index_publish(State(s): S) -> Reply<api::IndexPublish> {
@@ -406,7 +411,8 @@ async fn rm(State(s): S, Body(req): Req<api::Rm>) -> Reply<api::Rm> {
     // The index must not show a released file: the paths that showed it go too.
     let paths = s.node.index.paths_of(&req.cap);
     for path in &paths {
-        s.node.index.rm_path(path, false).await?;
+        // The file itself was just released: nothing is left to undelete.
+        s.node.index.rm_path(path, false, true).await?;
     }
     done.unindexed = paths;
     Ok(Json(done))
@@ -522,6 +528,7 @@ pub(crate) fn router(served: Arc<Served>) -> Router {
         .route(at::<api::Mv>(), post(mv))
         .route(at::<api::Share>(), post(share))
         .route(at::<api::IndexPublish>(), post(index_publish))
+        .route(at::<api::Undelete>(), post(undelete))
         .route(at::<api::NamePublish>(), post(name_publish))
         .route(at::<api::NameResolve>(), post(name_resolve))
         .layer(axum::middleware::from_fn_with_state(served.clone(), auth))

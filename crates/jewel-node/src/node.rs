@@ -30,12 +30,13 @@ use crate::workers::Clock;
 pub const DEFAULT_SCHEME: &str = "jewels:3/5";
 /// Whether a put that failed with `e` may succeed with other peers: one that lied about a
 /// piece, or said it is full (both are remembered, see [`Node::put_input`]).
+/// Whether a put that failed so is tried again, on a new placement: its pieces went to
+/// peers that could not prove them, or that refused, stalled or failed (full, frozen,
+/// overloaded, gone) after its spares ran out. The next placement leaves out liars and
+/// peers found silent, and asks full ones last, so it reaches others while any can take
+/// the pieces.
 fn worth_another_try(e: &ClientError) -> bool {
-    match e {
-        ClientError::Unproven { .. } => true,
-        ClientError::Upload { source, .. } => client::is_full(source),
-        _ => false,
-    }
+    matches!(e, ClientError::Unproven { .. } | ClientError::Upload { .. })
 }
 
 /// Peers tried at once for one placement.

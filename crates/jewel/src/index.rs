@@ -144,6 +144,30 @@ pub struct Op {
     /// The ops at `path` this one replaces.
     #[serde(default)]
     pub replaces: Vec<OpId>,
+    /// When it was made (Unix seconds, by its device's clock; 0: by an older node).
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub at: u64,
+    /// A remove that frees the path's versions at once, with no grace period.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub purge: bool,
+}
+
+fn is_zero64(v: &u64) -> bool {
+    *v == 0
+}
+
+/// Who makes a change, and when: the device, and the time (Unix seconds) its ops carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct By {
+    pub device: u64,
+    pub at: u64,
+}
+
+impl From<u64> for By {
+    /// A device, with no time (tests, and changes whose time does not matter).
+    fn from(device: u64) -> By {
+        By { device, at: 0 }
+    }
 }
 
 /// What is at a path, as listed.
@@ -327,18 +351,37 @@ impl Index {
 
     /// Puts `entry` at `path` (canonical) on `device`, replacing what is there; the op made.
     /// Refuses a path under a file, and (with `no_clobber`) a path that is a file.
-    pub fn put(&mut self, device: u64, path: &str, entry: Entry, no_clobber: bool) -> Result<Op, IndexError> {
+    pub fn put(
+        &mut self,
+        by: impl Into<By>,
+        path: &str,
+        entry: Entry,
+        no_clobber: bool,
+    ) -> Result<Op, IndexError> {
+        let by = by.into();
         let path = normalize(path)?;
         self.check_target(&path, no_clobber)?;
         let replaces = self.live(&path).map(|op| op.id).collect();
-        let op = Op { id: self.next(device), path, entry: Some(entry), replaces };
+        let op = Op { id: self.next(by.device), path, entry: Some(entry), replaces, at: by.at, purge: false };
         self.insert(op.clone())?;
         Ok(op)
     }
 
     /// Removes the file at `path`, or (with `recursive`) every file under the folder; the
     /// ops made.
-    pub fn remove(&mut self, device: u64, path: &str, recursive: bool) -> Result<Vec<Op>, IndexError> {
+    pub fn remove(&mut self, by: impl Into<By>, path: &str, recursive: bool) -> Result<Vec<Op>, IndexError> {
+        self.remove_purging(by, path, recursive, false)
+    }
+
+    /// [`Index::remove`]; with `purge`, the removed versions are freed at once (no grace).
+    pub fn remove_purging(
+        &mut self,
+        by: impl Into<By>,
+        path: &str,
+        recursive: bool,
+        purge: bool,
+    ) -> Result<Vec<Op>, IndexError> {
+        let by = by.into();
         let path = normalize(path)?;
         if path.is_empty() {
             return Err(IndexError::BadPath {
@@ -359,7 +402,7 @@ impl Index {
         let mut made = Vec::with_capacity(targets.len());
         for p in targets {
             let replaces = self.live(&p).map(|op| op.id).collect();
-            let op = Op { id: self.next(device), path: p, entry: None, replaces };
+            let op = Op { id: self.next(by.device), path: p, entry: None, replaces, at: by.at, purge };
             self.insert(op.clone())?;
             made.push(op);
         }
@@ -370,7 +413,14 @@ impl Index {
     /// put at its new path, oldest first (so its history moves with it, and its newest is
     /// the one shown), and removed from the old one. A conflict moves as the newest entry.
     /// Refuses a destination that exists.
-    pub fn rename(&mut self, device: u64, from: &str, to: &str, keep: usize) -> Result<Vec<Op>, IndexError> {
+    pub fn rename(
+        &mut self,
+        by: impl Into<By>,
+        from: &str,
+        to: &str,
+        keep: usize,
+    ) -> Result<Vec<Op>, IndexError> {
+        let by = by.into();
         let (from, mut to) = (normalize(from)?, normalize(to)?);
         if from.is_empty() {
             return Err(IndexError::BadPath { path: "/".into(), why: "the root cannot be moved" });
@@ -417,13 +467,39 @@ impl Index {
         for (p, _) in &moves {
             self.check_target(p, true)?;
         }
-        let mut made = self.remove(device, &from, true)?;
+        let mut made = self.remove(by, &from, true)?;
         for (p, versions) in moves {
             for (i, e) in versions.into_iter().enumerate() {
-                made.push(self.put(device, &p, e, i == 0)?);
+                made.push(self.put(by, &p, e, i == 0)?);
             }
         }
         Ok(made)
+    }
+
+    /// When the file at `path` was removed, if it was (no entry shows there, and its last
+    /// op is a remove): the remove's time, and whether it purged.
+    pub fn removed(&self, path: &str) -> Option<(u64, bool)> {
+        if self.is_file(path) {
+            return None;
+        }
+        let last = self.live(path).last()?;
+        last.entry.is_none().then_some((last.at, last.purge))
+    }
+
+    /// Paths removed, each with when and whether purged (see [`Index::removed`]).
+    pub fn removed_paths(&self) -> Vec<(&str, u64, bool)> {
+        self.at.keys().filter_map(|p| self.removed(p).map(|(at, purge)| (p.as_str(), at, purge))).collect()
+    }
+
+    /// Puts the newest version of the removed file at `path` back.
+    pub fn undelete(&mut self, by: impl Into<By>, path: &str) -> Result<Op, IndexError> {
+        let path = normalize(path)?;
+        if self.is_file(&path) {
+            return Err(IndexError::Exists(path));
+        }
+        let newest = self.versions(&path).first().map(|(_, e)| (*e).clone());
+        let entry = newest.ok_or_else(|| IndexError::NotFound(path.clone()))?;
+        self.put(by, &path, entry, true)
     }
 
     /// Whether a file could be put at `path` (canonical, not the root): not onto a folder,
@@ -688,6 +764,23 @@ mod tests {
             assert!(matches!(normalize(bad), Err(IndexError::BadPath { .. })), "{bad:?}");
         }
         assert!(normalize(&"x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn a_removed_file_says_when_and_comes_back_as_its_newest_version() {
+        let mut ix = Index::new();
+        ix.put(By { device: 1, at: 10 }, "a.txt", entry("v1"), false).unwrap();
+        ix.put(By { device: 1, at: 20 }, "a.txt", entry("v2"), false).unwrap();
+        assert_eq!(ix.removed("a.txt"), None);
+        ix.remove_purging(By { device: 1, at: 30 }, "a.txt", false, false).unwrap();
+        assert_eq!(ix.removed("a.txt"), Some((30, false)));
+        assert_eq!(ix.removed_paths(), vec![("a.txt", 30, false)]);
+        let op = ix.undelete(By { device: 1, at: 40 }, "a.txt").unwrap();
+        assert_eq!((op.at, op.entry.map(|e| e.cap)), (40, Some("v2".to_string())));
+        assert!(matches!(ix.undelete(1, "a.txt"), Err(IndexError::Exists(_))));
+        ix.remove_purging(By { device: 1, at: 50 }, "a.txt", false, true).unwrap();
+        assert_eq!(ix.removed("a.txt"), Some((50, true)));
+        assert!(matches!(ix.undelete(1, "never.txt"), Err(IndexError::NotFound(_))));
     }
 
     #[test]

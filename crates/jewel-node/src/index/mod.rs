@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use jewel::index::{self, Entry, FolderNode, Index, IndexError, Op};
+use jewel::index::{self, By, Entry, FolderNode, Index, IndexError, Op};
 use jewel::names::{self, NameError, NameRecord, Sealed};
 use jewel::user::UserKey;
 use jewel_net::NetError;
@@ -36,6 +36,11 @@ pub(crate) use glue::{spawn, NodeFiles, NodeNet};
 
 /// Versions kept of each path (the live one included).
 pub const KEEP_VERSIONS: usize = 5;
+/// How long a removed path keeps its versions (so `jewel undelete` can bring it back),
+/// unless removed with `--purge`: 30 days.
+pub const UNDELETE_FOR: u64 = 30 * 24 * 3600;
+/// How often the versions that fell off, or whose grace ran out, are looked for.
+const RELEASE_EVERY: Duration = Duration::from_secs(3600);
 /// How often the device looks for its other devices' heads, and republishes its own.
 const CATCH_UP_EVERY: Duration = Duration::from_secs(10);
 const REPUBLISH_EVERY: Duration = Duration::from_secs(1800);
@@ -254,12 +259,22 @@ fn failpoint_pause() {
     }
 }
 
-/// The caps of every version the index keeps (the [`KEEP_VERSIONS`] newest of each path).
-fn kept_caps(ix: &Index) -> HashSet<String> {
-    ix.files()
-        .keys()
+/// The caps of every version the index keeps `now`: the [`KEEP_VERSIONS`] newest of each
+/// file, and of each path removed less than [`UNDELETE_FOR`] ago (not purged).
+fn kept_caps(ix: &Index, now: u64) -> HashSet<String> {
+    let live = ix.files().into_keys();
+    let in_grace =
+        ix.removed_paths().into_iter().filter(|(_, at, purge)| in_grace(*at, *purge, now)).map(|(p, ..)| p);
+    live.chain(in_grace)
         .flat_map(|p| ix.versions(p).into_iter().take(KEEP_VERSIONS).map(|(_, e)| e.cap.clone()))
         .collect()
+}
+
+/// Whether a path removed at `at` (purged or not) still keeps its versions `now`: for
+/// [`UNDELETE_FOR`] after the remove, unless purged. (A remove by an older node carries no
+/// time: its versions were freed at once, as they were then.)
+fn in_grace(at: u64, purge: bool, now: u64) -> bool {
+    !purge && at > 0 && at.saturating_add(UNDELETE_FOR) > now
 }
 
 impl IndexService {
@@ -321,11 +336,11 @@ impl IndexService {
         self: &Arc<Self>,
         indexed: &[String],
         new_file: Option<(String, crate::state::StoredFile)>,
-        change: impl FnOnce(&mut Index, u64) -> Result<Vec<Op>, IndexError>,
+        change: impl FnOnce(&mut Index, By) -> Result<Vec<Op>, IndexError>,
     ) -> Result<Vec<Op>, IndexOpError> {
         let (ops, kept) = self.with(|ix| -> Result<_, IndexOpError> {
             // A change that fails, or is not kept, leaves the index as the store holds it.
-            let ops = match change(ix, self.device) {
+            let ops = match change(ix, By { device: self.device, at: self.clock.now() }) {
                 Ok(ops) => ops,
                 Err(e) => {
                     self.reload(ix)?;
@@ -509,7 +524,7 @@ impl IndexService {
     /// made the file current again since.
     async fn release_fallen(self: &Arc<Self>) {
         let decided = self.with(|ix| -> Result<Vec<(String, String)>, StateError> {
-            let kept = kept_caps(ix);
+            let kept = kept_caps(ix, self.clock.now());
             failpoint_pause();
             Ok(self
                 .state
@@ -529,7 +544,7 @@ impl IndexService {
         for (name, cap) in fallen {
             let still_fallen = self.with(|ix| {
                 if kept.as_ref().is_none_or(|(len, _)| *len != ix.len()) {
-                    kept = Some((ix.len(), kept_caps(ix)));
+                    kept = Some((ix.len(), kept_caps(ix, self.clock.now())));
                 }
                 kept.as_ref().is_some_and(|(_, k)| !k.contains(&cap))
             });
@@ -554,8 +569,7 @@ impl IndexService {
     ) -> Result<bool, IndexOpError> {
         let replaced = self.with(|ix| ix.is_file(path));
         let manifest = vec![file.0.clone()];
-        self.change(&manifest, Some(file), |ix, device| Ok(vec![ix.put(device, path, entry, no_clobber)?]))
-            .await?;
+        self.change(&manifest, Some(file), |ix, by| Ok(vec![ix.put(by, path, entry, no_clobber)?])).await?;
         Ok(replaced)
     }
 
@@ -571,7 +585,9 @@ impl IndexService {
                     return Err(IndexError::IsFolder(path.clone()).into());
                 }
                 // A removed path's versions were released with it: none is listed.
-                let kept = if ix.is_file(&path) { KEEP_VERSIONS } else { 0 };
+                let removed_kept =
+                    ix.removed(&path).is_some_and(|(at, purge)| in_grace(at, purge, self.clock.now()));
+                let kept = if ix.is_file(&path) || removed_kept { KEEP_VERSIONS } else { 0 };
                 let versions: Vec<_> = ix.versions(&path).into_iter().take(kept).collect();
                 if versions.is_empty() {
                     return Err(IndexError::NotFound(path.clone()).into());
@@ -671,14 +687,44 @@ impl IndexService {
     }
 
     /// `jewel rm PATH`.
-    pub async fn rm_path(self: &Arc<Self>, path: &str, recursive: bool) -> Result<Vec<String>, IndexOpError> {
-        let ops = self.change(&[], None, |ix, device| ix.remove(device, path, recursive)).await?;
+    /// Its versions stay for [`UNDELETE_FOR`] (`jewel undelete`), or go at once with `purge`.
+    pub async fn rm_path(
+        self: &Arc<Self>,
+        path: &str,
+        recursive: bool,
+        purge: bool,
+    ) -> Result<Vec<String>, IndexOpError> {
+        let ops = self.change(&[], None, |ix, by| ix.remove_purging(by, path, recursive, purge)).await?;
+        if purge {
+            self.release.notify_one();
+        }
         Ok(ops.into_iter().map(|op| op.path).collect())
+    }
+
+    /// `jewel undelete PATH`: the removed file at `path` back, as its newest version, while
+    /// its versions are kept; its cap.
+    pub async fn undelete(self: &Arc<Self>, path: &str) -> Result<String, IndexOpError> {
+        let path = index::normalize(path)?;
+        let now = self.clock.now();
+        let ops = self
+            .change(&[], None, |ix, by| {
+                match ix.removed(&path) {
+                    Some((at, purge)) if in_grace(at, purge, now) => {}
+                    Some(_) => {
+                        return Err(IndexError::NotFound(format!("{path} (removed, and its versions freed)")))
+                    }
+                    None if ix.is_file(&path) => return Err(IndexError::Exists(path.clone())),
+                    None => return Err(IndexError::NotFound(path.clone())),
+                }
+                Ok(vec![ix.undelete(by, &path)?])
+            })
+            .await?;
+        Ok(ops.first().and_then(|op| op.entry.as_ref()).map(|e| e.cap.clone()).unwrap_or_default())
     }
 
     /// `jewel mv A B`.
     pub async fn mv(self: &Arc<Self>, from: &str, to: &str) -> Result<Vec<(String, String)>, IndexOpError> {
-        let ops = self.change(&[], None, |ix, device| ix.rename(device, from, to, KEEP_VERSIONS)).await?;
+        let ops = self.change(&[], None, |ix, by| ix.rename(by, from, to, KEEP_VERSIONS)).await?;
         let removed: Vec<&Op> = ops.iter().filter(|o| o.entry.is_none()).collect();
         // One put per version kept: a file's are one after another, its newest last.
         let mut put: Vec<&Op> = ops.iter().filter(|o| o.entry.is_some()).collect();
@@ -984,9 +1030,13 @@ impl IndexService {
         let releaser = self.clone();
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
+            // After changes that replace or purge, and every hour (removed paths whose
+            // grace ran out).
+            let mut every = tokio::time::interval(RELEASE_EVERY);
             loop {
                 tokio::select! {
                     _ = releaser.release.notified() => releaser.release_fallen().await,
+                    _ = every.tick() => releaser.release_fallen().await,
                     _ = stop.changed() => break,
                 }
             }

@@ -265,7 +265,7 @@ async fn a_replayed_older_head_is_refused() {
     a.svc.publish_head().await.unwrap();
     let old: Vec<NameRecord> = lock(&lab.world.names).values().cloned().collect();
     lab.clock.advance(60);
-    a.svc.rm_path("old.txt", false).await.unwrap();
+    a.svc.rm_path("old.txt", false, false).await.unwrap();
     a.svc.publish_head().await.unwrap();
     let b = lab.device();
     b.svc.catch_up().await.unwrap();
@@ -294,7 +294,7 @@ async fn versions_that_fall_off_are_released_and_kept_ones_are_not() {
     assert_eq!(released.len(), 2, "the two oldest of {} versions fall off", caps.len());
     assert!(released.contains(&caps[0]) && released.contains(&caps[1]));
     // Removing the path releases every version it kept.
-    d.svc.rm_path("notes.txt", false).await.unwrap();
+    d.svc.rm_path("notes.txt", false, true).await.unwrap();
     d.svc.release_fallen().await;
     let released = lock(&d.files.released).clone();
     assert_eq!(released.len(), caps.len());
@@ -391,4 +391,40 @@ async fn a_moved_file_keeps_its_versions_and_none_is_released() {
     assert_eq!(versions, caps.iter().rev().cloned().collect::<Vec<_>>());
     d.svc.release_fallen().await;
     assert!(lock(&d.files.released).is_empty(), "a move released a version it keeps");
+}
+
+#[tokio::test]
+async fn a_removed_file_can_be_undone_until_its_grace_runs_out() {
+    let lab = Lab::new();
+    let d = lab.device();
+    let mut caps = Vec::new();
+    for v in 0..2 {
+        caps.push(put(&d, "a.txt", &format!("a {v}")).await.unwrap());
+    }
+    d.svc.rm_path("a.txt", false, false).await.unwrap();
+    d.svc.release_fallen().await;
+    assert!(lock(&d.files.released).is_empty(), "a removed file's versions are kept for undelete");
+    assert_eq!(d.svc.undelete("a.txt").await.unwrap(), caps[1]);
+    assert_eq!(paths(&d, "").await, vec!["a.txt"]);
+    // Removed again, and a day past the grace: freed, and it cannot come back.
+    d.svc.rm_path("a.txt", false, false).await.unwrap();
+    lab.clock.advance(UNDELETE_FOR + 24 * 3600);
+    d.svc.release_fallen().await;
+    let mut released = lock(&d.files.released).clone();
+    released.sort();
+    let mut want = caps.clone();
+    want.sort();
+    assert_eq!(released, want);
+    assert!(d.svc.undelete("a.txt").await.is_err());
+}
+
+#[tokio::test]
+async fn a_purged_file_is_freed_at_once() {
+    let lab = Lab::new();
+    let d = lab.device();
+    let cap = put(&d, "secret.txt", "s").await.unwrap();
+    d.svc.rm_path("secret.txt", false, true).await.unwrap();
+    d.svc.release_fallen().await;
+    assert_eq!(*lock(&d.files.released), vec![cap]);
+    assert!(d.svc.undelete("secret.txt").await.is_err());
 }
