@@ -119,6 +119,7 @@ impl From<IndexOpError> for ApiError {
             | IndexOpError::Name(_)
             | IndexOpError::TooLarge(..)
             | IndexOpError::Walk(_) => status(StatusCode::BAD_REQUEST, e),
+            IndexOpError::Freed(_) => status(StatusCode::GONE, e),
             IndexOpError::Net(e) => e.into(),
             IndexOpError::Get(e) => e.into(),
             IndexOpError::Put(e) => e.into(),

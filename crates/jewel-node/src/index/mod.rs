@@ -92,6 +92,8 @@ pub enum IndexOpError {
     Interrupted,
     #[error("the shared folder cannot be walked: {0}")]
     Walk(String),
+    #[error("`{0}` was removed, and its versions freed (with --purge, or over 30 days ago): nothing can bring it back")]
+    Freed(String),
 }
 
 /// What a head record's value says: the snapshot's cap, and where the device is.
@@ -706,6 +708,9 @@ impl IndexService {
     pub async fn undelete(self: &Arc<Self>, path: &str) -> Result<String, IndexOpError> {
         let path = index::normalize(path)?;
         let now = self.clock.now();
+        if self.with(|ix| ix.removed(&path).is_some_and(|(at, purge)| !in_grace(at, purge, now))) {
+            return Err(IndexOpError::Freed(path));
+        }
         let ops = self
             .change(&[], None, |ix, by| {
                 match ix.removed(&path) {
