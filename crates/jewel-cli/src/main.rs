@@ -217,6 +217,10 @@ enum Command {
         /// Version N of the path (1 is the newest; `jewel ls --versions PATH` lists them).
         #[arg(long, value_name = "N")]
         version: Option<usize>,
+        /// The path as it was at TIME (Unix seconds, or YYYY-MM-DD[ HH:MM[:SS]] in UTC); with
+        /// -r, the whole folder as it was then.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
         /// Output file, or `-` for stdout. An interrupted get into a file resumes when run
         /// again.
         #[arg(short = 'o', long = "output")]
@@ -295,6 +299,15 @@ enum Command {
         /// Every version the file has had, newest first.
         #[arg(long)]
         versions: bool,
+        /// Your index as it was at TIME (Unix seconds, or YYYY-MM-DD[ HH:MM[:SS]] in UTC).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every change made at a path of your index (puts and removes, when, by which device).
+    Log {
+        path: String,
         #[arg(long)]
         json: bool,
     },
@@ -635,10 +648,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Get { output, recursive: true, .. } if output.as_os_str() == "-" => {
             anyhow::bail!("a folder cannot go to standard output: give -o DIR")
         }
-        Command::Get { cap, recursive: true, output, force, json, .. } => {
-            tree::get_tree(home, &cap.read()?, &output, force, json)
+        Command::Get { cap, recursive: true, output, force, json, at, .. } => {
+            let at = at.as_deref().map(tree::parse_time).transpose()?;
+            tree::get_tree(home, &cap.read()?, &output, force, json, at)
         }
-        Command::Get { cap, output, range, json, force, version, .. } => {
+        Command::Get { cap, output, range, json, force, version, at, .. } => {
+            let at = at.as_deref().map(tree::parse_time).transpose()?;
             let target = cap.read()?;
             if target.starts_with("jewel:n1:") {
                 anyhow::bail!(
@@ -649,16 +664,18 @@ fn run(cli: Cli) -> Result<()> {
             if json && output.as_os_str() == "-" {
                 anyhow::bail!("--json prints to stdout, so the file cannot go there too: pass -o FILE");
             }
-            let cap = tree::resolve(home, &target, version)?;
+            let cap = tree::resolve_at(home, &target, version, at)?;
             remote::get(home, remote::GetArgs { cap: &cap, out: &output, range, json, force })
         }
-        Command::Ls { path, cap_file, recursive, versions, json } => {
+        Command::Log { path, json } => tree::log(home, &path, json),
+        Command::Ls { path, cap_file, recursive, versions, at, json } => {
+            let at = at.as_deref().map(tree::parse_time).transpose()?;
             let target = match (path, cap_file) {
                 (None, None) => String::new(),
                 (Some(p), None) if p.trim().is_empty() => String::new(),
                 (cap, cap_file) => CapArg { cap, cap_file }.read()?,
             };
-            tree::ls(home, &target, recursive, versions, json)
+            tree::ls(home, &target, recursive, versions, at, json)
         }
         Command::Mv { from, to } => tree::mv(home, &from, &to),
         Command::Share { path } => tree::share(home, &path),

@@ -24,9 +24,19 @@ pub fn is_cap(target: &str) -> bool {
 /// The read cap `target` names: itself if it is a cap, else the file at that path of the
 /// index (version `version`, 1 the newest, if given).
 pub fn resolve(home: Option<&Path>, target: &str, version: Option<usize>) -> Result<String> {
+    resolve_at(home, target, version, None)
+}
+
+/// [`resolve`], in the index as it was at `at` (Unix seconds), if given.
+pub fn resolve_at(
+    home: Option<&Path>,
+    target: &str,
+    version: Option<usize>,
+    at: Option<u64>,
+) -> Result<String> {
     if is_cap(target) {
-        if version.is_some() {
-            bail!("--version is for paths of your index, not caps");
+        if version.is_some() || at.is_some() {
+            bail!("--version and --at are for paths of your index, not caps");
         }
         return Ok(target.to_string());
     }
@@ -34,6 +44,7 @@ pub fn resolve(home: Option<&Path>, target: &str, version: Option<usize>) -> Res
         target: target.to_string(),
         recursive: false,
         versions: version.is_some(),
+        at,
     })?;
     if let Some(v) = version {
         let e = listed.entries.iter().find(|e| e.version == Some(v));
@@ -75,10 +86,86 @@ fn civil(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-/// `jewel ls [PATH|CAP] [-r] [--versions] [--json]`.
-pub fn ls(home: Option<&Path>, target: &str, recursive: bool, versions: bool, json: bool) -> Result<()> {
+/// A time as a user writes it: Unix seconds, or `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS]` (or
+/// with a `T`), in UTC.
+pub fn parse_time(text: &str) -> Result<u64> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().with_context(|| format!("`{text}` is not a time"));
+    }
+    let bad =
+        || anyhow::anyhow!("`{text}` is not a time: give Unix seconds, or YYYY-MM-DD[ HH:MM[:SS]] (UTC)");
+    let (date, clock) = match text.split_once([' ', 'T']) {
+        Some((d, c)) => (d, Some(c.trim_end_matches('Z'))),
+        None => (text, None),
+    };
+    let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
+    let ymd: Vec<&str> = date.split('-').collect();
+    let [y, m, d] = ymd.as_slice() else { return Err(bad()) };
+    let (y, m, d) = (num(y)?, num(m)?, num(d)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || y < 1970 {
+        return Err(bad());
+    }
+    let hms: Vec<i64> = match clock {
+        Some(c) => c.split(':').map(num).collect::<Result<_>>()?,
+        None => Vec::new(),
+    };
+    let (h, mi, s) = match hms.as_slice() {
+        [] => (0, 0, 0),
+        [h, mi] => (*h, *mi, 0),
+        [h, mi, s] => (*h, *mi, *s),
+        _ => return Err(bad()),
+    };
+    if !(0..24).contains(&h) || !(0..60).contains(&mi) || !(0..61).contains(&s) {
+        return Err(bad());
+    }
+    let days = days_from_civil(y, m as u32, d as u32);
+    if civil(days) != (y, m as u32, d as u32) {
+        return Err(bad());
+    }
+    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + s).map_err(|_| bad())
+}
+
+/// Days since 1970-01-01 of a date (the inverse of [`civil`], Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `jewel log PATH [--json]`.
+pub fn log(home: Option<&Path>, path: &str, json: bool) -> Result<()> {
+    let v = Api::open(home)?.call::<api::Log>(&api::LogRequest { path: path.to_string() })?;
+    if json {
+        outln!("{}", serde_json::to_string(&v)?);
+        return Ok(());
+    }
+    for c in &v.changes {
+        let what = match (&c.cap, c.purge) {
+            (Some(cap), _) => format!("put {:>10}  {cap}", c.size),
+            (None, true) => "removed, versions freed".to_string(),
+            (None, false) => "removed".to_string(),
+        };
+        outln!("{}  device {:016x}  {what}", when(c.at), c.device);
+    }
+    Ok(())
+}
+
+/// `jewel ls [PATH|CAP] [-r] [--versions] [--at TIME] [--json]`.
+pub fn ls(
+    home: Option<&Path>,
+    target: &str,
+    recursive: bool,
+    versions: bool,
+    at: Option<u64>,
+    json: bool,
+) -> Result<()> {
     let api = Api::open(home)?;
-    let v = api.call::<api::Ls>(&LsRequest { target: target.to_string(), recursive, versions })?;
+    let v = api.call::<api::Ls>(&LsRequest { target: target.to_string(), recursive, versions, at })?;
     if json {
         outln!("{}", serde_json::to_string(&v)?);
         return Ok(());
@@ -283,11 +370,15 @@ pub fn put_tree(
             left[0].display()
         );
     }
-    let known: HashMap<String, LsEntry> =
-        match api.call::<api::Ls>(&LsRequest { target: root.clone(), recursive: true, versions: false }) {
-            Ok(v) => v.entries.into_iter().filter(|e| !e.folder).map(|e| (e.path.clone(), e)).collect(),
-            Err(_) => HashMap::new(),
-        };
+    let known: HashMap<String, LsEntry> = match api.call::<api::Ls>(&LsRequest {
+        target: root.clone(),
+        recursive: true,
+        versions: false,
+        at: None,
+    }) {
+        Ok(v) => v.entries.into_iter().filter(|e| !e.folder).map(|e| (e.path.clone(), e)).collect(),
+        Err(_) => HashMap::new(),
+    };
     let bar = files_bar(files.len(), "put");
     let (stored, skipped) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let failed = parallel(&files, |(path, rel)| {
@@ -397,10 +488,20 @@ fn make_parents(out: &Path, rel: &Path) -> Result<()> {
 
 /// `jewel get -r PATH|CAP -o DIR`: every file of a folder of the index, or of a shared
 /// folder's cap, into DIR (made if absent), never outside it.
-pub fn get_tree(home: Option<&Path>, target: &str, out: &Path, force: bool, json: bool) -> Result<()> {
+pub fn get_tree(
+    home: Option<&Path>,
+    target: &str,
+    out: &Path,
+    force: bool,
+    json: bool,
+    at: Option<u64>,
+) -> Result<()> {
     let api = Api::open(home)?;
+    if is_cap(target) && at.is_some() {
+        bail!("--at is for paths of your index, not caps");
+    }
     let listed =
-        api.call::<api::Ls>(&LsRequest { target: target.to_string(), recursive: true, versions: false })?;
+        api.call::<api::Ls>(&LsRequest { target: target.to_string(), recursive: true, versions: false, at })?;
     let prefix = if is_cap(target) { String::new() } else { jewel::index::normalize(target)? };
     if let [e] = listed.entries.as_slice() {
         if !e.folder && (e.path == prefix || e.path.is_empty()) {
@@ -463,6 +564,18 @@ pub fn get_tree(home: Option<&Path>, target: &str, out: &Path, force: bool, json
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_read_as_users_write_them() {
+        assert_eq!(parse_time("1796162400").unwrap(), 1_796_162_400);
+        assert_eq!(parse_time("2026-12-01 22:00").unwrap(), 1_796_162_400);
+        assert_eq!(parse_time("2026-12-01T22:00:00Z").unwrap(), 1_796_162_400);
+        assert_eq!(parse_time("2000-02-29").unwrap(), 951_782_400);
+        for bad in ["", "yesterday", "2026-13-01", "2026-02-30", "2026-12-01 25:00", "1969-12-31", "2026-12"]
+        {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn dates_read_as_a_calendar_says_them() {

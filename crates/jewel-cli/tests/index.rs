@@ -618,3 +618,43 @@ fn the_device_lost_the_moment_a_command_returns_loses_nothing() {
     net.peers[at].ok(&["get", "papers/n.txt", "-o", out.to_str().unwrap()]);
     assert_eq!(std::fs::read(&out).unwrap(), b"notes");
 }
+
+/// A tree as it was: the user changes files, then lists, gets and restores the folder as it
+/// was before the changes (`--at`), and reads a path's log.
+#[test]
+fn a_tree_as_it_was_at_a_time() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 3, |_| Vec::new());
+    let me = &net.peers[0];
+    let dir = net.path("work");
+    write(&dir.join("plan.txt"), b"plan, first");
+    write(&dir.join("old.txt"), b"old notes");
+    me.ok(&["put", "-r", dir.to_str().unwrap(), "--as", "work", "--scheme", SCHEME]);
+    let log = me.json(&["log", "work/plan.txt", "--json"]);
+    let then = log["changes"][0]["at"].as_u64().unwrap();
+    assert!(then > 0, "{log}");
+    // Changes made after that second (op times are in whole seconds).
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    eventually("the next second", Duration::from_secs(3), || (now() > then).then_some(()));
+    write(&dir.join("plan.txt"), b"plan, second");
+    me.ok(&["put", dir.join("plan.txt").to_str().unwrap(), "--as", "work/plan.txt", "--scheme", SCHEME]);
+    me.ok(&["rm", "work/old.txt"]);
+    assert_eq!(paths(me, "work"), ["work/plan.txt"]);
+    let at = then.to_string();
+    let past: Vec<String> = me.json(&["ls", "-r", "work", "--at", &at, "--json"])["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(past, ["work/old.txt", "work/plan.txt"]);
+    assert_eq!(me.ok(&["get", "work/plan.txt", "--at", &at, "-o", "-"]), "plan, first");
+    let back = net.path("back");
+    me.ok(&["get", "-r", "work", "--at", &at, "-o", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(back.join("old.txt")).unwrap(), b"old notes");
+    assert_eq!(std::fs::read(back.join("plan.txt")).unwrap(), b"plan, first");
+    let log = me.ok(&["log", "work/old.txt"]);
+    assert!(log.lines().count() == 2 && log.contains("removed"), "{log}");
+    let e = me.err_line(&["ls", "--at", "yesterday"]);
+    assert!(e.contains("not a time"), "{e}");
+}

@@ -122,6 +122,10 @@ endpoint!(
     RmPath, "/v1/index/rm", true, RmPathRequest => PathsResponse
 );
 endpoint!(
+    /// Every change made at a path of the index, oldest first.
+    Log, "/v1/index/log", true, LogRequest => LogResponse
+);
+endpoint!(
     /// Put a removed file back (its newest version), while its versions are kept.
     Undelete, "/v1/index/undelete", true, UndeleteRequest => PathsResponse
 );
@@ -160,6 +164,35 @@ pub struct LsRequest {
     /// Every version of a file, newest first.
     #[serde(default)]
     pub versions: bool,
+    /// The index as it was at this time (Unix seconds), not as it is now.
+    #[serde(default)]
+    pub at: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogRequest {
+    pub path: String,
+}
+
+/// One change of a path, as `jewel log` lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// When it was made (Unix seconds; 0: by an older node, time unknown).
+    pub at: u64,
+    /// The device that made it.
+    pub device: u64,
+    /// The file it put there; none for a remove.
+    pub cap: Option<String>,
+    pub size: u64,
+    /// A remove that freed the versions at once.
+    #[serde(default)]
+    pub purge: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogResponse {
+    pub changes: Vec<Change>,
 }
 
 /// One line of `jewel ls`.

@@ -270,6 +270,10 @@ async fn share(State(s): S, Body(req): Req<api::Share>) -> Reply<api::Share> {
     Ok(Json(api::ShareResponse { cap, folder }))
 }
 
+async fn log(State(s): S, Body(req): Req<api::Log>) -> Reply<api::Log> {
+    Ok(Json(api::LogResponse { changes: s.node.index.log(&req.path)? }))
+}
+
 async fn undelete(State(s): S, Body(req): Req<api::Undelete>) -> Reply<api::Undelete> {
     let cap = s.node.index.undelete(&req.path).await?;
     Ok(Json(api::PathsResponse { paths: vec![(req.path, cap)] }))
@@ -530,6 +534,7 @@ pub(crate) fn router(served: Arc<Served>) -> Router {
         .route(at::<api::Share>(), post(share))
         .route(at::<api::IndexPublish>(), post(index_publish))
         .route(at::<api::Undelete>(), post(undelete))
+        .route(at::<api::Log>(), post(log))
         .route(at::<api::NamePublish>(), post(name_publish))
         .route(at::<api::NameResolve>(), post(name_resolve))
         .layer(axum::middleware::from_fn_with_state(served.clone(), auth))

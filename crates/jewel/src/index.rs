@@ -476,6 +476,22 @@ impl Index {
         Ok(made)
     }
 
+    /// The index as it was at `t` (Unix seconds): the ops made then or before. Ops by an
+    /// older node carry no time, and count as made before any time.
+    pub fn as_of(&self, t: u64) -> Index {
+        let mut past = Index::new();
+        for op in self.ops.values().filter(|op| op.at <= t) {
+            // Every op here was inserted once already: it is canonical.
+            let _ = past.insert(op.clone());
+        }
+        past
+    }
+
+    /// Every change made at `path`, oldest first (by op id: the order devices saw them in).
+    pub fn log(&self, path: &str) -> Vec<&Op> {
+        self.at.get(path).into_iter().flatten().filter_map(|id| self.ops.get(id)).collect()
+    }
+
     /// When the file at `path` was removed, if it was (no entry shows there, and its last
     /// op is a remove): the remove's time, and whether it purged.
     pub fn removed(&self, path: &str) -> Option<(u64, bool)> {
@@ -764,6 +780,27 @@ mod tests {
             assert!(matches!(normalize(bad), Err(IndexError::BadPath { .. })), "{bad:?}");
         }
         assert!(normalize(&"x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn the_index_as_it_was_at_a_time_and_a_paths_log() {
+        let mut ix = Index::new();
+        ix.put(By { device: 1, at: 100 }, "a.txt", entry("a1"), false).unwrap();
+        ix.put(By { device: 1, at: 200 }, "b.txt", entry("b1"), false).unwrap();
+        ix.put(By { device: 2, at: 300 }, "a.txt", entry("a2"), false).unwrap();
+        ix.remove(By { device: 1, at: 400 }, "b.txt", false).unwrap();
+        let files =
+            |ix: &Index| ix.files().into_iter().map(|(p, e)| format!("{p}={}", e[0].cap)).collect::<Vec<_>>();
+        assert!(files(&ix.as_of(99)).is_empty());
+        assert_eq!(files(&ix.as_of(250)), ["a.txt=a1", "b.txt=b1"]);
+        assert_eq!(files(&ix.as_of(350)), ["a.txt=a2", "b.txt=b1"]);
+        assert_eq!(files(&ix.as_of(u64::MAX)), ["a.txt=a2"]);
+        let log: Vec<(u64, Option<&str>)> = ix
+            .log("b.txt")
+            .into_iter()
+            .map(|op| (op.at, op.entry.as_ref().map(|e| e.cap.as_str())))
+            .collect();
+        assert_eq!(log, [(200, Some("b1")), (400, None)]);
     }
 
     #[test]

@@ -581,14 +581,18 @@ impl IndexService {
             return self.ls_cap(&req.target, req.recursive).await;
         }
         let path = index::normalize(&req.target)?;
+        let now = self.clock.now();
         self.with(|ix| {
+            // The tree as it was then (`--at`): the ops made by that time.
+            let past = req.at.map(|t| ix.as_of(t));
+            let ix = past.as_ref().unwrap_or(ix);
+            let now = req.at.unwrap_or(now);
             if req.versions {
                 if ix.is_folder(&path) {
                     return Err(IndexError::IsFolder(path.clone()).into());
                 }
                 // A removed path's versions were released with it: none is listed.
-                let removed_kept =
-                    ix.removed(&path).is_some_and(|(at, purge)| in_grace(at, purge, self.clock.now()));
+                let removed_kept = ix.removed(&path).is_some_and(|(at, purge)| in_grace(at, purge, now));
                 let kept = if ix.is_file(&path) || removed_kept { KEEP_VERSIONS } else { 0 };
                 let versions: Vec<_> = ix.versions(&path).into_iter().take(kept).collect();
                 if versions.is_empty() {
@@ -621,6 +625,27 @@ impl IndexService {
                     .collect(),
             })
         })
+    }
+
+    /// `jewel log PATH`: every change made at `path`, oldest first.
+    pub fn log(&self, path: &str) -> Result<Vec<crate::api::Change>, IndexOpError> {
+        let path = index::normalize(path)?;
+        let changes = self.with(|ix| {
+            ix.log(&path)
+                .into_iter()
+                .map(|op| crate::api::Change {
+                    at: op.at,
+                    device: op.id.device,
+                    cap: op.entry.as_ref().map(|e| e.cap.clone()),
+                    size: op.entry.as_ref().map_or(0, |e| e.size),
+                    purge: op.purge,
+                })
+                .collect::<Vec<_>>()
+        });
+        if changes.is_empty() {
+            return Err(IndexError::NotFound(path).into());
+        }
+        Ok(changes)
     }
 
     /// Lists a cap: a file, or a shared folder (walked, with `recursive`, to every file).

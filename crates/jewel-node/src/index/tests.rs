@@ -177,7 +177,7 @@ async fn put(d: &Device, path: &str, content: &str) -> Result<String, IndexOpErr
 }
 
 async fn paths(d: &Device, at: &str) -> Vec<String> {
-    let req = LsRequest { target: at.into(), recursive: true, versions: false };
+    let req = LsRequest { target: at.into(), recursive: true, versions: false, at: None };
     let listed = d.svc.ls(req).await.unwrap();
     listed.entries.into_iter().filter(|e| !e.folder).map(|e| e.path).collect()
 }
@@ -385,7 +385,7 @@ async fn a_moved_file_keeps_its_versions_and_none_is_released() {
         d.svc.mv("draft.txt", "final.txt").await.unwrap(),
         vec![("draft.txt".into(), "final.txt".into())]
     );
-    let req = LsRequest { target: "final.txt".into(), recursive: false, versions: true };
+    let req = LsRequest { target: "final.txt".into(), recursive: false, versions: true, at: None };
     let versions: Vec<String> =
         d.svc.ls(req).await.unwrap().entries.into_iter().map(|e| e.caps[0].clone()).collect();
     assert_eq!(versions, caps.iter().rev().cloned().collect::<Vec<_>>());
@@ -427,4 +427,34 @@ async fn a_purged_file_is_freed_at_once() {
     d.svc.release_fallen().await;
     assert_eq!(*lock(&d.files.released), vec![cap]);
     assert!(d.svc.undelete("secret.txt").await.is_err());
+}
+
+#[tokio::test]
+async fn the_tree_as_it_was_at_a_time_and_a_paths_log() {
+    let lab = Lab::new();
+    let d = lab.device();
+    let t0 = lab.clock.now();
+    let first = put(&d, "docs/plan.txt", "plan 1").await.unwrap();
+    put(&d, "docs/old.txt", "old").await.unwrap();
+    lab.clock.advance(60);
+    let second = put(&d, "docs/plan.txt", "plan 2").await.unwrap();
+    d.svc.rm_path("docs/old.txt", false, false).await.unwrap();
+    let ls = |at: Option<u64>| {
+        let svc = d.svc.clone();
+        async move {
+            let req = LsRequest { target: "docs".into(), recursive: true, versions: false, at };
+            let entries = svc.ls(req).await.unwrap().entries;
+            entries.into_iter().map(|e| format!("{}={}", e.path, e.caps[0])).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ls(None).await, vec![format!("docs/plan.txt={second}")]);
+    let then = ls(Some(t0)).await;
+    assert_eq!(then.len(), 2, "{then:?}");
+    assert!(then.contains(&format!("docs/plan.txt={first}")), "{then:?}");
+    let log = d.svc.log("docs/old.txt").unwrap();
+    assert_eq!(
+        log.iter().map(|c| (c.at, c.cap.is_some())).collect::<Vec<_>>(),
+        vec![(t0, true), (t0 + 60, false)]
+    );
+    assert!(d.svc.log("never.txt").is_err());
 }
