@@ -104,16 +104,6 @@ pub struct RunningGet {
 /// How long a get waits for an earlier get to the same output to stop.
 const EARLIER_GET_STOPS: Duration = Duration::from_secs(30);
 
-/// Stops a get when dropped: held by the get's future, so a get whose client went (the
-/// future is dropped) stops before its next segment.
-struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 /// A get's place in [`Node::gets`], held by its pipeline: dropped when the pipeline has
 /// really ended (not when its caller stopped waiting), it frees the place and says so
 /// ([`RunningGet::ended`]).
@@ -183,8 +173,9 @@ impl Drop for Reading {
     }
 }
 
-/// Set when the request a put serves goes away (the API drops the request's future when
-/// its client disconnects): the put's reader then fails, which stops its pipeline.
+/// Set when the request a put or a get serves goes away (the API drops the request's
+/// future when its client disconnects): the put's reader then fails, and the get's fetch
+/// stops before its next segment, which stops the pipeline.
 struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
 
 impl Drop for CancelOnDrop {
@@ -871,7 +862,7 @@ impl Node {
     /// Makes `out` this get's: an earlier get to it is stopped, and waited for (at most
     /// [`EARLIER_GET_STOPS`]). Returns what the get's future holds (dropped, it stops the
     /// get) and what its pipeline holds until it ends.
-    async fn take_output(self: &Arc<Self>, out: &std::path::Path) -> Result<(StopOnDrop, Ended), GetError> {
+    async fn take_output(self: &Arc<Self>, out: &std::path::Path) -> Result<(CancelOnDrop, Ended), GetError> {
         let earlier = self.gets.locked().get(out).map(|e| {
             e.stop.store(true, std::sync::atomic::Ordering::SeqCst);
             e.ended.clone()
@@ -890,7 +881,7 @@ impl Node {
         let (ended_tx, ended) = tokio::sync::watch::channel(false);
         self.gets.locked().insert(out.to_path_buf(), RunningGet { stop: stop.clone(), ended });
         let place = Ended { node: self.clone(), out: out.to_path_buf(), stop: stop.clone(), ended: ended_tx };
-        Ok((StopOnDrop(stop), place))
+        Ok((CancelOnDrop(stop), place))
     }
 
     /// What a get or a read found rotten reaches check and repair (for this node's own

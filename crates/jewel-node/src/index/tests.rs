@@ -1,6 +1,7 @@
 //! The index service on its own: an in-memory file service and DHT, gossip handed from
 //! device to device by the test, and a clock that moves only when told. No process, no
 //! network, no sleep.
+#![cfg(test)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
