@@ -58,6 +58,7 @@ impl Network {
         let blocks = BlockClient::new(handle.clone(), control.clone());
         let (shutdown, watch) = tokio::sync::watch::channel(false);
         let mut tasks = vec![tokio::spawn(event_loop.run(watch.clone()))];
+
         let mut stop = watch;
         let limits = block::server::ServeLimits {
             max_upload: config.max_upload,
@@ -72,6 +73,16 @@ impl Network {
         };
         let mut announced = tokio::sync::watch::channel(0).1;
         if config.serve_blocks {
+            // A peer waiting on this node's blocks probes it (see `liveness`): answered by a
+            // task of its own, so a block server at its limits still answers.
+            let mut stop_answering = stop.clone();
+            let answering = liveness::answer_probes(control.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    () = answering => {}
+                    _ = stop_answering.changed() => {}
+                }
+            }));
             let filter = announce::Filter { store: store.clone(), only: config.announce_only };
             let (announcer, drain, count) =
                 announce::Announcer::new(handle.clone(), config.announce_concurrency, filter);

@@ -1088,3 +1088,98 @@ async fn a_holder_announces_only_what_its_filter_names_and_not_again_after_a_qui
         n.shutdown().await;
     }
 }
+
+/// A peer that accepts requests and probes and answers neither, as a frozen process does
+/// (SIGSTOP keeps its connections open): a request waiting on it ends as soon as a probe
+/// goes unanswered, seconds before its answer timeout, and the next request to it fails at
+/// once. Idle peers are not probed, so this is how a peer in use is found frozen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_answering_is_found_by_the_request_waiting_on_it() {
+    use jewel_net::liveness::{ALIVE_PROTOCOL, PROBE_AFTER, PROBE_WITHIN};
+    let (nodes, _) = network(1, None).await;
+    let asker = &nodes[0];
+    let config = NetConfig { serve_blocks: false, ..NetConfig::default() };
+    let frozen =
+        Network::start(Keypair::generate_ed25519(), config, Arc::new(MemStore::new(None))).await.unwrap();
+    let mut control = frozen.blocks().stream_control();
+    let (mut requests, mut probes) =
+        (control.accept(BLOCK_PROTOCOL).unwrap(), control.accept(ALIVE_PROTOCOL).unwrap());
+    // Streams are taken and held, never read or answered.
+    let held = tokio::spawn(async move {
+        use futures::StreamExt;
+        let mut kept = Vec::new();
+        loop {
+            tokio::select! {
+                Some(s) = requests.next() => kept.push(s),
+                Some(s) = probes.next() => kept.push(s),
+            }
+        }
+    });
+    let at = frozen.handle().listeners().await.unwrap()[0].clone();
+    let peer = frozen.handle().peer_id();
+    asker.handle().dial(at.with(libp2p_peer(peer))).await.unwrap();
+    let t = std::time::Instant::now();
+    let r = asker.blocks().block_size(peer, BlockId([7; 32])).await;
+    let took = t.elapsed();
+    assert!(matches!(r, Err(NetError::Silent { .. })), "{r:?}");
+    assert!(took >= PROBE_AFTER, "found before any probe: {took:?}");
+    assert!(took < PROBE_AFTER * 2 + PROBE_WITHIN + std::time::Duration::from_secs(1), "took {took:?}");
+    assert!(asker.blocks().net().liveness().is_silent(&peer));
+    let t = std::time::Instant::now();
+    let again = asker.blocks().block_size(peer, BlockId([7; 32])).await;
+    assert!(matches!(again, Err(NetError::Silent { .. })), "{again:?}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(100),
+        "the second request waited {:?}",
+        t.elapsed()
+    );
+    held.abort();
+    frozen.shutdown().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// Probes are a surface any peer can reach: a stranger that opens many and never finishes
+/// them gets each closed after a few seconds (at most 64 are served at once), and the holder
+/// still answers an honest peer's probes and requests meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_probes_cost_a_holder_nothing_lasting() {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    use jewel_net::liveness::{ALIVE_PROTOCOL, PROBE_WITHIN};
+    let (nodes, _) = network(3, None).await;
+    let (holder, stranger, honest) = (&nodes[0], &nodes[1], &nodes[2]);
+    let target = holder.handle().peer_id();
+    stranger.handle().connect(target).await.unwrap();
+    let mut held = Vec::new();
+    // Until the holder stops taking them (its connection limits may close the stranger's
+    // connection first).
+    for _ in 0..200 {
+        let Ok(mut s) = stranger.blocks().stream_control().open_stream(target, ALIVE_PROTOCOL).await else {
+            break;
+        };
+        // Past the holder's 64 the stream is closed at once; the stranger keeps trying.
+        if s.write_all(&[1, 2, 3]).await.is_ok() && s.flush().await.is_ok() {
+            held.push(s);
+        }
+    }
+    assert!(held.len() >= 64, "only {} probes were held", held.len());
+    let t = std::time::Instant::now();
+    honest.handle().connect(target).await.unwrap();
+    honest.blocks().net().liveness().probe(honest.blocks().stream_control(), target).await;
+    assert!(!honest.blocks().net().liveness().is_silent(&target), "an honest probe went unanswered");
+    let block = data(100_000, 3);
+    honest.blocks().put_block(target, BlockId::of(&block), &block).await.unwrap();
+    assert_eq!(honest.blocks().block_size(target, BlockId::of(&block)).await.unwrap(), 100_000);
+    // Every held probe is closed by the holder (the first 64 after their time, the rest at
+    // once): reads end instead of hanging.
+    for s in &mut held {
+        let mut b = [0u8; 8];
+        let r = tokio::time::timeout(PROBE_WITHIN * 3, s.read(&mut b)).await;
+        assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "a held probe stayed open: {r:?}");
+    }
+    assert!(t.elapsed() < PROBE_WITHIN * 4, "took {:?}", t.elapsed());
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

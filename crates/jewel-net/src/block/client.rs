@@ -227,9 +227,20 @@ impl BlockClient {
         if live.is_silent(&peer) {
             return Err(NetError::Silent { peer });
         }
+        // While the request waits, its peer is probed (see `crate::liveness`): a frozen
+        // peer is found within seconds whether or not it was pinged lately.
+        let probing = async {
+            loop {
+                tokio::time::sleep(crate::liveness::PROBE_AFTER).await;
+                if live.probe_due(peer) {
+                    live.probe(self.control.clone(), peer).await;
+                }
+            }
+        };
         let r = tokio::select! {
             r = work => r,
             _ = live.until_silent(peer) => Err(NetError::Silent { peer }),
+            () = probing => Err(NetError::Silent { peer }),
         };
         if matches!(r, Err(NetError::Unresponsive { .. })) {
             live.mark_silent(peer);
