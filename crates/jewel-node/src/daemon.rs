@@ -141,7 +141,7 @@ pub async fn run(config: NodeConfig, ready: impl FnOnce(&ApiInfo)) -> Result<(),
     let store = FsStore::open(config.home.join("store"), Some(capacity))?;
     let state = Arc::new(StateStore::open(&config.home)?);
     let leases = Arc::new(
-        LeaseBook::in_database(state.database())
+        LeaseBook::in_database(state.database(), state.writer())
             .map_err(|e| NodeError::Leases { path: state.path().to_path_buf(), reason: e.to_string() })?,
     );
     let defaults = config.listen.is_empty();

@@ -8,7 +8,9 @@
 //! them for the file and renews them. [`gc`] deletes every block with no live lease.
 //!
 //! The book is a redb table keyed by block ‖ file ‖ owner, so a block's leases are one
-//! range scan; writes are batched into one transaction per request.
+//! range scan; writes are batched into one change per request, and go through the
+//! database's one writer ([`crate::writer`]), so a holder's charges and leases share
+//! commits with each other and with the rest of the node's state.
 //!
 //! The book also keeps what each peer's uploads take: a stored block is charged to the peer
 //! that first sent it (its size, once, whoever else sends it again), until it is collected;
@@ -22,6 +24,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::id::BlockId;
 use crate::store::BlockStore;
+use crate::writer::{Durability, Writer, WriterError};
 
 const LEASES: TableDefinition<&[u8], u64> = TableDefinition::new("leases");
 /// owner → (bytes charged, Unix seconds of its first charge).
@@ -59,6 +62,12 @@ fn db<E: std::fmt::Display>(e: E) -> LeaseError {
     LeaseError::Db(e.to_string())
 }
 
+impl From<WriterError> for LeaseError {
+    fn from(e: WriterError) -> Self {
+        db(e)
+    }
+}
+
 /// One lease change: `expires` 0 removes the lease.
 #[derive(Clone, Debug)]
 pub struct Lease {
@@ -71,6 +80,7 @@ pub struct Lease {
 /// The leases of the blocks in one store.
 pub struct LeaseBook {
     db: Arc<Database>,
+    writer: Writer,
     /// The charges table's running sums, in memory: what a quota check reads, with no
     /// transaction and no scan (a check is a cost any stranger can trigger).
     sums: std::sync::Mutex<Sums>,
@@ -159,15 +169,18 @@ pub fn now() -> u64 {
 }
 
 impl LeaseBook {
-    /// Opens (or creates) the book at `path`.
+    /// Opens (or creates) the book at `path`, with a writer of its own.
     pub fn open(path: &Path) -> Result<LeaseBook, LeaseError> {
-        LeaseBook::in_database(Arc::new(Database::create(path).map_err(db)?))
+        let database = Arc::new(Database::create(path).map_err(db)?);
+        let writer = Writer::start(database.clone(), path.to_path_buf())?;
+        LeaseBook::in_database(database, writer)
     }
 
-    /// The book in a table of `database`, which other tables may share (a node keeps all
-    /// its state in one database, so a change and what it depends on commit together).
-    pub fn in_database(database: Arc<Database>) -> Result<LeaseBook, LeaseError> {
-        let book = LeaseBook { db: database, sums: std::sync::Mutex::default() };
+    /// The book in tables of `database`, which other tables may share (a node keeps all
+    /// its state in one database, so a change and what it depends on commit together),
+    /// written through that database's one `writer`.
+    pub fn in_database(database: Arc<Database>, writer: Writer) -> Result<LeaseBook, LeaseError> {
+        let book = LeaseBook { db: database, writer, sums: std::sync::Mutex::default() };
         book.init()?;
         book.load_sums()?;
         Ok(book)
@@ -195,58 +208,70 @@ impl LeaseBook {
 
     /// Copies every lease of `other` into this book, in one transaction; returns how many.
     pub fn import(&self, other: &LeaseBook) -> Result<usize, LeaseError> {
-        let from = other.db.begin_read().map_err(db)?;
-        let source = from.open_table(LEASES).map_err(db)?;
-        let tx = self.db.begin_write().map_err(db)?;
-        let mut count = 0;
-        {
+        let from = other.db.clone();
+        self.write(Durability::Durable, move |tx| {
+            let read = from.begin_read().map_err(db)?;
+            let source = read.open_table(LEASES).map_err(db)?;
             let mut t = tx.open_table(LEASES).map_err(db)?;
+            let mut count = 0;
             for entry in source.iter().map_err(db)? {
                 let (k, v) = entry.map_err(db)?;
                 t.insert(k.value(), v.value()).map_err(db)?;
                 count += 1;
             }
-        }
-        tx.commit().map_err(db)?;
-        Ok(count)
+            Ok(count)
+        })
     }
 
     /// A book kept in memory only (for nodes without a home, such as tests).
     pub fn in_memory() -> Result<LeaseBook, LeaseError> {
-        let db =
-            Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).map_err(db)?;
-        LeaseBook::in_database(Arc::new(db))
+        let database = Arc::new(
+            Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).map_err(db)?,
+        );
+        let writer = Writer::start(database.clone(), "leases (in memory)".into())?;
+        LeaseBook::in_database(database, writer)
+    }
+
+    /// Runs `change` on the database's writer and waits for its commit (not on an async
+    /// thread: the book's callers run on blocking ones).
+    fn write<R, F>(&self, durability: Durability, change: F) -> Result<R, LeaseError>
+    where
+        R: Send + 'static,
+        F: FnMut(&redb::WriteTransaction) -> Result<R, LeaseError> + Send + 'static,
+    {
+        self.writer.submit(durability, change).wait()
     }
 
     fn init(&self) -> Result<(), LeaseError> {
-        let tx = self.db.begin_write().map_err(db)?;
-        tx.open_table(LEASES).map_err(db)?;
-        tx.open_table(CHARGES).map_err(db)?;
-        tx.open_table(CHARGED).map_err(db)?;
-        tx.commit().map_err(db)
+        self.write(Durability::Durable, |tx| {
+            tx.open_table(LEASES).map_err(db)?;
+            tx.open_table(CHARGES).map_err(db)?;
+            tx.open_table(CHARGED).map_err(db)?;
+            Ok(())
+        })
     }
 
     /// Charges `block` (`size` bytes, just stored) to `owner`, unless it is charged to a
     /// peer already. Does not wait for the disk: a charge lost in a crash only lets that
     /// peer store a little more.
     pub fn charge(&self, block: &BlockId, owner: &[u8], size: u64, now: u64) -> Result<(), LeaseError> {
-        let mut tx = self.db.begin_write().map_err(db)?;
-        tx.set_durability(redb::Durability::None);
-        let since = {
+        let (block, who) = (*block, owner.to_vec());
+        let since = self.write(Durability::None, move |tx| {
             let mut charged = tx.open_table(CHARGED).map_err(db)?;
             if charged.get(block.0.as_slice()).map_err(db)?.is_some() {
-                return Ok(());
+                return Ok(None);
             }
             let mut entry = size.to_be_bytes().to_vec();
-            entry.extend_from_slice(owner);
+            entry.extend_from_slice(&who);
             charged.insert(block.0.as_slice(), entry.as_slice()).map_err(db)?;
             let mut charges = tx.open_table(CHARGES).map_err(db)?;
-            let (bytes, since) = charges.get(owner).map_err(db)?.map_or((0, now), |v| v.value());
-            charges.insert(owner, (bytes.saturating_add(size), since)).map_err(db)?;
-            since
-        };
-        tx.commit().map_err(db)?;
-        self.sums().add(owner, size, since);
+            let (bytes, since) = charges.get(who.as_slice()).map_err(db)?.map_or((0, now), |v| v.value());
+            charges.insert(who.as_slice(), (bytes.saturating_add(size), since)).map_err(db)?;
+            Ok(Some(since))
+        })?;
+        if let Some(since) = since {
+            self.sums().add(owner, size, since);
+        }
         Ok(())
     }
 
@@ -273,22 +298,21 @@ impl LeaseBook {
 
     /// Applies lease changes in one transaction, durably.
     pub fn apply(&self, leases: &[Lease]) -> Result<(), LeaseError> {
-        self.apply_with(leases, redb::Durability::Immediate)
+        self.apply_with(leases, Durability::Durable)
     }
 
     /// Applies lease changes without waiting for the disk: they become durable with the
     /// next durable write. For the first, short lease of a block, whose owner follows up
     /// with a durable one at once; losing it in a crash only lets an orphan be collected.
     pub fn apply_soon(&self, leases: &[Lease]) -> Result<(), LeaseError> {
-        self.apply_with(leases, redb::Durability::None)
+        self.apply_with(leases, Durability::None)
     }
 
-    fn apply_with(&self, leases: &[Lease], durability: redb::Durability) -> Result<(), LeaseError> {
-        let mut tx = self.db.begin_write().map_err(db)?;
-        tx.set_durability(durability);
-        {
+    fn apply_with(&self, leases: &[Lease], durability: Durability) -> Result<(), LeaseError> {
+        let leases = leases.to_vec();
+        self.write(durability, move |tx| {
             let mut t = tx.open_table(LEASES).map_err(db)?;
-            for l in leases {
+            for l in &leases {
                 let k = key(&l.block, &l.file, &l.owner);
                 if l.expires == 0 {
                     t.remove(k.as_slice()).map_err(db)?;
@@ -296,8 +320,8 @@ impl LeaseBook {
                     t.insert(k.as_slice(), l.expires).map_err(db)?;
                 }
             }
-        }
-        tx.commit().map_err(db)
+            Ok(())
+        })
     }
 
     /// The latest expiry among `block`'s leases, if it has any.
@@ -335,31 +359,28 @@ impl LeaseBook {
 
     /// Forgets every lease of `block`, and its charge (the block is gone).
     pub fn forget(&self, block: &BlockId) -> Result<(), LeaseError> {
-        let tx = self.db.begin_write().map_err(db)?;
-        let mut freed = None;
-        {
+        let block = *block;
+        let freed = self.write(Durability::Durable, move |tx| {
             let mut t = tx.open_table(LEASES).map_err(db)?;
             t.retain_in::<&[u8], _>(block.0.as_slice().., |k, _| !k.starts_with(&block.0)).map_err(db)?;
             let mut charged = tx.open_table(CHARGED).map_err(db)?;
             let entry = charged.remove(block.0.as_slice()).map_err(db)?.map(|v| v.value().to_vec());
-            if let Some(entry) = entry.filter(|e| e.len() >= 8) {
-                let (size, owner) = entry.split_at(8);
-                let size = u64::from_be_bytes(size.try_into().unwrap_or([0; 8]));
-                freed = Some((owner.to_vec(), size));
-                let mut charges = tx.open_table(CHARGES).map_err(db)?;
-                let left = charges.get(owner).map_err(db)?.map(|v| v.value());
-                match left {
-                    Some((bytes, _)) if bytes <= size => {
-                        charges.remove(owner).map_err(db)?;
-                    }
-                    Some((bytes, since)) => {
-                        charges.insert(owner, (bytes - size, since)).map_err(db)?;
-                    }
-                    None => {}
+            let Some(entry) = entry.filter(|e| e.len() >= 8) else { return Ok(None) };
+            let (size, owner) = entry.split_at(8);
+            let size = u64::from_be_bytes(size.try_into().unwrap_or([0; 8]));
+            let mut charges = tx.open_table(CHARGES).map_err(db)?;
+            let left = charges.get(owner).map_err(db)?.map(|v| v.value());
+            match left {
+                Some((bytes, _)) if bytes <= size => {
+                    charges.remove(owner).map_err(db)?;
                 }
+                Some((bytes, since)) => {
+                    charges.insert(owner, (bytes - size, since)).map_err(db)?;
+                }
+                None => {}
             }
-        }
-        tx.commit().map_err(db)?;
+            Ok(Some((owner.to_vec(), size)))
+        })?;
         if let Some((owner, size)) = freed {
             self.sums().take(&owner, size);
         }

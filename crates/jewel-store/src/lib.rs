@@ -15,6 +15,7 @@ pub mod names;
 pub mod pool;
 pub mod store;
 pub mod sync;
+pub mod writer;
 
 pub use id::{BlockId, IdError};
 pub use store::{BlockReader, BlockStore, BlockWriter, FsStore, MemStore, StoreError};

@@ -33,7 +33,7 @@ pub mod user;
 // Below the engine, in their own crate (which the network layer uses without the engine):
 // ids, block stores, leases, buffer pools, locks.
 use jewel_store::{direct, id};
-pub use jewel_store::{lease, pool, store, sync};
+pub use jewel_store::{lease, pool, store, sync, writer};
 
 pub use caps::{Cap, CapError, ReadCap, VerifyCap};
 pub use crypto::{CipherId, FileKey};

@@ -19,10 +19,10 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use crate::api::{Audit, PendingRelease, Settings};
 
 mod index;
-mod writer;
 pub use index::Head;
-use writer::Writer;
-pub use writer::{Durability, Pending, MAX_BATCH, WRITE_QUEUE};
+pub use jewel::writer::{Durability, Writer, WriterError, MAX_BATCH, WRITE_QUEUE};
+/// A change handed to the state's writer (see [`jewel::writer`]).
+pub type Pending<R> = jewel::writer::Pending<R, StateError>;
 
 /// A file this node put, as the store keeps it: where its pieces went, and the state of
 /// its background work. The API shows it as [`crate::api::FileRecord`]; the two change
@@ -146,6 +146,15 @@ pub enum StateError {
     Stopped,
 }
 
+impl From<WriterError> for StateError {
+    fn from(e: WriterError) -> Self {
+        match e {
+            WriterError::Db { path, reason } => StateError::Db { path, reason },
+            _ => StateError::Stopped,
+        }
+    }
+}
+
 /// An error of the store at `path`, for the changes the writer runs.
 fn db_error(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> StateError + Send + 'static {
     let path = path.to_path_buf();
@@ -237,7 +246,7 @@ fn queue_file(
 
 /// The node's state store. Reads are read transactions on the caller's thread (redb's
 /// readers never wait for the writer, nor touch the disk's sync); every change goes to the
-/// one writer thread ([`writer`]), which commits changes queued together in one transaction.
+/// one writer thread ([`jewel::writer`]), which commits changes queued together in one transaction.
 pub struct StateStore {
     db: Arc<Database>,
     path: PathBuf,
@@ -370,7 +379,7 @@ impl StateStore {
         self.write(Durability::Durable, move |tx| clear_due(tx, &[work], &file, &err))
     }
 
-    /// Hands `change` to the writer (see [`writer`]).
+    /// Hands `change` to the writer (see [`jewel::writer`]).
     fn write<R, F>(&self, durability: Durability, change: F) -> Pending<R>
     where
         R: Send + 'static,
@@ -382,6 +391,12 @@ impl StateStore {
     /// Done once every change handed to the writer before it is committed (or failed).
     pub fn flush(&self) -> Pending<()> {
         self.write(Durability::None, |_| Ok(()))
+    }
+
+    /// The writer of the store's database, for what else keeps state in it (the leases of
+    /// the blocks this node holds: they share its commits).
+    pub fn writer(&self) -> Writer {
+        self.writer.clone()
     }
 
     /// Write transactions committed since the store was opened (a batch of changes is one).
@@ -501,7 +516,7 @@ impl StateStore {
         // Leases are a holder's promise to keep blocks for their owners; they come over in
         // their own transaction (redb reads them from the old file), before it is renamed.
         if let Some(old) = old_leases {
-            let book = LeaseBook::in_database(self.db.clone()).map_err(|e| err(&e))?;
+            let book = LeaseBook::in_database(self.db.clone(), self.writer.clone()).map_err(|e| err(&e))?;
             let n = book
                 .import(&old)
                 .map_err(|e| StateError::Migrate { path: leases_path.clone(), reason: e.to_string() })?;
@@ -573,7 +588,7 @@ impl StateStore {
 
     /// Changes a file's record in one transaction (read, change, write).
     /// What `change` returns; `None` if there is no such file. (`change` may run more than
-    /// once, each time on the record as stored: see [`writer`].)
+    /// once, each time on the record as stored: see [`jewel::writer`].)
     pub fn update_file<R: Send + 'static>(
         &self,
         id: &str,
@@ -913,6 +928,36 @@ mod tests {
         assert_eq!(StateStore::open(home.path()).unwrap().files().unwrap().len(), 100, "committed durably");
     }
 
+    /// The leases of the blocks a node holds live in the same database and go through the
+    /// same writer (its commits count them), so peers' uploads and the node's own changes
+    /// share its group commits, and none runs outside its thread.
+    #[test]
+    fn a_holders_leases_go_through_the_state_writer() {
+        let home = tempfile::tempdir().unwrap();
+        let s = StateStore::open(home.path()).unwrap();
+        let book = LeaseBook::in_database(s.database(), s.writer()).unwrap();
+        let id = jewel::BlockId([7; 32]);
+        let before = s.commits();
+        book.charge(&id, b"peer", 1000, 5).unwrap();
+        assert_eq!(s.commits(), before + 1, "the charge was the state writer's commit");
+        let first = jewel::lease::Lease {
+            block: id,
+            file: jewel::lease::UNASSIGNED,
+            owner: b"peer".to_vec(),
+            expires: 99,
+        };
+        book.apply_soon(&[first]).unwrap();
+        book.forget(&jewel::BlockId([8; 32])).unwrap();
+        assert_eq!(s.commits(), before + 3);
+        assert_eq!(book.charge_of(b"peer").unwrap().map(|c| c.bytes), Some(1000));
+        assert_eq!(book.expiry(&id).unwrap(), Some(99));
+        drop(book);
+        drop(s);
+        let s = StateStore::open(home.path()).unwrap();
+        let book = LeaseBook::in_database(s.database(), s.writer()).unwrap();
+        assert_eq!(book.expiry(&id).unwrap(), Some(99), "kept in the node's state");
+    }
+
     #[test]
     fn a_change_that_fails_fails_alone_and_leaves_nothing() {
         let home = tempfile::tempdir().unwrap();
@@ -1086,7 +1131,7 @@ mod tests {
         let s = StateStore::open(home.path()).unwrap();
         assert_eq!(s.files().unwrap(), old);
         assert_eq!(s.settings().unwrap().default_scheme, "parity:4");
-        let leases = LeaseBook::in_database(s.database()).unwrap();
+        let leases = LeaseBook::in_database(s.database(), s.writer()).unwrap();
         assert_eq!(leases.expiry(&jewel::BlockId([7; 32])).unwrap(), Some(4_000_000_000));
         for f in ["files.json", "settings.json", "leases.redb"] {
             assert!(!home.path().join(f).exists(), "{f} was moved aside");
