@@ -8,7 +8,7 @@
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::{db_error, Durability, Pending, StateError, StateStore, META};
+use super::{Durability, Pending, StateError, StateStore, META};
 
 /// This device's head, one row: (sequence number, ops it held, its snapshot's cap, the cap
 /// of the one before, the signed record of this device's slot, that of the latest slot).
@@ -53,12 +53,8 @@ fn head_of(row: HeadRow) -> Head {
     }
 }
 
-fn put_head(
-    tx: &WriteTransaction,
-    head: &Head,
-    err: &impl Fn(&dyn std::fmt::Display) -> StateError,
-) -> Result<(), StateError> {
-    let mut t = tx.open_table(HEAD).map_err(|e| err(&e))?;
+fn put_head(tx: &WriteTransaction, head: &Head) -> Result<(), StateError> {
+    let mut t = tx.open_table(HEAD)?;
     let row = (
         head.seq,
         head.ops,
@@ -67,77 +63,67 @@ fn put_head(
         head.device_record.as_slice(),
         head.latest_record.as_slice(),
     );
-    t.insert((), row).map_err(|e| err(&e))?;
+    t.insert((), row)?;
     Ok(())
 }
 
 impl StateStore {
     /// This device's id in the user's index, if it has one yet.
     pub fn index_device(&self) -> Result<Option<u64>, StateError> {
-        let err = self.db_err();
         let Some((_tx, t)) = self.open_read(META)? else { return Ok(None) };
-        Ok(t.get(DEVICE).map_err(|e| err(&e))?.map(|v| v.value()))
+        Ok(t.get(DEVICE)?.map(|v| v.value()))
     }
 
     /// Sets this device's id (once, at its first start).
     pub fn set_index_device(&self, device: u64) -> Pending<()> {
-        let err = db_error(&self.path);
         self.write(Durability::Durable, move |tx| {
-            tx.open_table(META).map_err(|e| err(&e))?.insert(DEVICE, device).map_err(|e| err(&e))?;
+            tx.open_table(META)?.insert(DEVICE, device)?;
             Ok(())
         })
     }
 
     /// What this device published last (all zero and empty before its first head).
     pub fn head(&self) -> Result<Head, StateError> {
-        let err = self.db_err();
         let Some((_tx, t)) = self.open_read(HEAD)? else { return Ok(Head::default()) };
-        Ok(t.get(()).map_err(|e| err(&e))?.map(|v| head_of(v.value())).unwrap_or_default())
+        Ok(t.get(())?.map(|v| head_of(v.value())).unwrap_or_default())
     }
 
     /// Changes this device's head record (read and written in one transaction).
     pub fn update_head(&self, change: impl Fn(&mut Head) + Send + 'static) -> Pending<()> {
-        let err = db_error(&self.path);
         self.write(Durability::Durable, move |tx| {
             let mut head = {
-                let t = tx.open_table(HEAD).map_err(|e| err(&e))?;
-                let row = t.get(()).map_err(|e| err(&e))?;
+                let t = tx.open_table(HEAD)?;
+                let row = t.get(())?;
                 row.map(|v| head_of(v.value())).unwrap_or_default()
             };
             change(&mut head);
-            put_head(tx, &head, &err)
+            put_head(tx, &head)
         })
     }
 
     /// The highest sequence number merged from the record whose DHT key hashes to `key`.
     pub fn seen(&self, key: [u8; 32]) -> Result<u64, StateError> {
-        let err = self.db_err();
         let Some((_tx, t)) = self.open_read(SEEN)? else { return Ok(0) };
-        Ok(t.get(key).map_err(|e| err(&e))?.map_or(0, |v| v.value()))
+        Ok(t.get(key)?.map_or(0, |v| v.value()))
     }
 
     pub fn set_seen(&self, key: [u8; 32], seq: u64) -> Pending<()> {
-        let err = db_error(&self.path);
         self.write(Durability::Durable, move |tx| {
-            tx.open_table(SEEN).map_err(|e| err(&e))?.insert(key, seq).map_err(|e| err(&e))?;
+            tx.open_table(SEEN)?.insert(key, seq)?;
             Ok(())
         })
     }
 
     /// The cap a folder node whose bytes hash to `hash` was stored under.
     pub fn folder_node(&self, hash: [u8; 32]) -> Result<Option<String>, StateError> {
-        let err = self.db_err();
         let Some((_tx, t)) = self.open_read(FOLDER_NODES)? else { return Ok(None) };
-        Ok(t.get(hash).map_err(|e| err(&e))?.map(|v| v.value().to_string()))
+        Ok(t.get(hash)?.map(|v| v.value().to_string()))
     }
 
     pub fn set_folder_node(&self, hash: [u8; 32], cap: &str) -> Pending<()> {
-        let (err, cap) = (db_error(&self.path), cap.to_string());
+        let cap = cap.to_string();
         self.write(Durability::Durable, move |tx| {
-            tx.open_table(FOLDER_NODES)
-                .map_err(|e| err(&e))?
-                .insert(hash, cap.as_str())
-                .map_err(|e| err(&e))?;
+            tx.open_table(FOLDER_NODES)?.insert(hash, cap.as_str())?;
             Ok(())
         })
     }
@@ -148,18 +134,14 @@ impl StateStore {
     }
 
     pub fn name(&self, label: &str) -> Result<Option<Vec<u8>>, StateError> {
-        let err = self.db_err();
         let Some((_tx, t)) = self.open_read(NAMES)? else { return Ok(None) };
-        Ok(t.get(label).map_err(|e| err(&e))?.map(|v| v.value().to_vec()))
+        Ok(t.get(label)?.map(|v| v.value().to_vec()))
     }
 
     pub fn set_name(&self, label: &str, record: Vec<u8>) -> Pending<()> {
-        let (err, label) = (db_error(&self.path), label.to_string());
+        let label = label.to_string();
         self.write(Durability::Durable, move |tx| {
-            tx.open_table(NAMES)
-                .map_err(|e| err(&e))?
-                .insert(label.as_str(), record.as_slice())
-                .map_err(|e| err(&e))?;
+            tx.open_table(NAMES)?.insert(label.as_str(), record.as_slice())?;
             Ok(())
         })
     }
@@ -176,13 +158,8 @@ fn hex32(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn meta_insert(
-    tx: &WriteTransaction,
-    key: &str,
-    value: u64,
-    err: &impl Fn(&dyn std::fmt::Display) -> StateError,
-) -> Result<(), StateError> {
-    tx.open_table(META).map_err(|e| err(&e))?.insert(key, value).map_err(|e| err(&e))?;
+fn meta_insert(tx: &WriteTransaction, key: &str, value: u64) -> Result<(), StateError> {
+    tx.open_table(META)?.insert(key, value)?;
     Ok(())
 }
 
@@ -194,21 +171,18 @@ fn u64_of(v: &[u8]) -> Option<u64> {
 /// and deletes it. A row that cannot be read is skipped with a warning: all of it can be
 /// made again (a head is republished, a seen number only saves a read, a folder node is
 /// stored again), except the device id, whose loss would make this device a new one.
-pub(super) fn migrate_meta(
-    tx: &WriteTransaction,
-    err: &impl Fn(&dyn std::fmt::Display) -> StateError,
-) -> Result<usize, StateError> {
+pub(super) fn migrate_meta(tx: &WriteTransaction) -> Result<usize, StateError> {
     let rows: Vec<(String, Vec<u8>)> = match tx.open_table(INDEX_META) {
         Ok(t) => {
             let mut rows = Vec::new();
-            for entry in t.iter().map_err(|e| err(&e))? {
-                let (k, v) = entry.map_err(|e| err(&e))?;
+            for entry in t.iter()? {
+                let (k, v) = entry?;
                 rows.push((k.value().to_string(), v.value().to_vec()));
             }
             rows
         }
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
-        Err(e) => return Err(err(&e)),
+        Err(e) => return Err(e.into()),
     };
     let mut head = Head::default();
     let mut names: Vec<String> = Vec::new();
@@ -217,7 +191,7 @@ pub(super) fn migrate_meta(
         let text = String::from_utf8(value.clone()).ok();
         let number = u64_of(value);
         let read = match key.as_str() {
-            "device" => number.map(|d| meta_insert(tx, DEVICE, d, err)).transpose()?.is_some(),
+            "device" => number.map(|d| meta_insert(tx, DEVICE, d)).transpose()?.is_some(),
             "head/seq" => number.map(|s| head.seq = s).is_some(),
             "head/ops" => number.map(|s| head.ops = s).is_some(),
             "head/cap" => text.map(|c| head.cap = Some(c)).is_some(),
@@ -236,15 +210,15 @@ pub(super) fn migrate_meta(
             k => match (k.strip_prefix("seen/").and_then(hex32), k.strip_prefix("dag/").and_then(hex32)) {
                 (Some(h), _) => match number {
                     Some(s) => {
-                        tx.open_table(SEEN).map_err(|e| err(&e))?.insert(h, s).map_err(|e| err(&e))?;
+                        tx.open_table(SEEN)?.insert(h, s)?;
                         true
                     }
                     None => false,
                 },
                 (_, Some(h)) => match text {
                     Some(c) => {
-                        let mut t = tx.open_table(FOLDER_NODES).map_err(|e| err(&e))?;
-                        t.insert(h, c.as_str()).map_err(|e| err(&e))?;
+                        let mut t = tx.open_table(FOLDER_NODES)?;
+                        t.insert(h, c.as_str())?;
                         true
                     }
                     None => false,
@@ -263,14 +237,14 @@ pub(super) fn migrate_meta(
         }
     }
     if head != Head::default() {
-        put_head(tx, &head, err)?;
+        put_head(tx, &head)?;
     }
-    let mut t = tx.open_table(NAMES).map_err(|e| err(&e))?;
+    let mut t = tx.open_table(NAMES)?;
     for (label, record) in records.iter().filter(|(l, _)| names.contains(l)) {
-        t.insert(label.as_str(), record.as_slice()).map_err(|e| err(&e))?;
+        t.insert(label.as_str(), record.as_slice())?;
     }
     drop(t);
-    tx.delete_table(INDEX_META).map_err(|e| err(&e))?;
+    tx.delete_table(INDEX_META)?;
     Ok(rows.len())
 }
 
@@ -299,14 +273,13 @@ mod tests {
             ("name/dropped".into(), vec![7]),
         ];
         // Layout 1, as an older node left it.
-        let err = db_error(&store.path);
         store
             .write(Durability::Durable, move |tx| {
-                let mut t = tx.open_table(INDEX_META).map_err(|e| err(&e))?;
+                let mut t = tx.open_table(INDEX_META)?;
                 for (k, v) in &rows {
-                    t.insert(k.as_str(), v.as_slice()).map_err(|e| err(&e))?;
+                    t.insert(k.as_str(), v.as_slice())?;
                 }
-                tx.open_table(META).map_err(|e| err(&e))?.insert("version", 1).map_err(|e| err(&e))?;
+                tx.open_table(META)?.insert("version", 1)?;
                 Ok(())
             })
             .wait()

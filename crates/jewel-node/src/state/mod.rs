@@ -144,7 +144,26 @@ pub enum StateError {
     Db { path: PathBuf, reason: String },
     #[error("the node's state writer has stopped (is the node shutting down?)")]
     Stopped,
+    #[error("node state: {0}")]
+    Redb(Box<redb::Error>),
+    #[error("node state: a record: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("node state: a record cannot be written: {0}")]
+    Encode(String),
 }
+
+/// redb's errors (and by step: a transaction, a table, storage, a commit), as
+/// [`StateError::Redb`].
+macro_rules! from_redb {
+    ($($t:ty),*) => {
+        $(impl From<$t> for StateError {
+            fn from(e: $t) -> Self {
+                StateError::Redb(Box::new(e.into()))
+            }
+        })*
+    };
+}
+from_redb!(redb::Error, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 impl From<WriterError> for StateError {
     fn from(e: WriterError) -> Self {
@@ -155,30 +174,22 @@ impl From<WriterError> for StateError {
     }
 }
 
-/// An error of the store at `path`, for the changes the writer runs.
-fn db_error(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> StateError + Send + 'static {
-    let path = path.to_path_buf();
-    move |e| StateError::Db { path: path.clone(), reason: e.to_string() }
-}
-
-/// A damaged record of the store at `path`.
 /// Changes file `id`'s record within `tx`; what `change` returns, `None` if there is no
 /// such file.
 fn change_record<R>(
     tx: &redb::WriteTransaction,
     id: &str,
-    err: &impl Fn(&dyn std::fmt::Display) -> StateError,
     damaged: &impl Fn(String) -> StateError,
     mut change: impl FnMut(&mut StoredFile) -> R,
 ) -> Result<Option<R>, StateError> {
-    let mut t = tx.open_table(FILES).map_err(|e| err(&e))?;
-    let current = t.get(id).map_err(|e| err(&e))?.map(|v| v.value().to_vec());
+    let mut t = tx.open_table(FILES)?;
+    let current = t.get(id)?.map(|v| v.value().to_vec());
     let Some(bytes) = current else { return Ok(None) };
     let mut record: StoredFile =
         serde_json::from_slice(&bytes).map_err(|e| damaged(format!("the record of file {id}: {e}")))?;
     let out = change(&mut record);
-    let bytes = serde_json::to_vec(&record).map_err(|e| err(&e))?;
-    t.insert(id, bytes.as_slice()).map_err(|e| err(&e))?;
+    let bytes = serde_json::to_vec(&record)?;
+    t.insert(id, bytes.as_slice())?;
     Ok(Some(out))
 }
 
@@ -190,8 +201,6 @@ fn damaged_at(path: &Path) -> impl Fn(String) -> StateError + Send + 'static {
 /// A read transaction, and a table in it.
 type ReadTable<K, V> = (redb::ReadTransaction, redb::ReadOnlyTable<K, V>);
 
-type ErrFn<'a> = &'a dyn Fn(&dyn std::fmt::Display) -> StateError;
-
 /// Queues `file` for `work` at `at` with `failures`, in `tx`, replacing its place if queued.
 fn set_due(
     tx: &redb::WriteTransaction,
@@ -199,30 +208,24 @@ fn set_due(
     file: &str,
     at: u64,
     failures: u32,
-    err: ErrFn<'_>,
 ) -> Result<(), StateError> {
-    let mut of = tx.open_table(DUE_OF).map_err(|e| err(&e))?;
-    let mut due = tx.open_table(DUE).map_err(|e| err(&e))?;
-    let old = of.insert((work as u8, file), at).map_err(|e| err(&e))?.map(|v| v.value());
+    let mut of = tx.open_table(DUE_OF)?;
+    let mut due = tx.open_table(DUE)?;
+    let old = of.insert((work as u8, file), at)?.map(|v| v.value());
     if let Some(old) = old {
-        due.remove((work as u8, old, file)).map_err(|e| err(&e))?;
+        due.remove((work as u8, old, file))?;
     }
-    due.insert((work as u8, at, file), failures).map_err(|e| err(&e))?;
+    due.insert((work as u8, at, file), failures)?;
     Ok(())
 }
 
 /// Takes `file` off the queue of each of `works`, in `tx`.
-fn clear_due(
-    tx: &redb::WriteTransaction,
-    works: &[Work],
-    file: &str,
-    err: ErrFn<'_>,
-) -> Result<(), StateError> {
-    let mut of = tx.open_table(DUE_OF).map_err(|e| err(&e))?;
-    let mut due = tx.open_table(DUE).map_err(|e| err(&e))?;
+fn clear_due(tx: &redb::WriteTransaction, works: &[Work], file: &str) -> Result<(), StateError> {
+    let mut of = tx.open_table(DUE_OF)?;
+    let mut due = tx.open_table(DUE)?;
     for work in works {
-        if let Some(at) = of.remove((*work as u8, file)).map_err(|e| err(&e))?.map(|v| v.value()) {
-            due.remove((*work as u8, at, file)).map_err(|e| err(&e))?;
+        if let Some(at) = of.remove((*work as u8, file))?.map(|v| v.value()) {
+            due.remove((*work as u8, at, file))?;
         }
     }
     Ok(())
@@ -230,16 +233,11 @@ fn clear_due(
 
 /// Queues a file just recorded for its audits and renewals (and a repair, if its last audit
 /// found pieces lost: the repair worker decides), in `tx`.
-fn queue_file(
-    tx: &redb::WriteTransaction,
-    file: &str,
-    record: &StoredFile,
-    err: ErrFn<'_>,
-) -> Result<(), StateError> {
-    set_due(tx, Work::Audit, file, record.audit.as_ref().map_or(0, |a| a.at), 0, err)?;
-    set_due(tx, Work::Renew, file, record.leased_at, 0, err)?;
+fn queue_file(tx: &redb::WriteTransaction, file: &str, record: &StoredFile) -> Result<(), StateError> {
+    set_due(tx, Work::Audit, file, record.audit.as_ref().map_or(0, |a| a.at), 0)?;
+    set_due(tx, Work::Renew, file, record.leased_at, 0)?;
     if record.audit.as_ref().is_some_and(|a| !crate::audit::lost_slots(a).is_empty()) {
-        set_due(tx, Work::Repair, file, 0, 0, err)?;
+        set_due(tx, Work::Repair, file, 0, 0)?;
     }
     Ok(())
 }
@@ -287,6 +285,8 @@ impl StateStore {
         }
         store.files().map_err(|e| match e {
             StateError::Db { reason, .. } => store.damaged(reason),
+            StateError::Redb(e) => store.damaged(e),
+            StateError::Json(e) => store.damaged(e),
             e => e,
         })?;
         store.settings()?;
@@ -297,24 +297,22 @@ impl StateStore {
     /// Queues every file for its work once, in a store made before the due-queues were
     /// (one transaction; marked done in it).
     fn seed_due(&self) -> Result<(), StateError> {
-        let err = self.db_err();
-        let tx = self.db.begin_read().map_err(|e| err(&e))?;
+        let tx = self.db.begin_read()?;
         let seeded = match tx.open_table(META) {
-            Ok(t) => t.get("due_seeded").map_err(|e| err(&e))?.is_some(),
+            Ok(t) => t.get("due_seeded")?.is_some(),
             Err(redb::TableError::TableDoesNotExist(_)) => false,
-            Err(e) => return Err(err(&e)),
+            Err(e) => return Err(e.into()),
         };
         if seeded {
             return Ok(());
         }
         let files = self.files()?;
-        let werr = db_error(&self.path);
         self.write(Durability::Durable, move |tx| {
             for (id, record) in &files {
-                queue_file(tx, id, record, &werr)?;
+                queue_file(tx, id, record)?;
             }
-            let mut m = tx.open_table(META).map_err(|e| werr(&e))?;
-            m.insert("due_seeded", 1).map_err(|e| werr(&e))?;
+            let mut m = tx.open_table(META)?;
+            m.insert("due_seeded", 1)?;
             Ok(())
         })
         .wait()
@@ -322,11 +320,10 @@ impl StateStore {
 
     /// The files queued for `work` at or before `until`, earliest first, at most `limit`.
     pub fn due(&self, work: Work, until: u64, limit: usize) -> Result<Vec<Due>, StateError> {
-        let err = self.db_err();
         let Some((_tx, t)) = self.open_read(DUE)? else { return Ok(Vec::new()) };
         let mut out = Vec::new();
-        for entry in t.range((work as u8, 0, "")..(work as u8 + 1, 0, "")).map_err(|e| err(&e))? {
-            let (k, v) = entry.map_err(|e| err(&e))?;
+        for entry in t.range((work as u8, 0, "")..(work as u8 + 1, 0, ""))? {
+            let (k, v) = entry?;
             let (_, at, file) = k.value();
             if at > until || out.len() >= limit {
                 break;
@@ -343,40 +340,39 @@ impl StateStore {
 
     /// How many files are queued for `work`.
     pub fn queued(&self, work: Work) -> Result<usize, StateError> {
-        let err = self.db_err();
         let Some((_tx, t)) = self.open_read(DUE)? else { return Ok(0) };
-        let range = t.range((work as u8, 0, "")..(work as u8 + 1, 0, "")).map_err(|e| err(&e))?;
+        let range = t.range((work as u8, 0, "")..(work as u8 + 1, 0, ""))?;
         Ok(range.count())
     }
 
     /// Queues `file` for `work` at `at` (replacing its place if queued).
     pub fn schedule(&self, work: Work, file: &str, at: u64, failures: u32) -> Pending<()> {
-        let (err, file) = (db_error(&self.path), file.to_string());
-        self.write(Durability::Durable, move |tx| set_due(tx, work, &file, at, failures, &err))
+        let file = file.to_string();
+        self.write(Durability::Durable, move |tx| set_due(tx, work, &file, at, failures))
     }
 
     /// Queues `file` for `work` at `at` unless it is queued already (a repair waiting out a
     /// backoff keeps its place); whether it was queued now.
     pub fn schedule_absent(&self, work: Work, file: &str, at: u64) -> Pending<bool> {
-        let (err, file) = (db_error(&self.path), file.to_string());
+        let file = file.to_string();
         self.write(Durability::Durable, move |tx| {
             let queued = {
-                let of = tx.open_table(DUE_OF).map_err(|e| err(&e))?;
-                let queued = of.get((work as u8, file.as_str())).map_err(|e| err(&e))?.is_some();
+                let of = tx.open_table(DUE_OF)?;
+                let queued = of.get((work as u8, file.as_str()))?.is_some();
                 queued
             };
             if queued {
                 return Ok(false);
             }
-            set_due(tx, work, &file, at, 0, &err)?;
+            set_due(tx, work, &file, at, 0)?;
             Ok(true)
         })
     }
 
     /// Takes `file` off `work`'s queue.
     pub fn unschedule(&self, work: Work, file: &str) -> Pending<()> {
-        let (err, file) = (db_error(&self.path), file.to_string());
-        self.write(Durability::Durable, move |tx| clear_due(tx, &[work], &file, &err))
+        let file = file.to_string();
+        self.write(Durability::Durable, move |tx| clear_due(tx, &[work], &file))
     }
 
     /// Hands `change` to the writer (see [`jewel::writer`]).
@@ -417,12 +413,11 @@ impl StateStore {
         &self,
         table: TableDefinition<K, V>,
     ) -> Result<Option<ReadTable<K, V>>, StateError> {
-        let err = self.db_err();
-        let tx = self.db.begin_read().map_err(|e| err(&e))?;
+        let tx = self.db.begin_read()?;
         match tx.open_table(table) {
             Ok(t) => Ok(Some((tx, t))),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(e) => Err(err(&e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -433,11 +428,10 @@ impl StateStore {
         table: redb::TableDefinition<K, V>,
         mut each: impl for<'a> FnMut(K::SelfType<'a>, V::SelfType<'a>) -> Result<T, StateError>,
     ) -> Result<Vec<T>, StateError> {
-        let err = self.db_err();
         let Some((_tx, t)) = self.open_read(table)? else { return Ok(Vec::new()) };
         let mut out = Vec::new();
-        for entry in t.iter().map_err(|e| err(&e))? {
-            let (k, v) = entry.map_err(|e| err(&e))?;
+        for entry in t.iter()? {
+            let (k, v) = entry?;
             out.push(each(k.value(), v.value())?);
         }
         Ok(out)
@@ -467,11 +461,10 @@ impl StateStore {
     /// Brings a store of layout `from` to [`VERSION`], in one transaction. Layout 1 kept the
     /// index's bookkeeping in one string-keyed table (see [`index`]).
     fn upgrade(&self, from: u64) -> Result<(), StateError> {
-        let err = db_error(&self.path);
         let moved = self
             .write(Durability::Durable, move |tx| {
-                let moved = if from < 2 { index::migrate_meta(tx, &err)? } else { 0 };
-                tx.open_table(META).map_err(|e| err(&e))?.insert("version", VERSION).map_err(|e| err(&e))?;
+                let moved = if from < 2 { index::migrate_meta(tx)? } else { 0 };
+                tx.open_table(META)?.insert("version", VERSION)?;
                 Ok(moved)
             })
             .wait()?;
@@ -494,29 +487,29 @@ impl StateStore {
         } else {
             None
         };
-        let err = self.db_err();
-        let (werr, taken) = (db_error(&self.path), (files.clone(), settings.clone()));
+        let taken = (files.clone(), settings.clone());
         self.write(Durability::Durable, move |tx| {
             let (files, settings) = &taken;
-            let mut t = tx.open_table(FILES).map_err(|e| werr(&e))?;
+            let mut t = tx.open_table(FILES)?;
             for (id, record) in files {
-                let bytes = serde_json::to_vec(record).map_err(|e| werr(&e))?;
-                t.insert(id.as_str(), bytes.as_slice()).map_err(|e| werr(&e))?;
+                let bytes = serde_json::to_vec(record)?;
+                t.insert(id.as_str(), bytes.as_slice())?;
             }
-            let mut s = tx.open_table(SETTINGS).map_err(|e| werr(&e))?;
+            let mut s = tx.open_table(SETTINGS)?;
             if let Some(settings) = settings {
-                let bytes = serde_json::to_vec(settings).map_err(|e| werr(&e))?;
-                s.insert(SETTINGS_KEY, bytes.as_slice()).map_err(|e| werr(&e))?;
+                let bytes = serde_json::to_vec(settings)?;
+                s.insert(SETTINGS_KEY, bytes.as_slice())?;
             }
-            let mut m = tx.open_table(META).map_err(|e| werr(&e))?;
-            m.insert("version", VERSION).map_err(|e| werr(&e))?;
+            let mut m = tx.open_table(META)?;
+            m.insert("version", VERSION)?;
             Ok(())
         })
         .wait()?;
         // Leases are a holder's promise to keep blocks for their owners; they come over in
         // their own transaction (redb reads them from the old file), before it is renamed.
         if let Some(old) = old_leases {
-            let book = LeaseBook::in_database(self.db.clone(), self.writer.clone()).map_err(|e| err(&e))?;
+            let book = LeaseBook::in_database(self.db.clone(), self.writer.clone())
+                .map_err(|e| self.db_err()(&e))?;
             let n = book
                 .import(&old)
                 .map_err(|e| StateError::Migrate { path: leases_path.clone(), reason: e.to_string() })?;
@@ -526,7 +519,7 @@ impl StateStore {
             if old.exists() {
                 let mut done = old.as_os_str().to_owned();
                 done.push(".migrated");
-                std::fs::rename(old, &done).map_err(|e| err(&e))?;
+                std::fs::rename(old, &done).map_err(|e| self.db_err()(&e))?;
             }
         }
         if !files.is_empty() {
@@ -547,9 +540,8 @@ impl StateStore {
 
     /// One file's record, if this node put it.
     pub fn file(&self, id: &str) -> Result<Option<StoredFile>, StateError> {
-        let err = self.db_err();
         let Some((_tx, t)) = self.open_read(FILES)? else { return Ok(None) };
-        let Some(v) = t.get(id).map_err(|e| err(&e))? else { return Ok(None) };
+        let Some(v) = t.get(id)? else { return Ok(None) };
         let record = serde_json::from_slice(v.value())
             .map_err(|e| self.damaged(format!("the record of file {id}: {e}")))?;
         Ok(Some(record))
@@ -557,29 +549,27 @@ impl StateStore {
 
     /// Records a file, durably.
     pub fn insert_file(&self, id: &str, record: &StoredFile) -> Pending<()> {
-        let err = db_error(&self.path);
         let (id, bytes, record) = (id.to_string(), serde_json::to_vec(record), record.clone());
         self.write(Durability::Durable, move |tx| {
-            let bytes = bytes.as_ref().map_err(|e| err(e))?;
-            let mut t = tx.open_table(FILES).map_err(|e| err(&e))?;
-            t.insert(id.as_str(), bytes.as_slice()).map_err(|e| err(&e))?;
-            queue_file(tx, &id, &record, &err)
+            let bytes = bytes.as_ref().map_err(|e| StateError::Encode(e.to_string()))?;
+            let mut t = tx.open_table(FILES)?;
+            t.insert(id.as_str(), bytes.as_slice())?;
+            queue_file(tx, &id, &record)
         })
     }
 
     /// Records the files not recorded yet, durably, in one transaction; how many were new.
     pub fn insert_files_absent(&self, records: Vec<(String, StoredFile)>) -> Pending<usize> {
-        let err = db_error(&self.path);
         self.write(Durability::Durable, move |tx| {
             let mut new = 0;
-            let mut t = tx.open_table(FILES).map_err(|e| err(&e))?;
+            let mut t = tx.open_table(FILES)?;
             for (id, record) in &records {
-                if t.get(id.as_str()).map_err(|e| err(&e))?.is_some() {
+                if t.get(id.as_str())?.is_some() {
                     continue;
                 }
-                let bytes = serde_json::to_vec(record).map_err(|e| err(&e))?;
-                t.insert(id.as_str(), bytes.as_slice()).map_err(|e| err(&e))?;
-                queue_file(tx, id, record, &err)?;
+                let bytes = serde_json::to_vec(record)?;
+                t.insert(id.as_str(), bytes.as_slice())?;
+                queue_file(tx, id, record)?;
                 new += 1;
             }
             Ok(new)
@@ -594,24 +584,24 @@ impl StateStore {
         id: &str,
         mut change: impl FnMut(&mut StoredFile) -> R + Send + 'static,
     ) -> Pending<Option<R>> {
-        let (err, damaged, id) = (db_error(&self.path), damaged_at(&self.path), id.to_string());
-        self.write(Durability::Durable, move |tx| change_record(tx, &id, &err, &damaged, &mut change))
+        let (damaged, id) = (damaged_at(&self.path), id.to_string());
+        self.write(Durability::Durable, move |tx| change_record(tx, &id, &damaged, &mut change))
     }
 
     /// Records a renewal of file `id`'s leases at `now` (and the slots whose holder said it
     /// no longer has its piece) and queues the next, in one transaction; false if the file
     /// is gone (released meanwhile: nothing is queued).
     pub fn record_renewal(&self, id: &str, now: u64, missing: Vec<usize>) -> Pending<bool> {
-        let (err, damaged, id) = (db_error(&self.path), damaged_at(&self.path), id.to_string());
+        let (damaged, id) = (damaged_at(&self.path), id.to_string());
         self.write(Durability::Durable, move |tx| {
             let renewed = |r: &mut StoredFile| {
                 r.lease_missing = missing.clone();
                 r.leased_at = now;
             };
-            if change_record(tx, &id, &err, &damaged, renewed)?.is_none() {
+            if change_record(tx, &id, &damaged, renewed)?.is_none() {
                 return Ok(false);
             }
-            set_due(tx, Work::Renew, &id, now, 0, &err)?;
+            set_due(tx, Work::Renew, &id, now, 0)?;
             Ok(true)
         })
     }
@@ -633,27 +623,27 @@ impl StateStore {
         indexed: Vec<String>,
         new_file: Option<(String, StoredFile)>,
     ) -> Pending<()> {
-        let (err, damaged) = (db_error(&self.path), damaged_at(&self.path));
+        let damaged = damaged_at(&self.path);
         self.write(Durability::Durable, move |tx| {
-            let mut t = tx.open_table(INDEX_OPS).map_err(|e| err(&e))?;
+            let mut t = tx.open_table(INDEX_OPS)?;
             for op in &ops {
-                let bytes = serde_json::to_vec(op).map_err(|e| err(&e))?;
-                t.insert((op.id.clock, op.id.device), bytes.as_slice()).map_err(|e| err(&e))?;
+                let bytes = serde_json::to_vec(op)?;
+                t.insert((op.id.clock, op.id.device), bytes.as_slice())?;
             }
-            let mut files = tx.open_table(FILES).map_err(|e| err(&e))?;
+            let mut files = tx.open_table(FILES)?;
             if let Some((id, record)) = &new_file {
-                let bytes = serde_json::to_vec(record).map_err(|e| err(&e))?;
-                files.insert(id.as_str(), bytes.as_slice()).map_err(|e| err(&e))?;
-                queue_file(tx, id, record, &err)?;
+                let bytes = serde_json::to_vec(record)?;
+                files.insert(id.as_str(), bytes.as_slice())?;
+                queue_file(tx, id, record)?;
             }
             for id in &indexed {
-                let current = files.get(id.as_str()).map_err(|e| err(&e))?.map(|v| v.value().to_vec());
+                let current = files.get(id.as_str())?.map(|v| v.value().to_vec());
                 if let Some(bytes) = current {
                     let mut record: StoredFile = serde_json::from_slice(&bytes)
                         .map_err(|e| damaged(format!("the record of file {id}: {e}")))?;
                     record.indexed = true;
-                    let bytes = serde_json::to_vec(&record).map_err(|e| err(&e))?;
-                    files.insert(id.as_str(), bytes.as_slice()).map_err(|e| err(&e))?;
+                    let bytes = serde_json::to_vec(&record)?;
+                    files.insert(id.as_str(), bytes.as_slice())?;
                 }
             }
             Ok(())
@@ -669,12 +659,11 @@ impl StateStore {
     /// Not waited for on disk: a crash forgets only that some peers were seen a little
     /// earlier, which makes them count as new a little longer.
     pub fn add_peers_seen(&self, peers: Vec<(Vec<u8>, u64)>) -> Pending<()> {
-        let err = db_error(&self.path);
         self.write(Durability::None, move |tx| {
-            let mut t = tx.open_table(PEERS_SEEN).map_err(|e| err(&e))?;
+            let mut t = tx.open_table(PEERS_SEEN)?;
             for (peer, at) in &peers {
-                if t.get(peer.as_slice()).map_err(|e| err(&e))?.is_none() {
-                    t.insert(peer.as_slice(), *at).map_err(|e| err(&e))?;
+                if t.get(peer.as_slice())?.is_none() {
+                    t.insert(peer.as_slice(), *at)?;
                 }
             }
             Ok(())
@@ -690,22 +679,21 @@ impl StateStore {
     /// [`MAX_KNOWN_PEERS`] seen last, in one transaction (not waited for on disk: a crash
     /// forgets only the last sightings).
     pub fn remember_peers(&self, peers: Vec<(Vec<u8>, KnownPeer)>) -> Pending<()> {
-        let err = db_error(&self.path);
         self.write(Durability::None, move |tx| {
-            let mut t = tx.open_table(KNOWN_PEERS).map_err(|e| err(&e))?;
+            let mut t = tx.open_table(KNOWN_PEERS)?;
             for (peer, known) in &peers {
-                let bytes = serde_json::to_vec(known).map_err(|e| err(&e))?;
-                t.insert(peer.as_slice(), bytes.as_slice()).map_err(|e| err(&e))?;
+                let bytes = serde_json::to_vec(known)?;
+                t.insert(peer.as_slice(), bytes.as_slice())?;
             }
             let mut all = Vec::new();
-            for entry in t.iter().map_err(|e| err(&e))? {
-                let (k, v) = entry.map_err(|e| err(&e))?;
+            for entry in t.iter()? {
+                let (k, v) = entry?;
                 let seen = serde_json::from_slice::<KnownPeer>(v.value()).map(|p| p.seen).unwrap_or(0);
                 all.push((seen, k.value().to_vec()));
             }
             all.sort_unstable_by_key(|a| std::cmp::Reverse(a.0));
             for (_, k) in all.iter().skip(MAX_KNOWN_PEERS) {
-                t.remove(k.as_slice()).map_err(|e| err(&e))?;
+                t.remove(k.as_slice())?;
             }
             Ok(())
         })
@@ -713,18 +701,16 @@ impl StateStore {
 
     /// The port the node listens on when no `--listen` is given, once chosen.
     pub fn listen_port(&self) -> Result<Option<u16>, StateError> {
-        let err = self.db_err();
         let Some((_tx, t)) = self.open_read(META)? else { return Ok(None) };
-        let port = t.get("listen_port").map_err(|e| err(&e))?.map(|v| v.value());
+        let port = t.get("listen_port")?.map(|v| v.value());
         Ok(port.and_then(|p| u16::try_from(p).ok()))
     }
 
     /// Keeps the port chosen for the node (durably: peers remember it).
     pub fn set_listen_port(&self, port: u16) -> Pending<()> {
-        let err = db_error(&self.path);
         self.write(Durability::Durable, move |tx| {
-            let mut t = tx.open_table(META).map_err(|e| err(&e))?;
-            t.insert("listen_port", u64::from(port)).map_err(|e| err(&e))?;
+            let mut t = tx.open_table(META)?;
+            t.insert("listen_port", u64::from(port))?;
             Ok(())
         })
     }
@@ -737,16 +723,15 @@ impl StateStore {
     /// Forgets a file and records, in the same transaction, the releases its holders still
     /// owe; false if this node has no such file.
     pub fn remove_file_owing(&self, id: &str, owed: Vec<PendingRelease>) -> Pending<bool> {
-        let (err, id) = (db_error(&self.path), id.to_string());
+        let id = id.to_string();
         self.write(Durability::Durable, move |tx| {
-            let mut t = tx.open_table(FILES).map_err(|e| err(&e))?;
-            let removed = t.remove(id.as_str()).map_err(|e| err(&e))?.is_some();
-            clear_due(tx, &[Work::Audit, Work::Renew, Work::Repair], &id, &err)?;
-            let mut r = tx.open_table(RELEASES).map_err(|e| err(&e))?;
+            let mut t = tx.open_table(FILES)?;
+            let removed = t.remove(id.as_str())?.is_some();
+            clear_due(tx, &[Work::Audit, Work::Renew, Work::Repair], &id)?;
+            let mut r = tx.open_table(RELEASES)?;
             for p in &owed {
-                let bytes = serde_json::to_vec(p).map_err(|e| err(&e))?;
-                r.insert(format!("{}/{}", p.file, p.holder).as_str(), bytes.as_slice())
-                    .map_err(|e| err(&e))?;
+                let bytes = serde_json::to_vec(p)?;
+                r.insert(format!("{}/{}", p.file, p.holder).as_str(), bytes.as_slice())?;
             }
             Ok(removed)
         })
@@ -761,30 +746,30 @@ impl StateStore {
 
     /// A release is done (or no longer needed).
     pub fn settle_release(&self, p: &PendingRelease) -> Pending<()> {
-        let (err, key) = (db_error(&self.path), format!("{}/{}", p.file, p.holder));
+        let key = format!("{}/{}", p.file, p.holder);
         self.write(Durability::Durable, move |tx| {
-            let mut t = tx.open_table(RELEASES).map_err(|e| err(&e))?;
-            t.remove(key.as_str()).map_err(|e| err(&e))?;
+            let mut t = tx.open_table(RELEASES)?;
+            t.remove(key.as_str())?;
             Ok(())
         })
     }
 
     /// Records that the scrubber dropped `block` at `now` (the newest [`MAX_DROPPED`] kept).
     pub fn record_drop(&self, block: &jewel::BlockId, now: u64) -> Pending<()> {
-        let (err, block) = (db_error(&self.path), block.to_string());
+        let block = block.to_string();
         self.write(Durability::Durable, move |tx| {
-            let mut t = tx.open_table(DROPPED).map_err(|e| err(&e))?;
-            t.insert(block.as_str(), now).map_err(|e| err(&e))?;
-            let len = t.len().map_err(|e| err(&e))? as usize;
+            let mut t = tx.open_table(DROPPED)?;
+            t.insert(block.as_str(), now)?;
+            let len = t.len()? as usize;
             if len > MAX_DROPPED {
                 let mut all: Vec<(String, u64)> = Vec::with_capacity(len);
-                for entry in t.iter().map_err(|e| err(&e))? {
-                    let (k, v) = entry.map_err(|e| err(&e))?;
+                for entry in t.iter()? {
+                    let (k, v) = entry?;
                     all.push((k.value().to_string(), v.value()));
                 }
                 all.sort_by_key(|(_, at)| *at);
                 for (k, _) in &all[..len - MAX_DROPPED] {
-                    t.remove(k.as_str()).map_err(|e| err(&e))?;
+                    t.remove(k.as_str())?;
                 }
             }
             Ok(())
@@ -800,9 +785,8 @@ impl StateStore {
 
     /// The owner's settings (the defaults if never set).
     pub fn settings(&self) -> Result<Settings, StateError> {
-        let err = self.db_err();
         let Some((_tx, t)) = self.open_read(SETTINGS)? else { return Ok(Settings::default()) };
-        match t.get(SETTINGS_KEY).map_err(|e| err(&e))? {
+        match t.get(SETTINGS_KEY)? {
             Some(v) => {
                 serde_json::from_slice(v.value()).map_err(|e| self.damaged(format!("the settings: {e}")))
             }
@@ -811,11 +795,11 @@ impl StateStore {
     }
 
     pub fn set_settings(&self, settings: &Settings) -> Pending<()> {
-        let (err, bytes) = (db_error(&self.path), serde_json::to_vec(settings));
+        let bytes = serde_json::to_vec(settings);
         self.write(Durability::Durable, move |tx| {
-            let bytes = bytes.as_ref().map_err(|e| err(e))?;
-            let mut t = tx.open_table(SETTINGS).map_err(|e| err(&e))?;
-            t.insert(SETTINGS_KEY, bytes.as_slice()).map_err(|e| err(&e))?;
+            let bytes = bytes.as_ref().map_err(|e| StateError::Encode(e.to_string()))?;
+            let mut t = tx.open_table(SETTINGS)?;
+            t.insert(SETTINGS_KEY, bytes.as_slice())?;
             Ok(())
         })
     }
@@ -964,11 +948,11 @@ mod tests {
         let s = StateStore::open(home.path()).unwrap();
         let (go, held) = hold_writer(&s);
         let first = s.insert_file("before", &record("before"));
-        let (err, bad_record) = (db_error(s.path()), serde_json::to_vec(&record("half")).unwrap());
+        let bad_record = serde_json::to_vec(&record("half")).unwrap();
         // Writes a record, then fails: neither it nor its write may be kept.
         let failing = s.write(Durability::Durable, move |tx| -> Result<(), StateError> {
-            let mut t = tx.open_table(FILES).map_err(|e| err(&e))?;
-            t.insert("half", bad_record.as_slice()).map_err(|e| err(&e))?;
+            let mut t = tx.open_table(FILES)?;
+            t.insert("half", bad_record.as_slice())?;
             Err(StateError::Damaged { path: PathBuf::from("x"), reason: "made to fail".into() })
         });
         let after = s.insert_file("after", &record("after"));
@@ -1057,12 +1041,11 @@ mod tests {
             s.insert_file("lost", &lost).wait().unwrap();
             s.insert_file("fine", &record("fine")).wait().unwrap();
             // As a store made before the queues: no queue, no mark.
-            let err = db_error(s.path());
             s.write(Durability::Durable, move |tx| {
-                tx.delete_table(DUE).map_err(|e| err(&e))?;
-                tx.delete_table(DUE_OF).map_err(|e| err(&e))?;
-                let mut m = tx.open_table(META).map_err(|e| err(&e))?;
-                m.remove("due_seeded").map_err(|e| err(&e))?;
+                tx.delete_table(DUE)?;
+                tx.delete_table(DUE_OF)?;
+                let mut m = tx.open_table(META)?;
+                m.remove("due_seeded")?;
                 Ok(())
             })
             .wait()
