@@ -140,35 +140,25 @@ impl EventLoop {
                 let q = kad.get_providers(kad_key(&id));
                 self.pending.insert(q, Pending::Providers(reply, HashSet::new()));
             }
-            Command::PublishHolders { record, reply } => match record.encode() {
-                Ok(bytes) => self.publish(kad::Record::new(book::key(&record.group), bytes), reply),
-                Err(e) => {
-                    let _ = reply.send(Err(NetError::Dht(e.to_string())));
-                }
-            },
-            Command::PublishName { record, reply } => match record.encode() {
-                Ok(bytes) => {
-                    let mut r = kad::Record::new(names::key(&record.user, &record.slot), bytes);
-                    // Never over a newer record this node keeps (Kademlia would store it here
-                    // as it is).
-                    use kad::store::RecordStore;
-                    let kept = kad.store_mut().get(&r.key).and_then(|k| NameRecord::decode(&k.value).ok());
-                    if let Some(k) = kept.filter(|k| k.seq > record.seq) {
-                        let why =
-                            format!("a newer name record (sequence {} > {}) is known", k.seq, record.seq);
-                        let _ = reply.send(Err(NetError::Dht(why)));
-                        return;
+            Command::PublishHolders { record, reply } => {
+                match dht_record::to_publish(kad.store_mut(), &record) {
+                    Ok(r) => self.publish(r, reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(NetError::Dht(e)));
                     }
-                    r.expires = Some(std::time::Instant::now() + NAME_TTL);
-                    self.publish(r, reply)
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(NetError::Dht(e.to_string())));
+            }
+            Command::PublishName { record, reply } => {
+                match dht_record::to_publish(kad.store_mut(), &record) {
+                    Ok(r) => self.publish(r, reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(NetError::Dht(e)));
+                    }
                 }
-            },
+            }
             Command::FindName { key, reply } => {
                 let q = kad.get_record(kad::RecordKey::new(&key));
-                self.pending.insert(q, Pending::FindName(key, None, 0, reply));
+                self.pending.insert(q, Pending::FindName(dht_record::Lookup::new(key, reply)));
             }
             Command::Subscribe { topic, check, reply } => {
                 let t = gossipsub::IdentTopic::new(topic);
@@ -186,8 +176,9 @@ impl EventLoop {
                 let _ = reply.send(r.map(|_| ()).map_err(|e| NetError::Dht(format!("gossip: {e}"))));
             }
             Command::FindHolders { group, reply } => {
-                let q = kad.get_record(kad::RecordKey::new(&book::key(&group)));
-                self.pending.insert(q, Pending::Find(group, reply));
+                let key = book::key(&group);
+                let q = kad.get_record(kad::RecordKey::new(&key));
+                self.pending.insert(q, Pending::FindHolders(dht_record::Lookup::new(key, reply)));
             }
             Command::RoutingTable { reply } => {
                 let peers =

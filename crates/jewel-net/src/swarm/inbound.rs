@@ -41,9 +41,10 @@ impl EventLoop {
     }
 
     /// Records and provider records other peers ask this node to store (they are filtered,
-    /// see `build_swarm`): provider records as they come; holders records only if they
-    /// decode, are for the key they are stored under, and are not older than the one kept.
-    /// Anything else is dropped: this node keeps no records it cannot read.
+    /// see `build_swarm`): provider records as they come; name and holders records only if
+    /// they decode, are genuine and for the key they are stored under, and are not older
+    /// than the one kept (`dht_record::accept`). Anything else is dropped: this node keeps
+    /// no records it cannot read.
     pub(super) fn inbound(&mut self, request: kad::InboundRequest) {
         use kad::store::RecordStore;
         let store = self.swarm.behaviour_mut().kad.store_mut();
@@ -53,46 +54,25 @@ impl EventLoop {
                     tracing::debug!(error = %e, "provider record not stored");
                 }
             }
-            kad::InboundRequest::PutRecord { source, record: Some(record), .. }
-                if record.key.as_ref().starts_with(names::KEY_PREFIX) =>
-            {
-                let decoded = names::NameRecord::decode_at(record.key.as_ref(), &record.value);
-                let kept = store.get(&record.key).and_then(|r| names::NameRecord::decode(&r.value).ok());
-                match decoded {
-                    Ok(r) if kept.as_ref().is_none_or(|k| k.seq <= r.seq) => {
-                        let mut record = record;
-                        record.expires = Some(std::time::Instant::now() + NAME_TTL);
-                        if let Err(e) = store.put_name(record, source, r.user) {
-                            tracing::debug!(error = %e, "name record not stored");
+            kad::InboundRequest::PutRecord { source, record: Some(mut record), .. } => {
+                if record.key.as_ref().starts_with(names::KEY_PREFIX) {
+                    match dht_record::accept::<NameRecord>(store, &record) {
+                        Ok(r) => {
+                            record.expires = Some(std::time::Instant::now() + NAME_TTL);
+                            if let Err(e) = store.put_name(record, source, r.user) {
+                                tracing::debug!(error = %e, "name record not stored");
+                            }
                         }
+                        Err(e) => tracing::warn!(peer = %source, error = %e, "refused a name record"),
                     }
-                    Ok(r) => tracing::warn!(
-                        peer = %source,
-                        seq = r.seq,
-                        kept = kept.map_or(0, |k| k.seq),
-                        "refused a replayed name record (a lower sequence number than the one kept)"
-                    ),
-                    Err(e) => tracing::warn!(peer = %source, error = %e, "refused a name record"),
-                }
-            }
-            kad::InboundRequest::PutRecord { source, record: Some(record), .. } => {
-                let group = book::group_of(record.key.as_ref());
-                let decoded = HoldersRecord::decode(&record.value);
-                let kept = store.get(&record.key).and_then(|r| HoldersRecord::decode(&r.value).ok());
-                match (group, decoded) {
-                    (Some(g), Ok(r)) if r.group == g && kept.is_none_or(|k| k.seq <= r.seq) => {
-                        if let Err(e) = store.put(record) {
-                            tracing::debug!(error = %e, "holders record not stored");
+                } else {
+                    match dht_record::accept::<HoldersRecord>(store, &record) {
+                        Ok(_) => {
+                            if let Err(e) = store.put(record) {
+                                tracing::debug!(error = %e, "holders record not stored");
+                            }
                         }
-                    }
-                    (Some(_), Ok(_)) => {
-                        tracing::info!(peer = %source, "refused a holders record older than the one kept or for another key");
-                    }
-                    (_, Err(e)) => {
-                        tracing::info!(peer = %source, error = %e, "refused a malformed DHT record")
-                    }
-                    (None, Ok(_)) => {
-                        tracing::info!(peer = %source, "refused a DHT record under a foreign key")
+                        Err(e) => tracing::info!(peer = %source, error = %e, "refused a DHT record"),
                     }
                 }
             }

@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 mod build;
 mod commands;
 mod config;
+mod dht_record;
 mod events;
 mod handle;
 mod inbound;
@@ -99,9 +100,8 @@ enum Pending {
     },
     /// Kademlia's own walk for the publication waiting under this id.
     WalkFor(kad::QueryId),
-    Find(BlockId, oneshot::Sender<Option<HoldersRecord>>),
-    /// A name record's key, the best valid record so far, how many valid ones were found.
-    FindName(Vec<u8>, Option<NameRecord>, usize, oneshot::Sender<Option<NameRecord>>),
+    FindHolders(dht_record::Lookup<HoldersRecord>),
+    FindName(dht_record::Lookup<NameRecord>),
 }
 
 /// A name lookup ends after this many valid answers (the highest sequence number wins).

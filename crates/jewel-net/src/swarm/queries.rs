@@ -17,78 +17,24 @@ impl EventLoop {
                     _ => {}
                 }
             }
-            kad::QueryResult::GetRecord(result)
-                if matches!(self.pending.get(&id), Some(Pending::FindName(..))) =>
-            {
-                let mut done = last || result.is_err();
-                if let (
-                    Ok(kad::GetRecordOk::FoundRecord(found)),
-                    Some(Pending::FindName(key, best, count, _)),
-                ) = (result, self.pending.get_mut(&id))
-                {
-                    match names::NameRecord::decode_at(key, &found.record.value) {
-                        Ok(r) => {
-                            *count += 1;
-                            if best.as_ref().is_none_or(|b| b.seq < r.seq) {
-                                *best = Some(r);
-                            }
-                            done |= *count >= NAME_ANSWERS;
-                        }
-                        Err(e) => {
-                            tracing::warn!(peer = ?found.peer, error = %e, "refused a name record a peer answered with")
-                        }
-                    }
-                }
-                if done {
-                    if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
-                        q.finish();
-                    }
-                    if let Some(Pending::FindName(_, best, _, reply)) = self.pending.remove(&id) {
-                        let _ = reply.send(best);
-                    }
-                }
-            }
-            kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) => {
-                let Some(Pending::Find(group, _)) = self.pending.get(&id) else { return };
-                let record = HoldersRecord::decode(&found.record.value).ok().filter(|r| r.group == *group);
-                let Some(mut record) = record else {
-                    tracing::debug!(peer = ?found.peer, "a peer answered with a bad holders record");
+            kad::QueryResult::GetRecord(result) => {
+                let done = match self.pending.get_mut(&id) {
+                    Some(Pending::FindName(lookup)) => lookup.answered(&result, last),
+                    Some(Pending::FindHolders(lookup)) => lookup.answered(&result, last),
+                    _ => return,
+                };
+                if !done {
                     return;
-                };
-                // Address hygiene: a record from across the internet (anyone can write one)
-                // does not make this node dial its own network's or machine's addresses.
-                // (One from this node's own store: as it would be published.)
-                let over = match found.peer {
-                    Some(p) => {
-                        self.ips.get(&p).map_or(crate::reach::Scope::Public, crate::reach::scope_of_ip)
-                    }
-                    None => record.widest().unwrap_or(crate::reach::Scope::Public),
-                };
-                record.keep_reaching(over);
-                // The first good record is enough: a get needs one placement, and every byte
-                // it leads to is verified.
+                }
                 if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
                     q.finish();
                 }
-                for h in &record.holders {
-                    if !self.swarm.is_connected(&h.peer) {
-                        for a in &h.addrs {
-                            self.swarm.add_peer_address(h.peer, a.clone());
-                        }
+                match self.pending.remove(&id) {
+                    Some(Pending::FindName(lookup)) => lookup.finish(|r, _| r),
+                    Some(Pending::FindHolders(lookup)) => {
+                        lookup.finish(|r, from| self.holders_found(r, from))
                     }
-                }
-                if let Some(Pending::Find(_, reply)) = self.pending.remove(&id) {
-                    let _ = reply.send(Some(record));
-                }
-            }
-            kad::QueryResult::GetRecord(_) if last => {
-                if let Some(Pending::Find(_, reply)) = self.pending.remove(&id) {
-                    let _ = reply.send(None);
-                }
-            }
-            kad::QueryResult::GetRecord(Err(_)) => {
-                if let Some(Pending::Find(_, reply)) = self.pending.remove(&id) {
-                    let _ = reply.send(None);
+                    _ => {}
                 }
             }
             kad::QueryResult::Bootstrap(r) if last => {
@@ -122,5 +68,26 @@ impl EventLoop {
             }
             _ => {}
         }
+    }
+
+    /// A holders record found (from `from`, or this node's own store), made safe to use:
+    /// a record from across the internet (anyone can write one) does not make this node dial
+    /// its own network's or machine's addresses; its holders' addresses are noted for the
+    /// dials of the get that asked.
+    fn holders_found(&mut self, mut record: HoldersRecord, from: Option<PeerId>) -> HoldersRecord {
+        let over = match from {
+            Some(p) => self.ips.get(&p).map_or(crate::reach::Scope::Public, crate::reach::scope_of_ip),
+            // One from this node's own store: as it would be published.
+            None => record.widest().unwrap_or(crate::reach::Scope::Public),
+        };
+        record.keep_reaching(over);
+        for h in &record.holders {
+            if !self.swarm.is_connected(&h.peer) {
+                for a in &h.addrs {
+                    self.swarm.add_peer_address(h.peer, a.clone());
+                }
+            }
+        }
+        record
     }
 }
