@@ -196,6 +196,13 @@ enum Command {
         /// version kept).
         #[arg(long)]
         no_clobber: bool,
+        /// With -r: leave out what matches PATTERN (gitignore syntax, from the folder put;
+        /// repeatable). A `.jewelignore` file in the tree does the same for its folder.
+        #[arg(long, value_name = "PATTERN")]
+        exclude: Vec<String>,
+        /// With -r: list what would be stored, and store nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// With `-`: the path to record the file under (as --as).
         #[arg(long)]
         name: Option<String>,
@@ -639,8 +646,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Put { name: Some(_), .. } | Command::Put { size: Some(_), .. } => {
             anyhow::bail!("--name and --size are for `jewel put -` (standard input) only")
         }
-        Command::Put { file, scheme, at, recursive: true, no_clobber, json, .. } => {
-            tree::put_tree(home, &file, at.as_deref(), scheme.as_deref(), no_clobber, json)
+        Command::Put { recursive: false, exclude, dry_run, .. } if !exclude.is_empty() || dry_run => {
+            anyhow::bail!("--exclude and --dry-run are for `jewel put -r FOLDER`")
+        }
+        Command::Put { file, scheme, at, recursive: true, no_clobber, json, exclude, dry_run, .. } => {
+            let how = tree::TreePut { at, scheme, no_clobber, json, exclude, dry_run };
+            tree::put_tree(home, &file, &how)
         }
         Command::Put { file, scheme, at, no_clobber, json, .. } => {
             remote::put(home, &file, scheme.as_deref(), at.as_deref(), no_clobber, json)

@@ -8,6 +8,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use jewel::sync::Locked;
+
 use anyhow::{bail, Context, Result};
 use jewel_node::api::{self, LsEntry, LsRequest};
 
@@ -304,36 +306,47 @@ fn hash_file(path: &Path) -> Result<String> {
     Ok(h.finalize().to_hex().to_string())
 }
 
-/// The regular files under `dir`, with their paths relative to it (`/`-separated). Links
-/// are not followed; a name that is not UTF-8 is an error.
 /// Files to put: each one's path, and its index path below the folder put.
 type Files = Vec<(PathBuf, String)>;
 
-/// The regular files under `dir` (path, index path below `dir`), and what was left out: links,
-/// devices, sockets, and names that are not UTF-8 (the index's paths are text).
-fn walk(dir: &Path) -> Result<(Files, Vec<PathBuf>)> {
+/// The file in a folder that lists, in gitignore syntax, what `put -r` leaves out of it.
+pub const JEWELIGNORE: &str = ".jewelignore";
+
+/// The regular files under `dir` (path, index path below `dir`, `/`-separated), and what
+/// was left out: links, devices, sockets, and names that are not UTF-8 (the index's paths
+/// are text). Links are not followed. What matches an `exclude` pattern (gitignore syntax,
+/// relative to `dir`) or a `.jewelignore` in the tree is not walked at all.
+fn walk(dir: &Path, exclude: &[String]) -> Result<(Files, Vec<PathBuf>)> {
+    let mut patterns = ignore::gitignore::GitignoreBuilder::new(dir);
+    for p in exclude {
+        patterns.add_line(None, p).map_err(|e| anyhow::anyhow!("--exclude {p}: {e}"))?;
+    }
+    let patterns = patterns.build().map_err(|e| anyhow::anyhow!("--exclude: {e}"))?;
+    let walker = ignore::WalkBuilder::new(dir)
+        // Only what the user asked: hidden files are files, and .gitignore is git's.
+        .standard_filters(false)
+        .add_custom_ignore_filename(JEWELIGNORE)
+        .follow_links(false)
+        .filter_entry(move |e| {
+            let is_dir = e.file_type().is_some_and(|t| t.is_dir());
+            e.depth() == 0 || !patterns.matched(e.path(), is_dir).is_ignore()
+        })
+        .build();
     let mut out = Vec::new();
     let mut left = Vec::new();
-    let mut todo = vec![(dir.to_path_buf(), String::new())];
-    while let Some((d, rel)) = todo.pop() {
-        for entry in
-            std::fs::read_dir(&d).with_context(|| format!("cannot read the folder {}", d.display()))?
-        {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else {
-                left.push(entry.path());
-                continue;
-            };
-            let sub = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
-            let kind = entry.file_type()?;
-            if kind.is_dir() {
-                todo.push((entry.path(), sub));
-            } else if kind.is_file() {
-                out.push((entry.path(), sub));
-            } else {
-                left.push(entry.path());
-            }
+    for entry in walker {
+        let entry = entry.map_err(|e| anyhow::anyhow!("cannot read the folder: {e}"))?;
+        if entry.depth() == 0 {
+            continue;
+        }
+        let Some(kind) = entry.file_type() else { continue };
+        if kind.is_dir() {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(dir).ok().and_then(Path::to_str).map(|r| r.to_string());
+        match rel {
+            Some(rel) if kind.is_file() => out.push((entry.into_path(), rel)),
+            _ => left.push(entry.into_path()),
         }
     }
     out.sort_by(|a, b| a.1.cmp(&b.1));
@@ -341,26 +354,34 @@ fn walk(dir: &Path) -> Result<(Files, Vec<PathBuf>)> {
     Ok((out, left))
 }
 
+/// How `put -r` stores a folder: under which path and scheme, replacing or not, what it
+/// leaves out, and whether it only says what it would do.
+#[derive(Debug, Default)]
+pub struct TreePut {
+    pub at: Option<String>,
+    pub scheme: Option<String>,
+    pub no_clobber: bool,
+    pub json: bool,
+    /// Gitignore patterns to leave out (besides the tree's `.jewelignore` files).
+    pub exclude: Vec<String>,
+    /// List what would be stored; store nothing.
+    pub dry_run: bool,
+}
+
 /// `jewel put -r DIR [--as PATH]`: every regular file under DIR, in parallel; a file whose
 /// size, modification time and content hash match its entry is skipped.
-pub fn put_tree(
-    home: Option<&Path>,
-    dir: &Path,
-    at: Option<&str>,
-    scheme: Option<&str>,
-    no_clobber: bool,
-    json: bool,
-) -> Result<()> {
+pub fn put_tree(home: Option<&Path>, dir: &Path, how: &TreePut) -> Result<()> {
     let api = Api::open(home)?;
+    let json = how.json;
     let dir = if dir.is_absolute() { dir.to_path_buf() } else { std::env::current_dir()?.join(dir) };
     if !std::fs::metadata(&dir).with_context(|| format!("cannot read {}", dir.display()))?.is_dir() {
         bail!("{} is not a folder; `jewel put FILE` stores one file", dir.display());
     }
-    let root = match at {
+    let root = match &how.at {
         Some(a) => jewel::index::normalize(a)?,
         None => dir.file_name().and_then(|n| n.to_str()).map(str::to_string).unwrap_or_default(),
     };
-    let (files, left) = walk(&dir)?;
+    let (files, left) = walk(&dir, &how.exclude)?;
     if !left.is_empty() && !json {
         // One line, however many: a tree of thousands of links said each on every run.
         eprintln!(
@@ -379,8 +400,9 @@ pub fn put_tree(
         Ok(v) => v.entries.into_iter().filter(|e| !e.folder).map(|e| (e.path.clone(), e)).collect(),
         Err(_) => HashMap::new(),
     };
-    let bar = files_bar(files.len(), "put");
+    let bar = files_bar(if how.dry_run { 0 } else { files.len() }, "put");
     let (stored, skipped) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let would = Mutex::new(Vec::new());
     let failed = parallel(&files, |(path, rel)| {
         let dest = jewel::index::join(&root, rel);
         let meta = std::fs::metadata(path)?;
@@ -396,13 +418,15 @@ pub fn put_tree(
         });
         if same {
             skipped.fetch_add(1, Ordering::Relaxed);
+        } else if how.dry_run {
+            would.locked().push(dest);
         } else {
             let req = api::PutRequest {
                 path: path.clone(),
-                scheme: scheme.map(str::to_string),
+                scheme: how.scheme.clone(),
                 job: None,
                 at: Some(dest.clone()),
-                no_clobber,
+                no_clobber: how.no_clobber,
                 hash: Some(hash),
             };
             api.call::<api::Put>(&req).with_context(|| format!("{}", path.display()))?;
@@ -417,10 +441,29 @@ pub fn put_tree(
         crate::remote::publish_index(&api);
     }
     let shown = if root.is_empty() { "/".to_string() } else { root };
-    if json {
+    // Shown, not serialized as paths: a name that is not UTF-8 is one of them.
+    let left: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
+    if how.dry_run {
+        let mut would = would.into_inner().unwrap_or_else(|p| p.into_inner());
+        would.sort();
+        if json {
+            let failures = failures_json(&failed, |i| files[i].0.display().to_string());
+            let v = serde_json::json!({
+                "root": shown, "dry_run": true, "would_store": would, "unchanged": skipped,
+                "failed": failures, "left_out": left
+            });
+            outln!("{v}");
+        } else {
+            for path in &would {
+                outln!("{path}");
+            }
+            eprintln!(
+                "would store {} files under {shown} ({skipped} unchanged); nothing was stored (--dry-run)",
+                would.len()
+            );
+        }
+    } else if json {
         let failures = failures_json(&failed, |i| files[i].0.display().to_string());
-        // Shown, not serialized as paths: a name that is not UTF-8 is one of them.
-        let left: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
         let v = serde_json::json!({
             "root": shown, "stored": stored, "unchanged": skipped, "failed": failures, "left_out": left
         });

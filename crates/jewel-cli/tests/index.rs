@@ -658,3 +658,71 @@ fn a_tree_as_it_was_at_a_time() {
     let e = me.err_line(&["ls", "--at", "yesterday"]);
     assert!(e.contains("not a time"), "{e}");
 }
+
+/// Choosing what goes in (issue 22): `--exclude` (gitignore syntax, repeatable) and a
+/// `.jewelignore` file in the tree leave paths out of `put -r`; `--dry-run` lists what would
+/// be stored and stores nothing; a pattern that is not one gets one clear line.
+#[test]
+fn excludes_and_a_dry_run_choose_what_goes_in() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 3, |_| Vec::new());
+    let me = &net.peers[0];
+    let src = net.path("work");
+    for (name, bytes) in [
+        ("notes.txt", &b"notes"[..]),
+        ("debug.log", b"noise"),
+        ("build/out.bin", b"built"),
+        ("src/main.rs", b"fn main() {}"),
+        ("src/.jewelignore", b"secret*\n"),
+        ("src/secret.key", b"private"),
+        ("src/deep/secret.txt", b"private too"),
+        (".hidden", b"a dotfile is a file"),
+    ] {
+        write(&src.join(name), bytes);
+    }
+    let tree = src.to_str().unwrap();
+    let excludes = ["--exclude", "*.log", "--exclude", "build/"];
+    let want = ["work/.hidden", "work/notes.txt", "work/src/.jewelignore", "work/src/main.rs"];
+    // A dry run: the list, nothing stored.
+    let mut args = vec!["put", "-r", tree, "--scheme", SCHEME, "--dry-run", "--json"];
+    args.extend(excludes);
+    let v = me.json(&args);
+    let would: Vec<&str> = v["would_store"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert_eq!(would, want, "{v}");
+    assert_eq!(v["dry_run"], true);
+    let o = me.run(&["ls", "work"]);
+    assert!(!o.success(), "a dry run stored something: {}", o.stdout);
+    let mut args = vec!["put", "-r", tree, "--scheme", SCHEME, "--dry-run"];
+    args.extend(excludes);
+    let o = me.run(&args);
+    assert!(o.success(), "{}", o.stderr);
+    assert_eq!(o.stdout.lines().collect::<Vec<_>>(), want, "one path a line");
+    assert!(o.stderr.contains("would store 4 files under work"), "{}", o.stderr);
+    // For real: exactly those, and a second dry run has nothing left to store.
+    let mut args = vec!["put", "-r", tree, "--scheme", SCHEME];
+    args.extend(excludes);
+    me.ok(&args);
+    let v = me.json(&["ls", "work", "-r", "--json"]);
+    let mut stored: Vec<&str> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["folder"] == false)
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    stored.sort();
+    assert_eq!(stored, want, "{v}");
+    let mut args = vec!["put", "-r", tree, "--scheme", SCHEME, "--dry-run", "--json"];
+    args.extend(excludes);
+    let v = me.json(&args);
+    assert_eq!(
+        (v["would_store"].as_array().map(Vec::len), v["unchanged"].as_u64()),
+        (Some(0), Some(4)),
+        "{v}"
+    );
+    // Bad input: one line each.
+    let e = me.err_line(&["put", "-r", tree, "--exclude", "[z-a]"]);
+    assert!(e.contains("--exclude [z-a]"), "{e}");
+    let e = me.err_line(&["put", tree, "--dry-run"]);
+    assert!(e.contains("put -r"), "{e}");
+}
