@@ -1058,3 +1058,32 @@ fn puts_never_fail_while_spare_peers_have_room() {
     let back = net.path("back");
     owner.ok(&["get", "-r", "tree", "-o", s(&back)]);
 }
+
+/// Repair where it can (issue 22): with no peer free to take a rebuilt piece (every peer
+/// but the owner holds one), a rotten piece goes back to the holder whose copy rotted,
+/// which checks it against the block id and replaces its copy; the file verifies whole
+/// again. Issue 22: `repair` refused ("the scheme needs 1 distinct peers, but only 0 were
+/// found") although every holder was online.
+#[test]
+fn a_rotten_piece_goes_back_to_its_holder_when_no_peer_is_free() {
+    let _one = exclusive();
+    // The owner, four peers and the hub: five holders for jewels:3/5, none spare.
+    let net = devnet(5);
+    let data = random_bytes(3 << 20, 21);
+    let file = write_file(&net.path("f"), &data);
+    let put = net.peers[0].json(&["put", &file, "--scheme", "jewels:3/5", "--json"]);
+    let cap = put["cap"].as_str().unwrap().to_string();
+    let check = net.peers[0].json(&["check", &cap, "--json"]);
+    let pieces = check["pieces"].as_array().unwrap().clone();
+    let (id, holder) = (pieces[2]["piece"].as_str().unwrap(), pieces[2]["holder"].as_str().unwrap());
+    rot(net.node(holder), id, &[500_000]);
+    let verified = net.peers[0].json(&["check", &cap, "--verify", "--json"]);
+    assert_eq!(verified["pieces"][2]["state"], "corrupt", "{verified}");
+    let fixed = net.peers[0].json(&["repair", &cap, "--json"]);
+    assert_eq!(fixed["repaired"]["slots"], serde_json::json!([2]), "{fixed}");
+    let after = net.peers[0].json(&["check", &cap, "--verify", "--json"]);
+    assert_eq!(after["alive"], 5, "{after}");
+    assert_eq!(after["pieces"][2]["holder"].as_str(), Some(holder), "the same holder keeps it");
+    let bytes = std::fs::read(block_path(net.node(holder), id)).unwrap();
+    assert_eq!(blake3::hash(&bytes).to_hex().to_string(), id, "the holder's copy is whole again");
+}

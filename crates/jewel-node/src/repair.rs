@@ -103,7 +103,12 @@ impl Node {
         let mut round = 0;
         let (repaired, targets) = loop {
             round += 1;
-            let targets = policy::place(lost.len(), &candidates)?;
+            let targets = match policy::place(lost.len(), &candidates) {
+                Ok(t) => t,
+                // Not enough fresh peers: a rotten piece goes back to its own holder, which
+                // checks the rebuilt bytes against the block id and replaces its copy.
+                Err(e) => back_to_rotten(&lost, &before.states, &located, &candidates).ok_or(e)?,
+            };
             match client::rebuild_slots(
                 &self.blocks,
                 &manifest,
@@ -142,5 +147,57 @@ impl Node {
         let (manifest, located, after) = self.audit_file(id, false).await?;
         let check = check_report(&manifest, &located, &after, lease_missing()?)?;
         Ok(RepairResponse { repaired, check })
+    }
+}
+
+/// Where each of `lost`'s pieces goes when fresh peers are too few for all of them: a piece
+/// whose holder answered with rotten bytes (`Corrupt`) goes back to that holder, the others
+/// (missing) to fresh `candidates`; `None` if even those are too few.
+fn back_to_rotten(
+    lost: &[usize],
+    states: &[PieceState],
+    located: &[Option<PeerId>],
+    candidates: &[policy::Candidate<PeerId>],
+) -> Option<Vec<PeerId>> {
+    let own = |slot: usize| match states.get(slot) {
+        Some(PieceState::Corrupt) => located.get(slot).copied().flatten(),
+        _ => None,
+    };
+    let missing = lost.iter().filter(|s| own(**s).is_none()).count();
+    if missing == lost.len() {
+        return None;
+    }
+    let mut fresh = policy::place(missing, candidates).ok()?.into_iter();
+    lost.iter().map(|s| own(*s).or_else(|| fresh.next())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(peer: PeerId) -> policy::Candidate<PeerId> {
+        policy::Candidate { peer, zone: None, site: None, new: false }
+    }
+
+    /// With no fresh peer, rotten pieces go back to their holders; a missing piece still
+    /// needs a fresh one, and without one nothing is placed.
+    #[test]
+    fn rotten_pieces_go_back_to_their_holders_when_fresh_peers_are_too_few() {
+        let holders: Vec<Option<PeerId>> = (0..5).map(|_| Some(PeerId::random())).collect();
+        let mut states = vec![PieceState::Alive; 5];
+        states[1] = PieceState::Corrupt;
+        states[3] = PieceState::Corrupt;
+        let got = back_to_rotten(&[1, 3], &states, &holders, &[]).unwrap();
+        assert_eq!(got, vec![holders[1].unwrap(), holders[3].unwrap()]);
+        states[4] = PieceState::Missing;
+        assert_eq!(
+            back_to_rotten(&[1, 3, 4], &states, &holders, &[]),
+            None,
+            "a missing piece needs a fresh peer"
+        );
+        let spare = PeerId::random();
+        let got = back_to_rotten(&[1, 3, 4], &states, &holders, &[candidate(spare)]).unwrap();
+        assert_eq!(got, vec![holders[1].unwrap(), holders[3].unwrap(), spare]);
+        assert_eq!(back_to_rotten(&[4], &states, &holders, &[]), None, "nothing rotten: the usual error");
     }
 }
