@@ -104,6 +104,10 @@ pub fn join(folder: &str, name: &str) -> String {
     }
 }
 
+/// The highest Lamport clock an op from another device may carry (see
+/// [`Index::insert_foreign`]).
+pub const MAX_CLOCK: u64 = u64::MAX >> 1;
+
 /// An op's id: its Lamport clock, then its device. Unique, because a device never reuses
 /// a clock value; ordered so that an op comes after every op its device had seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -217,6 +221,7 @@ impl Index {
         if normalize(&op.path)? != op.path || op.path.is_empty() {
             return Err(IndexError::BadPath { path: op.path, why: "not a canonical file path" });
         }
+
         if self.ops.contains_key(&op.id) {
             return Ok(false);
         }
@@ -227,11 +232,24 @@ impl Index {
         Ok(true)
     }
 
-    /// Adds every op; how many were new.
+    /// [`Self::insert`] for an op another device made: also refused if its Lamport clock
+    /// is past [`MAX_CLOCK`]. No device counts that far (an op a nanosecond for 290 years);
+    /// a clock near the end of the range would leave this device's next ops no room.
+    pub fn insert_foreign(&mut self, op: Op) -> Result<bool, IndexError> {
+        if op.id.clock > MAX_CLOCK {
+            return Err(IndexError::Malformed(format!(
+                "an op with clock {}, past any device's",
+                op.id.clock
+            )));
+        }
+        self.insert(op)
+    }
+
+    /// Adds every op (made on other devices: [`Self::insert_foreign`]); how many were new.
     pub fn merge<'a>(&mut self, ops: impl IntoIterator<Item = &'a Op>) -> Result<usize, IndexError> {
         let mut new = 0;
         for op in ops {
-            new += usize::from(self.insert(op.clone())?);
+            new += usize::from(self.insert_foreign(op.clone())?);
         }
         Ok(new)
     }
@@ -346,7 +364,7 @@ impl Index {
 
     /// A new op id for `device`, after every op seen.
     fn next(&mut self, device: u64) -> OpId {
-        OpId { clock: self.clock + 1, device }
+        OpId { clock: self.clock.saturating_add(1), device }
     }
 
     /// Puts `entry` at `path` (canonical) on `device`, replacing what is there; the op made.
@@ -1004,5 +1022,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// An op whose Lamport clock is near the end of the range is refused: the ops after it
+    /// would have no clock left (a panic, or a wrap that breaks their order).
+    #[test]
+    fn an_op_with_a_clock_past_any_devices_is_refused() {
+        let (mut ix, mut other) = (Index::new(), Index::new());
+        let mut op = other.put(1u64, "f", entry("a"), false).unwrap();
+        op.id.clock = MAX_CLOCK + 1;
+        assert!(matches!(ix.insert_foreign(op.clone()), Err(IndexError::Malformed(_))));
+        op.id.clock = MAX_CLOCK;
+        assert!(ix.insert_foreign(op).unwrap());
+        let next = ix.put(2u64, "g", entry("b"), false).unwrap();
+        assert_eq!(next.id.clock, MAX_CLOCK + 1, "the next op still comes after it");
     }
 }

@@ -36,6 +36,9 @@ pub(crate) use glue::{spawn, NodeFiles, NodeNet};
 
 /// Versions kept of each path (the live one included).
 pub const KEEP_VERSIONS: usize = 5;
+/// How far after this device's time another device's op may be made (clocks disagree a
+/// little; a day is far more than any honest one).
+pub const MAX_AHEAD: u64 = 24 * 3600;
 /// How long a removed path keeps its versions (so `jewel undelete` can bring it back),
 /// unless removed with `--purge`: 30 days.
 pub const UNDELETE_FOR: u64 = 30 * 24 * 3600;
@@ -410,12 +413,26 @@ impl IndexService {
         Ok(())
     }
 
-    /// Merges ops from another device; how many were new.
+    /// Merges ops from another device; how many were new. An op made more than
+    /// [`MAX_AHEAD`] after this device's time is refused (one line, for now: it merges once
+    /// this clock catches up, from the next head or message that carries it): its time
+    /// would hold removed versions past their grace and hide it from `--at` views.
     async fn merge_ops(self: &Arc<Self>, ops: Vec<Op>) -> Result<usize, IndexOpError> {
+        let latest = self.clock.now().saturating_add(MAX_AHEAD);
+        let (ahead, ops): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|op| op.at > latest);
+        if let Some(first) = ahead.first() {
+            tracing::warn!(
+                ops = ahead.len(),
+                path = %first.path,
+                at = first.at,
+                now = self.clock.now(),
+                "refused index ops from another device made in the future (is its clock wrong?)"
+            );
+        }
         let (new, kept) = self.with(|ix| {
             let mut fresh = Vec::new();
             for op in ops {
-                match ix.insert(op.clone()) {
+                match ix.insert_foreign(op.clone()) {
                     Ok(true) => fresh.push(op),
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "skipped an index op from another device"),

@@ -459,3 +459,22 @@ async fn the_tree_as_it_was_at_a_time_and_a_paths_log() {
     );
     assert!(d.svc.log("never.txt").is_err());
 }
+
+/// Bad input (issue 22): an op made in the future (another device's clock days ahead) is
+/// refused with one line, nothing already in the index is lost, and the op merges once
+/// this device's clock catches up (from the next message or head that carries it).
+#[tokio::test]
+async fn an_op_from_the_future_is_refused_until_its_time() {
+    let lab = Lab::new();
+    let mut ahead = lab.device();
+    let behind_clock = Arc::new(ManualClock::new(1_000_000 - 10 * 24 * 3600));
+    let behind = device(&lab.world, &lab.user, &behind_clock);
+    put(&behind, "mine.txt", "kept").await.unwrap();
+    put(&ahead, "later.txt", "from ten days ahead").await.unwrap();
+    let msg = ahead.sent.recv().await.unwrap();
+    assert_eq!(behind.svc.receive_gossip(&msg).await.unwrap(), 0, "refused");
+    assert_eq!(paths(&behind, "").await, vec!["mine.txt"], "nothing lost");
+    behind_clock.set(1_000_000 - 3600);
+    assert_eq!(behind.svc.receive_gossip(&msg).await.unwrap(), 1, "within a day: merged");
+    assert_eq!(paths(&behind, "").await, vec!["later.txt", "mine.txt"]);
+}
