@@ -1087,3 +1087,30 @@ fn a_rotten_piece_goes_back_to_its_holder_when_no_peer_is_free() {
     let bytes = std::fs::read(block_path(net.node(holder), id)).unwrap();
     assert_eq!(blake3::hash(&bytes).to_hex().to_string(), id, "the holder's copy is whole again");
 }
+
+/// A holder that lost a piece (its disk replaced, say) but answers gets it back from a
+/// repair when no other peer is free, instead of the repair refusing.
+#[test]
+fn a_lost_piece_goes_back_to_its_holder_when_no_peer_is_free() {
+    let _one = exclusive();
+    let net = devnet(5);
+    let data = random_bytes(2 << 20, 22);
+    let file = write_file(&net.path("f"), &data);
+    let put = net.peers[0].json(&["put", &file, "--scheme", "jewels:3/5", "--json"]);
+    let cap = put["cap"].as_str().unwrap().to_string();
+    let check = net.peers[0].json(&["check", &cap, "--json"]);
+    let (id, holder) = (
+        check["pieces"][1]["piece"].as_str().unwrap().to_string(),
+        check["pieces"][1]["holder"].as_str().unwrap().to_string(),
+    );
+    let block = block_path(net.node(&holder), &id);
+    std::fs::remove_file(&block).unwrap();
+    let _ = std::fs::remove_file(block.with_extension("obao"));
+    let lost = net.peers[0].json(&["check", &cap, "--json"]);
+    assert_eq!(lost["pieces"][1]["state"], "missing", "{lost}");
+    let fixed = net.peers[0].json(&["repair", &cap, "--json"]);
+    assert_eq!(fixed["repaired"]["slots"], serde_json::json!([1]), "{fixed}");
+    assert_eq!(fixed["check"]["alive"], 5, "{fixed}");
+    assert_eq!(fixed["check"]["pieces"][1]["holder"].as_str(), Some(holder.as_str()));
+    assert!(block.exists(), "the holder stores the piece again");
+}

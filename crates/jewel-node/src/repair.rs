@@ -105,9 +105,13 @@ impl Node {
             round += 1;
             let targets = match policy::place(lost.len(), &candidates) {
                 Ok(t) => t,
-                // Not enough fresh peers: a rotten piece goes back to its own holder, which
-                // checks the rebuilt bytes against the block id and replaces its copy.
-                Err(e) => back_to_rotten(&lost, &before.states, &located, &candidates).ok_or(e)?,
+                // Not enough fresh peers: a piece goes back to its own holder if that holder
+                // answers (it checks the rebuilt bytes against the block id and replaces
+                // its rotten copy, or stores the one it lost).
+                Err(e) => {
+                    let answering = self.answering().await;
+                    back_to_holders(&lost, &before.states, &located, &answering, &candidates).ok_or(e)?
+                }
             };
             match client::rebuild_slots(
                 &self.blocks,
@@ -150,24 +154,38 @@ impl Node {
     }
 }
 
-/// Where each of `lost`'s pieces goes when fresh peers are too few for all of them: a piece
-/// whose holder answered with rotten bytes (`Corrupt`) goes back to that holder, the others
-/// (missing) to fresh `candidates`; `None` if even those are too few.
-fn back_to_rotten(
+impl Node {
+    /// The peers connected now that answer (not silent).
+    async fn answering(&self) -> HashSet<PeerId> {
+        let peers = self.blocks.net().peers().await.unwrap_or_default();
+        peers.iter().filter(|p| p.connected && !p.silent).filter_map(|p| p.peer.parse().ok()).collect()
+    }
+}
+
+/// Where each of `lost`'s pieces goes when fresh peers are too few for all of them: back
+/// to its own holder if that holder answered with rotten bytes (`Corrupt`), or lost it
+/// (`Missing`: a scrub dropped it, a disk was replaced) but is `answering`; the others to
+/// fresh `candidates`. `None` if even those are too few, or no piece can go back.
+fn back_to_holders(
     lost: &[usize],
     states: &[PieceState],
     located: &[Option<PeerId>],
+    answering: &HashSet<PeerId>,
     candidates: &[policy::Candidate<PeerId>],
 ) -> Option<Vec<PeerId>> {
-    let own = |slot: usize| match states.get(slot) {
-        Some(PieceState::Corrupt) => located.get(slot).copied().flatten(),
-        _ => None,
+    let own = |slot: usize| {
+        let holder = located.get(slot).copied().flatten()?;
+        match states.get(slot) {
+            Some(PieceState::Corrupt) => Some(holder),
+            Some(PieceState::Missing) if answering.contains(&holder) => Some(holder),
+            _ => None,
+        }
     };
-    let missing = lost.iter().filter(|s| own(**s).is_none()).count();
-    if missing == lost.len() {
+    let fresh_needed = lost.iter().filter(|s| own(**s).is_none()).count();
+    if fresh_needed == lost.len() {
         return None;
     }
-    let mut fresh = policy::place(missing, candidates).ok()?.into_iter();
+    let mut fresh = policy::place(fresh_needed, candidates).ok()?.into_iter();
     lost.iter().map(|s| own(*s).or_else(|| fresh.next())).collect()
 }
 
@@ -179,25 +197,31 @@ mod tests {
         policy::Candidate { peer, zone: None, site: None, new: false }
     }
 
-    /// With no fresh peer, rotten pieces go back to their holders; a missing piece still
-    /// needs a fresh one, and without one nothing is placed.
+    /// With no fresh peer, rotten pieces go back to their holders, and so does a missing
+    /// one whose holder answers; a missing piece whose holder does not answer needs a fresh
+    /// peer, and without one nothing is placed.
     #[test]
-    fn rotten_pieces_go_back_to_their_holders_when_fresh_peers_are_too_few() {
+    fn pieces_go_back_to_their_holders_when_fresh_peers_are_too_few() {
         let holders: Vec<Option<PeerId>> = (0..5).map(|_| Some(PeerId::random())).collect();
+        let none = HashSet::new();
         let mut states = vec![PieceState::Alive; 5];
         states[1] = PieceState::Corrupt;
         states[3] = PieceState::Corrupt;
-        let got = back_to_rotten(&[1, 3], &states, &holders, &[]).unwrap();
+        let got = back_to_holders(&[1, 3], &states, &holders, &none, &[]).unwrap();
         assert_eq!(got, vec![holders[1].unwrap(), holders[3].unwrap()]);
         states[4] = PieceState::Missing;
         assert_eq!(
-            back_to_rotten(&[1, 3, 4], &states, &holders, &[]),
+            back_to_holders(&[1, 3, 4], &states, &holders, &none, &[]),
             None,
-            "a missing piece needs a fresh peer"
+            "a missing piece whose holder is gone needs a fresh peer"
         );
         let spare = PeerId::random();
-        let got = back_to_rotten(&[1, 3, 4], &states, &holders, &[candidate(spare)]).unwrap();
+        let got = back_to_holders(&[1, 3, 4], &states, &holders, &none, &[candidate(spare)]).unwrap();
         assert_eq!(got, vec![holders[1].unwrap(), holders[3].unwrap(), spare]);
-        assert_eq!(back_to_rotten(&[4], &states, &holders, &[]), None, "nothing rotten: the usual error");
+        let answering: HashSet<PeerId> = [holders[4].unwrap()].into();
+        let got = back_to_holders(&[1, 3, 4], &states, &holders, &answering, &[]).unwrap();
+        assert_eq!(got[2], holders[4].unwrap(), "its holder answers: it takes the piece again");
+        states[0] = PieceState::Missing;
+        assert_eq!(back_to_holders(&[0], &states, &holders, &none, &[]), None, "nothing can go back");
     }
 }
