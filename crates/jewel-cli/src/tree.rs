@@ -313,10 +313,9 @@ type Files = Vec<(PathBuf, String)>;
 pub const JEWELIGNORE: &str = ".jewelignore";
 
 /// The regular files under `dir` (path, index path below `dir`, `/`-separated), and what
-/// was left out: links, devices, sockets, and names that are not UTF-8 (the index's paths
-/// are text). Links are not followed. What matches an `exclude` pattern (gitignore syntax,
+/// was left out, and why ([`Left`]). Links are not followed. What matches an `exclude` pattern (gitignore syntax,
 /// relative to `dir`) or a `.jewelignore` in the tree is not walked at all.
-fn walk(dir: &Path, exclude: &[String]) -> Result<(Files, Vec<PathBuf>)> {
+fn walk(dir: &Path, exclude: &[String]) -> Result<(Files, Vec<(Left, PathBuf)>)> {
     let mut patterns = ignore::gitignore::GitignoreBuilder::new(dir);
     for p in exclude {
         patterns.add_line(None, p).map_err(|e| anyhow::anyhow!("--exclude {p}: {e}"))?;
@@ -346,12 +345,69 @@ fn walk(dir: &Path, exclude: &[String]) -> Result<(Files, Vec<PathBuf>)> {
         let rel = entry.path().strip_prefix(dir).ok().and_then(Path::to_str).map(|r| r.to_string());
         match rel {
             Some(rel) if kind.is_file() => out.push((entry.into_path(), rel)),
-            _ => left.push(entry.into_path()),
+            None => left.push((Left::Name, entry.into_path())),
+            Some(_) if kind.is_symlink() => left.push((Left::Link, entry.into_path())),
+            Some(_) => left.push((Left::Special, entry.into_path())),
         }
     }
     out.sort_by(|a, b| a.1.cmp(&b.1));
     left.sort();
     Ok((out, left))
+}
+
+/// Why `put -r` left a path out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Left {
+    /// A symbolic link (the index does not keep links yet).
+    Link,
+    /// A device, socket or pipe: nothing a file's bytes can hold.
+    Special,
+    /// A name that is not UTF-8 (the index's paths are text).
+    Name,
+}
+
+impl Left {
+    fn what(self, n: usize) -> &'static str {
+        match (self, n) {
+            (Left::Link, 1) => "symbolic link (links are not stored yet)",
+            (Left::Link, _) => "symbolic links (links are not stored yet)",
+            (Left::Special, 1) => "device, socket or pipe",
+            (Left::Special, _) => "devices, sockets or pipes",
+            (Left::Name, 1) => "path whose name is not UTF-8",
+            (Left::Name, _) => "paths whose names are not UTF-8",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Left::Link => "links",
+            Left::Special => "special",
+            Left::Name => "not_utf8",
+        }
+    }
+}
+
+/// One line per kind of what was left out, however many of each (a tree of thousands of
+/// links said each on every run), with an example.
+fn say_left(left: &[(Left, PathBuf)]) {
+    for kind in [Left::Link, Left::Special, Left::Name] {
+        let of: Vec<&PathBuf> = left.iter().filter(|(k, _)| *k == kind).map(|(_, p)| p).collect();
+        if let Some(first) = of.first() {
+            eprintln!("left out {} {}, e.g. {}", of.len(), kind.what(of.len()), first.display());
+        }
+    }
+}
+
+/// What was left out, as JSON: every path, and how many of each kind.
+fn left_json(left: &[(Left, PathBuf)]) -> (serde_json::Value, serde_json::Value) {
+    // Shown, not serialized as paths: a name that is not UTF-8 is one of them.
+    let paths: Vec<String> = left.iter().map(|(_, p)| p.display().to_string()).collect();
+    let mut kinds = serde_json::Map::new();
+    for (kind, _) in left {
+        let n = kinds.get(kind.key()).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        kinds.insert(kind.key().to_string(), (n + 1).into());
+    }
+    (paths.into(), kinds.into())
 }
 
 /// How `put -r` stores a folder: under which path and scheme, replacing or not, what it
@@ -382,14 +438,8 @@ pub fn put_tree(home: Option<&Path>, dir: &Path, how: &TreePut) -> Result<()> {
         None => dir.file_name().and_then(|n| n.to_str()).map(str::to_string).unwrap_or_default(),
     };
     let (files, left) = walk(&dir, &how.exclude)?;
-    if !left.is_empty() && !json {
-        // One line, however many: a tree of thousands of links said each on every run.
-        eprintln!(
-            "left out {} that {} not a regular file with a UTF-8 name (links, devices, sockets), e.g. {}",
-            left.len(),
-            if left.len() == 1 { "is" } else { "are" },
-            left[0].display()
-        );
+    if !json {
+        say_left(&left);
     }
     let known: HashMap<String, LsEntry> = match api.call::<api::Ls>(&LsRequest {
         target: root.clone(),
@@ -441,8 +491,7 @@ pub fn put_tree(home: Option<&Path>, dir: &Path, how: &TreePut) -> Result<()> {
         crate::remote::publish_index(&api);
     }
     let shown = if root.is_empty() { "/".to_string() } else { root };
-    // Shown, not serialized as paths: a name that is not UTF-8 is one of them.
-    let left: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
+    let (left, left_kinds) = left_json(&left);
     if how.dry_run {
         let mut would = would.into_inner().unwrap_or_else(|p| p.into_inner());
         would.sort();
@@ -450,7 +499,7 @@ pub fn put_tree(home: Option<&Path>, dir: &Path, how: &TreePut) -> Result<()> {
             let failures = failures_json(&failed, |i| files[i].0.display().to_string());
             let v = serde_json::json!({
                 "root": shown, "dry_run": true, "would_store": would, "unchanged": skipped,
-                "failed": failures, "left_out": left
+                "failed": failures, "left_out": left, "left_out_by_kind": left_kinds
             });
             outln!("{v}");
         } else {
@@ -465,7 +514,8 @@ pub fn put_tree(home: Option<&Path>, dir: &Path, how: &TreePut) -> Result<()> {
     } else if json {
         let failures = failures_json(&failed, |i| files[i].0.display().to_string());
         let v = serde_json::json!({
-            "root": shown, "stored": stored, "unchanged": skipped, "failed": failures, "left_out": left
+            "root": shown, "stored": stored, "unchanged": skipped, "failed": failures, "left_out": left,
+            "left_out_by_kind": left_kinds
         });
         outln!("{v}");
     } else {
