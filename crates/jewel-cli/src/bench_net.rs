@@ -187,6 +187,7 @@ pub fn run(b: &NetBench) -> Result<()> {
         at: None,
         no_clobber: false,
         hash: None,
+        link: false,
     };
     let v = api.call::<api::Put>(&put)?;
     let put_secs = t.elapsed().as_secs_f64();

@@ -219,6 +219,7 @@ pub fn put(
             no_clobber,
             // Only `put -r` hashes (to skip unchanged files): a single put reads the file once.
             hash: None,
+            link: false,
         };
         api.call::<api::Put>(&req)
     })?;

@@ -306,8 +306,9 @@ fn hash_file(path: &Path) -> Result<String> {
     Ok(h.finalize().to_hex().to_string())
 }
 
-/// Files to put: each one's path, and its index path below the folder put.
-type Files = Vec<(PathBuf, String)>;
+/// Files to put: each one's path, its index path below the folder put, and whether it is
+/// a symbolic link (stored as its target, and made a link again by `get -r`).
+type Files = Vec<(PathBuf, String, bool)>;
 
 /// The file in a folder that lists, in gitignore syntax, what `put -r` leaves out of it.
 pub const JEWELIGNORE: &str = ".jewelignore";
@@ -344,9 +345,9 @@ fn walk(dir: &Path, exclude: &[String]) -> Result<(Files, Vec<(Left, PathBuf)>)>
         }
         let rel = entry.path().strip_prefix(dir).ok().and_then(Path::to_str).map(|r| r.to_string());
         match rel {
-            Some(rel) if kind.is_file() => out.push((entry.into_path(), rel)),
+            Some(rel) if kind.is_file() => out.push((entry.into_path(), rel, false)),
+            Some(rel) if kind.is_symlink() => out.push((entry.into_path(), rel, true)),
             None => left.push((Left::Name, entry.into_path())),
-            Some(_) if kind.is_symlink() => left.push((Left::Link, entry.into_path())),
             Some(_) => left.push((Left::Special, entry.into_path())),
         }
     }
@@ -358,8 +359,6 @@ fn walk(dir: &Path, exclude: &[String]) -> Result<(Files, Vec<(Left, PathBuf)>)>
 /// Why `put -r` left a path out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Left {
-    /// A symbolic link (the index does not keep links yet).
-    Link,
     /// A device, socket or pipe: nothing a file's bytes can hold.
     Special,
     /// A name that is not UTF-8 (the index's paths are text).
@@ -369,8 +368,6 @@ enum Left {
 impl Left {
     fn what(self, n: usize) -> &'static str {
         match (self, n) {
-            (Left::Link, 1) => "symbolic link (links are not stored yet)",
-            (Left::Link, _) => "symbolic links (links are not stored yet)",
             (Left::Special, 1) => "device, socket or pipe",
             (Left::Special, _) => "devices, sockets or pipes",
             (Left::Name, 1) => "path whose name is not UTF-8",
@@ -380,7 +377,6 @@ impl Left {
 
     fn key(self) -> &'static str {
         match self {
-            Left::Link => "links",
             Left::Special => "special",
             Left::Name => "not_utf8",
         }
@@ -390,7 +386,7 @@ impl Left {
 /// One line per kind of what was left out, however many of each (a tree of thousands of
 /// links said each on every run), with an example.
 fn say_left(left: &[(Left, PathBuf)]) {
-    for kind in [Left::Link, Left::Special, Left::Name] {
+    for kind in [Left::Special, Left::Name] {
         let of: Vec<&PathBuf> = left.iter().filter(|(k, _)| *k == kind).map(|(_, p)| p).collect();
         if let Some(first) = of.first() {
             eprintln!("left out {} {}, e.g. {}", of.len(), kind.what(of.len()), first.display());
@@ -453,15 +449,25 @@ pub fn put_tree(home: Option<&Path>, dir: &Path, how: &TreePut) -> Result<()> {
     let bar = files_bar(if how.dry_run { 0 } else { files.len() }, "put");
     let (stored, skipped) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let would = Mutex::new(Vec::new());
-    let failed = parallel(&files, |(path, rel)| {
+    let failed = parallel(&files, |(path, rel, link)| {
         let dest = jewel::index::join(&root, rel);
-        let meta = std::fs::metadata(path)?;
-        let hash = hash_file(path)?;
+        // A link is its target: its content, and its own time (never the file it names).
+        let (meta, hash, size, mode) = if *link {
+            use std::os::unix::ffi::OsStrExt;
+            let meta = std::fs::symlink_metadata(path)?;
+            let target = std::fs::read_link(path)?;
+            let bytes = target.as_os_str().as_bytes();
+            (meta, blake3::hash(bytes).to_hex().to_string(), bytes.len() as u64, api::LINK_MODE)
+        } else {
+            let meta = std::fs::metadata(path)?;
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+            let (hash, size) = (hash_file(path)?, meta.len());
+            (meta, hash, size, mode)
+        };
         // A mode the entry does not know (put by an older node) is not a change.
-        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
         let same = known.get(&dest).is_some_and(|e| {
             e.caps.len() == 1
-                && e.size == meta.len()
+                && e.size == size
                 && e.mtime == mtime_of(&meta)
                 && e.hash == hash
                 && (e.mode == 0 || e.mode == mode)
@@ -478,6 +484,7 @@ pub fn put_tree(home: Option<&Path>, dir: &Path, how: &TreePut) -> Result<()> {
                 at: Some(dest.clone()),
                 no_clobber: how.no_clobber,
                 hash: Some(hash),
+                link: *link,
             };
             api.call::<api::Put>(&req).with_context(|| format!("{}", path.display()))?;
             stored.fetch_add(1, Ordering::Relaxed);
@@ -534,6 +541,24 @@ fn failures_json(failed: &[(usize, anyhow::Error)], name_of: impl Fn(usize) -> S
 
 /// Gives a file just fetched its modification time (Unix seconds) and permission bits, where
 /// known (0: not known, left as written): a private file comes back private.
+/// Makes `at` a link to the target held in the file `held` (removed after). Something
+/// already at `at` is replaced only with `force`, and only if it is not a folder. (The
+/// link's own time is not restored: the standard library cannot set it.)
+fn make_link(held: &Path, at: &Path, force: bool) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let target = std::fs::read(held);
+    let _ = std::fs::remove_file(held);
+    let target = target?;
+    match std::fs::symlink_metadata(at) {
+        Ok(m) if m.is_dir() => bail!("{} is a folder", at.display()),
+        Ok(_) if !force => bail!("{} exists; pass --force to replace it", at.display()),
+        Ok(_) => std::fs::remove_file(at)?,
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), at)?;
+    Ok(())
+}
+
 fn restore_metadata(path: &Path, mtime: u64, mode: u32) -> Result<()> {
     if mtime > 0 {
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
@@ -631,14 +656,32 @@ pub fn get_tree(
     }
     let out = if out.is_absolute() { out.to_path_buf() } else { std::env::current_dir()?.join(out) };
     let bar = files_bar(files.len(), "get");
-    let failed = parallel(&files, |(rel, cap, mtime, mode)| {
+    // Files first, links last: no file is ever written through a link the restore made
+    // (and a link is a file of the index, so no path lies below one).
+    let (links, regular): (Vec<usize>, Vec<usize>) =
+        (0..files.len()).partition(|i| api::is_link(files[*i].3));
+    let order: Vec<usize> = regular.into_iter().chain(links).collect();
+    let failed = parallel(&order, |i| {
+        let (rel, cap, mtime, mode) = &files[*i];
         make_parents(&out, rel)?;
-        let req = api::GetRequest { cap: cap.clone(), out: out.join(rel), range: None, job: None, force };
-        api.call::<api::Get>(&req).with_context(|| rel.display().to_string())?;
-        restore_metadata(&out.join(rel), *mtime, *mode).with_context(|| rel.display().to_string())?;
+        let at = out.join(rel);
+        if api::is_link(*mode) {
+            // The target comes into a file beside it, then becomes the link.
+            let name = at.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let held = at.with_file_name(format!(".{name}.jewel-link"));
+            let req =
+                api::GetRequest { cap: cap.clone(), out: held.clone(), range: None, job: None, force: true };
+            api.call::<api::Get>(&req).with_context(|| rel.display().to_string())?;
+            make_link(&held, &at, force).with_context(|| rel.display().to_string())?;
+        } else {
+            let req = api::GetRequest { cap: cap.clone(), out: at.clone(), range: None, job: None, force };
+            api.call::<api::Get>(&req).with_context(|| rel.display().to_string())?;
+            restore_metadata(&at, *mtime, *mode).with_context(|| rel.display().to_string())?;
+        }
         bar.inc(1);
         Ok(())
     });
+    let failed: Vec<(usize, anyhow::Error)> = failed.into_iter().map(|(j, e)| (order[j], e)).collect();
     bar.finish_and_clear();
     let got = files.len() - failed.len();
     if json {

@@ -80,34 +80,39 @@ fn a_tree_comes_back_with_its_files_modes_and_times() {
         f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(mtime)).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
-    // Links are left out (not stored yet), and a pipe (nothing a file's bytes hold): said
-    // once per kind, however many.
-    for i in 0..3 {
-        std::os::unix::fs::symlink("run.sh", src.join(format!("link{i}"))).unwrap();
+    // Links are stored as links (their targets, inside the tree or not, never followed);
+    // a pipe (nothing a file's bytes hold) is left out, said once.
+    let links = [("link0", "run.sh"), ("ro/up", "../secret.key"), ("abs", "/etc/hostname")];
+    for (name, target) in links {
+        std::os::unix::fs::symlink(target, src.join(name)).unwrap();
     }
     let fifo = std::process::Command::new("mkfifo").arg(src.join("pipe")).status().unwrap();
     assert!(fifo.success());
     // --json says what a tree's put did, on stdout (issue 22: it printed nothing).
     let v = me.json(&["put", "-r", src.to_str().unwrap(), "--scheme", SCHEME, "--json"]);
-    assert_eq!((v["stored"].as_u64(), v["unchanged"].as_u64()), (Some(3), Some(0)), "{v}");
+    assert_eq!((v["stored"].as_u64(), v["unchanged"].as_u64()), (Some(6), Some(0)), "{v}");
     assert_eq!(v["root"], "home", "{v}");
     assert!(v["failed"].as_array().is_some_and(|f| f.is_empty()), "{v}");
-    assert_eq!(v["left_out"].as_array().map(Vec::len), Some(4), "{v}");
-    assert_eq!(v["left_out_by_kind"], serde_json::json!({"links": 3, "special": 1}), "{v}");
+    assert_eq!(v["left_out"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["left_out_by_kind"], serde_json::json!({"special": 1}), "{v}");
     // Only the mode of one file changes: that file is stored again.
     std::fs::set_permissions(src.join("secret.key"), std::fs::Permissions::from_mode(0o640)).unwrap();
     let o = me.run(&["put", "-r", src.to_str().unwrap(), "--scheme", SCHEME]);
-    assert!(o.success() && o.stderr.contains("stored 1 files under home (2 unchanged"), "{}", o.stderr);
-    assert_eq!(
-        o.stderr.matches("left out 3 symbolic links").count(),
-        1,
-        "one line for the links: {}",
-        o.stderr
-    );
+    assert!(o.success() && o.stderr.contains("stored 1 files under home (5 unchanged"), "{}", o.stderr);
     assert_eq!(o.stderr.matches("left out 1 device, socket or pipe").count(), 1, "{}", o.stderr);
     let got = net.path("got");
     let v = me.json(&["get", "-r", "home", "-o", got.to_str().unwrap(), "--json"]);
-    assert_eq!(v["got"].as_u64(), Some(3), "{v}");
+    assert_eq!(v["got"].as_u64(), Some(6), "{v}");
+    for (name, target) in links {
+        let at = got.join(name);
+        assert!(std::fs::symlink_metadata(&at).unwrap().file_type().is_symlink(), "{name} is a link again");
+        assert_eq!(std::fs::read_link(&at).unwrap(), Path::new(target), "{name}'s target");
+    }
+    // Again into the same folder: refused without --force, links and all; with it, the same.
+    assert!(!me.run(&["get", "-r", "home", "-o", got.to_str().unwrap()]).success());
+    me.ok(&["get", "-r", "home", "-o", got.to_str().unwrap(), "--force"]);
+    assert_eq!(std::fs::read_link(got.join("abs")).unwrap(), Path::new("/etc/hostname"));
+    assert_eq!(std::fs::read_dir(&got).unwrap().count(), 5, "nothing left beside the links");
     for (name, mode, mtime) in files {
         let want = if name == "secret.key" { 0o640 } else { mode };
         let meta = std::fs::metadata(got.join(name)).unwrap();

@@ -435,6 +435,19 @@ pub struct PutRequest {
     /// whose size, mtime and hash did not change).
     #[serde(default)]
     pub hash: Option<String>,
+    /// `path` is a symbolic link: its target (as bytes) is stored as the file's content,
+    /// with the link's time and [`LINK_MODE`], and `get -r` makes a link of it again.
+    #[serde(default)]
+    pub link: bool,
+}
+
+/// The mode an index entry of a symbolic link carries: the link type bits (`S_IFLNK`)
+/// with 0777. Its content is the link's target.
+pub const LINK_MODE: u32 = 0o120_777;
+
+/// Whether an entry's mode says it is a symbolic link.
+pub fn is_link(mode: u32) -> bool {
+    mode & 0o170_000 == 0o120_000
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

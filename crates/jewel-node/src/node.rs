@@ -268,6 +268,27 @@ pub fn check_output(out: &std::path::Path, force: bool) -> Result<(), OutputErro
 }
 
 /// Opens a regular file for a put, with its size; anything else is refused with what it is.
+/// What a put reads, its size and its metadata: a regular file (see [`open_regular`]), or
+/// with `link` a symbolic link's target, as bytes (the link is not followed).
+type Input = (Box<dyn std::io::Read + Send>, u64, Option<std::fs::Metadata>);
+
+fn open_input(path: &std::path::Path, link: bool) -> Result<Input, PutError> {
+    use std::os::unix::ffi::OsStrExt;
+    if !link {
+        let (file, size) = open_regular(path)?;
+        let meta = file.metadata().ok();
+        return Ok((Box::new(file), size, meta));
+    }
+    let cannot = |source| PutError::Unreadable { path: path.to_path_buf(), source };
+    let meta = std::fs::symlink_metadata(path).map_err(cannot)?;
+    if !meta.file_type().is_symlink() {
+        return Err(PutError::NotRegular { path: path.to_path_buf(), kind: "not a symbolic link" });
+    }
+    let target = std::fs::read_link(path).map_err(cannot)?.as_os_str().as_bytes().to_vec();
+    let size = target.len() as u64;
+    Ok((Box::new(std::io::Cursor::new(target)), size, Some(meta)))
+}
+
 fn open_regular(path: &std::path::Path) -> Result<(std::fs::File, u64), PutError> {
     use std::os::unix::fs::FileTypeExt;
     let cannot = |source| PutError::Unreadable { path: path.to_path_buf(), source };
@@ -567,17 +588,20 @@ impl Node {
         let path = body.path.clone();
         let name = body.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let at = self.index.precheck(body.at.as_deref(), &name, body.no_clobber)?;
-        let opened = tokio::task::spawn_blocking(move || open_regular(&path))
+        let link = body.link;
+        let opened = tokio::task::spawn_blocking(move || open_input(&path, link))
             .await
             .map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
-        let (file, size) = opened?;
-        let meta = file.metadata().ok();
+        let (file, size, meta) = opened?;
         let mtime = meta
             .as_ref()
             .and_then(|m| m.modified().ok())
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
-        let mode = meta.map_or(0, |m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+        let mode = match (link, meta) {
+            (true, _) => crate::api::LINK_MODE,
+            (false, m) => m.map_or(0, |m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777),
+        };
         let hash = body.hash.unwrap_or_default();
         let at = IndexAt { path: at, no_clobber: body.no_clobber, mtime, hash, mode };
         let what = body.path.display().to_string();
@@ -586,7 +610,7 @@ impl Node {
         loop {
             let put = self
                 .put_input(
-                    Box::new(file),
+                    file,
                     size,
                     what.clone(),
                     name.clone(),
@@ -604,7 +628,7 @@ impl Node {
                     attempt += 1;
                     tracing::info!(attempt, error = %e, "trying the put again without the peers that failed it");
                     let path = body.path.clone();
-                    let opened = tokio::task::spawn_blocking(move || open_regular(&path))
+                    let opened = tokio::task::spawn_blocking(move || open_input(&path, link))
                         .await
                         .map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
                     file = opened?.0;
