@@ -541,12 +541,23 @@ fn failures_json(failed: &[(usize, anyhow::Error)], name_of: impl Fn(usize) -> S
 
 /// Gives a file just fetched its modification time (Unix seconds) and permission bits, where
 /// known (0: not known, left as written): a private file comes back private.
+/// The longest link target restored (Linux's `PATH_MAX`): an entry marked a link with more
+/// is refused, not read into memory.
+const MAX_LINK_TARGET: u64 = 4096;
+
 /// Makes `at` a link to the target held in the file `held` (removed after). Something
 /// already at `at` is replaced only with `force`, and only if it is not a folder. (The
 /// link's own time is not restored: the standard library cannot set it.)
 fn make_link(held: &Path, at: &Path, force: bool) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let target = std::fs::read(held);
+    let size = std::fs::metadata(held).map(|m| m.len());
+    let target = match size {
+        Ok(n) if n <= MAX_LINK_TARGET => std::fs::read(held),
+        Ok(n) => {
+            Err(std::io::Error::other(format!("a link's target of {n} bytes (at most {MAX_LINK_TARGET})")))
+        }
+        Err(e) => Err(e),
+    };
     let _ = std::fs::remove_file(held);
     let target = target?;
     match std::fs::symlink_metadata(at) {
@@ -643,6 +654,9 @@ pub fn get_tree(
                     e.caps.len()
                 );
             }
+            if api::is_link(e.mode) && e.size > MAX_LINK_TARGET {
+                bail!("`{}` is marked a link, but its target would be {} bytes", e.path, e.size);
+            }
             Ok((inside(&rel)?, e.caps.last().cloned().unwrap_or_default(), e.mtime, e.mode))
         })
         .collect::<Result<_>>()?;
@@ -700,6 +714,30 @@ pub fn get_tree(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A restored link: made from its target; something in the way replaced only with
+    /// --force, a folder never; a "target" longer than any path is refused, not read.
+    #[test]
+    fn links_are_made_from_their_targets_within_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (held, at) = (dir.path().join(".l.jewel-link"), dir.path().join("l"));
+        std::fs::write(&held, "a/b").unwrap();
+        make_link(&held, &at, false).unwrap();
+        assert_eq!(std::fs::read_link(&at).unwrap(), Path::new("a/b"));
+        assert!(!held.exists(), "the held target is removed");
+        std::fs::write(&held, "c").unwrap();
+        assert!(make_link(&held, &at, false).is_err(), "in the way, without --force");
+        std::fs::write(&held, "c").unwrap();
+        make_link(&held, &at, true).unwrap();
+        assert_eq!(std::fs::read_link(&at).unwrap(), Path::new("c"));
+        std::fs::write(&held, vec![b'x'; MAX_LINK_TARGET as usize + 1]).unwrap();
+        let e = make_link(&held, &dir.path().join("big"), false).unwrap_err();
+        assert!(format!("{e:#}").contains("at most 4096"), "{e:#}");
+        assert!(!held.exists() && !dir.path().join("big").exists());
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(&held, "c").unwrap();
+        assert!(make_link(&held, &dir.path().join("d"), true).is_err(), "a folder is never replaced");
+    }
 
     #[test]
     fn times_are_read_as_users_write_them() {
