@@ -313,9 +313,10 @@ type Files = Vec<(PathBuf, String, bool)>;
 /// The file in a folder that lists, in gitignore syntax, what `put -r` leaves out of it.
 pub const JEWELIGNORE: &str = ".jewelignore";
 
-/// The regular files under `dir` (path, index path below `dir`, `/`-separated), and what
-/// was left out, and why ([`Left`]). Links are not followed. What matches an `exclude` pattern (gitignore syntax,
-/// relative to `dir`) or a `.jewelignore` in the tree is not walked at all.
+/// The regular files and links under `dir` (path, index path below `dir`, `/`-separated),
+/// and what was left out, and why ([`Left`]). Links are not followed. What matches an
+/// `exclude` pattern (gitignore syntax, relative to `dir`) or a `.jewelignore` in the tree
+/// is not walked at all.
 fn walk(dir: &Path, exclude: &[String]) -> Result<(Files, Vec<(Left, PathBuf)>)> {
     let mut patterns = ignore::gitignore::GitignoreBuilder::new(dir);
     for p in exclude {
@@ -539,8 +540,6 @@ fn failures_json(failed: &[(usize, anyhow::Error)], name_of: impl Fn(usize) -> S
     failed.iter().map(|(i, e)| serde_json::json!({"file": name_of(*i), "error": format!("{e:#}")})).collect()
 }
 
-/// Gives a file just fetched its modification time (Unix seconds) and permission bits, where
-/// known (0: not known, left as written): a private file comes back private.
 /// The longest link target restored (Linux's `PATH_MAX`): an entry marked a link with more
 /// is refused, not read into memory.
 const MAX_LINK_TARGET: u64 = 4096;
@@ -570,6 +569,8 @@ fn make_link(held: &Path, at: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// Gives a file just fetched its modification time (Unix seconds) and permission bits, where
+/// known (0: not known, left as written): a private file comes back private.
 fn restore_metadata(path: &Path, mtime: u64, mode: u32) -> Result<()> {
     if mtime > 0 {
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);

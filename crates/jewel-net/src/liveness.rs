@@ -28,7 +28,7 @@ pub const SILENT_AFTER: Duration = Duration::from_secs(46);
 pub const PROBE_AFTER: Duration = Duration::from_secs(1);
 /// A probe unanswered this long makes its peer silent.
 pub const PROBE_WITHIN: Duration = Duration::from_secs(3);
-/// The probe's protocol: the asker sends [`PROBE_LEN`] random bytes, the peer sends them back.
+/// The probe's protocol: the asker sends [`PROBE_LEN`] bytes, the peer sends them back.
 pub const ALIVE_PROTOCOL: StreamProtocol = StreamProtocol::new("/jewel/alive/1.0.0");
 const PROBE_LEN: usize = 8;
 /// Probes answered at once; more are closed unanswered (which is an answer: not frozen).
@@ -182,7 +182,7 @@ impl Liveness {
     }
 }
 
-/// One probe: [`PROBE_LEN`] random bytes out, the same back.
+/// One probe: [`PROBE_LEN`] bytes unlike any probe's before out, the same back.
 async fn echo(mut control: libp2p_stream::Control, peer: PeerId) -> Result<(), String> {
     let mut stream = control.open_stream(peer, ALIVE_PROTOCOL).await.map_err(|e| e.to_string())?;
     // Not a secret: distinct from the probes before it, so an old echo never passes.

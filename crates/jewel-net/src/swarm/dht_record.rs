@@ -84,7 +84,7 @@ impl DhtRecord for NameRecord {
 }
 
 /// The record of kind `R` this node keeps under `key`, if any decodes.
-pub(crate) fn kept<R: DhtRecord>(store: &crate::records::RecordBook, key: &kad::RecordKey) -> Option<R> {
+fn kept<R: DhtRecord>(store: &crate::records::RecordBook, key: &kad::RecordKey) -> Option<R> {
     use kad::store::RecordStore;
     store.get(key).and_then(|k| R::decode_at(key.as_ref(), &k.value).ok())
 }

@@ -1,6 +1,7 @@
 //! The index service on its own: an in-memory file service and DHT, gossip handed from
 //! device to device by the test, and a clock that moves only when told. No process, no
-//! network, no sleep.
+//! network, no sleep. Test code only: `index/mod.rs` declares it under #[cfg(test)], and
+//! the attribute below says so again.
 #![cfg(test)]
 
 use std::collections::HashMap;
