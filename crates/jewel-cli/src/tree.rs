@@ -2,7 +2,7 @@
 //! `rm PATH`, `mv`, `share`, `name`. Paths and caps are both accepted wherever a file is
 //! named; a path is resolved through the node's index (`/v1/ls`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -276,6 +276,50 @@ fn files_bar(total: usize, label: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// A file `put -r` stores: its path, index path, size, content hash, and whether it is a link.
+struct Changed {
+    path: PathBuf,
+    dest: String,
+    size: u64,
+    hash: String,
+    link: bool,
+}
+
+/// A put of one file, or of a pack of small ones (by their places in the changed files).
+enum Job {
+    One(usize),
+    Pack(Vec<usize>),
+}
+
+/// The bytes `put -r` gathers into one pack, about: big enough that a pack's put costs
+/// little per file, small enough that a few packs go at once.
+const PACK_TARGET: u64 = 8 << 20;
+/// The files in one pack, at most.
+const PACK_FILES: usize = 2048;
+
+/// The puts of the changed files: files under [`api::PACK_FILE_MAX`] in packs of about
+/// [`PACK_TARGET`] bytes or [`PACK_FILES`] files, each other file alone. (A pack of one
+/// file is put as a pack all the same: its path is the same either way.)
+fn batches(changed: &[Changed]) -> Vec<Job> {
+    let (mut jobs, mut pack, mut bytes) = (Vec::new(), Vec::new(), 0);
+    for (i, c) in changed.iter().enumerate() {
+        if c.size >= api::PACK_FILE_MAX {
+            jobs.push(Job::One(i));
+            continue;
+        }
+        if !pack.is_empty() && (bytes + c.size > PACK_TARGET || pack.len() >= PACK_FILES) {
+            jobs.push(Job::Pack(std::mem::take(&mut pack)));
+            bytes = 0;
+        }
+        bytes += c.size;
+        pack.push(i);
+    }
+    if !pack.is_empty() {
+        jobs.push(Job::Pack(pack));
+    }
+    jobs
+}
+
 /// Runs `work` over `items` on [`PARALLEL`] threads; the failures, by item.
 fn parallel<T: Sync>(items: &[T], work: impl Fn(&T) -> Result<()> + Sync) -> Vec<(usize, anyhow::Error)> {
     let next = AtomicUsize::new(0);
@@ -447,10 +491,12 @@ pub fn put_tree(home: Option<&Path>, dir: &Path, how: &TreePut) -> Result<()> {
         Ok(v) => v.entries.into_iter().filter(|e| !e.folder).map(|e| (e.path.clone(), e)).collect(),
         Err(_) => HashMap::new(),
     };
-    let bar = files_bar(if how.dry_run { 0 } else { files.len() }, "put");
-    let (stored, skipped) = (AtomicUsize::new(0), AtomicUsize::new(0));
-    let would = Mutex::new(Vec::new());
-    let failed = parallel(&files, |(path, rel, link)| {
+    // First what changed (in parallel: each file is hashed), then the changed files: small
+    // ones (and links) in packs of a few MiB, each pack one put and one index change; the
+    // others one put each.
+    let (skipped, would) = (AtomicUsize::new(0), Mutex::new(Vec::new()));
+    let changed = Mutex::new(Vec::new());
+    let mut failed = parallel(&files, |(path, rel, link)| {
         let dest = jewel::index::join(&root, rel);
         // A link is its target: its content, and its own time (never the file it names).
         let (meta, hash, size, mode) = if *link {
@@ -478,21 +524,83 @@ pub fn put_tree(home: Option<&Path>, dir: &Path, how: &TreePut) -> Result<()> {
         } else if how.dry_run {
             would.locked().push(dest);
         } else {
-            let req = api::PutRequest {
-                path: path.clone(),
-                scheme: how.scheme.clone(),
-                job: None,
-                at: Some(dest.clone()),
-                no_clobber: how.no_clobber,
-                hash: Some(hash),
-                link: *link,
-            };
-            api.call::<api::Put>(&req).with_context(|| format!("{}", path.display()))?;
-            stored.fetch_add(1, Ordering::Relaxed);
+            changed.locked().push(Changed { path: path.clone(), dest, size, hash, link: *link });
         }
-        bar.inc(1);
         Ok(())
     });
+    let mut changed = changed.into_inner().unwrap_or_else(|p| p.into_inner());
+    changed.sort_by(|a, b| a.path.cmp(&b.path));
+    let jobs = batches(&changed);
+    let bar = files_bar(changed.len(), "put");
+    let stored = AtomicUsize::new(0);
+    let pack_failed = Mutex::new(Vec::new());
+    let job_failed = parallel(&jobs, |job| {
+        match job {
+            Job::One(i) => {
+                let c = &changed[*i];
+                let req = api::PutRequest {
+                    path: c.path.clone(),
+                    scheme: how.scheme.clone(),
+                    job: None,
+                    at: Some(c.dest.clone()),
+                    no_clobber: how.no_clobber,
+                    hash: Some(c.hash.clone()),
+                    link: c.link,
+                };
+                api.call::<api::Put>(&req).with_context(|| format!("{}", c.path.display()))?;
+                stored.fetch_add(1, Ordering::Relaxed);
+                bar.inc(1);
+            }
+            Job::Pack(members) => {
+                let files = members
+                    .iter()
+                    .map(|i| api::PackFile {
+                        path: changed[*i].path.clone(),
+                        at: changed[*i].dest.clone(),
+                        link: changed[*i].link,
+                    })
+                    .collect();
+                let req =
+                    api::PutPackRequest { files, scheme: how.scheme.clone(), no_clobber: how.no_clobber };
+                let done = api.call::<api::PutPack>(&req);
+                bar.inc(members.len() as u64);
+                let done = match done {
+                    Ok(done) => done,
+                    Err(e) => {
+                        // The pack failed whole: each of its files did.
+                        let why = format!("{e:#}");
+                        pack_failed.locked().extend(
+                            members
+                                .iter()
+                                .map(|i| (*i, anyhow::anyhow!("{}: {why}", changed[*i].path.display()))),
+                        );
+                        return Ok(());
+                    }
+                };
+                stored.fetch_add(done.stored.len(), Ordering::Relaxed);
+                let at: HashMap<&Path, usize> =
+                    members.iter().map(|i| (changed[*i].path.as_path(), *i)).collect();
+                for f in done.failed {
+                    let i = at.get(f.file.as_path()).copied().unwrap_or(members[0]);
+                    pack_failed.locked().push((i, anyhow::anyhow!("{}: {}", f.file.display(), f.error)));
+                }
+            }
+        }
+        Ok(())
+    });
+    // Failures by file, in the walk's order.
+    let of_file: HashMap<&Path, usize> = files.iter().enumerate().map(|(i, f)| (f.0.as_path(), i)).collect();
+    let mut by_change: Vec<(usize, anyhow::Error)> =
+        pack_failed.into_inner().unwrap_or_else(|p| p.into_inner());
+    for (j, e) in job_failed {
+        if let Job::One(i) = &jobs[j] {
+            by_change.push((*i, e));
+        }
+    }
+    failed.extend(
+        by_change.into_iter().map(|(i, e)| (of_file.get(changed[i].path.as_path()).copied().unwrap_or(0), e)),
+    );
+    failed.sort_by_key(|(i, _)| *i);
     bar.finish_and_clear();
     let (stored, skipped) = (stored.into_inner(), skipped.into_inner());
     if stored > 0 {
@@ -567,6 +675,88 @@ fn make_link(held: &Path, at: &Path, force: bool) -> Result<()> {
     }
     std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), at)?;
     Ok(())
+}
+
+/// A get of one file, or of packed files from one pack (its cap, and theirs in it).
+enum GetJob {
+    One(usize),
+    Pack(String, Vec<(usize, jewel::caps::SliceCap)>),
+}
+
+/// The most bytes of a pack read at once for `get -r` (packs `put -r` makes are smaller).
+const PACK_SPAN: u64 = 64 << 20;
+
+/// Restores packed files (`members`: their places in `files`, and their slices of `pack`)
+/// from one read of the span of the pack they fill, each checked against its hash; the
+/// files that failed, and why.
+fn get_packed(
+    api: &Api,
+    out: &Path,
+    pack: &str,
+    members: &[(usize, jewel::caps::SliceCap)],
+    files: &[(PathBuf, String, u64, u32)],
+    force: bool,
+) -> Vec<(usize, anyhow::Error)> {
+    let start = members.iter().map(|(_, s)| s.offset).min().unwrap_or(0);
+    let end = members.iter().map(|(_, s)| s.offset + s.len).max().unwrap_or(0);
+    let held =
+        out.join(format!(".jewel-pack-{start}-{}.part", &blake3::hash(pack.as_bytes()).to_hex()[..16]));
+    let req = api::GetRequest {
+        cap: pack.to_string(),
+        out: held.clone(),
+        range: Some((start, end)),
+        job: None,
+        force: true,
+    };
+    let read = api.call::<api::Get>(&req).and_then(|_| Ok(std::fs::read(&held)?));
+    let _ = std::fs::remove_file(&held);
+    let bytes = match read {
+        Ok(b) => b,
+        Err(e) => {
+            let why = format!("{e:#}");
+            return members
+                .iter()
+                .map(|(i, _)| (*i, anyhow::anyhow!("{}: {why}", files[*i].0.display())))
+                .collect();
+        }
+    };
+    let mut failed = Vec::new();
+    for (i, s) in members {
+        let (rel, _, mtime, mode) = &files[*i];
+        let from = usize::try_from(s.offset - start).unwrap_or(usize::MAX);
+        let slice = bytes.get(from..).and_then(|b| b.get(..usize::try_from(s.len).unwrap_or(usize::MAX)));
+        let written = match slice {
+            Some(b) if *blake3::hash(b).as_bytes() == s.hash => {
+                write_restored(out, rel, b, force).and_then(|at| restore_metadata(&at, *mtime, *mode))
+            }
+            Some(_) => Err(anyhow::anyhow!("the packed file does not match its hash: nothing was written")),
+            None => Err(anyhow::anyhow!("its pack is shorter than its cap says")),
+        };
+        if let Err(e) = written {
+            failed.push((*i, e.context(rel.display().to_string())));
+        }
+    }
+    failed
+}
+
+/// Writes a restored file at `rel` under `out` (through a hidden file beside it, renamed):
+/// never through a link, never over a folder, over a file only with `force`.
+fn write_restored(out: &Path, rel: &Path, bytes: &[u8], force: bool) -> Result<PathBuf> {
+    make_parents(out, rel)?;
+    let at = out.join(rel);
+    match std::fs::symlink_metadata(&at) {
+        Ok(m) if m.file_type().is_symlink() => {
+            bail!("{} is a link; nothing was written through it", at.display())
+        }
+        Ok(m) if m.is_dir() => bail!("{} is a folder", at.display()),
+        Ok(_) if !force => bail!("{} exists; pass --force to replace it", at.display()),
+        _ => {}
+    }
+    let name = at.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let part = at.with_file_name(format!(".{name}.jewel-part"));
+    std::fs::write(&part, bytes).with_context(|| format!("cannot write {}", part.display()))?;
+    std::fs::rename(&part, &at).with_context(|| format!("cannot write {}", at.display()))?;
+    Ok(at)
 }
 
 /// Gives a file just fetched its modification time (Unix seconds) and permission bits, where
@@ -672,12 +862,35 @@ pub fn get_tree(
     let out = if out.is_absolute() { out.to_path_buf() } else { std::env::current_dir()?.join(out) };
     let bar = files_bar(files.len(), "get");
     // Files first, links last: no file is ever written through a link the restore made
-    // (and a link is a file of the index, so no path lies below one).
+    // (and a link is a file of the index, so no path lies below one). Packed files are
+    // fetched a pack at a time: one read of the span of the pack they fill.
     let (links, regular): (Vec<usize>, Vec<usize>) =
         (0..files.len()).partition(|i| api::is_link(files[*i].3));
-    let order: Vec<usize> = regular.into_iter().chain(links).collect();
-    let failed = parallel(&order, |i| {
-        let (rel, cap, mtime, mode) = &files[*i];
+    let mut jobs = Vec::new();
+    let mut by_pack: BTreeMap<String, Vec<(usize, jewel::caps::SliceCap)>> = BTreeMap::new();
+    for i in regular {
+        match jewel::caps::Cap::parse(&files[i].1) {
+            Ok(jewel::caps::Cap::Slice(s)) => {
+                by_pack.entry(jewel::caps::Cap::Read(s.pack.clone()).to_string()).or_default().push((i, s))
+            }
+            _ => jobs.push(GetJob::One(i)),
+        }
+    }
+    for (pack, mut members) in by_pack {
+        members.sort_by_key(|(_, s)| s.offset);
+        let mut part: Vec<(usize, jewel::caps::SliceCap)> = Vec::new();
+        for m in members {
+            let start = part.first().map_or(m.1.offset, |(_, s)| s.offset);
+            if !part.is_empty() && (m.1.offset + m.1.len).saturating_sub(start) > PACK_SPAN {
+                jobs.push(GetJob::Pack(pack.clone(), std::mem::take(&mut part)));
+            }
+            part.push(m);
+        }
+        jobs.push(GetJob::Pack(pack, part));
+    }
+    let failures = Mutex::new(Vec::new());
+    let fetch_one = |i: usize| -> Result<()> {
+        let (rel, cap, mtime, mode) = &files[i];
         make_parents(&out, rel)?;
         let at = out.join(rel);
         if api::is_link(*mode) {
@@ -693,10 +906,33 @@ pub fn get_tree(
             api.call::<api::Get>(&req).with_context(|| rel.display().to_string())?;
             restore_metadata(&at, *mtime, *mode).with_context(|| rel.display().to_string())?;
         }
+        Ok(())
+    };
+    let _ = parallel(&jobs, |job| {
+        match job {
+            GetJob::One(i) => {
+                if let Err(e) = fetch_one(*i) {
+                    failures.locked().push((*i, e));
+                }
+                bar.inc(1);
+            }
+            GetJob::Pack(pack, members) => {
+                let failed = get_packed(&api, &out, pack, members, &files, force);
+                bar.inc(members.len() as u64);
+                failures.locked().extend(failed);
+            }
+        }
+        Ok(())
+    });
+    let _ = parallel(&links, |i| {
+        if let Err(e) = fetch_one(*i) {
+            failures.locked().push((*i, e));
+        }
         bar.inc(1);
         Ok(())
     });
-    let failed: Vec<(usize, anyhow::Error)> = failed.into_iter().map(|(j, e)| (order[j], e)).collect();
+    let mut failed = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    failed.sort_by_key(|(i, _)| *i);
     bar.finish_and_clear();
     let got = files.len() - failed.len();
     if json {

@@ -741,3 +741,70 @@ fn excludes_and_a_dry_run_choose_what_goes_in() {
     let e = me.err_line(&["put", tree, "--dry-run"]);
     assert!(e.contains("put -r"), "{e}");
 }
+
+/// Small files go in packs (issue 22): `put -r` of a tree of small files stores one pack
+/// (`jewel dir` lists it, not each file), an identical content once; another peer gets one
+/// packed file at once, and the whole tree comes back as it was. Removing some of a pack's
+/// files keeps the pack for the others; purging the last frees it. A forged cap (its hash
+/// changed) gets one line and writes nothing; a packed file's cap cannot release its pack.
+#[test]
+fn small_files_go_in_packs_and_come_back_one_by_one_or_whole() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 4, |_| Vec::new());
+    let (me, other) = (&net.peers[0], &net.peers[2]);
+    let src = net.path("notes");
+    for i in 0..300u32 {
+        write(&src.join(format!("d{}/n{i}.txt", i % 7)), &data(1000 + i as usize, i as u8));
+    }
+    write(&src.join("same-1"), b"one content, twice");
+    write(&src.join("same-2"), b"one content, twice");
+    let big = data(2 << 20, 9);
+    write(&src.join("big.bin"), &big);
+    let out = me.ok(&["put", "-r", src.to_str().unwrap(), "--scheme", SCHEME]);
+    assert!(out.is_empty() || out.contains("notes"), "{out}");
+    // One pack and the big file: not 303 stored files.
+    let dir = me.json(&["dir", "--json"]);
+    let files = dir["files"].as_object().unwrap();
+    let packs: Vec<&serde_json::Value> = files.values().filter(|f| f["name"] == ".jewel-pack").collect();
+    assert_eq!((packs.len(), files.len()), (1, 2), "{dir}");
+    let unique: u64 = (0..300u64).map(|i| 1000 + i).sum::<u64>() + 18;
+    assert_eq!(packs[0]["size"].as_u64(), Some(unique), "each content once: {dir}");
+
+    // Another peer reads one packed file at once, by its path's cap.
+    let listed = listing(me, "notes/d3");
+    let (path, caps) = listed.iter().find(|(p, _)| p == "notes/d3/n10.txt").unwrap();
+    assert!(caps[0].starts_with("jewel:p1:"), "{path}: {caps:?}");
+    let one = net.path("n10.txt");
+    other.ok(&["get", &caps[0], "-o", one.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&one).unwrap(), data(1010, 10));
+    // The whole tree comes back.
+    let back = net.path("back");
+    me.ok(&["get", "-r", "notes", "-o", back.to_str().unwrap()]);
+    assert_eq!(tree(&back), tree(&src));
+
+    // A forged cap: its hash changed. One line, and nothing written.
+    let jewel::caps::Cap::Slice(mut forged) = jewel::caps::Cap::parse(&caps[0]).unwrap() else { panic!() };
+    forged.hash[0] ^= 1;
+    let bad = net.path("forged.txt");
+    let e = other.err_line(&["get", &forged.to_string(), "-o", bad.to_str().unwrap()]);
+    assert!(e.contains("does not match its hash"), "{e}");
+    assert!(!bad.exists());
+    // A packed file's cap does not release the pack its neighbours are in.
+    let e = me.err_line(&["rm", &caps[0]]);
+    assert!(e.contains("jewel rm PATH"), "{e}");
+
+    // Some of the pack's files purged: the pack stays for the others.
+    let pack_id = jewel::caps::Cap::parse(&caps[0]).unwrap().manifest().to_string();
+    me.ok(&["rm", "-r", "--purge", "notes/d3"]);
+    me.ok(&["rm", "--purge", "notes/same-1"]);
+    let left = net.path("left.txt");
+    other.ok(&["get", &listing(me, "notes/d4/n4.txt")[0].1[0], "-o", left.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&left).unwrap(), data(1004, 4));
+    assert!(me.json(&["dir", "--json"])["files"].as_object().unwrap().contains_key(&pack_id));
+    // The last of them purged: the pack is freed.
+    me.ok(&["rm", "-r", "--purge", "notes"]);
+    eventually("the pack freed once no file is in it", Duration::from_secs(30), || {
+        let files = me.json(&["dir", "--json"]);
+        (!files["files"].as_object().unwrap().contains_key(&pack_id)).then_some(())
+    });
+}

@@ -1027,29 +1027,31 @@ fn a_get_killed_midway_and_run_again_brings_the_file_back() {
     assert!(left.is_empty(), "the get left files beside its output: {left:?}");
 }
 
-/// Ten peers, one of which fills up after a few pieces: a tree of small files is put
-/// whole (no put fails while other peers have room), and the pieces spread over every peer
-/// that can take them, not the same few.
+/// Ten peers, one of which fills up after two pieces (its owner's share of it: a quarter):
+/// a tree is put whole (no put fails while other peers have room), and the pieces spread
+/// over every peer that can take them, not the same few. (Files of 1 MiB or more are stored
+/// one by one; the small ones go in one pack.)
 #[test]
 fn puts_never_fail_while_spare_peers_have_room() {
     let _one = exclusive();
     let net = Devnet::start(Path::new(BIN), 9, |i| {
         if i == 2 {
-            vec!["--capacity".into(), "40KiB".into()]
+            vec!["--capacity".into(), "3MiB".into()]
         } else {
             vec![]
         }
     });
     let owner = &net.peers[0];
     let tree = net.path("tree");
-    for i in 0..60 {
+    for i in 0..24 {
         let path = tree.join(format!("d{}/f{i}.txt", i % 4));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        write_file(&path, &random_bytes(3000 + i * 37, i as u64));
+        let len = if i < 16 { (1 << 20) + i * 37 } else { 3000 + i * 37 };
+        write_file(&path, &random_bytes(len, i as u64));
     }
     let v = owner.json(&["put", "-r", s(&tree), "--scheme", "jewels:3/5", "--json"]);
     assert_eq!(v["failed"].as_array().unwrap().len(), 0, "{v}");
-    assert_eq!(v["stored"], 60, "{v}");
+    assert_eq!(v["stored"], 24, "{v}");
     // Where the pieces went: every peer but the owner holds some (the full one a few).
     let used: Vec<u64> =
         net.peers[1..].iter().map(|p| p.json(&["dir", "--json"])["used"].as_u64().unwrap()).collect();

@@ -62,6 +62,10 @@ endpoint!(
     /// Store a file on the network.
     Put, "/v1/put", true, PutRequest => PutResponse
 );
+endpoint!(
+    /// Store many small files as one pack, each an entry of the user's index (`put -r`).
+    PutPack, "/v1/put-pack", true, PutPackRequest => PutPackResponse
+);
 /// Store the request's body on the network: `POST /v1/put-stream?size=N[&name=…][&scheme=…]
 /// [&job=…]` with the raw bytes as the body (`jewel put -` sends its standard input so).
 /// The body must be exactly `size` bytes. Answers a [`PutResponse`].
@@ -439,6 +443,67 @@ pub struct PutRequest {
     /// with the link's time and [`LINK_MODE`], and `get -r` makes a link of it again.
     #[serde(default)]
     pub link: bool,
+}
+
+/// Files under this size are packed by `put -r` (a pack refuses larger ones).
+pub const PACK_FILE_MAX: u64 = 1 << 20;
+/// The most files one pack request holds.
+pub const PACK_MAX_FILES: usize = 4096;
+/// The most bytes one pack holds.
+pub const PACK_MAX_BYTES: u64 = 32 << 20;
+
+/// Small files to store together as one pack: one stored file (erasure-coded, leased,
+/// audited and repaired as any other), each file an entry of the user's index naming its
+/// place in the pack and its content hash. Contents the index already holds (same hash and
+/// scheme) are not stored again. One index change for all of them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutPackRequest {
+    pub files: Vec<PackFile>,
+    /// A scheme spec; the node's default if absent.
+    #[serde(default)]
+    pub scheme: Option<String>,
+    /// Refuse a file whose path holds a file already.
+    #[serde(default)]
+    pub no_clobber: bool,
+}
+
+/// One file of a pack request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackFile {
+    /// An absolute path the node can read: under [`PACK_FILE_MAX`] bytes.
+    pub path: PathBuf,
+    /// Its path in the user's index.
+    #[serde(rename = "as")]
+    pub at: String,
+    /// `path` is a symbolic link (its target is stored, as [`PutRequest::link`]).
+    #[serde(default)]
+    pub link: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PutPackResponse {
+    /// The pack's read cap, if one was stored (none when every content was known).
+    pub pack: Option<String>,
+    /// Each file stored, by its index path, with its cap.
+    pub stored: Vec<PackedFile>,
+    /// Of those, the files whose content the index held already (stored once).
+    pub known: usize,
+    /// Files that were not stored, and why (the others are).
+    pub failed: Vec<PackFailure>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PackedFile {
+    pub path: String,
+    pub cap: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PackFailure {
+    pub file: PathBuf,
+    pub error: String,
 }
 
 /// The mode an index entry of a symbolic link carries: the link type bits (`S_IFLNK`)

@@ -89,9 +89,10 @@ impl From<StateError> for ApiError {
 impl From<PutError> for ApiError {
     fn from(e: PutError) -> Self {
         match e {
-            PutError::Scheme(_) | PutError::Unreadable { .. } | PutError::NotRegular { .. } => {
-                status(StatusCode::BAD_REQUEST, e)
-            }
+            PutError::Scheme(_)
+            | PutError::Unreadable { .. }
+            | PutError::NotRegular { .. }
+            | PutError::Pack(_) => status(StatusCode::BAD_REQUEST, e),
             PutError::Transfer(ClientError::Pipeline(jewel::PipelineError::Input(_))) => {
                 status(StatusCode::BAD_REQUEST, e)
             }
@@ -229,7 +230,7 @@ async fn id_recover(State(s): S, Body(req): Req<api::IdRecover>) -> Reply<api::I
 impl From<RmError> for ApiError {
     fn from(e: RmError) -> Self {
         match e {
-            RmError::Cap(_) => status(StatusCode::BAD_REQUEST, e),
+            RmError::Cap(_) | RmError::Packed => status(StatusCode::BAD_REQUEST, e),
             RmError::Unknown(_) => status(StatusCode::NOT_FOUND, e),
             RmError::Locate(e) => e.into(),
             RmError::State(e) => e.into(),
@@ -330,6 +331,10 @@ async fn dir(State(s): S) -> Reply<api::Dir> {
 
 async fn put(State(s): S, Body(req): Req<api::Put>) -> Reply<api::Put> {
     Ok(Json(s.node.put(req).await?))
+}
+
+async fn put_pack(State(s): S, Body(req): Req<api::PutPack>) -> Reply<api::PutPack> {
+    Ok(Json(s.node.put_pack(req).await?))
 }
 
 /// Chunks of a streamed body queued for the put's reader, at most.
@@ -516,6 +521,7 @@ pub(crate) fn router(served: Arc<Served>) -> Router {
         .route(at::<api::Join>(), post(join))
         .route(at::<api::Dir>(), get(dir))
         .route(at::<api::Put>(), post(put))
+        .route(at::<api::PutPack>(), post(put_pack))
         .route(api::PUT_STREAM_PATH, post(put_stream))
         .route(at::<api::Get>(), post(get_file))
         .route(api::READ_PATH, post(read_stream))

@@ -24,6 +24,7 @@ pub mod identity;
 pub mod index;
 mod jobs;
 mod node;
+mod pack;
 pub mod renew;
 pub mod repair;
 pub mod serve;

@@ -71,6 +71,8 @@ pub(crate) struct Node {
     pub transfers: tokio::sync::Semaphore,
     /// Small puts at once, at most [`MAX_SMALL_PUTS`] (see [`SMALL_PUT`]).
     pub small_puts: tokio::sync::Semaphore,
+    /// Packs read into memory at once, at most [`crate::pack::MAX_PACKS`].
+    pub packing: tokio::sync::Semaphore,
     /// Puts whose data is still being read (a put's reader holds one [`Reading`]).
     pub reading: Arc<std::sync::atomic::AtomicUsize>,
     /// Peers that refused a piece for want of room, and when: placed last for
@@ -215,6 +217,8 @@ pub enum PutError {
     State(#[from] StateError),
     #[error("{0}")]
     Index(String),
+    #[error("{0}")]
+    Pack(String),
 }
 
 impl From<jewel::index::IndexError> for PutError {
@@ -232,6 +236,15 @@ pub(crate) struct IndexAt {
     pub hash: String,
     /// Permission bits (0: not known).
     pub mode: u32,
+}
+
+/// How a put is stored: its scheme (the node's default if `None`), segment size (the
+/// pipeline's default if `None`), and the job id its progress is followed by.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct How<'a> {
+    pub scheme: Option<&'a str>,
+    pub segment_size: Option<u32>,
+    pub job: Option<&'a str>,
 }
 
 /// Where a put's path in the index ended up, and whether it replaced an entry there.
@@ -272,7 +285,21 @@ pub fn check_output(out: &std::path::Path, force: bool) -> Result<(), OutputErro
 /// with `link` a symbolic link's target, as bytes (the link is not followed).
 type Input = (Box<dyn std::io::Read + Send>, u64, Option<std::fs::Metadata>);
 
-fn open_input(path: &std::path::Path, link: bool) -> Result<Input, PutError> {
+/// A file's modification time (Unix seconds, 0 if not known) and permission bits (0 if not
+/// known; [`crate::api::LINK_MODE`] for a link), as its index entry keeps them.
+pub(crate) fn time_and_mode(meta: Option<&std::fs::Metadata>, link: bool) -> (u64, u32) {
+    let mtime = meta
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    let mode = match (link, meta) {
+        (true, _) => crate::api::LINK_MODE,
+        (false, m) => m.map_or(0, |m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777),
+    };
+    (mtime, mode)
+}
+
+pub(crate) fn open_input(path: &std::path::Path, link: bool) -> Result<Input, PutError> {
     use std::os::unix::ffi::OsStrExt;
     if !link {
         let (file, size) = open_regular(path)?;
@@ -380,6 +407,10 @@ pub enum GetError {
     Interrupted,
     #[error("an earlier get to {0} is still stopping; try again in a moment")]
     Busy(String),
+    #[error("the pack holds {len} bytes, but its packed file's cap reaches byte {end}")]
+    PackTooShort { end: u64, len: u64 },
+    #[error("the packed file read from its pack does not match its hash: nothing was written")]
+    PackedMismatch,
     #[error(
         "not enough pieces: {needed} needed, {available} available; found {found} of {pieces} pieces' holders, and looked for {:.1} s",
         looked.as_secs_f64()
@@ -409,6 +440,8 @@ impl GetError {
 pub enum RmError {
     #[error(transparent)]
     Cap(#[from] CapError),
+    #[error("this cap names a file packed with others, which its pack holds for them too; `jewel rm PATH` removes it from your index")]
+    Packed,
     #[error("this node has no file with manifest {0}")]
     Unknown(BlockId),
     #[error(transparent)]
@@ -593,45 +626,45 @@ impl Node {
             .await
             .map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
         let (file, size, meta) = opened?;
-        let mtime = meta
-            .as_ref()
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
-        let mode = match (link, meta) {
-            (true, _) => crate::api::LINK_MODE,
-            (false, m) => m.map_or(0, |m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777),
-        };
+        let (mtime, mode) = time_and_mode(meta.as_ref(), link);
         let hash = body.hash.unwrap_or_default();
         let at = IndexAt { path: at, no_clobber: body.no_clobber, mtime, hash, mode };
         let what = body.path.display().to_string();
-        let mut file = file;
-        let mut attempt = 1;
-        loop {
-            let put = self
-                .put_input(
-                    file,
-                    size,
-                    what.clone(),
-                    name.clone(),
-                    body.scheme.as_deref(),
-                    body.job.as_deref(),
-                    self.keep_at(at.clone()),
-                )
-                .await;
-            // Peers that took pieces and could not prove them are left out from now on: a
-            // file (unlike a stream) can be read again, so the put is tried again without them.
-            match put {
-                // Liars are left out, and peers that said they are full asked last, from
-                // now on: the next try reaches others.
-                Err(PutError::Transfer(e)) if attempt < LIE_ATTEMPTS && worth_another_try(&e) => {
-                    attempt += 1;
-                    tracing::info!(attempt, error = %e, "trying the put again without the peers that failed it");
+        let first = std::sync::Mutex::new(Some(file));
+        self.put_retrying(|| async {
+            // The file as opened above first; opened again for another try.
+            let opened = first.locked().take();
+            let file = match opened {
+                Some(f) => f,
+                None => {
                     let path = body.path.clone();
-                    let opened = tokio::task::spawn_blocking(move || open_input(&path, link))
+                    tokio::task::spawn_blocking(move || open_input(&path, link))
                         .await
-                        .map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
-                    file = opened?.0;
+                        .map_err(|_| PutError::Transfer(ClientError::Interrupted))??
+                        .0
+                }
+            };
+            let how = How { scheme: body.scheme.as_deref(), segment_size: None, job: body.job.as_deref() };
+            self.put_input(file, size, what.clone(), name.clone(), how, self.keep_at(at.clone())).await
+        })
+        .await
+    }
+
+    /// Runs a put (`attempt`) again, up to [`LIE_ATTEMPTS`] times in all, when it failed
+    /// for peers that lied about their pieces or refused as full: those are left out (liars)
+    /// or asked last (full) from then on, so the next try reaches others. (A file or bytes in
+    /// memory can be read again; a stream cannot.)
+    pub(crate) async fn put_retrying<F, Fut>(&self, mut attempt: F) -> Result<PutResponse, PutError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<PutResponse, PutError>>,
+    {
+        let mut tries = 1;
+        loop {
+            match attempt().await {
+                Err(PutError::Transfer(e)) if tries < LIE_ATTEMPTS && worth_another_try(&e) => {
+                    tries += 1;
+                    tracing::info!(attempt = tries, error = %e, "trying the put again without the peers that failed it");
                 }
                 other => return other,
             }
@@ -658,8 +691,8 @@ impl Node {
             }),
             None => self.keep_alone(),
         };
-        self.put_input(input, query.size, what, name, query.scheme.as_deref(), query.job.as_deref(), keep)
-            .await
+        let how = How { scheme: query.scheme.as_deref(), segment_size: None, job: query.job.as_deref() };
+        self.put_input(input, query.size, what, name, how, keep).await
     }
 
     /// Keeps a put's record and its index entry at `at`, in one transaction.
@@ -695,17 +728,16 @@ impl Node {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn put_input(
         self: &Arc<Self>,
         input: Box<dyn std::io::Read + Send>,
         size: u64,
         what: String,
         name: String,
-        scheme: Option<&str>,
-        job: Option<&str>,
+        how: How<'_>,
         keep: Keep,
     ) -> Result<PutResponse, PutError> {
+        let How { scheme, segment_size, job } = how;
         let cancel = CancelOnDrop(Arc::default());
         let turns = if size <= SMALL_PUT { &self.small_puts } else { &self.transfers };
         let _turn = turns.acquire().await.map_err(|_| PutError::Transfer(ClientError::Interrupted))?;
@@ -735,15 +767,12 @@ impl Node {
         };
         let input = Counted { inner: exact, progress: job.as_ref().map(|j| j.progress.clone()) };
         let mut noted = client::Noted::default();
-        let put = client::put_file_noting(
-            &self.blocks,
-            Box::new(input),
-            size,
-            &PutOptions::new(spec),
-            &peers,
-            &mut noted,
-        )
-        .await;
+        let mut options = PutOptions::new(spec);
+        if let Some(seg) = segment_size {
+            options.segment_size = seg;
+        }
+        let put =
+            client::put_file_noting(&self.blocks, Box::new(input), size, &options, &peers, &mut noted).await;
         if !noted.liars.is_empty() {
             tracing::warn!(peers = ?noted.liars, "peers took pieces they could not prove: they get none for an hour");
             note(&self.liars, &noted.liars);
@@ -837,17 +866,17 @@ impl Node {
         let _user = self.users.begin();
         let _turn = self.transfers.acquire().await.map_err(|_| GetError::Interrupted)?;
         let started = Instant::now();
-        let Ready { cap, manifest, located, fetch } = self.ready_to_get(&body.cap, body.range).await?;
+        let Ready { cap, manifest, located, fetch, range, hash } =
+            self.ready_to_get(&body.cap, body.range).await?;
         let (found, pieces) = (located.iter().flatten().count(), located.len());
         let (node, stop) = (self.clone(), place.0.clone());
         let (stats, resumed_from) = Bridge::run(move |bridge| -> Result<_, GetError> {
             // Progress counts whole segments fetched, of the segments the get covers.
             let seg = u64::from(manifest.segment_size);
-            let (start, end) = body.range.unwrap_or((0, manifest.file_len));
-            let end = end.min(manifest.file_len);
+            let (start, end) = range.unwrap_or((0, manifest.file_len));
             let covered = (end.div_ceil(seg) * seg).min(manifest.file_len).saturating_sub(start / seg * seg);
             let job = node.jobs.start(body.job.as_deref(), covered);
-            if let (Some(j), None) = (&job, body.range) {
+            if let (Some(j), None) = (&job, range) {
                 j.progress.set_done(jewel::offline::resume_offset(&body.out, &manifest));
             }
             let _ended = ended;
@@ -858,13 +887,20 @@ impl Node {
                 stop: Some(stop),
             };
             let threads = client::GET_THREADS;
-            match body.range {
+            match range {
                 Some((start, end)) => {
                     let stats = jewel::offline::write_atomically(&body.out, |w| {
                         let range = ByteRange { start, end };
-                        Ok::<_, GetError>(jewel::pipeline::get_with(
-                            &manifest, &cap.key, &fetch, range, w, threads,
-                        )?)
+                        let mut out = Hashing { inner: w, hasher: blake3::Hasher::new() };
+                        let stats =
+                            jewel::pipeline::get_with(&manifest, &cap.key, &fetch, range, &mut out, threads)?;
+                        // A packed file is written only if it is the file its cap names.
+                        match hash {
+                            Some(h) if *out.hasher.finalize().as_bytes() != h => {
+                                Err(GetError::PackedMismatch)
+                            }
+                            _ => Ok(stats),
+                        }
                     })?;
                     Ok((stats, 0))
                 }
@@ -933,23 +969,40 @@ impl Node {
     /// What a get of `cap` (or `range` of it) starts from, once everything a user can get
     /// wrong is checked (the cap, the range, the key) and the file is found.
     async fn ready_to_get(&self, cap: &str, range: Option<(u64, u64)>) -> Result<Ready, GetError> {
-        let cap: ReadCap = cap.parse()?;
+        let (cap, slice) = match Cap::parse(cap)? {
+            Cap::Read(r) => (r, None),
+            Cap::Slice(s) => (s.pack.clone(), Some(s)),
+            Cap::Verify(_) => return Err(CapError::NotReadCap.into()),
+        };
         if let Some((start, end)) = range {
             if start > end {
                 return Err(GetError::Range { start, end });
             }
         }
         let (manifest, located) = self.locate(cap.manifest).await.map_err(GetError::Locate)?;
+        // A packed file: its range of the pack, checked against the pack's length.
+        let (len, first) = match &slice {
+            Some(s) if s.offset + s.len > manifest.file_len => {
+                return Err(GetError::PackTooShort { end: s.offset + s.len, len: manifest.file_len })
+            }
+            Some(s) => (s.len, s.offset),
+            None => (manifest.file_len, 0),
+        };
         if let Some((start, _)) = range {
-            if start >= manifest.file_len && start > 0 {
-                return Err(GetError::PastEnd { start, len: manifest.file_len });
+            if start >= len && start > 0 {
+                return Err(GetError::PastEnd { start, len });
             }
         }
+        let (range, hash) = match (&slice, range) {
+            (Some(s), None) => (Some(s.range()), Some(s.hash)),
+            (Some(_), Some((start, end))) => (Some((first + start, first + end.min(len))), None),
+            (None, r) => (r.map(|(start, end)| (start, end.min(len))), None),
+        };
         manifest.check_key(&cap.key).map_err(GetError::Key)?;
         let fetch = NetFetch::new(self.blocks.clone(), &manifest, &located)
             .map_err(GetError::Locate)?
             .with_local(&self.store);
-        Ok(Ready { cap, manifest, located, fetch })
+        Ok(Ready { cap, manifest, located, fetch, range, hash })
     }
 
     /// Streams a file (or `range` of it) as it decodes: returns its length and a bounded
@@ -962,9 +1015,8 @@ impl Node {
         cap: &str,
         range: Option<(u64, u64)>,
     ) -> Result<(u64, tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>), GetError> {
-        let Ready { cap, manifest, fetch, .. } = self.ready_to_get(cap, range).await?;
-        let len = manifest.file_len;
-        let (start, end) = range.map_or((0, len), |(s, e)| (s, e.min(len)));
+        let Ready { cap, manifest, fetch, range, hash, .. } = self.ready_to_get(cap, range).await?;
+        let (start, end) = range.unwrap_or((0, manifest.file_len));
         let (tx, rx) = tokio::sync::mpsc::channel(READ_QUEUE);
         let (node, file) = (self.clone(), cap.manifest);
         tokio::spawn(async move {
@@ -972,23 +1024,26 @@ impl Node {
             let Ok(_turn) = node.transfers.acquire().await else { return };
             let sink = tx.clone();
             let done = Bridge::run(move |bridge| {
-                let mut out = ChannelWriter(sink);
+                let mut out = Hashing { inner: ChannelWriter(sink), hasher: blake3::Hasher::new() };
                 let range = ByteRange { start, end };
-                jewel::pipeline::get_with(
+                let stats = jewel::pipeline::get_with(
                     &manifest,
                     &cap.key,
                     &bridge.fetch(&fetch),
                     range,
                     &mut out,
                     client::GET_THREADS,
-                )
+                );
+                stats.map(|s| (s, hash.is_none_or(|h| *out.hasher.finalize().as_bytes() == h)))
             })
             .await;
             let failed = match done {
-                Ok(Ok(stats)) => {
+                Ok(Ok((stats, true))) => {
                     node.record_corrupt(file, &stats.faults).await;
                     None
                 }
+                // Sent already, but the reader's last item says it was not the file.
+                Ok(Ok((_, false))) => Some(GetError::PackedMismatch.to_string()),
                 Ok(Err(e)) => Some(e.to_string()),
                 Err(e) => Some(e.to_string()),
             };
@@ -1003,7 +1058,11 @@ impl Node {
     /// Releases a file this node put: holders delete what no other lease keeps, and the
     /// node forgets it.
     pub async fn rm(&self, cap: &str) -> Result<RmResponse, RmError> {
-        let id = Cap::parse(cap)?.manifest();
+        let cap = Cap::parse(cap)?;
+        if matches!(cap, Cap::Slice(_)) {
+            return Err(RmError::Packed);
+        }
+        let id = cap.manifest();
         let Some(record) = self.state.file(&id.to_string())? else { return Err(RmError::Unknown(id)) };
         let (manifest, located) = self.locate(id).await.map_err(RmError::Locate)?;
         // Holders keep pieces until their leases run out; a release they do not take now
@@ -1168,11 +1227,34 @@ pub enum DirError {
 
 /// A get ready to run (see `Node::ready_to_get`): the cap, the file's manifest, where its
 /// pieces are, and a fetch over them (this node's own pieces first).
+/// A writer that hashes what goes through it (a packed file read whole is checked against
+/// its cap's hash).
+struct Hashing<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 struct Ready {
     cap: ReadCap,
     manifest: Manifest,
     located: Vec<Option<PeerId>>,
     fetch: NetFetch,
+    /// The bytes of the stored file to read (end exclusive; clamped to its length); `None`:
+    /// the whole file.
+    range: Option<(u64, u64)>,
+    /// A packed file read whole: the hash its bytes must have.
+    hash: Option<[u8; 32]>,
 }
 
 /// Chunks a streamed read may have decoded ahead of its reader (each at most a segment's

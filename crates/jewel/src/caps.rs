@@ -2,8 +2,12 @@
 //!
 //! A read cap (`jewel:r1:…`) holds the manifest id and the file key; a verify cap
 //! (`jewel:v1:…`) holds the manifest id only, enough to check and repair a file but not
-//! to read it. Both carry a 4-byte checksum so a mistyped cap is caught as such. Owns the
-//! cap grammar and its base32 form; it must not fetch or decrypt anything.
+//! to read it. A slice cap (`jewel:p1:…`) names a file packed with others into one stored
+//! file (a pack): the pack's read cap, where the file starts in it, its length and its
+//! content's BLAKE3 hash; it opens the whole pack, so it is the owner's, not one to hand
+//! out (sharing a packed file stores a copy of its own). Each carries a 4-byte checksum so
+//! a mistyped cap is caught as such. Owns the cap grammar and its base32 form; it must not
+//! fetch or decrypt anything.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,7 +17,7 @@ use crate::id::BlockId;
 
 const PREFIX: &str = "jewel:";
 const CHECK_LEN: usize = 4;
-/// The longest cap string accepted (a read cap is 118 characters).
+/// The longest cap string accepted (a read cap is 118 characters, a slice cap 195).
 pub const MAX_CAP_LEN: usize = 256;
 
 /// Why a cap string was refused.
@@ -24,9 +28,11 @@ pub enum CapError {
     NotACap,
     #[error("cap is {0} characters long; a cap is at most {MAX_CAP_LEN}")]
     TooLong(usize),
-    #[error("malformed cap: expected `jewel:r1:…` (read) or `jewel:v1:…` (verify)")]
+    #[error(
+        "malformed cap: expected `jewel:r1:…` (read), `jewel:p1:…` (a packed file) or `jewel:v1:…` (verify)"
+    )]
     Malformed,
-    #[error("unknown cap kind `{0}`; `r` is a read cap, `v` a verify cap")]
+    #[error("unknown cap kind `{0}`; `r` is a read cap, `p` a packed file's, `v` a verify cap")]
     UnknownKind(String),
     #[error("cap version {0} is not supported by this jewel (it knows version 1); upgrade jewel")]
     UnknownVersion(String),
@@ -38,6 +44,10 @@ pub enum CapError {
     Checksum,
     #[error("this is a verify cap; reading the file needs its read cap")]
     NotReadCap,
+    #[error("this cap names a file packed with others; it is read as that file, not as a whole file")]
+    Packed,
+    #[error("malformed cap: a packed file's place in its pack ends past 2^64 bytes")]
+    SliceBounds,
 }
 
 /// A read capability: the manifest id and the key.
@@ -53,11 +63,29 @@ pub struct VerifyCap {
     pub manifest: BlockId,
 }
 
-/// Either kind of cap.
+/// A slice capability: a file stored inside a pack, `len` bytes from `offset` of the
+/// plaintext of the pack `pack` reads, whose BLAKE3 hash is `hash`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SliceCap {
+    pub pack: ReadCap,
+    pub offset: u64,
+    pub len: u64,
+    pub hash: [u8; 32],
+}
+
+impl SliceCap {
+    /// Where the file lies in its pack's plaintext (end exclusive).
+    pub fn range(&self) -> (u64, u64) {
+        (self.offset, self.offset + self.len)
+    }
+}
+
+/// Any kind of cap.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Cap {
     Read(ReadCap),
     Verify(VerifyCap),
+    Slice(SliceCap),
 }
 
 impl ReadCap {
@@ -68,10 +96,20 @@ impl ReadCap {
 }
 
 impl Cap {
+    /// The manifest of the stored file: for a slice, its pack's.
     pub fn manifest(&self) -> BlockId {
         match self {
             Cap::Read(r) => r.manifest,
             Cap::Verify(v) => v.manifest,
+            Cap::Slice(s) => s.pack.manifest,
+        }
+    }
+
+    /// The stored file's own cap: a slice's pack, else itself.
+    pub fn stored(&self) -> Cap {
+        match self {
+            Cap::Slice(s) => Cap::Read(s.pack.clone()),
+            other => other.clone(),
         }
     }
 
@@ -88,6 +126,7 @@ impl Cap {
         let (kind, expected) = match kind {
             'r' => ("read", 64),
             'v' => ("verify", 32),
+            'p' => ("packed file", SLICE_LEN),
             other => return Err(CapError::UnknownKind(other.to_string())),
         };
         if version != "1" {
@@ -114,9 +153,27 @@ impl Cap {
         }
         let mut key = [0u8; 32];
         key.copy_from_slice(&payload[32..64]);
-        Ok(Cap::Read(ReadCap { manifest, key: FileKey(key) }))
+        let read = ReadCap { manifest, key: FileKey(key) };
+        if expected == 64 {
+            return Ok(Cap::Read(read));
+        }
+        let word = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&payload[at..at + 8]);
+            u64::from_be_bytes(b)
+        };
+        let (offset, len) = (word(64), word(72));
+        if offset.checked_add(len).is_none() {
+            return Err(CapError::SliceBounds);
+        }
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&payload[80..112]);
+        Ok(Cap::Slice(SliceCap { pack: read, offset, len, hash }))
     }
 }
+
+/// A slice cap's payload: the pack's manifest id and key, offset, length, hash.
+const SLICE_LEN: usize = 32 + 32 + 8 + 8 + 32;
 
 fn checksum(tag: &str, payload: &[u8]) -> [u8; CHECK_LEN] {
     let mut h = blake3::Hasher::new();
@@ -148,11 +205,23 @@ impl fmt::Display for VerifyCap {
     }
 }
 
+impl fmt::Display for SliceCap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut payload = self.pack.manifest.0.to_vec();
+        payload.extend_from_slice(&self.pack.key.0);
+        payload.extend_from_slice(&self.offset.to_be_bytes());
+        payload.extend_from_slice(&self.len.to_be_bytes());
+        payload.extend_from_slice(&self.hash);
+        format_cap(f, "p1", &payload)
+    }
+}
+
 impl fmt::Display for Cap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Cap::Read(r) => r.fmt(f),
             Cap::Verify(v) => v.fmt(f),
+            Cap::Slice(s) => s.fmt(f),
         }
     }
 }
@@ -170,6 +239,7 @@ impl FromStr for ReadCap {
         match Cap::parse(s)? {
             Cap::Read(r) => Ok(r),
             Cap::Verify(_) => Err(CapError::NotReadCap),
+            Cap::Slice(_) => Err(CapError::Packed),
         }
     }
 }
@@ -180,6 +250,7 @@ impl FromStr for VerifyCap {
         match Cap::parse(s)? {
             Cap::Read(r) => Ok(r.verify_cap()),
             Cap::Verify(v) => Ok(v),
+            Cap::Slice(s) => Ok(s.pack.verify_cap()),
         }
     }
 }
@@ -279,6 +350,22 @@ mod tests {
         assert_eq!(Cap::parse(&typo), Err(CapError::Checksum));
         assert_eq!(sample().verify_cap().to_string().parse::<ReadCap>(), Err(CapError::NotReadCap));
         assert!(matches!(Cap::parse(&"a".repeat(300)), Err(CapError::TooLong(300))));
+    }
+
+    #[test]
+    fn slice_caps_round_trip_and_name_their_pack() {
+        let s = SliceCap { pack: sample(), offset: 4096, len: 10, hash: [3; 32] };
+        let text = s.to_string();
+        assert!(text.starts_with("jewel:p1:") && text.len() <= MAX_CAP_LEN, "{text}");
+        assert_eq!(Cap::parse(&text), Ok(Cap::Slice(s.clone())));
+        assert_eq!(Cap::parse(&text).unwrap().manifest(), sample().manifest);
+        assert_eq!(Cap::parse(&text).unwrap().stored(), Cap::Read(sample()));
+        assert_eq!(text.parse::<ReadCap>(), Err(CapError::Packed));
+        assert_eq!(text.parse::<VerifyCap>(), Ok(sample().verify_cap()));
+        assert_eq!(s.range(), (4096, 4106));
+        // A place past 2^64 is refused, not wrapped.
+        let far = SliceCap { offset: u64::MAX, len: 2, ..s };
+        assert_eq!(Cap::parse(&far.to_string()), Err(CapError::SliceBounds));
     }
 
     proptest! {

@@ -9,7 +9,7 @@ use jewel::names::NameRecord;
 use jewel_net::{NetError, NetEvent, NetHandle};
 
 use super::{IndexFiles, IndexNet, IndexOpError, IndexService};
-use crate::node::{GetError, Node};
+use crate::node::{GetError, How, Node};
 
 /// The node's file service, as the index uses it. Holds the node weakly (the node holds
 /// the index): once the node is gone, every call fails as interrupted.
@@ -39,7 +39,14 @@ impl IndexFiles for NodeFiles {
         let input = Box::new(std::io::Cursor::new(bytes));
         let keep = node.keep_alone();
         let put = node
-            .put_input(input, size, name.to_string(), name.to_string(), Some(&scheme), None, keep)
+            .put_input(
+                input,
+                size,
+                name.to_string(),
+                name.to_string(),
+                How { scheme: Some(&scheme), ..How::default() },
+                keep,
+            )
             .await?;
         Ok(put.cap)
     }

@@ -56,6 +56,10 @@ const PUBLISH_GAP: Duration = Duration::from_secs(2);
 const MAX_DEVICES: usize = 64;
 /// A device answers another's ask at most this often.
 const ANSWER_EVERY: Duration = Duration::from_secs(2);
+/// The name a pack's record carries (`jewel dir`).
+pub(crate) const PACK_NAME: &str = ".jewel-pack";
+/// Ops per gossip message at most (a pack's change can hold thousands).
+const OPS_PER_MESSAGE: usize = 256;
 /// The largest folder node read, in bytes.
 const MAX_FOLDER_NODE: u64 = 64 << 20;
 /// Entries listed under one shared folder, at most.
@@ -264,14 +268,17 @@ fn failpoint_pause() {
     }
 }
 
-/// The caps of every version the index keeps `now`: the [`KEEP_VERSIONS`] newest of each
-/// file, and of each path removed less than [`UNDELETE_FOR`] ago (not purged).
-fn kept_caps(ix: &Index, now: u64) -> HashSet<String> {
+/// The stored files (manifest ids) of every version the index keeps `now`: the
+/// [`KEEP_VERSIONS`] newest of each file, and of each path removed less than
+/// [`UNDELETE_FOR`] ago (not purged). A packed file's is its pack's, which many entries share.
+fn kept_files(ix: &Index, now: u64) -> HashSet<String> {
     let live = ix.files().into_keys();
     let in_grace =
         ix.removed_paths().into_iter().filter(|(_, at, purge)| in_grace(*at, *purge, now)).map(|(p, ..)| p);
     live.chain(in_grace)
-        .flat_map(|p| ix.versions(p).into_iter().take(KEEP_VERSIONS).map(|(_, e)| e.cap.clone()))
+        .flat_map(|p| ix.versions(p).into_iter().take(KEEP_VERSIONS))
+        .filter_map(|(_, e)| jewel::caps::Cap::parse(&e.cap).ok())
+        .map(|c| c.manifest().to_string())
         .collect()
 }
 
@@ -401,15 +408,17 @@ impl IndexService {
 
     async fn gossip_ops(&self, ops: &[Op]) -> Result<(), IndexOpError> {
         let Some(user) = self.user() else { return Ok(()) };
-        let msg = index::seal_message(&user, &index::Message { ops: ops.to_vec(), ask: false })?;
-        if msg.len() > jewel_net::swarm::GOSSIP_MAX {
-            return Err(IndexError::Malformed(format!(
-                "{} bytes of changes, over the gossip limit",
-                msg.len()
-            ))
-            .into());
+        for ops in ops.chunks(OPS_PER_MESSAGE) {
+            let msg = index::seal_message(&user, &index::Message { ops: ops.to_vec(), ask: false })?;
+            if msg.len() > jewel_net::swarm::GOSSIP_MAX {
+                return Err(IndexError::Malformed(format!(
+                    "{} bytes of changes, over the gossip limit",
+                    msg.len()
+                ))
+                .into());
+            }
+            self.net.gossip(index::topic(&user), msg).await?;
         }
-        self.net.gossip(index::topic(&user), msg).await?;
         Ok(())
     }
 
@@ -501,11 +510,17 @@ impl IndexService {
             let Some(e) = &op.entry else { continue };
             let Ok(cap) = jewel::caps::Cap::parse(&e.cap) else { continue };
             let id = cap.manifest().to_string();
+            // A packed file's stored file is its pack: adopted once, at least as long as
+            // the files in it reach.
+            let (name, size) = match &cap {
+                jewel::caps::Cap::Slice(s) => (PACK_NAME.to_string(), s.offset + s.len),
+                _ => (op.path.clone(), e.size),
+            };
             let record = crate::state::StoredFile {
-                name: op.path.clone(),
-                cap: Some(e.cap.clone()),
+                name,
+                cap: Some(cap.stored().to_string()),
                 scheme: e.scheme.clone(),
-                size: e.size,
+                size,
                 holders: Vec::new(),
                 audit: None,
                 lease_missing: Vec::new(),
@@ -542,16 +557,16 @@ impl IndexService {
     /// path showed it as current). Each release checks again just before, in case a merge
     /// made the file current again since.
     async fn release_fallen(self: &Arc<Self>) {
-        let decided = self.with(|ix| -> Result<Vec<(String, String)>, StateError> {
-            let kept = kept_caps(ix, self.clock.now());
+        let decided = self.with(|ix| -> Result<Vec<(String, String, String)>, StateError> {
+            let kept = kept_files(ix, self.clock.now());
             failpoint_pause();
             Ok(self
                 .state
                 .files()?
-                .into_values()
-                .filter_map(|r| {
-                    let cap = r.cap.filter(|c| r.indexed && !kept.contains(c))?;
-                    Some((r.name, cap))
+                .into_iter()
+                .filter_map(|(id, r)| {
+                    let cap = r.cap.filter(|_| r.indexed && !kept.contains(&id))?;
+                    Some((r.name, id, cap))
                 })
                 .collect())
         });
@@ -560,12 +575,12 @@ impl IndexService {
             Err(e) => return tracing::warn!(error = %e, "could not list files to release"),
         };
         let mut kept: Option<(usize, HashSet<String>)> = None;
-        for (name, cap) in fallen {
+        for (name, id, cap) in fallen {
             let still_fallen = self.with(|ix| {
                 if kept.as_ref().is_none_or(|(len, _)| *len != ix.len()) {
-                    kept = Some((ix.len(), kept_caps(ix, self.clock.now())));
+                    kept = Some((ix.len(), kept_files(ix, self.clock.now())));
                 }
-                kept.as_ref().is_some_and(|(_, k)| !k.contains(&cap))
+                kept.as_ref().is_some_and(|(_, k)| !k.contains(&id))
             });
             if !still_fallen {
                 continue;
@@ -587,9 +602,38 @@ impl IndexService {
         file: (String, crate::state::StoredFile),
     ) -> Result<bool, IndexOpError> {
         let replaced = self.with(|ix| ix.is_file(path));
-        let manifest = vec![file.0.clone()];
-        self.change(&manifest, Some(file), |ix, by| Ok(vec![ix.put(by, path, entry, no_clobber)?])).await?;
+        self.put_many(vec![(path.to_string(), entry)], no_clobber, Some(file)).await?;
         Ok(replaced)
+    }
+
+    /// Records many files at their paths in one change, with the record of the file that
+    /// holds them (`file`: a pack's; none when they are all stored already) in the same
+    /// transaction.
+    pub(crate) async fn put_many(
+        self: &Arc<Self>,
+        entries: Vec<(String, Entry)>,
+        no_clobber: bool,
+        file: Option<(String, crate::state::StoredFile)>,
+    ) -> Result<(), IndexOpError> {
+        let manifest: Vec<String> = file.iter().map(|(id, _)| id.clone()).collect();
+        self.change(&manifest, file, |ix, by| {
+            entries.into_iter().map(|(path, entry)| ix.put(by, &path, entry, no_clobber)).collect()
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The caps of the files the index shows, by content hash and scheme: a content put
+    /// again is not stored again.
+    pub(crate) fn caps_by_content(&self) -> std::collections::HashMap<(String, String), String> {
+        self.with(|ix| {
+            ix.files()
+                .into_values()
+                .flat_map(|es| es.into_iter())
+                .filter(|e| !e.hash.is_empty())
+                .map(|e| ((e.hash.clone(), e.scheme.clone()), e.cap.clone()))
+                .collect()
+        })
     }
 
     /// `jewel ls`: a path of the index, or a cap (a file's, or a shared folder's).
@@ -797,6 +841,9 @@ impl IndexService {
                 .filter_map(|(p, e)| Some((p[skip..].to_string(), (*e.last()?).clone())))
                 .collect())
         })?;
+        // A packed file's cap opens its whole pack: what is shared is packed anew.
+        let mut files = files;
+        self.repack_to_share(&mut files).await?;
         if let [(rel, e)] = files.as_slice() {
             if rel.is_empty() {
                 return Ok((e.cap.clone(), false));
@@ -857,6 +904,89 @@ impl IndexService {
         }
         let (cap, _) = caps.remove("").ok_or_else(|| IndexError::NotFound(path.clone()))?;
         Ok((cap, true))
+    }
+
+    /// Gives the packed files among `files` caps into packs that hold only shared files:
+    /// a packed file's cap opens its whole pack, which holds files not shared. Each source
+    /// pack is read once (up to the last byte needed), each file checked against its hash;
+    /// the new packs are kept by the list of caps they copy, so sharing again stores nothing.
+    async fn repack_to_share(&self, files: &mut [(String, Entry)]) -> Result<(), IndexOpError> {
+        use jewel::caps::{Cap, SliceCap};
+        let packed: Vec<(usize, SliceCap)> = files
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, e))| match Cap::parse(&e.cap) {
+                Ok(Cap::Slice(s)) => Some((i, s)),
+                _ => None,
+            })
+            .collect();
+        // In packs of at most PACK_MAX_BYTES each.
+        let mut groups: Vec<Vec<(usize, SliceCap)>> = Vec::new();
+        let mut bytes = 0;
+        for (i, slice) in packed {
+            if groups.is_empty() || bytes + slice.len > crate::api::PACK_MAX_BYTES {
+                groups.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += slice.len;
+            if let Some(g) = groups.last_mut() {
+                g.push((i, slice));
+            }
+        }
+        for group in groups {
+            let caps: Vec<String> = group.iter().map(|(_, s)| s.to_string()).collect();
+            let key: [u8; 32] = blake3::derive_key("jewel shared pack", caps.join("\n").as_bytes());
+            let pack = match self.state.folder_node(key)? {
+                Some(pack) => pack,
+                None => {
+                    let bytes = self.read_slices(&group).await?;
+                    let pack = self.files.store(bytes, PACK_NAME).await?;
+                    self.state.set_folder_node(key, &pack).await?;
+                    pack
+                }
+            };
+            let Ok(Cap::Read(pack)) = Cap::parse(&pack) else {
+                return Err(IndexError::Malformed(format!("a shared pack's cap: {pack}")).into());
+            };
+            let mut offset = 0;
+            for (i, s) in group {
+                let copy = SliceCap { pack: pack.clone(), offset, len: s.len, hash: s.hash };
+                offset += s.len;
+                if let Some((_, e)) = files.get_mut(i) {
+                    e.cap = copy.to_string();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The bytes of packed files, one after the other: each source pack read once, up to
+    /// the last byte needed; each file checked against its hash.
+    async fn read_slices(&self, group: &[(usize, jewel::caps::SliceCap)]) -> Result<Vec<u8>, IndexOpError> {
+        let mut reach: BTreeMap<String, u64> = BTreeMap::new();
+        for (_, s) in group {
+            let end = reach.entry(jewel::caps::Cap::Read(s.pack.clone()).to_string()).or_default();
+            *end = (*end).max(s.offset + s.len);
+        }
+        let mut packs = BTreeMap::new();
+        for (cap, end) in reach {
+            let bytes = self.files.read(&cap, Some(end), end).await?;
+            packs.insert(cap, bytes);
+        }
+        let mut out = Vec::new();
+        for (_, s) in group {
+            let cap = jewel::caps::Cap::Read(s.pack.clone()).to_string();
+            let (start, end) = (s.offset as usize, (s.offset + s.len) as usize);
+            let bytes = packs.get(&cap).and_then(|b| b.get(start..end)).unwrap_or_default();
+            if bytes.len() as u64 != s.len || *blake3::hash(bytes).as_bytes() != s.hash {
+                return Err(IndexError::Malformed(
+                    "a packed file does not match its hash in its pack".into(),
+                )
+                .into());
+            }
+            out.extend_from_slice(bytes);
+        }
+        Ok(out)
     }
 
     /// Publishes this device's head: a snapshot of the index as a Jewel file, and its cap

@@ -114,7 +114,8 @@ impl StateStore {
         })
     }
 
-    /// The cap a folder node whose bytes hash to `hash` was stored under.
+    /// The cap a folder node whose bytes hash to `hash` was stored under (or, keyed by a hash
+    /// derived from a packed file's cap, the copy of it that `share` stored).
     pub fn folder_node(&self, hash: [u8; 32]) -> Result<Option<String>, StateError> {
         let Some((_tx, t)) = self.open_read(FOLDER_NODES)? else { return Ok(None) };
         Ok(t.get(hash)?.map(|v| v.value().to_string()))
