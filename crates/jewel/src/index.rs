@@ -31,6 +31,8 @@ pub const MAX_OPS: usize = 1 << 20;
 pub const MAX_SNAPSHOT: usize = 256 << 20;
 const SNAPSHOT_MAGIC: &[u8; 4] = b"JIX1";
 const SNAPSHOT_CONTEXT: &[u8] = b"jewel index snapshot v1";
+const DELTA_MAGIC: &[u8; 4] = b"JIX2";
+const DELTA_CONTEXT: &[u8] = b"jewel index delta v1";
 const FOLDER_MAGIC: &[u8] = b"JEWELDIR1\n";
 
 /// Why a path, an op or a snapshot is refused.
@@ -587,13 +589,12 @@ impl Index {
     /// The snapshot of every op, compressed and sealed with `key` (the user's index key).
     pub fn seal(&self, key: &[u8; 32]) -> Result<Vec<u8>, IndexError> {
         let ops: Vec<&Op> = self.ops.values().collect();
-        let json = serde_json::to_vec(&ops).map_err(|e| IndexError::Malformed(e.to_string()))?;
-        let packed = zstd::encode_all(&json[..], 3).map_err(|e| IndexError::Malformed(e.to_string()))?;
-        let sealed = crate::crypto::seal_box(key, SNAPSHOT_CONTEXT, &packed)
-            .map_err(|e| IndexError::Malformed(e.to_string()))?;
-        let mut out = SNAPSHOT_MAGIC.to_vec();
-        out.extend_from_slice(&sealed);
-        Ok(out)
+        seal_json(key, SNAPSHOT_MAGIC, SNAPSHOT_CONTEXT, &ops)
+    }
+
+    /// The op with id `id`, if the index has it.
+    pub fn op(&self, id: &OpId) -> Option<&Op> {
+        self.ops.get(id)
     }
 
     /// The ops of a snapshot [`Index::seal`] made with `key`.
@@ -607,6 +608,74 @@ impl Index {
             crate::crypto::open_box(key, SNAPSHOT_CONTEXT, sealed).map_err(|_| IndexError::Sealed)?;
         decode_ops(&packed)
     }
+}
+
+/// What a device publishes between two checkpoints (full snapshots, [`Index::seal`]): the
+/// ops it took in since its previous publication, and that publication's file (its cap),
+/// so a reader follows the chain back until it reaches what it has merged, or a checkpoint.
+/// A change costs what changed, not the whole index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    /// The cap of the publication this one follows (a delta or a checkpoint).
+    pub prev: String,
+    /// That publication's sequence number: a reader that merged it stops there.
+    pub prev_seq: u64,
+    /// The sequence number of the publication that made it.
+    pub seq: u64,
+    /// Deltas since the checkpoint, this one included.
+    pub depth: u32,
+    pub ops: Vec<Op>,
+}
+
+/// A published head's file: a checkpoint (every op) or a delta.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeadFile {
+    Checkpoint(Vec<Op>),
+    Delta(Delta),
+}
+
+impl Delta {
+    /// Compressed and sealed with `key` (the user's index key).
+    pub fn seal(&self, key: &[u8; 32]) -> Result<Vec<u8>, IndexError> {
+        seal_json(key, DELTA_MAGIC, DELTA_CONTEXT, self)
+    }
+}
+
+/// `magic` ‖ `value` as JSON, compressed and sealed with `key` under `context`.
+fn seal_json(
+    key: &[u8; 32],
+    magic: &[u8; 4],
+    context: &[u8],
+    value: &impl Serialize,
+) -> Result<Vec<u8>, IndexError> {
+    let json = serde_json::to_vec(value).map_err(|e| IndexError::Malformed(e.to_string()))?;
+    let packed = zstd::encode_all(&json[..], 3).map_err(|e| IndexError::Malformed(e.to_string()))?;
+    let sealed =
+        crate::crypto::seal_box(key, context, &packed).map_err(|e| IndexError::Malformed(e.to_string()))?;
+    let mut out = magic.to_vec();
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// A head's file, sealed with `key`: a checkpoint or a delta, bounded as snapshots are.
+pub fn open_head(key: &[u8; 32], bytes: &[u8]) -> Result<HeadFile, IndexError> {
+    if bytes.starts_with(SNAPSHOT_MAGIC) {
+        return Index::open(key, bytes).map(HeadFile::Checkpoint);
+    }
+    if bytes.len() > MAX_SNAPSHOT {
+        return Err(IndexError::Malformed(format!("{} bytes; the limit is {MAX_SNAPSHOT}", bytes.len())));
+    }
+    let sealed = bytes.strip_prefix(DELTA_MAGIC).ok_or(IndexError::Malformed("not an index head".into()))?;
+    let packed = crate::crypto::open_box(key, DELTA_CONTEXT, sealed).map_err(|_| IndexError::Sealed)?;
+    let delta: Delta =
+        serde_json::from_slice(&unpack(&packed)?).map_err(|e| IndexError::Malformed(e.to_string()))?;
+    if delta.ops.len() > MAX_OPS {
+        return Err(IndexError::Malformed(format!("{} ops; the limit is {MAX_OPS}", delta.ops.len())));
+    }
+    if delta.prev.len() > crate::caps::MAX_CAP_LEN {
+        return Err(IndexError::Malformed("a delta whose previous head is no cap".into()));
+    }
+    Ok(HeadFile::Delta(delta))
 }
 
 /// Ops from compressed JSON, bounded in count and size.
@@ -929,6 +998,24 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 1;
         assert_eq!(Index::open(&[1; 32], &bad), Err(IndexError::Sealed));
+    }
+
+    #[test]
+    fn heads_are_checkpoints_or_deltas_and_open_only_with_the_key() {
+        let mut ix = Index::new();
+        ix.put(7, "a/b", entry("X"), false).unwrap();
+        let op = ix.ops().next().unwrap().clone();
+        let delta =
+            Delta { prev: "jewel:r1:prev".into(), prev_seq: 41, seq: 42, depth: 3, ops: vec![op.clone()] };
+        let sealed = delta.seal(&[1; 32]).unwrap();
+        assert!(sealed.len() < 1024, "a delta of one op is small: {} bytes", sealed.len());
+        assert_eq!(open_head(&[1; 32], &sealed), Ok(HeadFile::Delta(delta)));
+        assert_eq!(open_head(&[2; 32], &sealed), Err(IndexError::Sealed));
+        assert_eq!(open_head(&[1; 32], &ix.seal(&[1; 32]).unwrap()), Ok(HeadFile::Checkpoint(vec![op])));
+        assert!(matches!(open_head(&[1; 32], b"JIX9whatever"), Err(IndexError::Malformed(_))));
+        let mut bad = sealed;
+        bad[10] ^= 1;
+        assert_eq!(open_head(&[1; 32], &bad), Err(IndexError::Sealed));
     }
 
     #[test]

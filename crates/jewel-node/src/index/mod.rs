@@ -58,6 +58,9 @@ const MAX_DEVICES: usize = 64;
 const ANSWER_EVERY: Duration = Duration::from_secs(2);
 /// The name a pack's record carries (`jewel dir`).
 pub(crate) const PACK_NAME: &str = ".jewel-pack";
+/// Deltas a chain holds before the next publication is a checkpoint: a reader follows at
+/// most this many back.
+const MAX_DELTAS: usize = 16;
 /// Ops per gossip message at most (a pack's change can hold thousands).
 const OPS_PER_MESSAGE: usize = 256;
 /// The largest folder node read, in bytes.
@@ -993,21 +996,38 @@ impl IndexService {
     /// in two signed records (this device's slot, and the user's latest).
     async fn publish_head(self: &Arc<Self>) -> Result<(), IndexOpError> {
         let Some(user) = self.user() else { return Ok(()) };
-        let (sealed, count) = self.with(|ix| (ix.seal(&user.index_key()), ix.len()));
+        let key = user.index_key();
+        let head = self.state.head()?;
+        let chain = self.state.chain()?;
+        let seq = self.next_seq(head.seq);
+        // A delta of what came since the last publication while the chain is short and the
+        // delta small next to the whole; else a checkpoint (every op), which starts a chain.
+        let (sealed, count, upto, delta) = self.with(|ix| -> Result<_, IndexOpError> {
+            let count = ix.len();
+            let (upto, fresh) = self.state.ops_after(chain.upto)?;
+            let follows =
+                head.cap.clone().filter(|_| !chain.caps.is_empty() && chain.caps.len() <= MAX_DELTAS);
+            match follows {
+                Some(prev) if fresh.len().saturating_mul(4) < count => {
+                    let ops = fresh.iter().filter_map(|id| ix.op(id).cloned()).collect();
+                    let depth = u32::try_from(chain.caps.len()).unwrap_or(u32::MAX);
+                    let delta = index::Delta { prev, prev_seq: head.seq, seq, depth, ops };
+                    Ok((delta.seal(&key)?, count, upto, true))
+                }
+                _ => Ok((ix.seal(&key)?, count, upto, false)),
+            }
+        })?;
         if count == 0 {
             return Ok(());
         }
-        let cap = self.files.store(sealed?, ".jewel-index").await?;
+        let published = sealed.len();
+        let cap = self.files.store(sealed, ".jewel-index").await?;
         let (peer, addrs) = self.net.whereabouts().await?;
         let value = HeadValue { cap: cap.clone(), device: self.device, peer, addrs };
         let value = serde_json::to_vec(&value).map_err(|e| IndexError::Malformed(e.to_string()))?;
-        let seq = self.next_seq(self.state.head()?.seq);
-        let key = user.index_key();
         let mine = NameRecord::sign(user.signing_key(), names::device_slot(self.device), seq, &key, &value)?;
         let latest = NameRecord::sign(user.signing_key(), names::LATEST_SLOT, seq, &key, &value)?;
         let (mine, latest) = (mine.encode()?, latest.encode()?);
-        // The cap it replaces becomes the previous once this one is found (below).
-        let previous = self.state.head()?.cap;
         let new_cap = cap.clone();
         self.state
             .update_head(move |h| {
@@ -1026,22 +1046,24 @@ impl IndexService {
         if found.is_none_or(|r| r.seq < seq) {
             return Err(IndexOpError::NoRecord("this device's index head, just published,".into()));
         }
-        // The snapshot before the one just replaced goes (one is kept for readers that
-        // resolved the previous record a moment ago).
-        let older = self.state.head()?.previous;
-        let kept = previous.clone();
-        self.state
-            .update_head(move |h| {
-                h.ops = count as u64;
-                if kept.is_some() {
-                    h.previous = kept.clone();
-                }
-            })
-            .await?;
-        tracing::info!(seq, ops = count, "published the index head");
-        if let Some(old) = older.filter(|o| Some(o) != previous.as_ref() && *o != cap) {
+        // The chain grows by a delta; a checkpoint starts a new one, and the chain before
+        // the one it replaces goes (that one is kept for readers that resolved its head a
+        // moment ago).
+        let mut next = chain.clone();
+        next.upto = upto;
+        let freed = if delta {
+            next.caps.push(cap.clone());
+            Vec::new()
+        } else {
+            next.previous = std::mem::replace(&mut next.caps, vec![cap.clone()]);
+            chain.previous.clone()
+        };
+        self.state.set_chain(next).await?;
+        self.state.update_head(move |h| h.ops = count as u64).await?;
+        tracing::info!(seq, ops = count, bytes = published, delta, "published the index head");
+        for old in freed.into_iter().filter(|o| *o != cap) {
             if let Err(e) = self.files.release(&old).await {
-                tracing::debug!(error = %e, "an old index snapshot was not released");
+                tracing::debug!(error = %e, "an old index head was not released");
             }
         }
         Ok(())
@@ -1112,16 +1134,40 @@ impl IndexService {
         let value: HeadValue = serde_json::from_slice(&record.open(&user.index_key())?)
             .map_err(|e| IndexError::Malformed(e.to_string()))?;
         let mut merged = 0;
+        // The device's own slot says how far its chain was merged.
+        let device_key: [u8; 32] =
+            blake3::hash(&names::key(pubkey, &names::device_slot(value.device))).into();
         if value.device != self.device {
             self.net.meet(&value.peer, &value.addrs).await;
-            let bytes = self.files.read(&value.cap, None, index::MAX_SNAPSHOT as u64).await?;
-            let ops = Index::open(&user.index_key(), &bytes)?;
-            merged = self.merge_ops(ops).await?;
+            let merged_upto = self.state.seen(device_key)?;
+            // Back along the chain, to what was merged or to a checkpoint.
+            let mut next = Some(value.cap.clone());
+            let mut walked = 0;
+            while let Some(cap) = next.take() {
+                walked += 1;
+                if walked > MAX_DELTAS + 2 {
+                    return Err(
+                        IndexError::Malformed("an index chain longer than any device makes".into()).into()
+                    );
+                }
+                let bytes = self.files.read(&cap, None, index::MAX_SNAPSHOT as u64).await?;
+                let ops = match index::open_head(&user.index_key(), &bytes)? {
+                    index::HeadFile::Checkpoint(ops) => ops,
+                    index::HeadFile::Delta(d) => {
+                        next = Some(d.prev).filter(|_| d.prev_seq > merged_upto);
+                        d.ops
+                    }
+                };
+                merged += self.merge_ops(ops).await?;
+            }
             if merged > 0 {
-                tracing::info!(merged, "merged index changes from another device's head");
+                tracing::info!(merged, heads = walked, "merged index changes from another device's head");
             }
         }
         self.state.set_seen(seen_key, record.seq).await?;
+        if device_key != seen_key && self.state.seen(device_key)? < record.seq {
+            self.state.set_seen(device_key, record.seq).await?;
+        }
         Ok(merged)
     }
 

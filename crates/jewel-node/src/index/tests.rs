@@ -479,3 +479,65 @@ async fn an_op_from_the_future_is_refused_until_its_time() {
     assert_eq!(behind.svc.receive_gossip(&msg).await.unwrap(), 1, "within a day: merged");
     assert_eq!(paths(&behind, "").await, vec!["later.txt", "mine.txt"]);
 }
+
+/// Sync that costs what changed (issue 22): after a checkpoint of 2 000 entries, a change of
+/// one file publishes a delta of well under 4 KiB, not the whole index again; a device that
+/// merged the checkpoint reads only the delta; a new device merges the whole chain. After
+/// `MAX_DELTAS` deltas the next publication is a checkpoint, and the chain before the one
+/// it replaces is released (the one it replaces is kept for readers on their way).
+#[tokio::test]
+async fn publications_are_deltas_between_checkpoints() {
+    let lab = Lab::new();
+    let a = lab.device();
+    let entries = (0..2000)
+        .map(|i| {
+            let e = Entry {
+                cap: cap_of(b"f", i),
+                size: 1,
+                mtime: 5,
+                scheme: "replicate:1".into(),
+                hash: String::new(),
+                mode: 0o644,
+            };
+            (format!("d/f{i}.txt"), e)
+        })
+        .collect();
+    a.svc.put_many(entries, false, None).await.unwrap();
+    a.svc.publish_head().await.unwrap();
+    let head_size = |d: &Device| {
+        let cap = d.state.head().unwrap().cap.unwrap();
+        lock(&lab.world.files)[&cap].len()
+    };
+    let whole = head_size(&a);
+    assert!(whole > 20_000, "the checkpoint holds every entry: {whole} bytes");
+    let b = lab.device();
+    assert_eq!(b.svc.catch_up().await.unwrap(), 2000);
+
+    lab.clock.advance(1);
+    put(&a, "d/f7.txt", "changed").await.unwrap();
+    a.svc.publish_head().await.unwrap();
+    let delta = head_size(&a);
+    assert!(delta < 4096, "one change publishes {delta} bytes (the whole index is {whole})");
+    let reads = lab.world.reads.load(Ordering::Relaxed);
+    assert_eq!(b.svc.catch_up().await.unwrap(), 1);
+    assert_eq!(lab.world.reads.load(Ordering::Relaxed), reads + 1, "only the delta is read");
+    let c = lab.device();
+    assert_eq!(c.svc.catch_up().await.unwrap(), 2001, "a new device merges the chain");
+    assert_eq!(c.svc.files(), 2000);
+
+    // The chain's length is bounded: a checkpoint after MAX_DELTAS deltas.
+    let first = a.state.chain().unwrap().caps[0].clone();
+    // The first delta, MAX_DELTAS - 1 more, a checkpoint, MAX_DELTAS deltas, a checkpoint.
+    for round in 0..2 * MAX_DELTAS + 1 {
+        lab.clock.advance(1);
+        put(&a, &format!("more/{round}.txt"), "x").await.unwrap();
+        a.svc.publish_head().await.unwrap();
+        assert!(a.state.chain().unwrap().caps.len() <= MAX_DELTAS + 1);
+    }
+    let chain = a.state.chain().unwrap();
+    assert!(!chain.previous.contains(&first) && !chain.caps.contains(&first));
+    assert!(lock(&a.files.released).contains(&first), "the chain before the last is released");
+    let d = lab.device();
+    assert_eq!(d.svc.catch_up().await.unwrap(), a.svc.with(|ix| ix.len()));
+    assert_eq!(paths(&d, "more").await.len(), 2 * MAX_DELTAS + 1);
+}

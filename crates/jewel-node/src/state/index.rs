@@ -21,11 +21,38 @@ const SEEN: TableDefinition<[u8; 32], u64> = TableDefinition::new("index_seen");
 const FOLDER_NODES: TableDefinition<[u8; 32], &str> = TableDefinition::new("index_folder_nodes");
 /// A name's label → its signed record, as published (republished every half hour).
 const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("index_names");
+/// The order ops came in: a counter → the op's id (clock, device). What this device has
+/// not published yet is what came after its last publication.
+const ORDER: TableDefinition<u64, (u64, u64)> = TableDefinition::new("index_order");
+/// This device's chain of publications since its last checkpoint, one row (JSON of
+/// [`Chain`]).
+const CHAIN: TableDefinition<(), &[u8]> = TableDefinition::new("index_chain");
 /// This device's id, in [`META`].
 const DEVICE: &str = "index_device";
 
 /// Layout 1's bag, read only to migrate it.
 const INDEX_META: TableDefinition<&str, &[u8]> = TableDefinition::new("index_meta");
+
+/// This device's published chain: a checkpoint (every op) and the deltas after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Chain {
+    /// The last op (by the order counter) the published chain holds.
+    pub upto: u64,
+    /// The caps of the chain: its checkpoint first, then its deltas.
+    pub caps: Vec<String>,
+    /// The chain before (kept for readers that resolved its head a moment ago).
+    pub previous: Vec<String>,
+}
+
+/// Appends ops to the order they came in, in the transaction that keeps them.
+pub(super) fn order_ops(tx: &WriteTransaction, ops: &[jewel::index::Op]) -> Result<(), StateError> {
+    let mut t = tx.open_table(ORDER)?;
+    let first = t.last()?.map_or(0, |(k, _)| k.value()) + 1;
+    for (at, op) in (first..).zip(ops) {
+        t.insert(at, (op.id.clock, op.id.device))?;
+    }
+    Ok(())
+}
 
 /// What this device published last as its head.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -98,6 +125,35 @@ impl StateStore {
             };
             change(&mut head);
             put_head(tx, &head)
+        })
+    }
+
+    /// The ops that came after the `after`th (by the order counter), and the last counter
+    /// (`after` if none came).
+    pub fn ops_after(&self, after: u64) -> Result<(u64, Vec<jewel::index::OpId>), StateError> {
+        let Some((_tx, t)) = self.open_read(ORDER)? else { return Ok((after, Vec::new())) };
+        let (mut last, mut ids) = (after, Vec::new());
+        for row in t.range(after.saturating_add(1)..)? {
+            let (k, v) = row?;
+            let (clock, device) = v.value();
+            last = k.value();
+            ids.push(jewel::index::OpId { clock, device });
+        }
+        Ok((last, ids))
+    }
+
+    /// This device's published chain (empty before its first publication).
+    pub fn chain(&self) -> Result<Chain, StateError> {
+        let Some((_tx, t)) = self.open_read(CHAIN)? else { return Ok(Chain::default()) };
+        let Some(v) = t.get(())? else { return Ok(Chain::default()) };
+        serde_json::from_slice(v.value()).map_err(|e| self.damaged(format!("the index chain: {e}")))
+    }
+
+    pub fn set_chain(&self, chain: Chain) -> Pending<()> {
+        self.write(Durability::Durable, move |tx| {
+            let bytes = serde_json::to_vec(&chain)?;
+            tx.open_table(CHAIN)?.insert((), bytes.as_slice())?;
+            Ok(())
         })
     }
 

@@ -19,6 +19,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use crate::api::{Audit, PendingRelease, Settings};
 
 mod index;
+pub use index::Chain;
 pub use index::Head;
 pub use jewel::writer::{Durability, Writer, WriterError, MAX_BATCH, WRITE_QUEUE};
 /// A change handed to the state's writer (see [`jewel::writer`]).
@@ -630,6 +631,7 @@ impl StateStore {
                 let bytes = serde_json::to_vec(op)?;
                 t.insert((op.id.clock, op.id.device), bytes.as_slice())?;
             }
+            index::order_ops(tx, &ops)?;
             let mut files = tx.open_table(FILES)?;
             if let Some((id, record)) = &new_file {
                 let bytes = serde_json::to_vec(record)?;
