@@ -692,7 +692,8 @@ pub fn status(home: Option<&Path>, json: bool) -> Result<()> {
         let saved = if !ix.shared {
             "kept on this node only: `jewel id init` shares it with your other devices".to_string()
         } else if ix.published_changes == ix.changes {
-            "all published".to_string()
+            let kind = if ix.last_head_delta { "the changes since the one before" } else { "every change" };
+            format!("all published; the last publication: {} bytes, {kind}", ix.last_head_bytes)
         } else {
             format!("{} of them published so far", ix.published_changes)
         };

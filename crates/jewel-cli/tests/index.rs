@@ -808,3 +808,34 @@ fn small_files_go_in_packs_and_come_back_one_by_one_or_whole() {
         (!files["files"].as_object().unwrap().contains_key(&pack_id)).then_some(())
     });
 }
+
+/// Sync that costs what changed (issue 22): after a tree is put, a change of one file
+/// publishes a delta of a few hundred bytes (`jewel status` says what the last publication
+/// was), not the whole index; a new device recovers everything through the chain.
+#[test]
+fn a_change_publishes_what_changed_and_a_new_device_gets_it_all() {
+    let _one = exclusive();
+    let mut net = Devnet::start(Path::new(BIN), 4, |_| Vec::new());
+    let phrase = net.peers[0].json(&["id", "init", "--json"])["phrase"].as_str().unwrap().to_string();
+    let src = net.path("docs");
+    for i in 0..400u32 {
+        write(&src.join(format!("f{i}.txt")), format!("file {i}").as_bytes());
+    }
+    let me = &net.peers[0];
+    me.ok(&["put", "-r", src.to_str().unwrap(), "--scheme", SCHEME]);
+    let whole = me.json(&["status", "--json"])["index"].clone();
+    let one = net.path("one.txt");
+    write(&one, b"changed");
+    me.ok(&["put", one.to_str().unwrap(), "--as", "docs/f7.txt", "--scheme", SCHEME]);
+    let ix = me.json(&["status", "--json"])["index"].clone();
+    assert_eq!(ix["last_head_delta"], true, "{ix}");
+    let bytes = ix["last_head_bytes"].as_u64().unwrap();
+    assert!(bytes < 4096 && bytes * 10 < whole["last_head_bytes"].as_u64().unwrap(), "{ix} after {whole}");
+    assert!(me.ok(&["status"]).contains("the changes since the one before"));
+    let fresh = net.add(&[]);
+    let new = &net.peers[fresh];
+    let o = new.cli().run_fed(&new.home, &["id", "recover"], phrase.as_bytes());
+    assert!(o.success(), "{}", o.stderr);
+    assert_eq!(paths(new, "docs").len(), 400);
+    assert_eq!(new.ok(&["get", "docs/f7.txt", "-o", "-"]), "changed");
+}

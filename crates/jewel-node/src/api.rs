@@ -843,6 +843,12 @@ pub struct IndexStatus {
     pub published_changes: u64,
     /// Whether the node holds a user identity (without one, the index stays here).
     pub shared: bool,
+    /// The bytes of the last head published, and whether it was a delta (the changes
+    /// since the one before) rather than a checkpoint (every change).
+    #[serde(default)]
+    pub last_head_bytes: u64,
+    #[serde(default)]
+    pub last_head_delta: bool,
 }
 
 /// A block the scrubber dropped.

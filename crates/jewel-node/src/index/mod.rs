@@ -312,7 +312,15 @@ impl IndexService {
         let (files, changes) = (self.files(), self.with(|ix| ix.len() as u64));
         let published_changes = self.state.head()?.ops;
         let shared = self.user().is_some();
-        Ok(crate::api::IndexStatus { files, changes, published_changes, shared })
+        let chain = self.state.chain()?;
+        Ok(crate::api::IndexStatus {
+            files,
+            changes,
+            published_changes,
+            shared,
+            last_head_bytes: chain.last_bytes,
+            last_head_delta: chain.last_delta,
+        })
     }
 
     /// Where a put of a file called `name` goes: `at`, or into it if it is a folder (or
@@ -1050,7 +1058,7 @@ impl IndexService {
         // the one it replaces goes (that one is kept for readers that resolved its head a
         // moment ago).
         let mut next = chain.clone();
-        next.upto = upto;
+        (next.upto, next.last_bytes, next.last_delta) = (upto, published as u64, delta);
         let freed = if delta {
             next.caps.push(cap.clone());
             Vec::new()

@@ -42,6 +42,11 @@ pub struct Chain {
     pub caps: Vec<String>,
     /// The chain before (kept for readers that resolved its head a moment ago).
     pub previous: Vec<String>,
+    /// The bytes of the last head published, and whether it was a delta.
+    #[serde(default)]
+    pub last_bytes: u64,
+    #[serde(default)]
+    pub last_delta: bool,
 }
 
 /// Appends ops to the order they came in, in the transaction that keeps them.
