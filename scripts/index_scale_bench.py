@@ -19,22 +19,14 @@ import sys
 import tempfile
 import time
 
+from benchlib import runner, timed
+
 BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/release/jewel")
 PEERS = int(sys.argv[2]) if len(sys.argv) > 2 else 30
 FILES = int(sys.argv[3]) if len(sys.argv) > 3 else 100000
 
 
-def jewel(home, *args, stdin=None):
-    r = subprocess.run([BIN, "--home", home, *args], input=stdin, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"jewel {' '.join(args)}: {r.stderr.strip()}")
-    return r
-
-
-def timed(f):
-    t = time.perf_counter()
-    out = f()
-    return time.perf_counter() - t, out
+jewel = runner(BIN)
 
 
 def rss_mib(home):

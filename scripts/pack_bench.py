@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 
+from benchlib import runner, timed
+
 BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/release/jewel")
 PEERS = int(sys.argv[2]) if len(sys.argv) > 2 else 10
 FILES = int(sys.argv[3]) if len(sys.argv) > 3 else 10000
@@ -29,17 +31,7 @@ SCHEME = sys.argv[4] if len(sys.argv) > 4 else "jewels:3/5"
 TREE = sys.argv[5] if len(sys.argv) > 5 else None
 
 
-def jewel(home, *args, stdin=None):
-    r = subprocess.run([BIN, "--home", home, *args], input=stdin, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"jewel {' '.join(args)}: {r.stderr.strip()}")
-    return r
-
-
-def timed(f):
-    t = time.perf_counter()
-    out = f()
-    return time.perf_counter() - t, out
+jewel = runner(BIN)
 
 
 def du(path):
