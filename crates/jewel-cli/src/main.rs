@@ -327,6 +327,11 @@ enum Command {
         #[command(subcommand)]
         command: NameCommand,
     },
+    /// Serve your files to other programs over HTTP, until Ctrl-C; prints the URL first.
+    Serve {
+        #[command(subcommand)]
+        command: ServeCommand,
+    },
     /// Rebuild the lost or damaged pieces of a file onto new peers (same ids, same cap).
     Repair {
         #[command(flatten)]
@@ -384,6 +389,21 @@ enum BenchCommand {
         idle_secs: u64,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ServeCommand {
+    /// A gateway for browsers and media players: `/jewel/CAP[/NAME]` (the cap is the
+    /// capability) and `/files/PATH` (your index, with the token in the printed URL), with
+    /// ranges, so a video seeks.
+    Gateway {
+        /// HOST:PORT to listen on (port 0: a free one).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Allow listening on an address other machines reach.
+        #[arg(long)]
+        public: bool,
     },
 }
 
@@ -690,6 +710,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Mv { from, to } => tree::mv(home, &from, &to),
         Command::Share { path } => tree::share(home, &path),
+        Command::Serve { command: ServeCommand::Gateway { listen, public } } => {
+            let req = jewel_node::api::ServeRequest { listen: Some(listen), public };
+            remote::serve(home, jewel_node::api::SERVE_GATEWAY_PATH, &req)
+        }
         Command::Name { command } => match command {
             NameCommand::Publish { target, label } => {
                 let cap = tree::resolve(home, &target.read()?, None)?;

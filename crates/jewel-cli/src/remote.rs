@@ -139,6 +139,33 @@ impl Api {
         Ok(())
     }
 
+    /// Runs a front-end the node serves while this request stays open (`path`, one of the
+    /// API's `serve` paths): `first` gets its first line; returns when the node ends it.
+    pub fn serve(
+        &self,
+        path: &str,
+        req: &api::ServeRequest,
+        first: impl FnOnce(api::ServeLine) -> Result<()>,
+    ) -> Result<()> {
+        use std::io::BufRead;
+        let url = format!("{}{}", self.base, path);
+        let r =
+            self.agent.post(&url).header("authorization", &format!("Bearer {}", self.token)).send_json(req);
+        let mut resp = r.with_context(|| format!("cannot reach the node's API at {}", self.base))?;
+        if !resp.status().is_success() {
+            let body: ErrorBody =
+                resp.body_mut().read_json().context("the node sent a malformed error reply")?;
+            bail!("{}", body.error);
+        }
+        let mut lines = std::io::BufReader::new(resp.body_mut().with_config().reader()).lines();
+        let line = lines.next().context("the node ended the front-end at once")??;
+        first(serde_json::from_str(&line).context("the node sent a malformed first line")?)?;
+        for line in lines {
+            line.context("the connection to the node broke")?;
+        }
+        bail!("the node stopped serving (it is stopping, or its API went away)")
+    }
+
     /// Calls an endpoint that takes no request body.
     pub fn fetch<E: Endpoint<Request = NoBody>>(&self) -> Result<E::Response> {
         self.call::<E>(&NoBody {})
@@ -622,6 +649,18 @@ fn reached(r: &api::Reachability) -> String {
     } else {
         format!("not known to be reachable from outside yet (no relay reservation){punched}{double}")
     }
+}
+
+/// `jewel serve …`: prints the front-end's URL as the first line, and serves until
+/// Ctrl-C (or the node stops).
+pub fn serve(home: Option<&Path>, path: &str, req: &api::ServeRequest) -> Result<()> {
+    let api = Api::open(home)?;
+    api.serve(path, req, |line| {
+        outln!("{}", line.url);
+        std::io::stdout().flush()?;
+        eprintln!("serving until Ctrl-C");
+        Ok(())
+    })
 }
 
 pub fn dir(home: Option<&Path>, json: bool) -> Result<()> {

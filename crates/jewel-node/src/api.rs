@@ -89,6 +89,31 @@ pub const WATCH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// CAP -o -` reads so: nothing is written to disk.
 pub const READ_PATH: &str = "/v1/read";
 
+/// Runs an HTTP gateway (see the node's `gateway` module) while the request stays open:
+/// `POST /v1/serve/gateway` with a [`ServeRequest`]; the reply is a stream of lines, the
+/// first a [`ServeLine`], then a blank line every few seconds; closing it stops the gateway.
+pub const SERVE_GATEWAY_PATH: &str = "/v1/serve/gateway";
+
+/// Where a front-end listens.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeRequest {
+    /// `HOST:PORT` (port 0: any free one); 127.0.0.1:0 if absent.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Allow an address other than loopback.
+    #[serde(default)]
+    pub public: bool,
+}
+
+/// A front-end's first line: where it listens, and the token its protected routes need.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServeLine {
+    /// `http://jewel:TOKEN@HOST:PORT/`.
+    pub url: String,
+    pub token: String,
+}
+
 /// The request of [`READ_PATH`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -820,6 +845,10 @@ pub struct StatusResponse {
     /// segment, and leaves its part file to resume from).
     #[serde(default)]
     pub gets_running: usize,
+    /// The users' transfers running now: puts, gets, and reads streamed to a client (a
+    /// gateway's, say); one whose client went away ends.
+    #[serde(default)]
+    pub transfers_running: usize,
     /// The user's index on this node.
     #[serde(default)]
     pub index: Option<IndexStatus>,

@@ -304,6 +304,7 @@ async fn status_(State(s): S) -> Reply<api::Status> {
         dropped: s.node.state.dropped()?.into_iter().map(|(id, at)| api::DroppedBlock { id, at }).collect(),
         puts_running: s.node.reading.load(std::sync::atomic::Ordering::SeqCst),
         gets_running: s.node.gets.lock().map_or(0, |g| g.len()),
+        transfers_running: s.node.users.active(),
         index: Some(s.node.index.status()?),
         reach: Some(net.reachability().await?),
         state_commits: s.node.state.commits(),
@@ -402,6 +403,65 @@ async fn read_stream(State(s): S, Body(req): Body<api::ReadRequest>) -> Response
         }
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// How often an open gateway request is sent a blank line (a client gone is noticed then).
+const SERVE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `POST /v1/serve/gateway`: binds the gateway's listener, answers its URL as the first
+/// line, and serves it until this request's client goes away (or the node stops).
+async fn serve_gateway(State(s): S, Body(req): Body<api::ServeRequest>) -> Response {
+    let listen = req.listen.unwrap_or_else(|| "127.0.0.1:0".to_string());
+    let Ok(addr) = listen.parse::<std::net::SocketAddr>() else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            format!("--listen {listen}: expected HOST:PORT, e.g. 127.0.0.1:8080"),
+        )
+        .into_response();
+    };
+    if !addr.ip().is_loopback() && !req.public {
+        return status(
+            StatusCode::BAD_REQUEST,
+            format!("--listen {listen} is reachable from other machines: pass --public to mean it"),
+        )
+        .into_response();
+    }
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            return status(StatusCode::CONFLICT, format!("cannot listen on {listen}: {e}")).into_response()
+        }
+    };
+    let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
+    let mut secret = [0u8; 16];
+    let _ = jewel::crypto::fill_random(&mut secret);
+    let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let line = api::ServeLine { url: format!("http://jewel:{token}@{bound}/"), token: token.clone() };
+    let gateway = Arc::new(crate::gateway::Gateway::new(s.node.clone(), token));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let app = crate::gateway::router(gateway);
+        if let Err(e) = crate::serve::serve(listener, app, async move { drop(stopped.await) }).await {
+            tracing::warn!(error = %e, "the gateway stopped");
+        }
+    });
+    tracing::info!(addr = %bound, "gateway up");
+    let mut first = serde_json::to_vec(&line).unwrap_or_default();
+    first.push(b'\n');
+    // The stream holds `stop`: dropped (the client went away), the gateway stops.
+    let lines = futures::stream::unfold((Some(first), stop), |(first, stop)| async move {
+        match first {
+            Some(line) => Some((Ok::<_, std::io::Error>(line), (None, stop))),
+            None => {
+                tokio::time::sleep(SERVE_HEARTBEAT).await;
+                Some((Ok(b"\n".to_vec()), (None, stop)))
+            }
+        }
+    });
+    Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/x-ndjson")
+        .body(axum::body::Body::from_stream(lines))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 async fn get_file(State(s): S, Body(req): Req<api::Get>) -> Reply<api::Get> {
@@ -525,6 +585,7 @@ pub(crate) fn router(served: Arc<Served>) -> Router {
         .route(api::PUT_STREAM_PATH, post(put_stream))
         .route(at::<api::Get>(), post(get_file))
         .route(api::READ_PATH, post(read_stream))
+        .route(api::SERVE_GATEWAY_PATH, post(serve_gateway))
         .route(api::WATCH_PATH, post(watch_progress))
         .route(at::<api::Check>(), post(check))
         .route(at::<api::Repair>(), post(repair))

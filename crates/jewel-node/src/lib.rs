@@ -19,6 +19,7 @@ pub mod audit;
 pub mod bridge;
 pub mod client;
 pub mod daemon;
+mod gateway;
 mod http;
 pub mod identity;
 pub mod index;

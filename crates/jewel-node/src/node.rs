@@ -969,25 +969,13 @@ impl Node {
     /// What a get of `cap` (or `range` of it) starts from, once everything a user can get
     /// wrong is checked (the cap, the range, the key) and the file is found.
     async fn ready_to_get(&self, cap: &str, range: Option<(u64, u64)>) -> Result<Ready, GetError> {
-        let (cap, slice) = match Cap::parse(cap)? {
-            Cap::Read(r) => (r, None),
-            Cap::Slice(s) => (s.pack.clone(), Some(s)),
-            Cap::Verify(_) => return Err(CapError::NotReadCap.into()),
-        };
         if let Some((start, end)) = range {
             if start > end {
                 return Err(GetError::Range { start, end });
             }
         }
-        let (manifest, located) = self.locate(cap.manifest).await.map_err(GetError::Locate)?;
-        // A packed file: its range of the pack, checked against the pack's length.
-        let (len, first) = match &slice {
-            Some(s) if s.offset + s.len > manifest.file_len => {
-                return Err(GetError::PackTooShort { end: s.offset + s.len, len: manifest.file_len })
-            }
-            Some(s) => (s.len, s.offset),
-            None => (manifest.file_len, 0),
-        };
+        let Opened { cap, slice, manifest, located } = self.open_cap(cap).await?;
+        let (len, first) = slice.as_ref().map_or((manifest.file_len, 0), |s| (s.len, s.offset));
         if let Some((start, _)) = range {
             if start >= len && start > 0 {
                 return Err(GetError::PastEnd { start, len });
@@ -998,11 +986,37 @@ impl Node {
             (Some(_), Some((start, end))) => (Some((first + start, first + end.min(len))), None),
             (None, r) => (r.map(|(start, end)| (start, end.min(len))), None),
         };
-        manifest.check_key(&cap.key).map_err(GetError::Key)?;
         let fetch = NetFetch::new(self.blocks.clone(), &manifest, &located)
             .map_err(GetError::Locate)?
             .with_local(&self.store);
         Ok(Ready { cap, manifest, located, fetch, range, hash })
+    }
+
+    /// The file a cap reads, found, its key checked, and (for a packed file) its place
+    /// checked against its pack's length.
+    async fn open_cap(&self, cap: &str) -> Result<Opened, GetError> {
+        let (cap, slice) = match Cap::parse(cap)? {
+            Cap::Read(r) => (r, None),
+            Cap::Slice(s) => (s.pack.clone(), Some(s)),
+            Cap::Verify(_) => return Err(CapError::NotReadCap.into()),
+        };
+        let (manifest, located) = self.locate(cap.manifest).await.map_err(GetError::Locate)?;
+        if let Some(s) = slice.as_ref().filter(|s| s.offset + s.len > manifest.file_len) {
+            return Err(GetError::PackTooShort { end: s.offset + s.len, len: manifest.file_len });
+        }
+        manifest.check_key(&cap.key).map_err(GetError::Key)?;
+        Ok(Opened { cap, slice, manifest, located })
+    }
+
+    /// What a reader needs before it reads the file a cap names (the gateway): its length,
+    /// a tag naming its content (the manifest id; for a packed file, with its place), and
+    /// its segment size.
+    pub async fn describe_read(&self, cap: &str) -> Result<(u64, String, u32), GetError> {
+        let Opened { cap, slice, manifest, .. } = self.open_cap(cap).await?;
+        Ok(match slice {
+            Some(s) => (s.len, format!("{}-{}", cap.manifest, s.offset), manifest.segment_size),
+            None => (manifest.file_len, cap.manifest.to_string(), manifest.segment_size),
+        })
     }
 
     /// Streams a file (or `range` of it) as it decodes: returns its length and a bounded
@@ -1243,6 +1257,13 @@ impl<W: std::io::Write> std::io::Write for Hashing<W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+struct Opened {
+    cap: ReadCap,
+    slice: Option<jewel::caps::SliceCap>,
+    manifest: Manifest,
+    located: Vec<Option<PeerId>>,
 }
 
 struct Ready {

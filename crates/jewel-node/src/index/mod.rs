@@ -634,6 +634,12 @@ impl IndexService {
         Ok(())
     }
 
+    /// The cap of the file the index shows at `path` (the newest, if devices disagree).
+    pub(crate) fn cap_at(&self, path: &str) -> Option<String> {
+        let path = index::normalize(path).ok()?;
+        self.with(|ix| ix.entries(&path).last().map(|e| e.cap.clone()))
+    }
+
     /// The caps of the files the index shows, by content hash and scheme: a content put
     /// again is not stored again.
     pub(crate) fn caps_by_content(&self) -> std::collections::HashMap<(String, String), String> {

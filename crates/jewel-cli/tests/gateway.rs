@@ -1,0 +1,190 @@
+//! The HTTP gateway (issue 23, part 1) through the binary: `jewel serve gateway` on a node
+//! of a devnet, asked as a browser or a media player asks, with ranges.
+
+use std::io::{BufRead, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use jewel_testkit::{eventually, exclusive, Devnet};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jewel");
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// `jewel serve gateway` running (killed on drop): its URL without and with the token.
+struct Served {
+    child: Child,
+    base: String,
+    token: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(home: &Path) -> Served {
+    let mut child = Command::new(BIN)
+        .args(["--home", home.to_str().unwrap(), "serve", "gateway", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    // http://jewel:TOKEN@127.0.0.1:PORT/
+    let rest = line.trim().strip_prefix("http://jewel:").unwrap_or_else(|| panic!("first line: {line}"));
+    let (token, addr) = rest.split_once('@').unwrap();
+    Served { child, base: format!("http://{}", addr.trim_end_matches('/')), token: token.to_string() }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// GET (or HEAD) with headers: status, headers, body.
+fn ask(method: &str, url: &str, headers: &[(&str, &str)]) -> (u16, ureq::http::HeaderMap, Vec<u8>) {
+    let a = agent();
+    let mut req = if method == "HEAD" { a.head(url) } else { a.get(url) };
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.call().unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let mut body = Vec::new();
+    if method != "HEAD" {
+        resp.body_mut().with_config().limit(u64::MAX).reader().read_to_end(&mut body).unwrap();
+    }
+    (status, headers, body)
+}
+
+fn header<'a>(h: &'a ureq::http::HeaderMap, name: &str) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// What a browser and a media player do: the whole file, a range in the middle, the last
+/// bytes, past the end; `If-None-Match`, `If-Range`, `HEAD`; a type from the name or the
+/// content; the index by path with the token only; ways out of the index refused; nothing
+/// for what names no file.
+#[test]
+fn a_gateway_serves_files_by_cap_and_by_path_with_ranges() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 4, |_| Vec::new());
+    let me = &net.peers[0];
+    let data = random(3 << 20, 7);
+    let file = net.path("movie.bin");
+    std::fs::write(&file, &data).unwrap();
+    let cap = me.ok(&["put", file.to_str().unwrap(), "--as", "films/movie.bin", "--scheme", "replicate:2"]);
+    let cap = cap.trim().to_string();
+    let tree = net.path("notes");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("a.txt"), b"hello from a packed file").unwrap();
+    std::fs::write(tree.join("pic"), b"\x89PNG\r\n\x1a\n0000000000000000").unwrap();
+    me.ok(&["put", "-r", tree.to_str().unwrap(), "--scheme", "replicate:2"]);
+    let g = serve(&me.home);
+    let url = format!("{}/jewel/{cap}", g.base);
+
+    let (status, h, body) = ask("GET", &url, &[]);
+    assert_eq!((status, body.len()), (200, data.len()));
+    assert!(body == data, "the whole file");
+    assert_eq!(header(&h, "accept-ranges"), "bytes");
+    assert_eq!(header(&h, "content-security-policy"), "sandbox");
+    let etag = header(&h, "etag").to_string();
+    assert!(etag.len() > 60, "{etag}");
+
+    let (status, h, body) = ask("GET", &url, &[("Range", "bytes=1000000-1000099")]);
+    assert_eq!(status, 206);
+    assert_eq!(header(&h, "content-range"), format!("bytes 1000000-1000099/{}", data.len()));
+    assert!(body == data[1_000_000..1_000_100]);
+    let (status, _, body) = ask("GET", &url, &[("Range", "bytes=-10")]);
+    assert_eq!((status, body.as_slice()), (206, &data[data.len() - 10..]));
+    let (status, _, body) = ask("GET", &url, &[("Range", &format!("bytes={}-", data.len() - 5))]);
+    assert_eq!((status, body.as_slice()), (206, &data[data.len() - 5..]));
+    let (status, h, _) = ask("GET", &url, &[("Range", &format!("bytes={}-", data.len()))]);
+    assert_eq!((status, header(&h, "content-range")), (416, format!("bytes */{}", data.len()).as_str()));
+    // An ETag answers If-None-Match; If-Range with another tag sends the whole file.
+    assert_eq!(ask("GET", &url, &[("If-None-Match", &etag)]).0, 304);
+    let (status, _, body) = ask("GET", &url, &[("Range", "bytes=0-9"), ("If-Range", "\"other\"")]);
+    assert_eq!((status, body.len()), (200, data.len()));
+    let (status, h, body) = ask("HEAD", &url, &[]);
+    assert_eq!((status, header(&h, "content-length"), body.len()), (200, "3145728", 0));
+    // The type: from the name, or from the first bytes.
+    let (_, h, _) = ask("HEAD", &format!("{url}/clip.mp4"), &[]);
+    assert_eq!(header(&h, "content-type"), "video/mp4");
+    let pic = me.ok(&["ls", "notes/pic", "--json"]);
+    let pic: serde_json::Value = serde_json::from_str(&pic).unwrap();
+    let pic = pic["entries"][0]["caps"][0].as_str().unwrap().to_string();
+    let (status, h, _) = ask("GET", &format!("{}/jewel/{pic}", g.base), &[]);
+    assert_eq!((status, header(&h, "content-type")), (200, "image/png"), "a packed file, sniffed");
+
+    // The index, by path: the token only.
+    let by_path = format!("{}/files/notes/a.txt", g.base);
+    assert_eq!(ask("GET", &by_path, &[]).0, 401);
+    assert_eq!(ask("GET", &by_path, &[("Authorization", "Bearer nope")]).0, 401);
+    let auth = format!("Bearer {}", g.token);
+    let (status, h, body) = ask("GET", &by_path, &[("Authorization", &auth)]);
+    assert_eq!((status, body.as_slice()), (200, &b"hello from a packed file"[..]));
+    assert_eq!(header(&h, "content-type"), "text/plain");
+    let (status, _, body) = ask(
+        "GET",
+        &format!("{}/files/films/movie.bin", g.base),
+        &[("Authorization", &auth), ("Range", "bytes=5-9")],
+    );
+    assert_eq!((status, body.as_slice()), (206, &data[5..10]));
+    for bad in
+        ["/files/notes/../films/movie.bin", "/files/notes%2Fa.txt", "/files/notes/a%00.txt", "/files/nothing"]
+    {
+        let (status, _, body) = ask("GET", &format!("{}{bad}", g.base), &[("Authorization", &auth)]);
+        assert_eq!(status, 404, "{bad}");
+        assert_eq!(body, b"not found", "{bad}: no detail");
+    }
+    // What names no readable file: 404, no detail.
+    for bad in ["/jewel/nonsense", "/jewel/jewel:r1:aaaa", "/other"] {
+        let (status, _, body) = ask("GET", &format!("{}{bad}", g.base), &[]);
+        assert_eq!((status, body.as_slice()), (404, &b"not found"[..]), "{bad}");
+    }
+}
+
+/// A client that goes away mid-stream leaves nothing running (a read the client stopped
+/// reading would otherwise wait on it for ever), and Ctrl-C of `jewel serve gateway` stops
+/// the gateway.
+#[test]
+fn a_client_gone_mid_stream_leaves_nothing_running_and_the_gateway_ends_with_its_command() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 3, |_| Vec::new());
+    let me = &net.peers[0];
+    let file = net.path("big.bin");
+    std::fs::write(&file, random(48 << 20, 3)).unwrap();
+    let cap = me.ok(&["put", file.to_str().unwrap(), "--scheme", "replicate:2"]).trim().to_string();
+    let mut g = serve(&me.home);
+    let url = format!("{}/jewel/{cap}", g.base);
+    {
+        let mut resp = agent().get(&url).call().unwrap();
+        let mut first = [0u8; 4096];
+        resp.body_mut().as_reader().read_exact(&mut first).unwrap();
+        assert_eq!(me.json(&["status", "--json"])["transfers_running"], 1, "the read is running");
+    }
+    eventually("the read stopped once its client went", Duration::from_secs(20), || {
+        (me.json(&["status", "--json"])["transfers_running"] == 0).then_some(())
+    });
+    // Ctrl-C (here, a kill) of the command: the gateway is gone.
+    let _ = g.child.kill();
+    let _ = g.child.wait();
+    eventually("the gateway closed", Duration::from_secs(10), || {
+        agent().get(&url).call().is_err().then_some(())
+    });
+}
