@@ -188,3 +188,80 @@ fn a_client_gone_mid_stream_leaves_nothing_running_and_the_gateway_ends_with_its
         agent().get(&url).call().is_err().then_some(())
     });
 }
+
+/// Where a program the tests drive is, or why the test cannot run: CI installs it (see
+/// `.ci/run`); `JEWEL_SKIP_CLIENTS=1` skips these tests where it is not installed.
+fn client(program: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join(program)).find(|p| p.is_file()));
+    if found.is_none() {
+        assert!(
+            std::env::var("JEWEL_SKIP_CLIENTS").is_ok_and(|v| v == "1"),
+            "this test drives `{program}`: install it (.ci/run does: apt-get install chromium ffmpeg), or set JEWEL_SKIP_CLIENTS=1 to skip"
+        );
+        eprintln!("skipped: `{program}` is not installed and JEWEL_SKIP_CLIENTS=1");
+    }
+    found
+}
+
+/// A video (made here with ffmpeg) plays and seeks in headless Chromium, fetched from the
+/// gateway: the page loads its metadata, seeks to 15 s of 20 and plays on from there.
+#[test]
+fn a_video_plays_and_seeks_in_headless_chromium() {
+    let (Some(ffmpeg), Some(chromium)) = (client("ffmpeg"), client("chromium")) else { return };
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 3, |_| Vec::new());
+    let me = &net.peers[0];
+    let video = net.path("clip.webm");
+    let made = Command::new(ffmpeg)
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc=duration=20:size=640x360:rate=25")
+        .args(["-c:v", "libvpx", "-b:v", "1500k"])
+        .arg(&video)
+        .status()
+        .unwrap();
+    assert!(made.success(), "ffmpeg could not make the video");
+    let cap = me.ok(&["put", video.to_str().unwrap(), "--scheme", "replicate:2"]).trim().to_string();
+    let g = serve(&me.home);
+    let page = net.path("page.html");
+    let html = format!(
+        r#"<html><head><title>start</title></head><body>
+<video id="v" src="{}/jewel/{cap}/clip.webm" muted preload="auto"></video>
+<script>
+const v = document.getElementById('v');
+v.addEventListener('loadedmetadata', () => {{ document.title = 'meta:' + v.duration.toFixed(1); v.currentTime = 15.0; }});
+v.addEventListener('seeked', () => {{ document.title = 'seeked:' + v.currentTime.toFixed(1); v.play().catch(() => {{ document.title += ':refused'; }}); }});
+v.addEventListener('timeupdate', () => {{ if (v.currentTime > 15.5) document.body.dataset.played = v.currentTime.toFixed(1); }});
+v.addEventListener('error', () => {{ document.title = 'error:' + (v.error && v.error.code); }});
+</script></body></html>"#,
+        g.base
+    );
+    std::fs::write(&page, html).unwrap();
+    let profile = net.path("chromium-profile");
+    let out = Command::new(chromium)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--autoplay-policy=no-user-gesture-required",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--virtual-time-budget=30000", "--dump-dom"])
+        .arg(format!("file://{}", page.display()))
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("<title>seeked:15.0</title>"),
+        "the video did not seek: {}",
+        &dom[..dom.len().min(400)]
+    );
+    let played: f64 = dom
+        .split("data-played=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("the video did not play after the seek: {}", &dom[..dom.len().min(400)]));
+    assert!(played > 15.5, "{played}");
+}
