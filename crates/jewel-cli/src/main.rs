@@ -405,6 +405,19 @@ enum ServeCommand {
         #[arg(long)]
         public: bool,
     },
+    /// restic's REST backend over your index, one folder per repository:
+    /// `restic -r rest:URL/NAME/ init` (URL as printed, with its token).
+    Restic {
+        /// HOST:PORT to listen on (port 0: a free one).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Allow listening on an address other machines reach.
+        #[arg(long)]
+        public: bool,
+        /// The scheme restic's objects are stored with (the node's default if absent).
+        #[arg(long)]
+        scheme: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -711,8 +724,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Mv { from, to } => tree::mv(home, &from, &to),
         Command::Share { path } => tree::share(home, &path),
         Command::Serve { command: ServeCommand::Gateway { listen, public } } => {
-            let req = jewel_node::api::ServeRequest { listen: Some(listen), public };
+            let req = jewel_node::api::ServeRequest { listen: Some(listen), public, scheme: None };
             remote::serve(home, jewel_node::api::SERVE_GATEWAY_PATH, &req)
+        }
+        Command::Serve { command: ServeCommand::Restic { listen, public, scheme } } => {
+            let req = jewel_node::api::ServeRequest { listen: Some(listen), public, scheme };
+            remote::serve(home, jewel_node::api::SERVE_RESTIC_PATH, &req)
         }
         Command::Name { command } => match command {
             NameCommand::Publish { target, label } => {

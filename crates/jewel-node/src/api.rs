@@ -93,6 +93,8 @@ pub const READ_PATH: &str = "/v1/read";
 /// `POST /v1/serve/gateway` with a [`ServeRequest`]; the reply is a stream of lines, the
 /// first a [`ServeLine`], then a blank line every few seconds; closing it stops the gateway.
 pub const SERVE_GATEWAY_PATH: &str = "/v1/serve/gateway";
+/// restic's REST backend, run as [`SERVE_GATEWAY_PATH`] runs the gateway.
+pub const SERVE_RESTIC_PATH: &str = "/v1/serve/restic";
 
 /// Where a front-end listens.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -104,6 +106,9 @@ pub struct ServeRequest {
     /// Allow an address other than loopback.
     #[serde(default)]
     pub public: bool,
+    /// The scheme of what the front-end stores (the node's default if absent).
+    #[serde(default)]
+    pub scheme: Option<String>,
 }
 
 /// A front-end's first line: where it listens, and the token its protected routes need.

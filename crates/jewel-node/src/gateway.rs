@@ -172,7 +172,7 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// Whether the request carries the gateway's token: HTTP Basic (any user name) or Bearer.
-fn authorized(token: &str, headers: &HeaderMap) -> bool {
+pub(crate) fn authorized(token: &str, headers: &HeaderMap) -> bool {
     use base64::Engine;
     let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
     let given = if let Some(b) = auth.strip_prefix("Bearer ") {
@@ -224,7 +224,7 @@ fn range_of(value: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
 }
 
 /// Answers a read of `cap`: headers, then the bytes as they decode (see the module's doc).
-async fn serve(
+pub(crate) async fn serve(
     g: &Arc<Gateway>,
     cap: &str,
     name: Option<&str>,

@@ -348,9 +348,19 @@ async fn put_stream(
     query: Result<axum::extract::Query<api::PutStreamQuery>, axum::extract::rejection::QueryRejection>,
     body: axum::body::Body,
 ) -> Reply<api::Put> {
-    use futures::StreamExt;
     let axum::extract::Query(query) =
         query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad request: {}", e.body_text())))?;
+    Ok(Json(put_body(&s.node, &query, body).await?))
+}
+
+/// Stores a request's body (exactly `query.size` bytes) as [`Node::put_stream`] does, read
+/// as it arrives through a queue of [`BODY_QUEUE`] chunks.
+pub(crate) async fn put_body(
+    node: &Arc<Node>,
+    query: &api::PutStreamQuery,
+    body: axum::body::Body,
+) -> Result<api::PutResponse, PutError> {
+    use futures::StreamExt;
     let (tx, rx) = tokio::sync::mpsc::channel(BODY_QUEUE);
     let mut chunks = body.into_data_stream();
     let pump = async move {
@@ -364,8 +374,8 @@ async fn put_stream(
         }
     };
     let reader = BodyReader { rx, current: axum::body::Bytes::new() };
-    let (put, ()) = tokio::join!(s.node.put_stream(&query, Box::new(reader)), pump);
-    Ok(Json(put?))
+    let (put, ()) = tokio::join!(node.put_stream(query, Box::new(reader)), pump);
+    put
 }
 
 /// A streamed body as a blocking reader (for the blocking pool only).
@@ -408,9 +418,30 @@ async fn read_stream(State(s): S, Body(req): Body<api::ReadRequest>) -> Response
 /// How often an open gateway request is sent a blank line (a client gone is noticed then).
 const SERVE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// `POST /v1/serve/gateway`: binds the gateway's listener, answers its URL as the first
-/// line, and serves it until this request's client goes away (or the node stops).
+/// `POST /v1/serve/gateway`: the HTTP gateway (see [`serve_front`]).
 async fn serve_gateway(State(s): S, Body(req): Body<api::ServeRequest>) -> Response {
+    serve_front(&s, req, |node, token, _| {
+        crate::gateway::router(Arc::new(crate::gateway::Gateway::new(node, token)))
+    })
+    .await
+}
+
+/// `POST /v1/serve/restic`: restic's REST backend (see [`serve_front`]).
+async fn serve_restic(State(s): S, Body(req): Body<api::ServeRequest>) -> Response {
+    serve_front(&s, req, |node, token, scheme| {
+        crate::restic::router(Arc::new(crate::restic::Restic::new(node, token, scheme)))
+    })
+    .await
+}
+
+/// A front-end: binds its listener, answers its URL (with a fresh token) as the first
+/// line, and serves the router `make` gives until this request's client goes away (or the
+/// node stops).
+async fn serve_front(
+    s: &Arc<Served>,
+    req: api::ServeRequest,
+    make: impl FnOnce(Arc<Node>, String, Option<String>) -> Router,
+) -> Response {
     let listen = req.listen.unwrap_or_else(|| "127.0.0.1:0".to_string());
     let Ok(addr) = listen.parse::<std::net::SocketAddr>() else {
         return status(
@@ -426,6 +457,11 @@ async fn serve_gateway(State(s): S, Body(req): Body<api::ServeRequest>) -> Respo
         )
         .into_response();
     }
+    if let Some(spec) = &req.scheme {
+        if let Err(e) = jewel::codec::SchemeSpec::parse(spec) {
+            return status(StatusCode::BAD_REQUEST, format!("bad scheme: {e}")).into_response();
+        }
+    }
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -437,18 +473,17 @@ async fn serve_gateway(State(s): S, Body(req): Body<api::ServeRequest>) -> Respo
     let _ = jewel::crypto::fill_random(&mut secret);
     let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     let line = api::ServeLine { url: format!("http://jewel:{token}@{bound}/"), token: token.clone() };
-    let gateway = Arc::new(crate::gateway::Gateway::new(s.node.clone(), token));
+    let app = make(s.node.clone(), token, req.scheme);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        let app = crate::gateway::router(gateway);
         if let Err(e) = crate::serve::serve(listener, app, async move { drop(stopped.await) }).await {
-            tracing::warn!(error = %e, "the gateway stopped");
+            tracing::warn!(error = %e, "a front-end stopped");
         }
     });
-    tracing::info!(addr = %bound, "gateway up");
+    tracing::info!(addr = %bound, "front-end up");
     let mut first = serde_json::to_vec(&line).unwrap_or_default();
     first.push(b'\n');
-    // The stream holds `stop`: dropped (the client went away), the gateway stops.
+    // The stream holds `stop`: dropped (the client went away), the front-end stops.
     let lines = futures::stream::unfold((Some(first), stop), |(first, stop)| async move {
         match first {
             Some(line) => Some((Ok::<_, std::io::Error>(line), (None, stop))),
@@ -586,6 +621,7 @@ pub(crate) fn router(served: Arc<Served>) -> Router {
         .route(at::<api::Get>(), post(get_file))
         .route(api::READ_PATH, post(read_stream))
         .route(api::SERVE_GATEWAY_PATH, post(serve_gateway))
+        .route(api::SERVE_RESTIC_PATH, post(serve_restic))
         .route(api::WATCH_PATH, post(watch_progress))
         .route(at::<api::Check>(), post(check))
         .route(at::<api::Repair>(), post(repair))

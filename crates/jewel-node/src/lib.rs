@@ -28,6 +28,7 @@ mod node;
 mod pack;
 pub mod renew;
 pub mod repair;
+mod restic;
 pub mod serve;
 pub mod state;
 pub mod user;

@@ -1,5 +1,6 @@
-//! The HTTP gateway (issue 23, part 1) through the binary: `jewel serve gateway` on a node
-//! of a devnet, asked as a browser or a media player asks, with ranges.
+//! Real clients (issue 23) through the binary, on a node of a devnet: `jewel serve gateway`
+//! asked as a browser or a media player asks (with ranges; a video in headless Chromium),
+//! and `jewel serve restic` used by restic itself.
 
 use std::io::{BufRead, Read};
 use std::path::Path;
@@ -22,7 +23,7 @@ fn random(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// `jewel serve gateway` running (killed on drop): its URL without and with the token.
+/// `jewel serve KIND` running (killed on drop): its URL without the token, and the token.
 struct Served {
     child: Child,
     base: String,
@@ -37,8 +38,14 @@ impl Drop for Served {
 }
 
 fn serve(home: &Path) -> Served {
+    serve_kind(home, &["gateway"])
+}
+
+fn serve_kind(home: &Path, what: &[&str]) -> Served {
     let mut child = Command::new(BIN)
-        .args(["--home", home.to_str().unwrap(), "serve", "gateway", "--listen", "127.0.0.1:0"])
+        .args(["--home", home.to_str().unwrap(), "serve"])
+        .args(what)
+        .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -197,7 +204,7 @@ fn client(program: &str) -> Option<std::path::PathBuf> {
     if found.is_none() {
         assert!(
             std::env::var("JEWEL_SKIP_CLIENTS").is_ok_and(|v| v == "1"),
-            "this test drives `{program}`: install it (.ci/run does: apt-get install chromium ffmpeg), or set JEWEL_SKIP_CLIENTS=1 to skip"
+            "this test drives `{program}`: install it (.ci/run does: apt-get install chromium ffmpeg restic), or set JEWEL_SKIP_CLIENTS=1 to skip"
         );
         eprintln!("skipped: `{program}` is not installed and JEWEL_SKIP_CLIENTS=1");
     }
@@ -264,4 +271,84 @@ v.addEventListener('error', () => {{ document.title = 'error:' + (v.error && v.e
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(|| panic!("the video did not play after the seek: {}", &dom[..dom.len().min(400)]));
     assert!(played > 15.5, "{played}");
+}
+
+/// restic backs up to the network through `jewel serve restic`: `init`, `backup`,
+/// `snapshots`, `check --read-data` and `restore` pass, and the restored tree is exact. The
+/// objects are files of the index (`ls` shows the repository), and the wrong token is
+/// refused.
+#[test]
+fn restic_backs_up_and_restores_through_jewel() {
+    let Some(restic) = client("restic") else { return };
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 4, |_| Vec::new());
+    let me = &net.peers[0];
+    let src = net.path("home");
+    for i in 0..40u32 {
+        let dir = src.join(format!("d{}", i % 4));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i}.bin")), random(1000 + 5000 * i as usize, u64::from(i)))
+            .unwrap();
+    }
+    std::fs::write(src.join("big.bin"), random(6 << 20, 99)).unwrap();
+    let g = serve_kind(&me.home, &["restic", "--scheme", "replicate:2"]);
+    let url = format!("rest:{}/", g.base.replacen("http://", &format!("http://jewel:{}@", g.token), 1));
+    let run = |args: &[&str]| {
+        let out = Command::new(&restic)
+            .args(["-r", &format!("{url}photos/")])
+            .args(args)
+            .env("RESTIC_PASSWORD", "correct horse")
+            .env("RESTIC_CACHE_DIR", net.path("restic-cache"))
+            .output()
+            .unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "restic {args:?}: {text}");
+        text
+    };
+    run(&["init"]);
+    run(&["backup", "-q", src.to_str().unwrap()]);
+    assert!(run(&["snapshots"]).contains("1 snapshots"));
+    assert!(run(&["check", "--read-data"]).contains("no errors were found"));
+    let back = net.path("restored");
+    run(&["restore", "latest", "--target", back.to_str().unwrap()]);
+    let restored = back.join(src.strip_prefix("/").unwrap());
+    let listing = |dir: &Path| {
+        let mut out = Vec::new();
+        for e in walk(dir) {
+            out.push((e.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&e).unwrap()));
+        }
+        out.sort();
+        out
+    };
+    assert!(listing(&restored) == listing(&src), "the restored tree differs");
+    let listed = me.json(&["ls", "photos", "--json"]);
+    let names: Vec<&str> =
+        listed["entries"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert!(names.contains(&"photos/config") && names.contains(&"photos/data"), "{names:?}");
+    // The wrong token: refused.
+    let wrong = Command::new(&restic)
+        .args([
+            "-r",
+            &format!("rest:{}/photos/", g.base.replacen("http://", "http://jewel:nope@", 1)),
+            "snapshots",
+        ])
+        .env("RESTIC_PASSWORD", "correct horse")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
