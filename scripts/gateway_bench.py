@@ -2,13 +2,15 @@
 """Issue 23's gateway targets, through the `jewel` binary on a devnet of real node processes
 (all on this machine's cores).
 
-    python3 scripts/gateway_bench.py target/release/jewel [PEERS] [SIZE_MIB] [SCHEME]
+    cd scripts && python3 gateway_bench.py ../target/release/jewel [PEERS] [SIZE_MIB] [SCHEME] [SEGMENT]
 
 1. `jewel get` of a file of SIZE_MIB MiB, then the same file read whole through
    `jewel serve gateway` (sequential throughput, and its share of the get's).
 2. Time to the first byte of 64 KiB ranges in the middle of the file (each at a fresh
    offset, so no segment is cached yet): p50 and max of 20.
 3. Random 256 KiB ranges (fresh offsets): their throughput, next to the sequential one.
+
+SEGMENT (say 512KiB) puts the file with that segment size (`jewel put --segment-size`).
 """
 import http.client
 import os
@@ -26,6 +28,7 @@ BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/release/jewe
 PEERS = int(sys.argv[2]) if len(sys.argv) > 2 else 8
 SIZE = (int(sys.argv[3]) if len(sys.argv) > 3 else 1024) << 20
 SCHEME = sys.argv[4] if len(sys.argv) > 4 else "jewels:3/5"
+SEGMENT = sys.argv[5] if len(sys.argv) > 5 else None
 jewel = runner(BIN)
 
 
@@ -60,12 +63,13 @@ def main():
         with open(src, "wb") as f:
             for _ in range(SIZE >> 20):
                 f.write(os.urandom(1 << 20))
-        cap = jewel(me, "put", src, "--scheme", SCHEME).stdout.strip()
+        extra = ["--segment-size", SEGMENT] if SEGMENT else []
+        cap = jewel(me, "put", src, "--scheme", SCHEME, *extra).stdout.strip()
         os.remove(src)
         out = os.path.join(work, "got.bin")
         got, _ = timed(lambda: jewel(me, "get", cap, "-o", out))
         os.remove(out)
-        print(f"jewel get of {SIZE >> 20} MiB ({SCHEME}, {PEERS} nodes): {got:.2f} s = {SIZE / got / 1e6:.0f} MB/s")
+        print(f"jewel get of {SIZE >> 20} MiB ({SCHEME}, segments {SEGMENT or '4MiB'}, {PEERS} nodes): {got:.2f} s = {SIZE / got / 1e6:.0f} MB/s")
         gw = subprocess.Popen([BIN, "--home", me, "serve", "gateway"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         url = gw.stdout.readline().strip()
         host, port = url.split("@", 1)[1].rstrip("/").split(":")

@@ -188,6 +188,7 @@ pub fn run(b: &NetBench) -> Result<()> {
         no_clobber: false,
         hash: None,
         link: false,
+        segment_size: None,
     };
     let v = api.call::<api::Put>(&put)?;
     let put_secs = t.elapsed().as_secs_f64();

@@ -210,6 +210,10 @@ enum Command {
         /// more or fewer bytes fail the put).
         #[arg(long, value_parser = parse_size)]
         size: Option<u64>,
+        /// Plaintext bytes per segment [default: 4MiB]: any read fetches whole segments, so
+        /// smaller ones make seeks in a video cheaper, larger ones whole reads.
+        #[arg(long, value_parser = parse_size)]
+        segment_size: Option<u64>,
         #[arg(long)]
         json: bool,
     },
@@ -672,12 +676,18 @@ fn run(cli: Cli) -> Result<()> {
             ran?;
             Ok(())
         }
+        Command::Put { file, segment_size: Some(_), .. } if file.as_os_str() == "-" => {
+            anyhow::bail!("--segment-size is for a file, not standard input")
+        }
         Command::Put { file, scheme, name, at, size, no_clobber, json, .. } if file.as_os_str() == "-" => {
             let name = name.or(at);
             remote::put_stdin(home, scheme.as_deref(), name.as_deref(), size, no_clobber, json)
         }
         Command::Put { name: Some(_), .. } | Command::Put { size: Some(_), .. } => {
             anyhow::bail!("--name and --size are for `jewel put -` (standard input) only")
+        }
+        Command::Put { recursive: true, segment_size: Some(_), .. } => {
+            anyhow::bail!("--segment-size is for one file: `put -r` packs small files and stores the rest with 4 MiB segments")
         }
         Command::Put { recursive: false, exclude, dry_run, .. } if !exclude.is_empty() || dry_run => {
             anyhow::bail!("--exclude and --dry-run are for `jewel put -r FOLDER`")
@@ -686,8 +696,10 @@ fn run(cli: Cli) -> Result<()> {
             let how = tree::TreePut { at, scheme, no_clobber, json, exclude, dry_run };
             tree::put_tree(home, &file, &how)
         }
-        Command::Put { file, scheme, at, no_clobber, json, .. } => {
-            remote::put(home, &file, scheme.as_deref(), at.as_deref(), no_clobber, json)
+        Command::Put { file, scheme, at, no_clobber, json, segment_size, .. } => {
+            let segment_size =
+                segment_size.map(u32::try_from).transpose().context("--segment-size is too large")?;
+            remote::put(home, &file, scheme.as_deref(), at.as_deref(), no_clobber, segment_size, json)
         }
         Command::Get { output, recursive: true, .. } if output.as_os_str() == "-" => {
             anyhow::bail!("a folder cannot go to standard output: give -o DIR")

@@ -196,7 +196,7 @@ fn act(home: &Path, api: &Api, item: Item) -> Result<()> {
         Item::Dir => remote::dir(home, false)?,
         Item::Store => {
             if let Some(path) = ask("file to store (empty to go back): ")? {
-                remote::put(home, &PathBuf::from(path), None, None, false, false)?;
+                remote::put(home, &PathBuf::from(path), None, None, false, None, false)?;
             }
         }
         Item::Delete => {

@@ -230,6 +230,7 @@ pub fn put(
     scheme: Option<&str>,
     at: Option<&str>,
     no_clobber: bool,
+    segment_size: Option<u32>,
     json: bool,
 ) -> Result<()> {
     let api = Api::open(home)?;
@@ -247,6 +248,7 @@ pub fn put(
             // Only `put -r` hashes (to skip unchanged files): a single put reads the file once.
             hash: None,
             link: false,
+            segment_size,
         };
         api.call::<api::Put>(&req)
     })?;

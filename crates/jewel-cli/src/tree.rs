@@ -546,6 +546,7 @@ pub fn put_tree(home: Option<&Path>, dir: &Path, how: &TreePut) -> Result<()> {
                     no_clobber: how.no_clobber,
                     hash: Some(c.hash.clone()),
                     link: c.link,
+                    segment_size: None,
                 };
                 api.call::<api::Put>(&req).with_context(|| format!("{}", c.path.display()))?;
                 stored.fetch_add(1, Ordering::Relaxed);

@@ -352,3 +352,26 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A file meant to be read at random (a video a player seeks in) can be put with smaller
+/// segments; the gateway reads it by range as any other. A segment size out of bounds gets
+/// one line and stores nothing.
+#[test]
+fn a_file_put_with_small_segments_is_read_by_range() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 3, |_| Vec::new());
+    let me = &net.peers[0];
+    let data = random(3 << 20, 11);
+    let file = net.path("seekable.bin");
+    std::fs::write(&file, &data).unwrap();
+    let e =
+        me.err_line(&["put", file.to_str().unwrap(), "--segment-size", "1KiB", "--scheme", "replicate:2"]);
+    assert!(e.contains("segments are 4096 bytes to 64 MiB"), "{e}");
+    assert!(me.ok(&["ls"]).trim().is_empty(), "nothing stored");
+    let cap = me.ok(&["put", file.to_str().unwrap(), "--segment-size", "512KiB", "--scheme", "replicate:2"]);
+    let g = serve(&me.home);
+    let (status, _, body) =
+        ask("GET", &format!("{}/jewel/{}", g.base, cap.trim()), &[("Range", "bytes=2000000-2262143")]);
+    assert_eq!(status, 206);
+    assert!(body == data[2_000_000..2_262_144]);
+}

@@ -838,7 +838,7 @@ fn a_flood_of_name_records_does_not_crowd_out_a_users() {
     let resolved = net.peers[3].ok(&["name", "resolve", &name]);
     assert!(resolved.starts_with("jewel:r1:"), "{resolved}");
     jewel_testkit::eventually("the laptop's index all published", Duration::from_secs(30), || {
-        laptop.ok(&["status"]).contains("(all published)").then_some(())
+        laptop.ok(&["status"]).contains("(all published").then_some(())
     });
     let phone = &net.peers[4];
     let phrase = made["phrase"].as_str().unwrap();

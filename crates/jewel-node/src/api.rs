@@ -473,6 +473,11 @@ pub struct PutRequest {
     /// with the link's time and [`LINK_MODE`], and `get -r` makes a link of it again.
     #[serde(default)]
     pub link: bool,
+    /// Plaintext bytes per segment (4 MiB if absent): a segment is what any read of the
+    /// file fetches at least, so smaller ones make random reads (a player's seeks) cheaper
+    /// and larger ones whole reads.
+    #[serde(default)]
+    pub segment_size: Option<u32>,
 }
 
 /// Files under this size are packed by `put -r` (a pack refuses larger ones).

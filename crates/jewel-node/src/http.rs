@@ -92,7 +92,8 @@ impl From<PutError> for ApiError {
             PutError::Scheme(_)
             | PutError::Unreadable { .. }
             | PutError::NotRegular { .. }
-            | PutError::Pack(_) => status(StatusCode::BAD_REQUEST, e),
+            | PutError::Pack(_)
+            | PutError::Options(_) => status(StatusCode::BAD_REQUEST, e),
             PutError::Transfer(ClientError::Pipeline(jewel::PipelineError::Input(_))) => {
                 status(StatusCode::BAD_REQUEST, e)
             }

@@ -219,6 +219,8 @@ pub enum PutError {
     Index(String),
     #[error("{0}")]
     Pack(String),
+    #[error("{0}")]
+    Options(String),
 }
 
 impl From<jewel::index::IndexError> for PutError {
@@ -621,6 +623,16 @@ impl Node {
         let path = body.path.clone();
         let name = body.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let at = self.index.precheck(body.at.as_deref(), &name, body.no_clobber)?;
+        if let Some(seg) = body
+            .segment_size
+            .filter(|s| !(jewel::manifest::MIN_SEGMENT_SIZE..=jewel::manifest::MAX_SEGMENT_SIZE).contains(s))
+        {
+            return Err(PutError::Options(format!(
+                "a segment of {seg} bytes: segments are {} bytes to {} MiB",
+                jewel::manifest::MIN_SEGMENT_SIZE,
+                jewel::manifest::MAX_SEGMENT_SIZE >> 20
+            )));
+        }
         let link = body.link;
         let opened = tokio::task::spawn_blocking(move || open_input(&path, link))
             .await
@@ -644,7 +656,11 @@ impl Node {
                         .0
                 }
             };
-            let how = How { scheme: body.scheme.as_deref(), segment_size: None, job: body.job.as_deref() };
+            let how = How {
+                scheme: body.scheme.as_deref(),
+                segment_size: body.segment_size,
+                job: body.job.as_deref(),
+            };
             self.put_input(file, size, what.clone(), name.clone(), how, self.keep_at(at.clone())).await
         })
         .await
