@@ -8,7 +8,8 @@
    `jewel serve gateway` (sequential throughput, and its share of the get's).
 2. Time to the first byte of 64 KiB ranges in the middle of the file (each at a fresh
    offset, so no segment is cached yet): p50 and max of 20.
-3. Random 256 KiB ranges (fresh offsets): their throughput, next to the sequential one.
+3. Random 256 KiB ranges (fresh offsets) on one kept-alive connection, as a player reads:
+   their throughput, next to the sequential one.
 
 SEGMENT (say 512KiB) puts the file with that segment size (`jewel put --segment-size`).
 """
@@ -32,9 +33,10 @@ SEGMENT = sys.argv[5] if len(sys.argv) > 5 else None
 jewel = runner(BIN)
 
 
-def fetch(host, port, path, rng=None):
-    """(seconds to the first body byte, seconds in all, bytes) of one GET."""
-    c = http.client.HTTPConnection(host, port)
+def fetch(host, port, path, rng=None, conn=None):
+    """(seconds to the first body byte, seconds in all, bytes) of one GET (on `conn`, kept
+    open as a browser keeps it, if given)."""
+    c = conn or http.client.HTTPConnection(host, port)
     headers = {"Range": f"bytes={rng[0]}-{rng[1] - 1}"} if rng else {}
     t = time.perf_counter()
     c.request("GET", path, headers=headers)
@@ -48,7 +50,8 @@ def fetch(host, port, path, rng=None):
             break
         n += len(b)
     total = time.perf_counter() - t
-    c.close()
+    if conn is None:
+        c.close()
     return ttfb, total, n
 
 
@@ -85,10 +88,11 @@ def main():
             ttfb, _, _ = fetch(host, port, path, (at, at + (64 << 10)))
             firsts.append(ttfb * 1000)
         print(f"time to first byte of a 64 KiB range in the middle: p50 {statistics.median(firsts):.1f} ms, max {max(firsts):.1f} ms")
-        reads, t0 = 50, time.perf_counter()
+        reads, conn = 50, http.client.HTTPConnection(host, port)
+        t0 = time.perf_counter()
         for _ in range(reads):
             at = rnd.randrange(SIZE - (256 << 10))
-            fetch(host, port, path, (at, at + (256 << 10)))
+            fetch(host, port, path, (at, at + (256 << 10)), conn)
         secs = time.perf_counter() - t0
         rate = reads * (256 << 10) / secs
         print(f"random 256 KiB ranges: {reads} in {secs:.2f} s = {rate / 1e6:.0f} MB/s ({rate / (SIZE / seq) * 100:.0f}% of sequential)")

@@ -73,6 +73,9 @@ pub(crate) struct Node {
     pub small_puts: tokio::sync::Semaphore,
     /// Packs read into memory at once, at most [`crate::pack::MAX_PACKS`].
     pub packing: tokio::sync::Semaphore,
+    /// Files read lately, found: a reader's many short reads (a gateway's ranges) find a
+    /// file once per [`LOCATED_FOR`], not each time.
+    pub located: Mutex<std::collections::HashMap<BlockId, Located>>,
     /// Puts whose data is still being read (a put's reader holds one [`Reading`]).
     pub reading: Arc<std::sync::atomic::AtomicUsize>,
     /// Peers that refused a piece for want of room, and when: placed last for
@@ -127,6 +130,13 @@ impl Drop for Ended {
     }
 }
 
+/// A file found for reading: when, its manifest, and its pieces' holders.
+pub type Located = (Instant, Arc<Manifest>, Vec<Option<PeerId>>);
+
+/// How long what [`Node::locate`] found serves further reads of the file.
+const LOCATED_FOR: Duration = Duration::from_secs(10);
+/// Files whose whereabouts are kept for reads, at most.
+const LOCATED_KEPT: usize = 256;
 /// How long a peer that refused a piece for want of room is placed after the others.
 pub const FULL_FOR: Duration = Duration::from_secs(600);
 /// Peers remembered as full, at most.
@@ -883,7 +893,7 @@ impl Node {
         let _turn = self.transfers.acquire().await.map_err(|_| GetError::Interrupted)?;
         let started = Instant::now();
         let Ready { cap, manifest, located, fetch, range, hash } =
-            self.ready_to_get(&body.cap, body.range).await?;
+            self.ready_to_get(&body.cap, body.range, false).await?;
         let (found, pieces) = (located.iter().flatten().count(), located.len());
         let (node, stop) = (self.clone(), place.0.clone());
         let (stats, resumed_from) = Bridge::run(move |bridge| -> Result<_, GetError> {
@@ -983,14 +993,20 @@ impl Node {
     }
 
     /// What a get of `cap` (or `range` of it) starts from, once everything a user can get
-    /// wrong is checked (the cap, the range, the key) and the file is found.
-    async fn ready_to_get(&self, cap: &str, range: Option<(u64, u64)>) -> Result<Ready, GetError> {
+    /// wrong is checked (the cap, the range, the key) and the file is found (`recent`: or
+    /// was found within [`LOCATED_FOR`]: a stream's reads; a get looks again each time).
+    async fn ready_to_get(
+        &self,
+        cap: &str,
+        range: Option<(u64, u64)>,
+        recent: bool,
+    ) -> Result<Ready, GetError> {
         if let Some((start, end)) = range {
             if start > end {
                 return Err(GetError::Range { start, end });
             }
         }
-        let Opened { cap, slice, manifest, located } = self.open_cap(cap).await?;
+        let Opened { cap, slice, manifest, located } = self.open_cap(cap, recent).await?;
         let (len, first) = slice.as_ref().map_or((manifest.file_len, 0), |s| (s.len, s.offset));
         if let Some((start, _)) = range {
             if start >= len && start > 0 {
@@ -1008,15 +1024,37 @@ impl Node {
         Ok(Ready { cap, manifest, located, fetch, range, hash })
     }
 
-    /// The file a cap reads, found, its key checked, and (for a packed file) its place
+    /// [`Node::locate`], or what it found within [`LOCATED_FOR`] (at most [`LOCATED_KEPT`]
+    /// files are kept).
+    async fn locate_for_reading(&self, id: BlockId) -> Result<(Manifest, Vec<Option<PeerId>>), GetError> {
+        let now = Instant::now();
+        let kept =
+            self.located.locked().get(&id).filter(|(at, ..)| now.duration_since(*at) < LOCATED_FOR).cloned();
+        if let Some((_, manifest, located)) = kept {
+            return Ok(((*manifest).clone(), located));
+        }
+        let (manifest, located) = self.locate(id).await.map_err(GetError::Locate)?;
+        let mut cache = self.located.locked();
+        cache.retain(|_, (at, ..)| now.duration_since(*at) < LOCATED_FOR);
+        if cache.len() < LOCATED_KEPT {
+            cache.insert(id, (now, Arc::new(manifest.clone()), located.clone()));
+        }
+        Ok((manifest, located))
+    }
+
+    /// The file a cap reads, found (`recent`: or found lately, see
+    /// [`Node::locate_for_reading`]), its key checked, and (for a packed file) its place
     /// checked against its pack's length.
-    async fn open_cap(&self, cap: &str) -> Result<Opened, GetError> {
+    async fn open_cap(&self, cap: &str, recent: bool) -> Result<Opened, GetError> {
         let (cap, slice) = match Cap::parse(cap)? {
             Cap::Read(r) => (r, None),
             Cap::Slice(s) => (s.pack.clone(), Some(s)),
             Cap::Verify(_) => return Err(CapError::NotReadCap.into()),
         };
-        let (manifest, located) = self.locate(cap.manifest).await.map_err(GetError::Locate)?;
+        let (manifest, located) = match recent {
+            true => self.locate_for_reading(cap.manifest).await?,
+            false => self.locate(cap.manifest).await.map_err(GetError::Locate)?,
+        };
         if let Some(s) = slice.as_ref().filter(|s| s.offset + s.len > manifest.file_len) {
             return Err(GetError::PackTooShort { end: s.offset + s.len, len: manifest.file_len });
         }
@@ -1028,7 +1066,7 @@ impl Node {
     /// a tag naming its content (the manifest id; for a packed file, with its place), and
     /// its segment size.
     pub async fn describe_read(&self, cap: &str) -> Result<(u64, String, u32), GetError> {
-        let Opened { cap, slice, manifest, .. } = self.open_cap(cap).await?;
+        let Opened { cap, slice, manifest, .. } = self.open_cap(cap, true).await?;
         Ok(match slice {
             Some(s) => (s.len, format!("{}-{}", cap.manifest, s.offset), manifest.segment_size),
             None => (manifest.file_len, cap.manifest.to_string(), manifest.segment_size),
@@ -1045,7 +1083,7 @@ impl Node {
         cap: &str,
         range: Option<(u64, u64)>,
     ) -> Result<(u64, tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>), GetError> {
-        let Ready { cap, manifest, fetch, range, hash, .. } = self.ready_to_get(cap, range).await?;
+        let Ready { cap, manifest, fetch, range, hash, .. } = self.ready_to_get(cap, range, true).await?;
         let (start, end) = range.unwrap_or((0, manifest.file_len));
         let (tx, rx) = tokio::sync::mpsc::channel(READ_QUEUE);
         let (node, file) = (self.clone(), cap.manifest);

@@ -69,6 +69,8 @@ impl Node {
     /// then records the new placement.
     pub async fn repair_file(&self, id: BlockId) -> Result<RepairResponse, RepairError> {
         let _guard = RepairGuard::take(self, id).ok_or(RepairError::Busy(id))?;
+        // Reads find the file's holders again, not the ones before the repair.
+        self.located.locked().remove(&id);
         let _turn =
             self.transfers.acquire().await.map_err(|_| RepairError::Rebuild(ClientError::Interrupted))?;
         let (manifest, located, before) = self.audit_file(id, false).await?;
