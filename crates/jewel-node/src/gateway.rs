@@ -316,33 +316,41 @@ async fn sniffed(g: &Arc<Gateway>, cap: &str, len: u64, segment: u32) -> String 
     infer::get(&head).map_or("application/octet-stream", |t| t.mime_type()).to_string()
 }
 
-/// Bytes `start..end` of the file, from whole segments kept in the cache (read and kept
-/// if they are not).
+/// Bytes `start..end` of the file, from whole segments kept in the cache; the segments
+/// missing are read in one read of their span, and kept.
 async fn cached(g: &Arc<Gateway>, cap: &str, start: u64, end: u64, segment: u32) -> Result<Vec<u8>, String> {
     let seg = u64::from(segment.max(1));
-    let mut out = Vec::with_capacity(usize::try_from(end - start).unwrap_or(0));
-    let mut i = start / seg;
-    while i * seg < end {
-        let key = (cap.to_string(), i);
-        let hit = g.cache.locked().get(&key);
-        let bytes = match hit {
-            Some(b) => b,
-            None => {
-                let (len, mut rx) =
-                    g.node.read(cap, Some((i * seg, (i + 1) * seg))).await.map_err(|e| e.to_string())?;
-                let mut whole = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-                while let Some(chunk) = rx.recv().await {
-                    whole.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
-                }
-                let whole = Arc::new(whole);
-                g.cache.locked().put(key, whole.clone());
-                whole
+    let (first, last) = (start / seg, end.saturating_sub(1) / seg);
+    let mut have: Vec<Option<Arc<Vec<u8>>>> = {
+        let mut cache = g.cache.locked();
+        (first..=last).map(|i| cache.get(&(cap.to_string(), i))).collect()
+    };
+    if let (Some(a), Some(b)) =
+        (have.iter().position(Option::is_none), have.iter().rposition(Option::is_none))
+    {
+        let (from, to) = ((first + a as u64) * seg, (first + b as u64 + 1) * seg);
+        let (len, mut rx) = g.node.read(cap, Some((from, to))).await.map_err(|e| e.to_string())?;
+        let mut span = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        while let Some(chunk) = rx.recv().await {
+            span.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+        }
+        let mut cache = g.cache.locked();
+        for (k, piece) in span.chunks(usize::try_from(seg).unwrap_or(usize::MAX)).enumerate() {
+            let i = a + k;
+            let whole = Arc::new(piece.to_vec());
+            cache.put((cap.to_string(), first + i as u64), whole.clone());
+            if let Some(slot) = have.get_mut(i) {
+                *slot = Some(whole);
             }
-        };
-        let from = usize::try_from(start.saturating_sub(i * seg)).unwrap_or(usize::MAX);
-        let to = usize::try_from(end - i * seg).unwrap_or(usize::MAX).min(bytes.len());
+        }
+    }
+    let mut out = Vec::with_capacity(usize::try_from(end - start).unwrap_or(0));
+    for (k, bytes) in have.into_iter().enumerate() {
+        let at = (first + k as u64) * seg;
+        let bytes = bytes.unwrap_or_default();
+        let from = usize::try_from(start.saturating_sub(at)).unwrap_or(usize::MAX);
+        let to = usize::try_from(end - at).unwrap_or(usize::MAX).min(bytes.len());
         out.extend_from_slice(bytes.get(from..to).unwrap_or_default());
-        i += 1;
     }
     Ok(out)
 }
