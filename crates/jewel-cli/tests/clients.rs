@@ -375,3 +375,40 @@ fn a_file_put_with_small_segments_is_read_by_range() {
     assert_eq!(status, 206);
     assert!(body == data[2_000_000..2_262_144]);
 }
+
+/// restic's backend as a stranger finds it: every route needs the token; an object larger
+/// than 256 MiB is refused before its body is read, one without a length too; names restic
+/// never uses are refused; nothing of it lands in the index.
+#[test]
+fn the_restic_backend_refuses_what_restic_never_sends() {
+    use std::io::Write;
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 3, |_| Vec::new());
+    let me = &net.peers[0];
+    let g = serve_kind(&me.home, &["restic", "--scheme", "replicate:2"]);
+    let id = "ab".repeat(32);
+    let raw = |head: &str| -> String {
+        let addr = g.base.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        let mut got = vec![0u8; 512];
+        let n = s.read(&mut got).unwrap_or(0);
+        String::from_utf8_lossy(&got[..n]).lines().next().unwrap_or("").to_string()
+    };
+    let auth = format!("Authorization: Bearer {}\r\n", g.token);
+    let huge = format!("POST /repo/data/{id} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 314572800\r\n\r\n");
+    assert!(raw(&huge).contains("413"), "an object of 300 MiB");
+    let no_length = format!(
+        "POST /repo/data/{id} HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    );
+    assert!(raw(&no_length).contains("411"), "an object with no length");
+    let stranger = format!("POST /repo/data/{id} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+    assert!(raw(&stranger).contains("401"), "no token");
+    for path in [format!("/repo/other/{id}"), "/repo/data/short".to_string(), format!("/../data/{id}")] {
+        let bad = format!("POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 3\r\n\r\nabc");
+        let line = raw(&bad);
+        assert!(line.contains("400") || line.contains("404"), "{path}: {line}");
+    }
+    assert!(me.ok(&["ls"]).trim().is_empty(), "nothing stored");
+}
