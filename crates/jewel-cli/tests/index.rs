@@ -882,3 +882,20 @@ fn a_put_r_killed_midway_loses_nothing_it_listed_and_a_rerun_finishes() {
     me.ok(&["get", "-r", "many", "-o", back.to_str().unwrap()]);
     assert!(tree(&back) == tree(&src), "the tree after the re-run differs");
 }
+
+/// Empty files in a tree: a folder holding nothing but an empty file is put (its pack is
+/// empty, and stored all the same) and comes back; issue found by hand: its cap was empty.
+#[test]
+fn a_tree_of_empty_files_comes_back() {
+    let _one = exclusive();
+    let net = Devnet::start(Path::new(BIN), 3, |_| Vec::new());
+    let me = &net.peers[0];
+    let src = net.path("empties");
+    write(&src.join("zero"), b"");
+    write(&src.join("sub/also-zero"), b"");
+    me.ok(&["put", "-r", src.to_str().unwrap(), "--scheme", SCHEME]);
+    assert_eq!(me.ok(&["get", "empties/zero", "-o", "-"]), "");
+    let back = net.path("back");
+    me.ok(&["get", "-r", "empties", "-o", back.to_str().unwrap()]);
+    assert_eq!(tree(&back), tree(&src));
+}

@@ -188,8 +188,9 @@ impl Node {
                 .map(|(path, e)| PackedFile { path, cap: e.cap })
                 .collect()
         };
-        if pack.is_empty() {
-            // Every content is stored already: only the index changes.
+        if files.iter().all(|f| matches!(f.place, Place::Known(..))) {
+            // Every content is stored already: only the index changes. (A pack of empty
+            // files only is stored all the same, empty: its files need a cap.)
             self.index
                 .put_many(entries(&files, None, &scheme), no_clobber, None)
                 .await

@@ -647,7 +647,7 @@ impl IndexService {
             ix.files()
                 .into_values()
                 .flat_map(|es| es.into_iter())
-                .filter(|e| !e.hash.is_empty())
+                .filter(|e| !e.hash.is_empty() && jewel::caps::Cap::parse(&e.cap).is_ok())
                 .map(|e| ((e.hash.clone(), e.scheme.clone()), e.cap.clone()))
                 .collect()
         })
