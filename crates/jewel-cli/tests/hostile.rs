@@ -526,6 +526,15 @@ fn frozen_holders_do_not_stall_puts() {
     }
     let o = me.run(&["put", "-r", s(&after), "--scheme", "jewels:3/5"]);
     assert!(o.success(), "{}", o.stderr);
+    // `put -r` of small files is one pack, one placement (5 of the 9 peers); puts of files
+    // one by one place each anew, and so meet the frozen peers (each at most one short
+    // wait, then found silent).
+    for i in 0..10u64 {
+        let one = net.path(&format!("one{i}"));
+        write_file(&one, &random_bytes(3000, 500 + i));
+        let o = me.run(&["put", s(&one), "--scheme", "jewels:3/5"]);
+        assert!(o.success(), "{}", o.stderr);
+    }
     // Once found silent (`jewel peers` says so), a frozen peer gets nothing more.
     jewel_testkit::eventually("the frozen peers shown as not answering", Duration::from_secs(30), || {
         let v = me.json(&["peers", "--json"]);
