@@ -23,8 +23,8 @@ SIZE = (int(sys.argv[3]) if len(sys.argv) > 3 else 1024) << 20
 SCHEME = sys.argv[4] if len(sys.argv) > 4 else "jewels:3/5"
 
 
-def restic(repo, *args):
-    env = dict(os.environ, RESTIC_PASSWORD="bench", RESTIC_CACHE_DIR=os.path.join(os.path.dirname(repo.split(":", 1)[-1]) or "/tmp", "cache"))
+def restic(repo, *args, cache):
+    env = dict(os.environ, RESTIC_PASSWORD="bench", RESTIC_CACHE_DIR=cache)
     r = subprocess.run(["restic", "-q", "-r", repo, *args], env=env, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"restic {' '.join(args)}: {r.stderr.strip()}")
@@ -53,10 +53,11 @@ def main():
         url = srv.stdout.readline().strip()
         rows = []
         for label, repo in (("jewel serve restic", f"rest:{url}repo/"), ("a local folder", os.path.join(work, "local-repo"))):
-            restic(repo, "init")
-            b, _ = timed(lambda: restic(repo, "backup", tree))
+            cache = os.path.join(work, "restic-cache")
+            restic(repo, "init", cache=cache)
+            b, _ = timed(lambda: restic(repo, "backup", tree, cache=cache))
             out = os.path.join(work, "restored-" + label.split()[0])
-            r, _ = timed(lambda: restic(repo, "restore", "latest", "--target", out))
+            r, _ = timed(lambda: restic(repo, "restore", "latest", "--target", out, cache=cache))
             same = subprocess.run(["diff", "-rq", tree, os.path.join(out, tree.lstrip("/"))], capture_output=True).returncode == 0
             shutil.rmtree(out, ignore_errors=True)
             rows.append((label, b, r, same))
