@@ -131,7 +131,7 @@ impl Drop for Ended {
 }
 
 /// A file found for reading: when, its manifest, and its pieces' holders.
-pub type Located = (Instant, Arc<Manifest>, Vec<Option<PeerId>>);
+pub type Located = (Instant, Manifest, Vec<Option<PeerId>>);
 
 /// How long what [`Node::locate`] found serves further reads of the file.
 const LOCATED_FOR: Duration = Duration::from_secs(10);
@@ -917,15 +917,13 @@ impl Node {
                 Some((start, end)) => {
                     let stats = jewel::offline::write_atomically(&body.out, |w| {
                         let range = ByteRange { start, end };
-                        let mut out = Hashing { inner: w, hasher: blake3::Hasher::new() };
+                        let mut out = Checked::new(w, hash);
                         let stats =
                             jewel::pipeline::get_with(&manifest, &cap.key, &fetch, range, &mut out, threads)?;
                         // A packed file is written only if it is the file its cap names.
-                        match hash {
-                            Some(h) if *out.hasher.finalize().as_bytes() != h => {
-                                Err(GetError::PackedMismatch)
-                            }
-                            _ => Ok(stats),
+                        match out.matches() {
+                            true => Ok(stats),
+                            false => Err(GetError::PackedMismatch),
                         }
                     })?;
                     Ok((stats, 0))
@@ -1031,13 +1029,13 @@ impl Node {
         let kept =
             self.located.locked().get(&id).filter(|(at, ..)| now.duration_since(*at) < LOCATED_FOR).cloned();
         if let Some((_, manifest, located)) = kept {
-            return Ok(((*manifest).clone(), located));
+            return Ok((manifest, located));
         }
         let (manifest, located) = self.locate(id).await.map_err(GetError::Locate)?;
         let mut cache = self.located.locked();
         cache.retain(|_, (at, ..)| now.duration_since(*at) < LOCATED_FOR);
         if cache.len() < LOCATED_KEPT {
-            cache.insert(id, (now, Arc::new(manifest.clone()), located.clone()));
+            cache.insert(id, (now, manifest.clone(), located.clone()));
         }
         Ok((manifest, located))
     }
@@ -1092,7 +1090,7 @@ impl Node {
             let Ok(_turn) = node.transfers.acquire().await else { return };
             let sink = tx.clone();
             let done = Bridge::run(move |bridge| {
-                let mut out = Hashing { inner: ChannelWriter(sink), hasher: blake3::Hasher::new() };
+                let mut out = Checked::new(ChannelWriter(sink), hash);
                 let range = ByteRange { start, end };
                 let stats = jewel::pipeline::get_with(
                     &manifest,
@@ -1102,7 +1100,7 @@ impl Node {
                     &mut out,
                     client::GET_THREADS,
                 );
-                stats.map(|s| (s, hash.is_none_or(|h| *out.hasher.finalize().as_bytes() == h)))
+                stats.map(|s| (s, out.matches()))
             })
             .await;
             let failed = match done {
@@ -1293,19 +1291,31 @@ pub enum DirError {
     Interrupted,
 }
 
-/// A get ready to run (see `Node::ready_to_get`): the cap, the file's manifest, where its
-/// pieces are, and a fetch over them (this node's own pieces first).
-/// A writer that hashes what goes through it (a packed file read whole is checked against
-/// its cap's hash).
-struct Hashing<W> {
+/// A writer that, when its bytes must have a hash (a packed file read whole), hashes what
+/// goes through it; others pass untouched.
+struct Checked<W> {
     inner: W,
+    want: Option<[u8; 32]>,
     hasher: blake3::Hasher,
 }
 
-impl<W: std::io::Write> std::io::Write for Hashing<W> {
+impl<W> Checked<W> {
+    fn new(inner: W, want: Option<[u8; 32]>) -> Checked<W> {
+        Checked { inner, want, hasher: blake3::Hasher::new() }
+    }
+
+    /// Whether what went through has the hash it must have (if any).
+    fn matches(&self) -> bool {
+        self.want.is_none_or(|h| *self.hasher.finalize().as_bytes() == h)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Checked<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if self.want.is_some() {
+            self.hasher.update(&buf[..n]);
+        }
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -1313,6 +1323,7 @@ impl<W: std::io::Write> std::io::Write for Hashing<W> {
     }
 }
 
+/// The file a cap reads, found (see `Node::open_cap`); for a packed file, its slice.
 struct Opened {
     cap: ReadCap,
     slice: Option<jewel::caps::SliceCap>,
@@ -1320,6 +1331,8 @@ struct Opened {
     located: Vec<Option<PeerId>>,
 }
 
+/// A get ready to run (see `Node::ready_to_get`): the cap, the file's manifest, where its
+/// pieces are, and a fetch over them (this node's own pieces first).
 struct Ready {
     cap: ReadCap,
     manifest: Manifest,
