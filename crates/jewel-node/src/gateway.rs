@@ -232,7 +232,7 @@ pub(crate) async fn serve(
     headers: &HeaderMap,
     immutable: bool,
 ) -> Response {
-    let Ok(_permit) = g.requests.clone().try_acquire_owned() else {
+    let Ok(permit) = g.requests.clone().try_acquire_owned() else {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "the gateway is busy; try again");
     };
     let (len, tag, segment) = match g.node.describe_read(cap).await {
@@ -298,7 +298,10 @@ pub(crate) async fn serve(
         match g.node.read(cap, Some((start, end))).await {
             Ok((_, rx)) => {
                 let stream =
-                    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) });
+                    // The stream holds the request's turn: a long download counts while it runs.
+                    futures::stream::unfold((rx, permit), |(mut rx, permit)| async move {
+                        rx.recv().await.map(|i| (i, (rx, permit)))
+                    });
                 axum::body::Body::from_stream(stream)
             }
             Err(e) => {

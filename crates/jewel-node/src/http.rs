@@ -470,9 +470,10 @@ async fn serve_front(
         }
     };
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
-    let mut secret = [0u8; 16];
-    let _ = jewel::crypto::fill_random(&mut secret);
-    let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let token = match crate::identity::new_token() {
+        Ok(t) => t,
+        Err(e) => return status(StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    };
     let line = api::ServeLine { url: format!("http://jewel:{token}@{bound}/"), token: token.clone() };
     let app = make(s.node.clone(), token, req.scheme);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
