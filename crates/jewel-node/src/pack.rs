@@ -118,19 +118,20 @@ fn lay_out(
     (pack, files, failed)
 }
 
-/// The index entries of a pack's files, once the pack is stored as `pack` with `scheme`.
+/// The index entries of a pack's files, once the pack is stored as `pack` with `scheme`
+/// (with no pack, the files of known contents only: a file placed in a pack has no entry
+/// until the pack is stored).
 fn entries(files: &[Small], pack: Option<&ReadCap>, scheme: &str) -> Vec<(String, Entry)> {
     files
         .iter()
-        .map(|f| {
+        .filter_map(|f| {
             let (cap, scheme) = match (&f.place, pack) {
                 (Place::Known(cap, scheme), _) => (cap.clone(), scheme.clone()),
                 (Place::At(offset), Some(pack)) => {
                     let slice = SliceCap { pack: pack.clone(), offset: *offset, len: f.len, hash: f.hash };
                     (slice.to_string(), scheme.to_string())
                 }
-                // Not reached: a file placed in the pack comes with one.
-                (Place::At(_), None) => (String::new(), scheme.to_string()),
+                (Place::At(_), None) => return None,
             };
             let entry = Entry {
                 cap,
@@ -140,7 +141,7 @@ fn entries(files: &[Small], pack: Option<&ReadCap>, scheme: &str) -> Vec<(String
                 hash: blake3::Hash::from(f.hash).to_hex().to_string(),
                 mode: f.mode,
             };
-            (f.path.clone(), entry)
+            Some((f.path.clone(), entry))
         })
         .collect()
 }
