@@ -1016,9 +1016,11 @@ impl IndexService {
         let seq = self.next_seq(head.seq);
         // A delta of what came since the last publication while the chain is short and the
         // delta small next to the whole; else a checkpoint (every op), which starts a chain.
-        let (sealed, count, upto, delta) = self.with(|ix| -> Result<_, IndexOpError> {
+        // (Read before the index's lock: every op committed is in the index already, which
+        // applies a change before it queues its commit.)
+        let (upto, fresh) = self.state.ops_after(chain.upto)?;
+        let (sealed, count, delta) = self.with(|ix| -> Result<_, IndexOpError> {
             let count = ix.len();
-            let (upto, fresh) = self.state.ops_after(chain.upto)?;
             let follows =
                 head.cap.clone().filter(|_| !chain.caps.is_empty() && chain.caps.len() <= MAX_DELTAS);
             match follows {
@@ -1026,9 +1028,9 @@ impl IndexService {
                     let ops = fresh.iter().filter_map(|id| ix.op(id).cloned()).collect();
                     let depth = u32::try_from(chain.caps.len()).unwrap_or(u32::MAX);
                     let delta = index::Delta { prev, prev_seq: head.seq, seq, depth, ops };
-                    Ok((delta.seal(&key)?, count, upto, true))
+                    Ok((delta.seal(&key)?, count, true))
                 }
-                _ => Ok((ix.seal(&key)?, count, upto, false)),
+                _ => Ok((ix.seal(&key)?, count, false)),
             }
         })?;
         if count == 0 {
@@ -1070,6 +1072,11 @@ impl IndexService {
             Vec::new()
         } else {
             next.previous = std::mem::replace(&mut next.caps, vec![cap.clone()]);
+            if chain.caps.is_empty() {
+                // The first chain of a device that published whole snapshots before: its
+                // last two go with the next checkpoint.
+                next.previous.extend(head.cap.iter().chain(&head.previous).cloned());
+            }
             chain.previous.clone()
         };
         self.state.set_chain(next).await?;

@@ -541,3 +541,31 @@ async fn publications_are_deltas_between_checkpoints() {
     assert_eq!(d.svc.catch_up().await.unwrap(), a.svc.with(|ix| ix.len()));
     assert_eq!(paths(&d, "more").await.len(), 2 * MAX_DELTAS + 1);
 }
+
+/// A device that published whole snapshots before chains: its last two snapshots are
+/// released with its first chain, once a later checkpoint replaces that chain.
+#[tokio::test]
+async fn snapshots_from_before_chains_are_released_with_the_first_chain() {
+    let lab = Lab::new();
+    let a = lab.device();
+    put(&a, "f.txt", "x").await.unwrap();
+    let (old, older) = (cap_of(b"old snapshot", 1), cap_of(b"older snapshot", 2));
+    let (o, p) = (old.clone(), older.clone());
+    a.state
+        .update_head(move |h| {
+            h.cap = Some(o.clone());
+            h.previous = Some(p.clone());
+        })
+        .await
+        .unwrap();
+    a.svc.publish_head().await.unwrap();
+    assert!(a.state.chain().unwrap().previous.contains(&old), "kept for readers at first");
+    // Checkpoints until the first chain is replaced twice over.
+    for round in 0..2 * (MAX_DELTAS + 1) {
+        lab.clock.advance(1);
+        put(&a, &format!("g{round}.txt"), "y").await.unwrap();
+        a.svc.publish_head().await.unwrap();
+    }
+    let released = lock(&a.files.released).clone();
+    assert!(released.contains(&old) && released.contains(&older), "{released:?}");
+}

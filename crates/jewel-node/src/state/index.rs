@@ -66,7 +66,8 @@ pub struct Head {
     /// Ops the published snapshot held, once it was found in the DHT.
     pub ops: u64,
     pub cap: Option<String>,
-    /// The snapshot before (kept for readers that resolved the older record).
+    /// The snapshot before (kept for readers that resolved the older record), as a node
+    /// kept it before chains ([`Chain`]): read once, to release it with the first chain.
     pub previous: Option<String>,
     /// The signed records (this device's slot, the latest slot), encoded.
     pub device_record: Vec<u8>,
