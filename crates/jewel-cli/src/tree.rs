@@ -278,6 +278,8 @@ fn files_bar(total: usize, label: &str) -> indicatif::ProgressBar {
 
 /// A file `put -r` stores: its path, index path, size, content hash, and whether it is a link.
 struct Changed {
+    /// Its place among the files walked (failures are told in that order).
+    walked: usize,
     path: PathBuf,
     dest: String,
     size: u64,
@@ -496,7 +498,9 @@ pub fn put_tree(home: Option<&Path>, dir: &Path, how: &TreePut) -> Result<()> {
     // others one put each.
     let (skipped, would) = (AtomicUsize::new(0), Mutex::new(Vec::new()));
     let changed = Mutex::new(Vec::new());
-    let mut failed = parallel(&files, |(path, rel, link)| {
+    let walked: Vec<usize> = (0..files.len()).collect();
+    let mut failed = parallel(&walked, |&walked| {
+        let (path, rel, link) = &files[walked];
         let dest = jewel::index::join(&root, rel);
         // A link is its target: its content, and its own time (never the file it names).
         let (meta, hash, size, mode) = if *link {
@@ -524,7 +528,7 @@ pub fn put_tree(home: Option<&Path>, dir: &Path, how: &TreePut) -> Result<()> {
         } else if how.dry_run {
             would.locked().push(dest);
         } else {
-            changed.locked().push(Changed { path: path.clone(), dest, size, hash, link: *link });
+            changed.locked().push(Changed { walked, path: path.clone(), dest, size, hash, link: *link });
         }
         Ok(())
     });
@@ -590,7 +594,6 @@ pub fn put_tree(home: Option<&Path>, dir: &Path, how: &TreePut) -> Result<()> {
         Ok(())
     });
     // Failures by file, in the walk's order.
-    let of_file: HashMap<&Path, usize> = files.iter().enumerate().map(|(i, f)| (f.0.as_path(), i)).collect();
     let mut by_change: Vec<(usize, anyhow::Error)> =
         pack_failed.into_inner().unwrap_or_else(|p| p.into_inner());
     for (j, e) in job_failed {
@@ -598,9 +601,7 @@ pub fn put_tree(home: Option<&Path>, dir: &Path, how: &TreePut) -> Result<()> {
             by_change.push((*i, e));
         }
     }
-    failed.extend(
-        by_change.into_iter().map(|(i, e)| (of_file.get(changed[i].path.as_path()).copied().unwrap_or(0), e)),
-    );
+    failed.extend(by_change.into_iter().map(|(i, e)| (changed[i].walked, e)));
     failed.sort_by_key(|(i, _)| *i);
     bar.finish_and_clear();
     let (stored, skipped) = (stored.into_inner(), skipped.into_inner());
